@@ -1,0 +1,743 @@
+//! The listen-spec parser.
+//!
+//! Heads up: before changing this file, read the grammar on [`ListenSpec`], RFC 4007 §11
+//! (zones), RFC 6874 (`%25` in URIs) and the WHATWG URL standard's "ends in a number" rule
+//! (why `127.1` is an error here and never a name). Two promises rest on this file and are
+//! pinned by tests and fuzz targets: `parse(display(x)) == x`, and every input that
+//! `std::net::SocketAddr::from_str` accepts is accepted with the same address and port.
+//!
+//! Every function takes the whole `input` (for error messages), the slice it parses and that
+//! slice's byte `offset` in `input` (for error positions).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::error::{ParseError, ParseErrorKind::*};
+use super::spec::{Host, HostName, ListenSpec, Zone};
+
+type Result<T> = std::result::Result<T, ParseError>;
+
+/// Parses a whole spec: `HOST:PORT`, `[IPV6]:PORT`, `:PORT`, `*:PORT` or `PORT`.
+pub(crate) fn spec(input: &str) -> Result<ListenSpec> {
+    if input.is_empty() {
+        return Err(ParseError::new(
+            input,
+            Empty,
+            None,
+            r#"it is empty; expected HOST:PORT, [IPV6]:PORT or PORT, as in "localhost:8080""#,
+        ));
+    }
+    if let Some(pos) = input.find(char::is_whitespace) {
+        let trimmed = input.trim();
+        return Err(whitespace(
+            input,
+            pos,
+            trimmed != input && spec(trimmed).is_ok(),
+        ));
+    }
+    if let Some(scheme_end) = input.find("://") {
+        return Err(url(input, scheme_end));
+    }
+    if let Some(rest) = input.strip_prefix('[') {
+        return bracketed(input, rest);
+    }
+    if input.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(ListenSpec::new(Host::Any, port(input, input, 0)?));
+    }
+    match input.split_once(':') {
+        None => {
+            // Check the host first: a bad host is the more useful message.
+            if input != "*" {
+                plain_host(input, input, 0)?;
+            }
+            Err(ParseError::new(
+                input,
+                MissingPort,
+                Some(input.len()),
+                format!("missing port, as in \"{input}:8080\" (port 0 lets the system choose)"),
+            ))
+        }
+        Some((_, rest)) if rest.contains(':') => Err(unbracketed(input)),
+        Some((host, port_text)) => {
+            let host = match host {
+                "" | "*" => Host::Any,
+                name => plain_host(input, name, 0)?,
+            };
+            Ok(ListenSpec::new(
+                host,
+                port(input, port_text, input.len() - port_text.len())?,
+            ))
+        }
+    }
+}
+
+/// Parses the host of a `(host, port)` pair, where an IPv6 address needs no brackets.
+pub(crate) fn tuple_host(host: &str) -> Result<Host> {
+    let parsed = if host.is_empty() || host == "*" {
+        Ok(Host::Any)
+    } else if let Some(pos) = host.find(char::is_whitespace) {
+        let trimmed = host.trim();
+        Err(whitespace(
+            host,
+            pos,
+            trimmed != host && tuple_host(trimmed).is_ok(),
+        ))
+    } else if host.contains("://") {
+        Err(ParseError::new(
+            host,
+            LooksLikeUrl,
+            None,
+            "this looks like a URL; give only the host name or address",
+        ))
+    } else if let Some(inner) = host.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        ipv6_host(host, inner, 1)
+    } else if host.matches(':').count() == 1 && !host.contains("::") {
+        Err(ParseError::new(
+            host,
+            InvalidHostName,
+            host.find(':'),
+            "a host cannot hold a port; give the port separately",
+        ))
+    } else if host.contains(':') {
+        ipv6_host(host, host, 0)
+    } else {
+        plain_host(host, host, 0)
+    };
+    parsed.map_err(ParseError::of_host)
+}
+
+fn whitespace(input: &str, pos: usize, trimmed_is_valid: bool) -> ParseError {
+    let hint = if trimmed_is_valid {
+        format!("; remove it, as in {:?}", input.trim())
+    } else {
+        String::new()
+    };
+    ParseError::new(
+        input,
+        Whitespace,
+        Some(pos),
+        format!("it contains whitespace at byte {pos}{hint}"),
+    )
+}
+
+/// A URL was pasted in: suggest its host and port.
+fn url(input: &str, scheme_end: usize) -> ParseError {
+    let scheme = &input[..scheme_end];
+    let rest = &input[scheme_end + 3..];
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    };
+    let suggestion = if !authority.is_empty() && authority.contains(':') && spec(authority).is_ok()
+    {
+        Some(authority.to_owned())
+    } else {
+        default_port
+            .map(|p| format!("{authority}:{p}"))
+            .filter(|s| !authority.is_empty() && spec(s).is_ok())
+    };
+    let detail = match suggestion {
+        Some(s) => format!("this looks like a URL; give only the host and port, as in {s:?}"),
+        None => r#"this looks like a URL; give only the host and port, as in "localhost:8080""#
+            .to_owned(),
+    };
+    ParseError::new(input, LooksLikeUrl, Some(0), detail)
+}
+
+/// More than one `:` and no brackets: most likely an IPv6 address. Suggest the bracketed form.
+fn unbracketed(input: &str) -> ParseError {
+    let split = input.rsplit_once(':').filter(|(h, p)| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && ipv6_host(input, h, 0).is_ok()
+    });
+    let detail = match split {
+        Some((h, p)) => format!("an IPv6 address needs brackets, as in \"[{h}]:{p}\""),
+        None if ipv6_host(input, input, 0).is_ok() => {
+            format!("an IPv6 address needs brackets and a port, as in \"[{input}]:8080\"")
+        }
+        None => r#"too many ":"; an IPv6 address needs brackets, as in "[::1]:80""#.to_owned(),
+    };
+    ParseError::new(input, UnbracketedIpv6, None, detail)
+}
+
+/// `rest` is what follows the opening `[`.
+fn bracketed(input: &str, rest: &str) -> Result<ListenSpec> {
+    let Some(close) = rest.find(']') else {
+        return Err(ParseError::new(
+            input,
+            MissingBracket,
+            Some(input.len()),
+            r#"missing "]" after IPv6 address"#,
+        ));
+    };
+    let host = ipv6_host(input, &rest[..close], 1)?;
+    let after = &rest[close + 1..];
+    match after.strip_prefix(':') {
+        Some(port_text) => Ok(ListenSpec::new(host, port(input, port_text, close + 3)?)),
+        None if after.is_empty() => Err(ParseError::new(
+            input,
+            MissingPort,
+            Some(input.len()),
+            format!("missing port, as in \"{input}:8080\" (port 0 lets the system choose)"),
+        )),
+        None => {
+            let found = after.chars().next().unwrap_or_default();
+            Err(ParseError::new(
+                input,
+                UnexpectedCharacter,
+                Some(close + 2),
+                format!(r#"expected ":" and a port after "]", found {found:?}"#),
+            ))
+        }
+    }
+}
+
+/// An IPv6 address with an optional `%zone`, without brackets.
+fn ipv6_host(input: &str, text: &str, offset: usize) -> Result<Host> {
+    let (addr_text, zone_text) = match text.split_once('%') {
+        Some((a, z)) => (a, Some(z)),
+        None => (text, None),
+    };
+    let addr: Ipv6Addr = addr_text.parse().map_err(|_| {
+        let detail = if addr_text.is_empty() {
+            r#"the brackets are empty; an IPv6 address goes inside, as in "[::1]:80""#.to_owned()
+        } else if addr_text.parse::<Ipv4Addr>().is_ok() {
+            format!("{addr_text:?} is an IPv4 address; brackets are only for IPv6 addresses")
+        } else {
+            format!("{addr_text:?} is not a valid IPv6 address")
+        };
+        ParseError::new(input, InvalidIpv6, Some(offset), detail)
+    })?;
+    let zone = match zone_text {
+        Some(z) => zone(input, z, offset + addr_text.len() + 1)?,
+        None => None,
+    };
+    Ok(Host::V6(addr, zone))
+}
+
+/// The text after `%`. `None` is the zone index 0, which RFC 4007 §6 calls the default zone and
+/// which `std` accepts: it is the same as no zone at all.
+pub(crate) fn zone(input: &str, text: &str, offset: usize) -> Result<Option<Zone>> {
+    let invalid =
+        |pos: usize, detail: String| ParseError::new(input, InvalidZone, Some(pos), detail);
+    if text.is_empty() {
+        return Err(invalid(
+            offset,
+            r#"the zone after "%" is empty; name an interface, as in "%eth0" or "%2""#.to_owned(),
+        ));
+    }
+    let is_index = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    // RFC 6874: in a URI "%" is escaped as "%25", so "%25eth0" is zone "eth0". An all-digit
+    // remainder stays a plain index ("%251" is interface 251), which is what Display writes.
+    let (body, body_offset) = match text.strip_prefix("25") {
+        Some(rest) if !rest.is_empty() && !is_index(rest) => (rest, offset + 2),
+        _ => (text, offset),
+    };
+    if is_index(body) {
+        return match body.parse::<u32>() {
+            Ok(index) => Ok(Zone::from_index(index)),
+            Err(_) => Err(invalid(
+                body_offset,
+                format!("zone index {body} is too large for an interface index"),
+            )),
+        };
+    }
+    if let Some((i, c)) = body
+        .char_indices()
+        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || "-._~".contains(c)))
+    {
+        return Err(invalid(
+            body_offset + i,
+            format!(
+                "invalid character {c:?} in zone {body:?}; an interface name holds letters, digits, \"-\", \".\", \"_\" and \"~\""
+            ),
+        ));
+    }
+    Ok(Some(Zone::name_unchecked(body.to_owned())))
+}
+
+/// A host without `:`: a dotted-quad IPv4 address or a DNS name.
+fn plain_host(input: &str, text: &str, offset: usize) -> Result<Host> {
+    match text.parse::<Ipv4Addr>() {
+        Ok(addr) => Ok(Host::V4(addr)),
+        Err(_) => host_name(input, text, offset).map(Host::Name),
+    }
+}
+
+/// Whether the last label is a number (decimal, or `0x` hexadecimal): the WHATWG URL rule for
+/// "this host is meant as an IPv4 address". Resolvers read such names as legacy IPv4 forms
+/// (`inet_aton("127.1")` is 127.0.0.1), so they are never names here.
+fn ends_in_number(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or("");
+    if !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    match last.strip_prefix("0x").or_else(|| last.strip_prefix("0X")) {
+        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => false,
+    }
+}
+
+/// Explains why `text`, which ends in a number, is not a valid IPv4 address.
+fn invalid_ipv4(input: &str, text: &str, offset: usize) -> ParseError {
+    let parts: Vec<&str> = text.split('.').collect();
+    let why = if parts.len() != 4 {
+        r#"it needs four decimal parts, as in "127.0.0.1""#.to_owned()
+    } else if let Some(p) = parts.iter().find(|p| p.len() > 1 && p.starts_with('0')) {
+        format!("part {p:?} has a leading zero, which some parsers read as octal")
+    } else if let Some(p) = parts.iter().find(|p| p.parse::<u8>().is_err()) {
+        format!("part {p:?} is not a number from 0 to 255")
+    } else {
+        r#"it needs four decimal parts, as in "127.0.0.1""#.to_owned()
+    };
+    ParseError::new(
+        input,
+        InvalidIpv4,
+        Some(offset),
+        format!("{text:?} ends in a number but is not a valid IPv4 address: {why}"),
+    )
+}
+
+/// A DNS name: labels of 1 to 63 letters, digits, `-` or `_`; 253 characters at most, not
+/// counting an optional trailing dot.
+pub(crate) fn host_name(input: &str, text: &str, offset: usize) -> Result<HostName> {
+    let invalid =
+        |pos: usize, detail: String| ParseError::new(input, InvalidHostName, Some(pos), detail);
+    let name = text.strip_suffix('.').unwrap_or(text);
+    if name.is_empty() {
+        return Err(invalid(offset, "the host name is empty".to_owned()));
+    }
+    if ends_in_number(name) {
+        return Err(invalid_ipv4(input, text, offset));
+    }
+    if name.len() > 253 {
+        return Err(invalid(
+            offset,
+            format!(
+                "the host name is {} characters long; the limit is 253",
+                name.len()
+            ),
+        ));
+    }
+    let mut label_offset = offset;
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(invalid(
+                label_offset,
+                format!("empty label at byte {label_offset} of the host name (two dots in a row, or a leading dot)"),
+            ));
+        }
+        if label.len() > 63 {
+            return Err(invalid(
+                label_offset,
+                format!(
+                    "a label of the host name is {} characters long; the limit is 63",
+                    label.len()
+                ),
+            ));
+        }
+        if let Some((i, c)) = label
+            .char_indices()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            let pos = label_offset + i;
+            let idn = if c.is_ascii() {
+                ""
+            } else {
+                "; give an internationalized name in its ASCII (\"xn--\") form"
+            };
+            return Err(invalid(
+                pos,
+                format!("invalid character {c:?} in host name at byte {pos}{idn}"),
+            ));
+        }
+        label_offset += label.len() + 1;
+    }
+    Ok(HostName::new_unchecked(text.to_ascii_lowercase()))
+}
+
+/// Decimal digits only, 0 to 65535. Leading zeros are allowed, as `std` allows them.
+fn port(input: &str, text: &str, offset: usize) -> Result<u16> {
+    if text.is_empty() {
+        return Err(ParseError::new(
+            input,
+            MissingPort,
+            Some(offset),
+            format!("missing port number after \":\", as in \"{input}8080\""),
+        ));
+    }
+    if let Some(i) = text.bytes().position(|b| !b.is_ascii_digit()) {
+        let is_word = text.as_bytes()[0].is_ascii_alphabetic()
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if is_word {
+            let known = well_known_port(text)
+                .map(|p| format!(" ({text} is port {p})"))
+                .unwrap_or_default();
+            return Err(ParseError::new(
+                input,
+                ServiceName,
+                Some(offset),
+                format!("port {text:?} is a service name; ports are numbers only and names are never looked up{known}"),
+            ));
+        }
+        return Err(ParseError::new(
+            input,
+            InvalidPort,
+            Some(offset + i),
+            format!("port {text:?} is not a decimal number from 0 to 65535"),
+        ));
+    }
+    let value = text.bytes().fold(0u32, |acc, b| {
+        acc.saturating_mul(10).saturating_add(u32::from(b - b'0'))
+    });
+    u16::try_from(value).map_err(|_| {
+        ParseError::new(
+            input,
+            PortOutOfRange,
+            Some(offset),
+            format!("port {text} is out of range; ports are 0 to 65535"),
+        )
+    })
+}
+
+/// A few service names people type, for the hint only: nothing is ever looked up.
+fn well_known_port(name: &str) -> Option<u16> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "ftp" => 21,
+        "ssh" => 22,
+        "telnet" => 23,
+        "smtp" => 25,
+        "domain" | "dns" => 53,
+        "http" | "www" => 80,
+        "pop3" => 110,
+        "imap" => 143,
+        "https" => 443,
+        "imaps" => 993,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::error::ParseErrorKind;
+    use super::*;
+
+    /// Accepted specs and their canonical form; each canonical form must parse back equal.
+    const ACCEPTED: &[(&str, &str)] = &[
+        ("localhost:80", "localhost:80"),
+        ("LocalHost:80", "localhost:80"),
+        ("example.com.:443", "example.com.:443"),
+        ("my_host-1.example:1", "my_host-1.example:1"),
+        ("xn--bcher-kva.example:80", "xn--bcher-kva.example:80"),
+        ("1a:80", "1a:80"),
+        ("127.0.0.1:8080", "127.0.0.1:8080"),
+        ("0.0.0.0:0", "0.0.0.0:0"),
+        ("[::1]:8080", "[::1]:8080"),
+        ("[::]:80", "[::]:80"),
+        ("[0:0:0:0:0:0:0:1]:1", "[::1]:1"),
+        ("[::FFFF:1.2.3.4]:80", "[::ffff:1.2.3.4]:80"),
+        ("[fe80::1%eth0]:80", "[fe80::1%eth0]:80"),
+        ("[fe80::1%eth0.100]:80", "[fe80::1%eth0.100]:80"),
+        ("[fe80::1%2]:80", "[fe80::1%2]:80"),
+        ("[fe80::1%02]:80", "[fe80::1%2]:80"),
+        ("[fe80::1%25eth0]:80", "[fe80::1%eth0]:80"),
+        ("[fe80::1%25]:80", "[fe80::1%25]:80"),
+        ("[fe80::1%251]:80", "[fe80::1%251]:80"),
+        ("[fe80::1%2525x]:80", "[fe80::1%2525x]:80"),
+        ("[fe80::1%0]:80", "[fe80::1]:80"),
+        (":80", "*:80"),
+        ("*:80", "*:80"),
+        ("80", "*:80"),
+        ("0", "*:0"),
+        ("65535", "*:65535"),
+        ("localhost:0080", "localhost:80"),
+        ("localhost:0", "localhost:0"),
+    ];
+
+    #[test]
+    fn accepted_specs_print_canonically_and_round_trip() {
+        for (input, canonical) in ACCEPTED {
+            let spec = spec(input).unwrap_or_else(|e| panic!("{input:?} was rejected: {e}"));
+            assert_eq!(spec.to_string(), *canonical, "Display of {input:?}");
+            let again = super::spec(canonical)
+                .unwrap_or_else(|e| panic!("canonical {canonical:?} was rejected: {e}"));
+            assert_eq!(again, spec, "round trip of {input:?}");
+        }
+    }
+
+    #[test]
+    fn host_kinds_stay_distinct() {
+        let v6 = |s: &str| Host::V6(s.parse().unwrap(), None);
+        let cases: &[(&str, Host)] = &[
+            (":1", Host::Any),
+            ("*:1", Host::Any),
+            ("1", Host::Any),
+            ("0.0.0.0:1", Host::V4(Ipv4Addr::UNSPECIFIED)),
+            ("[::]:1", v6("::")),
+            ("127.0.0.1:1", Host::V4(Ipv4Addr::LOCALHOST)),
+            ("[::ffff:127.0.0.1]:1", v6("::ffff:127.0.0.1")),
+            (
+                "[fe80::1%7]:1",
+                Host::V6("fe80::1".parse().unwrap(), Zone::from_index(7)),
+            ),
+            (
+                "[fe80::1%eth0]:1",
+                Host::V6(
+                    "fe80::1".parse().unwrap(),
+                    Some(Zone::parse("eth0").unwrap()),
+                ),
+            ),
+        ];
+        for (input, host) in cases {
+            assert_eq!(spec(input).unwrap().host(), host, "host of {input:?}");
+        }
+        assert!(
+            matches!(spec("localhost:1").unwrap().host(), Host::Name(n) if n.as_str() == "localhost")
+        );
+    }
+
+    #[test]
+    fn names_at_the_length_limits() {
+        let label63 = "a".repeat(63);
+        assert!(spec(&format!("{label63}:1")).is_ok());
+        assert_eq!(
+            spec(&format!("{}:1", "a".repeat(64))).unwrap_err().kind(),
+            ParseErrorKind::InvalidHostName
+        );
+        // 4 labels of 63 plus 3 dots = 255; trim to exactly 253 and 254.
+        let long = [label63.as_str(); 4].join(".");
+        let name253 = &long[..253];
+        let name254 = &long[..254];
+        assert!(
+            spec(&format!("{name253}:1")).is_ok(),
+            "253 characters must be accepted"
+        );
+        assert!(
+            spec(&format!("{name253}.:1")).is_ok(),
+            "the trailing dot does not count"
+        );
+        let err = spec(&format!("{name254}:1")).unwrap_err();
+        assert_eq!(err.kind(), ParseErrorKind::InvalidHostName);
+        assert!(
+            err.to_string()
+                .contains("254 characters long; the limit is 253"),
+            "{err}"
+        );
+    }
+
+    /// (input, kind, a part of the message that must appear).
+    const REJECTED: &[(&str, ParseErrorKind, &str)] = &[
+        ("", Empty, r#"invalid listen spec "": it is empty"#),
+        (
+            " localhost:80",
+            Whitespace,
+            r#"at byte 0; remove it, as in "localhost:80""#,
+        ),
+        ("localhost: 80", Whitespace, "at byte 10"),
+        ("local host:80", Whitespace, "at byte 5"),
+        (
+            "http://localhost:8080",
+            LooksLikeUrl,
+            r#"give only the host and port, as in "localhost:8080""#,
+        ),
+        (
+            "https://user@example.com/path?q",
+            LooksLikeUrl,
+            r#"as in "example.com:443""#,
+        ),
+        ("ftp://", LooksLikeUrl, r#"as in "localhost:8080""#),
+        (
+            "::1:80",
+            UnbracketedIpv6,
+            r#"invalid listen spec "::1:80": an IPv6 address needs brackets, as in "[::1]:80""#,
+        ),
+        (
+            "fe80::1%eth0:80",
+            UnbracketedIpv6,
+            r#"as in "[fe80::1%eth0]:80""#,
+        ),
+        (
+            "::1",
+            UnbracketedIpv6,
+            r#"needs brackets and a port, as in "[::1]:8080""#,
+        ),
+        ("a:b:c", UnbracketedIpv6, "too many"),
+        (
+            "[::1:80",
+            MissingBracket,
+            r#"invalid listen spec "[::1:80": missing "]" after IPv6 address"#,
+        ),
+        (
+            "localhost",
+            MissingPort,
+            r#"missing port, as in "localhost:8080""#,
+        ),
+        ("[::1]", MissingPort, r#"as in "[::1]:8080""#),
+        ("localhost:", MissingPort, r#"as in "localhost:8080""#),
+        ("*", MissingPort, r#"as in "*:8080""#),
+        (":", MissingPort, "missing port"),
+        (
+            "localhost:70000",
+            PortOutOfRange,
+            "port 70000 is out of range; ports are 0 to 65535",
+        ),
+        ("65536", PortOutOfRange, "out of range"),
+        (
+            "localhost:99999999999999999999",
+            PortOutOfRange,
+            "out of range",
+        ),
+        (":http", ServiceName, "(http is port 80)"),
+        (
+            "localhost:https",
+            ServiceName,
+            "names are never looked up (https is port 443)",
+        ),
+        ("localhost:myservice", ServiceName, "service name"),
+        ("localhost:8o80", InvalidPort, "not a decimal number"),
+        ("localhost:+80", InvalidPort, "not a decimal number"),
+        ("localhost:-1", InvalidPort, "not a decimal number"),
+        (
+            "[::g]:80",
+            InvalidIpv6,
+            r#""::g" is not a valid IPv6 address"#,
+        ),
+        (
+            "[1.2.3.4]:80",
+            InvalidIpv6,
+            "brackets are only for IPv6 addresses",
+        ),
+        ("[]:80", InvalidIpv6, "brackets are empty"),
+        (
+            "256.1.1.1:80",
+            InvalidIpv4,
+            r#"part "256" is not a number from 0 to 255"#,
+        ),
+        ("127.1:80", InvalidIpv4, "four decimal parts"),
+        ("01.2.3.4:80", InvalidIpv4, "leading zero"),
+        ("0x7f.1:80", InvalidIpv4, "not a valid IPv4 address"),
+        ("example.0x:80", InvalidIpv4, "not a valid IPv4 address"),
+        ("1.2.3.4.:80", InvalidIpv4, "not a valid IPv4 address"),
+        (
+            "foo!:80",
+            InvalidHostName,
+            "invalid character '!' in host name at byte 3",
+        ),
+        ("a..b:80", InvalidHostName, "empty label at byte 2"),
+        (".a:80", InvalidHostName, "empty label"),
+        (".:80", InvalidHostName, "empty"),
+        ("bücher.example:80", InvalidHostName, "xn--"),
+        (
+            "[fe80::1%]:80",
+            InvalidZone,
+            "the zone after \"%\" is empty",
+        ),
+        (
+            "[fe80::1%eth/0]:80",
+            InvalidZone,
+            "invalid character '/' in zone",
+        ),
+        ("[fe80::1%25eth%0]:80", InvalidZone, "invalid character '%'"),
+        ("[fe80::1%99999999999]:80", InvalidZone, "too large"),
+        (
+            "[::1]x80",
+            UnexpectedCharacter,
+            r#"expected ":" and a port after "]", found 'x'"#,
+        ),
+        ("[::1]]:80", UnexpectedCharacter, "found ']'"),
+    ];
+
+    #[test]
+    fn rejected_specs_name_the_input_and_the_mistake() {
+        for (input, kind, message) in REJECTED {
+            let err = match spec(input) {
+                Ok(s) => panic!("{input:?} was accepted as {s}"),
+                Err(e) => e,
+            };
+            assert_eq!(err.kind(), *kind, "kind for {input:?}: {err}");
+            assert_eq!(err.input(), *input);
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("invalid listen spec {input:?}: ")),
+                "{text}"
+            );
+            assert!(
+                text.contains(message),
+                "message for {input:?} lacks {message:?}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn positions_point_at_the_mistake() {
+        let cases: &[(&str, usize)] = &[
+            ("foo!:80", 3),
+            ("localhost:8o80", 11),
+            ("localhost: 80", 10),
+            ("[fe80::1%eth/0]:80", 12),
+            ("[fe80::1%25e/]:80", 12),
+            ("[::1]x80", 5),
+            ("a..b:80", 2),
+            ("localhost:70000", 10),
+        ];
+        for (input, pos) in cases {
+            assert_eq!(
+                spec(input).unwrap_err().position(),
+                Some(*pos),
+                "position for {input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tuple_hosts() {
+        let v6 = |s: &str| Host::V6(s.parse().unwrap(), None);
+        let cases: &[(&str, Host)] = &[
+            ("", Host::Any),
+            ("*", Host::Any),
+            ("::1", v6("::1")),
+            ("[::1]", v6("::1")),
+            ("::", v6("::")),
+            ("::ffff:1.2.3.4", v6("::ffff:1.2.3.4")),
+            (
+                "fe80::1%eth0",
+                Host::V6(
+                    "fe80::1".parse().unwrap(),
+                    Some(Zone::parse("eth0").unwrap()),
+                ),
+            ),
+            ("127.0.0.1", Host::V4(Ipv4Addr::LOCALHOST)),
+            ("0.0.0.0", Host::V4(Ipv4Addr::UNSPECIFIED)),
+        ];
+        for (input, host) in cases {
+            assert_eq!(&tuple_host(input).unwrap(), host, "tuple host {input:?}");
+        }
+        assert_eq!(tuple_host("LOCALHOST").unwrap().to_string(), "localhost");
+    }
+
+    #[test]
+    fn rejected_tuple_hosts_say_host() {
+        let cases: &[(&str, ParseErrorKind, &str)] = &[
+            ("localhost:80", InvalidHostName, "a host cannot hold a port"),
+            (" ::1", Whitespace, r#"remove it, as in "::1""#),
+            ("::g", InvalidIpv6, "not a valid IPv6 address"),
+            ("http://x", LooksLikeUrl, "URL"),
+            ("127.1", InvalidIpv4, "four decimal parts"),
+            ("fe80::1%", InvalidZone, "empty"),
+        ];
+        for (input, kind, message) in cases {
+            let err = tuple_host(input).unwrap_err();
+            assert_eq!(err.kind(), *kind, "{input:?}: {err}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("invalid listen host {input:?}: ")),
+                "{text}"
+            );
+            assert!(
+                text.contains(message),
+                "{input:?} lacks {message:?}: {text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! [`ListenSpec`] and its parts: where a server should listen, as the user said it.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::num::NonZeroU32;
+use std::str::FromStr;
+
+use super::error::{ParseError, ParseErrorKind};
+use super::parse;
+use crate::sys;
+
+/// Where a server should listen: a [`Host`] and a port.
+///
+/// A spec is what the user asked for, not yet sockets: `localhost:8080` is one spec that the
+/// planner later turns into two sockets (`127.0.0.1:8080` and `[::1]:8080`). Port 0 means "let
+/// the system choose"; every socket planned from one spec then shares the chosen port.
+///
+/// Build one by parsing a string, or from anything that implements [`ToListenSpec`]:
+///
+/// ```
+/// use dualstack::{Host, ListenSpec, ToListenSpec};
+/// use std::net::Ipv6Addr;
+///
+/// let a: ListenSpec = "[::1]:8080".parse()?;
+/// let b = ("::1", 8080).to_listen_spec()?; // the case Python's socketserver could not do
+/// assert_eq!(a, b);
+/// assert_eq!(a.host(), &Host::V6(Ipv6Addr::LOCALHOST, None));
+///
+/// let any: ListenSpec = ":8080".parse()?;
+/// assert_eq!(any.host(), &Host::Any);
+/// assert_eq!(any.to_string(), "*:8080");
+/// # Ok::<(), dualstack::ParseError>(())
+/// ```
+///
+/// # Grammar
+///
+/// | form | meaning |
+/// |---|---|
+/// | `HOST:PORT` | a DNS name (`localhost:80`, `example.com.:80`) or a dotted-quad IPv4 address (`127.0.0.1:80`) |
+/// | `[IPV6]:PORT` | an IPv6 address, optionally with a zone: `[::1]:80`, `[fe80::1%eth0]:80`, `[fe80::1%2]:80`, `[fe80::1%25eth0]:80` (RFC 6874) |
+/// | `:PORT`, `*:PORT`, `PORT` | every address of every family: [`Host::Any`] |
+/// | `0.0.0.0:PORT`, `[::]:PORT` | the IPv4 or the IPv6 "any" address only |
+///
+/// PORT is decimal digits only, 0 to 65535. Names are case-insensitive (kept in lower case).
+/// A host that ends in a numeric label must be a valid dotted quad: `127.1` and `0x7f.1` are
+/// errors, never names handed to a resolver that would read them as legacy IPv4 forms.
+///
+/// `Display` prints the canonical form, and parsing it gives back an equal spec.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListenSpec {
+    host: Host,
+    port: u16,
+}
+
+/// The host part of a [`ListenSpec`]; each kind stays distinct, and a numeric host is never a name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// Every address of every family this host has (`:80`, `*:80`, `80`): one dual-stack
+    /// socket where possible, else one socket per family.
+    Any,
+    /// One IPv4 address, `0.0.0.0` included (which means IPv4 only).
+    V4(Ipv4Addr),
+    /// One IPv6 address, `::` included (which means IPv6 only), with an optional zone
+    /// (RFC 4007) naming the interface a link-local address belongs to.
+    V6(Ipv6Addr, Option<Zone>),
+    /// A DNS name, resolved when the spec is planned: every address it resolves to gets a socket.
+    Name(HostName),
+}
+
+/// A validated DNS host name, in lower case.
+///
+/// Labels are 1 to 63 letters, digits, hyphens or underscores; the whole name is at most 253
+/// characters, not counting an optional trailing dot (which is kept: it tells the resolver
+/// the name is absolute).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostName(String);
+
+/// The zone of a scoped IPv6 address (RFC 4007 §11): an interface name or a non-zero index.
+///
+/// A name is turned into its index when the spec is planned, so an unknown interface is
+/// reported then. A zone made only of digits is always an index. The type is opaque so that
+/// every zone is valid and prints in a form that parses back to itself.
+///
+/// ```
+/// use dualstack::{Host, ListenSpec};
+///
+/// let spec: ListenSpec = "[fe80::1%25eth0]:80".parse()?; // the URI form of RFC 6874
+/// assert_eq!(spec.to_string(), "[fe80::1%eth0]:80");
+/// match spec.host() {
+///     Host::V6(_, Some(zone)) => assert_eq!(zone.name(), Some("eth0")),
+///     other => panic!("unexpected host {other:?}"),
+/// }
+/// # Ok::<(), dualstack::ParseError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Zone(ZoneRepr);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ZoneRepr {
+    Index(NonZeroU32),
+    Name(String),
+}
+
+impl ListenSpec {
+    /// A spec for `host` and `port`.
+    ///
+    /// Prefer parsing or [`ToListenSpec`] for text; this constructor is for values already
+    /// typed.
+    ///
+    /// ```
+    /// use dualstack::{Host, ListenSpec};
+    /// assert_eq!(ListenSpec::new(Host::Any, 0).to_string(), "*:0");
+    /// ```
+    pub fn new(host: Host, port: u16) -> ListenSpec {
+        ListenSpec { host, port }
+    }
+
+    /// The host this spec names.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The port; 0 means the system chooses one when the spec is bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl FromStr for ListenSpec {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<ListenSpec, ParseError> {
+        parse::spec(s)
+    }
+}
+
+impl TryFrom<&str> for ListenSpec {
+    type Error = ParseError;
+
+    fn try_from(s: &str) -> Result<ListenSpec, ParseError> {
+        parse::spec(s)
+    }
+}
+
+impl From<SocketAddr> for ListenSpec {
+    /// The spec for exactly this address. Flow info is dropped and a non-zero scope id becomes
+    /// an index [`Zone`].
+    fn from(addr: SocketAddr) -> ListenSpec {
+        match addr {
+            SocketAddr::V4(a) => a.into(),
+            SocketAddr::V6(a) => a.into(),
+        }
+    }
+}
+
+impl From<SocketAddrV4> for ListenSpec {
+    fn from(addr: SocketAddrV4) -> ListenSpec {
+        ListenSpec::new(Host::V4(*addr.ip()), addr.port())
+    }
+}
+
+impl From<SocketAddrV6> for ListenSpec {
+    fn from(addr: SocketAddrV6) -> ListenSpec {
+        let zone = Zone::from_index(addr.scope_id());
+        ListenSpec::new(Host::V6(*addr.ip(), zone), addr.port())
+    }
+}
+
+impl fmt::Display for ListenSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl Host {
+    /// Parses the host of a `(host, port)` pair: `""` or `"*"` for [`Host::Any`], an IPv4
+    /// address, an IPv6 address with or without brackets and with an optional zone
+    /// (`"fe80::1%eth0"`), or a DNS name.
+    ///
+    /// ```
+    /// use dualstack::Host;
+    /// assert_eq!(Host::parse("")?, Host::Any);
+    /// assert_eq!(Host::parse("::1")?, Host::V6(std::net::Ipv6Addr::LOCALHOST, None));
+    /// assert_eq!(Host::parse("LocalHost")?.to_string(), "localhost");
+    /// # Ok::<(), dualstack::ParseError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] naming the host when it is none of these.
+    pub fn parse(host: &str) -> Result<Host, ParseError> {
+        parse::tuple_host(host)
+    }
+}
+
+impl From<IpAddr> for Host {
+    fn from(ip: IpAddr) -> Host {
+        match ip {
+            IpAddr::V4(a) => Host::V4(a),
+            IpAddr::V6(a) => Host::V6(a, None),
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    /// The host as it appears in a spec: `*`, `127.0.0.1`, `[fe80::1%eth0]` or `localhost`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Any => f.write_str("*"),
+            Host::V4(a) => write!(f, "{a}"),
+            Host::V6(a, None) => write!(f, "[{a}]"),
+            Host::V6(a, Some(zone)) => write!(f, "[{a}%{zone}]"),
+            Host::Name(name) => f.write_str(name.as_str()),
+        }
+    }
+}
+
+impl HostName {
+    /// Validates `name` as a DNS host name and lower-cases it.
+    ///
+    /// ```
+    /// use dualstack::HostName;
+    /// assert_eq!(HostName::new("Example.COM.")?.as_str(), "example.com.");
+    /// assert!(HostName::new("127.1").is_err()); // numeric-looking: never a name
+    /// # Ok::<(), dualstack::ParseError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] when a label is empty or over 63 characters, the name is over 253,
+    /// a character is not a letter, digit, `-` or `_`, or the last label is numeric.
+    pub fn new(name: &str) -> Result<HostName, ParseError> {
+        parse::host_name(name, name, 0).map_err(ParseError::of_host)
+    }
+
+    pub(crate) fn new_unchecked(lower: String) -> HostName {
+        HostName(lower)
+    }
+
+    /// The name, in lower case, with its trailing dot if it had one.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is `localhost` or a name under `.localhost`, which RFC 6761 §6.3 reserves
+    /// for the loopback addresses: such names are never sent to a resolver.
+    ///
+    /// ```
+    /// use dualstack::HostName;
+    /// assert!(HostName::new("app.localhost.")?.is_localhost());
+    /// assert!(!HostName::new("localhost.example")?.is_localhost());
+    /// # Ok::<(), dualstack::ParseError>(())
+    /// ```
+    pub fn is_localhost(&self) -> bool {
+        let name = self.0.strip_suffix('.').unwrap_or(&self.0);
+        name == "localhost" || name.ends_with(".localhost")
+    }
+}
+
+impl fmt::Display for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Zone {
+    /// The zone for interface index `index`; `None` for 0, which names no interface.
+    pub fn from_index(index: u32) -> Option<Zone> {
+        NonZeroU32::new(index).map(|i| Zone(ZoneRepr::Index(i)))
+    }
+
+    /// Parses the text after `%`: an index (`2`), an interface name (`eth0`), or either in the
+    /// URI form of RFC 6874 (`25eth0`, where `%25` is an escaped `%`).
+    ///
+    /// ```
+    /// use dualstack::Zone;
+    /// assert_eq!(Zone::parse("eth0")?.name(), Some("eth0"));
+    /// assert_eq!(Zone::parse("25eth0")?.name(), Some("eth0"));
+    /// assert_eq!(Zone::parse("2")?.index(), Some(2));
+    /// assert!(Zone::parse("0").is_err());
+    /// # Ok::<(), dualstack::ParseError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] when the zone is empty, index 0, too large an index, or holds a
+    /// character other than letters, digits, `-`, `.`, `_` and `~`.
+    pub fn parse(text: &str) -> Result<Zone, ParseError> {
+        match parse::zone(text, text, 0) {
+            Ok(Some(zone)) => Ok(zone),
+            Ok(None) => Err(ParseError::new(
+                text,
+                ParseErrorKind::InvalidZone,
+                Some(0),
+                "zone index 0 names no interface",
+            )
+            .of_host()),
+            Err(e) => Err(e.of_host()),
+        }
+    }
+
+    pub(crate) fn name_unchecked(name: String) -> Zone {
+        Zone(ZoneRepr::Name(name))
+    }
+
+    /// The interface index this zone names: the number itself, or the index of the named
+    /// interface looked up now with `if_nametoindex(3)` (a local call, no network).
+    ///
+    /// ```
+    /// use dualstack::Zone;
+    /// assert_eq!(Zone::parse("7")?.to_index()?, 7);
+    /// let err = Zone::parse("nosuchif0")?.to_index().unwrap_err();
+    /// assert!(err.to_string().contains("nosuchif0"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`] naming the interface when none has that name.
+    ///
+    /// # Platform-specific behavior
+    ///
+    /// Windows has no interface names here: a named zone is [`io::ErrorKind::Unsupported`].
+    pub fn to_index(&self) -> io::Result<u32> {
+        match &self.0 {
+            ZoneRepr::Index(i) => Ok(i.get()),
+            ZoneRepr::Name(n) => sys::interface_index(n),
+        }
+    }
+
+    /// The interface index, if the zone was given as a number.
+    pub fn index(&self) -> Option<u32> {
+        match &self.0 {
+            ZoneRepr::Index(i) => Some(i.get()),
+            ZoneRepr::Name(_) => None,
+        }
+    }
+
+    /// The interface name, if the zone was given as a name.
+    pub fn name(&self) -> Option<&str> {
+        match &self.0 {
+            ZoneRepr::Index(_) => None,
+            ZoneRepr::Name(n) => Some(n),
+        }
+    }
+}
+
+impl fmt::Display for Zone {
+    /// The zone as written after `%`. A name that begins with `25` is written in the URI form
+    /// (`%2525a`), so that parsing it back cannot mistake it for the `%25` escape.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            ZoneRepr::Index(i) => write!(f, "{i}"),
+            ZoneRepr::Name(n) if n.starts_with("25") => write!(f, "25{n}"),
+            ZoneRepr::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// Conversion into a [`ListenSpec`], in the spirit of [`std::net::ToSocketAddrs`].
+///
+/// Every function that takes a place to listen takes `impl ToListenSpec`, so all of these work:
+///
+/// ```
+/// use dualstack::ToListenSpec;
+/// use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+///
+/// let specs = [
+///     "[::1]:8080".to_listen_spec()?,
+///     ("::1", 8080).to_listen_spec()?,
+///     (String::from("::1"), 8080).to_listen_spec()?,
+///     (Ipv6Addr::LOCALHOST, 8080).to_listen_spec()?,
+///     SocketAddr::from((Ipv6Addr::LOCALHOST, 8080)).to_listen_spec()?,
+/// ];
+/// assert!(specs.iter().all(|s| s == &specs[0]));
+/// assert_eq!(("", 80).to_listen_spec()?.to_string(), "*:80");
+/// assert_eq!((Ipv4Addr::UNSPECIFIED, 80).to_listen_spec()?.to_string(), "0.0.0.0:80");
+/// # Ok::<(), dualstack::ParseError>(())
+/// ```
+///
+/// # Errors
+///
+/// Conversions from text return a [`ParseError`] that names the text; conversions from
+/// addresses cannot fail.
+pub trait ToListenSpec {
+    /// Converts `self` into a listen spec.
+    fn to_listen_spec(&self) -> Result<ListenSpec, ParseError>;
+}
+
+impl ToListenSpec for ListenSpec {
+    fn to_listen_spec(&self) -> Result<ListenSpec, ParseError> {
+        Ok(self.clone())
+    }
+}
+
+impl ToListenSpec for str {
+    fn to_listen_spec(&self) -> Result<ListenSpec, ParseError> {
+        self.parse()
+    }
+}
+
+impl ToListenSpec for String {
+    fn to_listen_spec(&self) -> Result<ListenSpec, ParseError> {
+        self.parse()
+    }
+}
+
+impl<T: ToListenSpec + ?Sized> ToListenSpec for &T {
+    fn to_listen_spec(&self) -> Result<ListenSpec, ParseError> {
+        (**self).to_listen_spec()
+    }
+}
+
+impl ToListenSpec for SocketAddr {
+    fn to_listen_spec(&self) -> Result<ListenSpec, ParseError> {
+        Ok((*self).into())
+    }
+}
+
+impl ToListenSpec for SocketAddrV4 {
+    fn to_listen_spec(&self) -> Result<ListenSpec, ParseError> {
+        Ok((*self).into())
+    }
+}
+
+impl ToListenSpec for SocketAddrV6 {
+    fn to_listen_spec(&self) -> Result<ListenSpec, ParseError> {
+        Ok((*self).into())
+    }
+}
+
+impl ToListenSpec for (&str, u16) {
+    fn to_listen_spec(&self) -> Result<ListenSpec, ParseError> {
+        Ok(ListenSpec::new(Host::parse(self.0)?, self.1))
+    }
+}
+
+impl ToListenSpec for (String, u16) {
+    fn to_listen_spec(&self) -> Result<ListenSpec, ParseError> {
+        (self.0.as_str(), self.1).to_listen_spec()
+    }
+}
+
+impl ToListenSpec for (IpAddr, u16) {
+    fn to_listen_spec(&self) -> Result<ListenSpec, ParseError> {
+        Ok(ListenSpec::new(self.0.into(), self.1))
+    }
+}
+
+impl ToListenSpec for (Ipv4Addr, u16) {
+    fn to_listen_spec(&self) -> Result<ListenSpec, ParseError> {
+        Ok(ListenSpec::new(Host::V4(self.0), self.1))
+    }
+}
+
+impl ToListenSpec for (Ipv6Addr, u16) {
+    fn to_listen_spec(&self) -> Result<ListenSpec, ParseError> {
+        Ok(ListenSpec::new(Host::V6(self.0, None), self.1))
+    }
+}

@@ -1,0 +1,42 @@
+//! [`Error`]: the one error type of the crate's convenience entry points.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use crate::addr::ParseError;
+
+/// Any error the crate's entry points can return; each variant wraps the error of one layer.
+///
+/// ```
+/// let err: dualstack::Error = "localhost".parse::<dualstack::ListenSpec>().unwrap_err().into();
+/// assert!(matches!(err, dualstack::Error::Parse(_)));
+/// assert_eq!(err.to_string(), r#"invalid listen spec "localhost": missing port, as in "localhost:8080" (port 0 lets the system choose)"#);
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A listen spec could not be parsed.
+    Parse(ParseError),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Parse(e) => e.fmt(f),
+        }
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Error::Parse(e) => Some(e),
+        }
+    }
+}
+
+impl From<ParseError> for Error {
+    fn from(e: ParseError) -> Error {
+        Error::Parse(e)
+    }
+}

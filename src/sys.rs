@@ -1,0 +1,91 @@
+//! The platform calls the standard library, mio and socket2 do not wrap: interface names and
+//! indexes (`if_nametoindex(3)`, `if_indextoname(3)`).
+//!
+//! This is the only module allowed `unsafe`. Every block states why it is sound. On platforms
+//! without these calls (Windows, here) names are unsupported and a numeric zone must be used.
+
+use std::io;
+
+/// The index of the interface called `name`.
+///
+/// # Errors
+///
+/// `NotFound` when no interface has that name; `Unsupported` where the platform has no
+/// interface names.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn interface_index(name: &str) -> io::Result<u32> {
+    use std::ffi::CString;
+    let c_name = CString::new(name).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name contains a NUL byte",
+        )
+    })?;
+    // SAFETY: `c_name` is a NUL-terminated string that outlives the call, and
+    // if_nametoindex only reads it.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        let os = io::Error::last_os_error();
+        return Err(match os.raw_os_error() {
+            // ENODEV/ENXIO, or no errno at all: the plain "no such interface".
+            Some(libc::ENODEV) | Some(libc::ENXIO) | Some(0) | None => io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no network interface is called {name:?}"),
+            ),
+            Some(_) => os,
+        });
+    }
+    Ok(index)
+}
+
+/// The name of interface `index`, or `None` when no interface has that index.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn interface_name(index: u32) -> Option<String> {
+    use std::ffi::CStr;
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` holds IF_NAMESIZE bytes, the size if_indextoname requires; on success it
+    // writes a NUL-terminated name of at most that length into it, and on failure returns NULL.
+    let ret = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if ret.is_null() {
+        return None;
+    }
+    // SAFETY: if_indextoname succeeded, so `buf` holds a NUL-terminated string within its bounds.
+    let name = unsafe { CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// See the Unix version: interface names are not supported here.
+#[cfg(not(unix))]
+pub(crate) fn interface_index(name: &str) -> io::Result<u32> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("interface names such as {name:?} are not supported on this platform; give the zone as a number, as in \"%2\""),
+    ))
+}
+
+/// See the Unix version: interface names are not supported here.
+#[cfg(not(unix))]
+pub(crate) fn interface_name(_index: u32) -> Option<String> {
+    None
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_name_and_index_agree() {
+        let index = interface_index("lo").expect("Linux always has an interface called lo");
+        assert_eq!(interface_name(index).as_deref(), Some("lo"));
+    }
+
+    #[test]
+    fn unknown_interface_is_not_found_and_named() {
+        let err = interface_index("nosuchif0").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(err.to_string().contains("nosuchif0"), "{err}");
+        assert_eq!(interface_name(u32::MAX), None);
+    }
+}
