@@ -4,6 +4,7 @@ use std::error::Error as StdError;
 use std::fmt;
 
 use crate::addr::ParseError;
+use crate::plan::PlanError;
 
 /// Any error the crate's entry points can return; each variant wraps the error of one layer.
 ///
@@ -17,12 +18,15 @@ use crate::addr::ParseError;
 pub enum Error {
     /// A listen spec could not be parsed.
     Parse(ParseError),
+    /// A spec could not be planned on this host (policy, family, zone or resolution).
+    Plan(PlanError),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Parse(e) => e.fmt(f),
+            Error::Plan(e) => e.fmt(f),
         }
     }
 }
@@ -31,6 +35,7 @@ impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             Error::Parse(e) => Some(e),
+            Error::Plan(e) => Some(e),
         }
     }
 }
@@ -38,5 +43,11 @@ impl StdError for Error {
 impl From<ParseError> for Error {
     fn from(e: ParseError) -> Error {
         Error::Parse(e)
+    }
+}
+
+impl From<PlanError> for Error {
+    fn from(e: PlanError) -> Error {
+        Error::Plan(e)
     }
 }

@@ -55,6 +55,8 @@
 
 mod addr;
 mod error;
+mod host;
+mod plan;
 mod sys;
 
 pub use addr::{
@@ -62,3 +64,8 @@ pub use addr::{
     ToListenSpec, Zone,
 };
 pub use error::Error;
+pub use host::{has_dual_stack_ipv6, HostCaps, Resolve, SystemResolver};
+pub use plan::{
+    plan, BindPlan, FamilyPolicy, PlanError, PlanErrorKind, PlanOptions, PlannedSocket, SkipReason,
+    Skipped, SocketMode, WildcardStack,
+};

@@ -13,5 +13,6 @@ mod parse;
 mod spec;
 
 pub use error::{ParseError, ParseErrorKind};
+pub(crate) use normalize::is_scoped;
 pub use normalize::{display_addr, normalize, DisplayAddr};
 pub use spec::{Host, HostName, ListenSpec, ToListenSpec, Zone};
