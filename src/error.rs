@@ -4,6 +4,7 @@ use std::error::Error as StdError;
 use std::fmt;
 
 use crate::addr::ParseError;
+use crate::listen::BindError;
 use crate::plan::PlanError;
 
 /// Any error the crate's entry points can return; each variant wraps the error of one layer.
@@ -20,6 +21,8 @@ pub enum Error {
     Parse(ParseError),
     /// A spec could not be planned on this host (policy, family, zone or resolution).
     Plan(PlanError),
+    /// A socket could not be opened; every socket of its spec was closed.
+    Bind(BindError),
 }
 
 impl fmt::Display for Error {
@@ -27,6 +30,7 @@ impl fmt::Display for Error {
         match self {
             Error::Parse(e) => e.fmt(f),
             Error::Plan(e) => e.fmt(f),
+            Error::Bind(e) => e.fmt(f),
         }
     }
 }
@@ -36,6 +40,7 @@ impl StdError for Error {
         match self {
             Error::Parse(e) => Some(e),
             Error::Plan(e) => Some(e),
+            Error::Bind(e) => Some(e),
         }
     }
 }
@@ -49,5 +54,11 @@ impl From<ParseError> for Error {
 impl From<PlanError> for Error {
     fn from(e: PlanError) -> Error {
         Error::Plan(e)
+    }
+}
+
+impl From<BindError> for Error {
+    fn from(e: BindError) -> Error {
+        Error::Bind(e)
     }
 }

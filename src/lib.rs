@@ -56,6 +56,7 @@
 mod addr;
 mod error;
 mod host;
+mod listen;
 mod plan;
 mod sys;
 
@@ -65,6 +66,7 @@ pub use addr::{
 };
 pub use error::Error;
 pub use host::{has_dual_stack_ipv6, HostCaps, Resolve, SystemResolver};
+pub use listen::{bind, BindError, Bound, ListenConfig, Listener};
 pub use plan::{
     plan, BindPlan, FamilyPolicy, PlanError, PlanErrorKind, PlanOptions, PlannedSocket, SkipReason,
     Skipped, SocketMode, WildcardStack,

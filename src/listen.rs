@@ -1,0 +1,547 @@
+//! Opening listening sockets: from [`ListenSpec`]s, through the planner, to non-blocking
+//! [`mio::net::TcpListener`]s with a report of what was bound and what was skipped.
+//!
+//! Heads up: before changing this file, read RFC 3493 §5.3 (IPV6_V6ONLY), `socket(7)` on
+//! SO_REUSEADDR/SO_REUSEPORT, and the failure rules in `README.md`: EADDRINUSE fails the whole
+//! spec (a partial bind there is a port hijack), an address the user wrote never fails
+//! silently, and every socket of a port-0 spec shares one port.
+
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::addr::{display_addr, normalize, Host, HostName, ListenSpec, ToListenSpec};
+use crate::error::Error;
+use crate::host::{HostCaps, Resolve, SystemResolver};
+use crate::plan::{
+    plan, BindPlan, FamilyPolicy, PlanOptions, PlannedSocket, SkipReason, Skipped, SocketMode,
+    WildcardStack,
+};
+
+/// How many times a port-0 spec with several sockets is retried on a fresh port when the
+/// port the first socket got is taken on another address.
+const PORT_ATTEMPTS: usize = 16;
+
+/// How to open listening sockets: family policy, socket options, and (for tests or special
+/// hosts) the capabilities and resolver to plan with.
+///
+/// ```
+/// use dualstack::{FamilyPolicy, ListenConfig};
+///
+/// let bound = ListenConfig::new().family(FamilyPolicy::V4).bind("localhost:0")?;
+/// assert_eq!(bound.listeners().len(), 1);
+/// assert!(bound.listeners()[0].local_addr().is_ipv4());
+/// # Ok::<(), dualstack::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct ListenConfig {
+    options: PlanOptions,
+    reuse_address: bool,
+    reuse_port: bool,
+    backlog: i32,
+    caps: Option<HostCaps>,
+    resolver: Arc<dyn Resolve>,
+}
+
+impl fmt::Debug for ListenConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenConfig")
+            .field("options", &self.options)
+            .field("reuse_address", &self.reuse_address)
+            .field("reuse_port", &self.reuse_port)
+            .field("backlog", &self.backlog)
+            .field("caps", &self.caps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ListenConfig {
+    fn default() -> ListenConfig {
+        ListenConfig::new()
+    }
+}
+
+impl ListenConfig {
+    /// The defaults: any family, one dual-stack socket for the wildcard where supported,
+    /// SO_REUSEADDR on (not on Windows, where it would let another process steal the port),
+    /// SO_REUSEPORT off, backlog 1024, capabilities probed at each bind, the system resolver.
+    pub fn new() -> ListenConfig {
+        ListenConfig {
+            options: PlanOptions::default(),
+            reuse_address: true,
+            reuse_port: false,
+            // mio's choice too: Linux caps it at net.core.somaxconn anyway.
+            backlog: 1024,
+            caps: None,
+            resolver: Arc::new(SystemResolver),
+        }
+    }
+
+    /// Which families to use (default [`FamilyPolicy::Any`]).
+    pub fn family(mut self, family: FamilyPolicy) -> ListenConfig {
+        self.options.family = family;
+        self
+    }
+
+    /// How to open the wildcard (default [`WildcardStack::Single`]).
+    pub fn wildcard_stack(mut self, stack: WildcardStack) -> ListenConfig {
+        self.options.stack = stack;
+        self
+    }
+
+    /// Whether to set SO_REUSEADDR, so a restarted server can bind while old connections are
+    /// in TIME_WAIT (default on). Ignored on Windows, where SO_REUSEADDR lets another socket
+    /// take over a port in use.
+    pub fn reuse_address(mut self, on: bool) -> ListenConfig {
+        self.reuse_address = on;
+        self
+    }
+
+    /// Whether to set SO_REUSEPORT, so several processes can listen on one port (default
+    /// off). Binding fails with [`io::ErrorKind::Unsupported`] where the platform lacks it.
+    pub fn reuse_port(mut self, on: bool) -> ListenConfig {
+        self.reuse_port = on;
+        self
+    }
+
+    /// The `listen(2)` backlog: how many connections may wait to be accepted (default 1024).
+    pub fn backlog(mut self, backlog: i32) -> ListenConfig {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Plan with these capabilities instead of probing the host.
+    pub fn host_caps(mut self, caps: HostCaps) -> ListenConfig {
+        self.caps = Some(caps);
+        self
+    }
+
+    /// Resolve names with `resolver` instead of the system resolver.
+    pub fn resolver(mut self, resolver: impl Resolve + 'static) -> ListenConfig {
+        self.resolver = Arc::new(resolver);
+        self
+    }
+
+    /// The plan for `spec`, without opening anything.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Parse`] or [`Error::Plan`], as for [`bind`](ListenConfig::bind).
+    pub fn plan(&self, spec: impl ToListenSpec) -> Result<BindPlan, Error> {
+        let caps = self.caps.unwrap_or_else(HostCaps::probe);
+        Ok(plan(
+            &spec.to_listen_spec()?,
+            self.options,
+            &caps,
+            &*self.resolver,
+        )?)
+    }
+
+    /// Opens every socket `spec` needs.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Parse`]: the spec is not valid text;
+    /// - [`Error::Plan`]: the spec cannot be served on this host with this policy;
+    /// - [`Error::Bind`]: a socket could not be opened. No socket of the spec stays open.
+    pub fn bind(&self, spec: impl ToListenSpec) -> Result<Bound, Error> {
+        self.bind_all([spec])
+    }
+
+    /// Opens every socket of every spec, probing the host once. If any spec fails, every
+    /// socket already opened is closed and the error names the spec.
+    ///
+    /// # Errors
+    ///
+    /// As for [`bind`](ListenConfig::bind).
+    pub fn bind_all<S: ToListenSpec>(
+        &self,
+        specs: impl IntoIterator<Item = S>,
+    ) -> Result<Bound, Error> {
+        let caps = self.caps.unwrap_or_else(HostCaps::probe);
+        let mut bound = Bound {
+            listeners: Vec::new(),
+            skipped: Vec::new(),
+        };
+        for spec in specs {
+            let spec = spec.to_listen_spec()?;
+            let plan = plan(&spec, self.options, &caps, &*self.resolver)?;
+            bound.skipped.extend(plan.skipped.iter().cloned());
+            let (listeners, skipped) = self.open(&plan)?;
+            bound.listeners.extend(listeners);
+            bound.skipped.extend(skipped);
+        }
+        Ok(bound)
+    }
+
+    /// Opens the sockets of one plan, retrying on a fresh port if a shared ephemeral port
+    /// turns out to be taken on a later address.
+    fn open(&self, plan: &BindPlan) -> Result<(Vec<Listener>, Vec<Skipped>), BindError> {
+        let mut attempt = 1;
+        loop {
+            match self.open_once(plan) {
+                Ok(opened) => return Ok(opened),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::PortTaken(e)) if attempt < PORT_ATTEMPTS => {
+                    log::debug!("{e}; trying another port ({attempt} of {PORT_ATTEMPTS})");
+                    attempt += 1;
+                }
+                Err(Failure::PortTaken(e)) => {
+                    return Err(BindError {
+                        detail: format!(
+                            "no port was free on every address after {PORT_ATTEMPTS} attempts; last: {}",
+                            e.detail
+                        ),
+                        ..e
+                    })
+                }
+            }
+        }
+    }
+
+    /// One attempt at opening every socket of `plan`. Sockets opened before a failure are
+    /// closed when the partial list is dropped.
+    fn open_once(&self, plan: &BindPlan) -> Result<(Vec<Listener>, Vec<Skipped>), Failure> {
+        let mut listeners: Vec<Listener> = Vec::new();
+        let mut skipped = Vec::new();
+        // 0 until the first socket binds; then that socket's port, for all the others.
+        let mut port = plan.spec.port();
+        for planned in &plan.sockets {
+            let mut addr = planned.addr;
+            addr.set_port(port);
+            match self.open_socket(&plan.spec, addr, planned) {
+                Ok(listener) => {
+                    port = listener.local_addr.port();
+                    listeners.push(listener);
+                }
+                Err((_, e)) if planned.optional && is_unavailable(&e) => {
+                    let reason = SkipReason::Os(e.raw_os_error().unwrap_or_default());
+                    let s = Skipped { addr, reason };
+                    log::warn!("listen spec \"{}\": {s}", plan.spec);
+                    skipped.push(s);
+                }
+                Err((step, e)) => {
+                    let port_was_ours = plan.spec.port() == 0 && !listeners.is_empty();
+                    let in_use = e.kind() == io::ErrorKind::AddrInUse;
+                    let err = BindError::new(&plan.spec, addr, planned.mode, step, e);
+                    return Err(if in_use && port_was_ours {
+                        Failure::PortTaken(err)
+                    } else {
+                        Failure::Fatal(err)
+                    });
+                }
+            }
+        }
+        if listeners.is_empty() {
+            let what: Vec<String> = skipped.iter().map(Skipped::to_string).collect();
+            let first = plan
+                .sockets
+                .first()
+                .expect("a plan has at least one socket");
+            return Err(Failure::Fatal(BindError {
+                spec: plan.spec.clone(),
+                addr: first.addr,
+                mode: first.mode,
+                detail: format!("no address could be bound ({})", what.join("; ")),
+                source: io::Error::from(io::ErrorKind::AddrNotAvailable),
+            }));
+        }
+        Ok((listeners, skipped))
+    }
+
+    /// Creates, configures, binds and listens on one socket. On error, says which step failed.
+    fn open_socket(
+        &self,
+        spec: &ListenSpec,
+        addr: SocketAddr,
+        planned: &PlannedSocket,
+    ) -> Result<Listener, (&'static str, io::Error)> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(|e| ("socket", e))?;
+        if addr.is_ipv6() {
+            // Always explicit: the OS default (Linux: net.ipv6.bindv6only) must not decide.
+            socket
+                .set_only_v6(planned.mode != SocketMode::DualStack)
+                .map_err(|e| ("set IPV6_V6ONLY", e))?;
+        }
+        #[cfg(not(windows))]
+        socket
+            .set_reuse_address(self.reuse_address)
+            .map_err(|e| ("set SO_REUSEADDR", e))?;
+        set_reuse_port(&socket, self.reuse_port).map_err(|e| ("set SO_REUSEPORT", e))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| ("set O_NONBLOCK", e))?;
+        socket.bind(&addr.into()).map_err(|e| ("bind", e))?;
+        socket.listen(self.backlog).map_err(|e| ("listen", e))?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| ("getsockname", e))?
+            .as_socket()
+            .ok_or_else(|| ("getsockname", io::Error::other("not an IP socket")))?;
+        let mode = if local.is_ipv4() {
+            SocketMode::Ipv4
+        } else if socket.only_v6().map_err(|e| ("get IPV6_V6ONLY", e))? {
+            SocketMode::Ipv6Only
+        } else {
+            SocketMode::DualStack
+        };
+        let std_listener: std::net::TcpListener = socket.into();
+        Ok(Listener {
+            inner: mio::net::TcpListener::from_std(std_listener),
+            local_addr: normalize(local),
+            mode,
+            spec: spec.clone(),
+        })
+    }
+}
+
+/// Why an attempt at opening a plan failed.
+enum Failure {
+    /// EADDRINUSE on a port the attempt chose itself: try again on a fresh one.
+    PortTaken(BindError),
+    /// Anything else: the spec fails.
+    Fatal(BindError),
+}
+
+#[cfg(all(
+    unix,
+    not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+))]
+fn set_reuse_port(socket: &Socket, on: bool) -> io::Result<()> {
+    socket.set_reuse_port(on)
+}
+
+#[cfg(not(all(
+    unix,
+    not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+)))]
+fn set_reuse_port(_socket: &Socket, on: bool) -> io::Result<()> {
+    if on {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_REUSEPORT is not available on this platform",
+        ));
+    }
+    Ok(())
+}
+
+/// EADDRNOTAVAIL or EAFNOSUPPORT: this host cannot have that address.
+fn is_unavailable(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    const EAFNOSUPPORT: i32 = libc::EAFNOSUPPORT;
+    #[cfg(windows)]
+    const EAFNOSUPPORT: i32 = 10047; // WSAEAFNOSUPPORT
+    #[cfg(not(any(unix, windows)))]
+    const EAFNOSUPPORT: i32 = -1;
+    e.kind() == io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(EAFNOSUPPORT)
+}
+
+/// Opens every socket `spec` needs, with the default [`ListenConfig`].
+///
+/// ```
+/// let bound = dualstack::bind("localhost:0")?;
+/// for l in bound.listeners() {
+///     println!("listening on {} ({})", dualstack::display_addr(l.local_addr()), l.mode());
+/// }
+/// // Every socket of a port-0 spec shares one port.
+/// let port = bound.listeners()[0].local_addr().port();
+/// assert!(bound.listeners().iter().all(|l| l.local_addr().port() == port));
+/// # Ok::<(), dualstack::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// As for [`ListenConfig::bind`].
+pub fn bind(spec: impl ToListenSpec) -> Result<Bound, Error> {
+    ListenConfig::new().bind(spec)
+}
+
+/// What [`ListenConfig::bind`] opened, and what it left out.
+#[derive(Debug)]
+pub struct Bound {
+    listeners: Vec<Listener>,
+    skipped: Vec<Skipped>,
+}
+
+impl Bound {
+    /// The listening sockets, in the order their specs planned them.
+    pub fn listeners(&self) -> &[Listener] {
+        &self.listeners
+    }
+
+    /// Addresses that were planned but not bound, with the reason (also logged at warn).
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
+    }
+
+    /// The listeners and the skipped addresses, by value.
+    pub fn into_parts(self) -> (Vec<Listener>, Vec<Skipped>) {
+        (self.listeners, self.skipped)
+    }
+}
+
+/// One listening socket, non-blocking, with what it was bound for.
+#[derive(Debug)]
+pub struct Listener {
+    inner: mio::net::TcpListener,
+    local_addr: SocketAddr,
+    mode: SocketMode,
+    spec: ListenSpec,
+}
+
+impl Listener {
+    /// The address the socket is bound to, as the kernel reports it, normalized; with port 0
+    /// asked, the port chosen.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The family and `IPV6_V6ONLY` setting, read back from the kernel with getsockopt.
+    pub fn mode(&self) -> SocketMode {
+        self.mode
+    }
+
+    /// The spec this socket was opened for.
+    pub fn spec(&self) -> &ListenSpec {
+        &self.spec
+    }
+
+    /// A host a client on this machine can use to reach this socket, found without any network
+    /// lookup (never reverse DNS): `localhost` for `127.0.0.1`, `::1` and the wildcards, the
+    /// address itself otherwise (`127.0.0.2` is loopback, but `localhost` does not name it).
+    pub fn client_host(&self) -> Host {
+        match self.local_addr.ip() {
+            ip if ip.is_unspecified() || ip == Ipv4Addr::LOCALHOST || ip == Ipv6Addr::LOCALHOST => {
+                Host::Name(HostName::new_unchecked("localhost".to_owned()))
+            }
+            // Keeps the zone of a link-local address.
+            _ => ListenSpec::from(self.local_addr).host().clone(),
+        }
+    }
+
+    /// An address a client on this machine can connect to: the loopback address of the
+    /// socket's family for a wildcard socket, the socket's own address otherwise.
+    pub fn connect_addr(&self) -> SocketAddr {
+        let port = self.local_addr.port();
+        match self.local_addr {
+            SocketAddr::V4(a) if a.ip().is_unspecified() => (Ipv4Addr::LOCALHOST, port).into(),
+            SocketAddr::V6(a) if a.ip().is_unspecified() => (Ipv6Addr::LOCALHOST, port).into(),
+            other => other,
+        }
+    }
+
+    /// The mio listener, to register with a `Poll` and accept from.
+    pub fn as_mio(&mut self) -> &mut mio::net::TcpListener {
+        &mut self.inner
+    }
+
+    /// The mio listener, by value.
+    pub fn into_mio(self) -> mio::net::TcpListener {
+        self.inner
+    }
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for Listener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::AsRawSocket for Listener {
+    fn as_raw_socket(&self) -> std::os::windows::io::RawSocket {
+        self.inner.as_raw_socket()
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::AsSocket for Listener {
+    fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
+        self.inner.as_socket()
+    }
+}
+
+impl fmt::Display for Listener {
+    /// `ADDR (MODE)`, as in `[::]:7000 (dual-stack)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", display_addr(self.local_addr), self.mode)
+    }
+}
+
+/// A socket of a spec that could not be opened. Every socket of that spec was closed.
+#[derive(Debug)]
+pub struct BindError {
+    spec: ListenSpec,
+    addr: SocketAddr,
+    mode: SocketMode,
+    detail: String,
+    source: io::Error,
+}
+
+impl BindError {
+    fn new(
+        spec: &ListenSpec,
+        addr: SocketAddr,
+        mode: SocketMode,
+        step: &str,
+        source: io::Error,
+    ) -> BindError {
+        let hint = match source.kind() {
+            io::ErrorKind::AddrInUse => "; another socket is listening there",
+            io::ErrorKind::AddrNotAvailable => "; this host has no such address",
+            io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges",
+            _ => "",
+        };
+        BindError {
+            spec: spec.clone(),
+            addr,
+            mode,
+            detail: format!("{step} {} ({mode}): {source}{hint}", display_addr(addr)),
+            source,
+        }
+    }
+
+    /// The spec whose sockets could not be opened.
+    pub fn spec(&self) -> &ListenSpec {
+        &self.spec
+    }
+
+    /// The address that failed.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The mode the failed socket was to have.
+    pub fn mode(&self) -> SocketMode {
+        self.mode
+    }
+
+    /// The OS error.
+    pub fn io_error(&self) -> &io::Error {
+        &self.source
+    }
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot listen on \"{}\": {}", self.spec, self.detail)
+    }
+}
+
+impl std::error::Error for BindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}

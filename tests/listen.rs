@@ -1,0 +1,297 @@
+//! Binding for real on loopback: modes read back from the kernel, connections over both
+//! families, one shared port for port 0, skipped addresses reported, and EADDRINUSE failing
+//! the whole spec with nothing left open.
+
+mod util;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use dualstack::{
+    bind, normalize, Error, FamilyPolicy, Host, HostName, ListenConfig, Resolve, SkipReason,
+    SocketMode, WildcardStack,
+};
+
+/// A resolver with a fixed answer, so tests never depend on DNS or /etc/hosts.
+struct Fixed(&'static [&'static str]);
+
+impl Resolve for Fixed {
+    fn resolve(&self, _name: &HostName) -> io::Result<Vec<IpAddr>> {
+        Ok(self.0.iter().map(|s| s.parse().unwrap()).collect())
+    }
+}
+
+fn shown(bound: &dualstack::Bound) -> Vec<String> {
+    bound
+        .listeners()
+        .iter()
+        .map(|l| format!("{} {}", l.local_addr().ip(), l.mode()))
+        .collect()
+}
+
+#[test]
+fn localhost_listens_on_both_loopbacks_with_one_port() {
+    // This machine's /etc/hosts maps localhost to 127.0.0.1 only: the result must not care.
+    let bound = bind("localhost:0").expect("bind localhost:0");
+    assert_eq!(shown(&bound), ["127.0.0.1 ipv4", "::1 ipv6-only"]);
+    let port = bound.listeners()[0].local_addr().port();
+    assert_ne!(port, 0);
+    assert_eq!(
+        bound.listeners()[1].local_addr().port(),
+        port,
+        "both sockets share the port"
+    );
+    assert!(bound.skipped().is_empty());
+
+    let (listeners, _) = bound.into_parts();
+    for mut listener in listeners {
+        let target = listener.connect_addr();
+        let client = util::connect(target);
+        let (_, peer) = util::accept(listener.as_mio());
+        assert_eq!(
+            normalize(peer),
+            client.local_addr().unwrap(),
+            "peer seen on {target}"
+        );
+        assert_eq!(listener.client_host().to_string(), "localhost");
+    }
+}
+
+#[test]
+fn wildcard_is_one_dual_stack_socket_that_reports_ipv4_peers_as_ipv4() {
+    let bound = bind(":0").expect("bind :0");
+    assert_eq!(shown(&bound), [":: dual-stack"]);
+    let (mut listeners, _) = bound.into_parts();
+    let listener = &mut listeners[0];
+    let port = listener.local_addr().port();
+
+    let v4 = util::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    let (_, peer) = util::accept(listener.as_mio());
+    assert!(
+        peer.is_ipv6(),
+        "the kernel reports a mapped address: {peer}"
+    );
+    let peer = normalize(peer);
+    assert_eq!(peer, v4.local_addr().unwrap());
+    assert_eq!(
+        peer.to_string(),
+        format!("127.0.0.1:{}", v4.local_addr().unwrap().port())
+    );
+
+    let v6 = util::connect(listener.connect_addr());
+    let (_, peer) = util::accept(listener.as_mio());
+    assert_eq!(normalize(peer), v6.local_addr().unwrap());
+    assert_eq!(listener.connect_addr().to_string(), format!("[::1]:{port}"));
+}
+
+#[test]
+fn ipv6_any_is_ipv6_only_so_ipv4_any_fits_beside_it() {
+    let six = bind("[::]:0").expect("bind [::]:0");
+    assert_eq!(shown(&six), [":: ipv6-only"]);
+    let port = six.listeners()[0].local_addr().port();
+    let four = bind(("0.0.0.0", port)).expect("0.0.0.0 on the same port as an IPv6-only [::]");
+    assert_eq!(shown(&four), ["0.0.0.0 ipv4"]);
+}
+
+#[test]
+fn separate_stacks_give_the_wildcard_one_socket_per_family_on_one_port() {
+    let bound = ListenConfig::new()
+        .wildcard_stack(WildcardStack::Separate)
+        .bind(":0")
+        .expect("bind :0 with separate stacks");
+    assert_eq!(shown(&bound), ["0.0.0.0 ipv4", ":: ipv6-only"]);
+    let ports: Vec<u16> = bound
+        .listeners()
+        .iter()
+        .map(|l| l.local_addr().port())
+        .collect();
+    assert_eq!(ports[0], ports[1]);
+}
+
+#[test]
+fn family_policies_bind_what_they_say() {
+    let v4 = ListenConfig::new()
+        .family(FamilyPolicy::V4)
+        .bind("localhost:0")
+        .unwrap();
+    assert_eq!(shown(&v4), ["127.0.0.1 ipv4"]);
+    let v6 = ListenConfig::new()
+        .family(FamilyPolicy::V6)
+        .bind(":0")
+        .unwrap();
+    assert_eq!(shown(&v6), [":: ipv6-only"]);
+    let dual = ListenConfig::new()
+        .family(FamilyPolicy::DualStack)
+        .bind("[::]:0")
+        .unwrap();
+    assert_eq!(shown(&dual), [":: dual-stack"]);
+    let err = ListenConfig::new()
+        .family(FamilyPolicy::DualStack)
+        .bind("localhost:0")
+        .unwrap_err();
+    assert!(matches!(err, Error::Plan(_)), "{err}");
+}
+
+#[test]
+fn address_in_use_fails_the_whole_spec_and_closes_what_was_bound() {
+    // Another process holds [::1]:P. Binding localhost:P must not end up on 127.0.0.1 alone:
+    // clients that try ::1 first would talk to the other process (a port hijack).
+    let squatter = std::net::TcpListener::bind("[::1]:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+
+    let err = bind(("localhost", port)).expect_err("[::1] is taken");
+    let Error::Bind(bind_err) = &err else {
+        panic!("expected a bind error, got {err}")
+    };
+    assert_eq!(bind_err.io_error().kind(), io::ErrorKind::AddrInUse);
+    assert_eq!(
+        bind_err.addr(),
+        SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port))
+    );
+    let text = err.to_string();
+    for part in [
+        format!("\"localhost:{port}\""),
+        format!("[::1]:{port}"),
+        "os error".into(),
+        "another socket is listening there".into(),
+    ] {
+        assert!(text.contains(&part), "{text:?} lacks {part:?}");
+    }
+    // 127.0.0.1:P was bound first and must have been closed again.
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("127.0.0.1:P was left open");
+}
+
+#[test]
+fn a_numeric_address_that_fails_is_an_error_not_a_skip() {
+    // TEST-NET-2: not assigned on any machine here. Binding sends no packet.
+    let err = bind("198.51.100.7:0").unwrap_err();
+    let Error::Bind(e) = &err else {
+        panic!("expected a bind error, got {err}")
+    };
+    assert_eq!(e.io_error().kind(), io::ErrorKind::AddrNotAvailable);
+    assert!(
+        err.to_string()
+            .starts_with("cannot listen on \"198.51.100.7:0\": bind 198.51.100.7:0 (ipv4): "),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_name_skips_addresses_this_host_lacks_and_reports_them() {
+    let bound = ListenConfig::new()
+        .resolver(Fixed(&["198.51.100.7", "127.0.0.1", "::1"]))
+        .bind("service.test:0")
+        .expect("two of the three addresses exist");
+    assert_eq!(shown(&bound), ["127.0.0.1 ipv4", "::1 ipv6-only"]);
+    let port = bound.listeners()[0].local_addr().port();
+    assert_eq!(bound.listeners()[1].local_addr().port(), port);
+    let skipped = bound.skipped();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].addr.ip().to_string(), "198.51.100.7");
+    assert!(
+        matches!(skipped[0].reason, SkipReason::Os(_)),
+        "{:?}",
+        skipped[0].reason
+    );
+    assert!(
+        skipped[0].to_string().contains("198.51.100.7:0 skipped: "),
+        "{}",
+        skipped[0]
+    );
+
+    // Every address of the name missing: an error, never an empty success.
+    let err = ListenConfig::new()
+        .resolver(Fixed(&["198.51.100.7"]))
+        .bind("service.test:0")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no address could be bound"),
+        "{err}"
+    );
+}
+
+#[test]
+fn modes_are_read_back_from_the_kernel() {
+    let cases = [
+        ("127.0.0.1:0", SocketMode::Ipv4, "127.0.0.1:0"),
+        ("[::1]:0", SocketMode::Ipv6Only, "[::1]:0"),
+        ("[::]:0", SocketMode::Ipv6Only, "[::]:0"),
+        (":0", SocketMode::DualStack, "*:0"),
+    ];
+    for (spec, mode, canonical) in cases {
+        let bound = bind(spec).unwrap();
+        let listener = &bound.listeners()[0];
+        assert_eq!(listener.mode(), mode, "{spec}");
+        let sock = socket2::SockRef::from(listener);
+        if listener.local_addr().is_ipv6() {
+            assert_eq!(
+                sock.only_v6().unwrap(),
+                mode == SocketMode::Ipv6Only,
+                "{spec}"
+            );
+        }
+        assert!(sock.reuse_address().unwrap(), "SO_REUSEADDR on {spec}");
+        assert_eq!(listener.spec().to_string(), canonical);
+    }
+}
+
+#[test]
+fn reuse_port_lets_two_sockets_share_a_port_only_when_asked() {
+    let first = ListenConfig::new()
+        .reuse_port(true)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let port = first.listeners()[0].local_addr().port();
+    ListenConfig::new()
+        .reuse_port(true)
+        .bind(("127.0.0.1", port))
+        .expect("SO_REUSEPORT on both");
+    let err = bind(("127.0.0.1", port)).unwrap_err();
+    assert!(
+        matches!(&err, Error::Bind(e) if e.io_error().kind() == io::ErrorKind::AddrInUse),
+        "{err}"
+    );
+}
+
+#[test]
+fn bind_all_closes_earlier_specs_when_a_later_one_fails() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap().port();
+    let free = std::net::TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = ListenConfig::new()
+        .bind_all([format!("[::1]:{free}"), format!("127.0.0.1:{taken}")])
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("\"127.0.0.1:{taken}\"")),
+        "{err}"
+    );
+    std::net::TcpListener::bind(("::1", free)).expect("the first spec's socket was left open");
+}
+
+#[test]
+fn listeners_name_themselves_without_any_lookup() {
+    let bound = ListenConfig::new()
+        .bind_all(["127.0.0.2:0", "[::1]:0", ":0"])
+        .unwrap();
+    let hosts: Vec<String> = bound
+        .listeners()
+        .iter()
+        .map(|l| l.client_host().to_string())
+        .collect();
+    assert_eq!(hosts, ["127.0.0.2", "localhost", "localhost"]);
+    assert!(matches!(bound.listeners()[0].client_host(), Host::V4(_)));
+    let shown: Vec<String> = bound.listeners().iter().map(|l| l.to_string()).collect();
+    let port = |i: usize| bound.listeners()[i].local_addr().port();
+    assert_eq!(
+        shown,
+        [
+            format!("127.0.0.2:{} (ipv4)", port(0)),
+            format!("[::1]:{} (ipv6-only)", port(1)),
+            format!("[::]:{} (dual-stack)", port(2))
+        ]
+    );
+}
