@@ -180,22 +180,27 @@ impl ListenConfig {
     /// Opens the sockets of one plan, retrying on a fresh port if a shared ephemeral port
     /// turns out to be taken on a later address.
     fn open(&self, plan: &BindPlan) -> Result<(Vec<Listener>, Vec<Skipped>), BindError> {
-        let mut attempt = 1;
+        // The kernel hands out the same free port to bind(0) again and again (seen on Linux
+        // 6.x), so the sockets of a failed attempt stay open until this spec is done: then the
+        // next attempt must get a different port.
+        let mut held: Vec<Listener> = Vec::new();
+        let mut attempts = 1;
         loop {
             match self.open_once(plan) {
                 Ok(opened) => return Ok(opened),
-                Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::PortTaken(e)) if attempt < PORT_ATTEMPTS => {
-                    log::debug!("{e}; trying another port ({attempt} of {PORT_ATTEMPTS})");
-                    attempt += 1;
+                Err(Failure::Fatal(e)) => return Err(*e),
+                Err(Failure::PortTaken(e, bound)) if attempts < PORT_ATTEMPTS => {
+                    log::debug!("{e}; trying another port ({attempts} of {PORT_ATTEMPTS})");
+                    attempts += 1;
+                    held.extend(bound);
                 }
-                Err(Failure::PortTaken(e)) => {
+                Err(Failure::PortTaken(e, _)) => {
                     return Err(BindError {
                         detail: format!(
                             "no port was free on every address after {PORT_ATTEMPTS} attempts; last: {}",
                             e.detail
                         ),
-                        ..e
+                        ..*e
                     })
                 }
             }
@@ -226,9 +231,9 @@ impl ListenConfig {
                 Err((step, e)) => {
                     let port_was_ours = plan.spec.port() == 0 && !listeners.is_empty();
                     let in_use = e.kind() == io::ErrorKind::AddrInUse;
-                    let err = BindError::new(&plan.spec, addr, planned.mode, step, e);
+                    let err = Box::new(BindError::new(&plan.spec, addr, planned.mode, step, e));
                     return Err(if in_use && port_was_ours {
-                        Failure::PortTaken(err)
+                        Failure::PortTaken(err, listeners)
                     } else {
                         Failure::Fatal(err)
                     });
@@ -241,13 +246,13 @@ impl ListenConfig {
                 .sockets
                 .first()
                 .expect("a plan has at least one socket");
-            return Err(Failure::Fatal(BindError {
+            return Err(Failure::Fatal(Box::new(BindError {
                 spec: plan.spec.clone(),
                 addr: first.addr,
                 mode: first.mode,
                 detail: format!("no address could be bound ({})", what.join("; ")),
                 source: io::Error::from(io::ErrorKind::AddrNotAvailable),
-            }));
+            })));
         }
         Ok((listeners, skipped))
     }
@@ -301,10 +306,11 @@ impl ListenConfig {
 
 /// Why an attempt at opening a plan failed.
 enum Failure {
-    /// EADDRINUSE on a port the attempt chose itself: try again on a fresh one.
-    PortTaken(BindError),
+    /// EADDRINUSE on a port the attempt chose itself, with the sockets it had bound: try
+    /// again on a fresh port.
+    PortTaken(Box<BindError>, Vec<Listener>),
     /// Anything else: the spec fails.
-    Fatal(BindError),
+    Fatal(Box<BindError>),
 }
 
 #[cfg(all(

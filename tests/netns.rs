@@ -1,0 +1,500 @@
+//! The host matrix: each column of the listening table (README, "Listening rules") is built
+//! as a network namespace, and every row is probed, bound and connected to, end to end, from
+//! inside it. Also the behaviours that need a host we control: port-0 retries, zones.
+//!
+//! These tests need root and iproute2 (`ip netns`). They are ignored by default, so a plain
+//! `cargo test` reports them as *ignored*, never as passed; CI (root) runs them with
+//! `cargo test --test netns -- --ignored`. Asked for where namespaces cannot be made, they
+//! fail and say why.
+
+mod util;
+
+use std::fs::File;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+
+use dualstack::{
+    display_addr, normalize, Bound, Error, HostCaps, HostName, ListenConfig, PlanErrorKind,
+    Resolve, SocketMode, Zone,
+};
+
+/// A network namespace made for one test, deleted when dropped.
+struct Netns {
+    name: String,
+    /// Held for the whole test. These tests spawn `ip`, and a fork copies every descriptor of
+    /// the process: a listener another test thread has just closed would stay open in the
+    /// child until it execs, and that thread's next bind of the same port would fail (seen).
+    _serial: MutexGuard<'static, ()>,
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[allow(unsafe_code)]
+fn require_root_and_ip() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let has_ip = Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        euid == 0 && has_ip,
+        "NOT RUN: the host-matrix tests build network namespaces and need root and iproute2 \
+         (euid {euid}, ip found: {has_ip}). They are #[ignore]d for that reason; run them as \
+         root with `cargo test --test netns -- --ignored`."
+    );
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        require_root_and_ip();
+        // A test that failed while holding the lock poisons it; the next one may still run.
+        let serial = SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let name = format!("dualstack-{tag}-{}", std::process::id());
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns {
+            name,
+            _serial: serial,
+        };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        run("ip", &all);
+    }
+
+    fn sysctl(&self, setting: &str) {
+        run(
+            "ip",
+            &["netns", "exec", &self.name, "sysctl", "-q", "-w", setting],
+        );
+    }
+
+    /// Runs `f` on a thread that has entered this namespace (setns changes the calling
+    /// thread only), and returns its result; a panic in `f` fails the test.
+    fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        let ns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                set_netns(&ns);
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
+#[allow(unsafe_code)]
+fn set_netns(ns: &File) {
+    // SAFETY: setns only reads the descriptor, which `ns` keeps open across the call, and
+    // changes the network namespace of the calling thread alone: a thread made for this.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// What a row of the table expects.
+enum Want {
+    /// These sockets, as "ADDR MODE" with the port written P, and these skipped addresses.
+    Bound(&'static [&'static str], &'static [&'static str]),
+    /// A planning error of this kind.
+    PlanError(PlanErrorKind),
+    /// A bind error with this OS error kind.
+    BindError(io::ErrorKind),
+}
+
+/// One column of the table: how to build the host, what the probe must find there, and each row.
+struct Column {
+    name: &'static str,
+    setup: fn(&Netns),
+    caps: HostCaps,
+    rows: Vec<(&'static str, Want)>,
+}
+
+const ALL: HostCaps = HostCaps {
+    ipv4: true,
+    ipv6: true,
+    dual_stack: true,
+    ipv4_loopback: true,
+    ipv6_loopback: true,
+};
+
+fn normal_rows() -> Vec<(&'static str, Want)> {
+    use Want::*;
+    const DUAL: Want = Bound(&["[::]:P dual-stack"], &[]);
+    vec![
+        (":7000", DUAL),
+        ("*:7000", DUAL),
+        ("7000", DUAL),
+        ("0.0.0.0:7000", Bound(&["0.0.0.0:P ipv4"], &[])),
+        ("[::]:7000", Bound(&["[::]:P ipv6-only"], &[])),
+        (
+            "localhost:7000",
+            Bound(&["127.0.0.1:P ipv4", "[::1]:P ipv6-only"], &[]),
+        ),
+        ("127.0.0.1:7000", Bound(&["127.0.0.1:P ipv4"], &[])),
+        ("[::1]:7000", Bound(&["[::1]:P ipv6-only"], &[])),
+        (
+            "localhost:0",
+            Bound(&["127.0.0.1:P ipv4", "[::1]:P ipv6-only"], &[]),
+        ),
+    ]
+}
+
+fn columns() -> Vec<Column> {
+    use Want::*;
+    const NO_V6: &str = "[::]:7000 skipped: this host has no IPv6";
+    vec![
+        Column {
+            name: "normal",
+            setup: |_| {},
+            caps: ALL,
+            rows: normal_rows(),
+        },
+        Column {
+            name: "ipv6-disabled",
+            setup: |ns| {
+                for scope in ["all", "default", "lo"] {
+                    ns.sysctl(&format!("net.ipv6.conf.{scope}.disable_ipv6=1"));
+                }
+            },
+            caps: HostCaps {
+                ipv6: false,
+                dual_stack: false,
+                ipv6_loopback: false,
+                ..ALL
+            },
+            rows: vec![
+                (":7000", Bound(&["0.0.0.0:P ipv4"], &[NO_V6])),
+                ("*:7000", Bound(&["0.0.0.0:P ipv4"], &[NO_V6])),
+                ("7000", Bound(&["0.0.0.0:P ipv4"], &[NO_V6])),
+                ("0.0.0.0:7000", Bound(&["0.0.0.0:P ipv4"], &[])),
+                ("[::]:7000", PlanError(PlanErrorKind::FamilyUnavailable)),
+                (
+                    "localhost:7000",
+                    Bound(
+                        &["127.0.0.1:P ipv4"],
+                        &["[::1]:7000 skipped: this host has no IPv6"],
+                    ),
+                ),
+                ("127.0.0.1:7000", Bound(&["127.0.0.1:P ipv4"], &[])),
+                ("[::1]:7000", PlanError(PlanErrorKind::FamilyUnavailable)),
+                (
+                    "localhost:0",
+                    Bound(
+                        &["127.0.0.1:P ipv4"],
+                        &["[::1]:0 skipped: this host has no IPv6"],
+                    ),
+                ),
+            ],
+        },
+        Column {
+            name: "bindv6only",
+            setup: |ns| ns.sysctl("net.ipv6.bindv6only=1"),
+            caps: ALL,
+            rows: normal_rows(),
+        },
+        Column {
+            name: "no-ipv4-loopback",
+            setup: |ns| ns.ip(&["addr", "del", "127.0.0.1/8", "dev", "lo"]),
+            caps: HostCaps {
+                ipv4_loopback: false,
+                ..ALL
+            },
+            rows: vec![
+                (":7000", Bound(&["[::]:P dual-stack"], &[])),
+                ("*:7000", Bound(&["[::]:P dual-stack"], &[])),
+                ("7000", Bound(&["[::]:P dual-stack"], &[])),
+                ("0.0.0.0:7000", Bound(&["0.0.0.0:P ipv4"], &[])),
+                ("[::]:7000", Bound(&["[::]:P ipv6-only"], &[])),
+                (
+                    "localhost:7000",
+                    Bound(
+                        &["[::1]:P ipv6-only"],
+                        &["127.0.0.1:7000 skipped: this loopback address is not assigned here"],
+                    ),
+                ),
+                ("127.0.0.1:7000", BindError(io::ErrorKind::AddrNotAvailable)),
+                ("[::1]:7000", Bound(&["[::1]:P ipv6-only"], &[])),
+                (
+                    "localhost:0",
+                    Bound(
+                        &["[::1]:P ipv6-only"],
+                        &["127.0.0.1:0 skipped: this loopback address is not assigned here"],
+                    ),
+                ),
+            ],
+        },
+    ]
+}
+
+/// Connects to every listener of `bound` over each family this host serves, checks who
+/// accepts and that the peer address the server sees is the client's, normalized.
+fn check_reachable(bound: Bound, caps: &HostCaps, context: &str) {
+    let port = bound.listeners()[0].local_addr().port();
+    let has_ipv4_listener = bound
+        .listeners()
+        .iter()
+        .any(|l| l.mode() == SocketMode::Ipv4);
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+    let (listeners, _) = bound.into_parts();
+    for mut listener in listeners {
+        let ip = listener.local_addr().ip();
+        let mut targets = Vec::new();
+        match listener.mode() {
+            SocketMode::Ipv4 if caps.ipv4_loopback => targets.push(v4),
+            SocketMode::Ipv4 => {}
+            SocketMode::Ipv6Only => {
+                targets.push(v6);
+                if caps.ipv4_loopback && !has_ipv4_listener {
+                    assert!(
+                        util::cannot_connect(v4),
+                        "{context}: IPv4 reached an IPv6-only socket"
+                    );
+                }
+            }
+            SocketMode::DualStack => {
+                targets.push(v6);
+                if caps.ipv4_loopback {
+                    targets.push(v4);
+                }
+            }
+        }
+        for target in targets {
+            if !ip.is_unspecified() && ip != target.ip() {
+                continue;
+            }
+            let client = util::connect(target);
+            let (_, peer) = util::accept(listener.as_mio());
+            let peer = normalize(peer);
+            assert_eq!(
+                peer,
+                client.local_addr().unwrap(),
+                "{context}: peer seen via {target}"
+            );
+            assert_eq!(
+                peer.is_ipv4(),
+                target.is_ipv4(),
+                "{context}: {peer} not normalized"
+            );
+        }
+    }
+}
+
+fn check_column(column: &Column) {
+    let ns = Netns::new(column.name);
+    (column.setup)(&ns);
+    ns.enter(|| {
+        let caps = HostCaps::probe();
+        assert_eq!(caps, column.caps, "probe on the {} host", column.name);
+        for (spec, want) in &column.rows {
+            let context = format!("{spec:?} on the {} host", column.name);
+            match (ListenConfig::new().bind(*spec), want) {
+                (Ok(bound), Want::Bound(sockets, skipped)) => {
+                    let port = bound.listeners()[0].local_addr().port();
+                    let requested: u16 = spec.rsplit(':').next().unwrap().parse().unwrap();
+                    assert!(
+                        requested == 0 || port == requested,
+                        "{context}: port {port}"
+                    );
+                    let got: Vec<String> = bound
+                        .listeners()
+                        .iter()
+                        .map(|l| {
+                            assert_eq!(l.local_addr().port(), port, "{context}: one port for all");
+                            let addr = display_addr(l.local_addr()).to_string();
+                            format!("{} {}", addr.replace(&format!(":{port}"), ":P"), l.mode())
+                        })
+                        .collect();
+                    assert_eq!(got, *sockets, "{context}");
+                    let got: Vec<String> = bound.skipped().iter().map(|s| s.to_string()).collect();
+                    assert_eq!(got, *skipped, "{context}: skipped");
+                    check_reachable(bound, &caps, &context);
+                }
+                (Err(Error::Plan(e)), Want::PlanError(kind)) => {
+                    assert_eq!(e.kind(), *kind, "{context}: {e}");
+                    assert!(
+                        e.to_string().contains(spec.trim_start_matches('[')),
+                        "{context}: {e}"
+                    );
+                }
+                (Err(Error::Bind(e)), Want::BindError(kind)) => {
+                    assert_eq!(e.io_error().kind(), *kind, "{context}: {e}");
+                    assert!(
+                        e.to_string().contains(&format!("\"{spec}\"")),
+                        "{context}: {e}"
+                    );
+                }
+                (Ok(bound), _) => panic!("{context}: bound {:?}", bound.listeners()),
+                (Err(e), _) => panic!("{context}: {e}"),
+            }
+        }
+    });
+}
+
+#[test]
+#[ignore = "builds network namespaces: needs root and iproute2; run with --ignored"]
+fn table_on_a_normal_dual_stack_host() {
+    check_column(&columns()[0]);
+}
+
+#[test]
+#[ignore = "builds network namespaces: needs root and iproute2; run with --ignored"]
+fn table_on_a_host_with_ipv6_disabled() {
+    check_column(&columns()[1]);
+}
+
+#[test]
+#[ignore = "builds network namespaces: needs root and iproute2; run with --ignored"]
+fn table_on_a_host_with_bindv6only() {
+    check_column(&columns()[2]);
+}
+
+#[test]
+#[ignore = "builds network namespaces: needs root and iproute2; run with --ignored"]
+fn table_on_a_host_without_an_ipv4_loopback_address() {
+    check_column(&columns()[3]);
+}
+
+/// A resolver with a fixed answer.
+struct Fixed(&'static [&'static str]);
+
+impl Resolve for Fixed {
+    fn resolve(&self, _name: &HostName) -> io::Result<Vec<IpAddr>> {
+        Ok(self.0.iter().map(|s| s.parse().unwrap()).collect())
+    }
+}
+
+fn pair() -> ListenConfig {
+    ListenConfig::new().resolver(Fixed(&["127.0.0.1", "127.0.0.2"]))
+}
+
+#[test]
+#[ignore = "builds network namespaces: needs root and iproute2; run with --ignored"]
+fn port_zero_retries_on_a_new_port_when_the_shared_one_is_taken() {
+    let ns = Netns::new("retry");
+    // Two ephemeral ports; the kernel hands out 40001 first, and again on every bind(0)
+    // unless the socket holding it stays open.
+    ns.sysctl("net.ipv4.ip_local_port_range=40000 40001");
+    ns.enter(|| {
+        let _squatter = std::net::TcpListener::bind("127.0.0.2:40001").unwrap();
+        let bound = pair()
+            .bind("pair.test:0")
+            .expect("a second attempt finds 40000 free on both");
+        let ports: Vec<u16> = bound
+            .listeners()
+            .iter()
+            .map(|l| l.local_addr().port())
+            .collect();
+        assert_eq!(ports, [40000, 40000]);
+    });
+}
+
+#[test]
+#[ignore = "builds network namespaces: needs root and iproute2; run with --ignored"]
+fn port_zero_gives_up_after_a_bounded_number_of_attempts() {
+    let ns = Netns::new("giveup");
+    ns.sysctl("net.ipv4.ip_local_port_range=40000 40019");
+    ns.enter(|| {
+        let _squatters: Vec<_> = (40000..=40019)
+            .map(|p| std::net::TcpListener::bind(("127.0.0.2", p)).unwrap())
+            .collect();
+        let err = pair().bind("pair.test:0").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("no port was free on every address after 16 attempts"),
+            "{text}"
+        );
+        assert!(
+            matches!(&err, Error::Bind(e) if e.io_error().kind() == io::ErrorKind::AddrInUse),
+            "{text}"
+        );
+        // Every socket of every attempt was closed: 127.0.0.1 has all its ports back.
+        for p in 40000..=40019 {
+            std::net::TcpListener::bind(("127.0.0.1", p))
+                .unwrap_or_else(|e| panic!("port {p} left open: {e}"));
+        }
+    });
+}
+
+#[test]
+#[ignore = "builds network namespaces: needs root and iproute2; run with --ignored"]
+fn a_zone_names_the_interface_of_a_link_local_address() {
+    let ns = Netns::new("zone");
+    ns.ip(&["link", "add", "ds0", "type", "veth", "peer", "name", "ds1"]);
+    ns.ip(&["addr", "add", "fe80::1/64", "dev", "ds0", "nodad"]);
+    ns.ip(&["link", "set", "ds0", "up"]);
+    ns.ip(&["link", "set", "ds1", "up"]);
+    ns.enter(|| {
+        let index = Zone::parse("ds0")
+            .unwrap()
+            .to_index()
+            .expect("ds0 exists in the namespace");
+        for spec in ["[fe80::1%ds0]:7000", "[fe80::1%25ds0]:7001"] {
+            let bound = ListenConfig::new()
+                .bind(spec)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let (mut listeners, _) = bound.into_parts();
+            let listener = &mut listeners[0];
+            let SocketAddr::V6(local) = listener.local_addr() else {
+                panic!("not IPv6")
+            };
+            assert_eq!(local.scope_id(), index, "{spec}");
+            assert_eq!(
+                listener.to_string(),
+                format!("[fe80::1%ds0]:{} (ipv6-only)", local.port())
+            );
+            let target = SocketAddr::V6(SocketAddrV6::new(
+                "fe80::1".parse().unwrap(),
+                local.port(),
+                0,
+                index,
+            ));
+            let client = util::connect(target);
+            let (_, peer) = util::accept(listener.as_mio());
+            assert_eq!(normalize(peer), client.local_addr().unwrap());
+        }
+        let err = ListenConfig::new()
+            .bind("[fe80::1%nosuch0]:7000")
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Plan(e) if e.kind() == PlanErrorKind::UnknownInterface),
+            "{err}"
+        );
+        assert!(err.to_string().contains("\"nosuch0\""), "{err}");
+        // Linux needs the zone of a link-local address: without one, bind fails (EINVAL).
+        let err = ListenConfig::new().bind("[fe80::1]:7000").unwrap_err();
+        assert!(matches!(&err, Error::Bind(_)), "{err}");
+    });
+}
