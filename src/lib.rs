@@ -13,14 +13,49 @@
 //!
 //! - **Address** ([`ListenSpec`], [`Host`], [`normalize`]): parsing and printing listen specs,
 //!   normalizing socket addresses. Pure: no sockets, no DNS.
+//! - **Plan** ([`plan`], [`HostCaps`], [`Resolve`]): which sockets a spec needs on this host.
+//!   Pure too: the host's capabilities and the resolver are inputs, so every rule is tested
+//!   against hosts this machine is not (no IPv6, OpenBSD, IPv6-only).
+//! - **Listeners** ([`bind`], [`ListenConfig`], [`Listener`]): opens the planned sockets with
+//!   every option set explicitly, one shared port for port 0, and reports what was bound and
+//!   what was skipped.
 //!
-//! The planner, the listeners and the reactor are built on top of this layer; see
-//! `ARCHITECTURE.md` in the repository for the whole picture.
+//! The reactor is built on top of these layers; see `ARCHITECTURE.md` in the repository.
 //!
 //! # Examples
 //!
+//! Listen on `localhost` (both loopback addresses, one port) and talk to each socket:
+//!
 //! ```
-//! use dualstack::{normalize, Host, ListenSpec, ToListenSpec};
+//! use std::io::Write;
+//!
+//! let bound = dualstack::bind("localhost:0")?;
+//! for listener in bound.listeners() {
+//!     println!("listening on {listener}"); // e.g. "[::1]:41234 (ipv6-only)"
+//! }
+//! for skipped in bound.skipped() {
+//!     println!("{skipped}"); // e.g. on a host without IPv6: "[::1]:0 skipped: this host has no IPv6"
+//! }
+//! let (mut listeners, _) = bound.into_parts();
+//! for listener in &mut listeners {
+//!     let mut client = std::net::TcpStream::connect(listener.connect_addr())?;
+//!     client.write_all(b"hello")?;
+//!     let (_stream, peer) = loop {
+//!         match listener.as_mio().accept() {
+//!             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+//!             other => break other?,
+//!         }
+//!     };
+//!     // Peers are normalized: an IPv4 client of a dual-stack socket shows as IPv4.
+//!     assert_eq!(dualstack::normalize(peer), client.local_addr()?);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Parse, plan and normalize without opening anything:
+//!
+//! ```
+//! use dualstack::{normalize, plan, Host, HostCaps, ListenSpec, PlanOptions, SystemResolver, ToListenSpec};
 //! use std::net::SocketAddr;
 //!
 //! // The same place to listen, written three ways.
@@ -28,8 +63,13 @@
 //! assert_eq!(spec, ("::1", 8080).to_listen_spec()?);
 //! assert_eq!(spec, "[::1]:8080".parse::<SocketAddr>().unwrap().to_listen_spec()?);
 //!
-//! // "Every address" is its own kind of host, distinct from 0.0.0.0 and [::].
-//! assert_eq!(":8080".parse::<ListenSpec>()?.host(), &Host::Any);
+//! // "Every address" is its own kind of host, distinct from 0.0.0.0 and [::]...
+//! let any: ListenSpec = ":8080".parse()?;
+//! assert_eq!(any.host(), &Host::Any);
+//! // ...and becomes one dual-stack socket on a host that can make one.
+//! let openbsd = HostCaps { ipv4: true, ipv6: true, dual_stack: false, ipv4_loopback: true, ipv6_loopback: true };
+//! let p = plan(&any, PlanOptions::default(), &openbsd, &SystemResolver)?;
+//! assert_eq!(p.sockets.len(), 2); // no dual-stack sockets there: 0.0.0.0 and [::] IPv6-only
 //!
 //! // Mistakes get an error that quotes the input and says how to fix it.
 //! let err = "::1:8080".parse::<ListenSpec>().unwrap_err();
@@ -38,8 +78,26 @@
 //! // A dual-stack socket reports IPv4 peers as mapped addresses; applications see IPv4.
 //! let peer: SocketAddr = "[::ffff:192.0.2.7]:50000".parse().unwrap();
 //! assert_eq!(normalize(peer).to_string(), "192.0.2.7:50000");
-//! # Ok::<(), dualstack::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Platform behavior
+//!
+//! `IPV6_V6ONLY` is set explicitly on every IPv6 socket, so the OS default below never decides
+//! what a spec means; it only explains why other libraries behave differently per OS.
+//!
+//! | OS | `IPV6_V6ONLY` default | dual-stack sockets | `:PORT` opens |
+//! |---|---|---|---|
+//! | Linux | 0 (`net.ipv6.bindv6only`) | yes | one `[::]` dual-stack socket |
+//! | macOS | 0 | yes | one `[::]` dual-stack socket |
+//! | FreeBSD | 1 (`net.inet6.ip6.v6only`) | yes | one `[::]` dual-stack socket |
+//! | Windows | 1 | yes | one `[::]` dual-stack socket |
+//! | OpenBSD | always 1 | no | `0.0.0.0` and `[::]` IPv6-only, one port |
+//!
+//! Interface names in zones (`%eth0`) need `if_nametoindex(3)`: on Windows give the zone as
+//! a number (`%2`). `SO_REUSEADDR` is not set on Windows, where it lets another socket take
+//! over a port in use; [`ListenConfig::reuse_port`] is unsupported where the platform lacks
+//! `SO_REUSEPORT`.
 //!
 //! [mio]: https://docs.rs/mio
 //! [bpo-20215]: https://github.com/python/cpython/issues/64414

@@ -295,3 +295,21 @@ fn listeners_name_themselves_without_any_lookup() {
         ]
     );
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_backlog_reaches_listen() {
+    // For a listening socket, `ss` shows the backlog in its Send-Q column.
+    let bound = ListenConfig::new().backlog(7).bind("127.0.0.1:0").unwrap();
+    let port = bound.listeners()[0].local_addr().port();
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("this test needs `ss` from iproute2 (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let send_q: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(send_q, ["7"], "ss output: {text}");
+}
