@@ -2,6 +2,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::io;
 
 use crate::addr::ParseError;
 use crate::listen::BindError;
@@ -23,6 +24,10 @@ pub enum Error {
     Plan(PlanError),
     /// A socket could not be opened; every socket of its spec was closed.
     Bind(BindError),
+    /// A server setting makes no sense; the text says which and why.
+    Config(String),
+    /// The poller could not be made (or another I/O error outside any one socket).
+    Io(io::Error),
 }
 
 impl fmt::Display for Error {
@@ -31,6 +36,8 @@ impl fmt::Display for Error {
             Error::Parse(e) => e.fmt(f),
             Error::Plan(e) => e.fmt(f),
             Error::Bind(e) => e.fmt(f),
+            Error::Config(problem) => write!(f, "invalid server configuration: {problem}"),
+            Error::Io(e) => e.fmt(f),
         }
     }
 }
@@ -41,6 +48,8 @@ impl StdError for Error {
             Error::Parse(e) => Some(e),
             Error::Plan(e) => Some(e),
             Error::Bind(e) => Some(e),
+            Error::Config(_) => None,
+            Error::Io(e) => Some(e),
         }
     }
 }
@@ -60,5 +69,11 @@ impl From<PlanError> for Error {
 impl From<BindError> for Error {
     fn from(e: BindError) -> Error {
         Error::Bind(e)
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error::Io(e)
     }
 }

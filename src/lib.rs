@@ -112,20 +112,28 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod addr;
+mod conn;
 mod error;
+mod handler;
 mod host;
 mod listen;
 mod plan;
+mod reactor;
 mod sys;
 
 pub use addr::{
     display_addr, normalize, DisplayAddr, Host, HostName, ListenSpec, ParseError, ParseErrorKind,
     ToListenSpec, Zone,
 };
+pub use conn::{CloseReason, ConnId, ConnInfo, ListenerId};
 pub use error::Error;
+pub use handler::{Context, Handler, SendError};
 pub use host::{has_dual_stack_ipv6, HostCaps, Resolve, SystemResolver};
 pub use listen::{bind, BindError, Bound, ListenConfig, Listener};
 pub use plan::{
     plan, BindPlan, FamilyPolicy, PlanError, PlanErrorKind, PlanOptions, PlannedSocket, SkipReason,
     Skipped, SocketMode, WildcardStack,
+};
+pub use reactor::{
+    ListenerInfo, ListenerStats, Server, ServerBuilder, ServerHandle, Stats, TimerId,
 };

@@ -50,3 +50,188 @@ pub fn round_trip(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
     stream.read_exact(&mut back).expect("read the echo");
     back
 }
+
+/// A deterministic, varied byte pattern: byte `i` of stream `seed`.
+pub fn pattern(seed: u64, start: u64, len: usize) -> Vec<u8> {
+    (start..start + len as u64)
+        .map(|i| {
+            let x = (i ^ seed.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            (x >> 56) as u8
+        })
+        .collect()
+}
+
+/// A server running on its own thread; stopped and joined on drop.
+pub struct Running<H: dualstack::Handler + Send + 'static> {
+    pub handle: dualstack::ServerHandle,
+    pub listeners: Vec<dualstack::ListenerInfo>,
+    thread: Option<std::thread::JoinHandle<dualstack::Server<H>>>,
+}
+
+impl<H: dualstack::Handler + Send + 'static> Running<H> {
+    #[track_caller]
+    pub fn start(builder: dualstack::ServerBuilder, handler: H) -> Running<H> {
+        let mut server = builder.bind(handler).expect("bind the test server");
+        let handle = server.handle();
+        let listeners = server.listeners();
+        let thread = std::thread::spawn(move || {
+            server.run().expect("the server loop failed");
+            server
+        });
+        Running {
+            handle,
+            listeners,
+            thread: Some(thread),
+        }
+    }
+
+    /// The address a client connects to for listener `i`.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        let a = self.listeners[i].local_addr;
+        if a.ip().is_unspecified() {
+            let ip: std::net::IpAddr = if a.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            SocketAddr::new(ip, a.port())
+        } else {
+            a
+        }
+    }
+
+    /// Stops the server and returns it once `run` has returned (within [`TIMEOUT`] plus the
+    /// server's shutdown timeout).
+    #[track_caller]
+    pub fn stop(mut self) -> dualstack::Server<H> {
+        self.handle.stop();
+        let thread = self.thread.take().expect("running");
+        let deadline = Instant::now() + TIMEOUT * 3;
+        while !thread.is_finished() {
+            assert!(Instant::now() < deadline, "the server did not stop in time");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        thread.join().expect("the server thread panicked")
+    }
+}
+
+impl<H: dualstack::Handler + Send + 'static> Drop for Running<H> {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.handle.stop();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What a [`Recorder`] saw, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Open(dualstack::ConnId, SocketAddr),
+    Data(dualstack::ConnId, usize),
+    PeerClosed(dualstack::ConnId),
+    Close(dualstack::ConnId, String),
+}
+
+/// An echo handler that records every callback, for tests to inspect.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    /// The most bytes ever queued for one connection right after an echo.
+    pub max_queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Sends that failed (an echo server must never lose bytes).
+    pub send_errors: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Recorder {
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds for what was seen, or fails after [`TIMEOUT`].
+    #[track_caller]
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let seen = self.seen();
+            if pred(&seen) {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; seen: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The close reasons seen, as text.
+    pub fn closes(&self) -> Vec<String> {
+        self.seen()
+            .into_iter()
+            .filter_map(|s| match s {
+                Seen::Close(_, r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl dualstack::Handler for Recorder {
+    fn on_open(
+        &mut self,
+        _: &mut dualstack::Context<'_>,
+        conn: dualstack::ConnId,
+        info: &dualstack::ConnInfo,
+    ) {
+        self.seen.lock().unwrap().push(Seen::Open(conn, info.peer));
+    }
+
+    fn on_data(&mut self, ctx: &mut dualstack::Context<'_>, conn: dualstack::ConnId, data: &[u8]) {
+        self.seen.lock().unwrap().push(Seen::Data(conn, data.len()));
+        if ctx.send(conn, data).is_err() {
+            self.send_errors
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.max_queued
+            .fetch_max(ctx.queued(conn), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn on_peer_closed(&mut self, ctx: &mut dualstack::Context<'_>, conn: dualstack::ConnId) {
+        self.seen.lock().unwrap().push(Seen::PeerClosed(conn));
+        ctx.close_after_flush(conn);
+    }
+
+    fn on_close(
+        &mut self,
+        _: &mut dualstack::Context<'_>,
+        conn: dualstack::ConnId,
+        reason: &dualstack::CloseReason,
+    ) {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(Seen::Close(conn, reason.to_string()));
+    }
+}
+
+/// Connects with a small receive buffer (set before the handshake, so the window stays
+/// small): the server's kernel then takes little, and the server has to queue.
+#[track_caller]
+pub fn connect_small_window(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("client socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket
+        .connect_timeout(&addr.into(), TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("set read timeout");
+    stream
+}

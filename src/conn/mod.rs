@@ -1,0 +1,170 @@
+//! One accepted connection: its public identity ([`ConnId`]), why it closed
+//! ([`CloseReason`]), and the state the reactor keeps for it.
+
+mod queue;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+pub(crate) use queue::OutQueue;
+
+/// Names one connection for as long as it is open.
+///
+/// It carries the connection's slot in the server and a generation, so an id kept after the
+/// connection closed never addresses a newer connection that reused the slot: operations on
+/// it fail as they would on any closed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub(crate) key: usize,
+    pub(crate) generation: u32,
+}
+
+impl fmt::Display for ConnId {
+    /// `#KEY.GENERATION`, as in `#3.17`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}.{}", self.key, self.generation)
+    }
+}
+
+/// Names one listening socket of a server: its index in
+/// [`Server::listeners`](crate::Server::listeners).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId(pub usize);
+
+/// What the handler learns about a connection when it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The listener that accepted it.
+    pub listener: ListenerId,
+    /// The peer's address, normalized: an IPv4 client of a dual-stack socket shows as IPv4.
+    pub peer: SocketAddr,
+}
+
+/// Why a connection closed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer closed its side (end of stream) and the connection was then closed, after
+    /// any output still queued for it was delivered.
+    PeerClosed,
+    /// The peer reset the connection (or it broke: `ECONNRESET`, `EPIPE`, `ECONNABORTED`).
+    /// Output still queued was lost.
+    Reset,
+    /// Nothing was read or written for longer than the idle timeout.
+    IdleTimeout,
+    /// The server stopped.
+    Shutdown,
+    /// The handler closed it.
+    Closed,
+    /// An I/O error other than a reset.
+    Error(io::Error),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed"),
+            CloseReason::Reset => f.write_str("reset by peer"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::Shutdown => f.write_str("server shutdown"),
+            CloseReason::Closed => f.write_str("closed by the handler"),
+            CloseReason::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+impl CloseReason {
+    /// The reason an I/O error on a connection gives.
+    pub(crate) fn from_io(e: io::Error) -> CloseReason {
+        match e.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => CloseReason::Reset,
+            _ => CloseReason::Error(e),
+        }
+    }
+}
+
+/// When a connection is to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closing {
+    /// Open.
+    No,
+    /// Once its queued output is written; nothing more is read or accepted for sending.
+    AfterFlush,
+    /// Already in the server's close list: it is gone after the current callback.
+    Now,
+}
+
+/// The reactor's state for one connection.
+///
+/// # Invariant
+///
+/// WRITABLE interest is registered exactly when `out` is non-empty (`writable` says which
+/// interest is registered). A connection with nothing queued owns no heap memory.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) stream: mio::net::TcpStream,
+    pub(crate) generation: u32,
+    /// Index of the listener that accepted it, for per-listener counters.
+    pub(crate) listener: u32,
+    /// Normalized peer address.
+    pub(crate) peer: SocketAddr,
+    pub(crate) out: OutQueue,
+    /// The last time a byte was read or written, for the idle timeout.
+    pub(crate) last_active: Instant,
+    /// WRITABLE is registered (see the invariant).
+    pub(crate) writable: bool,
+    /// The handler paused reading.
+    pub(crate) paused: bool,
+    /// Reading stopped because `out` passed the high-water mark; resumes below the low one.
+    pub(crate) backpressure: bool,
+    /// Readiness was seen (or a read budget ran out) while reading was paused: read again
+    /// on resume, since edge-triggered readiness will not be reported twice.
+    pub(crate) read_pending: bool,
+    /// The peer sent end-of-stream.
+    pub(crate) read_closed: bool,
+    /// The handler asked to shut down writing once `out` drains; `write_closed` once done.
+    pub(crate) shutdown_write: bool,
+    pub(crate) write_closed: bool,
+    pub(crate) closing: Closing,
+}
+
+impl Conn {
+    pub(crate) fn id(&self, key: usize) -> ConnId {
+        ConnId {
+            key,
+            generation: self.generation,
+        }
+    }
+
+    /// Whether the reactor should read from it now.
+    pub(crate) fn wants_read(&self) -> bool {
+        !self.paused && !self.backpressure && !self.read_closed && self.closing == Closing::No
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resets_are_told_apart_from_other_errors() {
+        for kind in [
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::BrokenPipe,
+            io::ErrorKind::ConnectionAborted,
+        ] {
+            assert!(
+                matches!(CloseReason::from_io(kind.into()), CloseReason::Reset),
+                "{kind:?}"
+            );
+        }
+        assert!(matches!(
+            CloseReason::from_io(io::ErrorKind::TimedOut.into()),
+            CloseReason::Error(_)
+        ));
+    }
+}

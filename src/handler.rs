@@ -1,0 +1,298 @@
+//! The application's side of the reactor: the [`Handler`] trait and the [`Context`] its
+//! callbacks receive.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::event::{Event, Source};
+use mio::{Interest, Token};
+
+use crate::conn::{CloseReason, ConnId, ConnInfo, ListenerId};
+use crate::reactor::{Core, ListenerInfo, Stats, TimerId};
+
+/// What the application does when things happen on the server.
+///
+/// Every method but [`on_data`](Handler::on_data) has a default. Callbacks run on the
+/// server's thread, one at a time, and act through the [`Context`] they are given: send to
+/// any connection, close, pause reading, set timers, stop the server.
+///
+/// # Implementing Handler
+///
+/// An echo server is one method:
+///
+/// ```
+/// use dualstack::{ConnId, Context, Handler};
+///
+/// struct Echo;
+///
+/// impl Handler for Echo {
+///     fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+///         // The queue limits are far above what one read can add, so this cannot fail
+///         // while the connection is open; a closed one is reported to on_close anyway.
+///         let _ = ctx.send(conn, data);
+///     }
+/// }
+///
+/// let server = dualstack::Server::builder().listen("localhost:0").bind(Echo)?;
+/// assert_eq!(server.listeners().len(), 2); // 127.0.0.1 and ::1, one port
+/// # Ok::<(), dualstack::Error>(())
+/// ```
+///
+/// Callbacks never see a connection that is not open, except `on_close`, which is the last
+/// word about it: its [`ConnId`] is dead afterwards.
+pub trait Handler {
+    /// A connection was accepted. `info` says by which listener, and from which (normalized)
+    /// peer address; [`Context::local_addr`] gives the local one.
+    fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, info: &ConnInfo) {
+        let _ = (ctx, conn, info);
+    }
+
+    /// Bytes arrived on `conn`. `data` is only valid during the call (the server reuses one
+    /// buffer for every connection).
+    fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]);
+
+    /// The peer closed its sending side (end of stream). Output can still be sent to it.
+    ///
+    /// The default closes the connection once everything queued for it is written, with
+    /// [`CloseReason::PeerClosed`]. Override it to keep answering a half-closed peer, and
+    /// close when done.
+    fn on_peer_closed(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
+        ctx.close_after_flush(conn);
+    }
+
+    /// Everything queued for `conn` has been written: a good moment to send more, for a
+    /// handler that produces output at its own pace.
+    fn on_drained(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
+        let _ = (ctx, conn);
+    }
+
+    /// `conn` is closed, for `reason`. Its id is dead from now on.
+    fn on_close(&mut self, ctx: &mut Context<'_>, conn: ConnId, reason: &CloseReason) {
+        let _ = (ctx, conn, reason);
+    }
+
+    /// Another thread called [`ServerHandle::wake`](crate::ServerHandle::wake) (or `stop`).
+    fn on_wake(&mut self, ctx: &mut Context<'_>) {
+        let _ = ctx;
+    }
+
+    /// A timer set with [`Context::set_timer`] is due; `value` is what was given then.
+    fn on_timer(&mut self, ctx: &mut Context<'_>, timer: TimerId, value: u64) {
+        let _ = (ctx, timer, value);
+    }
+
+    /// An event on a source the application registered with
+    /// [`Server::register`](crate::Server::register) or [`Context::register`]; `token` is the
+    /// application's own token.
+    fn on_event(&mut self, ctx: &mut Context<'_>, token: Token, event: &Event) {
+        let _ = (ctx, token, event);
+    }
+}
+
+/// Why [`Context::send`] refused bytes. Nothing of them was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection is closed, closing, or its writing side was shut down.
+    Closed,
+    /// Queuing the bytes would pass the connection's hard limit on queued output
+    /// ([`ServerBuilder::max_queued`](crate::ServerBuilder::max_queued)).
+    QueueFull {
+        /// Bytes already queued.
+        queued: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Closed => f.write_str("the connection is closed"),
+            SendError::QueueFull { queued, limit } => write!(
+                f,
+                "the connection's output queue is full ({queued} bytes queued, limit {limit})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// What a [`Handler`] callback can do: the server's operations, borrowed for the call.
+pub struct Context<'a> {
+    pub(crate) core: &'a mut Core,
+}
+
+impl fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("open", &self.core.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(core: &'a mut Core) -> Context<'a> {
+        Context { core }
+    }
+
+    /// Sends `data` on `conn`: written straight to the socket, and whatever the kernel does
+    /// not take is queued and written when the socket can take more.
+    ///
+    /// When the queue passes the high-water mark the server stops reading from `conn` until
+    /// it drains (backpressure), so a peer that does not read cannot make it grow.
+    ///
+    /// # Errors
+    ///
+    /// - [`SendError::Closed`]: `conn` is closed or closing, or its writing side is shut down;
+    /// - [`SendError::QueueFull`]: the bytes would pass the hard limit on queued output.
+    ///
+    /// In both cases nothing was sent. A write error closes the connection (the handler hears
+    /// of it in `on_close`) and is reported here as `Closed`.
+    pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
+        self.core.send(conn, data)
+    }
+
+    /// Closes `conn` now; output still queued is dropped. `on_close` follows when the
+    /// current callback returns.
+    pub fn close(&mut self, conn: ConnId) {
+        let reason = self.core.local_close_reason(conn);
+        self.core.request_close(conn, reason);
+    }
+
+    /// Closes `conn` once its queued output is written. Nothing more is read from it, and
+    /// [`send`](Context::send) to it fails from now on.
+    pub fn close_after_flush(&mut self, conn: ConnId) {
+        self.core.close_after_flush(conn);
+    }
+
+    /// Shuts down the writing side of `conn` (a TCP FIN) once its queued output is written;
+    /// reading goes on. [`send`](Context::send) fails from now on.
+    pub fn shutdown_write(&mut self, conn: ConnId) {
+        self.core.shutdown_write(conn);
+    }
+
+    /// Stops reading from `conn` until [`resume_reading`](Context::resume_reading). The peer
+    /// is then held back by TCP flow control; nothing it sent is lost.
+    pub fn pause_reading(&mut self, conn: ConnId) {
+        self.core.set_paused(conn, true);
+    }
+
+    /// Reads from `conn` again after [`pause_reading`](Context::pause_reading).
+    pub fn resume_reading(&mut self, conn: ConnId) {
+        self.core.set_paused(conn, false);
+    }
+
+    /// Every open connection, in no particular order (for a broadcast).
+    pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.core.conns.iter().map(|(key, c)| c.id(key))
+    }
+
+    /// Whether `conn` is open (and not closing).
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.core
+            .get(conn)
+            .is_some_and(|c| c.closing == crate::conn::Closing::No)
+    }
+
+    /// The peer address of `conn`, normalized; `None` if it is closed.
+    pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.core.get(conn).map(|c| c.peer)
+    }
+
+    /// The local address of `conn`, normalized. For a connection accepted by a wildcard
+    /// listener this asks the kernel (one `getsockname`), since it depends on which address
+    /// the client reached; otherwise it is the listener's address.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotConnected`] if `conn` is closed; the OS error of `getsockname`.
+    pub fn local_addr(&self, conn: ConnId) -> io::Result<SocketAddr> {
+        self.core.local_addr(conn)
+    }
+
+    /// The listener that accepted `conn`; `None` if it is closed.
+    pub fn listener_of(&self, conn: ConnId) -> Option<ListenerId> {
+        self.core.get(conn).map(|c| ListenerId(c.listener as usize))
+    }
+
+    /// A listener of the server.
+    pub fn listener(&self, id: ListenerId) -> Option<&ListenerInfo> {
+        self.core.listeners.get(id.0).map(|l| &l.info)
+    }
+
+    /// How many bytes are queued for `conn` (0 if it is closed).
+    pub fn queued(&self, conn: ConnId) -> usize {
+        self.core.get(conn).map_or(0, |c| c.out.len())
+    }
+
+    /// Calls [`Handler::on_timer`] with `value` after `delay`.
+    pub fn set_timer(&mut self, delay: Duration, value: u64) -> TimerId {
+        let deadline = self.core.now + delay;
+        self.core.timers.set(deadline, value)
+    }
+
+    /// Cancels a timer; returns whether it was still pending.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.core.timers.cancel(timer)
+    }
+
+    /// Stops the server gracefully: no more accepting, queued output flushed (up to the
+    /// shutdown timeout), every connection closed with [`CloseReason::Shutdown`].
+    pub fn stop(&mut self) {
+        self.core.begin_shutdown();
+    }
+
+    /// The time the current loop turn started: cheaper than `Instant::now()` and the clock
+    /// timers and timeouts use.
+    pub fn now(&self) -> Instant {
+        self.core.now
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+
+    /// Registers an application source; its events come to [`Handler::on_event`] with
+    /// `token`. See [`Server::register`](crate::Server::register).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a token above the application range; the OS error.
+    pub fn register<S: Source + ?Sized>(
+        &mut self,
+        source: &mut S,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.core.register_app(source, token, interest)
+    }
+
+    /// Changes the interest of an application source.
+    ///
+    /// # Errors
+    ///
+    /// As for [`register`](Context::register).
+    pub fn reregister<S: Source + ?Sized>(
+        &mut self,
+        source: &mut S,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        let token = crate::reactor::app_token(token)?;
+        self.core.registry.reregister(source, token, interest)
+    }
+
+    /// Deregisters an application source.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    pub fn deregister<S: Source + ?Sized>(&mut self, source: &mut S) -> io::Result<()> {
+        self.core.registry.deregister(source)
+    }
+}

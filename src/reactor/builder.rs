@@ -1,0 +1,207 @@
+//! [`ServerBuilder`]: listen specs, policy and limits, then [`bind`](ServerBuilder::bind).
+
+use std::time::Duration;
+
+use super::{Limits, Server};
+use crate::addr::{ListenSpec, ParseError, ToListenSpec};
+use crate::error::Error;
+use crate::handler::Handler;
+use crate::host::{HostCaps, Resolve};
+use crate::listen::ListenConfig;
+use crate::plan::{FamilyPolicy, WildcardStack};
+
+/// Builds a [`Server`]: where to listen, how, and within which limits.
+///
+/// ```
+/// use dualstack::{ConnId, Context, FamilyPolicy, Handler, Server};
+/// use std::time::Duration;
+///
+/// struct Discard;
+/// impl Handler for Discard {
+///     fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+/// }
+///
+/// let server = Server::builder()
+///     .listen("localhost:0")
+///     .listen(("::1", 0))
+///     .family(FamilyPolicy::Any)
+///     .max_connections(1000)
+///     .idle_timeout(Duration::from_secs(60))
+///     .bind(Discard)?;
+/// assert_eq!(server.listeners().len(), 3); // 127.0.0.1, ::1, and ::1 again on another port
+/// # Ok::<(), dualstack::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerBuilder {
+    specs: Vec<Result<ListenSpec, ParseError>>,
+    listen: ListenConfig,
+    limits: Limits,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+}
+
+impl ServerBuilder {
+    /// No listen specs yet, the defaults of [`ListenConfig::new`] and these limits: no
+    /// connection limit, no idle timeout, 64 KiB read buffer, 256 KiB read budget per event,
+    /// reading paused above 256 KiB queued and resumed below 64 KiB, at most 4 MiB queued per
+    /// connection, 5 s to flush at shutdown, Nagle's algorithm on (the OS default).
+    pub fn new() -> ServerBuilder {
+        ServerBuilder {
+            specs: Vec::new(),
+            listen: ListenConfig::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Adds a place to listen; each spec may open several sockets. A spec that does not
+    /// parse is reported by [`bind`](ServerBuilder::bind).
+    pub fn listen(mut self, spec: impl ToListenSpec) -> ServerBuilder {
+        self.specs.push(spec.to_listen_spec());
+        self
+    }
+
+    /// Uses `config` for planning and binding: family policy, wildcard stack, socket
+    /// options, and (for tests) host capabilities and resolver.
+    pub fn listen_config(mut self, config: ListenConfig) -> ServerBuilder {
+        self.listen = config;
+        self
+    }
+
+    /// See [`ListenConfig::family`].
+    pub fn family(mut self, family: FamilyPolicy) -> ServerBuilder {
+        self.listen = self.listen.family(family);
+        self
+    }
+
+    /// See [`ListenConfig::wildcard_stack`].
+    pub fn wildcard_stack(mut self, stack: WildcardStack) -> ServerBuilder {
+        self.listen = self.listen.wildcard_stack(stack);
+        self
+    }
+
+    /// See [`ListenConfig::backlog`].
+    pub fn backlog(mut self, backlog: i32) -> ServerBuilder {
+        self.listen = self.listen.backlog(backlog);
+        self
+    }
+
+    /// See [`ListenConfig::reuse_port`].
+    pub fn reuse_port(mut self, on: bool) -> ServerBuilder {
+        self.listen = self.listen.reuse_port(on);
+        self
+    }
+
+    /// See [`ListenConfig::host_caps`].
+    pub fn host_caps(mut self, caps: HostCaps) -> ServerBuilder {
+        self.listen = self.listen.host_caps(caps);
+        self
+    }
+
+    /// See [`ListenConfig::resolver`].
+    pub fn resolver(mut self, resolver: impl Resolve + 'static) -> ServerBuilder {
+        self.listen = self.listen.resolver(resolver);
+        self
+    }
+
+    /// At most `max` connections open at once; beyond, new clients wait in the listen
+    /// backlog until one closes.
+    pub fn max_connections(mut self, max: usize) -> ServerBuilder {
+        self.limits.max_connections = Some(max);
+        self
+    }
+
+    /// Closes a connection when nothing was read from or written to it for `timeout`.
+    pub fn idle_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.limits.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// The size of the loop's one read buffer (default 64 KiB): the most one read takes.
+    pub fn read_buffer_size(mut self, bytes: usize) -> ServerBuilder {
+        self.limits.read_buffer = bytes;
+        self
+    }
+
+    /// The most bytes read from one connection per readiness event before the others get
+    /// their turn (default 256 KiB).
+    pub fn read_budget(mut self, bytes: usize) -> ServerBuilder {
+        self.limits.read_budget = bytes;
+        self
+    }
+
+    /// Backpressure: stop reading a connection when more than `high` bytes are queued for
+    /// it, read again when it is down to `low` (defaults 256 KiB and 64 KiB).
+    pub fn water_marks(mut self, low: usize, high: usize) -> ServerBuilder {
+        self.limits.low_water = low;
+        self.limits.high_water = high;
+        self
+    }
+
+    /// The hard limit of queued output per connection (default 4 MiB): a
+    /// [`send`](crate::Context::send) beyond it fails with
+    /// [`SendError::QueueFull`](crate::SendError::QueueFull).
+    pub fn max_queued(mut self, bytes: usize) -> ServerBuilder {
+        self.limits.max_queued = bytes;
+        self
+    }
+
+    /// How long a graceful stop may spend flushing queued output (default 5 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.limits.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Sets `TCP_NODELAY` on accepted connections (default off: one syscall per accept).
+    pub fn nodelay(mut self, on: bool) -> ServerBuilder {
+        self.limits.nodelay = on;
+        self
+    }
+
+    /// How many readiness events one poll returns at most (default 1024).
+    pub fn events_capacity(mut self, events: usize) -> ServerBuilder {
+        self.limits.events = events;
+        self
+    }
+
+    /// Opens every listen spec (probing the host once) and makes the server.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Parse`], [`Error::Plan`], [`Error::Bind`]: as for [`ListenConfig::bind`];
+    ///   no socket stays open;
+    /// - [`Error::Config`]: a limit makes no sense (a zero read buffer, the low water mark
+    ///   above the high one, the high one above the hard limit);
+    /// - [`Error::Io`]: the poller could not be made.
+    pub fn bind<H: Handler>(self, handler: H) -> Result<Server<H>, Error> {
+        let l = &self.limits;
+        let problem = if l.read_buffer == 0 {
+            Some("the read buffer size must be at least 1 byte".to_owned())
+        } else if l.read_budget == 0 {
+            Some("the read budget must be at least 1 byte".to_owned())
+        } else if l.low_water > l.high_water {
+            Some(format!(
+                "the low water mark ({}) is above the high one ({})",
+                l.low_water, l.high_water
+            ))
+        } else if l.high_water > l.max_queued {
+            Some(format!(
+                "the high water mark ({}) is above the queue limit ({})",
+                l.high_water, l.max_queued
+            ))
+        } else if l.events == 0 {
+            Some("the events capacity must be at least 1".to_owned())
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(Error::Config(problem));
+        }
+        let specs = self.specs.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let (listeners, skipped) = self.listen.bind_all(specs)?.into_parts();
+        Ok(Server::new(listeners, skipped, self.limits, handler)?)
+    }
+}

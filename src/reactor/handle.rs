@@ -1,0 +1,79 @@
+//! [`ServerHandle`]: stop or wake a server from another thread.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use mio::{Registry, Waker};
+
+use super::token;
+
+/// Stops or wakes a [`Server`](crate::Server) from another thread (or a signal-handling
+/// thread), through a `mio::Waker`. Cheap to clone; `Send` and `Sync`.
+///
+/// ```
+/// # use dualstack::{ConnId, Context, Handler, Server};
+/// # struct Echo;
+/// # impl Handler for Echo {
+/// #     fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) { let _ = ctx.send(conn, data); }
+/// # }
+/// let mut server = Server::builder().listen("127.0.0.1:0").bind(Echo)?;
+/// let handle = server.handle();
+/// let stopper = std::thread::spawn(move || handle.stop());
+/// server.run()?; // returns once the stop is handled and every connection is closed
+/// stopper.join().unwrap();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct ServerHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    waker: Waker,
+    stop: AtomicBool,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("stop_requested", &self.inner.stop.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    pub(crate) fn new(registry: &Registry) -> io::Result<ServerHandle> {
+        Ok(ServerHandle {
+            inner: Arc::new(Inner {
+                waker: Waker::new(registry, token::WAKER_TOKEN)?,
+                stop: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Asks the server to stop gracefully, as [`Context::stop`](crate::Context::stop) does.
+    /// Returns at once; the server's thread does the work. Calling it again is harmless, and
+    /// so is calling it after the server is gone.
+    pub fn stop(&self) {
+        self.inner.stop.store(true, Ordering::Release);
+        if let Err(e) = self.inner.waker.wake() {
+            log::warn!("cannot wake the server to stop it: {e}");
+        }
+    }
+
+    /// Wakes the server: it calls [`Handler::on_wake`](crate::Handler::on_wake) on its thread.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of the waker.
+    pub fn wake(&self) -> io::Result<()> {
+        self.inner.waker.wake()
+    }
+
+    /// Whether a stop was asked for since the last call (then clears it).
+    pub(crate) fn take_stop(&self) -> bool {
+        self.inner.stop.swap(false, Ordering::Acquire)
+    }
+}

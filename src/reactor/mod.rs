@@ -1,0 +1,1024 @@
+//! The reactor: one [`mio::Poll`], the listeners under their tokens, connections in a
+//! [`slab::Slab`], and readiness dispatched to a [`Handler`].
+//!
+//! # Contract
+//!
+//! - Edge-triggered: a socket is read until `WouldBlock`, except that one readiness event
+//!   gets at most `read_budget` bytes; a connection whose budget ran out goes on the `ready`
+//!   queue and is read again next turn, after the connections that had events. On Linux a
+//!   TCP read shorter than the buffer means the receive queue was empty at that moment, and
+//!   any later arrival raises a new edge (`tcp_data_ready` wakes epoll), so the reactor
+//!   stops there instead of paying for an empty read.
+//! - Writes go straight to the socket; only what the kernel does not take is queued, and
+//!   WRITABLE interest is registered only while something is queued. Above the high-water
+//!   mark the reactor stops reading that connection until its queue falls below the
+//!   low-water mark: memory stays bounded, and no accepted byte is dropped.
+//! - Handler callbacks never run inside one another. A close the handler asks for takes
+//!   effect when its callback returns ([`Server::settle`]).
+//! - Errors on one connection close that connection only; only errors of `Poll` itself end
+//!   [`Server::run`].
+
+mod builder;
+mod handle;
+mod timers;
+pub(crate) mod token;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::event::Source;
+use mio::{Events, Interest, Poll, Registry, Token};
+use slab::Slab;
+
+pub use builder::ServerBuilder;
+pub use handle::ServerHandle;
+pub use timers::TimerId;
+
+use crate::addr::{normalize, ListenSpec};
+use crate::conn::{CloseReason, Closing, Conn, ConnId, ConnInfo, ListenerId, OutQueue};
+use crate::handler::{Context, Handler, SendError};
+use crate::plan::{Skipped, SocketMode};
+use token::Slot;
+
+/// Whether a short read proves the socket drained (see the module docs): Linux TCP only.
+const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// The most connections accepted from one listener per turn; then the listener waits for the
+/// next turn, so a stream of new clients cannot starve open connections, timers or a stop.
+const ACCEPT_BUDGET: usize = 128;
+
+/// The first pause after `accept` fails for lack of descriptors or memory; it doubles up to
+/// [`ACCEPT_BACKOFF_MAX`] while the failure lasts.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A listening socket of a running server, as the application sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerInfo {
+    /// The address it is bound to, normalized, with the real port.
+    pub local_addr: SocketAddr,
+    /// Its family and `IPV6_V6ONLY` setting, read back from the kernel.
+    pub mode: SocketMode,
+    /// The spec it was opened for.
+    pub spec: ListenSpec,
+}
+
+/// Counters of one listener and the connections it accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Connections accepted so far.
+    pub accepted: u64,
+    /// Connections open now.
+    pub open: usize,
+    /// Bytes read from its connections.
+    pub bytes_in: u64,
+    /// Bytes written to its connections.
+    pub bytes_out: u64,
+}
+
+/// The server's counters: per listener, and their sums.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// The sums over every listener.
+    pub total: ListenerStats,
+    /// One entry per listener, in [`Server::listeners`] order.
+    pub listeners: Vec<ListenerStats>,
+}
+
+/// Limits and tunables, set through [`ServerBuilder`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) read_buffer: usize,
+    pub(crate) read_budget: usize,
+    pub(crate) high_water: usize,
+    pub(crate) low_water: usize,
+    pub(crate) max_queued: usize,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) nodelay: bool,
+    pub(crate) events: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: None,
+            idle_timeout: None,
+            read_buffer: 64 * 1024,
+            read_budget: 256 * 1024,
+            high_water: 256 * 1024,
+            low_water: 64 * 1024,
+            max_queued: 4 * 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(5),
+            nodelay: false,
+            events: 1024,
+        }
+    }
+}
+
+pub(crate) struct ListenerSlot {
+    /// `None` once the server stopped accepting for good.
+    pub(crate) socket: Option<mio::net::TcpListener>,
+    pub(crate) info: ListenerInfo,
+    pub(crate) stats: ListenerStats,
+}
+
+/// Everything but the poller, the handler and the read buffer: what a [`Context`] borrows.
+pub(crate) struct Core {
+    /// A clone of the poll's registry, so callbacks can (re)register without the `Poll`.
+    pub(crate) registry: Registry,
+    pub(crate) listeners: Vec<ListenerSlot>,
+    pub(crate) conns: Slab<Conn>,
+    /// The generation the next connection gets; wraps after 2^32 connections, by which time
+    /// no stale id of that slot can plausibly be held.
+    next_generation: u32,
+    pub(crate) limits: Limits,
+    /// Connections to read again next turn: the read budget ran out, or reading resumed.
+    ready: VecDeque<ConnId>,
+    /// Listeners to accept from again next turn: their accept budget ran out.
+    ready_listeners: Vec<usize>,
+    /// Connections to close once the current callback returns, in order.
+    to_close: VecDeque<(ConnId, CloseReason)>,
+    /// Connections whose queue just drained, for `on_drained`.
+    drained: VecDeque<ConnId>,
+    pub(crate) timers: timers::Timers,
+    /// Idle deadlines: at most one entry per connection, re-armed when it comes up.
+    idle: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// While accepting is paused because it failed (no descriptors, no memory): when to
+    /// try again.
+    accept_resume: Option<Instant>,
+    /// The pause of the current failure episode (`None`: no episode); it doubles each time
+    /// the retry fails too, so the episode is logged once, not once per retry.
+    accept_backoff: Option<Duration>,
+    /// Accepting stopped at `max_connections`; resumes when a connection closes.
+    accept_full: bool,
+    /// Set when a slot freed under `accept_full`: accept on every listener when settled.
+    accept_wanted: bool,
+    /// The deadline of a graceful stop in progress.
+    stopping: Option<Instant>,
+    pub(crate) now: Instant,
+}
+
+/// An embeddable, single-threaded TCP server: listeners from [`ListenSpec`]s, connections
+/// served by a [`Handler`].
+///
+/// Build one with [`Server::builder`], then either [`run`](Server::run) it until it stops,
+/// or drive it from your own loop with [`run_once`](Server::run_once).
+///
+/// ```
+/// use dualstack::{ConnId, Context, Handler, Server};
+/// use std::io::{Read, Write};
+/// use std::time::Duration;
+///
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+///         let _ = ctx.send(conn, data);
+///     }
+/// }
+///
+/// let mut server = Server::builder().listen("localhost:0").bind(Echo)?;
+/// let addr = server.listeners()[0].local_addr;
+/// let mut client = std::net::TcpStream::connect(addr)?;
+/// client.write_all(b"ping")?;
+/// let mut reply = [0; 4];
+/// let mut got = 0;
+/// while got < 4 {
+///     server.run_once(Some(Duration::from_millis(10)))?;
+///     client.set_nonblocking(true)?;
+///     if let Ok(n) = client.read(&mut reply[got..]) { got += n; }
+/// }
+/// assert_eq!(&reply, b"ping");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Server<H> {
+    poll: Poll,
+    events: Events,
+    core: Core,
+    handler: H,
+    /// The one read buffer of the loop, lent to `on_data` for each read.
+    buf: Vec<u8>,
+    handle: ServerHandle,
+    skipped: Vec<Skipped>,
+}
+
+impl<H> std::fmt::Debug for Server<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listeners", &self.listeners())
+            .field("open", &self.core.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H> Server<H> {
+    /// The listening sockets, in the order their specs planned them. Empty once the server
+    /// has begun to stop.
+    pub fn listeners(&self) -> Vec<ListenerInfo> {
+        self.core
+            .listeners
+            .iter()
+            .filter(|l| l.socket.is_some())
+            .map(|l| l.info.clone())
+            .collect()
+    }
+
+    /// Addresses the specs produced that were not bound, with the reason.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
+    }
+
+    /// A handle that stops or wakes the server from another thread.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// The handler, mutably.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
+    }
+}
+
+impl Server<()> {
+    /// A builder: listen specs, family policy, limits.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+}
+
+pub(crate) fn app_token(token: Token) -> io::Result<Token> {
+    token::app(token).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("application tokens must be at most {}", token::MAX_VALUE),
+        )
+    })
+}
+
+impl<H: Handler> Server<H> {
+    pub(crate) fn new(
+        listeners: Vec<crate::listen::Listener>,
+        skipped: Vec<Skipped>,
+        limits: Limits,
+        handler: H,
+    ) -> io::Result<Server<H>> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let handle = ServerHandle::new(&registry)?;
+        let mut slots = Vec::with_capacity(listeners.len());
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let info = ListenerInfo {
+                local_addr: listener.local_addr(),
+                mode: listener.mode(),
+                spec: listener.spec().clone(),
+            };
+            let mut socket = listener.into_mio();
+            registry.register(&mut socket, token::listener(index), Interest::READABLE)?;
+            slots.push(ListenerSlot {
+                socket: Some(socket),
+                info,
+                stats: ListenerStats::default(),
+            });
+        }
+        Ok(Server {
+            poll,
+            events: Events::with_capacity(limits.events),
+            buf: vec![0; limits.read_buffer],
+            core: Core {
+                registry,
+                listeners: slots,
+                conns: Slab::new(),
+                next_generation: 0,
+                limits,
+                ready: VecDeque::new(),
+                ready_listeners: Vec::new(),
+                to_close: VecDeque::new(),
+                drained: VecDeque::new(),
+                timers: timers::Timers::default(),
+                idle: BinaryHeap::new(),
+                accept_resume: None,
+                accept_backoff: None,
+                accept_full: false,
+                accept_wanted: false,
+                stopping: None,
+                now: Instant::now(),
+            },
+            handler,
+            handle,
+            skipped,
+        })
+    }
+
+    /// Registers an application source with the server's poll; its events come to
+    /// [`Handler::on_event`] with `token`.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] when `token` is above `usize::MAX >> 2` (the top two
+    /// bits tag the server's own tokens); otherwise the OS error.
+    pub fn register<S: Source + ?Sized>(
+        &mut self,
+        source: &mut S,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.core.register_app(source, token, interest)
+    }
+
+    /// Deregisters an application source.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    pub fn deregister<S: Source + ?Sized>(&mut self, source: &mut S) -> io::Result<()> {
+        self.core.registry.deregister(source)
+    }
+
+    /// Whether the server has stopped: a stop was asked for and every connection is closed.
+    pub fn is_stopped(&self) -> bool {
+        self.core.stopping.is_some() && self.core.conns.is_empty()
+    }
+
+    /// Runs until the server is stopped (by [`Context::stop`] or [`ServerHandle::stop`]) and
+    /// every connection is closed.
+    ///
+    /// # Errors
+    ///
+    /// Only an error of the poller itself; errors on connections close those connections.
+    pub fn run(&mut self) -> io::Result<()> {
+        while self.run_once(None)? {}
+        Ok(())
+    }
+
+    /// Polls once, waiting at most `timeout` (`None`: until something happens), and handles
+    /// what is ready. Returns `false` once the server has stopped.
+    ///
+    /// This is the step function for an application that owns its loop: call it with the
+    /// timeout your loop needs. The server shortens the wait itself when a timer, an idle
+    /// deadline or a connection with unread data needs it.
+    ///
+    /// # Errors
+    ///
+    /// Only an error of the poller itself (an interrupted poll is not an error).
+    pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        if self.is_stopped() {
+            return Ok(false);
+        }
+        let timeout = self.poll_timeout(timeout);
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        self.core.now = Instant::now();
+        // Connections and listeners carried over from the last turn are served after this
+        // turn's events.
+        let carried = self.core.ready.len();
+        let carried_listeners = std::mem::take(&mut self.core.ready_listeners);
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        for event in events.iter() {
+            self.dispatch(event);
+        }
+        self.events = events;
+        for _ in 0..carried {
+            let Some(id) = self.core.ready.pop_front() else {
+                break;
+            };
+            if self.core.get(id).is_some() {
+                self.read(id.key);
+            }
+        }
+        for index in carried_listeners {
+            self.accept(index);
+        }
+        self.fire_timers();
+        self.check_idle();
+        self.retry_accept();
+        self.check_stop_deadline();
+        Ok(!self.is_stopped())
+    }
+
+    fn poll_timeout(&mut self, timeout: Option<Duration>) -> Option<Duration> {
+        if !self.core.ready.is_empty() || !self.core.ready_listeners.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let deadlines = [
+            self.core.timers.next_deadline(),
+            self.core.idle.peek().map(|Reverse((d, _, _))| *d),
+            self.core.accept_resume,
+            self.core.stopping,
+        ];
+        deadlines
+            .into_iter()
+            .flatten()
+            .map(|d| d.saturating_duration_since(now))
+            .chain(timeout)
+            .min()
+    }
+
+    fn dispatch(&mut self, event: &mio::event::Event) {
+        match token::slot(event.token()) {
+            Slot::Conn(key) => {
+                if event.is_writable() {
+                    self.core.flush(key);
+                    self.settle();
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.read(key);
+                }
+            }
+            Slot::Listener(index) => self.accept(index),
+            Slot::Waker => {
+                if self.handle.take_stop() {
+                    self.core.begin_shutdown();
+                }
+                self.handler.on_wake(&mut Context::new(&mut self.core));
+                self.settle();
+            }
+            Slot::App(token) => {
+                self.handler
+                    .on_event(&mut Context::new(&mut self.core), token, event);
+                self.settle();
+            }
+        }
+    }
+
+    /// Reads from connection `key` until `WouldBlock`, its budget runs out, or the handler
+    /// stops it.
+    fn read(&mut self, key: usize) {
+        let mut budget = self.core.limits.read_budget;
+        loop {
+            let Some(conn) = self.core.conns.get_mut(key) else {
+                return;
+            };
+            let id = conn.id(key);
+            if !conn.wants_read() {
+                conn.read_pending = conn.closing == Closing::No && !conn.read_closed;
+                return;
+            }
+            if budget == 0 {
+                conn.read_pending = true;
+                self.core.ready.push_back(id);
+                return;
+            }
+            match conn.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    conn.read_closed = true;
+                    conn.read_pending = false;
+                    log::debug!("{id}: peer closed its side");
+                    self.handler
+                        .on_peer_closed(&mut Context::new(&mut self.core), id);
+                    self.settle();
+                    return;
+                }
+                Ok(n) => {
+                    conn.last_active = self.core.now;
+                    let listener = conn.listener as usize;
+                    self.core.listeners[listener].stats.bytes_in += n as u64;
+                    let drained = SHORT_READ_DRAINS && n < self.buf.len();
+                    self.handler
+                        .on_data(&mut Context::new(&mut self.core), id, &self.buf[..n]);
+                    self.settle();
+                    if drained {
+                        if let Some(conn) = self.core.conns.get_mut(key) {
+                            conn.read_pending = false;
+                        }
+                        return;
+                    }
+                    budget = budget.saturating_sub(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.read_pending = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.core.request_close(id, CloseReason::from_io(e));
+                    self.settle();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Accepts on listener `index` until `WouldBlock`, the connection limit, a shortage of
+    /// descriptors or memory (then accepting pauses for a growing interval), or the accept
+    /// budget (then the listener is served again next turn).
+    fn accept(&mut self, index: usize) {
+        for _ in 0..ACCEPT_BUDGET {
+            if self.core.accept_resume.is_some() || self.core.stopping.is_some() {
+                return;
+            }
+            if let Some(max) = self.core.limits.max_connections {
+                if self.core.conns.len() >= max {
+                    if !self.core.accept_full {
+                        log::debug!("{max} connections open: accepting paused until one closes");
+                    }
+                    self.core.accept_full = true;
+                    return;
+                }
+            }
+            let Some(listener) = self.core.listeners[index].socket.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.open(index, stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if is_per_connection(&e) => {
+                    log::debug!(
+                        "accept on {}: {e}",
+                        self.core.listeners[index].info.local_addr
+                    );
+                }
+                Err(e) => {
+                    self.core.pause_accepting(e);
+                    return;
+                }
+            }
+        }
+        if !self.core.ready_listeners.contains(&index) {
+            self.core.ready_listeners.push(index);
+        }
+    }
+
+    fn open(&mut self, index: usize, mut stream: mio::net::TcpStream, peer: SocketAddr) {
+        let core = &mut self.core;
+        if core.limits.nodelay {
+            if let Err(e) = stream.set_nodelay(true) {
+                log::debug!("TCP_NODELAY for {peer}: {e}");
+            }
+        }
+        let entry = core.conns.vacant_entry();
+        let key = entry.key();
+        if key > token::MAX_VALUE {
+            log::warn!("connection from {peer} refused: no token left for it");
+            return;
+        }
+        if let Err(e) = core
+            .registry
+            .register(&mut stream, token::conn(key), Interest::READABLE)
+        {
+            log::warn!("connection from {peer} dropped: cannot register it: {e}");
+            return;
+        }
+        let generation = core.next_generation;
+        core.next_generation = generation.wrapping_add(1);
+        let peer = normalize(peer);
+        entry.insert(Conn {
+            stream,
+            generation,
+            listener: index as u32,
+            peer,
+            out: OutQueue::default(),
+            last_active: core.now,
+            writable: false,
+            paused: false,
+            backpressure: false,
+            read_pending: false,
+            read_closed: false,
+            shutdown_write: false,
+            write_closed: false,
+            closing: Closing::No,
+        });
+        let stats = &mut core.listeners[index].stats;
+        stats.accepted += 1;
+        stats.open += 1;
+        if let Some(timeout) = core.limits.idle_timeout {
+            core.idle
+                .push(Reverse((core.now + timeout, key, generation)));
+        }
+        let id = ConnId { key, generation };
+        log::debug!(
+            "{id}: accepted from {} on {}",
+            crate::display_addr(peer),
+            core.listeners[index].info.local_addr
+        );
+        let info = ConnInfo {
+            listener: ListenerId(index),
+            peer,
+        };
+        self.handler
+            .on_open(&mut Context::new(&mut self.core), id, &info);
+        self.settle();
+    }
+
+    /// Carries out what callbacks asked for: closes (each reported to `on_close`), drained
+    /// notifications, and accepting again once a slot freed under `max_connections`.
+    fn settle(&mut self) {
+        loop {
+            if let Some((id, reason)) = self.core.to_close.pop_front() {
+                if self.core.remove(id, &reason) {
+                    self.handler
+                        .on_close(&mut Context::new(&mut self.core), id, &reason);
+                }
+            } else if let Some(id) = self.core.drained.pop_front() {
+                if self.core.get(id).is_some() {
+                    self.handler
+                        .on_drained(&mut Context::new(&mut self.core), id);
+                }
+            } else {
+                break;
+            }
+        }
+        if self.core.accept_wanted {
+            self.core.accept_wanted = false;
+            for index in 0..self.core.listeners.len() {
+                self.accept(index);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        while let Some((timer, value)) = self.core.timers.pop_due(self.core.now) {
+            self.handler
+                .on_timer(&mut Context::new(&mut self.core), timer, value);
+            self.settle();
+        }
+    }
+
+    fn check_idle(&mut self) {
+        let Some(timeout) = self.core.limits.idle_timeout else {
+            return;
+        };
+        let now = self.core.now;
+        while let Some(&Reverse((deadline, key, generation))) = self.core.idle.peek() {
+            if deadline > now {
+                break;
+            }
+            self.core.idle.pop();
+            let id = ConnId { key, generation };
+            let Some(conn) = self.core.get(id) else {
+                continue;
+            };
+            let due = conn.last_active + timeout;
+            if due <= now {
+                log::debug!("{id}: idle for {timeout:?}");
+                self.core.request_close(id, CloseReason::IdleTimeout);
+            } else {
+                self.core.idle.push(Reverse((due, key, generation)));
+            }
+        }
+        self.settle();
+    }
+
+    fn retry_accept(&mut self) {
+        match self.core.accept_resume {
+            Some(at) if at <= self.core.now => self.core.accept_resume = None,
+            _ => return,
+        }
+        for index in 0..self.core.listeners.len() {
+            self.accept(index);
+        }
+        if self.core.accept_resume.is_none() && self.core.accept_backoff.take().is_some() {
+            log::info!("accepting connections again");
+        }
+    }
+
+    fn check_stop_deadline(&mut self) {
+        let Some(deadline) = self.core.stopping else {
+            return;
+        };
+        if self.core.now < deadline {
+            return;
+        }
+        let ids: Vec<ConnId> = self.core.conns.iter().map(|(k, c)| c.id(k)).collect();
+        for id in ids {
+            let queued = self.core.get(id).map_or(0, |c| c.out.len());
+            if queued > 0 {
+                log::warn!("{id}: shutdown timeout: {queued} queued bytes not delivered");
+            }
+            self.core.request_close(id, CloseReason::Shutdown);
+        }
+        self.settle();
+    }
+}
+
+/// The open connection `id` names, borrowing only the slab (so other fields stay usable).
+fn conn_mut(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
+    conns
+        .get_mut(id.key)
+        .filter(|c| c.generation == id.generation)
+}
+
+/// Errors of `accept` that concern one connection only (it was reset before we took it).
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+impl Core {
+    pub(crate) fn get(&self, id: ConnId) -> Option<&Conn> {
+        self.conns
+            .get(id.key)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        conn_mut(&mut self.conns, id)
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let listeners: Vec<ListenerStats> = self.listeners.iter().map(|l| l.stats).collect();
+        let mut total = ListenerStats::default();
+        for l in &listeners {
+            total.accepted += l.accepted;
+            total.open += l.open;
+            total.bytes_in += l.bytes_in;
+            total.bytes_out += l.bytes_out;
+        }
+        Stats { total, listeners }
+    }
+
+    pub(crate) fn register_app<S: Source + ?Sized>(
+        &mut self,
+        source: &mut S,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.registry.register(source, app_token(token)?, interest)
+    }
+
+    pub(crate) fn local_addr(&self, id: ConnId) -> io::Result<SocketAddr> {
+        let conn = self
+            .get(id)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        let listener = self.listeners[conn.listener as usize].info.local_addr;
+        if listener.ip().is_unspecified() {
+            conn.stream.local_addr().map(normalize)
+        } else {
+            Ok(listener)
+        }
+    }
+
+    /// The reason a close the handler asked for gets.
+    pub(crate) fn local_close_reason(&self, id: ConnId) -> CloseReason {
+        match self.get(id) {
+            _ if self.stopping.is_some() => CloseReason::Shutdown,
+            Some(c) if c.read_closed => CloseReason::PeerClosed,
+            _ => CloseReason::Closed,
+        }
+    }
+
+    pub(crate) fn request_close(&mut self, id: ConnId, reason: CloseReason) {
+        if let Some(conn) = self.get_mut(id) {
+            if conn.closing != Closing::Now {
+                conn.closing = Closing::Now;
+                self.to_close.push_back((id, reason));
+            }
+        }
+    }
+
+    pub(crate) fn close_after_flush(&mut self, id: ConnId) {
+        let Some(conn) = self.get_mut(id) else { return };
+        if conn.out.is_empty() {
+            let reason = self.local_close_reason(id);
+            self.request_close(id, reason);
+        } else if conn.closing == Closing::No {
+            conn.closing = Closing::AfterFlush;
+        }
+    }
+
+    pub(crate) fn shutdown_write(&mut self, id: ConnId) {
+        let Some(conn) = self.get_mut(id) else { return };
+        conn.shutdown_write = true;
+        if conn.out.is_empty() && !conn.write_closed {
+            conn.write_closed = true;
+            if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
+                self.request_close(id, CloseReason::from_io(e));
+            }
+        }
+    }
+
+    pub(crate) fn set_paused(&mut self, id: ConnId, paused: bool) {
+        let Some(conn) = self.get_mut(id) else { return };
+        conn.paused = paused;
+        if !paused && conn.read_pending && conn.wants_read() {
+            self.ready.push_back(id);
+        }
+    }
+
+    pub(crate) fn send(&mut self, id: ConnId, data: &[u8]) -> Result<(), SendError> {
+        let limits = self.limits;
+        let now = self.now;
+        let Some(conn) = conn_mut(&mut self.conns, id) else {
+            return Err(SendError::Closed);
+        };
+        if conn.closing != Closing::No || conn.shutdown_write {
+            return Err(SendError::Closed);
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let queued = conn.out.len();
+        if queued + data.len() > limits.max_queued {
+            return Err(SendError::QueueFull {
+                queued,
+                limit: limits.max_queued,
+            });
+        }
+        let mut rest = data;
+        if queued == 0 {
+            // One write: if the kernel takes only part, it is full and a second write would
+            // only return WouldBlock.
+            loop {
+                match io::Write::write(&mut conn.stream, rest) {
+                    Ok(n) => {
+                        rest = &rest[n..];
+                        conn.last_active = now;
+                        let listener = conn.listener as usize;
+                        self.listeners[listener].stats.bytes_out += n as u64;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.request_close(id, CloseReason::from_io(e));
+                        return Err(SendError::Closed);
+                    }
+                }
+            }
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
+        let conn = conn_mut(&mut self.conns, id).expect("checked above");
+        conn.out.push(rest);
+        if conn.out.len() > limits.high_water && !conn.backpressure {
+            log::debug!("{id}: {} bytes queued: reading paused", conn.out.len());
+            conn.backpressure = true;
+        }
+        self.after_write(id, false);
+        Ok(())
+    }
+
+    /// Writes what is queued for connection `key` until the kernel stops taking it.
+    pub(crate) fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let id = conn.id(key);
+        if conn.closing == Closing::Now || conn.out.is_empty() {
+            return;
+        }
+        let mut written = 0;
+        while !conn.out.is_empty() {
+            match conn.out.write_to(&mut conn.stream) {
+                Ok(0) => {
+                    self.request_close(id, CloseReason::from_io(io::ErrorKind::WriteZero.into()));
+                    return;
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.request_close(id, CloseReason::from_io(e));
+                    return;
+                }
+            }
+        }
+        if written > 0 {
+            conn.last_active = self.now;
+            let listener = conn.listener as usize;
+            self.listeners[listener].stats.bytes_out += written as u64;
+        }
+        self.after_write(id, true);
+    }
+
+    /// Brings interest, backpressure and pending closes in line with the queue of `id`.
+    /// `flushed`: the queue was written from (so it may just have drained).
+    fn after_write(&mut self, id: ConnId, flushed: bool) {
+        let limits = self.limits;
+        let Some(conn) = conn_mut(&mut self.conns, id) else {
+            return;
+        };
+        let want_writable = !conn.out.is_empty();
+        if want_writable != conn.writable {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Err(e) =
+                self.registry
+                    .reregister(&mut conn.stream, token::conn(id.key), interest)
+            {
+                self.request_close(id, CloseReason::Error(e));
+                return;
+            }
+            conn.writable = want_writable;
+        }
+        if conn.backpressure && conn.out.len() <= limits.low_water {
+            conn.backpressure = false;
+            log::debug!(
+                "{id}: queue down to {} bytes: reading again",
+                conn.out.len()
+            );
+            if conn.read_pending && conn.wants_read() {
+                self.ready.push_back(id);
+            }
+        }
+        if !conn.out.is_empty() {
+            return;
+        }
+        if conn.shutdown_write && !conn.write_closed {
+            conn.write_closed = true;
+            if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
+                self.request_close(id, CloseReason::from_io(e));
+                return;
+            }
+        }
+        if conn.closing == Closing::AfterFlush {
+            let reason = self.local_close_reason(id);
+            self.request_close(id, reason);
+        } else if flushed {
+            self.drained.push_back(id);
+        }
+    }
+
+    /// Removes a connection the close list named; returns whether it was there.
+    fn remove(&mut self, id: ConnId, reason: &CloseReason) -> bool {
+        if self.get(id).is_none() {
+            return false;
+        }
+        let mut conn = self.conns.remove(id.key);
+        // epoll and kqueue drop a descriptor from their sets when it is closed (epoll(7),
+        // kqueue(2)), so there the deregister syscall would only add cost; elsewhere mio
+        // requires it.
+        if !cfg!(any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        )) {
+            let _ = self.registry.deregister(&mut conn.stream);
+        }
+        let dropped = conn.out.clear();
+        if dropped > 0 {
+            log::debug!("{id}: closing with {dropped} queued bytes undelivered");
+        }
+        log::debug!("{id}: closed ({reason})");
+        self.listeners[conn.listener as usize].stats.open -= 1;
+        if self.accept_full {
+            self.accept_full = false;
+            self.accept_wanted = true;
+        }
+        true
+    }
+
+    /// Accepting failed for lack of descriptors or memory (or an unknown error): stop for a
+    /// while rather than spin, keep serving open connections, and try again.
+    fn pause_accepting(&mut self, e: io::Error) {
+        let pause = match self.accept_backoff {
+            None => {
+                log::warn!(
+                    "accept failed: {e}; serving open connections, accepting again in {ACCEPT_BACKOFF_MIN:?} (backing off to {ACCEPT_BACKOFF_MAX:?} while it lasts)"
+                );
+                ACCEPT_BACKOFF_MIN
+            }
+            Some(pause) => (pause * 2).min(ACCEPT_BACKOFF_MAX),
+        };
+        self.accept_backoff = Some(pause);
+        self.accept_resume = Some(self.now + pause);
+    }
+
+    pub(crate) fn begin_shutdown(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        log::debug!("stopping: {} connections to close", self.conns.len());
+        self.stopping = Some(self.now + self.limits.shutdown_timeout);
+        for slot in &mut self.listeners {
+            if let Some(mut socket) = slot.socket.take() {
+                let _ = self.registry.deregister(&mut socket);
+            }
+        }
+        self.timers.clear();
+        let ids: Vec<ConnId> = self.conns.iter().map(|(k, c)| c.id(k)).collect();
+        for id in ids {
+            self.close_after_flush(id);
+        }
+    }
+}
