@@ -536,7 +536,16 @@ impl<H: Handler> Server<H> {
             let Some(listener) = self.core.listeners[index].socket.as_ref() else {
                 return;
             };
-            match listener.accept() {
+            let result = listener.accept();
+            let accepting = match &result {
+                Ok(_) => true,
+                Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            };
+            if accepting && self.core.accept_backoff.is_some() {
+                self.core.accept_backoff = None;
+                log::info!("accepting connections again");
+            }
+            match result {
                 Ok((stream, peer)) => self.open(index, stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_per_connection(&e) => {
@@ -683,9 +692,6 @@ impl<H: Handler> Server<H> {
         }
         for index in 0..self.core.listeners.len() {
             self.accept(index);
-        }
-        if self.core.accept_resume.is_none() && self.core.accept_backoff.take().is_some() {
-            log::info!("accepting connections again");
         }
     }
 
