@@ -9,6 +9,55 @@
 //! explicitly), listens on *every* address a name resolves to, and hands the application
 //! normalized peer addresses (`::ffff:1.2.3.4` becomes `1.2.3.4`).
 //!
+//! # Examples
+//!
+//! An echo server on every loopback address, in a few lines:
+//!
+//! ```
+//! use dualstack::{ConnId, Context, Handler, Server};
+//! # use std::io::{Read, Write};
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+//!         let _ = ctx.send(conn, data); // fails only if the connection is gone
+//!     }
+//! }
+//!
+//! let mut server = Server::builder().listen("localhost:0").bind(Echo)?;
+//! for listener in server.listeners() {
+//!     println!("listening on {} ({})", listener.local_addr, listener.mode);
+//! }
+//! # // One round trip per listener (IPv4 and IPv6), driven with the step function.
+//! # for listener in server.listeners() {
+//! #     let mut client = std::net::TcpStream::connect(listener.local_addr)?;
+//! #     client.set_nonblocking(true)?;
+//! #     client.write_all(b"ping")?;
+//! #     let mut reply = Vec::new();
+//! #     while reply.len() < 4 {
+//! #         server.run_once(Some(std::time::Duration::from_millis(10)))?;
+//! #         let mut buf = [0; 4];
+//! #         match client.read(&mut buf) {
+//! #             Ok(n) => reply.extend_from_slice(&buf[..n]),
+//! #             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+//! #             Err(e) => return Err(e.into()),
+//! #         }
+//! #     }
+//! #     assert_eq!(reply, b"ping");
+//! # }
+//! # server.handle().stop();
+//! server.run()?; // until stopped: from a handler, or another thread's ServerHandle
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `localhost:0` opened `127.0.0.1:P` and `[::1]:P` with one port; `:7000` would open one
+//! dual-stack socket; `example.com:80` every address the name resolves to. Peers reach the
+//! handler normalized: an IPv4 client of a dual-stack socket is `127.0.0.1:P`, never
+//! `[::ffff:127.0.0.1]:P`. An application with its own loop calls
+//! [`Server::run_once`] instead of [`Server::run`], and can register its own mio sources
+//! with [`Server::register`].
+//!
 //! # Layers
 //!
 //! - **Address** ([`ListenSpec`], [`Host`], [`normalize`]): parsing and printing listen specs,
@@ -19,10 +68,12 @@
 //! - **Listeners** ([`bind`], [`ListenConfig`], [`Listener`]): opens the planned sockets with
 //!   every option set explicitly, one shared port for port 0, and reports what was bound and
 //!   what was skipped.
+//! - **Reactor** ([`Server`], [`ServerBuilder`], [`ServerHandle`]): one `mio::Poll`, the
+//!   listeners under their tokens, connections in a slab, with read budgets, backpressure,
+//!   idle timeouts, connection limits, descriptor-exhaustion back-off and graceful stop.
+//! - **Handler** ([`Handler`], [`Context`]): the application's callbacks and what they can do.
 //!
-//! The reactor is built on top of these layers; see `ARCHITECTURE.md` in the repository.
-//!
-//! # Examples
+//! The listening layer is usable on its own:
 //!
 //! Listen on `localhost` (both loopback addresses, one port) and talk to each socket:
 //!

@@ -524,3 +524,11 @@ fn accepting_is_budgeted_per_turn() {
         "300 clients took fewer than 3 turns"
     );
 }
+
+#[test]
+fn the_handle_crosses_threads_and_the_server_moves_to_one() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+    fn assert_send<T: Send>() {}
+    assert_send_sync_clone::<dualstack::ServerHandle>();
+    assert_send::<Server<Recorder>>();
+}
