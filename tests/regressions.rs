@@ -58,3 +58,46 @@ fn legacy_ipv4_forms_are_never_names() {
         );
     }
 }
+
+/// Found with `printf x | nc -N`: data and the FIN arrive before the server reads. The first
+/// read is short, and on Linux a short read ended the read loop ("drained"), so the FIN,
+/// already queued, raised no new edge: the connection never saw end-of-stream and `nc`
+/// waited forever for the server to close.
+#[test]
+fn data_and_fin_queued_together_are_both_seen() {
+    use dualstack::{ConnId, Context, Handler, Server};
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    struct Echo;
+    impl Handler for Echo {
+        fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+            let _ = ctx.send(conn, data);
+        }
+    }
+    let mut server = Server::builder().listen("127.0.0.1:0").bind(Echo).unwrap();
+    let mut client = std::net::TcpStream::connect(server.listeners()[0].local_addr).unwrap();
+    client.write_all(b"x\n").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(50)); // both are queued before the first poll
+    client.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(Instant::now() < deadline, "no end of stream; got {got:?}");
+        server.run_once(Some(Duration::from_millis(10))).unwrap();
+        let mut buf = [0; 16];
+        match client.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(got, b"x\n");
+    assert_eq!(
+        server.stats().total.open,
+        0,
+        "the server did not close its side"
+    );
+}

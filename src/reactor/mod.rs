@@ -6,9 +6,11 @@
 //! - Edge-triggered: a socket is read until `WouldBlock`, except that one readiness event
 //!   gets at most `read_budget` bytes; a connection whose budget ran out goes on the `ready`
 //!   queue and is read again next turn, after the connections that had events. On Linux a
-//!   TCP read shorter than the buffer means the receive queue was empty at that moment, and
-//!   any later arrival raises a new edge (`tcp_data_ready` wakes epoll), so the reactor
-//!   stops there instead of paying for an empty read.
+//!   TCP read shorter than the buffer means the receive queue held no more data at that
+//!   moment, and any later arrival raises a new edge (`tcp_data_ready` wakes epoll), so the
+//!   reactor stops there instead of paying for an empty read. It does not say whether a FIN
+//!   is queued behind the data: when the event reports read-closed (EPOLLRDHUP), or there is
+//!   no event (a carried-over read), the reactor reads until `WouldBlock` or end of stream.
 //! - Writes go straight to the socket; only what the kernel does not take is queued, and
 //!   WRITABLE interest is registered only while something is queued. Above the high-water
 //!   mark the reactor stops reading that connection until its queue falls below the
@@ -399,7 +401,8 @@ impl<H: Handler> Server<H> {
                 break;
             };
             if self.core.get(id).is_some() {
-                self.read(id.key);
+                // No event says what is queued: read until WouldBlock or end of stream.
+                self.read(id.key, false);
             }
         }
         for index in carried_listeners {
@@ -438,8 +441,11 @@ impl<H: Handler> Server<H> {
                     self.core.flush(key);
                     self.settle();
                 }
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.read(key);
+                if event.is_read_closed() || event.is_error() {
+                    // End of stream (or an error) is already queued: read until it shows.
+                    self.read(key, false);
+                } else if event.is_readable() {
+                    self.read(key, SHORT_READ_DRAINS);
                 }
             }
             Slot::Listener(index) => self.accept(index),
@@ -459,8 +465,9 @@ impl<H: Handler> Server<H> {
     }
 
     /// Reads from connection `key` until `WouldBlock`, its budget runs out, or the handler
-    /// stops it.
-    fn read(&mut self, key: usize) {
+    /// stops it. With `short_read_drains`, a read shorter than the buffer also ends it: only
+    /// when the event did not report end-of-stream, which a short read says nothing about.
+    fn read(&mut self, key: usize, short_read_drains: bool) {
         let mut budget = self.core.limits.read_budget;
         loop {
             let Some(conn) = self.core.conns.get_mut(key) else {
@@ -490,7 +497,7 @@ impl<H: Handler> Server<H> {
                     conn.last_active = self.core.now;
                     let listener = conn.listener as usize;
                     self.core.listeners[listener].stats.bytes_in += n as u64;
-                    let drained = SHORT_READ_DRAINS && n < self.buf.len();
+                    let drained = short_read_drains && n < self.buf.len();
                     self.handler
                         .on_data(&mut Context::new(&mut self.core), id, &self.buf[..n]);
                     self.settle();

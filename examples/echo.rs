@@ -1,0 +1,45 @@
+//! An echo server: every byte a client sends comes back, unchanged, on every listener.
+//!
+//! Run with `cargo run --example echo -- [OPTIONS] [SPEC]...` (default `localhost:7000`,
+//! which is 127.0.0.1:7000 and [::1]:7000), then try `nc -4 127.0.0.1 7000` and
+//! `nc -6 ::1 7000`. `--help` explains the specs and options.
+//!
+//! Backpressure comes from the library: a client that sends without reading is no longer
+//! read once its echo queue passes the high-water mark, so TCP flow control holds it back.
+
+mod common;
+
+use dualstack::{ConnId, Context, Handler, SendError};
+
+struct Echo;
+
+impl Handler for Echo {
+    fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+        match ctx.send(conn, data) {
+            Ok(()) | Err(SendError::Closed) => {}
+            // Reading stops at the high-water mark, far below the hard limit, so this would
+            // be a bug: say so rather than lose bytes silently.
+            Err(e) => {
+                log::warn!("{conn}: {e}; closing it");
+                ctx.close(conn);
+            }
+        }
+    }
+}
+
+fn main() {
+    let opts = common::Options::parse(
+        "echo",
+        "echo: every byte a client sends comes back, unchanged.",
+        "localhost:7000",
+        &[],
+    );
+    common::init_logging();
+    let mut server = common::bind("echo", opts.builder(), Echo);
+    common::announce(&server);
+    common::stop_on_signals(server.handle());
+    if let Err(e) = server.run() {
+        log::error!("the server loop failed: {e}");
+        std::process::exit(1);
+    }
+}
