@@ -1,0 +1,179 @@
+//! A line-based chat room across every listener.
+//!
+//! Run with `cargo run --example chat -- [OPTIONS] [SPEC]...` (default `localhost:7001`),
+//! then connect several clients: `nc -4 127.0.0.1 7001`, `nc -6 ::1 7001`.
+//!
+//! Each line a client sends goes to every other client as `ADDR: TEXT`, where ADDR is the
+//! sender's normalized peer address (an IPv4 client of a dual-stack socket is `127.0.0.1:P`,
+//! never `[::ffff:127.0.0.1]:P`) or the name it chose with `/nick NAME`. `/who` lists who is
+//! here. Joins and leaves are announced as `* ADDR joined` and `* ADDR left`. A line longer
+//! than 4096 bytes is dropped with an error line back to its sender. A client that stops
+//! reading is disconnected once 256 KiB are waiting for it, without slowing anyone else.
+
+mod common;
+
+use std::collections::HashMap;
+
+use dualstack::{display_addr, ConnId, ConnInfo, Context, Handler, SendError};
+
+/// The longest line, in bytes, not counting the newline.
+const MAX_LINE: usize = 4096;
+/// A client with more than this waiting for it is not reading: it is cut off.
+const MAX_WAITING: usize = 256 * 1024;
+
+struct Client {
+    /// What others see: the normalized peer address, or the nickname.
+    name: String,
+    /// The start of a line whose newline has not arrived yet.
+    partial: Vec<u8>,
+    /// The current line passed MAX_LINE: drop the rest of it, up to its newline.
+    overlong: bool,
+}
+
+#[derive(Default)]
+struct Chat {
+    clients: HashMap<ConnId, Client>,
+}
+
+impl Chat {
+    /// Sends `text` to `to`, or cuts `to` off if it is not reading.
+    fn deliver(&mut self, ctx: &mut Context<'_>, to: ConnId, text: &str) {
+        let waiting = ctx.queued(to);
+        let result = if waiting + text.len() > MAX_WAITING {
+            Err(SendError::QueueFull {
+                queued: waiting,
+                limit: MAX_WAITING,
+            })
+        } else {
+            ctx.send(to, text.as_bytes())
+        };
+        if let Err(SendError::QueueFull { queued, .. }) = result {
+            let name = self.clients.get(&to).map_or("?", |c| c.name.as_str());
+            log::warn!("{name} is not reading ({queued} bytes waiting): disconnecting it");
+            ctx.close(to);
+        }
+    }
+
+    /// Sends `text` to every client but `except`.
+    fn broadcast(&mut self, ctx: &mut Context<'_>, except: Option<ConnId>, text: &str) {
+        let targets: Vec<ConnId> = self
+            .clients
+            .keys()
+            .copied()
+            .filter(|c| Some(*c) != except)
+            .collect();
+        for to in targets {
+            self.deliver(ctx, to, text);
+        }
+    }
+
+    /// One complete line from `from`, without its newline.
+    fn line(&mut self, ctx: &mut Context<'_>, from: ConnId, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = String::from_utf8_lossy(line);
+        let Some(client) = self.clients.get_mut(&from) else {
+            return;
+        };
+        if let Some(nick) = text.strip_prefix("/nick ") {
+            let nick = nick.trim();
+            let valid = !nick.is_empty()
+                && nick.len() <= 32
+                && nick
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || "-_.".contains(c));
+            if !valid {
+                self.deliver(
+                    ctx,
+                    from,
+                    "* error: a nickname is 1 to 32 letters, digits, '-', '_' or '.'\n",
+                );
+                return;
+            }
+            let old = std::mem::replace(&mut client.name, nick.to_owned());
+            self.broadcast(ctx, None, &format!("* {old} is now {nick}\n"));
+        } else if text.trim() == "/who" {
+            let mut names: Vec<&str> = self.clients.values().map(|c| c.name.as_str()).collect();
+            names.sort_unstable();
+            let list = format!("* here: {}\n", names.join(", "));
+            self.deliver(ctx, from, &list);
+        } else {
+            let message = format!("{}: {}\n", client.name, text);
+            self.broadcast(ctx, Some(from), &message);
+        }
+    }
+}
+
+impl Handler for Chat {
+    fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, info: &ConnInfo) {
+        let name = display_addr(info.peer).to_string();
+        log::debug!("{name} joined");
+        self.broadcast(ctx, None, &format!("* {name} joined\n"));
+        self.clients.insert(
+            conn,
+            Client {
+                name,
+                partial: Vec::new(),
+                overlong: false,
+            },
+        );
+    }
+
+    fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+        let mut rest = data;
+        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+            let (piece, after) = (&rest[..newline], &rest[newline + 1..]);
+            rest = after;
+            let Some(client) = self.clients.get_mut(&conn) else {
+                return;
+            };
+            if std::mem::take(&mut client.overlong) {
+                continue; // the end of a line already reported as too long
+            }
+            if client.partial.len() + piece.len() > MAX_LINE {
+                client.partial.clear();
+                self.deliver(ctx, conn, "* error: line longer than 4096 bytes, dropped\n");
+                continue;
+            }
+            let mut line = std::mem::take(&mut client.partial);
+            line.extend_from_slice(piece);
+            self.line(ctx, conn, &line);
+        }
+        let Some(client) = self.clients.get_mut(&conn) else {
+            return;
+        };
+        if client.overlong {
+            return;
+        }
+        if client.partial.len() + rest.len() > MAX_LINE {
+            client.partial = Vec::new();
+            client.overlong = true;
+            self.deliver(ctx, conn, "* error: line longer than 4096 bytes, dropped\n");
+        } else {
+            client.partial.extend_from_slice(rest);
+        }
+    }
+
+    fn on_close(&mut self, ctx: &mut Context<'_>, conn: ConnId, reason: &dualstack::CloseReason) {
+        if let Some(client) = self.clients.remove(&conn) {
+            log::debug!("{} left ({reason})", client.name);
+            self.broadcast(ctx, None, &format!("* {} left\n", client.name));
+        }
+    }
+}
+
+fn main() {
+    let opts = common::Options::parse(
+        "chat",
+        "chat: a line-based chat room across every listener (/nick NAME, /who).",
+        "localhost:7001",
+        &[],
+    );
+    common::init_logging();
+    let mut server = common::bind("chat", opts.builder(), Chat::default());
+    common::announce(&server);
+    common::stop_on_signals(server.handle());
+    if let Err(e) = server.run() {
+        log::error!("the server loop failed: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,184 @@
+//! The library inside an event-driven application that owns its loop.
+//!
+//! Run with `cargo run --example embed -- [OPTIONS] [SPEC]...` (default `localhost:7002`).
+//! The TCP listeners echo. The application adds a UDP socket of its own (`--udp ADDR`,
+//! default `127.0.0.1:0`) to the server's poll: send it `stats` and it answers with the
+//! server's counters, per listener:
+//!
+//! ```text
+//! echo stats | nc -u -w1 127.0.0.1 PORT
+//! ```
+//!
+//! The application keeps its own timer too (a stats line in the log every
+//! `--report-every SECONDS`, default 10), and drives the server one step at a time with
+//! `Server::run_once`, as an application with other work in its loop would.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use dualstack::{display_addr, ConnId, Context, Handler, Stats};
+use mio::{Interest, Token};
+
+/// The token of the application's UDP socket, in the application's own token space.
+const UDP: Token = Token(0);
+
+struct App {
+    udp: Option<mio::net::UdpSocket>,
+    /// Listener descriptions, for the stats answer: "ADDR (MODE)".
+    listeners: Vec<String>,
+}
+
+impl App {
+    fn stats_text(&self, stats: &Stats) -> String {
+        let t = &stats.total;
+        let mut text = format!(
+            "open {} accepted {} bytes_in {} bytes_out {}\n",
+            t.open, t.accepted, t.bytes_in, t.bytes_out
+        );
+        for (name, l) in self.listeners.iter().zip(&stats.listeners) {
+            text.push_str(&format!(
+                "listener {name} open {} accepted {} bytes_in {} bytes_out {}\n",
+                l.open, l.accepted, l.bytes_in, l.bytes_out
+            ));
+        }
+        text
+    }
+}
+
+impl Handler for App {
+    fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+        let _ = ctx.send(conn, data);
+    }
+
+    fn on_event(&mut self, ctx: &mut Context<'_>, token: Token, _: &mio::event::Event) {
+        if token != UDP {
+            return;
+        }
+        let Some(udp) = &self.udp else { return };
+        let mut buf = [0; 512];
+        // Edge-triggered: drain the socket.
+        loop {
+            let (n, from) = match udp.recv_from(&mut buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::warn!("udp: {e}");
+                    return;
+                }
+            };
+            let answer = match std::str::from_utf8(&buf[..n]).map(str::trim) {
+                Ok("stats") => self.stats_text(&ctx.stats()),
+                _ => "unknown command; try: stats\n".to_owned(),
+            };
+            if let Err(e) = udp.send_to(answer.as_bytes(), from) {
+                log::warn!("udp reply to {}: {e}", display_addr(from));
+            }
+        }
+    }
+}
+
+fn main() {
+    let opts = common::Options::parse(
+        "embed",
+        "embed: an application that owns its loop, with an echo server and a UDP stats socket.",
+        "localhost:7002",
+        &[
+            (
+                "--udp",
+                "--udp ADDR                the UDP stats socket (default 127.0.0.1:0)",
+            ),
+            (
+                "--report-every",
+                "--report-every SECONDS   how often to log the stats (default 10)",
+            ),
+        ],
+    );
+    let udp_addr = opts.extra("--udp").unwrap_or("127.0.0.1:0");
+    let udp_addr: std::net::SocketAddr = udp_addr.parse().unwrap_or_else(|_| {
+        common::fail(
+            "embed",
+            &format!("--udp {udp_addr:?}: expected an address such as 127.0.0.1:0 or [::1]:9000"),
+        )
+    });
+    let every = opts.extra("--report-every").unwrap_or("10");
+    let every = every
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or_else(|| {
+            common::fail(
+                "embed",
+                &format!("--report-every {every:?}: expected a number of seconds above 0"),
+            )
+        });
+    common::init_logging();
+
+    let mut server = common::bind(
+        "embed",
+        opts.builder(),
+        App {
+            udp: None,
+            listeners: Vec::new(),
+        },
+    );
+    let std_udp = std::net::UdpSocket::bind(udp_addr).unwrap_or_else(|e| {
+        common::fail(
+            "embed",
+            &format!("cannot bind the UDP socket {udp_addr}: {e}"),
+        )
+    });
+    std_udp
+        .set_nonblocking(true)
+        .expect("non-blocking UDP socket");
+    let mut udp = mio::net::UdpSocket::from_std(std_udp);
+    server
+        .register(&mut udp, UDP, Interest::READABLE)
+        .expect("register the UDP socket");
+    let udp_local = udp.local_addr().expect("the UDP socket's address");
+    let listeners = server
+        .listeners()
+        .iter()
+        .map(|l| format!("{} ({})", display_addr(l.local_addr), l.mode))
+        .collect();
+    let app = server.handler_mut();
+    app.udp = Some(udp);
+    app.listeners = listeners;
+
+    common::announce(&server);
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "udp on {}", display_addr(udp_local)).expect("write to stdout");
+        out.flush().expect("flush stdout");
+    }
+    common::stop_on_signals(server.handle());
+
+    // The application's loop: its own timer, and one server step per turn.
+    let mut next_report = Instant::now() + every;
+    loop {
+        let wait = next_report.saturating_duration_since(Instant::now());
+        match server.run_once(Some(wait)) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                log::error!("the server loop failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        if Instant::now() >= next_report {
+            let stats = server.stats();
+            log::info!(
+                "stats: {}",
+                server
+                    .handler()
+                    .stats_text(&stats)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            );
+            next_report += every;
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! The examples' command-line contract, checked by starting the real binaries and talking to
+//! them with clients nobody here wrote (`nc`, `socat`, Python's `socket`) as well as Rust ones.
+//!
+//! `nc` (netcat-openbsd), `socat` and `python3` must be installed; `.ci/run` installs them.
+
+#![cfg(unix)]
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The path of an example binary, built if `cargo test` has not built it yet.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/PROFILE/deps/TEST");
+    let path = profile_dir.join("examples").join(name);
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--example", name])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --example {name} failed");
+    }
+    path
+}
+
+/// A running example; killed (by the PID we started) if a test ends without stopping it.
+struct Example {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    /// The `listening on` lines (and `udp on` for embed), in order.
+    lines: Vec<String>,
+}
+
+impl Example {
+    /// Starts `name` with `args` and reads its start-up lines: everything it prints until
+    /// 300 ms pass without a new line (the contract: it prints them all at once, flushed).
+    fn start(name: &str, args: &[&str]) -> Example {
+        let mut child = Command::new(binary(name))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let (tx, stdout) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(err).read_to_string(&mut text);
+            text
+        });
+        let mut lines = vec![stdout
+            .recv_timeout(util::TIMEOUT)
+            .unwrap_or_else(|_| panic!("{name} {args:?} printed nothing"))];
+        while let Ok(line) = stdout.recv_timeout(Duration::from_millis(300)) {
+            lines.push(line);
+        }
+        Example {
+            child,
+            stdout,
+            stderr: Some(stderr),
+            lines,
+        }
+    }
+
+    /// The port of the first listener.
+    fn port(&self) -> u16 {
+        let first = &self.lines[0];
+        let addr = first
+            .strip_prefix("listening on ")
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its status, stderr, and anything more it
+    /// printed on stdout (which must be nothing).
+    fn wait(mut self) -> (ExitStatus, String, Vec<String>) {
+        let deadline = Instant::now() + util::TIMEOUT * 2;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the example did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stderr = self.stderr.take().unwrap().join().unwrap();
+        let more: Vec<String> = self.stdout.try_iter().collect();
+        (status, stderr, more)
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        if self.stderr.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a command with `input` on stdin; returns its stdout. Bounded by `timeout(1)`.
+fn client(program: &str, args: &[&str], input: &[u8]) -> String {
+    let mut child = Command::new("timeout")
+        .arg("5")
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {program} (is it installed?): {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn python(script: &str) -> String {
+    client("python3", &["-c", script], b"")
+}
+
+#[test]
+fn echo_on_its_default_spec_serves_nc_socat_and_python_over_both_families() {
+    let echo = Example::start("echo", &[]);
+    assert_eq!(
+        echo.lines,
+        [
+            "listening on 127.0.0.1:7000 (ipv4)",
+            "listening on [::1]:7000 (ipv6-only)"
+        ]
+    );
+    assert_eq!(
+        client("nc", &["-4", "-N", "127.0.0.1", "7000"], b"nc over IPv4\n"),
+        "nc over IPv4\n"
+    );
+    assert_eq!(
+        client("nc", &["-6", "-N", "::1", "7000"], b"nc over IPv6\n"),
+        "nc over IPv6\n"
+    );
+    assert_eq!(
+        client(
+            "socat",
+            &["-t", "2", "-", "TCP4:127.0.0.1:7000"],
+            b"socat 4\n"
+        ),
+        "socat 4\n"
+    );
+    assert_eq!(
+        client("socat", &["-t", "2", "-", "TCP6:[::1]:7000"], b"socat 6\n"),
+        "socat 6\n"
+    );
+    for host in ["127.0.0.1", "::1"] {
+        let script = format!(
+            "import socket\ns = socket.create_connection(('{host}', 7000))\ns.sendall(b'python')\nprint(s.recv(100).decode())"
+        );
+        assert_eq!(python(&script), "python\n", "python via {host}");
+    }
+    echo.signal("TERM");
+    let (status, stderr, more) = echo.wait();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(more.is_empty(), "more on stdout after start-up: {more:?}");
+    assert!(stderr.contains("INFO"), "logs go to stderr: {stderr}");
+}
+
+#[test]
+fn localhost_port_zero_prints_two_listeners_with_one_port() {
+    let echo = Example::start("echo", &["localhost:0"]);
+    let port = echo.port();
+    assert_ne!(port, 0);
+    assert_eq!(
+        echo.lines,
+        [
+            format!("listening on 127.0.0.1:{port} (ipv4)"),
+            format!("listening on [::1]:{port} (ipv6-only)")
+        ]
+    );
+    let p = port.to_string();
+    assert_eq!(
+        client("nc", &["-4", "-N", "127.0.0.1", &p], b"four\n"),
+        "four\n"
+    );
+    assert_eq!(client("nc", &["-6", "-N", "::1", &p], b"six\n"), "six\n");
+}
+
+#[test]
+fn options_shape_the_sockets() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (&[":0"], &["[::]:P (dual-stack)"]),
+        (
+            &["--separate-stacks", ":0"],
+            &["0.0.0.0:P (ipv4)", "[::]:P (ipv6-only)"],
+        ),
+        (&["--family", "v4", "localhost:0"], &["127.0.0.1:P (ipv4)"]),
+        (&["--family", "v6", ":0"], &["[::]:P (ipv6-only)"]),
+        (&["--family", "dual", "[::]:0"], &["[::]:P (dual-stack)"]),
+        (
+            &["127.0.0.1:0", "[::1]:0"],
+            &["127.0.0.1:P (ipv4)", "[::1]:Q (ipv6-only)"],
+        ),
+    ];
+    for (args, expected) in cases {
+        let echo = Example::start("echo", args);
+        let shown: Vec<String> = echo
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let l = l.strip_prefix("listening on ").expect("a listening line");
+                let port = l.split(' ').next().unwrap().rsplit(':').next().unwrap();
+                let mark = if i > 0 && expected[i].contains(":Q ") {
+                    ":Q "
+                } else {
+                    ":P "
+                };
+                l.replace(&format!(":{port} "), mark)
+            })
+            .collect();
+        assert_eq!(shown, *expected, "{args:?}");
+    }
+}
+
+#[test]
+fn bad_input_gives_one_line_on_stderr_and_status_2() {
+    let squatter = std::net::TcpListener::bind("[::1]:0").unwrap();
+    let taken = squatter.local_addr().unwrap().port();
+    let taken_spec = format!("localhost:{taken}");
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["::1:80".into()],
+            r#"invalid listen spec "::1:80": an IPv6 address needs brackets, as in "[::1]:80""#
+                .into(),
+        ),
+        (
+            vec!["localhost".into()],
+            r#"invalid listen spec "localhost": missing port"#.into(),
+        ),
+        (
+            vec!["http://localhost:8080".into()],
+            "looks like a URL".into(),
+        ),
+        (
+            vec!["198.51.100.7:0".into()],
+            r#"cannot listen on "198.51.100.7:0": bind 198.51.100.7:0 (ipv4)"#.into(),
+        ),
+        (
+            vec![taken_spec.clone()],
+            format!("cannot listen on \"{taken_spec}\": bind [::1]:{taken} (ipv6-only)"),
+        ),
+        (
+            vec!["--family".into(), "bogus".into()],
+            "--family \"bogus\"".into(),
+        ),
+        (
+            vec!["--family".into(), "dual".into(), "localhost:0".into()],
+            "dual-stack policy".into(),
+        ),
+        (
+            vec!["--max-connections".into(), "0".into()],
+            "--max-connections".into(),
+        ),
+        (vec!["--idle-timeout".into()], "--idle-timeout needs".into()),
+        (
+            vec!["--frobnicate".into()],
+            "unknown option \"--frobnicate\"".into(),
+        ),
+    ];
+    for (args, message) in cases {
+        let out = Command::new(binary("echo")).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("echo: ") && stderr.contains(&message),
+            "{args:?}: {stderr:?} lacks {message:?}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    // The failed start left nothing open: 127.0.0.1 on that port is free.
+    std::net::TcpListener::bind(("127.0.0.1", taken)).expect("127.0.0.1 port left open");
+}
+
+#[test]
+fn help_documents_the_grammar_and_exits_0() {
+    for name in ["echo", "chat", "embed"] {
+        let out = Command::new(binary(name)).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{name} --help");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for part in [
+            "[IPV6]:PORT",
+            "localhost:7000",
+            ":PORT",
+            "--family any|v4|v6|dual",
+            "--separate-stacks",
+            "--max-connections",
+            "--idle-timeout",
+        ] {
+            assert!(text.contains(part), "{name} --help lacks {part:?}");
+        }
+    }
+}
+
+#[test]
+fn sigterm_flushes_pending_output_closes_clients_and_exits_0() {
+    let echo = Example::start("echo", &["127.0.0.1:0"]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], echo.port()));
+    let mut busy = util::connect_small_window(addr);
+    let idle = util::connect(addr);
+    let data = util::pattern(9, 0, 200_000);
+    busy.write_all(&data).unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // read and echoed into a full window: queued
+    echo.signal("TERM");
+    let mut back = Vec::new();
+    busy.read_to_end(&mut back)
+        .expect("the echo, then end of stream");
+    assert!(back == data, "got {} of {} bytes", back.len(), data.len());
+    let mut rest = Vec::new();
+    (&idle)
+        .read_to_end(&mut rest)
+        .expect("an idle client is closed too");
+    let (status, stderr, more) = echo.wait();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(more.is_empty());
+}
+
+#[test]
+fn sigint_stops_too() {
+    let echo = Example::start("echo", &["[::1]:0"]);
+    echo.signal("INT");
+    let (status, stderr, _) = echo.wait();
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+/// Reads lines from `stream` until one contains `what`, within the timeout.
+fn read_until(reader: &mut BufReader<TcpStream>, what: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = reader
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("waiting for {what:?} after {seen:?}: {e}"));
+        assert_ne!(n, 0, "closed while waiting for {what:?} after {seen:?}");
+        seen.push(line.trim_end().to_owned());
+        if line.contains(what) {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn chat_on_a_dual_stack_wildcard_shows_ipv4_clients_as_ipv4() {
+    let chat = Example::start("chat", &[":0"]);
+    let port = chat.port();
+    assert_eq!(
+        chat.lines,
+        [format!("listening on [::]:{port} (dual-stack)")]
+    );
+    let six = util::connect(SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port)));
+    let mut six = BufReader::new(six);
+    // A Python client over IPv4 says hello; it prints its own address so we can expect it.
+    let script = format!(
+        "import socket, time\n\
+         s = socket.create_connection(('127.0.0.1', {port}))\n\
+         print('%s:%d' % s.getsockname())\n\
+         time.sleep(0.2)\n\
+         s.sendall(b'hello from python\\n')\n\
+         time.sleep(0.2)"
+    );
+    let me = python(&script);
+    let me = me.trim();
+    assert!(me.starts_with("127.0.0.1:"), "{me}");
+    let seen = read_until(&mut six, "left");
+    assert_eq!(
+        seen,
+        [
+            format!("* {me} joined"),
+            format!("{me}: hello from python"),
+            format!("* {me} left")
+        ]
+    );
+    assert!(seen.iter().all(|l| !l.contains("::ffff:")));
+}
+
+#[test]
+fn chat_drops_overlong_lines_and_cuts_off_clients_that_do_not_read() {
+    let chat = Example::start("chat", &["127.0.0.1:0", "[::1]:0"]);
+    let port4 = chat.port();
+    let port6: u16 = chat.lines[1]
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut talker = util::connect(SocketAddr::from(([127, 0, 0, 1], port4)));
+    let listener = util::connect(SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port6)));
+    let mut listener = BufReader::new(listener);
+    // The talker joined before the listener, so the listener asks who is here.
+    listener.get_mut().write_all(b"/who\n").unwrap();
+    let who = read_until(&mut listener, "* here:");
+    assert!(who.last().unwrap().contains("127.0.0.1:"), "{who:?}");
+
+    // A line over 4096 bytes: an error back to its sender, nothing to others, still connected.
+    let mut long = vec![b'x'; 5000];
+    long.push(b'\n');
+    talker.write_all(&long).unwrap();
+    let mut talker_reader = BufReader::new(talker.try_clone().unwrap());
+    read_until(&mut talker_reader, "* error: line longer than 4096 bytes");
+    talker.write_all(b"short one\n").unwrap();
+    let heard = read_until(&mut listener, "short one");
+    assert!(
+        heard.iter().all(|l| !l.contains("xxxx")),
+        "the long line was relayed: {heard:?}"
+    );
+
+    // A client that never reads while the talker floods: cut off, and the others unaffected.
+    let sleeper = util::connect_small_window(SocketAddr::from(([127, 0, 0, 1], port4)));
+    read_until(&mut listener, "joined");
+    let line = format!("{}\n", "y".repeat(1000));
+    for _ in 0..4000 {
+        talker.write_all(line.as_bytes()).unwrap();
+    }
+    talker.write_all(b"last line\n").unwrap();
+    let heard = read_until(&mut listener, "last line");
+    assert!(
+        heard.iter().any(|l| l.ends_with(" left")),
+        "the sleeper was not cut off: {:?}",
+        heard
+            .iter()
+            .filter(|l| l.starts_with('*'))
+            .collect::<Vec<_>>()
+    );
+    drop(sleeper);
+    chat.signal("TERM");
+    let (status, stderr, _) = chat.wait();
+    assert!(status.success());
+    assert!(
+        stderr.contains("is not reading"),
+        "no warning logged: {stderr}"
+    );
+}
+
+#[test]
+fn embed_answers_stats_over_its_own_udp_socket_and_keeps_its_own_timer() {
+    let embed = Example::start("embed", &["--report-every", "0.2", "localhost:0"]);
+    let port = embed.port();
+    assert_eq!(embed.lines.len(), 3, "{:?}", embed.lines);
+    assert_eq!(
+        embed.lines[0],
+        format!("listening on 127.0.0.1:{port} (ipv4)")
+    );
+    assert_eq!(
+        embed.lines[1],
+        format!("listening on [::1]:{port} (ipv6-only)")
+    );
+    let udp_addr: SocketAddr = embed.lines[2]
+        .strip_prefix("udp on ")
+        .expect("a udp line")
+        .parse()
+        .unwrap();
+
+    let mut tcp = util::connect(SocketAddr::from(([127, 0, 0, 1], port)));
+    assert_eq!(util::round_trip(&mut tcp, b"12345"), b"12345");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    udp.send_to(b"stats\n", udp_addr).unwrap();
+    let mut buf = [0; 2048];
+    let (n, _) = udp.recv_from(&mut buf).unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    let lines: Vec<&str> = answer.lines().collect();
+    assert_eq!(
+        lines[0], "open 1 accepted 1 bytes_in 5 bytes_out 5",
+        "{answer}"
+    );
+    assert_eq!(
+        lines[1],
+        format!("listener 127.0.0.1:{port} (ipv4) open 1 accepted 1 bytes_in 5 bytes_out 5")
+    );
+    assert_eq!(
+        lines[2],
+        format!("listener [::1]:{port} (ipv6-only) open 0 accepted 0 bytes_in 0 bytes_out 0")
+    );
+    udp.send_to(b"nonsense", udp_addr).unwrap();
+    let (n, _) = udp.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"unknown command; try: stats\n");
+
+    std::thread::sleep(Duration::from_millis(500));
+    embed.signal("TERM");
+    let (status, stderr, more) = embed.wait();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(more.is_empty());
+    assert!(
+        stderr.matches("stats: open").count() >= 2,
+        "the application's timer did not fire: {stderr}"
+    );
+}
