@@ -254,6 +254,11 @@ pub fn plan(
     caps: &HostCaps,
     resolver: &dyn Resolve,
 ) -> Result<BindPlan, PlanError> {
+    // Dual-stack sockets serve two families: without both, the claim means nothing.
+    let caps = &HostCaps {
+        dual_stack: caps.dual_stack && caps.ipv4 && caps.ipv6,
+        ..*caps
+    };
     let mut plan = BindPlan {
         spec: spec.clone(),
         sockets: Vec::new(),
@@ -780,6 +785,39 @@ mod tests {
         assert_eq!(
             run("localhost:80", d, &NO_NETWORK),
             Err(PlanErrorKind::NoAddress)
+        );
+    }
+
+    /// `HostCaps` is plain data: a caller can claim dual-stack sockets without one of the
+    /// families. Dual-stack means nothing then, and must not put a family the host lacks in
+    /// the plan.
+    #[test]
+    fn dual_stack_without_both_families_counts_as_no_dual_stack() {
+        let d = PlanOptions::default();
+        let dual_no_v6 = caps(true, false, true, true, false);
+        assert_eq!(
+            run(":80", d, &dual_no_v6),
+            ok(&["0.0.0.0:80 ipv4", "[::]:80 skipped: this host has no IPv6"])
+        );
+        let dual_no_v4 = caps(false, true, true, false, true);
+        assert_eq!(
+            run(":80", d, &dual_no_v4),
+            ok(&[
+                "[::]:80 ipv6-only",
+                "0.0.0.0:80 skipped: this host has no IPv4"
+            ])
+        );
+        let dual = PlanOptions {
+            family: FamilyPolicy::DualStack,
+            ..d
+        };
+        assert_eq!(
+            run(":80", dual, &dual_no_v6),
+            Err(PlanErrorKind::DualStackUnavailable)
+        );
+        assert_eq!(
+            run("[::]:80", dual, &dual_no_v4),
+            Err(PlanErrorKind::DualStackUnavailable)
         );
     }
 
