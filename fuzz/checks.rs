@@ -1,0 +1,352 @@
+//! The properties the fuzz targets check, shared with `tests/fuzz_corpus.rs` so that every
+//! corpus file is also a regression test under a plain `cargo test` (no nightly, no
+//! libFuzzer). Each function takes the raw fuzz input and panics when a property fails.
+//!
+//! Inputs that mix text and structure are "text up to the first NUL byte, then bytes for
+//! `arbitrary`", so seeds stay writable by hand: `localhost:0\0` plus anything.
+
+#![allow(dead_code)] // each fuzz target uses one function
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+
+use arbitrary::{Arbitrary, Unstructured};
+use dualstack::{
+    display_addr, normalize, plan, FamilyPolicy, Host, HostCaps, HostName, ListenSpec,
+    PlanErrorKind, PlanOptions, Resolve, SocketMode, ToListenSpec, WildcardStack,
+};
+
+/// The text before the first NUL (lossily decoded), and the bytes after it.
+fn split(data: &[u8]) -> (String, &[u8]) {
+    match data.iter().position(|&b| b == 0) {
+        Some(i) => (
+            String::from_utf8_lossy(&data[..i]).into_owned(),
+            &data[i + 1..],
+        ),
+        None => (String::from_utf8_lossy(data).into_owned(), &[]),
+    }
+}
+
+/// The socket address a numeric spec names; `None` for the wildcard or a name.
+fn numeric(spec: &ListenSpec) -> Option<SocketAddr> {
+    match spec.host() {
+        Host::V4(a) => Some(SocketAddr::from((*a, spec.port()))),
+        Host::V6(a, zone) => {
+            let scope = zone.as_ref().map_or(0, |z| z.index().unwrap_or(u32::MAX));
+            Some(SocketAddr::V6(SocketAddrV6::new(*a, spec.port(), 0, scope)))
+        }
+        Host::Any | Host::Name(_) => None,
+    }
+}
+
+/// `parse_spec`: arbitrary bytes as a listen spec, and as the host of a `(host, port)` pair.
+pub fn parse_spec(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match text.parse::<ListenSpec>() {
+        Ok(spec) => {
+            let shown = spec.to_string();
+            let again: ListenSpec = shown.parse().unwrap_or_else(|e| {
+                panic!("{text:?} parsed, but its display {shown:?} does not: {e}")
+            });
+            assert_eq!(
+                again, spec,
+                "{text:?} does not round-trip through {shown:?}"
+            );
+        }
+        Err(e) => {
+            let prefix = format!("invalid listen spec {text:?}: ");
+            assert!(
+                e.to_string().starts_with(&prefix),
+                "{e} does not quote {text:?}"
+            );
+            assert_eq!(e.input(), &*text);
+            if let Some(p) = e.position() {
+                assert!(p <= text.len(), "position {p} is past the end of {text:?}");
+            }
+        }
+    }
+    // Whatever std accepts, we accept, with the same address and port.
+    if let Ok(std_addr) = text.parse::<SocketAddr>() {
+        let ours: ListenSpec = text
+            .parse()
+            .unwrap_or_else(|e| panic!("std accepts {text:?} as {std_addr}, we do not: {e}"));
+        assert_eq!(numeric(&ours), Some(std_addr), "{text:?}");
+    }
+    match (&*text, 7u16).to_listen_spec() {
+        Ok(spec) => {
+            let shown = spec.to_string();
+            assert_eq!(
+                shown.parse::<ListenSpec>().ok(),
+                Some(spec),
+                "host {text:?} shown as {shown:?}"
+            );
+        }
+        Err(e) => {
+            let prefix = format!("invalid listen host {text:?}: ");
+            assert!(
+                e.to_string().starts_with(&prefix),
+                "{e} does not quote {text:?}"
+            );
+        }
+    }
+}
+
+/// `normalize`: an arbitrary socket address (first byte even), or the text after the first
+/// byte parsed by std (first byte odd), which lets seeds be written as text.
+pub fn normalize_addr(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let addr = if mode % 2 == 0 {
+        match SocketAddr::arbitrary(&mut Unstructured::new(rest)) {
+            Ok(a) => a,
+            Err(_) => return,
+        }
+    } else {
+        match std::str::from_utf8(rest).ok().and_then(|t| t.parse().ok()) {
+            Some(a) => a,
+            None => return,
+        }
+    };
+    check_normalize(addr);
+}
+
+fn is_scoped(ip: &Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    first & 0xffc0 == 0xfe80 || first & 0xff00 == 0xff00
+}
+
+pub fn check_normalize(addr: SocketAddr) {
+    let n = normalize(addr);
+    assert_eq!(normalize(n), n, "normalize is not idempotent on {addr:?}");
+    assert_eq!(n.port(), addr.port(), "{addr:?}");
+    match addr {
+        SocketAddr::V4(_) => assert_eq!(n, addr),
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => assert_eq!(n.ip(), IpAddr::V4(v4), "{addr:?} is mapped"),
+            None => {
+                let SocketAddr::V6(b) = n else {
+                    panic!("{addr:?} became IPv4")
+                };
+                assert_eq!(b.ip(), a.ip());
+                assert_eq!(b.flowinfo(), 0, "flow info kept for {addr:?}");
+                let scope = if is_scoped(a.ip()) { a.scope_id() } else { 0 };
+                assert_eq!(b.scope_id(), scope, "{addr:?}");
+            }
+        },
+    }
+    // The display form parses back to the same address.
+    let shown = display_addr(addr).to_string();
+    let spec: ListenSpec = shown
+        .parse()
+        .unwrap_or_else(|e| panic!("{shown:?} does not parse: {e}"));
+    let back = match spec.host() {
+        Host::V6(ip, Some(zone)) => {
+            let index = zone.to_index().unwrap_or_else(|e| panic!("{shown:?}: {e}"));
+            SocketAddr::V6(SocketAddrV6::new(*ip, spec.port(), 0, index))
+        }
+        _ => numeric(&spec).unwrap_or_else(|| panic!("{shown:?} is not numeric")),
+    };
+    assert_eq!(back, n, "{addr:?} shown as {shown:?}");
+}
+
+/// The planner's inputs besides the spec.
+#[derive(Debug, Arbitrary)]
+struct PlanInput {
+    family: u8,
+    separate_stacks: bool,
+    caps: [bool; 5],
+    resolve_fails: bool,
+    ips: Vec<IpAddr>,
+}
+
+/// A resolver with a fixed answer, and two interfaces: `lo` (1) and `eth0` (7).
+struct Fake {
+    ips: Vec<IpAddr>,
+    fails: bool,
+}
+
+impl Resolve for Fake {
+    fn resolve(&self, _: &HostName) -> io::Result<Vec<IpAddr>> {
+        if self.fails {
+            Err(io::Error::other("the fake resolver fails"))
+        } else {
+            Ok(self.ips.clone())
+        }
+    }
+
+    fn interface_index(&self, name: &str) -> io::Result<u32> {
+        match name {
+            "lo" => Ok(1),
+            "eth0" => Ok(7),
+            _ => Err(io::ErrorKind::NotFound.into()),
+        }
+    }
+}
+
+/// `plan`: a spec (text before the first NUL) with an arbitrary policy, stack option, host
+/// capabilities and resolver answer.
+pub fn plan_spec(data: &[u8]) {
+    let (text, rest) = split(data);
+    let Ok(spec) = text.parse::<ListenSpec>() else {
+        return;
+    };
+    let Ok(mut input) = PlanInput::arbitrary(&mut Unstructured::new(rest)) else {
+        return;
+    };
+    input.ips.truncate(8);
+    let family = [
+        FamilyPolicy::Any,
+        FamilyPolicy::V4,
+        FamilyPolicy::V6,
+        FamilyPolicy::DualStack,
+    ][usize::from(input.family % 4)];
+    let stack = if input.separate_stacks {
+        WildcardStack::Separate
+    } else {
+        WildcardStack::Single
+    };
+    let [ipv4, ipv6, dual_stack, ipv4_loopback, ipv6_loopback] = input.caps;
+    let caps = HostCaps {
+        ipv4,
+        ipv6,
+        dual_stack,
+        ipv4_loopback,
+        ipv6_loopback,
+    };
+    let fake = Fake {
+        ips: input.ips,
+        fails: input.resolve_fails,
+    };
+    check_plan(&spec, PlanOptions { family, stack }, &caps, &fake);
+}
+
+/// The rules, written a second time and independently of the planner: the error planning
+/// `spec` must give, or `None` if it must succeed.
+fn expected_error(
+    spec: &ListenSpec,
+    o: PlanOptions,
+    caps: &HostCaps,
+    fake: &Fake,
+) -> Option<PlanErrorKind> {
+    use PlanErrorKind::*;
+    let dual = caps.dual_stack && caps.ipv4 && caps.ipv6;
+    let numeric = |ip: IpAddr| -> Option<PlanErrorKind> {
+        match ip {
+            IpAddr::V4(_) => match o.family {
+                FamilyPolicy::V6 | FamilyPolicy::DualStack => Some(PolicyMismatch),
+                _ if !caps.ipv4 => Some(FamilyUnavailable),
+                _ => None,
+            },
+            IpAddr::V6(a) => match o.family {
+                FamilyPolicy::V4 => Some(PolicyMismatch),
+                FamilyPolicy::DualStack if !a.is_unspecified() => Some(PolicyMismatch),
+                FamilyPolicy::DualStack if !dual => Some(DualStackUnavailable),
+                _ if !caps.ipv6 => Some(FamilyUnavailable),
+                _ => None,
+            },
+        }
+    };
+    match spec.host() {
+        Host::Any => match o.family {
+            FamilyPolicy::V4 => (!caps.ipv4).then_some(FamilyUnavailable),
+            FamilyPolicy::V6 => (!caps.ipv6).then_some(FamilyUnavailable),
+            FamilyPolicy::DualStack => (!dual).then_some(DualStackUnavailable),
+            FamilyPolicy::Any => (!caps.ipv4 && !caps.ipv6).then_some(FamilyUnavailable),
+        },
+        Host::V4(ip) => numeric(IpAddr::V4(*ip)),
+        Host::V6(ip, zone) => {
+            if let Some(zone) = zone {
+                if !is_scoped(ip) {
+                    return Some(ZoneNotApplicable);
+                }
+                if let Some(name) = zone.name() {
+                    if fake.interface_index(name).is_err() {
+                        return Some(UnknownInterface);
+                    }
+                }
+            }
+            match ip.to_ipv4_mapped() {
+                Some(v4) => numeric(IpAddr::V4(v4)),
+                None => numeric(IpAddr::V6(*ip)),
+            }
+        }
+        Host::Name(name) => {
+            if o.family == FamilyPolicy::DualStack {
+                return Some(PolicyMismatch);
+            }
+            let candidates: Vec<IpAddr> = if name.is_localhost() {
+                vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+            } else if fake.fails {
+                return Some(Resolve);
+            } else {
+                fake.ips.clone()
+            };
+            let usable = candidates
+                .iter()
+                .map(|ip| normalize(SocketAddr::new(*ip, 0)).ip())
+                .any(|ip| {
+                    let wanted = match o.family {
+                        FamilyPolicy::V4 => ip.is_ipv4(),
+                        FamilyPolicy::V6 => ip.is_ipv6(),
+                        _ => true,
+                    };
+                    let has = match ip {
+                        IpAddr::V4(a) => {
+                            caps.ipv4 && (a != Ipv4Addr::LOCALHOST || caps.ipv4_loopback)
+                        }
+                        IpAddr::V6(a) => {
+                            caps.ipv6 && (a != Ipv6Addr::LOCALHOST || caps.ipv6_loopback)
+                        }
+                    };
+                    wanted && has
+                });
+            (!usable).then_some(NoAddress)
+        }
+    }
+}
+
+fn check_plan(spec: &ListenSpec, o: PlanOptions, caps: &HostCaps, fake: &Fake) {
+    let context = format!("{spec} with {o:?} on {caps}");
+    let result = plan(spec, o, caps, fake);
+    let expected = expected_error(spec, o, caps, fake);
+    let p = match (result, expected) {
+        (Ok(p), None) => p,
+        (Err(e), Some(kind)) => {
+            assert_eq!(e.kind(), kind, "{context}: {e}");
+            assert!(
+                e.to_string().contains(&format!("\"{spec}\"")),
+                "{context}: {e} does not name the spec"
+            );
+            return;
+        }
+        (Ok(p), Some(kind)) => panic!("{context}: expected {kind:?}, planned {:?}", p.sockets),
+        (Err(e), None) => panic!("{context}: expected a plan, got {e}"),
+    };
+    let dual = caps.dual_stack && caps.ipv4 && caps.ipv6;
+    assert!(!p.sockets.is_empty(), "{context}: an empty plan");
+    let addrs: Vec<SocketAddr> = p.sockets.iter().map(|s| s.addr).collect();
+    for (i, a) in addrs.iter().enumerate() {
+        assert!(!addrs[..i].contains(a), "{context}: {a} planned twice");
+        assert!(
+            p.skipped.iter().all(|s| s.addr != *a),
+            "{context}: {a} both planned and skipped"
+        );
+        assert_eq!(a.port(), spec.port(), "{context}");
+    }
+    for s in &p.sockets {
+        match s.mode {
+            SocketMode::Ipv4 => assert!(s.addr.is_ipv4() && caps.ipv4, "{context}: {s:?}"),
+            SocketMode::Ipv6Only => assert!(s.addr.is_ipv6() && caps.ipv6, "{context}: {s:?}"),
+            SocketMode::DualStack => {
+                let wildcard = matches!(spec.host(), Host::Any)
+                    || matches!(spec.host(), Host::V6(ip, _) if ip.is_unspecified());
+                assert!(
+                    dual && wildcard && p.sockets.len() == 1 && s.addr.ip().is_unspecified(),
+                    "{context}: dual-stack is only for the single wildcard socket: {:?}",
+                    p.sockets
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Fuzz target `normalize`: see `fuzz/checks.rs` for the properties it checks.
+#![no_main]
+
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::normalize_addr(data));

@@ -1,0 +1,7 @@
+//! Fuzz target `parse_spec`: see `fuzz/checks.rs` for the properties it checks.
+#![no_main]
+
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::parse_spec(data));

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora (fuzz/corpus/TARGET/seed-*) from the interesting inputs of the
+unit tests: zones, mapped addresses, edge ports, long names, near misses. Rerun after adding
+inputs; `cargo test` runs every file through the targets' checks (tests/fuzz_corpus.rs)."""
+import hashlib, os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SPECS = [
+    "localhost:80", "LocalHost:80", "example.com.:443", "my_host-1.example:1", "xn--bcher-kva.example:80",
+    "127.0.0.1:8080", "0.0.0.0:0", "[::1]:8080", "[::]:80", "[0:0:0:0:0:0:0:1]:1", "[::FFFF:1.2.3.4]:80",
+    "[::1.2.3.4]:80", "[fe80::1%eth0]:80", "[fe80::1%eth0.100]:80", "[fe80::1%2]:80", "[fe80::1%25eth0]:80",
+    "[fe80::1%25]:80", "[fe80::1%251]:80", "[fe80::1%2525x]:80", "[fe80::1%0]:80", "[fe80::1%4294967295]:80",
+    "[fe80::1%4294967296]:80", ":80", "*:80", "80", "0", "65535", "65536", "localhost:0080", "localhost:0",
+    "", " localhost:80", "localhost: 80", "local host:80", "http://localhost:8080", "https://user@example.com/path?q",
+    "ftp://", "::1:80", "fe80::1%eth0:80", "::1", "a:b:c", "[::1:80", "localhost", "[::1]", "localhost:", "*", ":",
+    "localhost:70000", "localhost:99999999999999999999", ":http", "localhost:https", "localhost:8o80",
+    "localhost:+80", "localhost:-1", "[::g]:80", "[1.2.3.4]:80", "[]:80", "256.1.1.1:80", "127.1:80",
+    "01.2.3.4:80", "0x7f.1:80", "0x7f000001:80", "example.0x:80", "1.2.3.4.:80", "foo!:80", "a..b:80", ".a:80",
+    ".:80", "bücher.example:80", "[fe80::1%]:80", "[fe80::1%eth/0]:80", "[fe80::1%25eth%0]:80",
+    "[fe80::1%99999999999]:80", "[::1]x80", "[::1]]:80", "app.localhost.:1", "[[::1]]:80", "[::1%3]:80",
+    ("a" * 63) + ":1", ("a" * 64) + ":1", ".".join(["a" * 63] * 4)[:253] + ":1", ".".join(["a" * 63] * 4)[:254] + ":1",
+]
+
+ADDRS = [
+    "127.0.0.1:80", "0.0.0.0:0", "[::ffff:127.0.0.1]:4242", "[::ffff:0.0.0.0]:1", "[::ffff:255.255.255.255]:65535",
+    "[::1]:80", "[::]:80", "[::1.2.3.4]:80", "[fe80::1%3]:80", "[febf::1%3]:80", "[fec0::1%3]:80",
+    "[ff02::1%3]:80", "[ff0e::1%3]:80", "[::1%3]:80", "[2001:db8::1%7]:80", "[fe80::1%1]:80",
+]
+
+# Plan: a spec, NUL, then bytes for arbitrary (family, stack, five capability flags,
+# resolver failure, addresses). A few byte patterns give different host shapes.
+PLAN_SPECS = [":0", ":80", "0.0.0.0:80", "[::]:80", "localhost:0", "localhost:80", "127.0.0.1:80", "[::1]:80",
+              "[::ffff:127.0.0.1]:80", "[fe80::1%eth0]:80", "[fe80::1%wlan9]:80", "[2001:db8::1%eth0]:80",
+              "[fe80::1%3]:80", "example.com:443", "app.localhost:1"]
+PLAN_TAILS = [
+    b"",
+    bytes([0, 0, 1, 1, 1, 1, 1, 0]),
+    bytes([1, 1, 1, 0, 0, 1, 0, 0]),
+    bytes([2, 0, 0, 1, 0, 0, 1, 0]),
+    bytes([3, 0, 1, 1, 0, 1, 1, 0]),
+    bytes([0, 1, 1, 1, 1, 0, 1, 1]),
+    bytes([0, 0, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0, 192, 0, 2, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 192, 0, 2, 1]),
+]
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    digest = hashlib.sha1(data).hexdigest()[:12]
+    with open(os.path.join(d, f"seed-{name}-{digest}"), "wb") as f:
+        f.write(data)
+
+
+for i, s in enumerate(SPECS):
+    write("parse_spec", f"{i:03}", s.encode())
+for i, a in enumerate(ADDRS):
+    write("normalize", f"text{i:03}", b"\x01" + a.encode())
+    write("normalize", f"raw{i:03}", b"\x00" + hashlib.sha256(a.encode()).digest())
+for i, s in enumerate(PLAN_SPECS):
+    for j, tail in enumerate(PLAN_TAILS):
+        write("plan", f"{i:03}-{j}", s.encode() + b"\x00" + tail)
