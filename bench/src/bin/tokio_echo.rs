@@ -1,0 +1,59 @@
+//! The tokio reference: what most Rust users would write. A current-thread runtime, a task
+//! per connection, a 64 KiB read buffer (the reactor's read size, so runtimes are compared,
+//! not buffer sizes).
+//!
+//! `tokio_echo SPEC...`: same sockets (from `dualstack::bind`) and `listening on` lines as
+//! the echo example.
+
+use std::io::{self, Write};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn main() -> io::Result<()> {
+    let specs: Vec<String> = std::env::args().skip(1).collect();
+    let bound = dualstack::ListenConfig::new()
+        .bind_all(&specs)
+        .unwrap_or_else(|e| {
+            eprintln!("tokio_echo: {e}");
+            std::process::exit(2)
+        });
+    let mut std_listeners = Vec::new();
+    for l in bound.into_parts().0 {
+        println!("listening on {l}");
+        let std_listener: std::net::TcpListener = l.into_mio().into();
+        std_listeners.push(std_listener);
+    }
+    io::stdout().flush()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async move {
+        let mut accepts = Vec::new();
+        for std_listener in std_listeners {
+            let listener = tokio::net::TcpListener::from_std(std_listener)?;
+            accepts.push(tokio::spawn(async move {
+                loop {
+                    let Ok((mut stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if stream.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }));
+        }
+        for a in accepts {
+            let _ = a.await;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,177 @@
+//! What the benchmark binaries share: the byte pattern clients send and verify, readers of
+//! /proc, and a flat JSON writer and reader (numbers and strings only).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// The content connections send: byte `offset` of connection `id` is
+/// `table()[(offset + id * STRIDE) % len]`, so every connection sends varied bytes and every
+/// echoed byte can be checked without keeping a copy.
+pub struct Pattern {
+    table: Vec<u8>,
+}
+
+/// A prime stride, so connections start at different places in the table.
+const STRIDE: u64 = 7919;
+
+impl Default for Pattern {
+    fn default() -> Pattern {
+        // 1 MiB + 7 bytes of xorshift output: longer than any message, not a power of two.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let table = (0..(1 << 20) + 7)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        Pattern { table }
+    }
+}
+
+impl Pattern {
+    /// The longest run of pattern bytes of connection `id` from `offset`, up to `max` bytes.
+    pub fn slice(&self, id: u64, offset: u64, max: usize) -> &[u8] {
+        let len = self.table.len() as u64;
+        let start = ((offset + id * STRIDE) % len) as usize;
+        let end = self.table.len().min(start + max);
+        &self.table[start..end]
+    }
+
+    /// Whether `data` is what connection `id` sent from `offset` on.
+    pub fn matches(&self, id: u64, mut offset: u64, mut data: &[u8]) -> bool {
+        while !data.is_empty() {
+            let expected = self.slice(id, offset, data.len());
+            if data[..expected.len()] != *expected {
+                return false;
+            }
+            offset += expected.len() as u64;
+            data = &data[expected.len()..];
+        }
+        true
+    }
+}
+
+/// User + system CPU time of process `pid`.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+/// Resident set size of process `pid`, in bytes.
+pub fn rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// A flat JSON object of numbers and strings, written in insertion order.
+#[derive(Default)]
+pub struct Json(String);
+
+impl Json {
+    pub fn num(mut self, key: &str, value: f64) -> Json {
+        self.sep();
+        let _ = write!(
+            self.0,
+            "\"{key}\":{}",
+            if value.fract() == 0.0 {
+                format!("{value:.0}")
+            } else {
+                format!("{value:.3}")
+            }
+        );
+        self
+    }
+
+    pub fn text(mut self, key: &str, value: &str) -> Json {
+        self.sep();
+        let _ = write!(self.0, "\"{key}\":\"{value}\"");
+        self
+    }
+
+    fn sep(&mut self) {
+        self.0.push(if self.0.is_empty() { '{' } else { ',' });
+    }
+
+    pub fn finish(mut self) -> String {
+        if self.0.is_empty() {
+            self.0.push('{');
+        }
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// Reads the numbers of a flat JSON object written by [`Json`].
+pub fn parse_numbers(json: &str) -> BTreeMap<String, f64> {
+    json.trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .split(',')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once(':')?;
+            Some((
+                k.trim().trim_matches('"').to_owned(),
+                v.trim().parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Percentile `p` (0 to 100) of sorted values.
+pub fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    f64::from(sorted[rank.min(sorted.len() - 1)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_verifies_what_it_produced_and_nothing_else() {
+        let p = Pattern::default();
+        let mut sent = Vec::new();
+        let mut off = 0u64;
+        while sent.len() < 3_000_000 {
+            let s = p.slice(5, off, 100_000);
+            sent.extend_from_slice(s);
+            off += s.len() as u64;
+        }
+        assert!(p.matches(5, 0, &sent));
+        assert!(p.matches(5, 1234, &sent[1234..2_500_000]));
+        assert!(
+            !p.matches(6, 0, &sent[..1000]),
+            "another connection's bytes"
+        );
+        let mut bad = sent[..5000].to_vec();
+        bad[4321] ^= 1;
+        assert!(!p.matches(5, 0, &bad));
+    }
+
+    #[test]
+    fn json_round_trips_numbers() {
+        let j = Json::default()
+            .text("mode", "echo")
+            .num("rt_per_s", 1234.5)
+            .num("n", 7.0)
+            .finish();
+        assert_eq!(j, r#"{"mode":"echo","rt_per_s":1234.500,"n":7}"#);
+        let m = parse_numbers(&j);
+        assert_eq!(m["rt_per_s"], 1234.5);
+        assert_eq!(m["n"], 7.0);
+    }
+}
