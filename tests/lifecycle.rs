@@ -129,6 +129,9 @@ fn idle_connections_time_out_and_busy_ones_do_not() {
         0,
         "the idle connection was not closed"
     );
+    recorder.wait_for("the close", |s| {
+        s.iter().any(|e| matches!(e, Seen::Close(..)))
+    });
     assert_eq!(recorder.closes(), ["idle timeout"]);
     assert_eq!(util::round_trip(&mut busy, b"!"), b"!");
 }

@@ -54,6 +54,11 @@ pub enum CloseReason {
     Reset,
     /// Nothing was read or written for longer than the idle timeout.
     IdleTimeout,
+    /// The peer sent nothing within the first-byte timeout after connecting.
+    FirstByteTimeout,
+    /// Closed to bring the server's total queued output back under its limit: this
+    /// connection held the most. Output queued for it was lost.
+    Overloaded,
     /// The server stopped.
     Shutdown,
     /// The handler closed it.
@@ -68,6 +73,8 @@ impl fmt::Display for CloseReason {
             CloseReason::PeerClosed => f.write_str("peer closed"),
             CloseReason::Reset => f.write_str("reset by peer"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::FirstByteTimeout => f.write_str("first-byte timeout"),
+            CloseReason::Overloaded => f.write_str("closed to bound total queued output"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::Closed => f.write_str("closed by the handler"),
             CloseReason::Error(e) => write!(f, "error: {e}"),
@@ -115,6 +122,10 @@ pub(crate) struct Conn {
     pub(crate) out: OutQueue,
     /// The last time a byte was read or written, for the idle timeout.
     pub(crate) last_active: Instant,
+    /// When it was accepted, for the first-byte timeout.
+    pub(crate) opened: Instant,
+    /// A byte has been read from it.
+    pub(crate) first_byte: bool,
     /// WRITABLE is registered (see the invariant).
     pub(crate) writable: bool,
     /// The handler paused reading.

@@ -114,6 +114,52 @@ impl ServerBuilder {
         self
     }
 
+    /// At most `max` connections open at once from one peer: one IPv4 address, or one IPv6
+    /// prefix (a /64 unless [`ipv6_peer_prefix`](ServerBuilder::ipv6_peer_prefix) says
+    /// otherwise). Beyond, a new connection from that peer is accepted and closed at once
+    /// (counted in [`ListenerStats::refused`](crate::ListenerStats::refused)).
+    ///
+    /// Threat: one host opening connections until `max_connections` is reached or the
+    /// process runs out of descriptors, locking everyone else out. Off by default.
+    pub fn max_connections_per_peer(mut self, max: usize) -> ServerBuilder {
+        self.limits.max_per_peer = Some(max);
+        self
+    }
+
+    /// How many leading bits of an IPv6 peer address name one peer for
+    /// [`max_connections_per_peer`](ServerBuilder::max_connections_per_peer) (default 64:
+    /// a host or a site usually gets a whole /64, so counting single addresses would let it
+    /// take 2^64 shares).
+    pub fn ipv6_peer_prefix(mut self, bits: u8) -> ServerBuilder {
+        self.limits.ipv6_peer_prefix = bits.min(128);
+        self
+    }
+
+    /// Closes a connection whose peer sent nothing within `timeout` of connecting
+    /// ([`CloseReason::FirstByteTimeout`](crate::CloseReason::FirstByteTimeout)).
+    ///
+    /// Threat: peers that connect and stay silent, holding a slot each (slowloris). For
+    /// peers that trickle a byte now and then, use [`idle_timeout`](ServerBuilder::idle_timeout)
+    /// too. Off by default; protocols where the server speaks first should leave it off.
+    pub fn first_byte_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.limits.first_byte_timeout = Some(timeout);
+        self
+    }
+
+    /// A cap on output queued over every connection together. When a
+    /// [`send`](crate::Context::send) would pass it, the connections holding the most queued
+    /// output are closed ([`CloseReason::Overloaded`](crate::CloseReason::Overloaded)), largest
+    /// first, until the new bytes fit; a single send larger than the cap fails with
+    /// [`SendError::QueueFull`](crate::SendError::QueueFull).
+    ///
+    /// Threat: many peers that stop reading, each within its own per-connection limit,
+    /// together exhausting memory. The policy sheds the peers costing the most and never
+    /// stops the whole server. Off by default.
+    pub fn max_total_queued(mut self, bytes: usize) -> ServerBuilder {
+        self.limits.max_total_queued = Some(bytes);
+        self
+    }
+
     /// Closes a connection when nothing was read from or written to it for `timeout`.
     pub fn idle_timeout(mut self, timeout: Duration) -> ServerBuilder {
         self.limits.idle_timeout = Some(timeout);
@@ -194,6 +240,8 @@ impl ServerBuilder {
             ))
         } else if l.events == 0 {
             Some("the events capacity must be at least 1".to_owned())
+        } else if l.max_per_peer == Some(0) {
+            Some("the per-peer connection limit must be at least 1".to_owned())
         } else {
             None
         };

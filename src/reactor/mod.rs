@@ -26,9 +26,9 @@ mod timers;
 pub(crate) mod token;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::event::Source;
@@ -79,6 +79,9 @@ pub struct ListenerStats {
     pub bytes_in: u64,
     /// Bytes written to its connections.
     pub bytes_out: u64,
+    /// Connections accepted and closed at once because their peer already had its share
+    /// ([`ServerBuilder::max_connections_per_peer`]).
+    pub refused: u64,
 }
 
 /// The server's counters: per listener, and their sums.
@@ -86,6 +89,8 @@ pub struct ListenerStats {
 pub struct Stats {
     /// The sums over every listener.
     pub total: ListenerStats,
+    /// Bytes queued for writing, over every connection, now.
+    pub queued: usize,
     /// One entry per listener, in [`Server::listeners`] order.
     pub listeners: Vec<ListenerStats>,
 }
@@ -94,7 +99,11 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_per_peer: Option<usize>,
+    pub(crate) ipv6_peer_prefix: u8,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) first_byte_timeout: Option<Duration>,
+    pub(crate) max_total_queued: Option<usize>,
     pub(crate) read_buffer: usize,
     pub(crate) read_budget: usize,
     pub(crate) high_water: usize,
@@ -109,7 +118,11 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: None,
+            max_per_peer: None,
+            ipv6_peer_prefix: 64,
             idle_timeout: None,
+            first_byte_timeout: None,
+            max_total_queued: None,
             read_buffer: 64 * 1024,
             read_budget: 256 * 1024,
             high_water: 256 * 1024,
@@ -162,6 +175,10 @@ pub(crate) struct Core {
     accept_wanted: bool,
     /// The deadline of a graceful stop in progress.
     stopping: Option<Instant>,
+    /// Open connections per peer (an IPv4 address, or an IPv6 prefix), when limited.
+    per_peer: HashMap<IpAddr, usize>,
+    /// Bytes queued over every connection.
+    total_queued: usize,
     pub(crate) now: Instant,
 }
 
@@ -317,6 +334,8 @@ impl<H: Handler> Server<H> {
                 accept_full: false,
                 accept_wanted: false,
                 stopping: None,
+                per_peer: HashMap::new(),
+                total_queued: 0,
                 now: Instant::now(),
             },
             handler,
@@ -495,6 +514,7 @@ impl<H: Handler> Server<H> {
                 }
                 Ok(n) => {
                     conn.last_active = self.core.now;
+                    conn.first_byte = true;
                     let listener = conn.listener as usize;
                     self.core.listeners[listener].stats.bytes_in += n as u64;
                     let drained = short_read_drains && n < self.buf.len();
@@ -579,22 +599,38 @@ impl<H: Handler> Server<H> {
                 log::debug!("TCP_NODELAY for {peer}: {e}");
             }
         }
+        let peer = normalize(peer);
+        if let Some(max) = core.limits.max_per_peer {
+            let count = core
+                .per_peer
+                .entry(peer_key(peer.ip(), core.limits.ipv6_peer_prefix))
+                .or_insert(0);
+            if *count >= max {
+                // Debug, not warn: a hostile peer must not be able to flood the log either.
+                log::debug!(
+                    "{} refused: it already has {max} connections",
+                    crate::display_addr(peer)
+                );
+                core.listeners[index].stats.refused += 1;
+                return;
+            }
+            *count += 1;
+        }
         let entry = core.conns.vacant_entry();
         let key = entry.key();
-        if key > token::MAX_VALUE {
-            log::warn!("connection from {peer} refused: no token left for it");
-            return;
-        }
-        if let Err(e) = core
-            .registry
-            .register(&mut stream, token::conn(key), Interest::READABLE)
-        {
-            log::warn!("connection from {peer} dropped: cannot register it: {e}");
+        let registered = if key > token::MAX_VALUE {
+            Err(io::Error::other("no token left for it"))
+        } else {
+            core.registry
+                .register(&mut stream, token::conn(key), Interest::READABLE)
+        };
+        if let Err(e) = registered {
+            log::warn!("connection from {peer} dropped: {e}");
+            core.forget_peer(peer.ip());
             return;
         }
         let generation = core.next_generation;
         core.next_generation = generation.wrapping_add(1);
-        let peer = normalize(peer);
         entry.insert(Conn {
             stream,
             generation,
@@ -602,6 +638,8 @@ impl<H: Handler> Server<H> {
             peer,
             out: OutQueue::default(),
             last_active: core.now,
+            opened: core.now,
+            first_byte: false,
             writable: false,
             paused: false,
             backpressure: false,
@@ -614,7 +652,11 @@ impl<H: Handler> Server<H> {
         let stats = &mut core.listeners[index].stats;
         stats.accepted += 1;
         stats.open += 1;
-        if let Some(timeout) = core.limits.idle_timeout {
+        let first_deadline = [core.limits.idle_timeout, core.limits.first_byte_timeout]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(timeout) = first_deadline {
             core.idle
                 .push(Reverse((core.now + timeout, key, generation)));
         }
@@ -668,9 +710,10 @@ impl<H: Handler> Server<H> {
     }
 
     fn check_idle(&mut self) {
-        let Some(timeout) = self.core.limits.idle_timeout else {
+        let limits = self.core.limits;
+        if limits.idle_timeout.is_none() && limits.first_byte_timeout.is_none() {
             return;
-        };
+        }
         let now = self.core.now;
         while let Some(&Reverse((deadline, key, generation))) = self.core.idle.peek() {
             if deadline > now {
@@ -681,11 +724,24 @@ impl<H: Handler> Server<H> {
             let Some(conn) = self.core.get(id) else {
                 continue;
             };
-            let due = conn.last_active + timeout;
-            if due <= now {
-                log::debug!("{id}: idle for {timeout:?}");
+            let first_byte_due = limits
+                .first_byte_timeout
+                .filter(|_| !conn.first_byte)
+                .map(|t| conn.opened + t);
+            let idle_due = limits.idle_timeout.map(|t| conn.last_active + t);
+            if first_byte_due.is_some_and(|due| due <= now) {
+                log::debug!(
+                    "{id}: nothing received within {:?}",
+                    limits.first_byte_timeout.unwrap_or_default()
+                );
+                self.core.request_close(id, CloseReason::FirstByteTimeout);
+            } else if idle_due.is_some_and(|due| due <= now) {
+                log::debug!(
+                    "{id}: idle for {:?}",
+                    limits.idle_timeout.unwrap_or_default()
+                );
                 self.core.request_close(id, CloseReason::IdleTimeout);
-            } else {
+            } else if let Some(due) = [first_byte_due, idle_due].into_iter().flatten().min() {
                 self.core.idle.push(Reverse((due, key, generation)));
             }
         }
@@ -718,6 +774,19 @@ impl<H: Handler> Server<H> {
             self.core.request_close(id, CloseReason::Shutdown);
         }
         self.settle();
+    }
+}
+
+/// The group a peer address is counted in for the per-peer limit: an IPv4 address, or the
+/// IPv6 prefix of `prefix` bits (a /64 is what one host or site usually gets).
+pub(crate) fn peer_key(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(a) => {
+            let bits = u32::from(prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & mask).into())
+        }
     }
 }
 
@@ -757,8 +826,13 @@ impl Core {
             total.open += l.open;
             total.bytes_in += l.bytes_in;
             total.bytes_out += l.bytes_out;
+            total.refused += l.refused;
         }
-        Stats { total, listeners }
+        Stats {
+            total,
+            listeners,
+            queued: self.total_queued,
+        }
     }
 
     pub(crate) fn register_app<S: Source + ?Sized>(
@@ -873,8 +947,23 @@ impl Core {
                 return Ok(());
             }
         }
+        if let Some(cap) = limits.max_total_queued {
+            if rest.len() > cap {
+                return Err(SendError::QueueFull {
+                    queued: self.total_queued,
+                    limit: cap,
+                });
+            }
+            if self.total_queued + rest.len() > cap {
+                self.shed(cap.saturating_sub(rest.len()));
+                if self.get(id).map_or(true, |c| c.closing != Closing::No) {
+                    return Err(SendError::Closed);
+                }
+            }
+        }
         let conn = conn_mut(&mut self.conns, id).expect("checked above");
         conn.out.push(rest);
+        self.total_queued += rest.len();
         if conn.out.len() > limits.high_water && !conn.backpressure {
             log::debug!("{id}: {} bytes queued: reading paused", conn.out.len());
             conn.backpressure = true;
@@ -908,6 +997,7 @@ impl Core {
                 }
             }
         }
+        self.total_queued -= written;
         if written > 0 {
             conn.last_active = self.now;
             let listener = conn.listener as usize;
@@ -989,6 +1079,8 @@ impl Core {
             let _ = self.registry.deregister(&mut conn.stream);
         }
         let dropped = conn.out.clear();
+        self.total_queued -= dropped;
+        self.forget_peer(conn.peer.ip());
         if dropped > 0 {
             log::debug!("{id}: closing with {dropped} queued bytes undelivered");
         }
@@ -999,6 +1091,52 @@ impl Core {
             self.accept_wanted = true;
         }
         true
+    }
+
+    /// One connection of `ip`'s peer group closed (or never opened).
+    fn forget_peer(&mut self, ip: IpAddr) {
+        if self.limits.max_per_peer.is_none() {
+            return;
+        }
+        let key = peer_key(ip, self.limits.ipv6_peer_prefix);
+        if let Some(count) = self.per_peer.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_peer.remove(&key);
+            }
+        }
+    }
+
+    /// The total queued output is about to pass its cap: close the connections holding the
+    /// most until at most `target` bytes stay queued. A scan of every connection, but only
+    /// when the cap is reached.
+    fn shed(&mut self, target: usize) {
+        let mut holders: Vec<(usize, ConnId)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.out.is_empty() && c.closing != Closing::Now)
+            .map(|(k, c)| (c.out.len(), c.id(k)))
+            .collect();
+        holders.sort_unstable_by_key(|h| Reverse(h.0));
+        let mut remaining = self.total_queued;
+        let mut closed = Vec::new();
+        for (queued, id) in holders {
+            if remaining <= target {
+                break;
+            }
+            remaining -= queued;
+            closed.push((id, queued));
+            self.request_close(id, CloseReason::Overloaded);
+        }
+        log::warn!(
+            "queued output passed its limit: closing {} connections holding the most ({})",
+            closed.len(),
+            closed
+                .iter()
+                .map(|(id, q)| format!("{id}: {q} bytes"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
 
     /// Accepting failed for lack of descriptors or memory (or an unknown error): stop for a
@@ -1033,5 +1171,30 @@ impl Core {
         for id in ids {
             self.close_after_flush(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_peers_are_counted_per_prefix_and_ipv4_per_address() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            peer_key(ip("2001:db8:1:2:aaaa::1"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            peer_key(ip("2001:db8:1:2:bbbb::9"), 64),
+            peer_key(ip("2001:db8:1:2::7"), 64)
+        );
+        assert_ne!(
+            peer_key(ip("2001:db8:1:3::1"), 64),
+            peer_key(ip("2001:db8:1:2::1"), 64)
+        );
+        assert_eq!(peer_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+        assert_eq!(peer_key(ip("2001:db8::1"), 0), ip("::"));
+        assert_eq!(peer_key(ip("192.0.2.7"), 64), ip("192.0.2.7"));
     }
 }

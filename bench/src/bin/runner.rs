@@ -326,13 +326,13 @@ fn syscalls(bins: &Bins, name: &str) -> Option<(f64, String)> {
     let _ = strace.wait();
     let text = std::fs::read_to_string(&log).ok()?;
     let total = text.lines().find(|l| l.trim_end().ends_with("total"))?;
-    let calls: f64 = total.split_whitespace().nth(2)?.parse().ok()?;
+    let calls: f64 = total.split_whitespace().nth(3)?.parse().ok()?;
     let mut top: Vec<(f64, String)> = text
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let name = *f.last()?;
-            let calls: f64 = f.get(3).or(f.get(2))?.parse().ok()?;
+            let calls: f64 = f.get(3)?.parse().ok()?;
             (name != "total" && !name.starts_with('-')).then(|| (calls, name.to_owned()))
         })
         .collect();

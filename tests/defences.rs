@@ -1,0 +1,230 @@
+//! Defences against hostile peers: a per-peer connection limit, a first-byte timeout, and a
+//! cap on total queued output. Each test fails without its defence.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dualstack::{CloseReason, ConnId, ConnInfo, Context, Handler, Server};
+use util::{Recorder, Running};
+
+/// A client bound to a chosen loopback source address before connecting.
+fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.connect_timeout(&addr.into(), util::TIMEOUT).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    stream
+}
+
+/// Whether the server closed `stream` (end of stream or reset) rather than serving it.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let _ = stream.write_all(b"?");
+    let mut buf = [0; 1];
+    matches!(stream.read(&mut buf), Ok(0) | Err(_))
+}
+
+#[test]
+fn one_peer_cannot_take_every_slot() {
+    let server = Running::start(
+        Server::builder()
+            .listen("127.0.0.1:0")
+            .max_connections_per_peer(3),
+        Recorder::default(),
+    );
+    let addr = server.addr(0);
+    let mut greedy: Vec<TcpStream> = (0..5).map(|_| connect_from("127.0.0.1", addr)).collect();
+    let mut served = 0;
+    let mut refused = 0;
+    for c in &mut greedy {
+        if closed_by_server(c) {
+            refused += 1;
+        } else {
+            served += 1;
+        }
+    }
+    assert_eq!(
+        (served, refused),
+        (3, 2),
+        "127.0.0.1 got more than its share"
+    );
+    // Another host is not affected...
+    let mut other = connect_from("127.0.0.2", addr);
+    assert_eq!(util::round_trip(&mut other, b"hi"), b"hi");
+    // ...and the greedy host gets a slot back when one of its connections closes.
+    greedy.clear();
+    let deadline = Instant::now() + util::TIMEOUT;
+    loop {
+        let mut again = connect_from("127.0.0.1", addr);
+        if !closed_by_server(&mut again) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slots of closed connections were not given back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = server.stop().stats();
+    assert!(stats.total.refused >= 2, "{stats:?}");
+}
+
+#[test]
+fn silent_peers_are_closed_after_the_first_byte_timeout() {
+    let recorder = Recorder::default();
+    let server = Running::start(
+        Server::builder()
+            .listen("127.0.0.1:0")
+            .first_byte_timeout(Duration::from_millis(200)),
+        recorder.clone(),
+    );
+    let started = Instant::now();
+    let mut silent = util::connect(server.addr(0));
+    let mut talker = util::connect(server.addr(0));
+    assert_eq!(util::round_trip(&mut talker, b"hello"), b"hello");
+    let mut buf = [0; 1];
+    assert_eq!(
+        silent.read(&mut buf).unwrap_or(0),
+        0,
+        "the silent peer was never closed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed, but late: {:?}",
+        started.elapsed()
+    );
+    recorder.wait_for("the close", |s| {
+        s.iter().any(|e| matches!(e, util::Seen::Close(..)))
+    });
+    assert_eq!(recorder.closes(), ["first-byte timeout"]);
+    // Having sent a byte, the talker is not subject to it any more.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(util::round_trip(&mut talker, b"still"), b"still");
+}
+
+#[test]
+fn a_byte_now_and_then_does_not_beat_the_idle_timeout() {
+    let recorder = Recorder::default();
+    let server = Running::start(
+        Server::builder()
+            .listen("127.0.0.1:0")
+            .first_byte_timeout(Duration::from_millis(200))
+            .idle_timeout(Duration::from_millis(300)),
+        recorder.clone(),
+    );
+    let mut trickle = util::connect(server.addr(0));
+    trickle.write_all(b"G").unwrap(); // beats the first-byte timeout...
+    std::thread::sleep(Duration::from_millis(600)); // ...but not the idle one
+    let mut buf = [0; 8];
+    let _ = trickle.read(&mut buf); // the echo of "G"
+    assert_eq!(
+        trickle.read(&mut buf).unwrap_or(0),
+        0,
+        "the trickling peer was not closed"
+    );
+    recorder.wait_for("the close", |s| {
+        s.iter().any(|e| matches!(e, util::Seen::Close(..)))
+    });
+    assert_eq!(recorder.closes(), ["idle timeout"]);
+}
+
+/// Queues `each` bytes for every client as it connects; records close reasons and the total
+/// queued output it saw after each send.
+struct Hoarder {
+    each: usize,
+    closes: Arc<Mutex<Vec<(ConnId, String)>>>,
+    peak_total: Arc<Mutex<usize>>,
+    opened: Arc<Mutex<Vec<ConnId>>>,
+}
+
+impl Handler for Hoarder {
+    fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+        self.opened.lock().unwrap().push(conn);
+        let chunk = vec![7u8; 64 * 1024];
+        let mut left = self.each;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if ctx.send(conn, &chunk[..n]).is_err() {
+                break;
+            }
+            left -= n;
+            let mut peak = self.peak_total.lock().unwrap();
+            *peak = (*peak).max(ctx.stats().queued);
+        }
+    }
+    fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+        let _ = ctx.send(conn, data);
+    }
+    fn on_close(&mut self, _: &mut Context<'_>, conn: ConnId, reason: &CloseReason) {
+        self.closes.lock().unwrap().push((conn, reason.to_string()));
+    }
+}
+
+#[test]
+fn total_queued_output_stays_under_its_cap_by_closing_the_biggest_holders() {
+    // The kernel takes up to a few MiB per socket itself (send buffer autotuning), so each
+    // hoarder gets 6 MiB: several are queued in the server, and two pass the cap together.
+    const CAP: usize = 3 * 1024 * 1024;
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let peak = Arc::new(Mutex::new(0));
+    let opened = Arc::new(Mutex::new(Vec::new()));
+    let server = Running::start(
+        Server::builder()
+            .listen("127.0.0.1:0")
+            .max_queued(16 * 1024 * 1024)
+            .water_marks(0, 16 * 1024 * 1024)
+            .max_total_queued(CAP),
+        Hoarder {
+            each: 6 * 1024 * 1024,
+            closes: closes.clone(),
+            peak_total: peak.clone(),
+            opened: opened.clone(),
+        },
+    );
+    let addr = server.addr(0);
+    // Three peers that never read: each is within its own limit, together they are not.
+    let mut sleepers = Vec::new();
+    for i in 0..3 {
+        sleepers.push(util::connect_small_window(addr));
+        let deadline = Instant::now() + util::TIMEOUT;
+        while opened.lock().unwrap().len() < i + 1 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    assert!(
+        *peak.lock().unwrap() <= CAP,
+        "total queued reached {} bytes",
+        peak.lock().unwrap()
+    );
+    let closed: Vec<(ConnId, String)> = closes.lock().unwrap().clone();
+    assert!(
+        !closed.is_empty(),
+        "nothing was shed: the test did not reach the cap"
+    );
+    assert!(
+        closed
+            .iter()
+            .all(|(_, r)| r == "closed to bound total queued output"),
+        "{closed:?}"
+    );
+    // The first sleepers held the most when the cap was reached: they are the ones shed.
+    let first = opened.lock().unwrap()[0];
+    assert!(
+        closed.iter().any(|(id, _)| *id == first),
+        "shed {closed:?}, not the biggest holder {first}"
+    );
+    // A well-behaved client is served throughout.
+    let mut reader = util::connect(addr);
+    let mut greeting = vec![0; 6 * 1024 * 1024];
+    reader
+        .read_exact(&mut greeting)
+        .expect("its own output, in full");
+    assert_eq!(util::round_trip(&mut reader, b"ok"), b"ok");
+}
