@@ -14,7 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The path of an example binary, built if `cargo test` has not built it yet.
+/// The path of an example binary, freshly built.
 fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe
@@ -22,13 +22,16 @@ fn binary(name: &str) -> PathBuf {
         .and_then(|deps| deps.parent())
         .expect("target/PROFILE/deps/TEST");
     let path = profile_dir.join("examples").join(name);
-    if !path.exists() {
+    // Always ask cargo (a no-op when fresh): `cargo test --test examples` alone does not
+    // rebuild the examples, and a stale binary would test old code.
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", name])
+            .args(["build", "--quiet", "--examples"])
             .status()
             .expect("run cargo build");
-        assert!(status.success(), "cargo build --example {name} failed");
-    }
+        assert!(status.success(), "cargo build --examples failed");
+    });
     path
 }
 

@@ -18,6 +18,9 @@ pub struct Options {
     pub separate_stacks: bool,
     pub max_connections: Option<usize>,
     pub idle_timeout: Option<Duration>,
+    pub first_byte_timeout: Option<Duration>,
+    pub max_per_peer: Option<usize>,
+    pub max_total_queued: Option<usize>,
     /// Options particular to one example, as `(name, value)`.
     pub extra: Vec<(String, String)>,
 }
@@ -41,6 +44,10 @@ OPTIONS:
                             dual-stack socket
   --max-connections N       serve at most N connections at once; others wait
   --idle-timeout SECONDS    close connections idle for that long
+  --first-byte-timeout SECONDS
+                            close connections that send nothing for that long at first
+  --max-per-peer N          at most N connections per IPv4 address or IPv6 /64
+  --max-total-queued BYTES  close the biggest queue holders past this much queued output
   -h, --help                this text
 
 Each listening socket is printed on stdout as `listening on ADDR (MODE)`, MODE being
@@ -59,6 +66,9 @@ impl Options {
             separate_stacks: false,
             max_connections: None,
             idle_timeout: None,
+            first_byte_timeout: None,
+            max_per_peer: None,
+            max_total_queued: None,
             extra: Vec::new(),
         };
         let mut args = std::env::args().skip(1);
@@ -100,7 +110,7 @@ impl Options {
                             )
                         }));
                 }
-                "--idle-timeout" => {
+                "--idle-timeout" | "--first-byte-timeout" => {
                     let v = value("a number of seconds");
                     let secs: f64 = v
                         .parse()
@@ -109,12 +119,29 @@ impl Options {
                         .unwrap_or_else(|| {
                             fail(
                                 name,
-                                &format!(
-                                    "--idle-timeout {v:?}: expected a number of seconds above 0"
-                                ),
+                                &format!("{arg} {v:?}: expected a number of seconds above 0"),
                             )
                         });
-                    opts.idle_timeout = Some(Duration::from_secs_f64(secs));
+                    let timeout = Some(Duration::from_secs_f64(secs));
+                    if arg == "--idle-timeout" {
+                        opts.idle_timeout = timeout;
+                    } else {
+                        opts.first_byte_timeout = timeout;
+                    }
+                }
+                "--max-per-peer" | "--max-total-queued" => {
+                    let v = value("a number");
+                    let n: usize = v.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| {
+                        fail(
+                            name,
+                            &format!("{arg} {v:?}: expected a whole number above 0"),
+                        )
+                    });
+                    if arg == "--max-per-peer" {
+                        opts.max_per_peer = Some(n);
+                    } else {
+                        opts.max_total_queued = Some(n);
+                    }
                 }
                 flag if extra.iter().any(|(e, _)| *e == flag) => {
                     let v = value("a value");
@@ -156,6 +183,15 @@ impl Options {
         }
         if let Some(timeout) = self.idle_timeout {
             builder = builder.idle_timeout(timeout);
+        }
+        if let Some(timeout) = self.first_byte_timeout {
+            builder = builder.first_byte_timeout(timeout);
+        }
+        if let Some(max) = self.max_per_peer {
+            builder = builder.max_connections_per_peer(max);
+        }
+        if let Some(bytes) = self.max_total_queued {
+            builder = builder.max_total_queued(bytes);
         }
         for spec in &self.specs {
             builder = builder.listen(spec.as_str());

@@ -426,7 +426,12 @@ fn main() {
         syscalls: &syscall_rows,
         minutes: started.elapsed().as_secs_f64() / 60.0,
     };
-    std::fs::write(&o.out, report.markdown())
+    // A hand-written "## Notes" section (what the numbers mean, what changed) survives reruns.
+    let notes = std::fs::read_to_string(&o.out)
+        .ok()
+        .and_then(|old| old.find("\n## Notes").map(|i| old[i..].to_owned()))
+        .unwrap_or_default();
+    std::fs::write(&o.out, report.markdown() + &notes)
         .unwrap_or_else(|e| fail(&format!("write {}: {e}", o.out.display())));
     std::fs::write(&o.svg, report.svg())
         .unwrap_or_else(|e| fail(&format!("write {}: {e}", o.svg.display())));
