@@ -432,12 +432,7 @@ impl Listener {
     /// An address a client on this machine can connect to: the loopback address of the
     /// socket's family for a wildcard socket, the socket's own address otherwise.
     pub fn connect_addr(&self) -> SocketAddr {
-        let port = self.local_addr.port();
-        match self.local_addr {
-            SocketAddr::V4(a) if a.ip().is_unspecified() => (Ipv4Addr::LOCALHOST, port).into(),
-            SocketAddr::V6(a) if a.ip().is_unspecified() => (Ipv6Addr::LOCALHOST, port).into(),
-            other => other,
-        }
+        connect_addr_for(self.local_addr)
     }
 
     /// The mio listener, to register with a `Poll` and accept from.
@@ -483,6 +478,17 @@ impl fmt::Display for Listener {
     /// `ADDR (MODE)`, as in `[::]:7000 (dual-stack)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", display_addr(self.local_addr), self.mode)
+    }
+}
+
+/// Where a client on this machine connects to reach a socket bound to `local`: the loopback
+/// address of its family for a wildcard, `local` itself otherwise.
+pub(crate) fn connect_addr_for(local: SocketAddr) -> SocketAddr {
+    let port = local.port();
+    match local {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => (Ipv4Addr::LOCALHOST, port).into(),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => (Ipv6Addr::LOCALHOST, port).into(),
+        other => other,
     }
 }
 

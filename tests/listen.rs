@@ -4,22 +4,14 @@
 
 mod util;
 
+use util::Fixed;
+
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 
 use dualstack::{
-    bind, normalize, Error, FamilyPolicy, Host, HostName, ListenConfig, Resolve, SkipReason,
-    SocketMode, WildcardStack,
+    bind, normalize, Error, FamilyPolicy, Host, ListenConfig, SkipReason, SocketMode, WildcardStack,
 };
-
-/// A resolver with a fixed answer, so tests never depend on DNS or /etc/hosts.
-struct Fixed(&'static [&'static str]);
-
-impl Resolve for Fixed {
-    fn resolve(&self, _name: &HostName) -> io::Result<Vec<IpAddr>> {
-        Ok(self.0.iter().map(|s| s.parse().unwrap()).collect())
-    }
-}
 
 fn shown(bound: &dualstack::Bound) -> Vec<String> {
     bound

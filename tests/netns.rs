@@ -9,16 +9,17 @@
 
 mod util;
 
+use util::Fixed;
+
 use std::fs::File;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 
 use dualstack::{
-    display_addr, normalize, Bound, Error, HostCaps, HostName, ListenConfig, PlanErrorKind,
-    Resolve, SocketMode, Zone,
+    display_addr, normalize, Bound, Error, HostCaps, ListenConfig, PlanErrorKind, SocketMode, Zone,
 };
 
 /// A network namespace made for one test, deleted when dropped.
@@ -385,15 +386,6 @@ fn table_on_a_host_with_bindv6only() {
 #[ignore = "builds network namespaces: needs root and iproute2; run with --ignored"]
 fn table_on_a_host_without_an_ipv4_loopback_address() {
     check_column(&columns()[3]);
-}
-
-/// A resolver with a fixed answer.
-struct Fixed(&'static [&'static str]);
-
-impl Resolve for Fixed {
-    fn resolve(&self, _name: &HostName) -> io::Result<Vec<IpAddr>> {
-        Ok(self.0.iter().map(|s| s.parse().unwrap()).collect())
-    }
 }
 
 fn pair() -> ListenConfig {

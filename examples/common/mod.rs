@@ -147,11 +147,7 @@ impl Options {
                     let v = value("a value");
                     opts.extra.push((flag.to_owned(), v));
                 }
-                flag if flag.starts_with("--")
-                    || (flag.starts_with('-')
-                        && flag.len() > 1
-                        && !flag[1..].starts_with(|c: char| c.is_ascii_digit())) =>
-                {
+                flag if flag.starts_with('-') => {
                     fail(name, &format!("unknown option {flag:?}; see --help"))
                 }
                 spec => opts.specs.push(spec.to_owned()),

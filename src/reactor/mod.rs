@@ -68,6 +68,15 @@ pub struct ListenerInfo {
     pub spec: ListenSpec,
 }
 
+impl ListenerInfo {
+    /// An address a client on this machine can connect to: the loopback address of the
+    /// socket's family for a wildcard socket, the socket's own address otherwise (as
+    /// [`Listener::connect_addr`](crate::Listener::connect_addr)).
+    pub fn connect_addr(&self) -> SocketAddr {
+        crate::listen::connect_addr_for(self.local_addr)
+    }
+}
+
 /// Counters of one listener and the connections it accepted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListenerStats {
@@ -1196,5 +1205,74 @@ mod tests {
         assert_eq!(peer_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
         assert_eq!(peer_key(ip("2001:db8::1"), 0), ip("::"));
         assert_eq!(peer_key(ip("192.0.2.7"), 64), ip("192.0.2.7"));
+    }
+
+    /// Queues 4 MiB for the first connection; sends nothing to the others.
+    struct FirstGetsABurst(bool);
+
+    impl Handler for FirstGetsABurst {
+        fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+            if !std::mem::replace(&mut self.0, true) {
+                ctx.send(conn, &vec![1u8; 4 << 20]).unwrap();
+            }
+        }
+        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+    }
+
+    #[test]
+    fn writable_interest_is_registered_only_while_output_is_queued() {
+        let mut server = ServerBuilder::new()
+            .listen("127.0.0.1:0")
+            .max_queued(8 << 20)
+            .water_marks(0, 8 << 20)
+            .bind(FirstGetsABurst(false))
+            .unwrap();
+        let addr = server.listeners()[0].local_addr;
+        // A small receive window, so the kernel cannot take the burst and the server queues.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        let mut burst: std::net::TcpStream = socket.into();
+        let _quiet = std::net::TcpStream::connect(addr).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let step = |server: &mut Server<FirstGetsABurst>| {
+            assert!(Instant::now() < deadline, "timed out");
+            server.run_once(Some(Duration::from_millis(10))).unwrap();
+        };
+        while server.core.conns.len() < 2 {
+            step(&mut server);
+        }
+        let state = |server: &Server<FirstGetsABurst>| -> Vec<(bool, usize)> {
+            server
+                .core
+                .conns
+                .iter()
+                .map(|(_, c)| (c.writable, c.out.len()))
+                .collect()
+        };
+        let states = state(&server);
+        assert!(
+            states.iter().any(|&(w, q)| w && q > 0),
+            "output queued without WRITABLE: {states:?}"
+        );
+        assert!(
+            states.iter().any(|&(w, q)| !w && q == 0),
+            "WRITABLE without output: {states:?}"
+        );
+
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; 4 << 20];
+            std::io::Read::read_exact(&mut burst, &mut got).unwrap();
+        });
+        while server.core.conns.iter().any(|(_, c)| !c.out.is_empty()) {
+            step(&mut server);
+        }
+        reader.join().unwrap();
+        let states = state(&server);
+        assert!(
+            states.iter().all(|&(w, q)| !w && q == 0),
+            "WRITABLE kept after draining: {states:?}"
+        );
     }
 }

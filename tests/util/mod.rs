@@ -87,17 +87,7 @@ impl<H: dualstack::Handler + Send + 'static> Running<H> {
 
     /// The address a client connects to for listener `i`.
     pub fn addr(&self, i: usize) -> SocketAddr {
-        let a = self.listeners[i].local_addr;
-        if a.ip().is_unspecified() {
-            let ip: std::net::IpAddr = if a.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            };
-            SocketAddr::new(ip, a.port())
-        } else {
-            a
-        }
+        self.listeners[i].connect_addr()
     }
 
     /// Stops the server and returns it once `run` has returned (within [`TIMEOUT`] plus the
@@ -234,4 +224,13 @@ pub fn connect_small_window(addr: SocketAddr) -> TcpStream {
         .set_read_timeout(Some(TIMEOUT))
         .expect("set read timeout");
     stream
+}
+
+/// A resolver with a fixed answer, so tests never depend on DNS or /etc/hosts.
+pub struct Fixed(pub &'static [&'static str]);
+
+impl dualstack::Resolve for Fixed {
+    fn resolve(&self, _name: &dualstack::HostName) -> io::Result<Vec<std::net::IpAddr>> {
+        Ok(self.0.iter().map(|s| s.parse().unwrap()).collect())
+    }
 }
