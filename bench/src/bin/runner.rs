@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p dualstack-bench --bin runner -- [--runs N] [--seconds S]
 //!     [--out BENCHMARKS.md] [--svg bench/ratios.svg] [--no-syscalls] [--quick]
+//!     [--only SCENARIO[,SCENARIO]]
 //! ```
 //!
 //! Builds the servers and the load generator (release), then for each run, scenario and
@@ -10,7 +11,8 @@
 //! the server's CPU time (from /proc, exactly over the measured window the load generator
 //! announces) and its RSS, and kills the server by the PID it started. Ratios to the
 //! hand-written mio server are taken within each run, then the median over runs is reported.
-//! `--quick` runs one short scenario and writes nothing: the CI smoke test.
+//! `--quick` runs one short scenario and writes nothing: the CI smoke test. `--only` runs the
+//! named scenarios (for profiling one of them; point `--out` elsewhere to keep the full report).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -71,16 +73,18 @@ struct Opts {
     svg: PathBuf,
     syscalls: bool,
     quick: bool,
+    only: Vec<String>,
 }
 
 fn opts() -> Opts {
     let mut o = Opts {
-        runs: 3,
+        runs: 5,
         seconds: 3.0,
         out: "BENCHMARKS.md".into(),
         svg: "bench/ratios.svg".into(),
         syscalls: true,
         quick: false,
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -99,6 +103,7 @@ fn opts() -> Opts {
             "--svg" => o.svg = value().into(),
             "--no-syscalls" => o.syscalls = false,
             "--quick" => o.quick = true,
+            "--only" => o.only = value().split(',').map(str::to_owned).collect(),
             other => fail(&format!("unknown option {other}")),
         }
     }
@@ -220,6 +225,7 @@ fn measure(
     scenario: &Scenario,
     seconds: f64,
     extra: &[&str],
+    count_syscalls: bool,
 ) -> Sample {
     let host = if family == "v4" { "127.0.0.1" } else { "[::1]" };
     let addr = format!("{host}:{}", server.port);
@@ -238,6 +244,12 @@ fn measure(
             }
         })
     };
+    let mut counter = if count_syscalls {
+        SyscallCounter::start(pid)
+    } else {
+        None
+    };
+    let mut enabled = false;
     let secs = seconds.to_string();
     let mut child = Command::new("taskset")
         .args(["-c", "1"])
@@ -251,12 +263,17 @@ fn measure(
         .unwrap_or_else(|e| fail(&format!("start loadgen: {e}")));
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let (mut cpu_start, mut cpu_end, mut held_rss) = (None, None, None);
+    let mut counts = None;
     let mut messages = Vec::new();
     for line in stderr.lines().map_while(Result::ok) {
         if line == "measuring" {
             cpu_start = cpu_time(pid);
+            if let Some(c) = counter.as_mut() {
+                enabled = c.command("enable");
+            }
         } else if line == "done" {
             cpu_end = cpu_time(pid);
+            counts = counter.take().map(|c| c.finish(enabled));
         } else if line.starts_with("holding") {
             std::thread::sleep(Duration::from_millis(500));
             held_rss = rss(pid);
@@ -288,6 +305,12 @@ fn measure(
                 .insert("cpu_ns_per_op".into(), (b - a).as_nanos() as f64 / work);
         }
     }
+    if let Some(counts) = counts {
+        let rts = sample.get("round_trips");
+        for (event, n) in counts {
+            sample.numbers.insert(format!("sys:{event}"), n / rts);
+        }
+    }
     if let Some(held) = held_rss {
         let n = sample.get("connections");
         sample.numbers.insert(
@@ -298,53 +321,148 @@ fn measure(
     sample
 }
 
-/// System calls per round trip in `many`, counted by strace over a fixed number of round trips.
-fn syscalls(bins: &Bins, name: &str) -> Option<(f64, String)> {
-    let server = Server::start(bins, name);
-    let log = std::env::temp_dir().join(format!("dualstack-strace-{name}.txt"));
-    let mut strace = Command::new("strace")
-        .args(["-c", "-f", "-o"])
-        .arg(&log)
-        .args(["-p", &server.pid().to_string()])
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    std::thread::sleep(Duration::from_millis(500));
-    let count = 100_000;
-    let scenario = &SCENARIOS[1];
-    let sample = measure(
-        bins,
-        &server,
-        "v4",
-        scenario,
-        60.0,
-        &["--count", &count.to_string()],
-    );
-    let _ = Command::new("kill")
-        .args(["-INT", &strace.id().to_string()])
-        .status();
-    let _ = strace.wait();
-    let text = std::fs::read_to_string(&log).ok()?;
-    let total = text.lines().find(|l| l.trim_end().ends_with("total"))?;
-    let calls: f64 = total.split_whitespace().nth(3)?.parse().ok()?;
-    let mut top: Vec<(f64, String)> = text
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let name = *f.last()?;
-            let calls: f64 = f.get(3)?.parse().ok()?;
-            (name != "total" && !name.starts_with('-')).then(|| (calls, name.to_owned()))
+/// The system calls the counter tells apart, as perf names their tracepoints.
+const SYSCALL_EVENTS: [&str; 4] = [
+    "raw_syscalls:sys_enter",
+    "syscalls:sys_enter_recvfrom",
+    "syscalls:sys_enter_sendto",
+    "syscalls:sys_enter_epoll_wait",
+];
+
+/// `perf stat` counting a server's system calls (every thread) while enabled: attached
+/// before the load starts, switched on and off through its control FIFO exactly at the edges
+/// of the measured window, so the counts and the round trips cover the same interval. Not
+/// `strace`: under strace the server falls behind, handles bigger batches per `epoll_wait`,
+/// and looks better than it is.
+struct SyscallCounter {
+    child: Child,
+    ctl: std::fs::File,
+    ack: std::fs::File,
+    dir: PathBuf,
+}
+
+impl SyscallCounter {
+    fn start(pid: u32) -> Option<SyscallCounter> {
+        let dir = std::env::temp_dir().join(format!("dualstack-perf-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).ok()?;
+        let (ctl, ack) = (dir.join("ctl"), dir.join("ack"));
+        for fifo in [&ctl, &ack] {
+            if !Command::new("mkfifo").arg(fifo).status().ok()?.success() {
+                return None;
+            }
+        }
+        let mut perf = Command::new("perf");
+        perf.args(["stat", "--per-thread", "-x", ",", "-D", "-1", "--control"])
+            .arg(format!("fifo:{},{}", ctl.display(), ack.display()));
+        for event in SYSCALL_EVENTS {
+            perf.args(["-e", event]);
+        }
+        let mut child = perf
+            .args(["-p", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        // Opening the write end fails (ENXIO) until perf has opened the read end.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let ctl = loop {
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&ctl)
+            {
+                Ok(f) => break f,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+            }
+        };
+        let ack = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&ack)
+                .ok()?
+        };
+        Some(SyscallCounter {
+            child,
+            ctl,
+            ack,
+            dir,
         })
-        .collect();
-    top.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let per_rt = |c: f64| c / sample.get("round_trips");
-    let detail = top
-        .iter()
-        .take(4)
-        .map(|(c, n)| format!("{n} {:.2}", per_rt(*c)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    Some((per_rt(calls), detail))
+    }
+
+    /// Sends `enable` or `disable` and waits (up to a second) for perf's acknowledgement.
+    fn command(&mut self, what: &str) -> bool {
+        use std::io::Read;
+        if self.ctl.write_all(format!("{what}\n").as_bytes()).is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 16];
+        while Instant::now() < deadline {
+            match self.ack.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    // perf answers "ack\n" (followed by a NUL byte).
+                    got.extend_from_slice(&buf[..n]);
+                    if got.contains(&b'\n') {
+                        return got.starts_with(b"ack\n");
+                    }
+                }
+                _ => std::thread::sleep(Duration::from_micros(200)),
+            }
+        }
+        false
+    }
+
+    /// Stops perf; returns the count per event (summed over threads), or nothing if perf did
+    /// not confirm both edges of the window.
+    fn finish(mut self, enabled: bool) -> Vec<(String, f64)> {
+        let disabled = self.command("disable");
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let out = self.child.wait_with_output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        match out {
+            Ok(out) if enabled && disabled => {
+                parse_perf_stat(&String::from_utf8_lossy(&out.stderr))
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Sums `perf stat --per-thread -x,` lines (`thread,count,unit,event,...`) per event.
+fn parse_perf_stat(text: &str) -> Vec<(String, f64)> {
+    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(',').collect();
+        let Some(event) = fields.iter().find(|f| SYSCALL_EVENTS.contains(f)) else {
+            continue;
+        };
+        // "<not counted>" (a thread that made no call in the window) does not parse.
+        if let Some(n) = fields.get(1).and_then(|c| c.parse::<f64>().ok()) {
+            *sums.entry(short_event(event).to_owned()).or_default() += n;
+        }
+    }
+    sums.into_iter().collect()
+}
+
+fn short_event(event: &str) -> &str {
+    match event.rsplit_once("sys_enter_") {
+        Some((_, name)) => name,
+        None => "total",
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -381,7 +499,7 @@ fn main() {
         for name in SERVERS {
             let server = Server::start(&bins, name);
             for family in ["v4", "v6"] {
-                let s = measure(&bins, &server, family, &SCENARIOS[1], 1.0, &[]);
+                let s = measure(&bins, &server, family, &SCENARIOS[1], 1.0, &[], false);
                 println!(
                     "{name} {family} many: {:.0} round trips/s, {} bytes verified",
                     s.get("rt_per_s"),
@@ -396,10 +514,16 @@ fn main() {
     let mut results: BTreeMap<(usize, &'static str, &'static str), Vec<Sample>> = BTreeMap::new();
     for run in 1..=o.runs {
         for (si, scenario) in SCENARIOS.iter().enumerate() {
+            if !o.only.is_empty() && !o.only.iter().any(|n| n == scenario.name) {
+                continue;
+            }
             for family in ["v4", "v6"] {
-                for name in SERVERS {
+                // Rotate which server goes first, so a drift in the machine's speed during a
+                // run does not always favour the same one.
+                for i in 0..SERVERS.len() {
+                    let name = SERVERS[(i + run) % SERVERS.len()];
                     let server = Server::start(&bins, name);
-                    let s = measure(&bins, &server, family, scenario, o.seconds, &[]);
+                    let s = measure(&bins, &server, family, scenario, o.seconds, &[], false);
                     eprintln!(
                         "run {run} {} {family} {name}: {} = {:.1}, cpu/op {:.0} ns",
                         scenario.name,
@@ -412,18 +536,27 @@ fn main() {
             }
         }
     }
-    let syscall_rows: Vec<(String, Option<(f64, String)>)> = if o.syscalls {
-        SERVERS
-            .iter()
-            .map(|n| (n.to_string(), syscalls(&bins, n)))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    // System calls in `many` over IPv4, counted in runs of their own (counting costs a
+    // little, so it stays out of the throughput figures above).
+    let mut syscall_runs: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
+    if o.syscalls {
+        for run in 1..=o.runs {
+            for i in 0..SERVERS.len() {
+                let name = SERVERS[(i + run) % SERVERS.len()];
+                let server = Server::start(&bins, name);
+                let s = measure(&bins, &server, "v4", &SCENARIOS[1], o.seconds, &[], true);
+                eprintln!(
+                    "syscalls run {run} {name}: {:.2} per round trip",
+                    s.get("sys:total")
+                );
+                syscall_runs.entry(name).or_default().push(s);
+            }
+        }
+    }
     let report = Report {
         o: &o,
         results: &results,
-        syscalls: &syscall_rows,
+        syscalls: &syscall_runs,
         minutes: started.elapsed().as_secs_f64() / 60.0,
     };
     // A hand-written "## Notes" section (what the numbers mean, what changed) survives reruns.
@@ -441,7 +574,7 @@ fn main() {
 struct Report<'a> {
     o: &'a Opts,
     results: &'a BTreeMap<(usize, &'static str, &'static str), Vec<Sample>>,
-    syscalls: &'a [(String, Option<(f64, String)>)],
+    syscalls: &'a BTreeMap<&'static str, Vec<Sample>>,
     minutes: f64,
 }
 
@@ -534,14 +667,34 @@ impl Report<'_> {
             ));
         }
         if !self.syscalls.is_empty() {
-            m.push_str("\n## System calls per round trip (`many`, IPv4, 100,000 round trips under `strace -c -f`)\n\n| server | syscalls / round trip | the most frequent, per round trip |\n|---|---|---|\n");
-            for (name, row) in self.syscalls {
-                match row {
-                    Some((per, detail)) => {
-                        m.push_str(&format!("| {name} | {per:.2} | {detail} |\n"))
-                    }
-                    None => m.push_str(&format!("| {name} | (strace unavailable) | |\n")),
+            m.push_str(&format!(
+                "\n## System calls per round trip (`many`, IPv4, steady state)\n\n\
+                 Counted by `perf stat` on the server's syscall tracepoints over exactly the measured \
+                 window ({} runs of {} s, medians). `strace` is not used: it slows the server until it \
+                 falls behind and handles bigger batches per `epoll_wait`, which hides the cost of \
+                 polling.\n\n\
+                 | server | syscalls / round trip | recvfrom | sendto | epoll_wait | other | round trips/s while counted |\n\
+                 |---|---|---|---|---|---|---|\n",
+                self.o.runs, self.o.seconds
+            ));
+            for name in SERVERS {
+                let runs = self.syscalls.get(name).map_or(&[][..], Vec::as_slice);
+                let med = |key: &str| median(runs.iter().map(|s| s.get(key)).collect());
+                let total = med("sys:total");
+                if total.is_nan() {
+                    m.push_str(&format!("| {name} | (perf could not count) | | | | | |\n"));
+                    continue;
                 }
+                let (recv, send, epoll) = (
+                    med("sys:recvfrom"),
+                    med("sys:sendto"),
+                    med("sys:epoll_wait"),
+                );
+                m.push_str(&format!(
+                    "| {name} | {total:.2} | {recv:.2} | {send:.2} | {epoll:.2} | {:.2} | {:.0} |\n",
+                    (total - recv - send - epoll).max(0.0),
+                    med("rt_per_s")
+                ));
             }
         }
         m.push_str("\n![ratios to the hand-written mio server](bench/ratios.svg)\n");
@@ -610,4 +763,28 @@ fn machine() -> String {
     let _ = std::io::stdout().flush();
     out.push_str(&format!(", {}", std::env::consts::ARCH));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perf_stat_lines_are_summed_per_event_over_threads() {
+        // As `perf stat --per-thread -x,` prints them: a busy thread and an idle one.
+        let text = "echo-10,300,,raw_syscalls:sys_enter,1000000,100.00,,\n\
+                    echo-11,<not counted>,,raw_syscalls:sys_enter,0,100.00,,\n\
+                    echo-10,100,,syscalls:sys_enter_recvfrom,1000000,100.00,,\n\
+                    echo-11,2,,syscalls:sys_enter_epoll_wait,1000000,100.00,,\n\
+                    echo-10,5,,syscalls:sys_enter_epoll_wait,1000000,100.00,,\n\
+                    some other line perf prints\n";
+        assert_eq!(
+            parse_perf_stat(text),
+            vec![
+                ("epoll_wait".to_owned(), 7.0),
+                ("recvfrom".to_owned(), 100.0),
+                ("total".to_owned(), 300.0),
+            ]
+        );
+    }
 }
