@@ -54,8 +54,24 @@ impl Pattern {
     }
 }
 
-/// User + system CPU time of process `pid`.
+/// CPU time of process `pid` (all its threads, user + system), in nanoseconds from the
+/// scheduler's own accounting (`/proc/PID/task/*/schedstat`), or failing that in clock ticks
+/// from `/proc/PID/stat` (10 ms resolution: too coarse for short intervals).
 pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let scheduled = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()
+        .and_then(|tasks| {
+            let mut total = 0u64;
+            for task in tasks {
+                let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+                total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+            }
+            Some(Duration::from_nanos(total))
+        });
+    scheduled.or_else(|| cpu_ticks(pid))
+}
+
+fn cpu_ticks(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();

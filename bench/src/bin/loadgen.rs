@@ -12,7 +12,8 @@
 //! - `churn`: K workers each connect, do one 64-byte round trip, close, again, for T seconds.
 //!
 //! Prints one flat JSON object on stdout. Phases are announced on stderr (`measuring`,
-//! `holding`, `done`), so a runner can sample the server exactly over the measured part.
+//! `tick` every 250 ms while measuring, `holding`, `done`), so a runner can sample the
+//! server exactly over the measured part and over each interval of it.
 //! Exits 1 on any mismatch, lost byte or connection error: a benchmark of a wrong server
 //! is worthless.
 
@@ -165,6 +166,7 @@ fn echo(a: &Args) -> Result<String, String> {
         start + Duration::from_secs_f64(a.warmup)
     };
     let mut measuring = false;
+    let mut ticker = Ticker::default();
     let mut measure_start = start;
     let mut measure_end = None;
     let mut stopping = false;
@@ -177,7 +179,10 @@ fn echo(a: &Args) -> Result<String, String> {
         if !measuring && now >= warmup_end {
             measuring = true;
             measure_start = now;
-            eprintln!("measuring");
+            ticker.start(now);
+        }
+        if measuring && !stopping {
+            ticker.tick(now, round_trips);
         }
         let done_measuring = match a.count {
             Some(count) => round_trips >= count,
@@ -274,6 +279,37 @@ fn echo(a: &Args) -> Result<String, String> {
         .num("p999_us", percentile(&latencies, 99.9))
         .num("bytes_verified", verified as f64)
         .finish())
+}
+
+/// Announces the measured window on stderr: `measuring` at its start, then every
+/// [`TICK`] `tick MICROSECONDS COUNT` (time into the window, work done so far), so that a
+/// runner can sample the server at the same moments and take medians over intervals: a
+/// host that takes the CPU away for part of a window then spoils an interval, not a run.
+#[derive(Default)]
+struct Ticker {
+    started: Option<Instant>,
+    next: Option<Instant>,
+}
+
+/// The interval between `tick` lines.
+const TICK: Duration = Duration::from_millis(250);
+
+impl Ticker {
+    fn start(&mut self, now: Instant) {
+        self.started = Some(now);
+        self.next = Some(now + TICK);
+        eprintln!("measuring");
+    }
+
+    fn tick(&mut self, now: Instant, count: u64) {
+        let (Some(started), Some(next)) = (self.started, self.next) else {
+            return;
+        };
+        if now >= next {
+            eprintln!("tick {} {count}", now.duration_since(started).as_micros());
+            self.next = Some(next + TICK);
+        }
+    }
 }
 
 fn hold(a: &Args) -> Result<String, String> {
@@ -377,13 +413,18 @@ fn churn(a: &Args) -> Result<String, String> {
     let measure_from = start + Duration::from_secs_f64(a.warmup);
     let end = measure_from + Duration::from_secs_f64(a.seconds);
     let mut measuring = false;
+    let mut ticker = Ticker::default();
     let mut done = 0u64;
     let mut latencies = Vec::new();
     let mut buf = [0u8; 64];
     while Instant::now() < end {
-        if !measuring && Instant::now() >= measure_from {
+        let now = Instant::now();
+        if !measuring && now >= measure_from {
             measuring = true;
-            eprintln!("measuring");
+            ticker.start(now);
+        }
+        if measuring {
+            ticker.tick(now, done);
         }
         poll.poll(&mut events, Some(Duration::from_millis(100)))
             .map_err(|e| e.to_string())?;

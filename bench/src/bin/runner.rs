@@ -264,16 +264,24 @@ fn measure(
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let (mut cpu_start, mut cpu_end, mut held_rss) = (None, None, None);
     let mut counts = None;
+    // (microseconds into the window, work done, server CPU time) at each tick.
+    let mut ticks: Vec<(f64, f64, Duration)> = Vec::new();
     let mut messages = Vec::new();
     for line in stderr.lines().map_while(Result::ok) {
         if line == "measuring" {
             cpu_start = cpu_time(pid);
+            ticks.extend(cpu_start.map(|c| (0.0, 0.0, c)));
             if let Some(c) = counter.as_mut() {
                 enabled = c.command("enable");
             }
         } else if line == "done" {
             cpu_end = cpu_time(pid);
             counts = counter.take().map(|c| c.finish(enabled));
+        } else if let Some(tick) = line.strip_prefix("tick ") {
+            let mut f = tick.split(' ').filter_map(|x| x.parse::<f64>().ok());
+            if let (Some(us), Some(n), Some(cpu)) = (f.next(), f.next(), cpu_time(pid)) {
+                ticks.push((us, n, cpu));
+            }
         } else if line.starts_with("holding") {
             std::thread::sleep(Duration::from_millis(500));
             held_rss = rss(pid);
@@ -303,6 +311,21 @@ fn measure(
             sample
                 .numbers
                 .insert("cpu_ns_per_op".into(), (b - a).as_nanos() as f64 / work);
+        }
+    }
+    // Medians over the 250 ms intervals: the figures the report uses.
+    if let Some((rate, cpu)) = interval_medians(&ticks) {
+        // The whole-window figures stay, under "window:" names.
+        let metric = scenario.metric;
+        let per_unit = if metric == "mb_per_s" {
+            sample.get("size") / 1e6
+        } else {
+            1.0
+        };
+        for (key, value) in [(metric, rate * per_unit), ("cpu_ns_per_op", cpu)] {
+            if let Some(window) = sample.numbers.insert(key.into(), value) {
+                sample.numbers.insert(format!("window:{key}"), window);
+            }
         }
     }
     if let Some(counts) = counts {
@@ -465,6 +488,38 @@ fn short_event(event: &str) -> &str {
     }
 }
 
+/// From ticks `(microseconds, work done, server CPU time)`: the median over intervals of
+/// the work rate (per second) and of the server's CPU nanoseconds per unit of work; `None`
+/// with fewer than three intervals that did work.
+fn interval_medians(ticks: &[(f64, f64, Duration)]) -> Option<(f64, f64)> {
+    let intervals: Vec<(f64, f64)> = ticks
+        .windows(2)
+        .filter(|w| w[1].1 > w[0].1 && w[1].0 > w[0].0)
+        .map(|w| {
+            let work = w[1].1 - w[0].1;
+            let rate = work / ((w[1].0 - w[0].0) / 1e6);
+            let cpu = w[1].2.saturating_sub(w[0].2).as_nanos() as f64 / work;
+            (rate, cpu)
+        })
+        .collect();
+    (intervals.len() >= 3).then(|| {
+        (
+            median(intervals.iter().map(|i| i.0).collect()),
+            median(intervals.iter().map(|i| i.1).collect()),
+        )
+    })
+}
+
+/// Geometric mean (NaN for none): the average of ratios that treats 0.5 and 2 alike.
+fn geomean(v: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x.ln(), n + 1));
+    if n == 0 {
+        f64::NAN
+    } else {
+        (sum / n as f64).exp()
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
@@ -474,18 +529,41 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Raises the soft descriptor limit toward 65536 (the `idle` scenario holds 10,000
+/// connections in the load generator and in the server), but never above the hard limit,
+/// which only a privileged process may raise.
 fn raise_fd_limit() {
-    let rlim = libc::rlimit {
-        rlim_cur: 65536,
-        rlim_max: 65536,
+    let mut rlim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    // SAFETY: setrlimit reads the struct we pass, which lives across the call.
+    // SAFETY: getrlimit writes into the struct we pass, which lives across the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlim) };
+    if rc != 0 {
+        return;
+    }
+    let want = 65536.max(rlim.rlim_cur);
+    if rlim.rlim_max < want {
+        // Try for more (root may); fall back to the hard limit.
+        let more = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: want,
+        };
+        // SAFETY: setrlimit reads the struct we pass, which lives across the call.
+        #[allow(unsafe_code)]
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &more) } == 0 {
+            return;
+        }
+    }
+    rlim.rlim_cur = want.min(rlim.rlim_max);
+    // SAFETY: as above.
     #[allow(unsafe_code)]
     let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) };
-    if rc != 0 {
+    if rc != 0 || rlim.rlim_cur < 10_100 {
         eprintln!(
-            "runner: cannot raise RLIMIT_NOFILE: {}",
-            std::io::Error::last_os_error()
+            "runner: descriptor limit {} (the idle scenario needs about 10,100 per process)",
+            rlim.rlim_cur
         );
     }
 }
@@ -595,16 +673,31 @@ impl Report<'_> {
         )
     }
 
-    /// Median over runs of the ratio server/mio within each run.
-    fn ratio(&self, si: usize, family: &'static str, server: &'static str, key: &str) -> f64 {
+    /// The ratio server/mio within each run.
+    fn ratios(&self, si: usize, family: &'static str, server: &'static str, key: &str) -> Vec<f64> {
         let ours = self.runs(si, family, server);
         let base = self.runs(si, family, "mio");
-        median(
-            ours.iter()
-                .zip(base)
-                .map(|(a, b)| a.get(key) / b.get(key))
-                .collect(),
-        )
+        ours.iter()
+            .zip(base)
+            .map(|(a, b)| a.get(key) / b.get(key))
+            .filter(|r| r.is_finite())
+            .collect()
+    }
+
+    /// Median over runs of the ratio server/mio within each run.
+    fn ratio(&self, si: usize, family: &'static str, server: &'static str, key: &str) -> f64 {
+        median(self.ratios(si, family, server, key))
+    }
+
+    /// "(low–high)" of the per-run ratios, or nothing with fewer than two runs.
+    fn range(&self, si: usize, family: &'static str, server: &'static str, key: &str) -> String {
+        let r = self.ratios(si, family, server, key);
+        if r.len() < 2 {
+            return String::new();
+        }
+        let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("({lo:.2}–{hi:.2})")
     }
 
     fn markdown(&self) -> String {
@@ -616,7 +709,7 @@ impl Report<'_> {
              Each server runs pinned to CPU 0, the load generator to CPU 1; every echoed byte is verified.\n\
              **dualstack** is `examples/echo.rs` (release), **mio** the hand-written reference (`bench/src/bin/mio_echo.rs`), **tokio** a current-thread runtime with a task per connection and a 64 KiB buffer (`bench/src/bin/tokio_echo.rs`).\n\
              All listen on one dual-stack `[::]` socket; v4 rows connect to 127.0.0.1, v6 rows to ::1.\n\
-             Figures are medians over runs; ratios are taken to the mio server *of the same run*, then the median is reported.\n\n",
+             Each figure of a run is the median over the 250 ms intervals of its measured window (this VM's host takes the CPU away now and then: that spoils an interval, not the run); figures are then medians over runs. Ratios are taken to the mio server *of the same run*; the table gives their median and, in brackets, their range over runs.\n\n",
             self.o.runs, self.o.seconds, self.minutes
         ));
         m.push_str("## Throughput and server CPU time\n\n");
@@ -627,16 +720,44 @@ impl Report<'_> {
             .filter(|(_, s)| s.name != "idle")
         {
             for family in ["v4", "v6"] {
+                if self.runs(si, family, "dualstack").is_empty() {
+                    continue; // not run (--only)
+                }
                 let v = |srv: &'static str| self.med(si, family, srv, sc.metric);
                 let c = |srv: &'static str| self.med(si, family, srv, "cpu_ns_per_op");
                 m.push_str(&format!(
-                    "| {} | {family} | {} | {:.0} | {:.0} | {:.0} | **{:.3}** | {:.3} | {:.0} | {:.0} | {:.0} | **{:.3}** |\n",
+                    "| {} | {family} | {} | {:.0} | {:.0} | {:.0} | **{:.3}** {} | {:.3} | {:.0} | {:.0} | {:.0} | **{:.3}** {} |\n",
                     sc.name, sc.metric, v("mio"), v("dualstack"), v("tokio"),
-                    self.ratio(si, family, "dualstack", sc.metric), self.ratio(si, family, "tokio", sc.metric),
+                    self.ratio(si, family, "dualstack", sc.metric),
+                    self.range(si, family, "dualstack", sc.metric),
+                    self.ratio(si, family, "tokio", sc.metric),
                     c("mio"), c("dualstack"), c("tokio"), self.ratio(si, family, "dualstack", "cpu_ns_per_op"),
+                    self.range(si, family, "dualstack", "cpu_ns_per_op"),
                 ));
             }
         }
+        let all = |server: &'static str, key: &str| {
+            geomean(
+                SCENARIOS
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.name != "idle")
+                    .flat_map(|(si, sc)| {
+                        let key = if key == "metric" { sc.metric } else { key };
+                        ["v4", "v6"]
+                            .into_iter()
+                            .flat_map(move |f| self.ratios(si, f, server, key))
+                    }),
+            )
+        };
+        m.push_str(&format!(
+            "\nOver every row and run (geometric mean of the per-run ratios): throughput dualstack / mio **{:.3}**, tokio / mio {:.3}, dualstack / tokio {:.3}; server CPU per operation dualstack / mio **{:.3}**, tokio / mio {:.3}.\n",
+            all("dualstack", "metric"),
+            all("tokio", "metric"),
+            all("dualstack", "metric") / all("tokio", "metric"),
+            all("dualstack", "cpu_ns_per_op"),
+            all("tokio", "cpu_ns_per_op"),
+        ));
         m.push_str("\n## Latency (dualstack, µs)\n\n| scenario | family | p50 | p99 | p99.9 |\n|---|---|---|---|---|\n");
         for (si, sc) in SCENARIOS
             .iter()
@@ -768,6 +889,30 @@ fn machine() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stalled_interval_does_not_move_the_medians() {
+        let ms = Duration::from_millis;
+        // 1000 operations per 250 ms at 200 µs of CPU each, except one interval in which
+        // the host took the CPU away: 100 operations for 50 ms of CPU.
+        let ticks = [
+            (0.0, 0.0, ms(0)),
+            (250_000.0, 1000.0, ms(200)),
+            (500_000.0, 1100.0, ms(250)),
+            (750_000.0, 2100.0, ms(450)),
+            (1_000_000.0, 3100.0, ms(650)),
+        ];
+        let (rate, cpu) = interval_medians(&ticks).unwrap();
+        assert_eq!(rate, 4000.0);
+        assert_eq!(cpu, 200_000.0);
+        assert_eq!(interval_medians(&ticks[..3]), None);
+    }
+
+    #[test]
+    fn geomean_treats_reciprocal_ratios_alike() {
+        assert!((geomean([0.5, 2.0].into_iter()) - 1.0).abs() < 1e-12);
+        assert!(geomean(std::iter::empty()).is_nan());
+    }
 
     #[test]
     fn perf_stat_lines_are_summed_per_event_over_threads() {
