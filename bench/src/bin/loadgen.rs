@@ -9,7 +9,8 @@
 //!   checked against what was sent (content and order). Runs W seconds of warm-up, then T
 //!   seconds (or N round trips) measured, then stops sending and waits for every byte sent.
 //! - `hold`: opens C connections, holds them T seconds idle, then does one round trip on each.
-//! - `churn`: K workers each connect, do one 64-byte round trip, close, again, for T seconds.
+//! - `churn`: K workers each connect, do one 64-byte round trip, close with a reset (no
+//!   TIME_WAIT to exhaust the ephemeral ports), again, for T seconds.
 //!
 //! Prints one flat JSON object on stdout. Phases are announced on stderr (`measuring`,
 //! `tick` every 250 ms while measuring, `holding`, `done`), so a runner can sample the
@@ -468,6 +469,12 @@ fn churn(a: &Args) -> Result<String, String> {
                         latencies
                             .push(began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                     }
+                    // Abort rather than close: a graceful close leaves the port in
+                    // TIME_WAIT here, and at this rate the kernel's search for a free
+                    // ephemeral port (28k of them) stalls connect() every second and
+                    // sets the pace instead of the server. The server reads a reset
+                    // after the echo and closes.
+                    let _ = socket2::SockRef::from(&*stream).set_linger(Some(Duration::ZERO));
                     workers[w] = open(&poll, w)?;
                 }
             }
