@@ -447,17 +447,19 @@ impl<H: Handler> Server<H> {
         if !self.core.ready.is_empty() || !self.core.ready_listeners.is_empty() {
             return Some(Duration::ZERO);
         }
-        let now = Instant::now();
-        let deadlines = [
+        let deadline = [
             self.core.timers.next_deadline(),
             self.core.idle.peek().map(|Reverse((d, _, _))| *d),
             self.core.accept_resume,
             self.core.stopping,
-        ];
-        deadlines
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        // Read the clock only when a deadline needs it: one clock read per turn, not two.
+        deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
             .into_iter()
-            .flatten()
-            .map(|d| d.saturating_duration_since(now))
             .chain(timeout)
             .min()
     }
