@@ -7,10 +7,13 @@
 //! ```
 //!
 //! Builds the servers and the load generator (release), then for each run, scenario and
-//! family starts each server pinned to CPU 0 and the load generator pinned to CPU 1, samples
-//! the server's CPU time (from /proc, exactly over the measured window the load generator
-//! announces) and its RSS, and kills the server by the PID it started. Ratios to the
-//! hand-written mio server are taken within each run, then the median over runs is reported.
+//! family starts each server pinned to CPU 0 (which server goes first rotates from run to
+//! run) and the load generator pinned to CPU 1, samples the server's CPU time (scheduler
+//! nanoseconds from /proc) at every 250 ms tick the load generator announces and its RSS, and
+//! kills the server by the PID it started. A run's figures are medians over those intervals;
+//! ratios to the hand-written mio server are taken within each run, then the median over runs
+//! is reported with its range, and a geometric mean over every row and run. System calls in
+//! `many` are counted in runs of their own by `perf stat` over exactly the measured window.
 //! `--quick` runs one short scenario and writes nothing: the CI smoke test. `--only` runs the
 //! named scenarios (for profiling one of them; point `--out` elsewhere to keep the full report).
 
