@@ -370,6 +370,14 @@ struct SyscallCounter {
 impl SyscallCounter {
     fn start(pid: u32) -> Option<SyscallCounter> {
         let dir = std::env::temp_dir().join(format!("dualstack-perf-{}", std::process::id()));
+        let counter = SyscallCounter::start_in(pid, dir.clone());
+        if counter.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        counter
+    }
+
+    fn start_in(pid: u32, dir: PathBuf) -> Option<SyscallCounter> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).ok()?;
         let (ctl, ack) = (dir.join("ctl"), dir.join("ack"));
@@ -412,11 +420,18 @@ impl SyscallCounter {
         };
         let ack = {
             use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
+            match std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NONBLOCK)
                 .open(&ack)
-                .ok()?
+            {
+                Ok(f) => f,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+            }
         };
         Some(SyscallCounter {
             child,
