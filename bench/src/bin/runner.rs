@@ -15,7 +15,8 @@
 //! is reported with its range, and a geometric mean over every row and run. System calls in
 //! `many` are counted in runs of their own by `perf stat` over exactly the measured window.
 //! `--quick` runs one short scenario and writes nothing: the CI smoke test. `--only` runs the
-//! named scenarios (for profiling one of them; point `--out` elsewhere to keep the full report).
+//! named scenarios (for profiling one of them) and needs `--out` and `--svg` elsewhere, so a
+//! partial run never replaces the full report.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -109,6 +110,19 @@ fn opts() -> Opts {
             "--only" => o.only = value().split(',').map(str::to_owned).collect(),
             other => fail(&format!("unknown option {other}")),
         }
+    }
+    let known: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+    if let Some(bad) = o.only.iter().find(|n| !known.contains(&n.as_str())) {
+        fail(&format!(
+            "--only {bad:?}: no such scenario (there are {})",
+            known.join(", ")
+        ));
+    }
+    // A partial run must not replace the full report by accident.
+    if !o.only.is_empty()
+        && (o.out == Path::new("BENCHMARKS.md") || o.svg == Path::new("bench/ratios.svg"))
+    {
+        fail("--only writes a partial report: give --out and --svg somewhere else");
     }
     o
 }
