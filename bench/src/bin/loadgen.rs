@@ -418,8 +418,11 @@ fn churn(a: &Args) -> Result<String, String> {
     let mut done = 0u64;
     let mut latencies = Vec::new();
     let mut buf = [0u8; 64];
-    while Instant::now() < end {
+    loop {
         let now = Instant::now();
+        if now >= end {
+            break;
+        }
         if !measuring && now >= measure_from {
             measuring = true;
             ticker.start(now);

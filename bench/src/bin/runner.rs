@@ -331,19 +331,16 @@ fn measure(
         }
     }
     // Medians over the 250 ms intervals: the figures the report uses.
+    // (The whole-window figures above remain only where there are too few intervals.)
     if let Some((rate, cpu)) = interval_medians(&ticks) {
-        // The whole-window figures stay, under "window:" names.
         let metric = scenario.metric;
         let per_unit = if metric == "mb_per_s" {
             sample.get("size") / 1e6
         } else {
             1.0
         };
-        for (key, value) in [(metric, rate * per_unit), ("cpu_ns_per_op", cpu)] {
-            if let Some(window) = sample.numbers.insert(key.into(), value) {
-                sample.numbers.insert(format!("window:{key}"), window);
-            }
-        }
+        sample.numbers.insert(metric.into(), rate * per_unit);
+        sample.numbers.insert("cpu_ns_per_op".into(), cpu);
     }
     if let Some(counts) = counts {
         let rts = sample.get("round_trips");
@@ -542,6 +539,12 @@ fn interval_medians(ticks: &[(f64, f64, Duration)]) -> Option<(f64, f64)> {
     })
 }
 
+/// The servers in the order run `run` measures them: which goes first rotates, so a drift
+/// in the machine's speed during a run does not always favour the same one.
+fn servers_in_order(run: usize) -> impl Iterator<Item = &'static str> {
+    (0..SERVERS.len()).map(move |i| SERVERS[(i + run) % SERVERS.len()])
+}
+
 /// Geometric mean (NaN for none): the average of ratios that treats 0.5 and 2 alike.
 fn geomean(v: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x.ln(), n + 1));
@@ -628,10 +631,7 @@ fn main() {
                 continue;
             }
             for family in ["v4", "v6"] {
-                // Rotate which server goes first, so a drift in the machine's speed during a
-                // run does not always favour the same one.
-                for i in 0..SERVERS.len() {
-                    let name = SERVERS[(i + run) % SERVERS.len()];
+                for name in servers_in_order(run) {
                     let server = Server::start(&bins, name);
                     let s = measure(&bins, &server, family, scenario, o.seconds, &[], false);
                     eprintln!(
@@ -651,8 +651,7 @@ fn main() {
     let mut syscall_runs: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
     if o.syscalls {
         for run in 1..=o.runs {
-            for i in 0..SERVERS.len() {
-                let name = SERVERS[(i + run) % SERVERS.len()];
+            for name in servers_in_order(run) {
                 let server = Server::start(&bins, name);
                 let s = measure(&bins, &server, "v4", &SCENARIOS[1], o.seconds, &[], true);
                 eprintln!(
