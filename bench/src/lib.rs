@@ -1,9 +1,31 @@
-//! What the benchmark binaries share: the byte pattern clients send and verify, readers of
-//! /proc, and a flat JSON writer and reader (numbers and strings only).
+//! What the benchmark binaries share: the reference servers' start-up, the byte pattern
+//! clients send and verify, readers of /proc, and a flat JSON writer and reader (numbers and
+//! strings only).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
+
+/// A reference server's start-up: binds the specs given as arguments with
+/// `dualstack::bind` (so only the loop differs from the echo example) and prints the same
+/// `listening on` lines the runner reads; exits 2 with one line on stderr if binding fails.
+pub fn bind_from_args(program: &str) -> Vec<dualstack::Listener> {
+    let specs: Vec<String> = std::env::args().skip(1).collect();
+    let bound = dualstack::ListenConfig::new()
+        .bind_all(&specs)
+        .unwrap_or_else(|e| {
+            eprintln!("{program}: {e}");
+            std::process::exit(2)
+        });
+    let listeners = bound.into_parts().0;
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for l in &listeners {
+        let _ = writeln!(out, "listening on {l}");
+    }
+    let _ = out.flush();
+    listeners
+}
 
 /// The content connections send: byte `offset` of connection `id` is
 /// `table()[(offset + id * STRIDE) % len]`, so every connection sends varied bytes and every

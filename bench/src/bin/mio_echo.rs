@@ -18,23 +18,17 @@ struct Conn {
 }
 
 fn main() -> io::Result<()> {
-    let specs: Vec<String> = std::env::args().skip(1).collect();
-    let bound = dualstack::ListenConfig::new()
-        .bind_all(&specs)
-        .unwrap_or_else(|e| {
-            eprintln!("mio_echo: {e}");
-            std::process::exit(2)
-        });
     let mut poll = Poll::new()?;
     let mut listeners = Vec::new();
-    for (i, l) in bound.into_parts().0.into_iter().enumerate() {
-        println!("listening on {l}");
+    for (i, l) in dualstack_bench::bind_from_args("mio_echo")
+        .into_iter()
+        .enumerate()
+    {
         let mut l = l.into_mio();
         poll.registry()
             .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         listeners.push(l);
     }
-    io::stdout().flush()?;
     let mut conns: Slab<Conn> = Slab::new();
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];

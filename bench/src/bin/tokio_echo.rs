@@ -5,25 +5,15 @@
 //! `tokio_echo SPEC...`: same sockets (from `dualstack::bind`) and `listening on` lines as
 //! the echo example.
 
-use std::io::{self, Write};
+use std::io;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn main() -> io::Result<()> {
-    let specs: Vec<String> = std::env::args().skip(1).collect();
-    let bound = dualstack::ListenConfig::new()
-        .bind_all(&specs)
-        .unwrap_or_else(|e| {
-            eprintln!("tokio_echo: {e}");
-            std::process::exit(2)
-        });
-    let mut std_listeners = Vec::new();
-    for l in bound.into_parts().0 {
-        println!("listening on {l}");
-        let std_listener: std::net::TcpListener = l.into_mio().into();
-        std_listeners.push(std_listener);
-    }
-    io::stdout().flush()?;
+    let std_listeners: Vec<std::net::TcpListener> = dualstack_bench::bind_from_args("tokio_echo")
+        .into_iter()
+        .map(|l| l.into_mio().into())
+        .collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
