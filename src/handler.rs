@@ -229,9 +229,12 @@ impl<'a> Context<'a> {
         self.core.get(conn).map_or(0, |c| c.out.len())
     }
 
-    /// Calls [`Handler::on_timer`] with `value` after `delay`.
+    /// Calls [`Handler::on_timer`] with `value` after `delay`, counted from
+    /// [`now`](Context::now). A delay too long for the clock (`Duration::MAX`) means a
+    /// century, which is to say never. A timer set from `on_timer` fires on a later turn,
+    /// after a poll, even with a zero delay.
     pub fn set_timer(&mut self, delay: Duration, value: u64) -> TimerId {
-        let deadline = self.core.now + delay;
+        let deadline = crate::reactor::deadline_after(self.core.now, delay);
         self.core.timers.set(deadline, value)
     }
 

@@ -101,3 +101,90 @@ fn data_and_fin_queued_together_are_both_seen() {
         "the server did not close its side"
     );
 }
+
+/// Issue #12, item 1: `idle_timeout(Duration::MAX)` (a natural "never") panicked with
+/// "overflow when adding duration to instant" on the first connection; so did
+/// `shutdown_timeout(MAX)` on stop and `set_timer(MAX, _)`.
+#[test]
+fn durations_too_long_for_the_clock_mean_never_not_a_panic() {
+    use dualstack::{ConnId, ConnInfo, Context, Handler, Server};
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    struct TimerOnOpen;
+    impl Handler for TimerOnOpen {
+        fn on_open(&mut self, ctx: &mut Context<'_>, _: ConnId, _: &ConnInfo) {
+            ctx.set_timer(Duration::MAX, 0);
+        }
+        fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+            let _ = ctx.send(conn, data);
+        }
+        fn on_timer(&mut self, _: &mut Context<'_>, _: dualstack::TimerId, _: u64) {
+            panic!("a timer of Duration::MAX fired");
+        }
+    }
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .idle_timeout(Duration::MAX)
+        .first_byte_timeout(Duration::MAX)
+        .shutdown_timeout(Duration::MAX)
+        .bind(TimerOnOpen)
+        .unwrap();
+    let mut client = std::net::TcpStream::connect(server.listeners()[0].local_addr).unwrap();
+    client.set_nonblocking(true).unwrap();
+    client.write_all(b"ping").unwrap();
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while got.len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "no echo: {got:?}");
+        server.run_once(Some(Duration::from_millis(10))).unwrap();
+        let mut buf = [0; 4];
+        if let Ok(n) = client.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert_eq!(got, b"ping");
+    server.handle().stop();
+    drop(client);
+    while server.run_once(Some(Duration::from_millis(10))).unwrap() {
+        assert!(std::time::Instant::now() < deadline, "the stop never ended");
+    }
+}
+
+/// Issue #12, item 5: `now` is fixed for a turn, so a zero-delay timer re-armed from
+/// `on_timer` was due at once and fired 100,000 times inside one `run_once`, starving
+/// every connection. It must wait for the next turn.
+#[test]
+fn a_zero_delay_timer_rearmed_from_on_timer_fires_once_per_turn() {
+    use dualstack::{ConnId, Context, Handler, Server};
+    use std::time::Duration;
+
+    struct Rearm {
+        fired: u64,
+    }
+    impl Handler for Rearm {
+        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+        fn on_timer(&mut self, ctx: &mut Context<'_>, _: dualstack::TimerId, _: u64) {
+            self.fired += 1;
+            if self.fired < 1_000 {
+                ctx.set_timer(Duration::ZERO, 0);
+            }
+        }
+        fn on_wake(&mut self, ctx: &mut Context<'_>) {
+            ctx.set_timer(Duration::ZERO, 0);
+        }
+    }
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(Rearm { fired: 0 })
+        .unwrap();
+    server.handle().wake().unwrap();
+    for turn in 1..=3 {
+        server.run_once(Some(Duration::from_millis(10))).unwrap();
+        assert_eq!(
+            server.handler().fired,
+            turn,
+            "turn {turn} fired a timer set during the same turn"
+        );
+    }
+}

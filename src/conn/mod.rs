@@ -126,6 +126,8 @@ pub(crate) struct Conn {
     pub(crate) opened: Instant,
     /// A byte has been read from it.
     pub(crate) first_byte: bool,
+    /// Its entry in the reactor's deadline set (idle or first-byte), if one is armed.
+    pub(crate) deadline: Option<Instant>,
     /// WRITABLE is registered (see the invariant).
     pub(crate) writable: bool,
     /// The handler paused reading.

@@ -26,7 +26,7 @@ mod timers;
 pub(crate) mod token;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -37,6 +37,7 @@ use slab::Slab;
 
 pub use builder::ServerBuilder;
 pub use handle::ServerHandle;
+pub(crate) use timers::after as deadline_after;
 pub use timers::TimerId;
 
 use crate::addr::{normalize, ListenSpec};
@@ -170,8 +171,10 @@ pub(crate) struct Core {
     /// Connections whose queue just drained, for `on_drained`.
     drained: VecDeque<ConnId>,
     pub(crate) timers: timers::Timers,
-    /// Idle deadlines: at most one entry per connection, re-armed when it comes up.
-    idle: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// Idle and first-byte deadlines: exactly one entry per open connection that has one
+    /// (its key is in [`Conn::deadline`]), re-armed when it comes up and removed on close, so
+    /// it grows with open connections, never with churn.
+    idle: BTreeSet<(Instant, usize, u32)>,
     /// While accepting is paused because it failed (no descriptors, no memory): when to
     /// try again.
     accept_resume: Option<Instant>,
@@ -337,7 +340,7 @@ impl<H: Handler> Server<H> {
                 to_close: VecDeque::new(),
                 drained: VecDeque::new(),
                 timers: timers::Timers::default(),
-                idle: BinaryHeap::new(),
+                idle: BTreeSet::new(),
                 accept_resume: None,
                 accept_backoff: None,
                 accept_full: false,
@@ -449,7 +452,7 @@ impl<H: Handler> Server<H> {
         }
         let deadline = [
             self.core.timers.next_deadline(),
-            self.core.idle.peek().map(|Reverse((d, _, _))| *d),
+            self.core.idle.first().map(|&(d, _, _)| d),
             self.core.accept_resume,
             self.core.stopping,
         ]
@@ -642,6 +645,14 @@ impl<H: Handler> Server<H> {
         }
         let generation = core.next_generation;
         core.next_generation = generation.wrapping_add(1);
+        let deadline = [core.limits.idle_timeout, core.limits.first_byte_timeout]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|timeout| timers::after(core.now, timeout));
+        if let Some(due) = deadline {
+            core.idle.insert((due, key, generation));
+        }
         entry.insert(Conn {
             stream,
             generation,
@@ -651,6 +662,7 @@ impl<H: Handler> Server<H> {
             last_active: core.now,
             opened: core.now,
             first_byte: false,
+            deadline,
             writable: false,
             paused: false,
             backpressure: false,
@@ -663,14 +675,6 @@ impl<H: Handler> Server<H> {
         let stats = &mut core.listeners[index].stats;
         stats.accepted += 1;
         stats.open += 1;
-        let first_deadline = [core.limits.idle_timeout, core.limits.first_byte_timeout]
-            .into_iter()
-            .flatten()
-            .min();
-        if let Some(timeout) = first_deadline {
-            core.idle
-                .push(Reverse((core.now + timeout, key, generation)));
-        }
         let id = ConnId { key, generation };
         log::debug!(
             "{id}: accepted from {} on {}",
@@ -712,8 +716,11 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// Fires the timers that were due when the turn began; one set meanwhile (a zero delay
+    /// re-armed from `on_timer`) waits for the next turn, after a poll.
     fn fire_timers(&mut self) {
-        while let Some((timer, value)) = self.core.timers.pop_due(self.core.now) {
+        let mark = self.core.timers.mark();
+        while let Some((timer, value)) = self.core.timers.pop_due(self.core.now, mark) {
             self.handler
                 .on_timer(&mut Context::new(&mut self.core), timer, value);
             self.settle();
@@ -726,20 +733,24 @@ impl<H: Handler> Server<H> {
             return;
         }
         let now = self.core.now;
-        while let Some(&Reverse((deadline, key, generation))) = self.core.idle.peek() {
+        while let Some(&(deadline, key, generation)) = self.core.idle.first() {
             if deadline > now {
                 break;
             }
-            self.core.idle.pop();
+            self.core.idle.pop_first();
             let id = ConnId { key, generation };
-            let Some(conn) = self.core.get(id) else {
+            let Some(conn) = self.core.get_mut(id) else {
+                debug_assert!(false, "{id} closed with its deadline still armed");
                 continue;
             };
+            conn.deadline = None;
             let first_byte_due = limits
                 .first_byte_timeout
                 .filter(|_| !conn.first_byte)
-                .map(|t| conn.opened + t);
-            let idle_due = limits.idle_timeout.map(|t| conn.last_active + t);
+                .map(|t| timers::after(conn.opened, t));
+            let idle_due = limits
+                .idle_timeout
+                .map(|t| timers::after(conn.last_active, t));
             if first_byte_due.is_some_and(|due| due <= now) {
                 log::debug!(
                     "{id}: nothing received within {:?}",
@@ -753,7 +764,8 @@ impl<H: Handler> Server<H> {
                 );
                 self.core.request_close(id, CloseReason::IdleTimeout);
             } else if let Some(due) = [first_byte_due, idle_due].into_iter().flatten().min() {
-                self.core.idle.push(Reverse((due, key, generation)));
+                conn.deadline = Some(due);
+                self.core.idle.insert((due, key, generation));
             }
         }
         self.settle();
@@ -1074,6 +1086,9 @@ impl Core {
             return false;
         }
         let mut conn = self.conns.remove(id.key);
+        if let Some(due) = conn.deadline {
+            self.idle.remove(&(due, id.key, id.generation));
+        }
         // epoll and kqueue drop a descriptor from their sets when it is closed (epoll(7),
         // kqueue(2)), so there the deregister syscall would only add cost; elsewhere mio
         // requires it.
@@ -1163,7 +1178,7 @@ impl Core {
             Some(pause) => (pause * 2).min(ACCEPT_BACKOFF_MAX),
         };
         self.accept_backoff = Some(pause);
-        self.accept_resume = Some(self.now + pause);
+        self.accept_resume = Some(timers::after(self.now, pause));
     }
 
     pub(crate) fn begin_shutdown(&mut self) {
@@ -1171,7 +1186,7 @@ impl Core {
             return;
         }
         log::debug!("stopping: {} connections to close", self.conns.len());
-        self.stopping = Some(self.now + self.limits.shutdown_timeout);
+        self.stopping = Some(timers::after(self.now, self.limits.shutdown_timeout));
         for slot in &mut self.listeners {
             if let Some(mut socket) = slot.socket.take() {
                 let _ = self.registry.deregister(&mut socket);
@@ -1207,6 +1222,43 @@ mod tests {
         assert_eq!(peer_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
         assert_eq!(peer_key(ip("2001:db8::1"), 0), ip("::"));
         assert_eq!(peer_key(ip("192.0.2.7"), 64), ip("192.0.2.7"));
+    }
+
+    struct Discard;
+
+    impl Handler for Discard {
+        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+    }
+
+    /// Issue #12, item 7: one idle-deadline entry per accepted connection outlived its close
+    /// until the deadline, so reconnecting in a loop grew the heap by rate × timeout.
+    #[test]
+    fn deadlines_are_bounded_by_open_connections_not_by_churn() {
+        let mut server = ServerBuilder::new()
+            .listen("127.0.0.1:0")
+            .idle_timeout(Duration::from_secs(3600))
+            .bind(Discard)
+            .unwrap();
+        let addr = server.listeners()[0].local_addr;
+        let keep = std::net::TcpStream::connect(addr).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for _ in 0..300 {
+            drop(std::net::TcpStream::connect(addr).unwrap());
+        }
+        while server.core.listeners[0].stats.accepted < 301 || server.core.conns.len() > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the churn was not served in time"
+            );
+            server.run_once(Some(Duration::from_millis(10))).unwrap();
+        }
+        assert_eq!(server.core.conns.len(), 1);
+        assert_eq!(
+            server.core.idle.len(),
+            1,
+            "deadlines of closed connections are still armed"
+        );
+        drop(keep);
     }
 
     /// Queues 4 MiB for the first connection; sends nothing to the others.

@@ -1,73 +1,99 @@
-//! Handler timers: a min-heap of deadlines, with cancellation by id.
+//! Deadlines: handler timers ([`Timers`]) and the saturating clock arithmetic every deadline
+//! in the reactor goes through ([`after`]).
+//!
+//! Timers live in an ordered map keyed by `(deadline, sequence)`, so cancelling one removes
+//! it at once: memory follows the live timers, never how often they were re-armed.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// A hundred years: later than any deadline a server lives to see, and small enough that
+/// every platform's `Instant` can hold "now + this". Longer delays are cut to it.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// `now + delay`, saturating: a delay too long for the clock (`Duration::MAX` is the usual
+/// way to say "never") becomes a deadline a century away instead of a panic.
+pub(crate) fn after(now: Instant, delay: Duration) -> Instant {
+    let mut delay = delay.min(FOREVER);
+    loop {
+        if let Some(deadline) = now.checked_add(delay) {
+            return deadline;
+        }
+        // Only a clock that cannot count a century ahead gets here; halving ends at zero,
+        // and `now + 0` always exists.
+        delay /= 2;
+    }
+}
 
 /// Names a timer set with [`Context::set_timer`](crate::Context::set_timer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TimerId(u64);
+pub struct TimerId {
+    deadline: Instant,
+    seq: u64,
+}
 
+/// The handler's pending timers.
+///
 /// # Invariant
 ///
-/// A timer is live exactly while its id is in `live`; heap entries whose id is not (it was
-/// cancelled or fired) are skipped when they come up.
+/// A timer is pending exactly while its `(deadline, seq)` key is in `pending`: cancelling and
+/// firing remove it, so the map holds live timers only.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    /// Live timers and the value the handler gave each.
-    live: HashMap<u64, u64>,
+    pending: BTreeMap<(Instant, u64), u64>,
     next: u64,
 }
 
 impl Timers {
     pub(crate) fn set(&mut self, deadline: Instant, value: u64) -> TimerId {
-        let id = self.next;
+        let seq = self.next;
         self.next += 1;
-        self.heap.push(Reverse((deadline, id)));
-        self.live.insert(id, value);
-        TimerId(id)
+        self.pending.insert((deadline, seq), value);
+        TimerId { deadline, seq }
     }
 
     pub(crate) fn cancel(&mut self, id: TimerId) -> bool {
-        self.live.remove(&id.0).is_some()
+        self.pending.remove(&(id.deadline, id.seq)).is_some()
     }
 
-    /// The earliest deadline of a live timer.
-    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(Reverse((deadline, id))) = self.heap.peek() {
-            if self.live.contains_key(id) {
-                return Some(*deadline);
-            }
-            self.heap.pop();
-        }
-        None
+    /// The earliest deadline of a pending timer.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.pending.keys().next().map(|&(deadline, _)| deadline)
     }
 
-    /// Removes and returns one timer due at `now`, if any.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerId, u64)> {
-        while let Some(Reverse((deadline, id))) = self.heap.peek().copied() {
-            if deadline > now {
-                return None;
-            }
-            self.heap.pop();
-            if let Some(value) = self.live.remove(&id) {
-                return Some((TimerId(id), value));
-            }
+    /// A mark for [`pop_due`](Timers::pop_due): timers set after it are not fired by a pass
+    /// that took it.
+    pub(crate) fn mark(&self) -> u64 {
+        self.next
+    }
+
+    /// Removes and returns the earliest timer due at `now` that was set before `mark`.
+    ///
+    /// A timer set during the firing pass (a zero delay re-armed from `on_timer`) sorts after
+    /// every older due one (its deadline is at least `now`, its sequence above theirs), so
+    /// the pass ends when it reaches one and the new timer waits for the next turn.
+    pub(crate) fn pop_due(&mut self, now: Instant, mark: u64) -> Option<(TimerId, u64)> {
+        let (&(deadline, seq), _) = self.pending.first_key_value()?;
+        if deadline > now || seq >= mark {
+            return None;
         }
-        None
+        let value = self.pending.remove(&(deadline, seq))?;
+        Some((TimerId { deadline, seq }, value))
     }
 
     pub(crate) fn clear(&mut self) {
-        self.heap.clear();
-        self.live.clear();
+        self.pending.clear();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.pending.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn timers_fire_in_deadline_order_and_cancelled_ones_never() {
@@ -80,15 +106,56 @@ mod tests {
         assert!(timers.cancel(cancelled));
         assert!(!timers.cancel(cancelled));
         assert_eq!(timers.next_deadline(), Some(at(10)));
-        assert_eq!(timers.pop_due(at(5)), None);
-        assert_eq!(timers.pop_due(at(25)), Some((early, 1)));
+        let mark = timers.mark();
+        assert_eq!(timers.pop_due(at(5), mark), None);
+        assert_eq!(timers.pop_due(at(25), mark), Some((early, 1)));
         assert_eq!(
-            timers.pop_due(at(25)),
+            timers.pop_due(at(25), mark),
             None,
             "the cancelled timer must not fire"
         );
         assert_eq!(timers.next_deadline(), Some(at(30)));
-        assert_eq!(timers.pop_due(at(30)), Some((late, 3)));
+        assert_eq!(timers.pop_due(at(30), mark), Some((late, 3)));
         assert_eq!(timers.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_timer_set_while_firing_waits_for_the_next_pass() {
+        let now = Instant::now();
+        let mut timers = Timers::default();
+        let old_late = timers.set(now, 2);
+        let old_early = timers.set(now - Duration::from_millis(5), 1);
+        let mark = timers.mark();
+        assert_eq!(timers.pop_due(now, mark), Some((old_early, 1)));
+        // As a handler re-arming with a zero delay from on_timer would.
+        let rearmed = timers.set(now, 9);
+        assert_eq!(timers.pop_due(now, mark), Some((old_late, 2)));
+        assert_eq!(timers.pop_due(now, mark), None, "fired in the same pass");
+        assert_eq!(timers.pop_due(now, timers.mark()), Some((rearmed, 9)));
+    }
+
+    #[test]
+    fn rearming_keeps_memory_to_the_live_timers() {
+        let now = Instant::now();
+        let mut timers = Timers::default();
+        let _first = timers.set(now + Duration::from_secs(1), 0);
+        let mut id = timers.set(now + Duration::from_secs(2), 1);
+        for i in 0..100_000 {
+            assert!(timers.cancel(id));
+            id = timers.set(now + Duration::from_secs(3), i);
+        }
+        assert_eq!(timers.len(), 2);
+    }
+
+    #[test]
+    fn huge_delays_saturate_instead_of_panicking() {
+        let now = Instant::now();
+        let never = after(now, Duration::MAX);
+        assert!(never > now + Duration::from_secs(50 * 365 * 24 * 3600));
+        assert_eq!(after(now, Duration::ZERO), now);
+        assert_eq!(
+            after(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
     }
 }
