@@ -91,7 +91,7 @@ pub trait Handler {
     }
 }
 
-/// Why [`Context::send`] refused bytes. Nothing of them was queued.
+/// Why [`Context::send`] refused bytes. Not one byte of them was written or queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
@@ -105,6 +105,16 @@ pub enum SendError {
         /// The limit.
         limit: usize,
     },
+    /// The bytes alone are more than the server's cap on total queued output
+    /// ([`ServerBuilder::max_total_queued`](crate::ServerBuilder::max_total_queued)), so the
+    /// server could not promise to hold what the kernel does not take. Send them in smaller
+    /// pieces (as `on_drained` signals room).
+    TooLarge {
+        /// The length of the refused bytes.
+        len: usize,
+        /// The cap.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for SendError {
@@ -114,6 +124,10 @@ impl fmt::Display for SendError {
             SendError::QueueFull { queued, limit } => write!(
                 f,
                 "the connection's output queue is full ({queued} bytes queued, limit {limit})"
+            ),
+            SendError::TooLarge { len, limit } => write!(
+                f,
+                "{len} bytes are more than the server's total output cap ({limit})"
             ),
         }
     }
@@ -148,10 +162,18 @@ impl<'a> Context<'a> {
     /// # Errors
     ///
     /// - [`SendError::Closed`]: `conn` is closed or closing, or its writing side is shut down;
-    /// - [`SendError::QueueFull`]: the bytes would pass the hard limit on queued output.
+    ///   also when this send made the server shed `conn` itself to stay under
+    ///   [`max_total_queued`](crate::ServerBuilder::max_total_queued);
+    /// - [`SendError::QueueFull`]: the bytes would pass the connection's hard limit on queued
+    ///   output;
+    /// - [`SendError::TooLarge`]: the bytes alone are more than the server-wide cap.
     ///
-    /// In both cases nothing was sent. A write error closes the connection (the handler hears
-    /// of it in `on_close`) and is reported here as `Closed`.
+    /// Every check runs before the first byte is written: an `Err` means that not one byte of
+    /// `data` reached the socket, so retrying cannot duplicate a prefix. A write error closes
+    /// the connection (the handler hears of it in `on_close`) and is reported here as
+    /// `Closed`. When this send pushes the total queued output past the cap, the
+    /// connections holding the most are closed first (`CloseReason::Overloaded`), exactly
+    /// as many as needed.
     pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
         self.core.send(conn, data)
     }

@@ -888,10 +888,18 @@ impl Core {
         }
     }
 
+    /// Puts `id` on the close list. Its queued output is dropped here, not when it is
+    /// removed, so the total stops counting it at once (a shed later in the same callback
+    /// must not close another connection for bytes that are already gone).
     pub(crate) fn request_close(&mut self, id: ConnId, reason: CloseReason) {
-        if let Some(conn) = self.get_mut(id) {
+        if let Some(conn) = conn_mut(&mut self.conns, id) {
             if conn.closing != Closing::Now {
                 conn.closing = Closing::Now;
+                let dropped = conn.out.clear();
+                self.total_queued -= dropped;
+                if dropped > 0 {
+                    log::debug!("{id}: closing with {dropped} queued bytes undelivered");
+                }
                 self.to_close.push_back((id, reason));
             }
         }
@@ -926,9 +934,12 @@ impl Core {
         }
     }
 
+    /// Writes `data` to `id` and queues what the kernel does not take.
+    ///
+    /// Every check that can refuse the bytes runs before the first byte is written, so an
+    /// `Err` always means that nothing of `data` reached the socket.
     pub(crate) fn send(&mut self, id: ConnId, data: &[u8]) -> Result<(), SendError> {
         let limits = self.limits;
-        let now = self.now;
         let Some(conn) = conn_mut(&mut self.conns, id) else {
             return Err(SendError::Closed);
         };
@@ -945,6 +956,14 @@ impl Core {
                 limit: limits.max_queued,
             });
         }
+        if let Some(cap) = limits.max_total_queued {
+            if data.len() > cap {
+                return Err(SendError::TooLarge {
+                    len: data.len(),
+                    limit: cap,
+                });
+            }
+        }
         let mut rest = data;
         if queued == 0 {
             // One write: if the kernel takes only part, it is full and a second write would
@@ -953,7 +972,7 @@ impl Core {
                 match io::Write::write(&mut conn.stream, rest) {
                     Ok(n) => {
                         rest = &rest[n..];
-                        conn.last_active = now;
+                        conn.last_active = self.now;
                         let listener = conn.listener as usize;
                         self.listeners[listener].stats.bytes_out += n as u64;
                         break;
@@ -961,6 +980,7 @@ impl Core {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
+                        // Nothing was written: the error is the whole answer.
                         self.request_close(id, CloseReason::from_io(e));
                         return Err(SendError::Closed);
                     }
@@ -971,15 +991,13 @@ impl Core {
             }
         }
         if let Some(cap) = limits.max_total_queued {
-            if rest.len() > cap {
-                return Err(SendError::QueueFull {
-                    queued: self.total_queued,
-                    limit: cap,
-                });
-            }
             if self.total_queued + rest.len() > cap {
-                self.shed(cap.saturating_sub(rest.len()));
+                // `rest.len() <= cap`, so closing every other holder always makes room. The
+                // sender is a candidate only while it holds a queue, and then this call has
+                // written nothing yet: if it is shed, `Err` still means "not one byte".
+                self.shed(cap - rest.len());
                 if self.get(id).map_or(true, |c| c.closing != Closing::No) {
+                    debug_assert_eq!(rest.len(), data.len(), "shed after writing");
                     return Err(SendError::Closed);
                 }
             }
@@ -1004,29 +1022,33 @@ impl Core {
         if conn.closing == Closing::Now || conn.out.is_empty() {
             return;
         }
-        let mut written = 0;
+        let listener = conn.listener as usize;
+        let mut failed = None;
         while !conn.out.is_empty() {
             match conn.out.write_to(&mut conn.stream) {
                 Ok(0) => {
-                    self.request_close(id, CloseReason::from_io(io::ErrorKind::WriteZero.into()));
-                    return;
+                    failed = Some(io::ErrorKind::WriteZero.into());
+                    break;
                 }
-                Ok(n) => written += n,
+                Ok(n) => {
+                    // Counted at once: a later error in this loop must not leave the total
+                    // holding bytes that already left.
+                    self.total_queued -= n;
+                    self.listeners[listener].stats.bytes_out += n as u64;
+                    conn.last_active = self.now;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.request_close(id, CloseReason::from_io(e));
-                    return;
+                    failed = Some(e);
+                    break;
                 }
             }
         }
-        self.total_queued -= written;
-        if written > 0 {
-            conn.last_active = self.now;
-            let listener = conn.listener as usize;
-            self.listeners[listener].stats.bytes_out += written as u64;
+        match failed {
+            Some(e) => self.request_close(id, CloseReason::from_io(e)),
+            None => self.after_write(id, true),
         }
-        self.after_write(id, true);
     }
 
     /// Brings interest, backpressure and pending closes in line with the queue of `id`.
@@ -1104,12 +1126,8 @@ impl Core {
         )) {
             let _ = self.registry.deregister(&mut conn.stream);
         }
-        let dropped = conn.out.clear();
-        self.total_queued -= dropped;
+        debug_assert!(conn.out.is_empty(), "request_close drops the queue");
         self.forget_peer(conn.peer.ip());
-        if dropped > 0 {
-            log::debug!("{id}: closing with {dropped} queued bytes undelivered");
-        }
         log::debug!("{id}: closed ({reason})");
         self.listeners[conn.listener as usize].stats.open -= 1;
         if self.accept_full {
@@ -1134,23 +1152,23 @@ impl Core {
     }
 
     /// The total queued output is about to pass its cap: close the connections holding the
-    /// most until at most `target` bytes stay queued. A scan of every connection, but only
-    /// when the cap is reached.
+    /// most until at most `target` bytes stay queued, and not one more. A scan of every
+    /// connection, but only when the cap is reached. Connections already closing hold no
+    /// queue (see [`request_close`](Core::request_close)), so they are neither counted nor
+    /// chosen.
     fn shed(&mut self, target: usize) {
         let mut holders: Vec<(usize, ConnId)> = self
             .conns
             .iter()
-            .filter(|(_, c)| !c.out.is_empty() && c.closing != Closing::Now)
+            .filter(|(_, c)| !c.out.is_empty())
             .map(|(k, c)| (c.out.len(), c.id(k)))
             .collect();
         holders.sort_unstable_by_key(|h| Reverse(h.0));
-        let mut remaining = self.total_queued;
         let mut closed = Vec::new();
         for (queued, id) in holders {
-            if remaining <= target {
+            if self.total_queued <= target {
                 break;
             }
-            remaining -= queued;
             closed.push((id, queued));
             self.request_close(id, CloseReason::Overloaded);
         }
@@ -1259,6 +1277,154 @@ mod tests {
             "deadlines of closed connections are still armed"
         );
         drop(keep);
+    }
+
+    /// A server with `builder`'s limits and `n` connections from clients that never read,
+    /// with tiny socket buffers on both sides so that nearly all a send gives is queued.
+    fn stalled_pair(
+        builder: ServerBuilder,
+        n: usize,
+    ) -> (Server<Discard>, Vec<std::net::TcpStream>, Vec<ConnId>) {
+        let mut server = builder.listen("127.0.0.1:0").bind(Discard).unwrap();
+        let addr = server.listeners()[0].local_addr;
+        let clients: Vec<std::net::TcpStream> = (0..n)
+            .map(|_| {
+                let socket =
+                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                        .unwrap();
+                socket.set_recv_buffer_size(4096).unwrap();
+                socket.connect(&addr.into()).unwrap();
+                socket.into()
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server.core.conns.len() < n {
+            assert!(Instant::now() < deadline, "the clients were not accepted");
+            server.run_once(Some(Duration::from_millis(10))).unwrap();
+        }
+        let mut ids: Vec<ConnId> = server.core.conns.iter().map(|(k, c)| c.id(k)).collect();
+        ids.sort();
+        for id in &ids {
+            let conn = server.core.get(*id).unwrap();
+            socket2::SockRef::from(&conn.stream)
+                .set_send_buffer_size(4096)
+                .unwrap();
+        }
+        (server, clients, ids)
+    }
+
+    const MIB: usize = 1 << 20;
+
+    /// Issue #12, item 3: `shed` counted the queues of connections it had just closed, so
+    /// every later send in the same callback closed another one: with A holding 3 MiB of a
+    /// 4 MiB cap and B sending, both went, and the total stayed above the cap.
+    #[test]
+    fn shedding_closes_exactly_enough_and_counts_closing_queues_as_gone() {
+        let (mut server, _clients, ids) = stalled_pair(
+            ServerBuilder::new()
+                .max_total_queued(4 * MIB)
+                .max_queued(16 * MIB)
+                .water_marks(0, 16 * MIB),
+            3,
+        );
+        let (a, b, c) = (ids[0], ids[1], ids[2]);
+        server.core.send(a, &vec![1; 3 * MIB]).unwrap();
+        server.core.send(c, &vec![3; MIB / 4]).unwrap();
+        assert!(
+            server.core.total_queued > 3 * MIB,
+            "the kernel took A's burst"
+        );
+        // B's send passes the cap: A, the biggest holder, makes room, and nobody else.
+        server.core.send(b, &vec![2; 2 * MIB]).unwrap();
+        // Later sends in the same callback must not shed for A's bytes again.
+        server.core.send(b, &vec![2; 64 * 1024]).unwrap();
+        server.core.send(c, &vec![3; 64 * 1024]).unwrap();
+        assert!(
+            server.core.total_queued <= 4 * MIB,
+            "{} bytes queued, above the cap",
+            server.core.total_queued
+        );
+        assert_eq!(server.core.get(a).unwrap().closing, Closing::Now);
+        assert_eq!(
+            server.core.get(b).unwrap().closing,
+            Closing::No,
+            "B was shed"
+        );
+        assert_eq!(
+            server.core.get(c).unwrap().closing,
+            Closing::No,
+            "C was shed"
+        );
+        server.settle();
+        assert_eq!(server.stats().queued, server.core.total_queued);
+        assert_eq!(server.core.conns.len(), 2);
+    }
+
+    /// Issue #12, item 2: with a total cap, a 16 MiB send wrote ~3.9 MB to the socket and
+    /// then returned `QueueFull`; a handler that retried duplicated a prefix. Refusals now
+    /// come before the first write.
+    #[test]
+    fn a_refused_send_wrote_nothing() {
+        let mut server = ServerBuilder::new()
+            .listen("127.0.0.1:0")
+            .max_total_queued(4 * MIB)
+            .max_queued(32 * MIB)
+            .water_marks(0, 32 * MIB)
+            .bind(Discard)
+            .unwrap();
+        let addr = server.listeners()[0].local_addr;
+        let mut reader = std::net::TcpStream::connect(addr).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server.core.conns.is_empty() {
+            assert!(Instant::now() < deadline);
+            server.run_once(Some(Duration::from_millis(10))).unwrap();
+        }
+        let id = server
+            .core
+            .conns
+            .iter()
+            .map(|(k, c)| c.id(k))
+            .next()
+            .unwrap();
+        assert_eq!(
+            server.core.send(id, &vec![7; 16 * MIB]),
+            Err(SendError::TooLarge {
+                len: 16 * MIB,
+                limit: 4 * MIB
+            })
+        );
+        assert_eq!(server.stats().total.bytes_out, 0);
+        reader.set_nonblocking(true).unwrap();
+        let mut buf = [0; 16];
+        assert_eq!(
+            std::io::Read::read(&mut reader, &mut buf).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::WouldBlock),
+            "bytes of a refused send reached the peer"
+        );
+    }
+
+    /// Issue #12, item 2, the sender shed: a connection holding the biggest queue that sends
+    /// more past the cap is closed, and its send fails without writing.
+    #[test]
+    fn a_sender_shed_by_its_own_send_wrote_nothing_of_it() {
+        let (mut server, _clients, ids) = stalled_pair(
+            ServerBuilder::new()
+                .max_total_queued(4 * MIB)
+                .max_queued(16 * MIB)
+                .water_marks(0, 16 * MIB),
+            2,
+        );
+        let (a, b) = (ids[0], ids[1]);
+        server.core.send(a, &vec![1; 3 * MIB]).unwrap();
+        server.core.send(b, &vec![2; MIB / 2]).unwrap();
+        let out_before = server.stats().total.bytes_out;
+        assert_eq!(
+            server.core.send(a, &vec![1; 2 * MIB]),
+            Err(SendError::Closed)
+        );
+        assert_eq!(server.stats().total.bytes_out, out_before);
+        assert_eq!(server.core.get(a).unwrap().closing, Closing::Now);
+        assert_eq!(server.core.get(b).unwrap().closing, Closing::No);
     }
 
     /// Queues 4 MiB for the first connection; sends nothing to the others.
