@@ -188,3 +188,59 @@ fn a_zero_delay_timer_rearmed_from_on_timer_fires_once_per_turn() {
         );
     }
 }
+
+/// Issue #12, item 8 (and #14): a connection whose budget ran out was queued again even when
+/// it already was, and its next edge read it again besides: one flooder got 54 reads (864 KiB
+/// with a 16 KiB budget) in a single turn. The budget holds per connection per turn.
+#[test]
+fn a_flooder_gets_one_read_budget_per_turn() {
+    use dualstack::{ConnId, Context, Handler, Server};
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    const BUFFER: usize = 4096;
+    const BUDGET: usize = 16 * 1024;
+
+    #[derive(Default)]
+    struct Count {
+        this_turn: usize,
+        total: usize,
+    }
+    impl Handler for Count {
+        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, data: &[u8]) {
+            self.this_turn += data.len();
+            self.total += data.len();
+        }
+    }
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .read_buffer_size(BUFFER)
+        .read_budget(BUDGET)
+        .bind(Count::default())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr;
+    const FLOOD: usize = 8 << 20;
+    let flooder = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let chunk = vec![0x55; 64 * 1024];
+        for _ in 0..FLOOD / chunk.len() {
+            stream.write_all(&chunk).unwrap();
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut most = 0;
+    while server.handler().total < FLOOD {
+        assert!(Instant::now() < deadline, "the flood was not read in time");
+        server.handler_mut().this_turn = 0;
+        server.run_once(Some(Duration::from_millis(10))).unwrap();
+        most = most.max(server.handler().this_turn);
+    }
+    flooder.join().unwrap();
+    assert!(
+        most < BUDGET + BUFFER,
+        "one connection got {most} bytes in a turn; its budget is {BUDGET}"
+    );
+}

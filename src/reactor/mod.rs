@@ -3,9 +3,10 @@
 //!
 //! # Contract
 //!
-//! - Edge-triggered: a socket is read until `WouldBlock`, except that one readiness event
-//!   gets at most `read_budget` bytes; a connection whose budget ran out goes on the `ready`
-//!   queue and is read again next turn, after the connections that had events. On Linux a
+//! - Edge-triggered: a socket is read until `WouldBlock`, except that a connection gets at
+//!   most `read_budget` bytes per turn; one whose budget ran out goes on the `ready` queue
+//!   (once: see `ready.rs`) and is read again next turn, after the connections that had
+//!   events, and a readiness event for a queued connection does not read it again. On Linux a
 //!   TCP read shorter than the buffer means the receive queue held no more data at that
 //!   moment, and any later arrival raises a new edge (`tcp_data_ready` wakes epoll), so the
 //!   reactor stops there instead of paying for an empty read. It does not say whether a FIN
@@ -22,6 +23,7 @@
 
 mod builder;
 mod handle;
+mod ready;
 mod timers;
 pub(crate) mod token;
 
@@ -162,8 +164,9 @@ pub(crate) struct Core {
     /// no stale id of that slot can plausibly be held.
     next_generation: u32,
     pub(crate) limits: Limits,
-    /// Connections to read again next turn: the read budget ran out, or reading resumed.
-    ready: VecDeque<ConnId>,
+    /// Connections to read again without an event: the read budget ran out, or reading
+    /// resumed. Each at most once, each read at most once per turn (see `ready.rs`).
+    ready: ready::ReadyQueue,
     /// Listeners to accept from again next turn: their accept budget ran out.
     ready_listeners: Vec<usize>,
     /// Connections to close once the current callback returns, in order.
@@ -335,7 +338,7 @@ impl<H: Handler> Server<H> {
                 conns: Slab::new(),
                 next_generation: 0,
                 limits,
-                ready: VecDeque::new(),
+                ready: ready::ReadyQueue::default(),
                 ready_listeners: Vec::new(),
                 to_close: VecDeque::new(),
                 drained: VecDeque::new(),
@@ -420,7 +423,7 @@ impl<H: Handler> Server<H> {
         self.core.now = Instant::now();
         // Connections and listeners carried over from the last turn are served after this
         // turn's events.
-        let carried = self.core.ready.len();
+        let carried = self.core.ready.begin_turn();
         let carried_listeners = std::mem::take(&mut self.core.ready_listeners);
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
@@ -428,7 +431,7 @@ impl<H: Handler> Server<H> {
         }
         self.events = events;
         for _ in 0..carried {
-            let Some(id) = self.core.ready.pop_front() else {
+            let Some(id) = self.core.ready.pop() else {
                 break;
             };
             if self.core.get(id).is_some() {
@@ -474,6 +477,13 @@ impl<H: Handler> Server<H> {
                     self.core.flush(key);
                     self.settle();
                 }
+                let Some(conn) = self.core.conns.get(key) else {
+                    return;
+                };
+                if self.core.ready.contains(conn.id(key)) {
+                    // Already queued: it gets its one budget of the turn from the queue.
+                    return;
+                }
                 if event.is_read_closed() || event.is_error() {
                     // End of stream (or an error) is already queued: read until it shows.
                     self.read(key, false);
@@ -513,7 +523,7 @@ impl<H: Handler> Server<H> {
             }
             if budget == 0 {
                 conn.read_pending = true;
-                self.core.ready.push_back(id);
+                self.core.ready.push(id);
                 return;
             }
             match conn.stream.read(&mut self.buf) {
@@ -930,7 +940,7 @@ impl Core {
         let Some(conn) = self.get_mut(id) else { return };
         conn.paused = paused;
         if !paused && conn.read_pending && conn.wants_read() {
-            self.ready.push_back(id);
+            self.ready.push(id);
         }
     }
 
@@ -1081,7 +1091,7 @@ impl Core {
                 conn.out.len()
             );
             if conn.read_pending && conn.wants_read() {
-                self.ready.push_back(id);
+                self.ready.push(id);
             }
         }
         if !conn.out.is_empty() {
