@@ -244,3 +244,70 @@ fn a_flooder_gets_one_read_budget_per_turn() {
         "one connection got {most} bytes in a turn; its budget is {BUDGET}"
     );
 }
+
+/// Issue #12, item 4: Linux `recv` stops at TCP's urgent mark, so a read came back short
+/// with data behind it and the short-read rule took it for "drained": a peer sending `AAAA`,
+/// one urgent byte, then `CCCC` got `AAAA` back, and `CCCC` only after it sent more. The
+/// urgent byte itself is data too (`SO_OOBINLINE`): nothing a peer sent is left out.
+#[test]
+fn urgent_data_neither_stalls_the_connection_nor_goes_missing() {
+    use dualstack::{ConnId, Context, Handler, Server};
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    struct Echo;
+    impl Handler for Echo {
+        fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+            let _ = ctx.send(conn, data);
+        }
+    }
+    // AAAA read before the urgent byte arrives, or everything queued before the first read.
+    for (spec, read_first) in [
+        ("127.0.0.1:0", true),
+        ("127.0.0.1:0", false),
+        ("[::1]:0", true),
+        ("[::1]:0", false),
+    ] {
+        let mut server = Server::builder().listen(spec).bind(Echo).unwrap();
+        let addr = server.listeners()[0].local_addr;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .unwrap();
+        socket.connect(&addr.into()).unwrap();
+        socket.set_tcp_nodelay(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server.stats().total.open == 0 {
+            assert!(Instant::now() < deadline);
+            server.run_once(Some(Duration::from_millis(10))).unwrap();
+        }
+        let mut client: std::net::TcpStream = socket.try_clone().unwrap().into();
+        client.write_all(b"AAAA").unwrap();
+        if read_first {
+            std::thread::sleep(Duration::from_millis(20));
+            server.run_once(Some(Duration::from_millis(10))).unwrap();
+        }
+        assert_eq!(socket.send_out_of_band(b"B").unwrap(), 1);
+        client.write_all(b"CCCC").unwrap();
+        std::thread::sleep(Duration::from_millis(50)); // all of it queued before the poll
+        client.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 9 {
+            assert!(
+                Instant::now() < deadline,
+                "{spec} (AAAA read first: {read_first}): stalled with {:?} echoed",
+                String::from_utf8_lossy(&got)
+            );
+            server.run_once(Some(Duration::from_millis(10))).unwrap();
+            let mut buf = [0; 16];
+            match client.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, b"AAAABCCCC", "{spec}");
+    }
+}

@@ -51,6 +51,14 @@ use token::Slot;
 /// Whether a short read proves the socket drained (see the module docs): Linux TCP only.
 const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
+/// What a connection is always registered for. On Linux also PRIORITY (EPOLLPRI): `recv`
+/// stops at TCP's urgent mark, so a read can come back short with data behind it, and the
+/// urgent byte's event is what says "do not trust the short read" (see [`Server::dispatch`]).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const CONN_INTEREST: Interest = Interest::READABLE.add(Interest::PRIORITY);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const CONN_INTEREST: Interest = Interest::READABLE;
+
 /// The most connections accepted from one listener per turn; then the listener waits for the
 /// next turn, so a stream of new clients cannot starve open connections, timers or a stop.
 const ACCEPT_BUDGET: usize = 128;
@@ -321,6 +329,7 @@ impl<H: Handler> Server<H> {
                 spec: listener.spec().clone(),
             };
             let mut socket = listener.into_mio();
+            set_inherited_options(&socket, &limits)?;
             registry.register(&mut socket, token::listener(index), Interest::READABLE)?;
             slots.push(ListenerSlot {
                 socket: Some(socket),
@@ -484,8 +493,10 @@ impl<H: Handler> Server<H> {
                     // Already queued: it gets its one budget of the turn from the queue.
                     return;
                 }
-                if event.is_read_closed() || event.is_error() {
-                    // End of stream (or an error) is already queued: read until it shows.
+                if event.is_read_closed() || event.is_error() || event.is_priority() {
+                    // End of stream (or an error) is already queued: read until it shows. Or
+                    // urgent data arrived, and a read that stops at its mark is short with
+                    // more behind it, so a short read proves nothing either.
                     self.read(key, false);
                 } else if event.is_readable() {
                     self.read(key, SHORT_READ_DRAINS);
@@ -618,11 +629,6 @@ impl<H: Handler> Server<H> {
 
     fn open(&mut self, index: usize, mut stream: mio::net::TcpStream, peer: SocketAddr) {
         let core = &mut self.core;
-        if core.limits.nodelay {
-            if let Err(e) = stream.set_nodelay(true) {
-                log::debug!("TCP_NODELAY for {peer}: {e}");
-            }
-        }
         let peer = normalize(peer);
         if let Some(max) = core.limits.max_per_peer {
             let count = core
@@ -646,7 +652,7 @@ impl<H: Handler> Server<H> {
             Err(io::Error::other("no token left for it"))
         } else {
             core.registry
-                .register(&mut stream, token::conn(key), Interest::READABLE)
+                .register(&mut stream, token::conn(key), CONN_INTEREST)
         };
         if let Err(e) = registered {
             log::warn!("connection from {peer} dropped: {e}");
@@ -808,6 +814,22 @@ impl<H: Handler> Server<H> {
         }
         self.settle();
     }
+}
+
+/// Options set on a listening socket for the connections it accepts, which inherit them
+/// (Linux, the BSDs, macOS and Windows copy socket and TCP options to accepted sockets), so
+/// they cost no system call per connection:
+///
+/// - `SO_OOBINLINE` (RFC 6093 asks for it): TCP urgent data stays in the byte stream, in
+///   order, so no byte a peer sent is left out of what the handler sees;
+/// - `TCP_NODELAY` when asked for.
+fn set_inherited_options(listener: &mio::net::TcpListener, limits: &Limits) -> io::Result<()> {
+    let socket = socket2::SockRef::from(listener);
+    socket.set_out_of_band_inline(true)?;
+    if limits.nodelay {
+        socket.set_tcp_nodelay(true)?;
+    }
+    Ok(())
 }
 
 /// The group a peer address is counted in for the per-peer limit: an IPv4 address, or the
@@ -1071,9 +1093,9 @@ impl Core {
         let want_writable = !conn.out.is_empty();
         if want_writable != conn.writable {
             let interest = if want_writable {
-                Interest::READABLE | Interest::WRITABLE
+                CONN_INTEREST | Interest::WRITABLE
             } else {
-                Interest::READABLE
+                CONN_INTEREST
             };
             if let Err(e) =
                 self.registry
@@ -1435,6 +1457,34 @@ mod tests {
         assert_eq!(server.stats().total.bytes_out, out_before);
         assert_eq!(server.core.get(a).unwrap().closing, Closing::Now);
         assert_eq!(server.core.get(b).unwrap().closing, Closing::No);
+    }
+
+    /// The options set on listeners reach accepted connections without a system call per
+    /// accept; this pins the inheritance the reactor relies on.
+    #[test]
+    fn accepted_connections_inherit_nodelay_and_oobinline() {
+        for nodelay in [false, true] {
+            let mut server = ServerBuilder::new()
+                .listen("localhost:0")
+                .nodelay(nodelay)
+                .bind(Discard)
+                .unwrap();
+            let clients: Vec<_> = server
+                .listeners()
+                .iter()
+                .map(|l| std::net::TcpStream::connect(l.local_addr).unwrap())
+                .collect();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while server.core.conns.len() < clients.len() {
+                assert!(Instant::now() < deadline);
+                server.run_once(Some(Duration::from_millis(10))).unwrap();
+            }
+            for (_, conn) in &server.core.conns {
+                let socket = socket2::SockRef::from(&conn.stream);
+                assert_eq!(socket.tcp_nodelay().unwrap(), nodelay, "{}", conn.peer);
+                assert!(socket.out_of_band_inline().unwrap(), "{}", conn.peer);
+            }
+        }
     }
 
     /// Queues 4 MiB for the first connection; sends nothing to the others.
