@@ -78,6 +78,22 @@ pub trait Handler {
         let _ = ctx;
     }
 
+    /// The server is stopping ([`Context::stop`] or
+    /// [`ServerHandle::stop`](crate::ServerHandle::stop)); called once, as the stop begins.
+    ///
+    /// The listeners are already closed and timers set before are cancelled (they never
+    /// fire), but every connection is still open: this is the moment to send a goodbye, or
+    /// to close connections at once. When it returns, each connection closes as soon as its
+    /// queued output is written, with [`CloseReason::Shutdown`], and sends fail from then
+    /// on. Timers set here fire while connections drain. The shutdown timeout bounds the
+    /// whole drain.
+    ///
+    /// Dropping a [`Server`](crate::Server) is not a stop: its sockets close at once, with
+    /// no `on_stop` and no `on_close`.
+    fn on_stop(&mut self, ctx: &mut Context<'_>) {
+        let _ = ctx;
+    }
+
     /// A timer set with [`Context::set_timer`] is due; `value` is what was given then.
     fn on_timer(&mut self, ctx: &mut Context<'_>, timer: TimerId, value: u64) {
         let _ = (ctx, timer, value);
@@ -208,9 +224,14 @@ impl<'a> Context<'a> {
         self.core.set_paused(conn, false);
     }
 
-    /// Every open connection, in no particular order (for a broadcast).
+    /// Every open connection that is not closing, in no particular order (for a
+    /// broadcast: each one yielded can be sent to).
     pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.core.conns.iter().map(|(key, c)| c.id(key))
+        self.core
+            .conns
+            .iter()
+            .filter(|(_, c)| c.closing == crate::conn::Closing::No && !c.shutdown_write)
+            .map(|(key, c)| c.id(key))
     }
 
     /// Whether `conn` is open (and not closing).
@@ -265,10 +286,11 @@ impl<'a> Context<'a> {
         self.core.timers.cancel(timer)
     }
 
-    /// Stops the server gracefully: no more accepting, queued output flushed (up to the
-    /// shutdown timeout), every connection closed with [`CloseReason::Shutdown`].
+    /// Stops the server gracefully once this callback returns: no more accepting, pending
+    /// timers cancelled, [`Handler::on_stop`], then queued output flushed (up to the
+    /// shutdown timeout) and every connection closed with [`CloseReason::Shutdown`].
     pub fn stop(&mut self) {
-        self.core.begin_shutdown();
+        self.core.request_stop();
     }
 
     /// The time the current loop turn started: cheaper than `Instant::now()` and the clock

@@ -311,3 +311,99 @@ fn urgent_data_neither_stalls_the_connection_nor_goes_missing() {
         assert_eq!(got, b"AAAABCCCC", "{spec}");
     }
 }
+
+/// Issue #12, item 11: error events on a paused connection were ignored, so a peer that
+/// reset kept its descriptor, slot and per-peer share until reading resumed or timed out.
+#[test]
+fn a_reset_closes_a_paused_connection_at_once() {
+    use dualstack::{CloseReason, ConnId, ConnInfo, Context, Handler, Server};
+    use std::time::{Duration, Instant};
+
+    #[derive(Default)]
+    struct PauseAll {
+        closed: Vec<String>,
+    }
+    impl Handler for PauseAll {
+        fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+            ctx.pause_reading(conn);
+        }
+        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {
+            panic!("read while paused");
+        }
+        fn on_close(&mut self, _: &mut Context<'_>, _: ConnId, reason: &CloseReason) {
+            self.closed.push(reason.to_string());
+        }
+    }
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .max_connections_per_peer(1)
+        .bind(PauseAll::default())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats().total.open == 0 {
+        assert!(Instant::now() < deadline);
+        server.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    socket.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(socket); // a reset
+    while server.stats().total.open > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the reset peer's connection is still open while paused"
+        );
+        server.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    assert_eq!(server.handler().closed, ["reset by peer"]);
+}
+
+/// Issue #12, item 10: `ServerHandle::stop` began the shutdown before `on_wake`, so no
+/// callback could still send a goodbye. `on_stop` comes first, with every connection open.
+#[test]
+fn on_stop_can_say_goodbye_and_timers_set_before_it_never_fire() {
+    use dualstack::{ConnId, ConnInfo, Context, Handler, Server};
+    use std::io::Read;
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Goodbye {
+        stops: usize,
+        timers_fired: usize,
+    }
+    impl Handler for Goodbye {
+        fn on_open(&mut self, ctx: &mut Context<'_>, _: ConnId, _: &ConnInfo) {
+            ctx.set_timer(Duration::from_millis(100), 0);
+        }
+        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+        fn on_timer(&mut self, _: &mut Context<'_>, _: dualstack::TimerId, _: u64) {
+            self.timers_fired += 1;
+        }
+        fn on_stop(&mut self, ctx: &mut Context<'_>) {
+            self.stops += 1;
+            let open: Vec<ConnId> = ctx.connections().collect();
+            for conn in open {
+                ctx.send(conn, b"bye\n").unwrap();
+            }
+        }
+    }
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(Goodbye::default())
+        .unwrap();
+    let mut client = std::net::TcpStream::connect(server.listeners()[0].local_addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    while server.stats().total.open == 0 {
+        server.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    server.handle().stop();
+    server.run().unwrap();
+    let mut got = String::new();
+    client.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "bye\n");
+    assert_eq!(server.handler().stops, 1);
+    assert_eq!(server.handler().timers_fired, 0);
+}

@@ -196,6 +196,9 @@ pub(crate) struct Core {
     accept_full: bool,
     /// Set when a slot freed under `accept_full`: accept on every listener when settled.
     accept_wanted: bool,
+    /// A stop was asked for and begins when the current callback returns
+    /// ([`Server::settle`]), with `on_stop`.
+    stop_wanted: bool,
     /// The deadline of a graceful stop in progress.
     stopping: Option<Instant>,
     /// Open connections per peer (an IPv4 address, or an IPv6 prefix), when limited.
@@ -357,6 +360,7 @@ impl<H: Handler> Server<H> {
                 accept_backoff: None,
                 accept_full: false,
                 accept_wanted: false,
+                stop_wanted: false,
                 stopping: None,
                 per_peer: HashMap::new(),
                 total_queued: 0,
@@ -486,10 +490,21 @@ impl<H: Handler> Server<H> {
                     self.core.flush(key);
                     self.settle();
                 }
-                let Some(conn) = self.core.conns.get(key) else {
+                let Some(conn) = self.core.conns.get_mut(key) else {
                     return;
                 };
-                if self.core.ready.contains(conn.id(key)) {
+                let id = conn.id(key);
+                if event.is_error() && !conn.wants_read() {
+                    // A reset (or another socket error) on a connection that is not being
+                    // read: reading would find it, but may not resume for a long time, and
+                    // a dead peer must not keep its descriptor, slot and per-peer share.
+                    if let Ok(Some(e)) | Err(e) = conn.stream.take_error() {
+                        self.core.request_close(id, CloseReason::from_io(e));
+                        self.settle();
+                        return;
+                    }
+                }
+                if self.core.ready.contains(id) {
                     // Already queued: it gets its one budget of the turn from the queue.
                     return;
                 }
@@ -505,7 +520,7 @@ impl<H: Handler> Server<H> {
             Slot::Listener(index) => self.accept(index),
             Slot::Waker => {
                 if self.handle.take_stop() {
-                    self.core.begin_shutdown();
+                    self.core.request_stop();
                 }
                 self.handler.on_wake(&mut Context::new(&mut self.core));
                 self.settle();
@@ -610,16 +625,26 @@ impl<H: Handler> Server<H> {
             match result {
                 Ok((stream, peer)) => self.open(index, stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if is_per_connection(&e) => {
-                    log::debug!(
+                Err(e) => match accept_failure(&e) {
+                    AcceptFailure::ThisConnection => log::debug!(
                         "accept on {}: {e}",
                         self.core.listeners[index].info.local_addr
-                    );
-                }
-                Err(e) => {
-                    self.core.pause_accepting(e);
-                    return;
-                }
+                    ),
+                    AcceptFailure::Exhausted => {
+                        self.core.pause_accepting(e);
+                        return;
+                    }
+                    AcceptFailure::Listener => {
+                        // Not a shortage, and not one connection's fault: this listener is
+                        // in trouble. Try again on its next readiness event, without spinning
+                        // and without holding back the other listeners.
+                        log::warn!(
+                            "accept on {}: {e}",
+                            self.core.listeners[index].info.local_addr
+                        );
+                        return;
+                    }
+                },
             }
         }
         if !self.core.ready_listeners.contains(&index) {
@@ -730,6 +755,22 @@ impl<H: Handler> Server<H> {
                 self.accept(index);
             }
         }
+        if self.core.stop_wanted {
+            self.core.stop_wanted = false;
+            self.begin_stop();
+        }
+    }
+
+    /// The graceful stop: no more accepting, pending timers cancelled, then `on_stop` (the
+    /// application's last chance to send while every connection is still open), then every
+    /// connection closes once its output is written, within the shutdown timeout.
+    fn begin_stop(&mut self) {
+        log::debug!("stopping: {} connections to close", self.core.conns.len());
+        self.core.stop_listening();
+        self.handler.on_stop(&mut Context::new(&mut self.core));
+        self.settle();
+        self.core.close_all_after_flush();
+        self.settle();
     }
 
     /// Fires the timers that were due when the turn began; one set meanwhile (a zero delay
@@ -852,14 +893,60 @@ fn conn_mut(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
         .filter(|c| c.generation == id.generation)
 }
 
-/// Errors of `accept` that concern one connection only (it was reset before we took it).
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
+/// What an `accept` error means for accepting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptFailure {
+    /// One connection failed (reset or aborted before it was taken, or a network error
+    /// pending on it, which Linux reports through `accept`): take the next one.
+    ThisConnection,
+    /// The process or the system ran out of descriptors or memory: every listener pauses
+    /// for a growing interval, since every accept would fail the same way.
+    Exhausted,
+    /// Anything else: this listener waits for its next readiness event.
+    Listener,
+}
+
+fn accept_failure(e: &io::Error) -> AcceptFailure {
+    match e.kind() {
         io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    )
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::Interrupted
+        | io::ErrorKind::TimedOut
+        | io::ErrorKind::PermissionDenied => return AcceptFailure::ThisConnection,
+        io::ErrorKind::OutOfMemory => return AcceptFailure::Exhausted,
+        _ => {}
+    }
+    #[cfg(unix)]
+    {
+        // accept(2) on Linux: "already-pending network errors on the new socket" come back
+        // as these; treat them like EAGAIN and retry.
+        match e.raw_os_error() {
+            Some(
+                libc::EPROTO
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::EOPNOTSUPP
+                | libc::ENETDOWN
+                | libc::ENETUNREACH
+                | libc::EHOSTUNREACH,
+            ) => return AcceptFailure::ThisConnection,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Some(libc::ENONET) => return AcceptFailure::ThisConnection,
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                return AcceptFailure::Exhausted
+            }
+            _ => {}
+        }
+    }
+    #[cfg(windows)]
+    {
+        const WSAEMFILE: i32 = 10024;
+        const WSAENOBUFS: i32 = 10055;
+        if matches!(e.raw_os_error(), Some(WSAEMFILE | WSAENOBUFS)) {
+            return AcceptFailure::Exhausted;
+        }
+    }
+    AcceptFailure::Listener
 }
 
 impl Core {
@@ -1215,8 +1302,8 @@ impl Core {
         );
     }
 
-    /// Accepting failed for lack of descriptors or memory (or an unknown error): stop for a
-    /// while rather than spin, keep serving open connections, and try again.
+    /// Accepting failed for lack of descriptors or memory: stop for a while rather than
+    /// spin, keep serving open connections, and try again.
     fn pause_accepting(&mut self, e: io::Error) {
         let pause = match self.accept_backoff {
             None => {
@@ -1231,11 +1318,17 @@ impl Core {
         self.accept_resume = Some(timers::after(self.now, pause));
     }
 
-    pub(crate) fn begin_shutdown(&mut self) {
-        if self.stopping.is_some() {
-            return;
+    /// Asks for a graceful stop; it begins when the current callback returns. Asking again
+    /// changes nothing.
+    pub(crate) fn request_stop(&mut self) {
+        if self.stopping.is_none() {
+            self.stop_wanted = true;
         }
-        log::debug!("stopping: {} connections to close", self.conns.len());
+    }
+
+    /// The first half of a stop: the deadline is set, the listening sockets are closed and
+    /// the handler's pending timers are cancelled.
+    fn stop_listening(&mut self) {
         self.stopping = Some(timers::after(self.now, self.limits.shutdown_timeout));
         for slot in &mut self.listeners {
             if let Some(mut socket) = slot.socket.take() {
@@ -1243,6 +1336,10 @@ impl Core {
             }
         }
         self.timers.clear();
+    }
+
+    /// The second half of a stop: every connection closes once its output is written.
+    fn close_all_after_flush(&mut self) {
         let ids: Vec<ConnId> = self.conns.iter().map(|(k, c)| c.id(k)).collect();
         for id in ids {
             self.close_after_flush(id);
@@ -1457,6 +1554,32 @@ mod tests {
         assert_eq!(server.stats().total.bytes_out, out_before);
         assert_eq!(server.core.get(a).unwrap().closing, Closing::Now);
         assert_eq!(server.core.get(b).unwrap().closing, Closing::No);
+    }
+
+    /// Issue #12, item 12: an error that concerns one connection (EPROTO, ENETUNREACH, …)
+    /// paused accepting on every listener; only exhaustion may.
+    #[cfg(unix)]
+    #[test]
+    fn only_exhaustion_pauses_accepting() {
+        use AcceptFailure::*;
+        let os = io::Error::from_raw_os_error;
+        for (e, expected) in [
+            (io::ErrorKind::ConnectionAborted.into(), ThisConnection),
+            (io::ErrorKind::ConnectionReset.into(), ThisConnection),
+            (os(libc::EPROTO), ThisConnection),
+            (os(libc::ENETUNREACH), ThisConnection),
+            (os(libc::EHOSTUNREACH), ThisConnection),
+            (os(libc::ETIMEDOUT), ThisConnection),
+            (os(libc::EPERM), ThisConnection),
+            (os(libc::EMFILE), Exhausted),
+            (os(libc::ENFILE), Exhausted),
+            (os(libc::ENOBUFS), Exhausted),
+            (os(libc::ENOMEM), Exhausted),
+            (os(libc::EBADF), Listener),
+            (os(libc::EINVAL), Listener),
+        ] {
+            assert_eq!(accept_failure(&e), expected, "{e}");
+        }
     }
 
     /// The options set on listeners reach accepted connections without a system call per
