@@ -314,9 +314,14 @@ fn check_plan(spec: &ListenSpec, o: PlanOptions, caps: &HostCaps, fake: &Fake) {
         (Ok(p), None) => p,
         (Err(e), Some(kind)) => {
             assert_eq!(e.kind(), kind, "{context}: {e}");
+            // Quoted as the user wrote it when it was parsed from text.
+            let quoted = match spec.written() {
+                Some(text) => format!("{text:?}"),
+                None => format!("\"{spec}\""),
+            };
             assert!(
-                e.to_string().contains(&format!("\"{spec}\"")),
-                "{context}: {e} does not name the spec"
+                e.to_string().contains(&quoted),
+                "{context}: {e} does not name the spec as {quoted}"
             );
             return;
         }

@@ -166,13 +166,21 @@ impl ListenConfig {
             listeners: Vec::new(),
             skipped: Vec::new(),
         };
+        let mut logged = Vec::new();
         for spec in specs {
             let spec = spec.to_listen_spec()?;
             let plan = plan(&spec, self.options, &caps, &*self.resolver)?;
-            bound.skipped.extend(plan.skipped.iter().cloned());
             let (listeners, skipped) = self.open(&plan)?;
+            for s in plan.skipped.into_iter().chain(skipped) {
+                logged.push(format!("listen spec {}: {s}", spec.quoted()));
+                bound.skipped.push(s);
+            }
             bound.listeners.extend(listeners);
-            bound.skipped.extend(skipped);
+        }
+        // Logged here, once, whether the planner or the kernel left the address out, and
+        // only once every spec is bound.
+        for line in logged {
+            log::warn!("{line}");
         }
         Ok(bound)
     }
@@ -224,9 +232,7 @@ impl ListenConfig {
                 }
                 Err((_, e)) if planned.optional && is_unavailable(&e) => {
                     let reason = SkipReason::Os(e.raw_os_error().unwrap_or_default());
-                    let s = Skipped { addr, reason };
-                    log::warn!("listen spec \"{}\": {s}", plan.spec);
-                    skipped.push(s);
+                    skipped.push(Skipped { addr, reason });
                 }
                 Err((step, e)) => {
                     let port_was_ours = plan.spec.port() == 0 && !listeners.is_empty();
@@ -247,7 +253,7 @@ impl ListenConfig {
                 .first()
                 .expect("a plan has at least one socket");
             return Err(Failure::Fatal(Box::new(BindError {
-                spec: plan.spec.clone(),
+                spec: Box::new(plan.spec.clone()),
                 addr: first.addr,
                 mode: first.mode,
                 detail: format!("no address could be bound ({})", what.join("; ")),
@@ -495,7 +501,8 @@ pub(crate) fn connect_addr_for(local: SocketAddr) -> SocketAddr {
 /// A socket of a spec that could not be opened. Every socket of that spec was closed.
 #[derive(Debug)]
 pub struct BindError {
-    spec: ListenSpec,
+    /// Boxed, so that `Result<_, Error>` stays small on the success path.
+    spec: Box<ListenSpec>,
     addr: SocketAddr,
     mode: SocketMode,
     detail: String,
@@ -517,7 +524,7 @@ impl BindError {
             _ => "",
         };
         BindError {
-            spec: spec.clone(),
+            spec: Box::new(spec.clone()),
             addr,
             mode,
             detail: format!("{step} {} ({mode}): {source}{hint}", display_addr(addr)),
@@ -548,7 +555,12 @@ impl BindError {
 
 impl fmt::Display for BindError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot listen on \"{}\": {}", self.spec, self.detail)
+        write!(
+            f,
+            "cannot listen on {}: {}",
+            self.spec.quoted(),
+            self.detail
+        )
     }
 }
 

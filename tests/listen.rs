@@ -153,6 +153,25 @@ fn address_in_use_fails_the_whole_spec_and_closes_what_was_bound() {
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("127.0.0.1:P was left open");
 }
 
+/// Issue #12: errors quoted the canonical form (`*:7000`) where the user typed `:7000`.
+#[test]
+fn errors_quote_the_spec_as_it_was_written() {
+    let squatter = std::net::TcpListener::bind("[::]:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    for written in [
+        format!(":{port}"),
+        format!("{port}"),
+        format!("[::]:{port}"),
+    ] {
+        let err = bind(written.as_str()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("cannot listen on {written:?}: ")),
+            "{text}"
+        );
+    }
+}
+
 #[test]
 fn a_numeric_address_that_fails_is_an_error_not_a_skip() {
     // TEST-NET-2: not assigned on any machine here. Binding sends no packet.

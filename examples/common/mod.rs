@@ -234,9 +234,6 @@ pub fn announce<H>(server: &Server<H>) {
         .expect("write to stdout");
     }
     out.flush().expect("flush stdout");
-    for s in server.skipped() {
-        log::warn!("{s}");
-    }
     for l in server.listeners() {
         let (host, port) = (l.local_addr.ip(), l.local_addr.port());
         let hint = match l.mode {

@@ -70,6 +70,9 @@ pub enum ParseErrorKind {
     InvalidZone,
     /// Something else follows where a `:` was expected: `"[::1]x80"`.
     UnexpectedCharacter,
+    /// The input is longer than any listen spec can be (512 bytes): often a file or a
+    /// variable pasted in by mistake.
+    TooLong,
 }
 
 impl ParseError {
@@ -112,13 +115,26 @@ impl ParseError {
 }
 
 impl fmt::Display for ParseError {
+    /// `invalid listen spec "INPUT": WHAT IS WRONG`. An input too long to be a spec is
+    /// quoted by its first 64 characters only, so the message stays one readable line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = if self.of_host { "host" } else { "spec" };
-        write!(
-            f,
-            "invalid listen {} {:?}: {}",
-            what, self.input, self.detail
-        )
+        const SHOWN: usize = 64;
+        match self.input.char_indices().nth(SHOWN) {
+            Some((end, _)) if self.input.len() > super::parse::MAX_LEN => write!(
+                f,
+                "invalid listen {} {:?}… ({} bytes): {}",
+                what,
+                &self.input[..end],
+                self.input.len(),
+                self.detail
+            ),
+            _ => write!(
+                f,
+                "invalid listen {} {:?}: {}",
+                what, self.input, self.detail
+            ),
+        }
     }
 }
 

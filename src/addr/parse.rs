@@ -16,8 +16,31 @@ use super::spec::{Host, HostName, ListenSpec, Zone};
 
 type Result<T> = std::result::Result<T, ParseError>;
 
+/// No valid spec is longer: a 253-character name and a port, or a bracketed IPv6 address
+/// with a zone, fit well within it. Longer input is refused before any hint quotes it.
+pub(crate) const MAX_LEN: usize = 512;
+
+fn too_long(input: &str) -> ParseError {
+    ParseError::new(
+        input,
+        TooLong,
+        Some(MAX_LEN),
+        format!(
+            "it is {} bytes long; no listen spec is longer than {MAX_LEN}",
+            input.len()
+        ),
+    )
+}
+
 /// Parses a whole spec: `HOST:PORT`, `[IPV6]:PORT`, `:PORT`, `*:PORT` or `PORT`.
 pub(crate) fn spec(input: &str) -> Result<ListenSpec> {
+    unwritten_spec(input).map(|spec| spec.with_written(input))
+}
+
+fn unwritten_spec(input: &str) -> Result<ListenSpec> {
+    if input.len() > MAX_LEN {
+        return Err(too_long(input));
+    }
     if input.is_empty() {
         return Err(ParseError::new(
             input,
@@ -72,7 +95,9 @@ pub(crate) fn spec(input: &str) -> Result<ListenSpec> {
 
 /// Parses the host of a `(host, port)` pair, where an IPv6 address needs no brackets.
 pub(crate) fn tuple_host(host: &str) -> Result<Host> {
-    let parsed = if host.is_empty() || host == "*" {
+    let parsed = if host.len() > MAX_LEN {
+        Err(too_long(host))
+    } else if host.is_empty() || host == "*" {
         Ok(Host::Any)
     } else if let Some(pos) = host.find(char::is_whitespace) {
         let trimmed = host.trim();
@@ -282,7 +307,12 @@ fn ends_in_number(name: &str) -> bool {
 /// Explains why `text`, which ends in a number, is not a valid IPv4 address.
 fn invalid_ipv4(input: &str, text: &str, offset: usize) -> ParseError {
     let parts: Vec<&str> = text.split('.').collect();
-    let why = if parts.len() != 4 {
+    let why = if let Some(addr) = text
+        .strip_suffix('.')
+        .and_then(|t| t.parse::<Ipv4Addr>().ok())
+    {
+        format!("an IPv4 address takes no trailing dot (only names do), as in \"{addr}\"")
+    } else if parts.len() != 4 {
         r#"it needs four decimal parts, as in "127.0.0.1""#.to_owned()
     } else if let Some(p) = parts.iter().find(|p| p.len() > 1 && p.starts_with('0')) {
         format!("part {p:?} has a leading zero, which some parsers read as octal")
@@ -299,8 +329,9 @@ fn invalid_ipv4(input: &str, text: &str, offset: usize) -> ParseError {
     )
 }
 
-/// A DNS name: labels of 1 to 63 letters, digits, `-` or `_`; 253 characters at most, not
-/// counting an optional trailing dot.
+/// A DNS name: labels of 1 to 63 letters, digits, `-` or `_`, neither beginning nor ending
+/// with `-` (RFC 952, RFC 1123 §2.1); 253 characters at most, not counting an optional
+/// trailing dot.
 pub(crate) fn host_name(input: &str, text: &str, offset: usize) -> Result<HostName> {
     let invalid =
         |pos: usize, detail: String| ParseError::new(input, InvalidHostName, Some(pos), detail);
@@ -350,6 +381,17 @@ pub(crate) fn host_name(input: &str, text: &str, offset: usize) -> Result<HostNa
             return Err(invalid(
                 pos,
                 format!("invalid character {c:?} in host name at byte {pos}{idn}"),
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            let at = if label.starts_with('-') {
+                label_offset
+            } else {
+                label_offset + label.len() - 1
+            };
+            return Err(invalid(
+                at,
+                format!("the label {label:?} begins or ends with \"-\", which a host name may not"),
             ));
         }
         label_offset += label.len() + 1;
@@ -646,7 +688,57 @@ mod tests {
             r#"expected ":" and a port after "]", found 'x'"#,
         ),
         ("[::1]]:80", UnexpectedCharacter, "found ']'"),
+        (
+            "127.0.0.1.:80",
+            InvalidIpv4,
+            r#"an IPv4 address takes no trailing dot (only names do), as in "127.0.0.1""#,
+        ),
+        (
+            "-a:80",
+            InvalidHostName,
+            r#"the label "-a" begins or ends with "-""#,
+        ),
+        (
+            "ex-.-ample:80",
+            InvalidHostName,
+            r#"the label "ex-" begins"#,
+        ),
+        (
+            "xn--:80",
+            InvalidHostName,
+            r#"the label "xn--" begins or ends"#,
+        ),
+        ("a.b-:80", InvalidHostName, r#"label "b-""#),
     ];
+
+    /// Issue #13, item 8: a 4 MB spec gave an 8 MB error message.
+    #[test]
+    fn input_too_long_for_a_spec_gets_a_short_message() {
+        for input in [
+            "a".repeat(4 << 20) + ":80",
+            format!("localhost:{}", "9".repeat(4 << 20)),
+            format!("[::1%{}]:80", "e".repeat(4 << 20)),
+            format!("localhost:{}", "x".repeat(4 << 20)),
+            "é".repeat(1 << 20),
+        ] {
+            let err = spec(&input).unwrap_err();
+            assert_eq!(err.kind(), TooLong);
+            let text = err.to_string();
+            assert!(text.len() < 300, "{} bytes: {}", text.len(), &text[..300]);
+            assert!(text.contains(&format!("({} bytes)", input.len())), "{text}");
+            let err = tuple_host(&input).unwrap_err();
+            assert!(err.to_string().len() < 300);
+        }
+        // The longest valid specs are well within the limit.
+        let name = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ]
+        .join(".");
+        assert!(spec(&format!("{name}.:65535")).is_ok());
+    }
 
     #[test]
     fn rejected_specs_name_the_input_and_the_mistake() {

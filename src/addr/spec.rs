@@ -46,11 +46,29 @@ use crate::sys;
 /// A host that ends in a numeric label must be a valid dotted quad: `127.1` and `0x7f.1` are
 /// errors, never names handed to a resolver that would read them as legacy IPv4 forms.
 ///
-/// `Display` prints the canonical form, and parsing it gives back an equal spec.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// `Display` prints the canonical form, and parsing it gives back an equal spec. A spec
+/// parsed from text also keeps that text ([`written`](ListenSpec::written)), which errors
+/// and logs quote, so that a user who typed `:7000` reads `:7000`, not `*:7000`; it takes no
+/// part in equality.
+#[derive(Debug, Clone)]
 pub struct ListenSpec {
     host: Host,
     port: u16,
+    written: Option<Box<str>>,
+}
+
+impl PartialEq for ListenSpec {
+    fn eq(&self, other: &ListenSpec) -> bool {
+        (&self.host, self.port) == (&other.host, other.port)
+    }
+}
+
+impl Eq for ListenSpec {}
+
+impl std::hash::Hash for ListenSpec {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (&self.host, self.port).hash(state);
+    }
 }
 
 /// The host part of a [`ListenSpec`]; each kind stays distinct, and a numeric host is never a name.
@@ -113,7 +131,35 @@ impl ListenSpec {
     /// assert_eq!(ListenSpec::new(Host::Any, 0).to_string(), "*:0");
     /// ```
     pub fn new(host: Host, port: u16) -> ListenSpec {
-        ListenSpec { host, port }
+        ListenSpec {
+            host,
+            port,
+            written: None,
+        }
+    }
+
+    pub(crate) fn with_written(mut self, text: &str) -> ListenSpec {
+        self.written = Some(text.into());
+        self
+    }
+
+    /// The text this spec was parsed from, as the user wrote it; `None` for a spec built
+    /// from values.
+    ///
+    /// ```
+    /// use dualstack::ListenSpec;
+    /// let spec: ListenSpec = ":7000".parse()?;
+    /// assert_eq!(spec.written(), Some(":7000"));
+    /// assert_eq!(spec.to_string(), "*:7000");
+    /// # Ok::<(), dualstack::ParseError>(())
+    /// ```
+    pub fn written(&self) -> Option<&str> {
+        self.written.as_deref()
+    }
+
+    /// What errors and logs quote: the text as written, else the canonical form.
+    pub(crate) fn quoted(&self) -> QuotedSpec<'_> {
+        QuotedSpec(self)
     }
 
     /// The host this spec names.
@@ -170,6 +216,18 @@ impl From<SocketAddrV6> for ListenSpec {
 impl fmt::Display for ListenSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// A spec as errors and logs show it: in double quotes, as the user wrote it.
+pub(crate) struct QuotedSpec<'a>(&'a ListenSpec);
+
+impl fmt::Display for QuotedSpec<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.written() {
+            Some(text) => write!(f, "{text:?}"),
+            None => write!(f, "\"{}\"", self.0),
+        }
     }
 }
 
