@@ -7,6 +7,7 @@ use std::io;
 use crate::addr::ParseError;
 use crate::listen::BindError;
 use crate::plan::PlanError;
+use crate::reactor::ConfigError;
 
 /// Any error the crate's entry points can return; each variant wraps the error of one layer.
 ///
@@ -24,8 +25,8 @@ pub enum Error {
     Plan(PlanError),
     /// A socket could not be opened; every socket of its spec was closed.
     Bind(BindError),
-    /// A server setting makes no sense; the text says which and why.
-    Config(String),
+    /// A server setting makes no sense.
+    Config(ConfigError),
     /// The poller could not be made (or another I/O error outside any one socket).
     Io(io::Error),
 }
@@ -36,7 +37,7 @@ impl fmt::Display for Error {
             Error::Parse(e) => e.fmt(f),
             Error::Plan(e) => e.fmt(f),
             Error::Bind(e) => e.fmt(f),
-            Error::Config(problem) => write!(f, "invalid server configuration: {problem}"),
+            Error::Config(e) => write!(f, "invalid server configuration: {e}"),
             Error::Io(e) => e.fmt(f),
         }
     }
@@ -48,7 +49,7 @@ impl StdError for Error {
             Error::Parse(e) => Some(e),
             Error::Plan(e) => Some(e),
             Error::Bind(e) => Some(e),
-            Error::Config(_) => None,
+            Error::Config(e) => Some(e),
             Error::Io(e) => Some(e),
         }
     }
@@ -69,6 +70,12 @@ impl From<PlanError> for Error {
 impl From<BindError> for Error {
     fn from(e: BindError) -> Error {
         Error::Bind(e)
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        Error::Config(e)
     }
 }
 

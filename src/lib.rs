@@ -186,5 +186,5 @@ pub use plan::{
     Skipped, SocketMode, WildcardStack,
 };
 pub use reactor::{
-    ListenerInfo, ListenerStats, Server, ServerBuilder, ServerHandle, Stats, TimerId,
+    ConfigError, ListenerInfo, ListenerStats, Server, ServerBuilder, ServerHandle, Stats, TimerId,
 };

@@ -407,3 +407,41 @@ fn on_stop_can_say_goodbye_and_timers_set_before_it_never_fire() {
     assert_eq!(server.handler().stops, 1);
     assert_eq!(server.handler().timers_fired, 0);
 }
+
+/// Issue #12: `max_connections(0)` and a builder with no listen spec gave a server that never
+/// accepted; sizes that cannot be allocated (a read buffer of `usize::MAX`) aborted the
+/// process. Each is a configuration error now, before any socket is opened.
+#[test]
+fn settings_that_cannot_work_are_refused_by_bind() {
+    use dualstack::{ConfigError, ConnId, Context, Error, Handler, Server};
+
+    struct Nothing;
+    impl Handler for Nothing {
+        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+    }
+    let cases = [
+        (Server::builder(), ConfigError::NoListenSpec),
+        (
+            Server::builder().listen("127.0.0.1:0").max_connections(0),
+            ConfigError::ZeroConnectionLimit,
+        ),
+        (
+            Server::builder()
+                .listen("127.0.0.1:0")
+                .read_buffer_size(usize::MAX),
+            ConfigError::ReadBufferSize(usize::MAX),
+        ),
+        (
+            Server::builder()
+                .listen("127.0.0.1:0")
+                .events_capacity(usize::MAX),
+            ConfigError::EventsCapacity(usize::MAX),
+        ),
+    ];
+    for (builder, expected) in cases {
+        match builder.bind(Nothing) {
+            Err(Error::Config(e)) => assert_eq!(e, expected),
+            other => panic!("expected {expected:?}, got {other:?}"),
+        }
+    }
+}

@@ -29,9 +29,18 @@ impl fmt::Display for ConnId {
 }
 
 /// Names one listening socket of a server: its index in
-/// [`Server::listeners`](crate::Server::listeners).
+/// [`Server::listeners`](crate::Server::listeners). Only the server makes them, so every
+/// `ListenerId` a handler holds names a listener that exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ListenerId(pub usize);
+pub struct ListenerId(pub(crate) usize);
+
+impl ListenerId {
+    /// The listener's index in [`Server::listeners`](crate::Server::listeners) and in
+    /// [`Stats::listeners`](crate::Stats::listeners).
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
 
 /// What the handler learns about a connection when it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

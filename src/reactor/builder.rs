@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Limits, Server};
+use super::{ConfigError, Limits, Server};
 use crate::addr::{ListenSpec, ParseError, ToListenSpec};
 use crate::error::Error;
 use crate::handler::Handler;
@@ -219,34 +219,13 @@ impl ServerBuilder {
     ///
     /// - [`Error::Parse`], [`Error::Plan`], [`Error::Bind`]: as for [`ListenConfig::bind`];
     ///   no socket stays open;
-    /// - [`Error::Config`]: a limit makes no sense (a zero read buffer, the low water mark
-    ///   above the high one, the high one above the hard limit);
+    /// - [`Error::Config`]: a setting makes no sense ([`ConfigError`] says which), or no
+    ///   spec was given;
     /// - [`Error::Io`]: the poller could not be made.
     pub fn bind<H: Handler>(self, handler: H) -> Result<Server<H>, Error> {
-        let l = &self.limits;
-        let problem = if l.read_buffer == 0 {
-            Some("the read buffer size must be at least 1 byte".to_owned())
-        } else if l.read_budget == 0 {
-            Some("the read budget must be at least 1 byte".to_owned())
-        } else if l.low_water > l.high_water {
-            Some(format!(
-                "the low water mark ({}) is above the high one ({})",
-                l.low_water, l.high_water
-            ))
-        } else if l.high_water > l.max_queued {
-            Some(format!(
-                "the high water mark ({}) is above the queue limit ({})",
-                l.high_water, l.max_queued
-            ))
-        } else if l.events == 0 {
-            Some("the events capacity must be at least 1".to_owned())
-        } else if l.max_per_peer == Some(0) {
-            Some("the per-peer connection limit must be at least 1".to_owned())
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            return Err(Error::Config(problem));
+        self.limits.validate()?;
+        if self.specs.is_empty() {
+            return Err(ConfigError::NoListenSpec.into());
         }
         let specs = self.specs.into_iter().collect::<Result<Vec<_>, _>>()?;
         let (listeners, skipped) = self.listen.bind_all(specs)?.into_parts();

@@ -23,6 +23,7 @@
 
 mod builder;
 mod handle;
+mod limits;
 mod ready;
 mod timers;
 pub(crate) mod token;
@@ -39,6 +40,8 @@ use slab::Slab;
 
 pub use builder::ServerBuilder;
 pub use handle::ServerHandle;
+pub use limits::ConfigError;
+pub(crate) use limits::Limits;
 pub(crate) use timers::after as deadline_after;
 pub use timers::TimerId;
 
@@ -113,46 +116,6 @@ pub struct Stats {
     pub queued: usize,
     /// One entry per listener, in [`Server::listeners`] order.
     pub listeners: Vec<ListenerStats>,
-}
-
-/// Limits and tunables, set through [`ServerBuilder`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    pub(crate) max_connections: Option<usize>,
-    pub(crate) max_per_peer: Option<usize>,
-    pub(crate) ipv6_peer_prefix: u8,
-    pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) first_byte_timeout: Option<Duration>,
-    pub(crate) max_total_queued: Option<usize>,
-    pub(crate) read_buffer: usize,
-    pub(crate) read_budget: usize,
-    pub(crate) high_water: usize,
-    pub(crate) low_water: usize,
-    pub(crate) max_queued: usize,
-    pub(crate) shutdown_timeout: Duration,
-    pub(crate) nodelay: bool,
-    pub(crate) events: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_connections: None,
-            max_per_peer: None,
-            ipv6_peer_prefix: 64,
-            idle_timeout: None,
-            first_byte_timeout: None,
-            max_total_queued: None,
-            read_buffer: 64 * 1024,
-            read_budget: 256 * 1024,
-            high_water: 256 * 1024,
-            low_water: 64 * 1024,
-            max_queued: 4 * 1024 * 1024,
-            shutdown_timeout: Duration::from_secs(5),
-            nodelay: false,
-            events: 1024,
-        }
-    }
 }
 
 pub(crate) struct ListenerSlot {

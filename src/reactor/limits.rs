@@ -1,0 +1,272 @@
+//! [`Limits`]: the reactor's limits and tunables, and the one place they are checked
+//! ([`Limits::validate`], which gives a typed [`ConfigError`]).
+
+use std::fmt;
+use std::time::Duration;
+
+/// The largest read buffer the server allocates: a larger one would only be a way to make
+/// the allocation itself fail.
+pub(crate) const MAX_READ_BUFFER: usize = 64 << 20;
+
+/// The largest events capacity: one poll never usefully returns more.
+pub(crate) const MAX_EVENTS: usize = 1 << 16;
+
+/// Limits and tunables, set through [`ServerBuilder`](crate::ServerBuilder).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_per_peer: Option<usize>,
+    pub(crate) ipv6_peer_prefix: u8,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) first_byte_timeout: Option<Duration>,
+    pub(crate) max_total_queued: Option<usize>,
+    pub(crate) read_buffer: usize,
+    pub(crate) read_budget: usize,
+    pub(crate) high_water: usize,
+    pub(crate) low_water: usize,
+    pub(crate) max_queued: usize,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) nodelay: bool,
+    pub(crate) events: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: None,
+            max_per_peer: None,
+            ipv6_peer_prefix: 64,
+            idle_timeout: None,
+            first_byte_timeout: None,
+            max_total_queued: None,
+            read_buffer: 64 * 1024,
+            read_budget: 256 * 1024,
+            high_water: 256 * 1024,
+            low_water: 64 * 1024,
+            max_queued: 4 * 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(5),
+            nodelay: false,
+            events: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks that the limits make sense together. Durations need no check: every deadline
+    /// saturates, so `Duration::MAX` means "never".
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, as a [`ConfigError`].
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        use ConfigError::*;
+        if self.read_buffer == 0 || self.read_buffer > MAX_READ_BUFFER {
+            return Err(ReadBufferSize(self.read_buffer));
+        }
+        if self.read_budget == 0 {
+            return Err(ZeroReadBudget);
+        }
+        if self.low_water > self.high_water {
+            return Err(WaterMarksReversed {
+                low: self.low_water,
+                high: self.high_water,
+            });
+        }
+        if self.high_water > self.max_queued {
+            return Err(HighWaterAboveQueueLimit {
+                high: self.high_water,
+                limit: self.max_queued,
+            });
+        }
+        if self.events == 0 || self.events > MAX_EVENTS {
+            return Err(EventsCapacity(self.events));
+        }
+        if self.max_per_peer == Some(0) {
+            return Err(ZeroPerPeerLimit);
+        }
+        if self.max_connections == Some(0) {
+            return Err(ZeroConnectionLimit);
+        }
+        Ok(())
+    }
+}
+
+/// A server setting that makes no sense, found by
+/// [`ServerBuilder::bind`](crate::ServerBuilder::bind) before any socket is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No listen spec was given: the server would never accept anything.
+    NoListenSpec,
+    /// The read buffer is 0 bytes, or larger than 64 MiB.
+    ReadBufferSize(usize),
+    /// The read budget is 0 bytes: no connection could ever be read.
+    ZeroReadBudget,
+    /// The low water mark is above the high one.
+    WaterMarksReversed {
+        /// The low water mark.
+        low: usize,
+        /// The high water mark.
+        high: usize,
+    },
+    /// The high water mark is above the per-connection queue limit, so backpressure would
+    /// never start before sends fail.
+    HighWaterAboveQueueLimit {
+        /// The high water mark.
+        high: usize,
+        /// The per-connection queue limit.
+        limit: usize,
+    },
+    /// The events capacity is 0, or above 65536.
+    EventsCapacity(usize),
+    /// The per-peer connection limit is 0: every connection would be refused.
+    ZeroPerPeerLimit,
+    /// The connection limit is 0: the server would never accept.
+    ZeroConnectionLimit,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::NoListenSpec => {
+                f.write_str("no listen spec: add one with ServerBuilder::listen")
+            }
+            ConfigError::ReadBufferSize(n) => write!(
+                f,
+                "the read buffer size is {n} bytes; it must be from 1 byte to {MAX_READ_BUFFER}"
+            ),
+            ConfigError::ZeroReadBudget => f.write_str("the read budget must be at least 1 byte"),
+            ConfigError::WaterMarksReversed { low, high } => {
+                write!(
+                    f,
+                    "the low water mark ({low}) is above the high one ({high})"
+                )
+            }
+            ConfigError::HighWaterAboveQueueLimit { high, limit } => write!(
+                f,
+                "the high water mark ({high}) is above the queue limit ({limit})"
+            ),
+            ConfigError::EventsCapacity(n) => write!(
+                f,
+                "the events capacity is {n}; it must be from 1 to {MAX_EVENTS}"
+            ),
+            ConfigError::ZeroPerPeerLimit => {
+                f.write_str("the per-peer connection limit must be at least 1")
+            }
+            ConfigError::ZeroConnectionLimit => f.write_str(
+                "the connection limit must be at least 1: with 0 the server never accepts",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_nonsense_setting_is_named() {
+        let d = Limits::default();
+        let cases: Vec<(Limits, ConfigError)> = vec![
+            (
+                Limits {
+                    read_buffer: 0,
+                    ..d
+                },
+                ConfigError::ReadBufferSize(0),
+            ),
+            (
+                Limits {
+                    read_buffer: usize::MAX,
+                    ..d
+                },
+                ConfigError::ReadBufferSize(usize::MAX),
+            ),
+            (
+                Limits {
+                    read_budget: 0,
+                    ..d
+                },
+                ConfigError::ZeroReadBudget,
+            ),
+            (
+                Limits {
+                    low_water: 10,
+                    high_water: 5,
+                    ..d
+                },
+                ConfigError::WaterMarksReversed { low: 10, high: 5 },
+            ),
+            (
+                Limits {
+                    high_water: 10,
+                    max_queued: 5,
+                    low_water: 1,
+                    ..d
+                },
+                ConfigError::HighWaterAboveQueueLimit { high: 10, limit: 5 },
+            ),
+            (Limits { events: 0, ..d }, ConfigError::EventsCapacity(0)),
+            (
+                Limits {
+                    events: usize::MAX,
+                    ..d
+                },
+                ConfigError::EventsCapacity(usize::MAX),
+            ),
+            (
+                Limits {
+                    max_per_peer: Some(0),
+                    ..d
+                },
+                ConfigError::ZeroPerPeerLimit,
+            ),
+            (
+                Limits {
+                    max_connections: Some(0),
+                    ..d
+                },
+                ConfigError::ZeroConnectionLimit,
+            ),
+        ];
+        for (limits, expected) in cases {
+            assert_eq!(limits.validate(), Err(expected), "{limits:?}");
+        }
+    }
+
+    #[test]
+    fn extremes_that_mean_something_are_accepted() {
+        let d = Limits::default();
+        let ok = [
+            Limits {
+                max_queued: usize::MAX,
+                high_water: usize::MAX,
+                low_water: usize::MAX,
+                ..d
+            },
+            Limits {
+                idle_timeout: Some(Duration::MAX),
+                first_byte_timeout: Some(Duration::ZERO),
+                shutdown_timeout: Duration::MAX,
+                ..d
+            },
+            Limits {
+                read_buffer: MAX_READ_BUFFER,
+                events: MAX_EVENTS,
+                read_budget: usize::MAX,
+                max_total_queued: Some(0),
+                ..d
+            },
+        ];
+        for limits in ok {
+            assert_eq!(limits.validate(), Ok(()), "{limits:?}");
+        }
+    }
+}
