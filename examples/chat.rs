@@ -97,10 +97,40 @@ impl Chat {
             let list = format!("* here: {}\n", names.join(", "));
             self.deliver(ctx, from, &list);
         } else {
-            let message = format!("{}: {}\n", client.name, text);
+            let message = format!("{}: {}\n", client.name, printable(&text));
             self.broadcast(ctx, Some(from), &message);
         }
     }
+}
+
+/// `text` with every character that could act on another user's terminal written out
+/// instead: C0 and C1 controls and DEL (ESC starts cursor and screen commands, CR
+/// overwrites a line) in caret or `\u{..}` form, and the bidirectional overrides that
+/// reorder what is shown. Tabs stay.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(c),
+            '\0'..='\x1f' => {
+                out.push('^');
+                out.push(char::from(c as u8 + b'@'));
+            }
+            '\x7f' => out.push_str("^?"),
+            '\u{80}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The length of `head` followed by `tail` for the line limit: a CR at the end (of a CRLF
+/// ending, perhaps split across reads) is not part of the line.
+fn counted(head: &[u8], tail: &[u8]) -> usize {
+    let last = tail.last().or(head.last());
+    head.len() + tail.len() - usize::from(last == Some(&b'\r'))
 }
 
 impl Handler for Chat {
@@ -129,7 +159,7 @@ impl Handler for Chat {
             if std::mem::take(&mut client.overlong) {
                 continue; // the end of a line already reported as too long
             }
-            if client.partial.len() + piece.len() > MAX_LINE {
+            if counted(&client.partial, piece) > MAX_LINE {
                 client.partial.clear();
                 self.deliver(ctx, conn, "* error: line longer than 4096 bytes, dropped\n");
                 continue;
@@ -144,7 +174,8 @@ impl Handler for Chat {
         if client.overlong {
             return;
         }
-        if client.partial.len() + rest.len() > MAX_LINE {
+        // A CR at the end may be the first half of a CRLF split across reads.
+        if counted(&client.partial, rest) > MAX_LINE {
             client.partial = Vec::new();
             client.overlong = true;
             self.deliver(ctx, conn, "* error: line longer than 4096 bytes, dropped\n");
@@ -162,6 +193,7 @@ impl Handler for Chat {
 }
 
 fn main() {
+    let signals = common::Signals::install("chat");
     let opts = common::Options::parse(
         "chat",
         "chat: a line-based chat room across every listener (/nick NAME, /who).",
@@ -170,8 +202,8 @@ fn main() {
     );
     common::init_logging();
     let mut server = common::bind("chat", opts.builder(), Chat::default());
-    common::announce(&server);
-    common::stop_on_signals(server.handle());
+    signals.stop(&server);
+    common::announce("chat", &server);
     if let Err(e) = server.run() {
         log::error!("the server loop failed: {e}");
         std::process::exit(1);

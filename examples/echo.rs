@@ -28,6 +28,7 @@ impl Handler for Echo {
 }
 
 fn main() {
+    let signals = common::Signals::install("echo");
     let opts = common::Options::parse(
         "echo",
         "echo: every byte a client sends comes back, unchanged.",
@@ -36,8 +37,8 @@ fn main() {
     );
     common::init_logging();
     let mut server = common::bind("echo", opts.builder(), Echo);
-    common::announce(&server);
-    common::stop_on_signals(server.handle());
+    signals.stop(&server);
+    common::announce("echo", &server);
     if let Err(e) = server.run() {
         log::error!("the server loop failed: {e}");
         std::process::exit(1);

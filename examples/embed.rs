@@ -2,12 +2,17 @@
 //!
 //! Run with `cargo run --example embed -- [OPTIONS] [SPEC]...` (default `localhost:7002`).
 //! The TCP listeners echo. The application adds a UDP socket of its own (`--udp ADDR`,
-//! default `127.0.0.1:0`) to the server's poll: send it `stats` and it answers with the
-//! server's counters, per listener:
+//! default `127.0.0.1:0`) to the server's poll: send it `stats`, padded with spaces to at
+//! least as many bytes as the answer, and it answers with the server's counters, per
+//! listener:
 //!
 //! ```text
-//! echo stats | nc -u -w1 127.0.0.1 PORT
+//! printf 'stats%1019s' '' | nc -u -w1 127.0.0.1 PORT
 //! ```
+//!
+//! It answers nothing else, and never with more bytes than the request had: a UDP socket
+//! that answers anything, or answers small requests with large replies, lets anyone who can
+//! forge a source address aim its replies at a third party (a reflector, an amplifier).
 //!
 //! The application keeps its own timer too (a stats line in the log every
 //! `--report-every SECONDS`, default 10), and drives the server one step at a time with
@@ -15,7 +20,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dualstack::{display_addr, ConnId, Context, Handler, Stats};
 use mio::{Interest, Token};
@@ -56,7 +61,8 @@ impl Handler for App {
             return;
         }
         let Some(udp) = &self.udp else { return };
-        let mut buf = [0; 512];
+        // The largest datagram there is: nothing is cut short.
+        let mut buf = vec![0; 65536];
         // Edge-triggered: drain the socket.
         loop {
             let (n, from) = match udp.recv_from(&mut buf) {
@@ -67,10 +73,25 @@ impl Handler for App {
                     return;
                 }
             };
-            let answer = match std::str::from_utf8(&buf[..n]).map(str::trim) {
-                Ok("stats") => self.stats_text(&ctx.stats()),
-                _ => "unknown command; try: stats\n".to_owned(),
-            };
+            let request = buf[..n]
+                .strip_prefix(b"stats")
+                .filter(|padding| padding.iter().all(|b| b" \r\n\0".contains(b)));
+            if request.is_none() {
+                log::debug!(
+                    "udp: {n} bytes from {} are not a request: no answer",
+                    display_addr(from)
+                );
+                continue;
+            }
+            let answer = self.stats_text(&ctx.stats());
+            if answer.len() > n {
+                log::debug!(
+                    "udp: a {n}-byte request from {} for a {}-byte answer: no answer (pad it)",
+                    display_addr(from),
+                    answer.len()
+                );
+                continue;
+            }
             if let Err(e) = udp.send_to(answer.as_bytes(), from) {
                 log::warn!("udp reply to {}: {e}", display_addr(from));
             }
@@ -79,6 +100,7 @@ impl Handler for App {
 }
 
 fn main() {
+    let signals = common::Signals::install("embed");
     let opts = common::Options::parse(
         "embed",
         "embed: an application that owns its loop, with an echo server and a UDP stats socket.",
@@ -86,7 +108,7 @@ fn main() {
         &[
             (
                 "--udp",
-                "--udp ADDR                the UDP stats socket (default 127.0.0.1:0)",
+                "--udp ADDR                the UDP stats socket (default 127.0.0.1:0); send it\n                            \"stats\" padded with spaces to the answer's size (1 KiB is plenty)",
             ),
             (
                 "--report-every",
@@ -101,18 +123,13 @@ fn main() {
             &format!("--udp {udp_addr:?}: expected an address such as 127.0.0.1:0 or [::1]:9000"),
         )
     });
-    let every = opts.extra("--report-every").unwrap_or("10");
-    let every = every
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .map(Duration::from_secs_f64)
-        .unwrap_or_else(|| {
-            common::fail(
-                "embed",
-                &format!("--report-every {every:?}: expected a number of seconds above 0"),
-            )
-        });
+    // At most ten reports a second, at least one a day.
+    let every = common::seconds(
+        "embed",
+        "--report-every",
+        opts.extra("--report-every").unwrap_or("10"),
+        (0.1, 86_400.0),
+    );
     common::init_logging();
 
     let mut server = common::bind(
@@ -146,14 +163,9 @@ fn main() {
     app.udp = Some(udp);
     app.listeners = listeners;
 
-    common::announce(&server);
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "udp on {}", display_addr(udp_local)).expect("write to stdout");
-        out.flush().expect("flush stdout");
-    }
-    common::stop_on_signals(server.handle());
+    signals.stop(&server);
+    common::announce("embed", &server);
+    common::print_or_fail("embed", &format!("udp on {}\n", display_addr(udp_local)));
 
     // The application's loop: its own timer, and one server step per turn.
     let mut next_report = Instant::now() + every;

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use arbitrary::{Arbitrary, Unstructured};
 use dualstack::{
     display_addr, normalize, plan, FamilyPolicy, Host, HostCaps, HostName, ListenSpec,
-    PlanErrorKind, PlanOptions, Resolve, SocketMode, ToListenSpec, WildcardStack,
+    PlanErrorKind, PlanOptions, Resolve, SocketMode, ToListenSpec, WildcardStack, Zone,
 };
 
 /// The text before the first NUL (lossily decoded), and the bytes after it.
@@ -71,6 +71,28 @@ pub fn parse_spec(data: &[u8]) {
             .parse()
             .unwrap_or_else(|e| panic!("std accepts {text:?} as {std_addr}, we do not: {e}"));
         assert_eq!(numeric(&ours), Some(std_addr), "{text:?}");
+    }
+    // The text as an interface's name: the zone printed for it reads back as that name
+    // or that index, never as another interface (issue #13: "25x", "7", "a+b").
+    for index in [1, 7, 25, u32::MAX] {
+        let zone = Zone::for_interface(index, Some(&text)).expect("index is not 0");
+        let shown = zone.to_string();
+        let back = Zone::parse(&shown)
+            .unwrap_or_else(|e| panic!("interface {text:?} printed as {shown:?}: {e}"));
+        assert_eq!(back, zone, "interface {text:?} printed as {shown:?}");
+        assert!(
+            back.index() == Some(index) || back.name() == Some(&*text),
+            "interface {index} called {text:?} printed as {shown:?}, which names another"
+        );
+        let addr = format!("[fe80::1%{shown}]:80");
+        assert_eq!(
+            addr.parse::<ListenSpec>().map(|s| s.host().clone()),
+            Ok(Host::V6(
+                Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1),
+                Some(zone)
+            )),
+            "{addr}"
+        );
     }
     match (&*text, 7u16).to_listen_spec() {
         Ok(spec) => {
@@ -157,21 +179,26 @@ struct PlanInput {
     separate_stacks: bool,
     caps: [bool; 5],
     resolve_fails: bool,
-    ips: Vec<IpAddr>,
+    /// The resolver's answers, each with a scope id (0 to 3).
+    answers: Vec<(IpAddr, u8)>,
 }
 
 /// A resolver with a fixed answer, and two interfaces: `lo` (1) and `eth0` (7).
 struct Fake {
-    ips: Vec<IpAddr>,
+    answers: Vec<SocketAddr>,
     fails: bool,
 }
 
 impl Resolve for Fake {
     fn resolve(&self, _: &HostName) -> io::Result<Vec<IpAddr>> {
+        unreachable!("the planner asks for scoped answers")
+    }
+
+    fn resolve_scoped(&self, _: &HostName) -> io::Result<Vec<SocketAddr>> {
         if self.fails {
             Err(io::Error::other("the fake resolver fails"))
         } else {
-            Ok(self.ips.clone())
+            Ok(self.answers.clone())
         }
     }
 
@@ -194,7 +221,7 @@ pub fn plan_spec(data: &[u8]) {
     let Ok(mut input) = PlanInput::arbitrary(&mut Unstructured::new(rest)) else {
         return;
     };
-    input.ips.truncate(8);
+    input.answers.truncate(8);
     let family = [
         FamilyPolicy::Any,
         FamilyPolicy::V4,
@@ -215,7 +242,14 @@ pub fn plan_spec(data: &[u8]) {
         ipv6_loopback,
     };
     let fake = Fake {
-        ips: input.ips,
+        answers: input
+            .answers
+            .iter()
+            .map(|&(ip, scope)| match ip {
+                IpAddr::V4(_) => SocketAddr::new(ip, 0),
+                IpAddr::V6(a) => SocketAddr::V6(SocketAddrV6::new(a, 0, 0, u32::from(scope % 4))),
+            })
+            .collect(),
         fails: input.resolve_fails,
     };
     check_plan(&spec, PlanOptions { family, stack }, &caps, &fake);
@@ -231,7 +265,10 @@ fn expected_error(
 ) -> Option<PlanErrorKind> {
     use PlanErrorKind::*;
     let dual = caps.dual_stack && caps.ipv4 && caps.ipv6;
-    let numeric = |ip: IpAddr| -> Option<PlanErrorKind> {
+    let numeric = |ip: IpAddr, scope: u32| -> Option<PlanErrorKind> {
+        if !ip.is_unspecified() && unreachable_by_clients(ip, scope) {
+            return Some(UnusableAddress);
+        }
         match ip {
             IpAddr::V4(_) => match o.family {
                 FamilyPolicy::V6 | FamilyPolicy::DualStack => Some(PolicyMismatch),
@@ -254,7 +291,7 @@ fn expected_error(
             FamilyPolicy::DualStack => (!dual).then_some(DualStackUnavailable),
             FamilyPolicy::Any => (!caps.ipv4 && !caps.ipv6).then_some(FamilyUnavailable),
         },
-        Host::V4(ip) => numeric(IpAddr::V4(*ip)),
+        Host::V4(ip) => numeric(IpAddr::V4(*ip), 0),
         Host::V6(ip, zone) => {
             if let Some(zone) = zone {
                 if !is_scoped(ip) {
@@ -267,24 +304,29 @@ fn expected_error(
                 }
             }
             match ip.to_ipv4_mapped() {
-                Some(v4) => numeric(IpAddr::V4(v4)),
-                None => numeric(IpAddr::V6(*ip)),
+                Some(v4) => numeric(IpAddr::V4(v4), 0),
+                None => numeric(IpAddr::V6(*ip), u32::from(zone.is_some())),
             }
         }
         Host::Name(name) => {
             if o.family == FamilyPolicy::DualStack {
                 return Some(PolicyMismatch);
             }
-            let candidates: Vec<IpAddr> = if name.is_localhost() {
-                vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+            let candidates: Vec<SocketAddr> = if name.is_localhost() {
+                vec![
+                    (Ipv4Addr::LOCALHOST, 0).into(),
+                    (Ipv6Addr::LOCALHOST, 0).into(),
+                ]
             } else if fake.fails {
                 return Some(Resolve);
             } else {
-                fake.ips.clone()
+                fake.answers.clone()
             };
             let usable = candidates
                 .iter()
-                .map(|ip| normalize(SocketAddr::new(*ip, 0)).ip())
+                .map(|a| normalize(*a))
+                .filter(|a| !unreachable_by_clients(a.ip(), scope_of(a)))
+                .map(|a| a.ip())
                 .any(|ip| {
                     let wanted = match o.family {
                         FamilyPolicy::V4 => ip.is_ipv4(),
@@ -302,6 +344,26 @@ fn expected_error(
                     wanted && has
                 });
             (!usable).then_some(NoAddress)
+        }
+    }
+}
+
+fn scope_of(addr: &SocketAddr) -> u32 {
+    match addr {
+        SocketAddr::V4(_) => 0,
+        SocketAddr::V6(a) => a.scope_id(),
+    }
+}
+
+/// No TCP client can reach a listener there: the unspecified address (from a resolver:
+/// every interface), multicast, broadcast, or link-local IPv6 without a scope.
+fn unreachable_by_clients(ip: IpAddr, scope: u32) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a == Ipv4Addr::BROADCAST,
+        IpAddr::V6(a) => {
+            a.is_unspecified()
+                || a.segments()[0] & 0xff00 == 0xff00
+                || (a.segments()[0] & 0xffc0 == 0xfe80 && scope == 0)
         }
     }
 }
@@ -340,6 +402,13 @@ fn check_plan(spec: &ListenSpec, o: PlanOptions, caps: &HostCaps, fake: &Fake) {
         assert_eq!(a.port(), spec.port(), "{context}");
     }
     for s in &p.sockets {
+        if matches!(spec.host(), Host::Name(_)) {
+            assert!(
+                !unreachable_by_clients(s.addr.ip(), scope_of(&s.addr)),
+                "{context}: a name planned {}, which no client can reach",
+                s.addr
+            );
+        }
         match s.mode {
             SocketMode::Ipv4 => assert!(s.addr.is_ipv4() && caps.ipv4, "{context}: {s:?}"),
             SocketMode::Ipv6Only => assert!(s.addr.is_ipv6() && caps.ipv6, "{context}: {s:?}"),

@@ -27,11 +27,13 @@ use crate::sys;
 pub struct HostCaps {
     /// The kernel makes `AF_INET` sockets.
     pub ipv4: bool,
-    /// IPv6 is in service: the kernel makes `AF_INET6` sockets *and* can assign `::1`.
+    /// IPv6 is in service: the kernel makes `AF_INET6` sockets *and* some interface has an
+    /// IPv6 address (`::1` on the loopback, or any address on another interface).
     ///
     /// Linux with `net.ipv6.conf.*.disable_ipv6=1` still makes `AF_INET6` sockets and even
     /// binds `[::]`, but has no IPv6 address at all, so no client could ever reach an IPv6
-    /// socket: the probe counts that host as having no IPv6.
+    /// socket: the probe counts that host as having no IPv6. A host with IPv6 off on its
+    /// loopback only still serves IPv6 clients on its other interfaces: that is IPv6.
     pub ipv6: bool,
     /// An `AF_INET6` socket accepts `IPV6_V6ONLY=0` (and reads it back as 0) on a host that
     /// also has IPv4, so one `[::]` socket can serve both families. False on OpenBSD.
@@ -43,14 +45,16 @@ pub struct HostCaps {
 }
 
 impl HostCaps {
-    /// Probes this host: four sockets and two binds to port 0, closed before it returns.
+    /// Probes this host: four sockets and two binds to port 0, closed before it returns,
+    /// and where `::1` cannot be bound, the interface list (`getifaddrs(3)`).
     ///
     /// The planner calls it once per bind unless capabilities were given explicitly.
     pub fn probe() -> HostCaps {
         let ipv4_socket = tcp_socket(Domain::IPV4).is_ok();
         let ipv4_loopback = can_bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
         let ipv6_loopback = can_bind(SocketAddr::from((Ipv6Addr::LOCALHOST, 0)));
-        let ipv6 = ipv6_loopback;
+        let ipv6 = ipv6_loopback
+            || (tcp_socket(Domain::IPV6).is_ok() && sys::has_ipv6_address() == Some(true));
         let dual_stack = ipv4_socket
             && ipv6
             && tcp_socket(Domain::IPV6)
@@ -143,6 +147,25 @@ pub trait Resolve: Send + Sync {
     /// The resolver's error; the planner reports it with the spec it was resolving.
     fn resolve(&self, name: &HostName) -> io::Result<Vec<IpAddr>>;
 
+    /// Every address `name` resolves to, with the scope (interface index) of each link-local
+    /// IPv6 answer, as socket addresses whose port means nothing. This is what the planner
+    /// calls.
+    ///
+    /// The default calls [`resolve`](Resolve::resolve) and gives every answer scope 0, so a
+    /// link-local answer is skipped for want of a zone. [`SystemResolver`] keeps the scope
+    /// the system gives (glibc reads `fe80::1%eth0` in `/etc/hosts`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`resolve`](Resolve::resolve).
+    fn resolve_scoped(&self, name: &HostName) -> io::Result<Vec<SocketAddr>> {
+        Ok(self
+            .resolve(name)?
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, 0))
+            .collect())
+    }
+
     /// The index of the network interface called `name`, for `%zone` suffixes.
     ///
     /// The default asks the operating system with `if_nametoindex(3)`.
@@ -162,11 +185,16 @@ pub struct SystemResolver;
 
 impl Resolve for SystemResolver {
     fn resolve(&self, name: &HostName) -> io::Result<Vec<IpAddr>> {
-        // The port does not matter; std asks for stream sockets, so each address comes once.
-        Ok((name.as_str(), 0)
-            .to_socket_addrs()?
+        Ok(self
+            .resolve_scoped(name)?
+            .into_iter()
             .map(|a| a.ip())
             .collect())
+    }
+
+    fn resolve_scoped(&self, name: &HostName) -> io::Result<Vec<SocketAddr>> {
+        // The port does not matter; std asks for stream sockets, so each address comes once.
+        Ok((name.as_str(), 0).to_socket_addrs()?.collect())
     }
 }
 

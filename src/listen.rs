@@ -17,8 +17,7 @@ use crate::addr::{display_addr, normalize, Host, HostName, ListenSpec, ToListenS
 use crate::error::Error;
 use crate::host::{HostCaps, Resolve, SystemResolver};
 use crate::plan::{
-    plan, BindPlan, FamilyPolicy, PlanOptions, PlannedSocket, SkipReason, Skipped, SocketMode,
-    WildcardStack,
+    plan, BindPlan, FamilyPolicy, PlanOptions, SkipReason, Skipped, SocketMode, WildcardStack,
 };
 
 /// How many times a port-0 spec with several sockets is retried on a fresh port when the
@@ -170,12 +169,13 @@ impl ListenConfig {
         for spec in specs {
             let spec = spec.to_listen_spec()?;
             let plan = plan(&spec, self.options, &caps, &*self.resolver)?;
-            let (listeners, skipped) = self.open(&plan)?;
-            for s in plan.skipped.into_iter().chain(skipped) {
+            let opened = self.open(&plan, &bound.listeners)?;
+            for s in plan.skipped.into_iter().chain(opened.skipped) {
                 logged.push(format!("listen spec {}: {s}", spec.quoted()));
                 bound.skipped.push(s);
             }
-            bound.listeners.extend(listeners);
+            logged.extend(opened.notes);
+            bound.listeners.extend(opened.listeners);
         }
         // Logged here, once, whether the planner or the kernel left the address out, and
         // only once every spec is bound.
@@ -186,15 +186,17 @@ impl ListenConfig {
     }
 
     /// Opens the sockets of one plan, retrying on a fresh port if a shared ephemeral port
-    /// turns out to be taken on a later address.
-    fn open(&self, plan: &BindPlan) -> Result<(Vec<Listener>, Vec<Skipped>), BindError> {
+    /// turns out to be taken on a later address. `ours` are the listeners earlier specs of
+    /// the same call opened, so that a collision with them is reported as such.
+    fn open(&self, plan: &BindPlan, ours: &[Listener]) -> Result<Opened, BindError> {
         // The kernel hands out the same free port to bind(0) again and again (seen on Linux
-        // 6.x), so the sockets of a failed attempt stay open until this spec is done: then the
-        // next attempt must get a different port.
-        let mut held: Vec<Listener> = Vec::new();
+        // 6.x), so the sockets of a failed attempt stay bound until this spec is done: then
+        // the next attempt must get a different port. They never listen, so no client can
+        // connect to one and be reset when it is dropped.
+        let mut held: Vec<BoundSocket> = Vec::new();
         let mut attempts = 1;
         loop {
-            match self.open_once(plan) {
+            match self.open_once(plan, ours) {
                 Ok(opened) => return Ok(opened),
                 Err(Failure::Fatal(e)) => return Err(*e),
                 Err(Failure::PortTaken(e, bound)) if attempts < PORT_ATTEMPTS => {
@@ -215,38 +217,80 @@ impl ListenConfig {
         }
     }
 
-    /// One attempt at opening every socket of `plan`. Sockets opened before a failure are
-    /// closed when the partial list is dropped.
-    fn open_once(&self, plan: &BindPlan) -> Result<(Vec<Listener>, Vec<Skipped>), Failure> {
-        let mut listeners: Vec<Listener> = Vec::new();
+    /// One attempt at opening every socket of `plan`: bind them all, then listen on them
+    /// all. Sockets bound before a failure are closed when the partial list is dropped.
+    fn open_once(&self, plan: &BindPlan, ours: &[Listener]) -> Result<Opened, Failure> {
+        let mut bound: Vec<BoundSocket> = Vec::new();
         let mut skipped = Vec::new();
+        let mut notes = Vec::new();
         // 0 until the first socket binds; then that socket's port, for all the others.
         let mut port = plan.spec.port();
         for planned in &plan.sockets {
             let mut addr = planned.addr;
             addr.set_port(port);
-            match self.open_socket(&plan.spec, addr, planned) {
-                Ok(listener) => {
-                    port = listener.local_addr.port();
-                    listeners.push(listener);
+            let result =
+                match self.bind_socket(addr, planned.mode, false) {
+                    // An address a name gave that the host does not have *now*: tentative
+                    // (duplicate address detection) or still being configured. Skipping it
+                    // would let another user take it; on Linux the socket holds it anyway and
+                    // serves once the address is up.
+                    Err((_, e))
+                        if planned.optional
+                            && e.kind() == io::ErrorKind::AddrNotAvailable
+                            && FREEBIND =>
+                    {
+                        let freed = self.bind_socket(addr, planned.mode, true);
+                        if freed.is_ok() {
+                            notes.push(format!(
+                            "listen spec {}: {} is not assigned to this host yet (tentative, or \
+                             still being configured): bound with {}, so no other socket can \
+                             take it, and it serves clients once the address is up",
+                            plan.spec.quoted(),
+                            display_addr(addr),
+                            if addr.is_ipv4() { "IP_FREEBIND" } else { "IPV6_FREEBIND" }
+                        ));
+                        }
+                        freed
+                    }
+                    other => other,
+                };
+            match result {
+                Ok(socket) => {
+                    port = socket.local.port();
+                    bound.push(socket);
                 }
-                Err((_, e)) if planned.optional && is_unavailable(&e) => {
+                Err((_, e)) if planned.optional && is_family_missing(&e) => {
                     let reason = SkipReason::Os(e.raw_os_error().unwrap_or_default());
                     skipped.push(Skipped { addr, reason });
                 }
                 Err((step, e)) => {
-                    let port_was_ours = plan.spec.port() == 0 && !listeners.is_empty();
+                    let port_was_ours = plan.spec.port() == 0 && !bound.is_empty();
                     let in_use = e.kind() == io::ErrorKind::AddrInUse;
-                    let err = Box::new(BindError::new(&plan.spec, addr, planned.mode, step, e));
+                    let mut err = BindError::new(&plan.spec, addr, planned.mode, step, e);
+                    if in_use {
+                        if let Some(other) = ours.iter().find(|l| overlaps(l, addr, planned.mode)) {
+                            // Not someone else's socket: this server's own, from another
+                            // spec. Retrying on other ports would not help either.
+                            err.detail = format!(
+                                "bind {} ({}): this server already listens on {other} for {}, \
+                                 and the two overlap",
+                                display_addr(addr),
+                                planned.mode,
+                                other.spec.quoted()
+                            );
+                            return Err(Failure::Fatal(Box::new(err)));
+                        }
+                    }
+                    let err = Box::new(err);
                     return Err(if in_use && port_was_ours {
-                        Failure::PortTaken(err, listeners)
+                        Failure::PortTaken(err, bound)
                     } else {
                         Failure::Fatal(err)
                     });
                 }
             }
         }
-        if listeners.is_empty() {
+        if bound.is_empty() {
             let what: Vec<String> = skipped.iter().map(Skipped::to_string).collect();
             let first = plan
                 .sockets
@@ -260,22 +304,37 @@ impl ListenConfig {
                 source: io::Error::from(io::ErrorKind::AddrNotAvailable),
             })));
         }
-        Ok((listeners, skipped))
+        let mut listeners = Vec::with_capacity(bound.len());
+        for b in bound {
+            let (local, mode) = (b.local, b.mode);
+            let listener = b.listen(self.backlog, &plan.spec).map_err(|e| {
+                Failure::Fatal(Box::new(BindError::new(
+                    &plan.spec, local, mode, "listen", e,
+                )))
+            })?;
+            listeners.push(listener);
+        }
+        Ok(Opened {
+            listeners,
+            skipped,
+            notes,
+        })
     }
 
-    /// Creates, configures, binds and listens on one socket. On error, says which step failed.
-    fn open_socket(
+    /// Creates, configures and binds one socket (`IP_FREEBIND` / `IPV6_FREEBIND` with
+    /// `free`), and reads back its address and mode. On error, says which step failed.
+    fn bind_socket(
         &self,
-        spec: &ListenSpec,
         addr: SocketAddr,
-        planned: &PlannedSocket,
-    ) -> Result<Listener, (&'static str, io::Error)> {
+        mode: SocketMode,
+        free: bool,
+    ) -> Result<BoundSocket, (&'static str, io::Error)> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
             .map_err(|e| ("socket", e))?;
         if addr.is_ipv6() {
             // Always explicit: the OS default (Linux: net.ipv6.bindv6only) must not decide.
             socket
-                .set_only_v6(planned.mode != SocketMode::DualStack)
+                .set_only_v6(mode != SocketMode::DualStack)
                 .map_err(|e| ("set IPV6_V6ONLY", e))?;
         }
         #[cfg(not(windows))]
@@ -283,11 +342,13 @@ impl ListenConfig {
             .set_reuse_address(self.reuse_address)
             .map_err(|e| ("set SO_REUSEADDR", e))?;
         set_reuse_port(&socket, self.reuse_port).map_err(|e| ("set SO_REUSEPORT", e))?;
+        if free {
+            set_freebind(&socket, addr).map_err(|e| ("set IP_FREEBIND", e))?;
+        }
         socket
             .set_nonblocking(true)
             .map_err(|e| ("set O_NONBLOCK", e))?;
         socket.bind(&addr.into()).map_err(|e| ("bind", e))?;
-        socket.listen(self.backlog).map_err(|e| ("listen", e))?;
         let local = socket
             .local_addr()
             .map_err(|e| ("getsockname", e))?
@@ -300,21 +361,79 @@ impl ListenConfig {
         } else {
             SocketMode::DualStack
         };
-        let std_listener: std::net::TcpListener = socket.into();
+        Ok(BoundSocket {
+            socket,
+            local: normalize(local),
+            mode,
+        })
+    }
+}
+
+/// What opening one plan gave: the listeners, the addresses skipped, and warnings to log.
+struct Opened {
+    listeners: Vec<Listener>,
+    skipped: Vec<Skipped>,
+    notes: Vec<String>,
+}
+
+/// A socket bound but not listening yet.
+struct BoundSocket {
+    socket: Socket,
+    /// Normalized, with the real port.
+    local: SocketAddr,
+    /// Read back from the kernel.
+    mode: SocketMode,
+}
+
+impl BoundSocket {
+    fn listen(self, backlog: i32, spec: &ListenSpec) -> io::Result<Listener> {
+        self.socket.listen(backlog)?;
+        let std_listener: std::net::TcpListener = self.socket.into();
         Ok(Listener {
             inner: mio::net::TcpListener::from_std(std_listener),
-            local_addr: normalize(local),
-            mode,
+            local_addr: self.local,
+            mode: self.mode,
             spec: spec.clone(),
         })
     }
+}
+
+/// Whether a socket on `addr` in `mode` would collide with `listener` (on Linux: the same
+/// port, and one of them covers the other's address).
+fn overlaps(listener: &Listener, addr: SocketAddr, mode: SocketMode) -> bool {
+    let (a, a_mode) = (listener.local_addr, listener.mode);
+    if a.port() != addr.port() {
+        return false;
+    }
+    let covers = |w: SocketAddr, w_mode: SocketMode, other: SocketAddr| {
+        w.ip().is_unspecified()
+            && (w_mode == SocketMode::DualStack || w.is_ipv4() == other.is_ipv4())
+    };
+    a.ip() == addr.ip() || covers(a, a_mode, addr) || covers(addr, mode, a)
+}
+
+/// Whether this platform can bind an address the host does not have yet.
+const FREEBIND: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn set_freebind(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+    if addr.is_ipv4() {
+        socket.set_freebind_v4(true)
+    } else {
+        socket.set_freebind_v6(true)
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn set_freebind(_socket: &Socket, _addr: SocketAddr) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
 }
 
 /// Why an attempt at opening a plan failed.
 enum Failure {
     /// EADDRINUSE on a port the attempt chose itself, with the sockets it had bound: try
     /// again on a fresh port.
-    PortTaken(Box<BindError>, Vec<Listener>),
+    PortTaken(Box<BindError>, Vec<BoundSocket>),
     /// Anything else: the spec fails.
     Fatal(Box<BindError>),
 }
@@ -341,15 +460,16 @@ fn set_reuse_port(_socket: &Socket, on: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// EADDRNOTAVAIL or EAFNOSUPPORT: this host cannot have that address.
-fn is_unavailable(e: &io::Error) -> bool {
+/// EAFNOSUPPORT: the kernel lacks the address's family, so this host can never have it.
+/// (EADDRNOTAVAIL says only that the host lacks the address *now*.)
+fn is_family_missing(e: &io::Error) -> bool {
     #[cfg(unix)]
     const EAFNOSUPPORT: i32 = libc::EAFNOSUPPORT;
     #[cfg(windows)]
     const EAFNOSUPPORT: i32 = 10047; // WSAEAFNOSUPPORT
     #[cfg(not(any(unix, windows)))]
     const EAFNOSUPPORT: i32 = -1;
-    e.kind() == io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(EAFNOSUPPORT)
+    e.raw_os_error() == Some(EAFNOSUPPORT)
 }
 
 /// Opens every socket `spec` needs, with the default [`ListenConfig`].
@@ -519,7 +639,9 @@ impl BindError {
     ) -> BindError {
         let hint = match source.kind() {
             io::ErrorKind::AddrInUse => "; another socket is listening there",
-            io::ErrorKind::AddrNotAvailable => "; this host has no such address",
+            io::ErrorKind::AddrNotAvailable => {
+                "; this host has no such address (or not yet: still being configured?)"
+            }
             io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges",
             _ => "",
         };

@@ -80,9 +80,12 @@ pub struct PlannedSocket {
     pub addr: SocketAddr,
     /// The family and `IPV6_V6ONLY` setting.
     pub mode: SocketMode,
-    /// Whether the address came from a name or the wildcard, so that it may be skipped if
-    /// this host turns out not to have it (`EADDRNOTAVAIL`, `EAFNOSUPPORT`) as long as
-    /// another socket of the plan binds. An address the user wrote is never optional.
+    /// Whether the address came from a name or the wildcard. Such an address is skipped if
+    /// the kernel turns out to lack its family (`EAFNOSUPPORT`), as long as another socket
+    /// of the plan binds; if the host lacks only the address, for now (`EADDRNOTAVAIL`:
+    /// tentative, or still being configured), it is bound with `IP_FREEBIND` /
+    /// `IPV6_FREEBIND` on Linux and is an error elsewhere, never skipped, since another
+    /// user could take it. An address the user wrote is never optional.
     pub optional: bool,
 }
 
@@ -107,8 +110,17 @@ pub enum SkipReason {
     NoDualStack,
     /// The host has no such loopback address assigned.
     NoLoopback,
-    /// Binding failed with this OS error (`EADDRNOTAVAIL` or `EAFNOSUPPORT`).
+    /// Binding failed with this OS error (`EAFNOSUPPORT`: the kernel lacks the family).
     Os(i32),
+    /// A resolver answered with the unspecified address (`0.0.0.0`, `::`), as an
+    /// ad-blocking hosts file does: listening there would mean every interface.
+    Unspecified,
+    /// A resolver answered with a multicast address, which TCP cannot listen on.
+    Multicast,
+    /// A resolver answered with the broadcast address `255.255.255.255`.
+    Broadcast,
+    /// A resolver answered with a link-local IPv6 address without its interface (zone).
+    LinkLocalWithoutZone,
 }
 
 impl fmt::Display for Skipped {
@@ -132,6 +144,19 @@ impl fmt::Display for SkipReason {
             }
             SkipReason::NoLoopback => f.write_str("this loopback address is not assigned here"),
             SkipReason::Os(code) => write!(f, "{}", io::Error::from_raw_os_error(*code)),
+            SkipReason::Unspecified => f.write_str(
+                "the unspecified address, which would mean every interface (a hosts file that \
+                 blocks the name answers with it)",
+            ),
+            SkipReason::Multicast => {
+                f.write_str("a multicast address, which no TCP client can connect to")
+            }
+            SkipReason::Broadcast => {
+                f.write_str("the broadcast address, which no TCP client can connect to")
+            }
+            SkipReason::LinkLocalWithoutZone => {
+                f.write_str("a link-local address without its interface (zone)")
+            }
         }
     }
 }
@@ -175,6 +200,9 @@ pub enum PlanErrorKind {
     Resolve,
     /// The name resolved, but to no address this host and policy can use.
     NoAddress,
+    /// The address the user wrote cannot take TCP connections: multicast, broadcast, or a
+    /// link-local IPv6 address without a zone.
+    UnusableAddress,
 }
 
 impl PlanError {
@@ -318,13 +346,13 @@ pub fn plan(
                     "the dual-stack policy needs the wildcard or [::], not a name",
                 ));
             }
-            let ips = if name.is_localhost() {
+            let answers = if name.is_localhost() {
                 vec![
-                    IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                    SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
                 ]
             } else {
-                resolver.resolve(name).map_err(|e| {
+                resolver.resolve_scoped(name).map_err(|e| {
                     PlanError::new(
                         spec,
                         PlanErrorKind::Resolve,
@@ -333,10 +361,27 @@ pub fn plan(
                     .with_source(e)
                 })?
             };
-            named(&mut plan, options.family, caps, ips)?
+            named(&mut plan, options.family, caps, answers)?
         }
     }
     Ok(plan)
+}
+
+/// Why no TCP client could ever reach a listener on `addr`, if that is so: the wildcard
+/// (from a resolver, where it would silently mean "every interface"), a multicast or the
+/// broadcast address, or a link-local IPv6 address without the interface it belongs to.
+fn unusable(addr: SocketAddr) -> Option<SkipReason> {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => Some(SkipReason::Unspecified),
+        SocketAddr::V4(a) if a.ip().is_multicast() => Some(SkipReason::Multicast),
+        SocketAddr::V4(a) if a.ip().is_broadcast() => Some(SkipReason::Broadcast),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => Some(SkipReason::Unspecified),
+        SocketAddr::V6(a) if a.ip().is_multicast() => Some(SkipReason::Multicast),
+        SocketAddr::V6(a) if crate::addr::is_scoped(a.ip()) && a.scope_id() == 0 => {
+            Some(SkipReason::LinkLocalWithoutZone)
+        }
+        _ => None,
+    }
 }
 
 fn socket(addr: SocketAddr, mode: SocketMode, optional: bool) -> PlannedSocket {
@@ -428,6 +473,22 @@ fn numeric(
             format!("{} is not allowed by the {policy} policy", addr.ip()),
         )
     };
+    // The user's own 0.0.0.0 or [::] is the family's wildcard, and means it.
+    if let Some(why) = unusable(addr).filter(|why| *why != SkipReason::Unspecified) {
+        return Err(PlanError::new(
+            &plan.spec,
+            PlanErrorKind::UnusableAddress,
+            match why {
+                SkipReason::LinkLocalWithoutZone => format!(
+                    "{} is link-local: name its interface with a zone, as in \"[{}%eth0]:{}\"",
+                    addr.ip(),
+                    addr.ip(),
+                    addr.port()
+                ),
+                other => format!("{} is {}", addr.ip(), other),
+            },
+        ));
+    }
     let mode = match (addr, family) {
         (SocketAddr::V4(_), FamilyPolicy::V6) => return Err(mismatch("IPv6-only")),
         (SocketAddr::V6(_), FamilyPolicy::V4) => return Err(mismatch("IPv4-only")),
@@ -468,12 +529,15 @@ fn named(
     plan: &mut BindPlan,
     family: FamilyPolicy,
     caps: &HostCaps,
-    ips: Vec<IpAddr>,
+    answers: Vec<SocketAddr>,
 ) -> Result<(), PlanError> {
     let port = plan.spec.port();
-    let resolved: Vec<SocketAddr> = ips
-        .iter()
-        .map(|ip| normalize(SocketAddr::new(*ip, port)))
+    let resolved: Vec<SocketAddr> = answers
+        .into_iter()
+        .map(|mut a| {
+            a.set_port(port);
+            normalize(a)
+        })
         .collect();
     let mut seen: Vec<SocketAddr> = Vec::new();
     for addr in &resolved {
@@ -490,6 +554,7 @@ fn named(
             continue;
         }
         let skip = match addr.ip() {
+            _ if unusable(*addr).is_some() => unusable(*addr),
             IpAddr::V4(_) if !caps.ipv4 => Some(SkipReason::NoIpv4),
             IpAddr::V6(_) if !caps.ipv6 => Some(SkipReason::NoIpv6),
             IpAddr::V4(ip) if ip == Ipv4Addr::LOCALHOST && !caps.ipv4_loopback => {
@@ -935,6 +1000,115 @@ mod tests {
         assert_eq!(resolver.calls.load(Ordering::SeqCst), 1);
     }
 
+    /// The plan for `example.com:80` when the resolver answers `answers` (with scopes).
+    fn plan_answers(answers: &[&str]) -> Expected {
+        struct Scoped(Vec<SocketAddr>);
+        impl Resolve for Scoped {
+            fn resolve(&self, _: &crate::HostName) -> io::Result<Vec<IpAddr>> {
+                unreachable!("the planner asks for scopes")
+            }
+            fn resolve_scoped(&self, _: &crate::HostName) -> io::Result<Vec<SocketAddr>> {
+                Ok(self.0.clone())
+            }
+        }
+        let answers = answers.iter().map(|a| a.parse().unwrap()).collect();
+        let spec: ListenSpec = "example.com:80".parse().unwrap();
+        let p =
+            plan(&spec, PlanOptions::default(), &NORMAL, &Scoped(answers)).map_err(|e| e.kind())?;
+        let mut out: Vec<String> = p
+            .sockets
+            .iter()
+            .map(|s| format!("{} {}", s.addr, s.mode))
+            .collect();
+        out.extend(p.skipped.iter().map(|s| s.to_string()));
+        Ok(out)
+    }
+
+    /// Issue #13, item 2: a hosts file that blocks a name with 0.0.0.0 made it listen on
+    /// every interface; multicast, broadcast and scope-less link-local answers reported
+    /// sockets no client can reach, or failed the whole spec with EINVAL.
+    #[test]
+    fn resolver_answers_no_client_could_reach_are_skipped_with_a_reason() {
+        assert_eq!(
+            plan_answers(&[
+                "0.0.0.0:0",
+                "127.0.0.1:0",
+                "[::]:0",
+                "224.0.0.1:0",
+                "255.255.255.255:0",
+                "[::ffff:224.0.0.2]:0",
+                "[ff02::1]:0",
+                "[fe80::1]:0",
+                "[::1]:0",
+            ]),
+            ok(&[
+                "127.0.0.1:80 ipv4",
+                "[::1]:80 ipv6-only",
+                "0.0.0.0:80 skipped: the unspecified address, which would mean every interface (a hosts file that blocks the name answers with it)",
+                "[::]:80 skipped: the unspecified address, which would mean every interface (a hosts file that blocks the name answers with it)",
+                "224.0.0.1:80 skipped: a multicast address, which no TCP client can connect to",
+                "255.255.255.255:80 skipped: the broadcast address, which no TCP client can connect to",
+                "224.0.0.2:80 skipped: a multicast address, which no TCP client can connect to",
+                "[ff02::1]:80 skipped: a multicast address, which no TCP client can connect to",
+                "[fe80::1]:80 skipped: a link-local address without its interface (zone)",
+            ])
+        );
+        // Nothing left: an error that says why, not a socket on every interface.
+        assert_eq!(plan_answers(&["0.0.0.0:0"]), Err(PlanErrorKind::NoAddress));
+    }
+
+    /// Issue #12, item 14: the scope of a link-local answer was dropped.
+    #[test]
+    fn a_link_local_answer_keeps_its_zone() {
+        assert_eq!(
+            plan_answers(&["[fe80::1%3]:0", "[fe80::1%4]:0", "[fe80::1%3]:0"]),
+            ok(&["[fe80::1%3]:80 ipv6-only", "[fe80::1%4]:80 ipv6-only"])
+        );
+    }
+
+    /// Issue #13, item 2: the same addresses written by the user are refused, naming the
+    /// address; the user's own wildcards mean what they say.
+    #[test]
+    fn written_addresses_no_client_could_reach_are_refused() {
+        for spec in [
+            "224.0.0.1:0",
+            "255.255.255.255:0",
+            "[::ffff:224.0.0.1]:0",
+            "[ff02::1]:0",
+            "[ff02::1%eth0]:0",
+            "[fe80::1]:0",
+        ] {
+            let err = plan(
+                &spec.parse().unwrap(),
+                PlanOptions::default(),
+                &NORMAL,
+                &Fake::default(),
+            )
+            .unwrap_err();
+            assert_eq!(err.kind(), PlanErrorKind::UnusableAddress, "{spec}: {err}");
+        }
+        let err = plan(
+            &"[fe80::1]:80".parse().unwrap(),
+            PlanOptions::default(),
+            &NORMAL,
+            &Fake::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"cannot listen on "[fe80::1]:80": fe80::1 is link-local: name its interface with a zone, as in "[fe80::1%eth0]:80""#
+        );
+        for spec in ["0.0.0.0:0", "[::]:0", "[::ffff:0.0.0.0]:0", "169.254.1.1:0"] {
+            let p = plan(
+                &spec.parse().unwrap(),
+                PlanOptions::default(),
+                &NORMAL,
+                &Fake::default(),
+            );
+            assert!(p.is_ok(), "{spec}: {p:?}");
+        }
+    }
+
     #[test]
     fn localhost_and_numeric_hosts_never_reach_the_resolver() {
         for spec in [
@@ -1010,7 +1184,15 @@ mod tests {
         };
         assert_eq!(scope_of("[fe80::1%eth0]:80"), 7);
         assert_eq!(scope_of("[fe80::1%3]:80"), 3);
-        assert_eq!(scope_of("[ff02::1%eth0]:80"), 7);
+        // TCP cannot listen on multicast, zone or not (issue #13).
+        let err = plan(
+            &"[ff02::1%eth0]:80".parse().unwrap(),
+            d,
+            &NORMAL,
+            &Fake::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), PlanErrorKind::UnusableAddress);
 
         let err = plan(
             &"[fe80::1%wlan9]:80".parse().unwrap(),

@@ -1,5 +1,6 @@
 //! The platform calls the standard library, mio and socket2 do not wrap: interface names and
-//! indexes (`if_nametoindex(3)`, `if_indextoname(3)`).
+//! indexes (`if_nametoindex(3)`, `if_indextoname(3)`), and whether any interface has an
+//! IPv6 address (`getifaddrs(3)`).
 //!
 //! This is the only module allowed `unsafe`. Every block states why it is sound. On platforms
 //! without these calls (Windows, here) names are unsupported and a numeric zone must be used.
@@ -54,6 +55,62 @@ pub(crate) fn interface_name(index: u32) -> Option<String> {
     // SAFETY: if_indextoname succeeded, so `buf` holds a NUL-terminated string within its bounds.
     let name = unsafe { CStr::from_ptr(buf.as_ptr()) };
     Some(name.to_string_lossy().into_owned())
+}
+
+/// Whether some interface of this host has an IPv6 address (any scope, tentative ones
+/// included), or `None` where the list cannot be read.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+))]
+#[allow(unsafe_code)]
+pub(crate) fn has_ipv6_address() -> Option<bool> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a pointer to a list it allocated into `list`, a valid place
+    // for one pointer, or returns -1 and writes nothing.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return None;
+    }
+    let mut found = false;
+    let mut entry = list;
+    while !entry.is_null() {
+        // SAFETY: `entry` is the list head or an `ifa_next` of the list getifaddrs returned,
+        // which stays allocated until freeifaddrs below; non-null, so it points to an entry.
+        let ifa = unsafe { &*entry };
+        // SAFETY: a non-null `ifa_addr` points to a sockaddr of the list, and every sockaddr
+        // starts with its family, which is all that is read.
+        if !ifa.ifa_addr.is_null()
+            && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET6
+        {
+            found = true;
+            break;
+        }
+        entry = ifa.ifa_next;
+    }
+    // SAFETY: `list` came from a successful getifaddrs and is freed once, after its last use.
+    unsafe { libc::freeifaddrs(list) };
+    Some(found)
+}
+
+/// See the Unix version: the list cannot be read here.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+)))]
+pub(crate) fn has_ipv6_address() -> Option<bool> {
+    None
 }
 
 /// See the Unix version: interface names are not supported here.

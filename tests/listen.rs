@@ -10,7 +10,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use dualstack::{
-    bind, normalize, Error, FamilyPolicy, Host, ListenConfig, SkipReason, SocketMode, WildcardStack,
+    bind, normalize, Error, FamilyPolicy, Host, ListenConfig, SocketMode, WildcardStack,
 };
 
 fn shown(bound: &dualstack::Bound) -> Vec<String> {
@@ -187,38 +187,76 @@ fn a_numeric_address_that_fails_is_an_error_not_a_skip() {
     );
 }
 
+/// Issue #13, item 1: an address a name gave that the host does not have *now* (tentative,
+/// or still being configured) was skipped, and another user could then take it. On Linux it
+/// is bound with IP_FREEBIND / IPV6_FREEBIND: held, never skipped.
+#[cfg(target_os = "linux")]
 #[test]
-fn a_name_skips_addresses_this_host_lacks_and_reports_them() {
+fn a_name_holds_addresses_this_host_lacks_for_now() {
     let bound = ListenConfig::new()
         .resolver(Fixed(&["198.51.100.7", "127.0.0.1", "::1"]))
         .bind("service.test:0")
-        .expect("two of the three addresses exist");
-    assert_eq!(shown(&bound), ["127.0.0.1 ipv4", "::1 ipv6-only"]);
+        .expect("bound, the missing address with IP_FREEBIND");
+    assert_eq!(
+        shown(&bound),
+        ["198.51.100.7 ipv4", "127.0.0.1 ipv4", "::1 ipv6-only"]
+    );
+    assert!(bound.skipped().is_empty(), "{:?}", bound.skipped());
     let port = bound.listeners()[0].local_addr().port();
-    assert_eq!(bound.listeners()[1].local_addr().port(), port);
-    let skipped = bound.skipped();
-    assert_eq!(skipped.len(), 1, "{skipped:?}");
-    assert_eq!(skipped[0].addr.ip().to_string(), "198.51.100.7");
-    assert!(
-        matches!(skipped[0].reason, SkipReason::Os(_)),
-        "{:?}",
-        skipped[0].reason
+    assert!(bound
+        .listeners()
+        .iter()
+        .all(|l| l.local_addr().port() == port));
+    assert!(socket2::SockRef::from(&bound.listeners()[0])
+        .freebind_v4()
+        .unwrap());
+    assert!(!socket2::SockRef::from(&bound.listeners()[1])
+        .freebind_v4()
+        .unwrap());
+    // The address is held: another socket, even one that may bind addresses the host lacks,
+    // cannot take it.
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    other.set_freebind_v4(true).unwrap();
+    let taken: SocketAddr = ([198, 51, 100, 7], port).into();
+    assert_eq!(
+        other.bind(&taken.into()).unwrap_err().kind(),
+        io::ErrorKind::AddrInUse
     );
-    assert!(
-        skipped[0].to_string().contains("198.51.100.7:0 skipped: "),
-        "{}",
-        skipped[0]
-    );
+}
 
-    // Every address of the name missing: an error, never an empty success.
+/// Without IP_FREEBIND the same spec fails as a whole, like EADDRINUSE: a skip would leave
+/// the address to whoever binds it next.
+#[cfg(not(target_os = "linux"))]
+#[test]
+fn a_name_fails_on_an_address_this_host_lacks() {
     let err = ListenConfig::new()
-        .resolver(Fixed(&["198.51.100.7"]))
+        .resolver(Fixed(&["198.51.100.7", "127.0.0.1"]))
         .bind("service.test:0")
         .unwrap_err();
     assert!(
-        err.to_string().contains("no address could be bound"),
+        matches!(&err, Error::Bind(e) if e.io_error().kind() == io::ErrorKind::AddrNotAvailable),
         "{err}"
     );
+}
+
+/// Issue #13: an EADDRINUSE caused by this server's own socket, from another spec of the
+/// same bind, says so instead of blaming "another socket".
+#[test]
+fn a_collision_between_two_specs_of_one_server_names_both() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let err = ListenConfig::new()
+        .bind_all([format!("127.0.0.1:{port}"), format!(":{port}")])
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "this server already listens on 127.0.0.1:{port} (ipv4) for \"127.0.0.1:{port}\", and the two overlap"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("another socket"), "{text}");
 }
 
 #[test]

@@ -1,15 +1,24 @@
 //! What the example servers share: the command line, logging, and the start-up contract.
 //!
 //! The contract scripts rely on: one `listening on ADDR (MODE)` line per socket on stdout,
-//! flushed, then nothing else on stdout; logs on stderr (level from `RUST_LOG`, default
-//! info); a spec that cannot be parsed or bound gives one line on stderr and exit status 2;
-//! SIGINT and SIGTERM stop the server gracefully and exit 0.
+//! flushed, then nothing else on stdout (embed adds one `udp on ADDR` line after them); logs
+//! on stderr (`RUST_LOG`: a level, `TARGET=LEVEL` directives or both, comma-separated;
+//! default info); a spec or option that cannot be used gives one line on stderr and exit
+//! status 2; SIGINT and SIGTERM stop the server gracefully and exit 0, from the very start
+//! (they are caught before anything else happens, a slow name lookup included).
 #![allow(dead_code)] // each example uses a different part
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dualstack::{display_addr, FamilyPolicy, Handler, Server, ServerBuilder, WildcardStack};
+use dualstack::{
+    display_addr, FamilyPolicy, Handler, Server, ServerBuilder, ServerHandle, WildcardStack,
+};
+
+/// The shortest and longest timeout an option takes, in seconds: shorter than a millisecond
+/// is below what the clock can tell apart from zero, longer than a year is a typo.
+const TIMEOUT_RANGE: (f64, f64) = (0.001, 365.0 * 24.0 * 3600.0);
 
 /// The options every example takes.
 pub struct Options {
@@ -49,11 +58,14 @@ OPTIONS:
   --max-per-peer N          at most N connections per IPv4 address or IPv6 /64
   --max-total-queued BYTES  close the biggest queue holders past this much queued output
   -h, --help                this text
+  --                        what follows is a SPEC, even if it begins with \"-\"
 
 Each listening socket is printed on stdout as `listening on ADDR (MODE)`, MODE being
 ipv4, ipv6-only or dual-stack as the kernel reports it. Logs go to stderr; set RUST_LOG
-(error, warn, info, debug, trace) to change how much. SIGINT or SIGTERM stops the
-server gracefully. A spec that cannot be parsed or bound exits with status 2.";
+to a level (error, warn, info, debug, trace), TARGET=LEVEL directives, or both, separated
+by commas (RUST_LOG=warn,dualstack=debug). SIGINT or SIGTERM stops the server gracefully.
+A spec or option that cannot be used exits with status 2. Timeouts are 0.001 to 31536000
+seconds.";
 
 impl Options {
     /// Parses `std::env::args`. `extra` names the example's own options that take a value
@@ -71,18 +83,35 @@ impl Options {
             max_total_queued: None,
             extra: Vec::new(),
         };
-        let mut args = std::env::args().skip(1);
+        let args: Vec<String> = std::env::args_os()
+            .skip(1)
+            .enumerate()
+            .map(|(i, arg)| {
+                arg.into_string().unwrap_or_else(|arg| {
+                    fail(
+                        name,
+                        &format!("argument {} ({arg:?}) is not valid UTF-8", i + 1),
+                    )
+                })
+            })
+            .collect();
+        let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let mut value = |what: &str| -> String {
                 args.next()
                     .unwrap_or_else(|| fail(name, &format!("{arg} needs {what}")))
             };
             match arg.as_str() {
+                "--" => {
+                    opts.specs.extend(args.by_ref());
+                    break;
+                }
                 "-h" | "--help" => {
-                    println!("{about}\n\nUSAGE:\n  cargo run --example {name} -- [OPTIONS] [SPEC]...\n  (no SPEC: {default_spec})\n\n{GRAMMAR}");
+                    let mut text = format!("{about}\n\nUSAGE:\n  cargo run --example {name} -- [OPTIONS] [SPEC]...\n  (no SPEC: {default_spec})\n\n{GRAMMAR}\n");
                     for (_, help) in extra {
-                        println!("  {help}");
+                        text.push_str(&format!("  {help}\n"));
                     }
+                    print_or_fail(name, &text);
                     std::process::exit(0);
                 }
                 "--family" => {
@@ -99,56 +128,24 @@ impl Options {
                 }
                 "--separate-stacks" => opts.separate_stacks = true,
                 "--max-connections" => {
-                    let v = value("a number");
-                    opts.max_connections =
-                        Some(v.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| {
-                            fail(
-                                name,
-                                &format!(
-                                    "--max-connections {v:?}: expected a whole number above 0"
-                                ),
-                            )
-                        }));
+                    opts.max_connections = Some(count(name, &arg, &value("a number")));
                 }
-                "--idle-timeout" | "--first-byte-timeout" => {
-                    let v = value("a number of seconds");
-                    let secs: f64 = v
-                        .parse()
-                        .ok()
-                        .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                        .unwrap_or_else(|| {
-                            fail(
-                                name,
-                                &format!("{arg} {v:?}: expected a number of seconds above 0"),
-                            )
-                        });
-                    let timeout = Some(Duration::from_secs_f64(secs));
-                    if arg == "--idle-timeout" {
-                        opts.idle_timeout = timeout;
-                    } else {
-                        opts.first_byte_timeout = timeout;
-                    }
+                "--idle-timeout" => {
+                    opts.idle_timeout = Some(seconds(name, &arg, &value("a number of seconds"), TIMEOUT_RANGE));
                 }
-                "--max-per-peer" | "--max-total-queued" => {
-                    let v = value("a number");
-                    let n: usize = v.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| {
-                        fail(
-                            name,
-                            &format!("{arg} {v:?}: expected a whole number above 0"),
-                        )
-                    });
-                    if arg == "--max-per-peer" {
-                        opts.max_per_peer = Some(n);
-                    } else {
-                        opts.max_total_queued = Some(n);
-                    }
+                "--first-byte-timeout" => {
+                    opts.first_byte_timeout = Some(seconds(name, &arg, &value("a number of seconds"), TIMEOUT_RANGE));
+                }
+                "--max-per-peer" => opts.max_per_peer = Some(count(name, &arg, &value("a number"))),
+                "--max-total-queued" => {
+                    opts.max_total_queued = Some(count(name, &arg, &value("a number")));
                 }
                 flag if extra.iter().any(|(e, _)| *e == flag) => {
                     let v = value("a value");
                     opts.extra.push((flag.to_owned(), v));
                 }
-                flag if flag.starts_with('-') => {
-                    fail(name, &format!("unknown option {flag:?}; see --help"))
+                flag if flag.starts_with('-') && flag.len() > 1 && !flag.starts_with("-[") => {
+                    fail(name, &format!("unknown option {flag:?}; see --help (a spec that begins with \"-\" goes after --)"))
                 }
                 spec => opts.specs.push(spec.to_owned()),
             }
@@ -198,20 +195,76 @@ impl Options {
 
 /// One line on stderr, exit status 2: the contract for bad input.
 pub fn fail(name: &str, message: &str) -> ! {
-    eprintln!("{name}: {message}");
+    let _ = writeln!(std::io::stderr(), "{name}: {message}");
     std::process::exit(2)
 }
 
-/// Logs to stderr, at the level RUST_LOG names (default info).
-pub fn init_logging() {
-    let level = std::env::var("RUST_LOG")
+/// A whole number above 0, or one line and exit 2.
+pub fn count(name: &str, option: &str, text: &str) -> usize {
+    text.parse()
         .ok()
-        .and_then(|v| v.parse::<log::LevelFilter>().ok())
-        .unwrap_or(log::LevelFilter::Info);
-    simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .init()
-        .expect("the logger is set once");
+        .filter(|n: &usize| *n > 0)
+        .unwrap_or_else(|| {
+            fail(
+                name,
+                &format!(
+                    "{option} {text:?}: expected a whole number from 1 to {}",
+                    usize::MAX
+                ),
+            )
+        })
+}
+
+/// A number of seconds within `range`, or one line and exit 2.
+pub fn seconds(name: &str, option: &str, text: &str, (min, max): (f64, f64)) -> Duration {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| (min..=max).contains(s))
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .unwrap_or_else(|| {
+            fail(
+                name,
+                &format!("{option} {text:?}: expected a number of seconds from {min} to {max}"),
+            )
+        })
+}
+
+/// Writes `text` to stdout and flushes, or ends the program with one line on stderr (a
+/// closed pipe is not a reason to panic).
+pub fn print_or_fail(name: &str, text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        let _ = writeln!(std::io::stderr(), "{name}: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Logs to stderr, as RUST_LOG says: a default level and `TARGET=LEVEL` directives,
+/// separated by commas (`warn,dualstack=debug`); default info. A directive it cannot read is
+/// reported on stderr, not ignored in silence.
+pub fn init_logging() {
+    let mut logger = simple_logger::SimpleLogger::new().with_level(log::LevelFilter::Info);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            let (target, level) = match directive.split_once('=') {
+                Some((target, level)) => (Some(target.trim()), level.trim()),
+                None => (None, directive),
+            };
+            match (target, level.parse::<log::LevelFilter>()) {
+                (None, Ok(level)) => logger = logger.with_level(level),
+                (Some(target), Ok(level)) if !target.is_empty() => {
+                    logger = logger.with_module_level(target, level)
+                }
+                _ => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "RUST_LOG: ignoring {directive:?}: expected LEVEL or TARGET=LEVEL, LEVEL one of off, error, warn, info, debug, trace"
+                    );
+                }
+            }
+        }
+    }
+    logger.init().expect("the logger is set once");
 }
 
 /// Binds, or exits with status 2 and one line naming the spec and the reason.
@@ -222,26 +275,26 @@ pub fn bind<H: Handler>(name: &str, builder: ServerBuilder, handler: H) -> Serve
 }
 
 /// Prints `listening on ADDR (MODE)` for each socket, flushes stdout, and logs how to connect.
-pub fn announce<H>(server: &Server<H>) {
-    let mut out = std::io::stdout().lock();
+pub fn announce<H>(name: &str, server: &Server<H>) {
+    let mut text = String::new();
     for l in server.listeners() {
-        writeln!(
-            out,
-            "listening on {} ({})",
-            display_addr(l.local_addr),
-            l.mode
-        )
-        .expect("write to stdout");
+        text.push_str(&format!("listening on {l}\n"));
     }
-    out.flush().expect("flush stdout");
+    print_or_fail(name, &text);
     for l in server.listeners() {
-        let (host, port) = (l.local_addr.ip(), l.local_addr.port());
+        let port = l.local_addr.port();
+        // The host as nc takes it: the display form without brackets, zone included.
+        let shown = display_addr(l.local_addr).to_string();
+        let host = shown
+            .rsplit_once(':')
+            .map_or(shown.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let unspecified = l.local_addr.ip().is_unspecified();
         let hint = match l.mode {
-            dualstack::SocketMode::Ipv4 if host.is_unspecified() => {
-                format!("nc -4 127.0.0.1 {port}")
-            }
+            dualstack::SocketMode::Ipv4 if unspecified => format!("nc -4 127.0.0.1 {port}"),
             dualstack::SocketMode::Ipv4 => format!("nc -4 {host} {port}"),
-            dualstack::SocketMode::Ipv6Only if host.is_unspecified() => format!("nc -6 ::1 {port}"),
+            dualstack::SocketMode::Ipv6Only if unspecified => format!("nc -6 ::1 {port}"),
             dualstack::SocketMode::Ipv6Only => format!("nc -6 {host} {port}"),
             dualstack::SocketMode::DualStack => {
                 format!("nc -4 127.0.0.1 {port}  or  nc -6 ::1 {port}")
@@ -251,15 +304,46 @@ pub fn announce<H>(server: &Server<H>) {
     }
 }
 
-/// Stops the server gracefully on SIGINT or SIGTERM, from a thread of its own.
-pub fn stop_on_signals(handle: dualstack::ServerHandle) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).expect("install signal handlers");
-    std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            log::info!("signal {signal}: stopping");
-            handle.stop();
+/// Where a SIGINT or SIGTERM goes: nowhere yet (the program ends at once, with status 0:
+/// nothing was served), or to the server's handle once there is a server.
+#[derive(Clone, Default)]
+pub struct Signals(Arc<Mutex<Option<ServerHandle>>>);
+
+impl Signals {
+    /// Catches SIGINT and SIGTERM from now on, on a thread of its own. Call it first, before
+    /// parsing, resolving or binding: a signal that arrives before the handlers exist kills
+    /// the process with status 143 instead of stopping it.
+    pub fn install(name: &'static str) -> Signals {
+        let signals = Signals::default();
+        #[cfg(unix)]
+        {
+            use signal_hook::consts::{SIGINT, SIGTERM};
+            let target = signals.clone();
+            let mut caught = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+                .unwrap_or_else(|e| fail(name, &format!("cannot catch signals: {e}")));
+            std::thread::spawn(move || {
+                if let Some(signal) = caught.forever().next() {
+                    target.deliver(&format!("signal {signal}"));
+                }
+            });
         }
-    });
+        let _ = name;
+        signals
+    }
+
+    /// From now on a signal stops `server` gracefully.
+    pub fn stop<H>(&self, server: &Server<H>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.handle());
+    }
+
+    fn deliver(&self, what: &str) {
+        match &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(handle) => {
+                log::info!("{what}: stopping");
+                handle.stop();
+            }
+            // Before there is a server (a slow lookup, say): nothing to flush or close.
+            None => std::process::exit(0),
+        }
+    }
 }

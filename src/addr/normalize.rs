@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
+use super::Zone;
 use crate::sys;
 
 /// Normalizes a socket address the way an application expects to see it.
@@ -50,7 +51,9 @@ pub(crate) fn is_scoped(ip: &Ipv6Addr) -> bool {
 /// Formats a socket address for logs and user interfaces, normalized first.
 ///
 /// `127.0.0.1:80`, `[::1]:80`, and `[fe80::1%eth0]:80` for a scoped address, with the
-/// interface name where the index still names an interface and the number otherwise.
+/// interface name where the index still names an interface and the number otherwise (or
+/// where the name would read back as something else: see [`Zone::for_interface`]). The
+/// output parses back as a [`ListenSpec`](crate::ListenSpec) naming the same interface.
 /// This looks up an interface name for scoped addresses only (one local call, no network).
 ///
 /// ```
@@ -83,10 +86,13 @@ impl fmt::Display for DisplayAddr {
         match self.0 {
             SocketAddr::V4(a) => write!(f, "{a}"),
             SocketAddr::V6(a) if a.scope_id() == 0 => write!(f, "[{}]:{}", a.ip(), a.port()),
-            SocketAddr::V6(a) => match sys::interface_name(a.scope_id()) {
-                Some(name) => write!(f, "[{}%{}]:{}", a.ip(), name, a.port()),
-                None => write!(f, "[{}%{}]:{}", a.ip(), a.scope_id(), a.port()),
-            },
+            SocketAddr::V6(a) => {
+                let name = sys::interface_name(a.scope_id());
+                match Zone::for_interface(a.scope_id(), name.as_deref()) {
+                    Some(zone) => write!(f, "[{}%{}]:{}", a.ip(), zone, a.port()),
+                    None => write!(f, "[{}]:{}", a.ip(), a.port()),
+                }
+            }
         }
     }
 }

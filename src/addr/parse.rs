@@ -282,6 +282,16 @@ pub(crate) fn zone(input: &str, text: &str, offset: usize) -> Result<Option<Zone
     Ok(Some(Zone::name_unchecked(body.to_owned())))
 }
 
+/// Whether `name` parses as a zone *name* (and so prints and reads back as itself): zone
+/// characters only, and not all digits (which would be an index).
+pub(crate) fn is_zone_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.bytes().all(|b| b.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
+}
+
 /// A host without `:`: a dotted-quad IPv4 address or a DNS name.
 fn plain_host(input: &str, text: &str, offset: usize) -> Result<Host> {
     match text.parse::<Ipv4Addr>() {

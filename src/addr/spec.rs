@@ -362,6 +362,27 @@ impl Zone {
         Zone(ZoneRepr::Name(name))
     }
 
+    /// The zone to print for interface `index`, called `name`: the name where it reads back
+    /// as that same name, the number otherwise, so that a printed address never names
+    /// another interface. An interface called `7` would read back as index 7, and one called
+    /// `a+b` would not parse at all: both print as their index. `None` for index 0.
+    ///
+    /// ```
+    /// use dualstack::Zone;
+    /// assert_eq!(Zone::for_interface(2, Some("eth0")).unwrap().to_string(), "eth0");
+    /// assert_eq!(Zone::for_interface(3, Some("7")).unwrap().to_string(), "3");
+    /// assert_eq!(Zone::for_interface(4, Some("a+b")).unwrap().to_string(), "4");
+    /// assert_eq!(Zone::for_interface(5, Some("25x")).unwrap().to_string(), "2525x");
+    /// assert_eq!(Zone::for_interface(6, None).unwrap().to_string(), "6");
+    /// ```
+    pub fn for_interface(index: u32, name: Option<&str>) -> Option<Zone> {
+        let by_index = Zone::from_index(index)?;
+        match name {
+            Some(n) if parse::is_zone_name(n) => Some(Zone::name_unchecked(n.to_owned())),
+            _ => Some(by_index),
+        }
+    }
+
     /// The interface index this zone names: the number itself, or the index of the named
     /// interface looked up now with `if_nametoindex(3)` (a local call, no network).
     ///

@@ -82,6 +82,19 @@ pub struct ListenerInfo {
     pub spec: ListenSpec,
 }
 
+impl std::fmt::Display for ListenerInfo {
+    /// `ADDR (MODE)`, as in `[::]:7000 (dual-stack)`: what a server prints as
+    /// `listening on …`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({})",
+            crate::display_addr(self.local_addr),
+            self.mode
+        )
+    }
+}
+
 impl ListenerInfo {
     /// An address a client on this machine can connect to: the loopback address of the
     /// socket's family for a wildcard socket, the socket's own address otherwise (as
