@@ -20,6 +20,11 @@ SPECS = [
     ".:80", "bücher.example:80", "[fe80::1%]:80", "[fe80::1%eth/0]:80", "[fe80::1%25eth%0]:80",
     "[fe80::1%99999999999]:80", "[::1]x80", "[::1]]:80", "app.localhost.:1", "[[::1]]:80", "[::1%3]:80",
     ("a" * 63) + ":1", ("a" * 64) + ":1", ".".join(["a" * 63] * 4)[:253] + ":1", ".".join(["a" * 63] * 4)[:254] + ":1",
+    # Issue #13: trailing dots, hyphens at label edges, over-long input, and interface
+    # names that look like numbers or the %25 escape (each is also fed to the zone checks).
+    "127.0.0.1.:80", "-a:80", "ex-.-ample:80", "xn--:80", "a-:80", "7", "25x", "2525x", "a+b", "eth.1",
+    "x" * 600, "[fe80::1%7]:0", "[fe80::1%2525x]:0", "[224.0.0.1]:0", "224.0.0.1:0", "255.255.255.255:0",
+    "[::ffff:224.0.0.1]:0", "[ff02::1]:0", "[fe80::1]:0",
 ]
 
 ADDRS = [
@@ -32,7 +37,8 @@ ADDRS = [
 # resolver failure, addresses). A few byte patterns give different host shapes.
 PLAN_SPECS = [":0", ":80", "0.0.0.0:80", "[::]:80", "localhost:0", "localhost:80", "127.0.0.1:80", "[::1]:80",
               "[::ffff:127.0.0.1]:80", "[fe80::1%eth0]:80", "[fe80::1%wlan9]:80", "[2001:db8::1%eth0]:80",
-              "[fe80::1%3]:80", "example.com:443", "app.localhost:1"]
+              "[fe80::1%3]:80", "example.com:443", "app.localhost:1", "blocked.test:0", "224.0.0.1:0",
+              "[ff02::1%eth0]:0", "[fe80::1]:0"]
 PLAN_TAILS = [
     b"",
     bytes([0, 0, 1, 1, 1, 1, 1, 0]),
@@ -41,6 +47,8 @@ PLAN_TAILS = [
     bytes([3, 0, 1, 1, 0, 1, 1, 0]),
     bytes([0, 1, 1, 1, 1, 0, 1, 1]),
     bytes([0, 0, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0, 192, 0, 2, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 192, 0, 2, 1]),
+    # Answers (each an address and a scope byte): 0.0.0.0, 127.0.0.1, fe80::1 with scope 1.
+    bytes([0, 0, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 127, 0, 0, 1, 0, 1, 1, 0xfe, 0x80] + [0] * 13 + [1, 1]),
 ]
 
 

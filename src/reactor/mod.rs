@@ -851,15 +851,45 @@ fn set_inherited_options(listener: &mio::net::TcpListener, limits: &Limits) -> i
 
 /// The group a peer address is counted in for the per-peer limit: an IPv4 address, or the
 /// IPv6 prefix of `prefix` bits (a /64 is what one host or site usually gets).
+///
+/// An IPv6 address that carries an IPv4 one counts as that IPv4 address, since that is the
+/// host behind it: NAT64 and SIIT prefixes (`64:ff9b::/96`, RFC 6052, and the local-use
+/// `64:ff9b:1::/48`, RFC 8215, in its /96 form), 6to4 (`2002::/16`, RFC 3056) and Teredo
+/// (`2001::/32`, RFC 4380, the client's public address). Otherwise two IPv4 hosts behind
+/// one translator would share one /64 and one share.
 pub(crate) fn peer_key(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(a) => {
+            if let Some(v4) = embedded_ipv4(a) {
+                return IpAddr::V4(v4);
+            }
             let bits = u32::from(prefix.min(128));
             let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
             IpAddr::V6((u128::from(a) & mask).into())
         }
     }
+}
+
+/// The IPv4 address an IPv6 address embeds by a well-known translation or tunnelling
+/// scheme (see [`peer_key`]).
+fn embedded_ipv4(a: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let bits = u128::from(a);
+    let seg = a.segments();
+    let low32 = std::net::Ipv4Addr::from(bits as u32);
+    if bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000 {
+        return Some(low32); // 64:ff9b::/96
+    }
+    if seg[..3] == [0x0064, 0xff9b, 0x0001] && seg[3..6] == [0, 0, 0] {
+        return Some(low32); // 64:ff9b:1::/48, /96 form
+    }
+    if seg[0] == 0x2002 {
+        return Some(std::net::Ipv4Addr::from((bits >> 80) as u32)); // 6to4: bits 16..48
+    }
+    if seg[0] == 0x2001 && seg[1] == 0 {
+        return Some(std::net::Ipv4Addr::from(!(bits as u32))); // Teredo: client, inverted
+    }
+    None
 }
 
 /// The open connection `id` names, borrowing only the slab (so other fields stay usable).
@@ -1345,6 +1375,31 @@ mod tests {
         assert_eq!(peer_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
         assert_eq!(peer_key(ip("2001:db8::1"), 0), ip("::"));
         assert_eq!(peer_key(ip("192.0.2.7"), 64), ip("192.0.2.7"));
+    }
+
+    /// Issue #13, item 4: clients from 64:ff9b::1.2.3.4 and 64:ff9b::5.6.7.8 (different
+    /// IPv4 hosts behind NAT64) shared one /64 key, so the second was refused.
+    #[test]
+    fn ipv6_addresses_that_embed_ipv4_count_as_that_ipv4_host() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for (v6, v4) in [
+            ("64:ff9b::1.2.3.4", "1.2.3.4"),
+            ("64:ff9b::5.6.7.8", "5.6.7.8"),
+            ("64:ff9b:1::1.2.3.4", "1.2.3.4"),
+            ("2002:c000:0207::1", "192.0.2.7"),
+            ("2002:c000:0207:ffff::2", "192.0.2.7"),
+            // Teredo: server 65.54.227.120, client 192.0.2.45 obfuscated (RFC 4380 §4).
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "192.0.2.45"),
+        ] {
+            assert_eq!(peer_key(ip(v6), 64), ip(v4), "{v6}");
+        }
+        assert_ne!(
+            peer_key(ip("64:ff9b::1.2.3.4"), 64),
+            peer_key(ip("64:ff9b::5.6.7.8"), 64)
+        );
+        // Not a translation prefix: counted by /64 as before.
+        assert_eq!(peer_key(ip("64:ff9b:2::1.2.3.4"), 64), ip("64:ff9b:2::"));
+        assert_eq!(peer_key(ip("2001:db8::1"), 64), ip("2001:db8::"));
     }
 
     struct Discard;
