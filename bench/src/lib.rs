@@ -2,6 +2,8 @@
 //! clients send and verify, readers of /proc, and a flat JSON writer and reader (numbers and
 //! strings only).
 
+pub mod mixed;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -26,6 +28,66 @@ pub fn bind_from_args(program: &str) -> Vec<dualstack::Listener> {
     let _ = out.flush();
     listeners
 }
+
+/// The socket options the echo example's connections get from the library's defaults, set
+/// on a reference server's listener (accepted sockets inherit them): `SO_OOBINLINE`, and
+/// `TCP_NODELAY` as the library's default has it.
+pub fn reference_options(listener: &mio::net::TcpListener) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(listener);
+    socket.set_out_of_band_inline(true)?;
+    socket.set_tcp_nodelay(NODELAY)?;
+    Ok(())
+}
+
+/// A non-blocking client connection to `addr` (the connect completes later, as with
+/// `mio::net::TcpStream::connect`), with fixed socket buffers if `buffers` is given.
+pub fn client(
+    addr: std::net::SocketAddr,
+    buffers: Option<usize>,
+) -> std::io::Result<mio::net::TcpStream> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if let Some(size) = buffers {
+        socket.set_send_buffer_size(size)?;
+        socket.set_recv_buffer_size(size)?;
+    }
+    set_client_congestion(&socket);
+    socket.set_nonblocking(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(socket.into()))
+}
+
+/// The congestion control of the load generator's own sockets: `cubic` unless
+/// `LOADGEN_CC` names another (`system` keeps the system's default).
+///
+/// Why not the system's default: where it is BBR without the `fq` qdisc (as on this
+/// machine), TCP paces every send itself with high-resolution timers, and on a VM each
+/// timer costs the sender dearly. With BBR on its sockets the load generator spent most of
+/// its CPU arming pacing timers and capped `bulk` at about 1.1 GB/s whatever the server;
+/// with cubic it sends as fast as the server takes (3 GB/s and more). The servers' sockets
+/// keep the system's default: that cost is theirs to pay, equally.
+fn set_client_congestion(socket: &socket2::Socket) {
+    #[cfg(target_os = "linux")]
+    {
+        let cc = std::env::var("LOADGEN_CC").unwrap_or_else(|_| "cubic".to_owned());
+        if cc != "system" {
+            // Where the kernel lacks it, the default stays; nothing else depends on it.
+            let _ = socket.set_tcp_congestion(cc.as_bytes());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
+/// The library's default for `TCP_NODELAY` (`ServerBuilder::nodelay`).
+pub const NODELAY: bool = true;
 
 /// The content connections send: byte `offset` of connection `id` is
 /// `table()[(offset + id * STRIDE) % len]`, so every connection sends varied bytes and every
@@ -93,7 +155,9 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     scheduled.or_else(|| cpu_ticks(pid))
 }
 
-fn cpu_ticks(pid: u32) -> Option<Duration> {
+/// CPU time of process `pid` in clock ticks (10 ms), counting threads that have exited too
+/// (`/proc/PID/stat`): for a process whose threads come and go within a window.
+pub fn cpu_ticks(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -198,6 +262,16 @@ mod tests {
         let mut bad = sent[..5000].to_vec();
         bad[4321] ^= 1;
         assert!(!p.matches(5, 0, &bad));
+    }
+
+    /// The reference servers must get the options the library gives its own connections.
+    #[test]
+    fn reference_nodelay_is_the_library_default() {
+        let builder = format!("{:?}", dualstack::Server::builder());
+        assert!(
+            builder.contains(&format!("nodelay: {NODELAY}")),
+            "the library's default differs from NODELAY: {builder}"
+        );
     }
 
     #[test]

@@ -78,3 +78,59 @@ fn a_lost_byte_fails_the_run() {
     assert!(!ok, "a lost byte went unnoticed");
     assert!(!stderr.is_empty(), "no reason given");
 }
+
+/// The mixed load (flooders and small clients) against `port`: (success, stdout, stderr).
+fn mixed(port: u16) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--mode", "mixed"])
+        .args([
+            "--flooders",
+            "2",
+            "--smalls",
+            "4",
+            "--rate",
+            "100",
+            "--size",
+            "4096",
+        ])
+        .args(["--seconds", "0.4", "--warmup", "0.1"])
+        .output()
+        .expect("run loadgen");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_mixed_load_verifies_and_reports_both_kinds_of_client() {
+    let (ok, stdout, stderr) = mixed(server(|_, _| {}));
+    assert!(ok, "{stderr}");
+    let n = dualstack_bench::parse_numbers(&stdout);
+    // 4 clients at 100/s over 0.4 s: about 160 requests measured, each answered.
+    assert!((120.0..=200.0).contains(&n["small_count"]), "{stdout}");
+    assert!(
+        n["small_p50_us"] > 0.0 && n["small_p50_us"] <= n["small_p99_us"],
+        "{stdout}"
+    );
+    assert!(n["small_p99_us"] <= n["small_max_us"], "{stdout}");
+    assert!(n["flood_mb_per_s"] > 0.0, "{stdout}");
+    assert!(
+        n["flood_min_mb_per_s"] <= n["flood_max_mb_per_s"],
+        "{stdout}"
+    );
+    assert!(n["bytes_verified"] > 0.0, "{stdout}");
+}
+
+#[test]
+fn the_mixed_load_fails_on_a_changed_byte() {
+    // Every connection, flooder or small client, gets one byte flipped at offset 100.
+    let (ok, _, stderr) = mixed(server(|chunk, seen| {
+        if (seen..seen + chunk.len() as u64).contains(&100) {
+            chunk[(100 - seen) as usize] ^= 1;
+        }
+    }));
+    assert!(!ok, "a changed byte went unnoticed");
+    assert!(stderr.contains("differ"), "{stderr}");
+}

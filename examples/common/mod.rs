@@ -30,6 +30,8 @@ pub struct Options {
     pub first_byte_timeout: Option<Duration>,
     pub max_per_peer: Option<usize>,
     pub max_total_queued: Option<usize>,
+    pub nodelay: Option<bool>,
+    pub read_budget: Option<usize>,
     /// Options particular to one example, as `(name, value)`.
     pub extra: Vec<(String, String)>,
 }
@@ -57,6 +59,8 @@ OPTIONS:
                             close connections that send nothing for that long at first
   --max-per-peer N          at most N connections per IPv4 address or IPv6 /64
   --max-total-queued BYTES  close the biggest queue holders past this much queued output
+  --nodelay on|off          TCP_NODELAY on accepted connections (default: the library's)
+  --read-budget BYTES       the most read from one connection per turn (default 256 KiB)
   -h, --help                this text
   --                        what follows is a SPEC, even if it begins with \"-\"
 
@@ -81,6 +85,8 @@ impl Options {
             first_byte_timeout: None,
             max_per_peer: None,
             max_total_queued: None,
+            nodelay: None,
+            read_budget: None,
             extra: Vec::new(),
         };
         let args: Vec<String> = std::env::args_os()
@@ -140,6 +146,14 @@ impl Options {
                 "--max-total-queued" => {
                     opts.max_total_queued = Some(count(name, &arg, &value("a number")));
                 }
+                "--nodelay" => {
+                    opts.nodelay = match value("on or off").as_str() {
+                        "on" => Some(true),
+                        "off" => Some(false),
+                        other => fail(name, &format!("--nodelay {other:?}: expected on or off")),
+                    }
+                }
+                "--read-budget" => opts.read_budget = Some(count(name, &arg, &value("a number"))),
                 flag if extra.iter().any(|(e, _)| *e == flag) => {
                     let v = value("a value");
                     opts.extra.push((flag.to_owned(), v));
@@ -185,6 +199,12 @@ impl Options {
         }
         if let Some(bytes) = self.max_total_queued {
             builder = builder.max_total_queued(bytes);
+        }
+        if let Some(on) = self.nodelay {
+            builder = builder.nodelay(on);
+        }
+        if let Some(bytes) = self.read_budget {
+            builder = builder.read_budget(bytes);
         }
         for spec in &self.specs {
             builder = builder.listen(spec.as_str());

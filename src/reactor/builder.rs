@@ -48,7 +48,7 @@ impl ServerBuilder {
     /// No listen specs yet, the defaults of [`ListenConfig::new`] and these limits: no
     /// connection limit, no idle timeout, 64 KiB read buffer, 256 KiB read budget per event,
     /// reading paused above 256 KiB queued and resumed below 64 KiB, at most 4 MiB queued per
-    /// connection, 5 s to flush at shutdown, Nagle's algorithm on (the OS default).
+    /// connection, 5 s to flush at shutdown, `TCP_NODELAY` on (Nagle's algorithm off).
     pub fn new() -> ServerBuilder {
         ServerBuilder {
             specs: Vec::new(),
@@ -172,8 +172,16 @@ impl ServerBuilder {
         self
     }
 
-    /// The most bytes read from one connection per readiness event before the others get
-    /// their turn (default 256 KiB).
+    /// The most bytes read from one connection per loop turn before the others get theirs
+    /// (default 256 KiB). A connection whose budget runs out is read again next turn, after
+    /// every connection that became ready meanwhile, and never twice in one turn.
+    ///
+    /// The trade-off: a smaller budget is fairer (a small client waits for at most one
+    /// budget per busy connection before its turn comes), a larger one costs fewer loop
+    /// turns, and so fewer `epoll_wait` calls, per byte of a bulk transfer. With 4 peers
+    /// flooding, the default keeps a small client's p99 near a millisecond (BENCHMARKS.md,
+    /// "Fairness under a flood") while bulk transfers run at the hand-written mio server's
+    /// speed. It is rounded up to whole reads of the read buffer.
     pub fn read_budget(mut self, bytes: usize) -> ServerBuilder {
         self.limits.read_budget = bytes;
         self
@@ -201,7 +209,20 @@ impl ServerBuilder {
         self
     }
 
-    /// Sets `TCP_NODELAY` on accepted connections (default off: one syscall per accept).
+    /// Whether accepted connections have `TCP_NODELAY` (default on), which turns Nagle's
+    /// algorithm off: each send leaves at once instead of waiting for the peer to
+    /// acknowledge what is in flight.
+    ///
+    /// On by default because an event loop already decides when to write (one write per
+    /// read it answers), so Nagle can only add delay: measured here, a bulk echo ran at
+    /// about a third of the speed with it (1.1 against 3.0 GB/s, 4 connections of 64 KiB
+    /// messages), while many small request-response connections, pipelined ones and
+    /// connection churn were level within noise (BENCHMARKS.md). Go and nginx
+    /// (`tcp_nodelay on`) make the same choice. Turn it off for a protocol that writes many
+    /// tiny pieces per message and would rather have them coalesced.
+    ///
+    /// It is set once, on the listening socket, and accepted connections inherit it (Linux,
+    /// the BSDs, macOS and Windows do), so it costs no system call per connection.
     pub fn nodelay(mut self, on: bool) -> ServerBuilder {
         self.limits.nodelay = on;
         self

@@ -45,7 +45,7 @@ impl Default for Limits {
             low_water: 64 * 1024,
             max_queued: 4 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(5),
-            nodelay: false,
+            nodelay: true,
             events: 1024,
         }
     }

@@ -1,5 +1,8 @@
 //! The hand-written reference: the practical limit of one mio loop. One Poll, a Slab, read
-//! until WouldBlock, write what was read, queue the rest and wait for WRITABLE.
+//! until WouldBlock (no budget: a flooder is read until it is empty), write what was read,
+//! and when the kernel does not take all of it, queue the rest, stop reading that
+//! connection and wait for WRITABLE. Sockets get the options the library gives its own
+//! (`dualstack_bench::reference_options`), so rows compare loops, not options.
 //!
 //! `mio_echo SPEC...`: listens like the echo example (sockets from `dualstack::bind`, so only
 //! the loop differs) and prints the same `listening on` lines.
@@ -25,6 +28,7 @@ fn main() -> io::Result<()> {
         .enumerate()
     {
         let mut l = l.into_mio();
+        dualstack_bench::reference_options(&l)?;
         poll.registry()
             .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         listeners.push(l);
@@ -70,7 +74,8 @@ fn main() -> io::Result<()> {
                 continue;
             };
             let mut close = false;
-            if event.is_writable() {
+            let mut readable = event.is_readable() || event.is_read_closed();
+            if event.is_writable() && !conn.pending.is_empty() {
                 while !conn.pending.is_empty() {
                     match conn.stream.write(&conn.pending) {
                         Ok(n) => {
@@ -89,9 +94,11 @@ fn main() -> io::Result<()> {
                         Token(token),
                         Interest::READABLE,
                     )?;
+                    // Reading stopped while the echo waited: resume, without an edge.
+                    readable = true;
                 }
             }
-            if event.is_readable() && !close {
+            if readable && conn.pending.is_empty() && !close {
                 loop {
                     match conn.stream.read(&mut buf) {
                         Ok(0) => {
@@ -100,26 +107,28 @@ fn main() -> io::Result<()> {
                         }
                         Ok(n) => {
                             let mut rest = &buf[..n];
-                            if conn.pending.is_empty() {
-                                match conn.stream.write(rest) {
-                                    Ok(w) => rest = &rest[w..],
-                                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                                    Err(_) => {
-                                        close = true;
-                                        break;
-                                    }
-                                }
-                                if !rest.is_empty() {
-                                    poll.registry().reregister(
-                                        &mut conn.stream,
-                                        Token(token),
-                                        Interest::READABLE | Interest::WRITABLE,
-                                    )?;
+                            match conn.stream.write(rest) {
+                                Ok(w) => rest = &rest[w..],
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                                Err(_) => {
+                                    close = true;
+                                    break;
                                 }
                             }
-                            conn.pending.extend_from_slice(rest);
+                            if !rest.is_empty() {
+                                // The peer is not taking its echo: stop reading until it
+                                // does, so the queue is one read at most.
+                                conn.pending.extend_from_slice(rest);
+                                poll.registry().reregister(
+                                    &mut conn.stream,
+                                    Token(token),
+                                    Interest::READABLE | Interest::WRITABLE,
+                                )?;
+                                break;
+                            }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => {
                             close = true;
                             break;

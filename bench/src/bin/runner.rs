@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p dualstack-bench --bin runner -- [--runs N] [--seconds S]
-//!     [--out BENCHMARKS.md] [--svg bench/ratios.svg] [--no-syscalls] [--quick]
-//!     [--only SCENARIO[,SCENARIO]]
+//!     [--out BENCHMARKS.md] [--svg bench/ratios.svg] [--latency-svg bench/latency.svg]
+//!     [--no-syscalls] [--quick] [--only SCENARIO[,SCENARIO]]
 //! ```
 //!
 //! Builds the servers and the load generator (release), then for each run, scenario and
@@ -14,6 +14,9 @@
 //! ratios to the hand-written mio server are taken within each run, then the median over runs
 //! is reported with its range, and a geometric mean over every row and run. System calls in
 //! `many` are counted in runs of their own by `perf stat` over exactly the measured window.
+//! The fairness scenario (`mixed`) runs K = 1, 4 and 8 flooders beside 50 small open-loop
+//! clients, over IPv4, and reports the small clients' latency percentiles and the flood's
+//! share per connection (and draws `bench/latency.svg`).
 //! `--quick` runs one short scenario and writes nothing: the CI smoke test. `--only` runs the
 //! named scenarios (for profiling one of them) and needs `--out` and `--svg` elsewhere, so a
 //! partial run never replaces the full report.
@@ -26,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dualstack_bench::{cpu_time, parse_numbers, rss};
+use dualstack_bench::{cpu_ticks, cpu_time, parse_numbers, rss};
 
 const SERVERS: [&str; 3] = ["mio", "dualstack", "tokio"];
 
@@ -70,11 +73,35 @@ const SCENARIOS: [Scenario; 6] = [
     },
 ];
 
+/// The fairness scenario: K flooders and 50 small clients at 200 requests/s each, run for
+/// each K (see `dualstack_bench::mixed`).
+const MIXED: Scenario = Scenario {
+    name: "mixed",
+    args: &[
+        "--mode", "mixed", "--smalls", "50", "--rate", "200", "--size", "65536",
+    ],
+    metric: "flood_mb_per_s",
+};
+
+/// The flooder counts of the fairness table.
+const FLOODERS: [usize; 3] = [1, 4, 8];
+
+/// The percentiles the latency chart plots, as the loadgen's keys and their labels.
+const PERCENTILES: [(&str, &str); 6] = [
+    ("small_p50_us", "50"),
+    ("small_p90_us", "90"),
+    ("small_p99_us", "99"),
+    ("small_p999_us", "99.9"),
+    ("small_p9999_us", "99.99"),
+    ("small_max_us", "max"),
+];
+
 struct Opts {
     runs: usize,
     seconds: f64,
     out: PathBuf,
     svg: PathBuf,
+    latency_svg: PathBuf,
     syscalls: bool,
     quick: bool,
     only: Vec<String>,
@@ -86,6 +113,7 @@ fn opts() -> Opts {
         seconds: 3.0,
         out: "BENCHMARKS.md".into(),
         svg: "bench/ratios.svg".into(),
+        latency_svg: "bench/latency.svg".into(),
         syscalls: true,
         quick: false,
         only: Vec::new(),
@@ -105,13 +133,18 @@ fn opts() -> Opts {
             }
             "--out" => o.out = value().into(),
             "--svg" => o.svg = value().into(),
+            "--latency-svg" => o.latency_svg = value().into(),
             "--no-syscalls" => o.syscalls = false,
             "--quick" => o.quick = true,
             "--only" => o.only = value().split(',').map(str::to_owned).collect(),
             other => fail(&format!("unknown option {other}")),
         }
     }
-    let known: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+    let known: Vec<&str> = SCENARIOS
+        .iter()
+        .map(|s| s.name)
+        .chain([MIXED.name])
+        .collect();
     if let Some(bad) = o.only.iter().find(|n| !known.contains(&n.as_str())) {
         fail(&format!(
             "--only {bad:?}: no such scenario (there are {})",
@@ -120,9 +153,11 @@ fn opts() -> Opts {
     }
     // A partial run must not replace the full report by accident.
     if !o.only.is_empty()
-        && (o.out == Path::new("BENCHMARKS.md") || o.svg == Path::new("bench/ratios.svg"))
+        && (o.out == Path::new("BENCHMARKS.md")
+            || o.svg == Path::new("bench/ratios.svg")
+            || o.latency_svg == Path::new("bench/latency.svg"))
     {
-        fail("--only writes a partial report: give --out and --svg somewhere else");
+        fail("--only writes a partial report: give --out, --svg and --latency-svg somewhere else");
     }
     o
 }
@@ -279,19 +314,25 @@ fn measure(
         .spawn()
         .unwrap_or_else(|e| fail(&format!("start loadgen: {e}")));
     let stderr = BufReader::new(child.stderr.take().unwrap());
+    let loadgen_pid = child.id();
     let (mut cpu_start, mut cpu_end, mut held_rss) = (None, None, None);
+    // (wall clock, load generator CPU) at the edges of the measured window, for how busy
+    // each side was: a row is only a measure of the server if the server was the busy one.
+    let (mut lg_start, mut lg_end) = (None, None);
     let mut counts = None;
     // (microseconds into the window, work done, server CPU time) at each tick.
     let mut ticks: Vec<(f64, f64, Duration)> = Vec::new();
     let mut messages = Vec::new();
     for line in stderr.lines().map_while(Result::ok) {
         if line == "measuring" {
+            lg_start = cpu_ticks(loadgen_pid).map(|c| (Instant::now(), c));
             cpu_start = cpu_time(pid);
             ticks.extend(cpu_start.map(|c| (0.0, 0.0, c)));
             if let Some(c) = counter.as_mut() {
                 enabled = c.command("enable");
             }
         } else if line == "done" {
+            lg_end = cpu_ticks(loadgen_pid).map(|c| (Instant::now(), c));
             cpu_end = cpu_time(pid);
             counts = counter.take().map(|c| c.finish(enabled));
         } else if let Some(tick) = line.strip_prefix("tick ") {
@@ -322,12 +363,26 @@ fn measure(
     sample
         .numbers
         .insert("rss_peak".into(), peak.load(Ordering::Relaxed) as f64);
+    if let (Some((t0, l0)), Some((t1, l1)), Some(a), Some(b)) =
+        (lg_start, lg_end, cpu_start, cpu_end)
+    {
+        let wall = (t1 - t0).as_secs_f64().max(1e-9);
+        sample.numbers.insert(
+            "server_busy".into(),
+            b.saturating_sub(a).as_secs_f64() / wall,
+        );
+        sample.numbers.insert(
+            "loadgen_busy".into(),
+            l1.saturating_sub(l0).as_secs_f64() / wall,
+        );
+    }
     if let (Some(a), Some(b)) = (cpu_start, cpu_end) {
         let work = sample.get("round_trips").max(sample.get("connections"));
         if work > 0.0 {
-            sample
-                .numbers
-                .insert("cpu_ns_per_op".into(), (b - a).as_nanos() as f64 / work);
+            sample.numbers.insert(
+                "cpu_ns_per_op".into(),
+                b.saturating_sub(a).as_nanos() as f64 / work,
+            );
         }
     }
     // Medians over the 250 ms intervals: the figures the report uses.
@@ -619,6 +674,21 @@ fn main() {
                     s.get("bytes_verified")
                 );
             }
+            let s = measure(
+                &bins,
+                &server,
+                "v4",
+                &MIXED,
+                1.0,
+                &["--flooders", "2"],
+                false,
+            );
+            println!(
+                "{name} v4 mixed: small p99 {:.0} µs, flood {:.0} MB/s, {} bytes verified",
+                s.get("small_p99_us"),
+                s.get("flood_mb_per_s"),
+                s.get("bytes_verified")
+            );
         }
         return;
     }
@@ -646,6 +716,37 @@ fn main() {
             }
         }
     }
+    // Fairness: small clients beside K flooders, over IPv4.
+    let mut mixed_runs: BTreeMap<(usize, &'static str), Vec<Sample>> = BTreeMap::new();
+    if o.only.is_empty() || o.only.iter().any(|n| n == MIXED.name) {
+        for run in 1..=o.runs {
+            for k in FLOODERS {
+                for name in servers_in_order(run) {
+                    let server = Server::start(&bins, name);
+                    let flooders = k.to_string();
+                    let s = measure(
+                        &bins,
+                        &server,
+                        "v4",
+                        &MIXED,
+                        o.seconds,
+                        &["--flooders", &flooders],
+                        false,
+                    );
+                    eprintln!(
+                        "run {run} mixed K={k} {name}: small p99 {:.0} us, p99.9 {:.0} us, flood {:.0} MB/s ({:.0}-{:.0} per connection), lateness p99 {:.0} us",
+                        s.get("small_p99_us"),
+                        s.get("small_p999_us"),
+                        s.get("flood_mb_per_s"),
+                        s.get("flood_min_mb_per_s"),
+                        s.get("flood_max_mb_per_s"),
+                        s.get("late_p99_us"),
+                    );
+                    mixed_runs.entry((k, name)).or_default().push(s);
+                }
+            }
+        }
+    }
     // System calls in `many` over IPv4, counted in runs of their own (counting costs a
     // little, so it stays out of the throughput figures above).
     let mut syscall_runs: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
@@ -665,6 +766,7 @@ fn main() {
     let report = Report {
         o: &o,
         results: &results,
+        mixed: &mixed_runs,
         syscalls: &syscall_runs,
         minutes: started.elapsed().as_secs_f64() / 60.0,
     };
@@ -677,12 +779,21 @@ fn main() {
         .unwrap_or_else(|e| fail(&format!("write {}: {e}", o.out.display())));
     std::fs::write(&o.svg, report.svg())
         .unwrap_or_else(|e| fail(&format!("write {}: {e}", o.svg.display())));
-    eprintln!("wrote {} and {}", o.out.display(), o.svg.display());
+    std::fs::write(&o.latency_svg, report.latency_svg())
+        .unwrap_or_else(|e| fail(&format!("write {}: {e}", o.latency_svg.display())));
+    eprintln!(
+        "wrote {}, {} and {}",
+        o.out.display(),
+        o.svg.display(),
+        o.latency_svg.display()
+    );
 }
 
 struct Report<'a> {
     o: &'a Opts,
     results: &'a BTreeMap<(usize, &'static str, &'static str), Vec<Sample>>,
+    /// The fairness runs, by (flooders, server).
+    mixed: &'a BTreeMap<(usize, &'static str), Vec<Sample>>,
     syscalls: &'a BTreeMap<&'static str, Vec<Sample>>,
     minutes: f64,
 }
@@ -789,6 +900,42 @@ impl Report<'_> {
             all("dualstack", "cpu_ns_per_op"),
             all("tokio", "cpu_ns_per_op"),
         ));
+        m.push_str(
+            "\n## Who limits each row\n\n\
+             The share of the measured window each side spent on its CPU (server / load \
+             generator, medians over runs). Each is pinned to a core of its own, so near 100% \
+             that side is the limit. Where the load generator is the busier one, the row \
+             measures it as much as the server, and the server's CPU time per operation (the \
+             table above) is the fairer comparison: on loopback each side pays the kernel's \
+             delivery of what it sends, so a load generator cannot be much cheaper per round \
+             trip than an efficient server, and two cores leave it no second one.\n\n\
+             | scenario | family | mio | dualstack | tokio |\n|---|---|---|---|---|\n",
+        );
+        for (si, sc) in SCENARIOS
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.name != "idle")
+        {
+            for family in ["v4", "v6"] {
+                if self.runs(si, family, "dualstack").is_empty() {
+                    continue;
+                }
+                let b = |srv: &'static str| {
+                    format!(
+                        "{:.0}% / {:.0}%",
+                        100.0 * self.med(si, family, srv, "server_busy"),
+                        100.0 * self.med(si, family, srv, "loadgen_busy")
+                    )
+                };
+                m.push_str(&format!(
+                    "| {} | {family} | {} | {} | {} |\n",
+                    sc.name,
+                    b("mio"),
+                    b("dualstack"),
+                    b("tokio")
+                ));
+            }
+        }
         m.push_str("\n## Latency (dualstack, µs)\n\n| scenario | family | p50 | p99 | p99.9 |\n|---|---|---|---|---|\n");
         for (si, sc) in SCENARIOS
             .iter()
@@ -850,7 +997,142 @@ impl Report<'_> {
             }
         }
         m.push_str("\n![ratios to the hand-written mio server](bench/ratios.svg)\n");
+        m.push_str(&self.fairness_markdown());
         m
+    }
+
+    /// Medians over runs of one figure of the fairness runs.
+    fn mixed_med(&self, k: usize, server: &'static str, key: &str) -> f64 {
+        median(
+            self.mixed
+                .get(&(k, server))
+                .map_or(&[][..], Vec::as_slice)
+                .iter()
+                .map(|s| s.get(key))
+                .collect(),
+        )
+    }
+
+    fn fairness_markdown(&self) -> String {
+        if self.mixed.is_empty() {
+            return String::new();
+        }
+        let mut m = String::from(
+            "\n## Fairness under a flood\n\n\
+             K flooders push 64 KiB writes as fast as the server takes them (fixed 4 MiB socket \
+             buffers, every byte verified) while 50 small clients each send a 64-byte request \
+             200 times a second, open loop, over IPv4. Latency is counted from the *intended* \
+             send time, so a server that stalls cannot hide it by delaying the next request. \
+             The small clients' thread runs at real-time priority on a timerfd; *late* is how \
+             far behind schedule the load generator itself sent (its own share of the latency). \
+             Medians over runs; per-connection flood shows the slowest and fastest flooder.\n\n\
+             | K | server | small p50 µs | p99 µs | p99.9 µs | max µs | late p99 µs | flood MB/s | per connection MB/s | p99 / mio | p99 / tokio |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for k in FLOODERS {
+            for server in SERVERS {
+                let v = |key: &str| self.mixed_med(k, server, key);
+                if v("small_p99_us").is_nan() {
+                    continue;
+                }
+                m.push_str(&format!(
+                    "| {k} | {server} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}–{:.0} | {:.2} | {:.2} |\n",
+                    v("small_p50_us"),
+                    v("small_p99_us"),
+                    v("small_p999_us"),
+                    v("small_max_us"),
+                    v("late_p99_us"),
+                    v("flood_mb_per_s"),
+                    v("flood_min_mb_per_s"),
+                    v("flood_max_mb_per_s"),
+                    v("small_p99_us") / self.mixed_med(k, "mio", "small_p99_us"),
+                    v("small_p99_us") / self.mixed_med(k, "tokio", "small_p99_us"),
+                ));
+            }
+        }
+        m.push_str("\n![small-client latency percentiles with 4 flooders](bench/latency.svg)\n");
+        m
+    }
+
+    /// Small-client latency by percentile (log scales), one line per server, at K = 4.
+    fn latency_svg(&self) -> String {
+        let k = 4;
+        let (w, h, left, top, right, bottom) = (760.0, 380.0, 70.0, 40.0, 150.0, 50.0);
+        let (pw, ph) = (w - left - right, h - top - bottom);
+        let lines: Vec<(&str, &str, Vec<f64>)> = SERVERS
+            .iter()
+            .zip(["#888888", "#2b7bb9", "#e08a2b"])
+            .map(|(server, colour)| {
+                let values = PERCENTILES
+                    .iter()
+                    .map(|(key, _)| self.mixed_med(k, server, key))
+                    .collect();
+                (*server, colour, values)
+            })
+            .collect();
+        let finite = lines
+            .iter()
+            .flat_map(|l| l.2.iter().copied())
+            .filter(|v| v.is_finite() && *v > 0.0);
+        let lo = finite.clone().fold(f64::INFINITY, f64::min).max(1.0);
+        let hi = finite.fold(1.0, f64::max);
+        let (ylo, yhi) = (
+            lo.log10().floor(),
+            hi.log10().ceil().max(lo.log10().floor() + 1.0),
+        );
+        let y = |v: f64| top + ph * (1.0 - (v.max(1.0).log10() - ylo) / (yhi - ylo));
+        let x = |i: usize| left + pw * i as f64 / (PERCENTILES.len() - 1) as f64;
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+             <text x=\"10\" y=\"20\" font-size=\"14\">Small-client latency beside {k} flooders (µs, log scale; lower is better)</text>\n"
+        );
+        let mut decade = ylo;
+        while decade <= yhi {
+            let v = 10f64.powf(decade);
+            s.push_str(&format!(
+                "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{1:.1}\" y2=\"{0:.1}\" stroke=\"#ddd\"/><text x=\"{2:.1}\" y=\"{3:.1}\" text-anchor=\"end\">{v:.0}</text>\n",
+                y(v),
+                left + pw,
+                left - 6.0,
+                y(v) + 4.0
+            ));
+            decade += 1.0;
+        }
+        for (i, (_, label)) in PERCENTILES.iter().enumerate() {
+            s.push_str(&format!(
+                "<line x1=\"{0:.1}\" y1=\"{top}\" x2=\"{0:.1}\" y2=\"{1:.1}\" stroke=\"#eee\"/><text x=\"{0:.1}\" y=\"{2:.1}\" text-anchor=\"middle\">{label}</text>\n",
+                x(i),
+                top + ph,
+                top + ph + 18.0
+            ));
+        }
+        s.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">percentile</text>\n",
+            left + pw / 2.0,
+            h - 8.0
+        ));
+        for (n, (server, colour, values)) in lines.iter().enumerate() {
+            let points: Vec<String> = values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
+                .collect();
+            s.push_str(&format!(
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n",
+                points.join(" ")
+            ));
+            let ly = top + 20.0 * n as f64;
+            s.push_str(&format!(
+                "<line x1=\"{0:.1}\" y1=\"{ly:.1}\" x2=\"{1:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"2\"/><text x=\"{2:.1}\" y=\"{3:.1}\">{server}</text>\n",
+                left + pw + 12.0,
+                left + pw + 32.0,
+                left + pw + 38.0,
+                ly + 4.0
+            ));
+        }
+        s.push_str("</svg>\n");
+        s
     }
 
     fn svg(&self) -> String {

@@ -2,8 +2,8 @@
 //! per connection, a 64 KiB read buffer (the reactor's read size, so runtimes are compared,
 //! not buffer sizes).
 //!
-//! `tokio_echo SPEC...`: same sockets (from `dualstack::bind`) and `listening on` lines as
-//! the echo example.
+//! `tokio_echo SPEC...`: same sockets (from `dualstack::bind`), socket options
+//! (`dualstack_bench::reference_options`) and `listening on` lines as the echo example.
 
 use std::io;
 
@@ -12,8 +12,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 fn main() -> io::Result<()> {
     let std_listeners: Vec<std::net::TcpListener> = dualstack_bench::bind_from_args("tokio_echo")
         .into_iter()
-        .map(|l| l.into_mio().into())
-        .collect();
+        .map(|l| {
+            let l = l.into_mio();
+            dualstack_bench::reference_options(&l)?;
+            Ok(l.into())
+        })
+        .collect::<io::Result<_>>()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
