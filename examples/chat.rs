@@ -12,8 +12,6 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use dualstack::{display_addr, ConnId, ConnInfo, Context, Handler, SendError};
 
 /// The longest line, in bytes, not counting the newline.
@@ -21,6 +19,8 @@ const MAX_LINE: usize = 4096;
 /// A client with more than this waiting for it is not reading: it is cut off.
 const MAX_WAITING: usize = 256 * 1024;
 
+/// What the server keeps for each client, beside its connection (`Handler::State`).
+#[derive(Default)]
 struct Client {
     /// What others see: the normalized peer address, or the nickname.
     name: String,
@@ -30,76 +30,73 @@ struct Client {
     overlong: bool,
 }
 
-#[derive(Default)]
-struct Chat {
-    clients: HashMap<ConnId, Client>,
+/// The room. It keeps nothing itself: every client's name and partial line live with its
+/// connection.
+struct Chat;
+
+type Ctx<'a> = Context<'a, Client>;
+
+/// Sends `text` to `to`, or cuts `to` off if it is not reading.
+fn deliver(ctx: &mut Ctx<'_>, to: ConnId, text: &str) {
+    let waiting = ctx.queued(to);
+    let result = if waiting + text.len() > MAX_WAITING {
+        Err(SendError::QueueFull {
+            queued: waiting,
+            limit: MAX_WAITING,
+        })
+    } else {
+        ctx.send(to, text.as_bytes())
+    };
+    if let Err(SendError::QueueFull { queued, .. }) = result {
+        let name = ctx.state(to).map_or("?", |c| c.name.as_str());
+        log::warn!("{name} is not reading ({queued} bytes waiting): disconnecting it");
+        ctx.close(to);
+    }
 }
 
-impl Chat {
-    /// Sends `text` to `to`, or cuts `to` off if it is not reading.
-    fn deliver(&mut self, ctx: &mut Context<'_>, to: ConnId, text: &str) {
-        let waiting = ctx.queued(to);
-        let result = if waiting + text.len() > MAX_WAITING {
-            Err(SendError::QueueFull {
-                queued: waiting,
-                limit: MAX_WAITING,
-            })
-        } else {
-            ctx.send(to, text.as_bytes())
-        };
-        if let Err(SendError::QueueFull { queued, .. }) = result {
-            let name = self.clients.get(&to).map_or("?", |c| c.name.as_str());
-            log::warn!("{name} is not reading ({queued} bytes waiting): disconnecting it");
-            ctx.close(to);
-        }
+/// Sends `text` to every client but `except`.
+fn broadcast(ctx: &mut Ctx<'_>, except: Option<ConnId>, text: &str) {
+    let targets: Vec<ConnId> = ctx.connections().filter(|c| Some(*c) != except).collect();
+    for to in targets {
+        deliver(ctx, to, text);
     }
+}
 
-    /// Sends `text` to every client but `except`.
-    fn broadcast(&mut self, ctx: &mut Context<'_>, except: Option<ConnId>, text: &str) {
-        let targets: Vec<ConnId> = self
-            .clients
-            .keys()
-            .copied()
-            .filter(|c| Some(*c) != except)
-            .collect();
-        for to in targets {
-            self.deliver(ctx, to, text);
-        }
-    }
-
-    /// One complete line from `from`, without its newline.
-    fn line(&mut self, ctx: &mut Context<'_>, from: ConnId, line: &[u8]) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let text = String::from_utf8_lossy(line);
-        let Some(client) = self.clients.get_mut(&from) else {
+/// One complete line from `from`: a command, or a message for the others.
+fn line(ctx: &mut Ctx<'_>, from: ConnId, line: &[u8]) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let text = String::from_utf8_lossy(line);
+    let Some(name) = ctx.state(from).map(|c| c.name.clone()) else {
+        return;
+    };
+    if let Some(nick) = text.strip_prefix("/nick ") {
+        let nick = nick.trim();
+        let valid = !nick.is_empty()
+            && nick.len() <= 32
+            && nick
+                .chars()
+                .all(|c| c.is_alphanumeric() || "-_.".contains(c));
+        if !valid {
+            deliver(
+                ctx,
+                from,
+                "* error: a nickname is 1 to 32 letters, digits, '-', '_' or '.'\n",
+            );
             return;
-        };
-        if let Some(nick) = text.strip_prefix("/nick ") {
-            let nick = nick.trim();
-            let valid = !nick.is_empty()
-                && nick.len() <= 32
-                && nick
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || "-_.".contains(c));
-            if !valid {
-                self.deliver(
-                    ctx,
-                    from,
-                    "* error: a nickname is 1 to 32 letters, digits, '-', '_' or '.'\n",
-                );
-                return;
-            }
-            let old = std::mem::replace(&mut client.name, nick.to_owned());
-            self.broadcast(ctx, None, &format!("* {old} is now {nick}\n"));
-        } else if text.trim() == "/who" {
-            let mut names: Vec<&str> = self.clients.values().map(|c| c.name.as_str()).collect();
-            names.sort_unstable();
-            let list = format!("* here: {}\n", names.join(", "));
-            self.deliver(ctx, from, &list);
-        } else {
-            let message = format!("{}: {}\n", client.name, printable(&text));
-            self.broadcast(ctx, Some(from), &message);
         }
+        if let Some(client) = ctx.state_mut(from) {
+            client.name = nick.to_owned();
+        }
+        broadcast(ctx, None, &format!("* {name} is now {nick}\n"));
+    } else if text.trim() == "/who" {
+        let mut names: Vec<String> = ctx
+            .connections()
+            .filter_map(|c| ctx.state(c).map(|s| s.name.clone()))
+            .collect();
+        names.sort_unstable();
+        deliver(ctx, from, &format!("* here: {}\n", names.join(", ")));
+    } else {
+        broadcast(ctx, Some(from), &format!("{name}: {}\n", printable(&text)));
     }
 }
 
@@ -134,26 +131,23 @@ fn counted(head: &[u8], tail: &[u8]) -> usize {
 }
 
 impl Handler for Chat {
-    fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, info: &ConnInfo) {
+    type State = Client;
+
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, info: &ConnInfo) {
         let name = display_addr(info.peer).to_string();
         log::debug!("{name} joined");
-        self.broadcast(ctx, None, &format!("* {name} joined\n"));
-        self.clients.insert(
-            conn,
-            Client {
-                name,
-                partial: Vec::new(),
-                overlong: false,
-            },
-        );
+        broadcast(ctx, Some(conn), &format!("* {name} joined\n"));
+        if let Some(client) = ctx.state_mut(conn) {
+            client.name = name;
+        }
     }
 
-    fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) {
         let mut rest = data;
         while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
             let (piece, after) = (&rest[..newline], &rest[newline + 1..]);
             rest = after;
-            let Some(client) = self.clients.get_mut(&conn) else {
+            let Some(client) = ctx.state_mut(conn) else {
                 return;
             };
             if std::mem::take(&mut client.overlong) {
@@ -161,14 +155,14 @@ impl Handler for Chat {
             }
             if counted(&client.partial, piece) > MAX_LINE {
                 client.partial.clear();
-                self.deliver(ctx, conn, "* error: line longer than 4096 bytes, dropped\n");
+                deliver(ctx, conn, "* error: line longer than 4096 bytes, dropped\n");
                 continue;
             }
-            let mut line = std::mem::take(&mut client.partial);
-            line.extend_from_slice(piece);
-            self.line(ctx, conn, &line);
+            let mut whole = std::mem::take(&mut client.partial);
+            whole.extend_from_slice(piece);
+            line(ctx, conn, &whole);
         }
-        let Some(client) = self.clients.get_mut(&conn) else {
+        let Some(client) = ctx.state_mut(conn) else {
             return;
         };
         if client.overlong {
@@ -178,16 +172,17 @@ impl Handler for Chat {
         if counted(&client.partial, rest) > MAX_LINE {
             client.partial = Vec::new();
             client.overlong = true;
-            self.deliver(ctx, conn, "* error: line longer than 4096 bytes, dropped\n");
+            deliver(ctx, conn, "* error: line longer than 4096 bytes, dropped\n");
         } else {
             client.partial.extend_from_slice(rest);
         }
     }
 
-    fn on_close(&mut self, ctx: &mut Context<'_>, conn: ConnId, reason: &dualstack::CloseReason) {
-        if let Some(client) = self.clients.remove(&conn) {
-            log::debug!("{} left ({reason})", client.name);
-            self.broadcast(ctx, None, &format!("* {} left\n", client.name));
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, reason: &dualstack::CloseReason) {
+        // The connection's state is still there to read, one last time.
+        if let Some(name) = ctx.state(conn).map(|c| c.name.clone()) {
+            log::debug!("{name} left ({reason})");
+            broadcast(ctx, None, &format!("* {name} left\n"));
         }
     }
 }
@@ -201,7 +196,7 @@ fn main() {
         &[],
     );
     common::init_logging();
-    let mut server = common::bind("chat", opts.builder(), Chat::default());
+    let mut server = common::bind("chat", opts.builder(), Chat);
     signals.stop(&server);
     common::announce("chat", &server);
     if let Err(e) = server.run() {

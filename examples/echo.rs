@@ -14,6 +14,7 @@ use dualstack::{ConnId, Context, Handler, SendError};
 struct Echo;
 
 impl Handler for Echo {
+    type State = ();
     fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
         match ctx.send(conn, data) {
             Ok(()) | Err(SendError::Closed) => {}

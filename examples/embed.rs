@@ -52,6 +52,7 @@ impl App {
 }
 
 impl Handler for App {
+    type State = ();
     fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
         let _ = ctx.send(conn, data);
     }

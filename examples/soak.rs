@@ -21,7 +21,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,9 +43,12 @@ impl Rng {
     }
 }
 
-/// Byte `offset` of the stream client `id` sends.
-fn byte(id: u64, offset: u64) -> u8 {
-    ((offset.wrapping_add(id.wrapping_mul(7919))).wrapping_mul(0x9E37_79B9) >> 11) as u8
+/// `len` bytes of the stream client `id` sends, from `offset`.
+fn bytes(id: u64, offset: u64, len: u64) -> Vec<u8> {
+    static PATTERN: std::sync::OnceLock<dualstack_support::Pattern> = std::sync::OnceLock::new();
+    PATTERN
+        .get_or_init(dualstack_support::Pattern::default)
+        .bytes(id, offset, len as usize)
 }
 
 #[derive(Default)]
@@ -98,7 +101,7 @@ fn well_behaved(id: u64, addrs: [SocketAddr; 2], rng: &mut Rng, c: &Counters, de
                 break;
             }
             let len = 1 + rng.below(64 * 1024);
-            let msg: Vec<u8> = (offset..offset + len).map(|o| byte(stream_id, o)).collect();
+            let msg = bytes(stream_id, offset, len);
             if let Err(e) = s.write_all(&msg) {
                 return c.fail(format!("well-behaved {id} via {addr}: write: {e}"));
             }
@@ -139,7 +142,7 @@ fn half_closer(id: u64, addrs: [SocketAddr; 2], rng: &mut Rng, c: &Counters) {
     let Ok(mut s) = connect(addr) else {
         return c.fail(format!("half-closer: connect {addr}"));
     };
-    let data: Vec<u8> = (0..1 + rng.below(100_000)).map(|o| byte(id, o)).collect();
+    let data = bytes(id, 0, 1 + rng.below(100_000));
     if s.write_all(&data)
         .and_then(|_| s.shutdown(Shutdown::Write))
         .is_err()
@@ -219,18 +222,11 @@ fn storm(addrs: [SocketAddr; 2], rng: &mut Rng, c: &Counters) {
 }
 
 fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+    dualstack_support::fd_count(pid).unwrap_or(0)
 }
 
 fn rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
+    dualstack_support::rss(pid).unwrap_or(0)
 }
 
 fn main() {
@@ -280,12 +276,8 @@ fn main() {
     for _ in 0..2 {
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|l| l.split(' ').next())
-            .expect("a listening line");
-        addrs.push(addr.parse::<SocketAddr>().unwrap());
+        let (addr, _) = dualstack_support::parse_listening_line(&line).expect("a listening line");
+        addrs.push(addr);
     }
     let addrs = [addrs[0], addrs[1]];
     let stderr = child.stderr.take().unwrap();
@@ -301,17 +293,7 @@ fn main() {
 
     let counters = Arc::new(Counters::default());
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let stop = Arc::new(AtomicBool::new(false));
-    let peak_rss = Arc::new(AtomicU64::new(base_rss));
-    let sampler = {
-        let (stop, peak) = (stop.clone(), peak_rss.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(rss(pid), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let sampler = dualstack_support::RssSampler::start(pid);
     let mut threads = Vec::new();
     for id in 0..8u64 {
         let c = counters.clone();
@@ -358,8 +340,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let end_fds = fd_count(pid);
-    stop.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
+    let peak = sampler.stop().max(base_rss);
 
     // Still accepting, over both families?
     let mut accepting = true;
@@ -381,7 +362,6 @@ fn main() {
     let c = &counters;
     let sent = c.bytes_sent.load(Ordering::Relaxed);
     let verified = c.bytes_verified.load(Ordering::Relaxed);
-    let peak = peak_rss.load(Ordering::Relaxed);
     let faults = c.resets.load(Ordering::Relaxed)
         + c.half_closes.load(Ordering::Relaxed)
         + c.stopped_readers.load(Ordering::Relaxed)

@@ -10,7 +10,10 @@ use mio::event::{Event, Source};
 use mio::{Interest, Token};
 
 use crate::conn::{CloseReason, ConnId, ConnInfo, ListenerId};
-use crate::reactor::{Core, ListenerInfo, Stats, TimerId};
+use crate::reactor::core::Core;
+use crate::reactor::output::SendError;
+use crate::reactor::stats::{ListenerInfo, Stats};
+use crate::reactor::timers::TimerId;
 
 /// What the application does when things happen on the server.
 ///
@@ -28,7 +31,9 @@ use crate::reactor::{Core, ListenerInfo, Stats, TimerId};
 /// struct Echo;
 ///
 /// impl Handler for Echo {
-///     fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+///     type State = (); // nothing kept per connection
+///
+///     fn on_data(&mut self, ctx: &mut Context<'_, Self::State>, conn: ConnId, data: &[u8]) {
 ///         // The queue limits are far above what one read can add, so this cannot fail
 ///         // while the connection is open; a closed one is reported to on_close anyway.
 ///         let _ = ctx.send(conn, data);
@@ -43,38 +48,47 @@ use crate::reactor::{Core, ListenerInfo, Stats, TimerId};
 /// Callbacks never see a connection that is not open, except `on_close`, which is the last
 /// word about it: its [`ConnId`] is dead afterwards.
 pub trait Handler {
+    /// The handler's own value for each connection, kept by the server with the
+    /// connection: a protocol's parser state, a user's name. It is made with `Default` when
+    /// the connection is accepted, reached with [`Context::state`] and
+    /// [`Context::state_mut`] while the connection lives (in `on_close` too, one last time),
+    /// and dropped after `on_close`. `()` for a handler that needs none.
+    type State: Default;
+
     /// A connection was accepted. `info` says by which listener, and from which (normalized)
     /// peer address; [`Context::local_addr`] gives the local one.
-    fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, info: &ConnInfo) {
+    fn on_open(&mut self, ctx: &mut Context<'_, Self::State>, conn: ConnId, info: &ConnInfo) {
         let _ = (ctx, conn, info);
     }
 
     /// Bytes arrived on `conn`. `data` is only valid during the call (the server reuses one
     /// buffer for every connection).
-    fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]);
+    fn on_data(&mut self, ctx: &mut Context<'_, Self::State>, conn: ConnId, data: &[u8]);
 
     /// The peer closed its sending side (end of stream). Output can still be sent to it.
     ///
     /// The default closes the connection once everything queued for it is written, with
     /// [`CloseReason::PeerClosed`]. Override it to keep answering a half-closed peer, and
     /// close when done.
-    fn on_peer_closed(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
+    fn on_peer_closed(&mut self, ctx: &mut Context<'_, Self::State>, conn: ConnId) {
         ctx.close_after_flush(conn);
     }
 
     /// Everything queued for `conn` has been written: a good moment to send more, for a
     /// handler that produces output at its own pace.
-    fn on_drained(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
+    fn on_drained(&mut self, ctx: &mut Context<'_, Self::State>, conn: ConnId) {
         let _ = (ctx, conn);
     }
 
-    /// `conn` is closed, for `reason`. Its id is dead from now on.
-    fn on_close(&mut self, ctx: &mut Context<'_>, conn: ConnId, reason: &CloseReason) {
+    /// `conn` is closed, for `reason`: the last word about it. Its state and its peer
+    /// address can still be read through `ctx` during this call; nothing can be sent to it,
+    /// and its id is dead once this returns.
+    fn on_close(&mut self, ctx: &mut Context<'_, Self::State>, conn: ConnId, reason: &CloseReason) {
         let _ = (ctx, conn, reason);
     }
 
     /// Another thread called [`ServerHandle::wake`](crate::ServerHandle::wake) (or `stop`).
-    fn on_wake(&mut self, ctx: &mut Context<'_>) {
+    fn on_wake(&mut self, ctx: &mut Context<'_, Self::State>) {
         let _ = ctx;
     }
 
@@ -90,82 +104,39 @@ pub trait Handler {
     ///
     /// Dropping a [`Server`](crate::Server) is not a stop: its sockets close at once, with
     /// no `on_stop` and no `on_close`.
-    fn on_stop(&mut self, ctx: &mut Context<'_>) {
+    fn on_stop(&mut self, ctx: &mut Context<'_, Self::State>) {
         let _ = ctx;
     }
 
     /// A timer set with [`Context::set_timer`] is due; `value` is what was given then.
-    fn on_timer(&mut self, ctx: &mut Context<'_>, timer: TimerId, value: u64) {
+    fn on_timer(&mut self, ctx: &mut Context<'_, Self::State>, timer: TimerId, value: u64) {
         let _ = (ctx, timer, value);
     }
 
     /// An event on a source the application registered with
     /// [`Server::register`](crate::Server::register) or [`Context::register`]; `token` is the
     /// application's own token.
-    fn on_event(&mut self, ctx: &mut Context<'_>, token: Token, event: &Event) {
+    fn on_event(&mut self, ctx: &mut Context<'_, Self::State>, token: Token, event: &Event) {
         let _ = (ctx, token, event);
     }
 }
 
-/// Why [`Context::send`] refused bytes. Not one byte of them was written or queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SendError {
-    /// The connection is closed, closing, or its writing side was shut down.
-    Closed,
-    /// Queuing the bytes would pass the connection's hard limit on queued output
-    /// ([`ServerBuilder::max_queued`](crate::ServerBuilder::max_queued)).
-    QueueFull {
-        /// Bytes already queued.
-        queued: usize,
-        /// The limit.
-        limit: usize,
-    },
-    /// The bytes alone are more than the server's cap on total queued output
-    /// ([`ServerBuilder::max_total_queued`](crate::ServerBuilder::max_total_queued)), so the
-    /// server could not promise to hold what the kernel does not take. Send them in smaller
-    /// pieces (as `on_drained` signals room).
-    TooLarge {
-        /// The length of the refused bytes.
-        len: usize,
-        /// The cap.
-        limit: usize,
-    },
-}
-
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SendError::Closed => f.write_str("the connection is closed"),
-            SendError::QueueFull { queued, limit } => write!(
-                f,
-                "the connection's output queue is full ({queued} bytes queued, limit {limit})"
-            ),
-            SendError::TooLarge { len, limit } => write!(
-                f,
-                "{len} bytes are more than the server's total output cap ({limit})"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for SendError {}
-
 /// What a [`Handler`] callback can do: the server's operations, borrowed for the call.
-pub struct Context<'a> {
-    pub(crate) core: &'a mut Core,
+/// `S` is the handler's [`State`](Handler::State).
+pub struct Context<'a, S = ()> {
+    core: &'a mut Core<S>,
 }
 
-impl fmt::Debug for Context<'_> {
+impl<S> fmt::Debug for Context<'_, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
-            .field("open", &self.core.conns.len())
+            .field("now", &self.core.now())
             .finish_non_exhaustive()
     }
 }
 
-impl<'a> Context<'a> {
-    pub(crate) fn new(core: &'a mut Core) -> Context<'a> {
+impl<'a, S> Context<'a, S> {
+    pub(crate) fn new(core: &'a mut Core<S>) -> Context<'a, S> {
         Context { core }
     }
 
@@ -197,8 +168,7 @@ impl<'a> Context<'a> {
     /// Closes `conn` now; output still queued is dropped. `on_close` follows when the
     /// current callback returns.
     pub fn close(&mut self, conn: ConnId) {
-        let reason = self.core.local_close_reason(conn);
-        self.core.request_close(conn, reason);
+        self.core.close(conn);
     }
 
     /// Closes `conn` once its queued output is written. Nothing more is read from it, and
@@ -227,23 +197,27 @@ impl<'a> Context<'a> {
     /// Every open connection that is not closing, in no particular order (for a
     /// broadcast: each one yielded can be sent to).
     pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.core
-            .conns
-            .iter()
-            .filter(|(_, c)| c.closing == crate::conn::Closing::No && !c.shutdown_write)
-            .map(|(key, c)| c.id(key))
+        self.core.sendable()
     }
 
     /// Whether `conn` is open (and not closing).
     pub fn is_open(&self, conn: ConnId) -> bool {
-        self.core
-            .get(conn)
-            .is_some_and(|c| c.closing == crate::conn::Closing::No)
+        self.core.is_open(conn)
     }
 
-    /// The peer address of `conn`, normalized; `None` if it is closed.
+    /// The handler's value for `conn` ([`Handler::State`]); `None` once it is gone.
+    pub fn state(&self, conn: ConnId) -> Option<&S> {
+        self.core.state(conn)
+    }
+
+    /// The handler's value for `conn`, mutably; `None` once it is gone.
+    pub fn state_mut(&mut self, conn: ConnId) -> Option<&mut S> {
+        self.core.state_mut(conn)
+    }
+
+    /// The peer address of `conn`, normalized; `None` once it is gone.
     pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.core.get(conn).map(|c| c.peer)
+        self.core.peer_addr(conn)
     }
 
     /// The local address of `conn`, normalized. For a connection accepted by a wildcard
@@ -257,19 +231,19 @@ impl<'a> Context<'a> {
         self.core.local_addr(conn)
     }
 
-    /// The listener that accepted `conn`; `None` if it is closed.
+    /// The listener that accepted `conn`; `None` once it is gone.
     pub fn listener_of(&self, conn: ConnId) -> Option<ListenerId> {
-        self.core.get(conn).map(|c| ListenerId(c.listener as usize))
+        self.core.listener_of(conn)
     }
 
     /// A listener of the server.
     pub fn listener(&self, id: ListenerId) -> Option<&ListenerInfo> {
-        self.core.listeners.get(id.0).map(|l| &l.info)
+        self.core.listener(id)
     }
 
     /// How many bytes are queued for `conn` (0 if it is closed).
     pub fn queued(&self, conn: ConnId) -> usize {
-        self.core.get(conn).map_or(0, |c| c.out.len())
+        self.core.queued(conn)
     }
 
     /// Calls [`Handler::on_timer`] with `value` after `delay`, counted from
@@ -277,13 +251,12 @@ impl<'a> Context<'a> {
     /// century, which is to say never. A timer set from `on_timer` fires on a later turn,
     /// after a poll, even with a zero delay.
     pub fn set_timer(&mut self, delay: Duration, value: u64) -> TimerId {
-        let deadline = crate::reactor::deadline_after(self.core.now, delay);
-        self.core.timers.set(deadline, value)
+        self.core.set_timer(delay, value)
     }
 
     /// Cancels a timer; returns whether it was still pending.
     pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        self.core.timers.cancel(timer)
+        self.core.cancel_timer(timer)
     }
 
     /// Stops the server gracefully once this callback returns: no more accepting, pending
@@ -296,7 +269,7 @@ impl<'a> Context<'a> {
     /// The time the current loop turn started: cheaper than `Instant::now()` and the clock
     /// timers and timeouts use.
     pub fn now(&self) -> Instant {
-        self.core.now
+        self.core.now()
     }
 
     /// The server's counters.
@@ -310,13 +283,13 @@ impl<'a> Context<'a> {
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidInput`] for a token above the application range; the OS error.
-    pub fn register<S: Source + ?Sized>(
+    pub fn register<T: Source + ?Sized>(
         &mut self,
-        source: &mut S,
+        source: &mut T,
         token: Token,
         interest: Interest,
     ) -> io::Result<()> {
-        self.core.register_app(source, token, interest)
+        self.core.register_app(source, token, interest, false)
     }
 
     /// Changes the interest of an application source.
@@ -324,14 +297,13 @@ impl<'a> Context<'a> {
     /// # Errors
     ///
     /// As for [`register`](Context::register).
-    pub fn reregister<S: Source + ?Sized>(
+    pub fn reregister<T: Source + ?Sized>(
         &mut self,
-        source: &mut S,
+        source: &mut T,
         token: Token,
         interest: Interest,
     ) -> io::Result<()> {
-        let token = crate::reactor::app_token(token)?;
-        self.core.registry.reregister(source, token, interest)
+        self.core.register_app(source, token, interest, true)
     }
 
     /// Deregisters an application source.
@@ -339,7 +311,7 @@ impl<'a> Context<'a> {
     /// # Errors
     ///
     /// The OS error.
-    pub fn deregister<S: Source + ?Sized>(&mut self, source: &mut S) -> io::Result<()> {
-        self.core.registry.deregister(source)
+    pub fn deregister<T: Source + ?Sized>(&mut self, source: &mut T) -> io::Result<()> {
+        self.core.deregister_app(source)
     }
 }

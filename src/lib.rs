@@ -20,6 +20,8 @@
 //! struct Echo;
 //!
 //! impl Handler for Echo {
+//!     type State = (); // what the server keeps per connection for the handler: nothing
+//!
 //!     fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
 //!         let _ = ctx.send(conn, data); // fails only if the connection is gone
 //!     }
@@ -178,7 +180,7 @@ pub use addr::{
 };
 pub use conn::{CloseReason, ConnId, ConnInfo, ListenerId};
 pub use error::Error;
-pub use handler::{Context, Handler, SendError};
+pub use handler::{Context, Handler};
 pub use host::{has_dual_stack_ipv6, HostCaps, Resolve, SystemResolver};
 pub use listen::{bind, BindError, Bound, ListenConfig, Listener};
 pub use plan::{
@@ -186,5 +188,6 @@ pub use plan::{
     Skipped, SocketMode, WildcardStack,
 };
 pub use reactor::{
-    ConfigError, ListenerInfo, ListenerStats, Server, ServerBuilder, ServerHandle, Stats, TimerId,
+    ConfigError, ListenerInfo, ListenerStats, NoHandler, SendError, Server, ServerBuilder,
+    ServerHandle, Stats, TimerId,
 };

@@ -59,16 +59,7 @@ pub(crate) fn interface_name(index: u32) -> Option<String> {
 
 /// Whether some interface of this host has an IPv6 address (any scope, tentative ones
 /// included), or `None` where the list cannot be read.
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "openbsd",
-    target_os = "netbsd",
-    target_os = "dragonfly"
-))]
+#[cfg(unix)]
 #[allow(unsafe_code)]
 pub(crate) fn has_ipv6_address() -> Option<bool> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
@@ -99,16 +90,7 @@ pub(crate) fn has_ipv6_address() -> Option<bool> {
 }
 
 /// See the Unix version: the list cannot be read here.
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "openbsd",
-    target_os = "netbsd",
-    target_os = "dragonfly"
-)))]
+#[cfg(not(unix))]
 pub(crate) fn has_ipv6_address() -> Option<bool> {
     None
 }

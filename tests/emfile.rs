@@ -24,20 +24,14 @@ const FD_LIMIT: u64 = 48;
 struct Echo;
 
 impl Handler for Echo {
+    type State = ();
     fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
         let _ = ctx.send(conn, data);
     }
 }
 
-#[allow(unsafe_code)]
 fn lower_fd_limit(limit: u64) {
-    let rlim = libc::rlimit {
-        rlim_cur: limit,
-        rlim_max: limit,
-    };
-    // SAFETY: setrlimit reads the struct we pass, which lives across the call.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) };
-    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
+    dualstack_support::lower_fd_limit(limit).expect("setrlimit");
 }
 
 /// The child: an echo server with few descriptors. Prints its port, serves until its stdin
@@ -70,15 +64,7 @@ fn emfile_child_server() {
 
 /// CPU time (user + system) of process `pid`, from /proc.
 fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    #[allow(unsafe_code)]
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
+    dualstack_support::cpu_ticks(pid).expect("read /proc/PID/stat")
 }
 
 #[test]

@@ -87,14 +87,10 @@ impl Example {
 
     /// The port of the first listener.
     fn port(&self) -> u16 {
-        let first = &self.lines[0];
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap();
-        addr.rsplit(':').next().unwrap().parse().unwrap()
+        dualstack_support::parse_listening_line(&self.lines[0])
+            .expect("a listening line")
+            .0
+            .port()
     }
 
     fn signal(&self, signal: &str) {

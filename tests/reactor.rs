@@ -64,6 +64,7 @@ fn echo_on_many_connections_over_both_families() {
 fn peers_are_normalized_and_local_addresses_resolved_lazily() {
     struct Addrs(Arc<Mutex<Vec<(SocketAddr, SocketAddr)>>>);
     impl Handler for Addrs {
+        type State = ();
         fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, info: &ConnInfo) {
             let local = ctx
                 .local_addr(conn)
@@ -220,6 +221,7 @@ fn a_stale_id_never_reaches_the_connection_that_reused_its_slot() {
         stale_send: Option<Result<(), SendError>>,
     }
     impl Handler for Stale {
+        type State = ();
         fn on_open(&mut self, _: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
             self.opened.push(conn);
         }
@@ -329,6 +331,7 @@ fn timers_wake_ups_and_application_sources_reach_the_handler() {
         cancelled: Option<TimerId>,
     }
     impl Handler for App {
+        type State = ();
         fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
         fn on_wake(&mut self, ctx: &mut Context<'_>) {
             self.log.push("wake".into());
@@ -396,6 +399,7 @@ fn paused_reading_loses_nothing_and_resumes() {
         resumed_at: Option<Instant>,
     }
     impl Handler for Pauser {
+        type State = ();
         fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
             self.got.extend_from_slice(data);
             if self.paused_at.is_none() {
@@ -444,6 +448,7 @@ fn paused_reading_loses_nothing_and_resumes() {
 fn sending_beyond_the_hard_limit_is_refused_not_queued() {
     struct Pusher(Vec<Result<(), SendError>>, usize);
     impl Handler for Pusher {
+        type State = ();
         fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
             // The client never reads: the kernel takes a few hundred KiB, the rest queues.
             for _ in 0..64 {
@@ -490,6 +495,7 @@ fn accepting_is_budgeted_per_turn() {
     #[derive(Default)]
     struct Count(usize, Vec<usize>);
     impl Handler for Count {
+        type State = ();
         fn on_open(&mut self, _: &mut Context<'_>, _: ConnId, _: &ConnInfo) {
             self.0 += 1;
         }
@@ -497,7 +503,7 @@ fn accepting_is_budgeted_per_turn() {
     }
     let mut server = Server::builder()
         .listen("127.0.0.1:0")
-        .backlog(1024)
+        .listen_config(dualstack::ListenConfig::new().backlog(1024))
         .bind(Count::default())
         .unwrap();
     let addr = server.listeners()[0].local_addr;

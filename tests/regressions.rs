@@ -71,6 +71,7 @@ fn data_and_fin_queued_together_are_both_seen() {
 
     struct Echo;
     impl Handler for Echo {
+        type State = ();
         fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
             let _ = ctx.send(conn, data);
         }
@@ -113,6 +114,7 @@ fn durations_too_long_for_the_clock_mean_never_not_a_panic() {
 
     struct TimerOnOpen;
     impl Handler for TimerOnOpen {
+        type State = ();
         fn on_open(&mut self, ctx: &mut Context<'_>, _: ConnId, _: &ConnInfo) {
             ctx.set_timer(Duration::MAX, 0);
         }
@@ -163,6 +165,7 @@ fn a_zero_delay_timer_rearmed_from_on_timer_fires_once_per_turn() {
         fired: u64,
     }
     impl Handler for Rearm {
+        type State = ();
         fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
         fn on_timer(&mut self, ctx: &mut Context<'_>, _: dualstack::TimerId, _: u64) {
             self.fired += 1;
@@ -207,6 +210,7 @@ fn a_flooder_gets_one_read_budget_per_turn() {
         total: usize,
     }
     impl Handler for Count {
+        type State = ();
         fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, data: &[u8]) {
             self.this_turn += data.len();
             self.total += data.len();
@@ -257,6 +261,7 @@ fn urgent_data_neither_stalls_the_connection_nor_goes_missing() {
 
     struct Echo;
     impl Handler for Echo {
+        type State = ();
         fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
             let _ = ctx.send(conn, data);
         }
@@ -324,6 +329,7 @@ fn a_reset_closes_a_paused_connection_at_once() {
         closed: Vec<String>,
     }
     impl Handler for PauseAll {
+        type State = ();
         fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
             ctx.pause_reading(conn);
         }
@@ -373,6 +379,7 @@ fn on_stop_can_say_goodbye_and_timers_set_before_it_never_fire() {
         timers_fired: usize,
     }
     impl Handler for Goodbye {
+        type State = ();
         fn on_open(&mut self, ctx: &mut Context<'_>, _: ConnId, _: &ConnInfo) {
             ctx.set_timer(Duration::from_millis(100), 0);
         }
@@ -417,6 +424,7 @@ fn settings_that_cannot_work_are_refused_by_bind() {
 
     struct Nothing;
     impl Handler for Nothing {
+        type State = ();
         fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
     }
     let cases = [

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 struct TidEcho(Arc<Mutex<Option<String>>>);
 
 impl dualstack::Handler for TidEcho {
+    type State = ();
     fn on_data(&mut self, ctx: &mut dualstack::Context<'_>, conn: dualstack::ConnId, data: &[u8]) {
         let mut tid = self.0.lock().unwrap();
         if tid.is_none() {

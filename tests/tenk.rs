@@ -11,42 +11,18 @@ use std::time::Duration;
 
 const PER_FAMILY: usize = 5_000;
 
-/// Raises the soft descriptor limit as far as the hard one allows (the server child inherits
-/// it), and checks that is enough for one end of every connection.
-#[allow(unsafe_code)]
+/// Raises the descriptor limit (the server child inherits it), and checks that is enough for
+/// one end of every connection.
 fn raise_fd_limit(needed: u64) {
-    let mut rlim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass, which lives across the call.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlim) },
-        0
-    );
-    rlim.rlim_cur = rlim.rlim_max;
-    // SAFETY: setrlimit reads the struct we pass, which lives across the call.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) };
-    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
+    let got = dualstack_support::raise_fd_limit(needed).expect("setrlimit");
     assert!(
-        rlim.rlim_cur >= needed,
-        "RLIMIT_NOFILE can only go to {}, and 10,000 connections need {needed}: raise the hard limit (ulimit -Hn) first",
-        rlim.rlim_cur
+        got >= needed,
+        "RLIMIT_NOFILE can only go to {got}, and 10,000 connections need {needed}: raise the hard limit (ulimit -Hn) first"
     );
 }
 
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    kib * 1024
+    dualstack_support::rss(pid).expect("read the server's RSS")
 }
 
 #[test]

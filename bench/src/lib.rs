@@ -6,7 +6,6 @@ pub mod mixed;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Duration;
 
 /// A reference server's start-up: binds the specs given as arguments with
 /// `dualstack::bind` (so only the loop differs from the echo example) and prints the same
@@ -89,92 +88,7 @@ fn set_client_congestion(socket: &socket2::Socket) {
 /// The library's default for `TCP_NODELAY` (`ServerBuilder::nodelay`).
 pub const NODELAY: bool = true;
 
-/// The content connections send: byte `offset` of connection `id` is
-/// `table()[(offset + id * STRIDE) % len]`, so every connection sends varied bytes and every
-/// echoed byte can be checked without keeping a copy.
-pub struct Pattern {
-    table: Vec<u8>,
-}
-
-/// A prime stride, so connections start at different places in the table.
-const STRIDE: u64 = 7919;
-
-impl Default for Pattern {
-    fn default() -> Pattern {
-        // 1 MiB + 7 bytes of xorshift output: longer than any message, not a power of two.
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let table = (0..(1 << 20) + 7)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
-        Pattern { table }
-    }
-}
-
-impl Pattern {
-    /// The longest run of pattern bytes of connection `id` from `offset`, up to `max` bytes.
-    pub fn slice(&self, id: u64, offset: u64, max: usize) -> &[u8] {
-        let len = self.table.len() as u64;
-        let start = ((offset + id * STRIDE) % len) as usize;
-        let end = self.table.len().min(start + max);
-        &self.table[start..end]
-    }
-
-    /// Whether `data` is what connection `id` sent from `offset` on.
-    pub fn matches(&self, id: u64, mut offset: u64, mut data: &[u8]) -> bool {
-        while !data.is_empty() {
-            let expected = self.slice(id, offset, data.len());
-            if data[..expected.len()] != *expected {
-                return false;
-            }
-            offset += expected.len() as u64;
-            data = &data[expected.len()..];
-        }
-        true
-    }
-}
-
-/// CPU time of process `pid` (all its threads, user + system), in nanoseconds from the
-/// scheduler's own accounting (`/proc/PID/task/*/schedstat`), or failing that in clock ticks
-/// from `/proc/PID/stat` (10 ms resolution: too coarse for short intervals).
-pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let scheduled = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()
-        .and_then(|tasks| {
-            let mut total = 0u64;
-            for task in tasks {
-                let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-                total += text.split_whitespace().next()?.parse::<u64>().ok()?;
-            }
-            Some(Duration::from_nanos(total))
-        });
-    scheduled.or_else(|| cpu_ticks(pid))
-}
-
-/// CPU time of process `pid` in clock ticks (10 ms), counting threads that have exited too
-/// (`/proc/PID/stat`): for a process whose threads come and go within a window.
-pub fn cpu_ticks(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    #[allow(unsafe_code)]
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
-}
-
-/// Resident set size of process `pid`, in bytes.
-pub fn rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
+pub use dualstack_support::{cpu_ticks, cpu_time, rss, Pattern, RssSampler};
 
 /// A flat JSON object of numbers and strings, written in insertion order.
 #[derive(Default)]
@@ -242,27 +156,6 @@ pub fn percentile(sorted: &[u32], p: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_pattern_verifies_what_it_produced_and_nothing_else() {
-        let p = Pattern::default();
-        let mut sent = Vec::new();
-        let mut off = 0u64;
-        while sent.len() < 3_000_000 {
-            let s = p.slice(5, off, 100_000);
-            sent.extend_from_slice(s);
-            off += s.len() as u64;
-        }
-        assert!(p.matches(5, 0, &sent));
-        assert!(p.matches(5, 1234, &sent[1234..2_500_000]));
-        assert!(
-            !p.matches(6, 0, &sent[..1000]),
-            "another connection's bytes"
-        );
-        let mut bad = sent[..5000].to_vec();
-        bad[4321] ^= 1;
-        assert!(!p.matches(5, 0, &bad));
-    }
 
     /// The reference servers must get the options the library gives its own connections.
     #[test]

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dualstack::{
-    display_addr, FamilyPolicy, Handler, Server, ServerBuilder, ServerHandle, WildcardStack,
+    display_addr, FamilyPolicy, Handler, ListenConfig, Server, ServerBuilder, ServerHandle,
+    WildcardStack,
 };
 
 /// The shortest and longest timeout an option takes, in seconds: shorter than a millisecond
@@ -181,10 +182,11 @@ impl Options {
 
     /// A builder with these specs and options.
     pub fn builder(&self) -> ServerBuilder {
-        let mut builder = Server::builder().family(self.family);
+        let mut listen = ListenConfig::new().family(self.family);
         if self.separate_stacks {
-            builder = builder.wildcard_stack(WildcardStack::Separate);
+            listen = listen.wildcard_stack(WildcardStack::Separate);
         }
+        let mut builder = Server::builder().listen_config(listen);
         if let Some(max) = self.max_connections {
             builder = builder.max_connections(max);
         }
@@ -295,7 +297,7 @@ pub fn bind<H: Handler>(name: &str, builder: ServerBuilder, handler: H) -> Serve
 }
 
 /// Prints `listening on ADDR (MODE)` for each socket, flushes stdout, and logs how to connect.
-pub fn announce<H>(name: &str, server: &Server<H>) {
+pub fn announce<H: Handler>(name: &str, server: &Server<H>) {
     let mut text = String::new();
     for l in server.listeners() {
         text.push_str(&format!("listening on {l}\n"));
@@ -352,7 +354,7 @@ impl Signals {
     }
 
     /// From now on a signal stops `server` gracefully.
-    pub fn stop<H>(&self, server: &Server<H>) {
+    pub fn stop<H: Handler>(&self, server: &Server<H>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.handle());
     }
 

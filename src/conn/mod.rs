@@ -2,6 +2,7 @@
 //! ([`CloseReason`]), and the state the reactor keeps for it.
 
 mod queue;
+pub(crate) mod state;
 
 use std::fmt;
 use std::io;
@@ -9,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 pub(crate) use queue::OutQueue;
+pub(crate) use state::{Holder, Life, Recv, Send};
 
 /// Names one connection for as long as it is open.
 ///
@@ -103,25 +105,41 @@ impl CloseReason {
     }
 }
 
-/// When a connection is to close.
+/// What a connection's clock says, for its idle and first-byte deadlines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Closing {
-    /// Open.
-    No,
-    /// Once its queued output is written; nothing more is read or accepted for sending.
-    AfterFlush,
-    /// Already in the server's close list: it is gone after the current callback.
-    Now,
+pub(crate) struct Timing {
+    /// When it was accepted.
+    pub(crate) opened: Instant,
+    /// The last time a byte was read from it or written to it.
+    pub(crate) last_active: Instant,
+    /// A byte has been read from it.
+    pub(crate) first_byte: bool,
+    /// Its entry in the reactor's deadlines, if one is armed.
+    pub(crate) deadline: Option<Instant>,
 }
 
-/// The reactor's state for one connection.
+impl Timing {
+    /// A connection accepted at `now`.
+    pub(crate) fn new(now: Instant) -> Timing {
+        Timing {
+            opened: now,
+            last_active: now,
+            first_byte: false,
+            deadline: None,
+        }
+    }
+}
+
+/// The reactor's record of one connection: its socket, its output queue, its state (one
+/// enum per concern, in [`state`]), its clock, and the handler's own value for it.
 ///
 /// # Invariant
 ///
 /// WRITABLE interest is registered exactly when `out` is non-empty (`writable` says which
-/// interest is registered). A connection with nothing queued owns no heap memory.
+/// interest is registered). A connection with nothing queued owns no heap memory but the
+/// handler's value.
 #[derive(Debug)]
-pub(crate) struct Conn {
+pub(crate) struct Conn<S> {
     pub(crate) stream: mio::net::TcpStream,
     pub(crate) generation: u32,
     /// Index of the listener that accepted it, for per-listener counters.
@@ -129,32 +147,17 @@ pub(crate) struct Conn {
     /// Normalized peer address.
     pub(crate) peer: SocketAddr,
     pub(crate) out: OutQueue,
-    /// The last time a byte was read or written, for the idle timeout.
-    pub(crate) last_active: Instant,
-    /// When it was accepted, for the first-byte timeout.
-    pub(crate) opened: Instant,
-    /// A byte has been read from it.
-    pub(crate) first_byte: bool,
-    /// Its entry in the reactor's deadline set (idle or first-byte), if one is armed.
-    pub(crate) deadline: Option<Instant>,
+    pub(crate) recv: Recv,
+    pub(crate) send: Send,
+    pub(crate) life: Life,
     /// WRITABLE is registered (see the invariant).
     pub(crate) writable: bool,
-    /// The handler paused reading.
-    pub(crate) paused: bool,
-    /// Reading stopped because `out` passed the high-water mark; resumes below the low one.
-    pub(crate) backpressure: bool,
-    /// Readiness was seen (or a read budget ran out) while reading was paused: read again
-    /// on resume, since edge-triggered readiness will not be reported twice.
-    pub(crate) read_pending: bool,
-    /// The peer sent end-of-stream.
-    pub(crate) read_closed: bool,
-    /// The handler asked to shut down writing once `out` drains; `write_closed` once done.
-    pub(crate) shutdown_write: bool,
-    pub(crate) write_closed: bool,
-    pub(crate) closing: Closing,
+    pub(crate) timing: Timing,
+    /// The handler's value for this connection ([`Handler::State`](crate::Handler::State)).
+    pub(crate) state: S,
 }
 
-impl Conn {
+impl<S> Conn<S> {
     pub(crate) fn id(&self, key: usize) -> ConnId {
         ConnId {
             key,
@@ -162,9 +165,9 @@ impl Conn {
         }
     }
 
-    /// Whether the reactor should read from it now.
-    pub(crate) fn wants_read(&self) -> bool {
-        !self.paused && !self.backpressure && !self.read_closed && self.closing == Closing::No
+    /// Whether a send may be taken: open, and writing not shut down.
+    pub(crate) fn sendable(&self) -> bool {
+        self.life.open() && self.send.open()
     }
 }
 

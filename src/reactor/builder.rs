@@ -6,25 +6,24 @@ use super::{ConfigError, Limits, Server};
 use crate::addr::{ListenSpec, ParseError, ToListenSpec};
 use crate::error::Error;
 use crate::handler::Handler;
-use crate::host::{HostCaps, Resolve};
 use crate::listen::ListenConfig;
-use crate::plan::{FamilyPolicy, WildcardStack};
 
 /// Builds a [`Server`]: where to listen, how, and within which limits.
 ///
 /// ```
-/// use dualstack::{ConnId, Context, FamilyPolicy, Handler, Server};
+/// use dualstack::{ConnId, Context, FamilyPolicy, Handler, ListenConfig, Server};
 /// use std::time::Duration;
 ///
 /// struct Discard;
 /// impl Handler for Discard {
+///     type State = ();
 ///     fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
 /// }
 ///
 /// let server = Server::builder()
 ///     .listen("localhost:0")
 ///     .listen(("::1", 0))
-///     .family(FamilyPolicy::Any)
+///     .listen_config(ListenConfig::new().family(FamilyPolicy::Any))
 ///     .max_connections(1000)
 ///     .idle_timeout(Duration::from_secs(60))
 ///     .bind(Discard)?;
@@ -46,7 +45,7 @@ impl Default for ServerBuilder {
 
 impl ServerBuilder {
     /// No listen specs yet, the defaults of [`ListenConfig::new`] and these limits: no
-    /// connection limit, no idle timeout, 64 KiB read buffer, 256 KiB read budget per event,
+    /// connection limit, no idle timeout, 64 KiB read buffer, 256 KiB read budget per turn,
     /// reading paused above 256 KiB queued and resumed below 64 KiB, at most 4 MiB queued per
     /// connection, 5 s to flush at shutdown, `TCP_NODELAY` on (Nagle's algorithm off).
     pub fn new() -> ServerBuilder {
@@ -64,46 +63,18 @@ impl ServerBuilder {
         self
     }
 
-    /// Uses `config` for planning and binding: family policy, wildcard stack, socket
-    /// options, and (for tests) host capabilities and resolver.
+    /// How to listen: family policy, wildcard stack, backlog, `SO_REUSEADDR` /
+    /// `SO_REUSEPORT`, and (for tests) host capabilities and resolver, all set on the
+    /// [`ListenConfig`] itself: the one place each of them is set.
+    ///
+    /// ```
+    /// use dualstack::{FamilyPolicy, ListenConfig, Server};
+    /// let _builder = Server::builder()
+    ///     .listen("localhost:0")
+    ///     .listen_config(ListenConfig::new().family(FamilyPolicy::V4).backlog(64));
+    /// ```
     pub fn listen_config(mut self, config: ListenConfig) -> ServerBuilder {
         self.listen = config;
-        self
-    }
-
-    /// See [`ListenConfig::family`].
-    pub fn family(mut self, family: FamilyPolicy) -> ServerBuilder {
-        self.listen = self.listen.family(family);
-        self
-    }
-
-    /// See [`ListenConfig::wildcard_stack`].
-    pub fn wildcard_stack(mut self, stack: WildcardStack) -> ServerBuilder {
-        self.listen = self.listen.wildcard_stack(stack);
-        self
-    }
-
-    /// See [`ListenConfig::backlog`].
-    pub fn backlog(mut self, backlog: i32) -> ServerBuilder {
-        self.listen = self.listen.backlog(backlog);
-        self
-    }
-
-    /// See [`ListenConfig::reuse_port`].
-    pub fn reuse_port(mut self, on: bool) -> ServerBuilder {
-        self.listen = self.listen.reuse_port(on);
-        self
-    }
-
-    /// See [`ListenConfig::host_caps`].
-    pub fn host_caps(mut self, caps: HostCaps) -> ServerBuilder {
-        self.listen = self.listen.host_caps(caps);
-        self
-    }
-
-    /// See [`ListenConfig::resolver`].
-    pub fn resolver(mut self, resolver: impl Resolve + 'static) -> ServerBuilder {
-        self.listen = self.listen.resolver(resolver);
         self
     }
 

@@ -16,6 +16,7 @@ use super::token;
 /// # use dualstack::{ConnId, Context, Handler, Server};
 /// # struct Echo;
 /// # impl Handler for Echo {
+/// #     type State = ();
 /// #     fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) { let _ = ctx.send(conn, data); }
 /// # }
 /// let mut server = Server::builder().listen("127.0.0.1:0").bind(Echo)?;

@@ -51,24 +51,29 @@ pub fn round_trip(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
     back
 }
 
-/// A deterministic, varied byte pattern: byte `i` of stream `seed`.
+/// A deterministic, varied byte pattern: `len` bytes of stream `seed` from `start`
+/// (`dualstack_support::Pattern`, the one the soak and the bench verify with).
 pub fn pattern(seed: u64, start: u64, len: usize) -> Vec<u8> {
-    (start..start + len as u64)
-        .map(|i| {
-            let x = (i ^ seed.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            (x >> 56) as u8
-        })
-        .collect()
+    static PATTERN: std::sync::OnceLock<dualstack_support::Pattern> = std::sync::OnceLock::new();
+    PATTERN
+        .get_or_init(dualstack_support::Pattern::default)
+        .bytes(seed, start, len)
 }
 
 /// A server running on its own thread; stopped and joined on drop.
-pub struct Running<H: dualstack::Handler + Send + 'static> {
+pub struct Running<H: dualstack::Handler + Send + 'static>
+where
+    H::State: Send,
+{
     pub handle: dualstack::ServerHandle,
     pub listeners: Vec<dualstack::ListenerInfo>,
     thread: Option<std::thread::JoinHandle<dualstack::Server<H>>>,
 }
 
-impl<H: dualstack::Handler + Send + 'static> Running<H> {
+impl<H: dualstack::Handler + Send + 'static> Running<H>
+where
+    H::State: Send,
+{
     #[track_caller]
     pub fn start(builder: dualstack::ServerBuilder, handler: H) -> Running<H> {
         let mut server = builder.bind(handler).expect("bind the test server");
@@ -105,7 +110,10 @@ impl<H: dualstack::Handler + Send + 'static> Running<H> {
     }
 }
 
-impl<H: dualstack::Handler + Send + 'static> Drop for Running<H> {
+impl<H: dualstack::Handler + Send + 'static> Drop for Running<H>
+where
+    H::State: Send,
+{
     fn drop(&mut self) {
         if let Some(thread) = self.thread.take() {
             self.handle.stop();
@@ -168,6 +176,7 @@ impl Recorder {
 }
 
 impl dualstack::Handler for Recorder {
+    type State = ();
     fn on_open(
         &mut self,
         _: &mut dualstack::Context<'_>,

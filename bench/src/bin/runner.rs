@@ -25,11 +25,9 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dualstack_bench::{cpu_ticks, cpu_time, parse_numbers, rss};
+use dualstack_bench::{cpu_ticks, cpu_time, parse_numbers, rss, RssSampler};
 
 const SERVERS: [&str; 3] = ["mio", "dualstack", "tokio"];
 
@@ -233,15 +231,9 @@ impl Server {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .expect("the server's first line");
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|l| l.split(' ').next())
+        let port = dualstack_support::parse_listening_line(&line)
+            .map(|(addr, _)| addr.port())
             .unwrap_or_else(|| fail(&format!("{name} printed {line:?}")));
-        let port = addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| fail(&format!("no port in {line:?}")));
         Server { child, port }
     }
 
@@ -283,19 +275,7 @@ fn measure(
     let addr = format!("{host}:{}", server.port);
     let pid = server.pid();
     let base_rss = rss(pid).unwrap_or(0);
-    let peak = Arc::new(AtomicU64::new(base_rss));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, stop) = (peak.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(r) = rss(pid) {
-                    peak.fetch_max(r, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let sampler = RssSampler::start(pid);
     let mut counter = if count_syscalls {
         SyscallCounter::start(pid)
     } else {
@@ -348,8 +328,7 @@ fn measure(
         }
     }
     let out = child.wait_with_output().expect("loadgen output");
-    stop.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
+    let peak = sampler.stop();
     if !out.status.success() {
         fail(&format!(
             "loadgen failed against {addr} ({}): {}",
@@ -360,9 +339,7 @@ fn measure(
     let mut sample = Sample {
         numbers: parse_numbers(&String::from_utf8_lossy(&out.stdout)),
     };
-    sample
-        .numbers
-        .insert("rss_peak".into(), peak.load(Ordering::Relaxed) as f64);
+    sample.numbers.insert("rss_peak".into(), peak as f64);
     if let (Some((t0, l0)), Some((t1, l1)), Some(a), Some(b)) =
         (lg_start, lg_end, cpu_start, cpu_end)
     {
@@ -619,42 +596,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Raises the soft descriptor limit toward 65536 (the `idle` scenario holds 10,000
-/// connections in the load generator and in the server), but never above the hard limit,
-/// which only a privileged process may raise.
+/// Raises the descriptor limit toward 65536 (the `idle` scenario holds 10,000 connections
+/// in the load generator and in the server).
 fn raise_fd_limit() {
-    let mut rlim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass, which lives across the call.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlim) };
-    if rc != 0 {
-        return;
-    }
-    let want = 65536.max(rlim.rlim_cur);
-    if rlim.rlim_max < want {
-        // Try for more (root may); fall back to the hard limit.
-        let more = libc::rlimit {
-            rlim_cur: want,
-            rlim_max: want,
-        };
-        // SAFETY: setrlimit reads the struct we pass, which lives across the call.
-        #[allow(unsafe_code)]
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &more) } == 0 {
-            return;
-        }
-    }
-    rlim.rlim_cur = want.min(rlim.rlim_max);
-    // SAFETY: as above.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) };
-    if rc != 0 || rlim.rlim_cur < 10_100 {
-        eprintln!(
-            "runner: descriptor limit {} (the idle scenario needs about 10,100 per process)",
-            rlim.rlim_cur
-        );
+    match dualstack_support::raise_fd_limit(65536) {
+        Ok(n) if n >= 10_100 => {}
+        Ok(n) => eprintln!(
+            "runner: descriptor limit {n} (the idle scenario needs about 10,100 per process)"
+        ),
+        Err(e) => eprintln!("runner: cannot raise the descriptor limit: {e}"),
     }
 }
 

@@ -1,0 +1,153 @@
+//! Accepting: [`Server::accept`] takes connections from a listener within a budget,
+//! [`Server::open`] admits one (per-peer limit, registration) and hands it to the handler.
+//! When accepting fails for want of descriptors or memory, `AcceptBackoff` (`backoff.rs`)
+//! pauses it for a growing interval.
+
+use std::io;
+use std::net::SocketAddr;
+
+use super::backoff::{accept_failure, AcceptFailure, BACKOFF_MAX};
+use super::output::CONN_INTEREST;
+use super::token;
+use super::Server;
+use crate::addr::normalize;
+use crate::conn::{Conn, ConnId, ConnInfo, Life, ListenerId, OutQueue, Recv, Send, Timing};
+use crate::handler::{Context, Handler};
+
+/// The most connections accepted from one listener per turn; then the listener waits for the
+/// next turn, so a stream of new clients cannot starve open connections, timers or a stop.
+const ACCEPT_BUDGET: usize = 128;
+
+impl<H: Handler> Server<H> {
+    /// Accepts on listener `index` until `WouldBlock`, the connection limit, a shortage of
+    /// descriptors or memory (then accepting pauses for a growing interval), or the accept
+    /// budget (then the listener is served again next turn).
+    pub(super) fn accept(&mut self, index: usize) {
+        for _ in 0..ACCEPT_BUDGET {
+            let core = &mut self.core;
+            if core.backoff.paused() || core.stopping.is_some() {
+                return;
+            }
+            if let Some(max) = core.limits.max_connections {
+                if core.conns.len() >= max {
+                    if !core.accept_full {
+                        log::debug!("{max} connections open: accepting paused until one closes");
+                    }
+                    core.accept_full = true;
+                    return;
+                }
+            }
+            let Some(listener) = core.listeners[index].socket.as_ref() else {
+                return;
+            };
+            let result = listener.accept();
+            let accepting = match &result {
+                Ok(_) => true,
+                Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            };
+            if accepting && core.backoff.succeeded() {
+                log::info!("accepting connections again");
+            }
+            match result {
+                Ok((stream, peer)) => self.open(index, stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => match accept_failure(&e) {
+                    AcceptFailure::ThisConnection => {
+                        log::debug!("accept on {}: {e}", core.listeners[index].info.local_addr)
+                    }
+                    AcceptFailure::Exhausted => {
+                        let (pause, first) = core.backoff.failed(core.now);
+                        if first {
+                            log::warn!(
+                                "accept failed: {e}; serving open connections, accepting again in {pause:?} (backing off to {BACKOFF_MAX:?} while it lasts)"
+                            );
+                        }
+                        return;
+                    }
+                    AcceptFailure::Listener => {
+                        // Not a shortage, and not one connection's fault: this listener is
+                        // in trouble. Try again on its next readiness event, without spinning
+                        // and without holding back the other listeners.
+                        log::warn!("accept on {}: {e}", core.listeners[index].info.local_addr);
+                        return;
+                    }
+                },
+            }
+        }
+        if !self.core.ready_listeners.contains(&index) {
+            self.core.ready_listeners.push(index);
+        }
+    }
+
+    /// Admits one accepted connection: the per-peer limit, a slot and a token, its first
+    /// deadline, then `on_open`.
+    fn open(&mut self, index: usize, mut stream: mio::net::TcpStream, peer: SocketAddr) {
+        let core = &mut self.core;
+        let peer = normalize(peer);
+        if !core.peers.admit(peer.ip()) {
+            // Debug, not warn: a hostile peer must not be able to flood the log either.
+            log::debug!(
+                "{} refused: it already has its share of connections",
+                crate::display_addr(peer)
+            );
+            core.listeners[index].stats.refused += 1;
+            return;
+        }
+        let entry = core.conns.vacant_entry();
+        let key = entry.key();
+        let registered = if key > token::MAX_VALUE {
+            Err(io::Error::other("no token left for it"))
+        } else {
+            core.registry
+                .register(&mut stream, token::conn(key), CONN_INTEREST)
+        };
+        if let Err(e) = registered {
+            log::warn!("connection from {peer} dropped: {e}");
+            core.peers.release(peer.ip());
+            return;
+        }
+        let generation = core.next_generation;
+        core.next_generation = generation.wrapping_add(1);
+        let id = ConnId { key, generation };
+        let mut timing = Timing::new(core.now);
+        core.deadlines.open(id, &mut timing);
+        entry.insert(Conn {
+            stream,
+            generation,
+            listener: index as u32,
+            peer,
+            out: OutQueue::default(),
+            recv: Recv::Reading,
+            send: Send::Open,
+            life: Life::Open,
+            writable: false,
+            timing,
+            state: H::State::default(),
+        });
+        let stats = &mut core.listeners[index].stats;
+        stats.accepted += 1;
+        stats.open += 1;
+        log::debug!(
+            "{id}: accepted from {} on {}",
+            crate::display_addr(peer),
+            core.listeners[index].info.local_addr
+        );
+        let info = ConnInfo {
+            listener: ListenerId(index),
+            peer,
+        };
+        self.handler
+            .on_open(&mut Context::new(&mut self.core), id, &info);
+        self.settle();
+    }
+
+    /// Tries accepting again once a pause after exhaustion is over.
+    pub(super) fn retry_accept(&mut self) {
+        if !self.core.backoff.due(self.core.now) {
+            return;
+        }
+        for index in 0..self.core.listeners.len() {
+            self.accept(index);
+        }
+    }
+}

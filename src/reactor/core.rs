@@ -1,0 +1,339 @@
+//! [`Core`]: everything of a server but the poller, the handler and the read buffer. The
+//! server's loop (`mod.rs`, `turn.rs`, `accept.rs`) reaches into its fields; a [`Context`]
+//! reaches it only through the `pub(crate)` methods here and in `output.rs`.
+//!
+//! Why the split (smoltcp's `Interface` / `InterfaceInner` is the same idea): a handler
+//! callback receives `&mut Context`, which borrows the `Core` while the `Server` still owns
+//! the handler and the poller; the borrow checker then guarantees that a callback can never
+//! re-enter the loop, and that the loop's own state (events, the read buffer) is out of its
+//! reach.
+//!
+//! [`Context`]: crate::Context
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+use slab::Slab;
+
+use super::backoff::AcceptBackoff;
+use super::deadlines::Deadlines;
+use super::limits::Limits;
+use super::peers::PeerCounts;
+use super::ready::ReadyQueue;
+use super::stats::{ListenerInfo, ListenerStats, Stats};
+use super::timers::{self, TimerId, Timers};
+use super::token;
+use crate::addr::normalize;
+use crate::conn::{CloseReason, Conn, ConnId, Holder, ListenerId};
+
+/// One listening socket of the server.
+pub(crate) struct ListenerSlot {
+    /// `None` once the server stopped accepting for good.
+    pub(super) socket: Option<mio::net::TcpListener>,
+    pub(super) info: ListenerInfo,
+    pub(super) stats: ListenerStats,
+}
+
+/// Everything but the poller, the handler and the read buffer: what a `Context` borrows.
+/// `S` is the handler's per-connection value.
+pub(crate) struct Core<S> {
+    /// A clone of the poll's registry, so callbacks can (re)register without the `Poll`.
+    pub(super) registry: Registry,
+    pub(super) listeners: Vec<ListenerSlot>,
+    pub(super) conns: Slab<Conn<S>>,
+    /// The generation the next connection gets; wraps after 2^32 connections, by which time
+    /// no stale id of that slot can plausibly be held.
+    pub(super) next_generation: u32,
+    pub(super) limits: Limits,
+    /// Connections to read again without an event (see `ready.rs`).
+    pub(super) ready: ReadyQueue,
+    /// Listeners to accept from again next turn: their accept budget ran out.
+    pub(super) ready_listeners: Vec<usize>,
+    /// Connections to close once the current callback returns, in order.
+    pub(super) to_close: VecDeque<(ConnId, CloseReason)>,
+    /// Connections whose queue just drained, for `on_drained`.
+    pub(super) drained: VecDeque<ConnId>,
+    pub(super) timers: Timers,
+    pub(super) deadlines: Deadlines,
+    pub(super) backoff: AcceptBackoff,
+    /// Accepting stopped at `max_connections`; resumes when a connection closes.
+    pub(super) accept_full: bool,
+    /// Set when a slot freed under `accept_full`: accept on every listener when settled.
+    pub(super) accept_wanted: bool,
+    /// A stop was asked for and begins when the current callback returns.
+    pub(super) stop_wanted: bool,
+    /// The deadline of a graceful stop in progress.
+    pub(super) stopping: Option<Instant>,
+    pub(super) peers: PeerCounts,
+    /// Bytes queued over every connection (closing ones hold none: see `request_close`).
+    pub(super) total_queued: usize,
+    /// The time the current turn started.
+    pub(super) now: Instant,
+}
+
+impl<S> Core<S> {
+    pub(super) fn new(registry: Registry, listeners: Vec<ListenerSlot>, limits: Limits) -> Core<S> {
+        Core {
+            registry,
+            listeners,
+            conns: Slab::new(),
+            next_generation: 0,
+            ready: ReadyQueue::default(),
+            ready_listeners: Vec::new(),
+            to_close: VecDeque::new(),
+            drained: VecDeque::new(),
+            timers: Timers::default(),
+            deadlines: Deadlines::new(limits.idle_timeout, limits.first_byte_timeout),
+            backoff: AcceptBackoff::default(),
+            accept_full: false,
+            accept_wanted: false,
+            stop_wanted: false,
+            stopping: None,
+            peers: PeerCounts::new(limits.max_per_peer, limits.ipv6_peer_prefix),
+            total_queued: 0,
+            now: Instant::now(),
+            limits,
+        }
+    }
+
+    /// The connection `id` names, if it is still there (open, or closing during its
+    /// `on_close`).
+    pub(crate) fn get(&self, id: ConnId) -> Option<&Conn<S>> {
+        self.conns
+            .get(id.key)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn<S>> {
+        conn_mut(&mut self.conns, id)
+    }
+
+    /// Whether `id` is open and not closing.
+    pub(crate) fn is_open(&self, id: ConnId) -> bool {
+        self.get(id).is_some_and(|c| c.life.open())
+    }
+
+    /// Every connection a send may be taken for.
+    pub(crate) fn sendable(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.sendable())
+            .map(|(key, c)| c.id(key))
+    }
+
+    pub(crate) fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        self.get(id).map(|c| c.peer)
+    }
+
+    pub(crate) fn listener_of(&self, id: ConnId) -> Option<ListenerId> {
+        self.get(id).map(|c| ListenerId(c.listener as usize))
+    }
+
+    pub(crate) fn listener(&self, id: ListenerId) -> Option<&ListenerInfo> {
+        self.listeners.get(id.0).map(|l| &l.info)
+    }
+
+    pub(crate) fn queued(&self, id: ConnId) -> usize {
+        self.get(id).map_or(0, |c| c.out.len())
+    }
+
+    pub(crate) fn state(&self, id: ConnId) -> Option<&S> {
+        self.get(id).map(|c| &c.state)
+    }
+
+    pub(crate) fn state_mut(&mut self, id: ConnId) -> Option<&mut S> {
+        self.get_mut(id).map(|c| &mut c.state)
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        Stats::of(
+            self.listeners.iter().map(|l| l.stats).collect(),
+            self.total_queued,
+        )
+    }
+
+    pub(crate) fn set_timer(&mut self, delay: std::time::Duration, value: u64) -> TimerId {
+        self.timers.set(timers::after(self.now, delay), value)
+    }
+
+    pub(crate) fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.timers.cancel(timer)
+    }
+
+    pub(crate) fn register_app<T: Source + ?Sized>(
+        &mut self,
+        source: &mut T,
+        token: Token,
+        interest: Interest,
+        again: bool,
+    ) -> io::Result<()> {
+        let token = app_token(token)?;
+        if again {
+            self.registry.reregister(source, token, interest)
+        } else {
+            self.registry.register(source, token, interest)
+        }
+    }
+
+    pub(crate) fn deregister_app<T: Source + ?Sized>(&mut self, source: &mut T) -> io::Result<()> {
+        self.registry.deregister(source)
+    }
+
+    pub(crate) fn local_addr(&self, id: ConnId) -> io::Result<SocketAddr> {
+        let conn = self
+            .get(id)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        let listener = self.listeners[conn.listener as usize].info.local_addr;
+        if listener.ip().is_unspecified() {
+            conn.stream.local_addr().map(normalize)
+        } else {
+            Ok(listener)
+        }
+    }
+
+    /// The reason a close the handler asked for gets.
+    pub(crate) fn local_close_reason(&self, id: ConnId) -> CloseReason {
+        match self.get(id) {
+            _ if self.stopping.is_some() => CloseReason::Shutdown,
+            Some(c) if c.recv == crate::conn::Recv::Done => CloseReason::PeerClosed,
+            _ => CloseReason::Closed,
+        }
+    }
+
+    /// The handler closes `id` now.
+    pub(crate) fn close(&mut self, id: ConnId) {
+        let reason = self.local_close_reason(id);
+        self.request_close(id, reason);
+    }
+
+    /// Puts `id` on the close list. Its queued output is dropped here, not when it is
+    /// removed, so the total stops counting it at once (a shed later in the same callback
+    /// must not close another connection for bytes that are already gone).
+    pub(crate) fn request_close(&mut self, id: ConnId, reason: CloseReason) {
+        if let Some(conn) = conn_mut(&mut self.conns, id) {
+            if conn.life.close() {
+                let dropped = conn.out.clear();
+                self.total_queued -= dropped;
+                if dropped > 0 {
+                    log::debug!("{id}: closing with {dropped} queued bytes undelivered");
+                }
+                self.to_close.push_back((id, reason));
+            }
+        }
+    }
+
+    pub(crate) fn close_after_flush(&mut self, id: ConnId) {
+        let Some(conn) = self.get_mut(id) else { return };
+        if conn.life.close_after_flush(conn.out.is_empty()) {
+            let reason = self.local_close_reason(id);
+            self.request_close(id, reason);
+        }
+    }
+
+    pub(crate) fn shutdown_write(&mut self, id: ConnId) {
+        let Some(conn) = self.get_mut(id) else { return };
+        if !conn.life.open() {
+            return;
+        }
+        if conn.send.shutdown(conn.out.is_empty()) {
+            if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
+                self.request_close(id, CloseReason::from_io(e));
+            }
+        }
+    }
+
+    /// The handler pauses or resumes reading `id`.
+    pub(crate) fn set_paused(&mut self, id: ConnId, paused: bool) {
+        let Some(conn) = self.get_mut(id) else { return };
+        if paused {
+            conn.recv.hold(Holder::App);
+        } else if conn.recv.release(Holder::App) {
+            self.ready.push(id);
+        }
+    }
+
+    /// Asks for a graceful stop; it begins when the current callback returns. Asking again
+    /// changes nothing.
+    pub(crate) fn request_stop(&mut self) {
+        if self.stopping.is_none() {
+            self.stop_wanted = true;
+        }
+    }
+
+    /// Removes a connection the close list named, once the handler heard of it; returns its
+    /// listener's index. Everything it held is given back: descriptor, slot, deadline, peer
+    /// share, place under `max_connections`.
+    pub(super) fn remove(&mut self, id: ConnId, reason: &CloseReason) {
+        let Some(conn) = self.get(id) else { return };
+        debug_assert!(conn.out.is_empty(), "request_close drops the queue");
+        let mut conn = self.conns.remove(id.key);
+        // epoll and kqueue drop a descriptor from their sets when it is closed (epoll(7),
+        // kqueue(2)), so there the deregister syscall would only add cost; elsewhere mio
+        // requires it.
+        if !cfg!(any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        )) {
+            let _ = self.registry.deregister(&mut conn.stream);
+        }
+        self.deadlines.close(id, &conn.timing);
+        self.peers.release(conn.peer.ip());
+        log::debug!("{id}: closed ({reason})");
+        self.listeners[conn.listener as usize].stats.open -= 1;
+        if self.accept_full {
+            self.accept_full = false;
+            self.accept_wanted = true;
+        }
+    }
+
+    /// The first half of a stop: the deadline is set, the listening sockets are closed and
+    /// the handler's pending timers are cancelled.
+    pub(super) fn stop_listening(&mut self) {
+        self.stopping = Some(timers::after(self.now, self.limits.shutdown_timeout));
+        for slot in &mut self.listeners {
+            if let Some(mut socket) = slot.socket.take() {
+                let _ = self.registry.deregister(&mut socket);
+            }
+        }
+        self.timers.clear();
+    }
+
+    /// The second half of a stop: every connection closes once its output is written.
+    pub(super) fn close_all_after_flush(&mut self) {
+        let ids: Vec<ConnId> = self.conns.iter().map(|(k, c)| c.id(k)).collect();
+        for id in ids {
+            self.close_after_flush(id);
+        }
+    }
+}
+
+/// The connection `id` names, borrowing only the slab (so other fields stay usable).
+pub(super) fn conn_mut<S>(conns: &mut Slab<Conn<S>>, id: ConnId) -> Option<&mut Conn<S>> {
+    conns
+        .get_mut(id.key)
+        .filter(|c| c.generation == id.generation)
+}
+
+/// The server's token for an application source with token `token`.
+pub(crate) fn app_token(token: Token) -> io::Result<Token> {
+    token::app(token).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("application tokens must be at most {}", token::MAX_VALUE),
+        )
+    })
+}

@@ -1,0 +1,303 @@
+//! Output: [`Core::send`] writes straight to the socket and queues what the kernel does not
+//! take; [`Core::flush`] writes the queue when the socket can take more; backpressure and the
+//! total-queue cap ([`shed_order`]) keep memory bounded.
+
+use std::cmp::Reverse;
+use std::fmt;
+use std::io;
+
+use mio::Interest;
+
+use super::core::{conn_mut, Core};
+use super::token;
+use crate::conn::{CloseReason, ConnId, Holder};
+
+/// What a connection is always registered for. On Linux also PRIORITY (EPOLLPRI): `recv`
+/// stops at TCP's urgent mark, so a read can come back short with data behind it, and the
+/// urgent byte's event is what says "do not trust the short read".
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(super) const CONN_INTEREST: Interest = Interest::READABLE.add(Interest::PRIORITY);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(super) const CONN_INTEREST: Interest = Interest::READABLE;
+
+/// Why [`Context::send`](crate::Context::send) refused bytes. Not one byte of them was
+/// written or queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection is closed, closing, or its writing side was shut down.
+    Closed,
+    /// Queuing the bytes would pass the connection's hard limit on queued output
+    /// ([`ServerBuilder::max_queued`](crate::ServerBuilder::max_queued)).
+    QueueFull {
+        /// Bytes already queued.
+        queued: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The bytes alone are more than the server's cap on total queued output
+    /// ([`ServerBuilder::max_total_queued`](crate::ServerBuilder::max_total_queued)), so the
+    /// server could not promise to hold what the kernel does not take. Send them in smaller
+    /// pieces (as `on_drained` signals room).
+    TooLarge {
+        /// The length of the refused bytes.
+        len: usize,
+        /// The cap.
+        limit: usize,
+    },
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Closed => f.write_str("the connection is closed"),
+            SendError::QueueFull { queued, limit } => write!(
+                f,
+                "the connection's output queue is full ({queued} bytes queued, limit {limit})"
+            ),
+            SendError::TooLarge { len, limit } => write!(
+                f,
+                "{len} bytes are more than the server's total output cap ({limit})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Which holders to close, largest queue first, so that at most `target` bytes stay queued
+/// of `total`: exactly as many as needed. `holders` are `(queued bytes, connection)`.
+pub(super) fn shed_order(
+    mut holders: Vec<(usize, ConnId)>,
+    total: usize,
+    target: usize,
+) -> Vec<(usize, ConnId)> {
+    holders.sort_unstable_by_key(|&(queued, id)| (Reverse(queued), id));
+    let mut remaining = total;
+    holders
+        .into_iter()
+        .take_while(|&(queued, _)| {
+            let needed = remaining > target;
+            remaining = remaining.saturating_sub(queued);
+            needed
+        })
+        .collect()
+}
+
+impl<S> Core<S> {
+    /// Writes `data` to `id` and queues what the kernel does not take.
+    ///
+    /// Every check that can refuse the bytes runs before the first byte is written, so an
+    /// `Err` always means that nothing of `data` reached the socket.
+    pub(crate) fn send(&mut self, id: ConnId, data: &[u8]) -> Result<(), SendError> {
+        let limits = self.limits;
+        let Some(conn) = conn_mut(&mut self.conns, id) else {
+            return Err(SendError::Closed);
+        };
+        if !conn.sendable() {
+            return Err(SendError::Closed);
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let queued = conn.out.len();
+        if queued + data.len() > limits.max_queued {
+            return Err(SendError::QueueFull {
+                queued,
+                limit: limits.max_queued,
+            });
+        }
+        if let Some(cap) = limits.max_total_queued {
+            if data.len() > cap {
+                return Err(SendError::TooLarge {
+                    len: data.len(),
+                    limit: cap,
+                });
+            }
+        }
+        let mut rest = data;
+        if queued == 0 {
+            // One write: if the kernel takes only part, it is full and a second write would
+            // only return WouldBlock.
+            loop {
+                match io::Write::write(&mut conn.stream, rest) {
+                    Ok(n) => {
+                        rest = &rest[n..];
+                        conn.timing.last_active = self.now;
+                        self.listeners[conn.listener as usize].stats.bytes_out += n as u64;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // Nothing was written: the error is the whole answer.
+                        self.request_close(id, CloseReason::from_io(e));
+                        return Err(SendError::Closed);
+                    }
+                }
+            }
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
+        if let Some(cap) = limits.max_total_queued {
+            if self.total_queued + rest.len() > cap {
+                // `rest.len() <= cap`, so closing every other holder always makes room. The
+                // sender is a candidate only while it holds a queue, and then this call has
+                // written nothing yet: if it is shed, `Err` still means "not one byte".
+                self.shed(cap - rest.len());
+                if !self.get(id).is_some_and(|c| c.sendable()) {
+                    debug_assert_eq!(rest.len(), data.len(), "shed after writing");
+                    return Err(SendError::Closed);
+                }
+            }
+        }
+        let conn = conn_mut(&mut self.conns, id).expect("checked above");
+        conn.out.push(rest);
+        self.total_queued += rest.len();
+        if conn.out.len() > limits.high_water && !conn.recv.held_by(Holder::Queue) {
+            log::debug!("{id}: {} bytes queued: reading paused", conn.out.len());
+            conn.recv.hold(Holder::Queue);
+        }
+        self.after_write(id, false);
+        Ok(())
+    }
+
+    /// Writes what is queued for connection `key` until the kernel stops taking it.
+    pub(super) fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let id = conn.id(key);
+        if conn.out.is_empty() {
+            return;
+        }
+        let listener = conn.listener as usize;
+        let mut failed = None;
+        while !conn.out.is_empty() {
+            match conn.out.write_to(&mut conn.stream) {
+                Ok(0) => {
+                    failed = Some(io::ErrorKind::WriteZero.into());
+                    break;
+                }
+                Ok(n) => {
+                    // Counted at once: a later error in this loop must not leave the total
+                    // holding bytes that already left.
+                    self.total_queued -= n;
+                    self.listeners[listener].stats.bytes_out += n as u64;
+                    conn.timing.last_active = self.now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        match failed {
+            Some(e) => self.request_close(id, CloseReason::from_io(e)),
+            None => self.after_write(id, true),
+        }
+    }
+
+    /// Brings interest, backpressure and pending closes in line with the queue of `id`.
+    /// `flushed`: the queue was written from (so it may just have drained).
+    fn after_write(&mut self, id: ConnId, flushed: bool) {
+        let limits = self.limits;
+        let Some(conn) = conn_mut(&mut self.conns, id) else {
+            return;
+        };
+        let want_writable = !conn.out.is_empty();
+        if want_writable != conn.writable {
+            let interest = if want_writable {
+                CONN_INTEREST | Interest::WRITABLE
+            } else {
+                CONN_INTEREST
+            };
+            if let Err(e) =
+                self.registry
+                    .reregister(&mut conn.stream, token::conn(id.key), interest)
+            {
+                self.request_close(id, CloseReason::Error(e));
+                return;
+            }
+            conn.writable = want_writable;
+        }
+        if conn.recv.held_by(Holder::Queue) && conn.out.len() <= limits.low_water {
+            log::debug!(
+                "{id}: queue down to {} bytes: reading again",
+                conn.out.len()
+            );
+            if conn.recv.release(Holder::Queue) {
+                self.ready.push(id);
+            }
+        }
+        if !conn.out.is_empty() {
+            return;
+        }
+        if conn.send.drained() {
+            if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
+                self.request_close(id, CloseReason::from_io(e));
+                return;
+            }
+        }
+        if conn.life.drained() {
+            let reason = self.local_close_reason(id);
+            self.request_close(id, reason);
+        } else if flushed {
+            self.drained.push_back(id);
+        }
+    }
+
+    /// The total queued output is about to pass its cap: close the connections holding the
+    /// most until at most `target` bytes stay queued, and not one more. A scan of every
+    /// connection, but only when the cap is reached. Connections already closing hold no
+    /// queue (see [`request_close`](Core::request_close)), so they are neither counted nor
+    /// chosen.
+    fn shed(&mut self, target: usize) {
+        let holders: Vec<(usize, ConnId)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.out.is_empty())
+            .map(|(k, c)| (c.out.len(), c.id(k)))
+            .collect();
+        let closed = shed_order(holders, self.total_queued, target);
+        for &(_, id) in &closed {
+            self.request_close(id, CloseReason::Overloaded);
+        }
+        log::warn!(
+            "queued output passed its limit: closing {} connections holding the most ({})",
+            closed.len(),
+            closed
+                .iter()
+                .map(|(q, id)| format!("{id}: {q} bytes"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(key: usize) -> ConnId {
+        ConnId { key, generation: 0 }
+    }
+
+    /// The shed order, socket-free: largest first, exactly enough, ties by id.
+    #[test]
+    fn shedding_closes_the_largest_holders_and_no_more_than_needed() {
+        let holders = vec![(100, id(0)), (300, id(1)), (50, id(2)), (300, id(3))];
+        // 750 queued; room for 500 more under a cap of 800 means at most 300 may stay.
+        assert_eq!(
+            shed_order(holders.clone(), 750, 300),
+            [(300, id(1)), (300, id(3))]
+        );
+        assert_eq!(shed_order(holders.clone(), 750, 450), [(300, id(1))]);
+        assert_eq!(shed_order(holders.clone(), 750, 750), []);
+        assert_eq!(shed_order(holders.clone(), 750, 0).len(), 4);
+        assert_eq!(shed_order(Vec::new(), 0, 0), []);
+    }
+}

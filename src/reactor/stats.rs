@@ -1,0 +1,87 @@
+//! What the application can see of a running server: its listeners ([`ListenerInfo`]) and
+//! counters ([`ListenerStats`], [`Stats`]).
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::addr::ListenSpec;
+use crate::plan::SocketMode;
+
+/// A listening socket of a running server, as the application sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerInfo {
+    /// The address it is bound to, normalized, with the real port.
+    pub local_addr: SocketAddr,
+    /// Its family and `IPV6_V6ONLY` setting, read back from the kernel.
+    pub mode: SocketMode,
+    /// The spec it was opened for.
+    pub spec: ListenSpec,
+}
+
+impl fmt::Display for ListenerInfo {
+    /// `ADDR (MODE)`, as in `[::]:7000 (dual-stack)`: what a server prints as
+    /// `listening on …`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({})",
+            crate::display_addr(self.local_addr),
+            self.mode
+        )
+    }
+}
+
+impl ListenerInfo {
+    /// An address a client on this machine can connect to: the loopback address of the
+    /// socket's family for a wildcard socket, the socket's own address otherwise (as
+    /// [`Listener::connect_addr`](crate::Listener::connect_addr)).
+    pub fn connect_addr(&self) -> SocketAddr {
+        crate::listen::connect_addr_for(self.local_addr)
+    }
+}
+
+/// Counters of one listener and the connections it accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Connections accepted so far.
+    pub accepted: u64,
+    /// Connections open now.
+    pub open: usize,
+    /// Bytes read from its connections.
+    pub bytes_in: u64,
+    /// Bytes written to its connections.
+    pub bytes_out: u64,
+    /// Connections accepted and closed at once because their peer already had its share
+    /// ([`ServerBuilder::max_connections_per_peer`](crate::ServerBuilder::max_connections_per_peer)).
+    pub refused: u64,
+}
+
+/// The server's counters: per listener, and their sums.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// The sums over every listener.
+    pub total: ListenerStats,
+    /// Bytes queued for writing, over every connection, now.
+    pub queued: usize,
+    /// One entry per listener, in [`Server::listeners`](crate::Server::listeners) order.
+    pub listeners: Vec<ListenerStats>,
+}
+
+impl Stats {
+    /// The counters of `listeners`, summed into `total`.
+    pub(crate) fn of(listeners: Vec<ListenerStats>, queued: usize) -> Stats {
+        let mut total = ListenerStats::default();
+        for l in &listeners {
+            total.accepted += l.accepted;
+            total.open += l.open;
+            total.bytes_in += l.bytes_in;
+            total.bytes_out += l.bytes_out;
+            total.refused += l.refused;
+        }
+        Stats {
+            total,
+            queued,
+            listeners,
+        }
+    }
+}

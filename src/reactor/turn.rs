@@ -1,0 +1,290 @@
+//! One turn of the loop ([`Server::run_once`]'s insides): dispatching readiness, reading,
+//! carrying out what callbacks asked for ([`Server::settle`]), timers, deadlines and the
+//! graceful stop.
+
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
+
+use mio::Events;
+
+use super::deadlines::Verdict;
+use super::token::{self, Slot};
+use super::Server;
+use crate::conn::CloseReason;
+use crate::handler::{Context, Handler};
+
+/// Whether a short read proves the socket drained (see the module docs of `reactor`):
+/// Linux TCP only.
+const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+impl<H: Handler> Server<H> {
+    /// One turn: poll, dispatch this turn's events, serve what was carried over from the
+    /// last turn (after the events, so a busy connection cannot cut in), then timers,
+    /// deadlines, a paused accept and the stop deadline.
+    pub(super) fn turn(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let timeout = self.poll_timeout(timeout);
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        self.core.now = Instant::now();
+        let carried = self.core.ready.begin_turn();
+        let carried_listeners = std::mem::take(&mut self.core.ready_listeners);
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        for event in events.iter() {
+            self.dispatch(event);
+        }
+        self.events = events;
+        for _ in 0..carried {
+            let Some(id) = self.core.ready.pop() else {
+                break;
+            };
+            if self.core.get(id).is_some() {
+                // No event says what is queued: read until WouldBlock or end of stream.
+                self.read(id.key, false);
+            }
+        }
+        for index in carried_listeners {
+            self.accept(index);
+        }
+        self.fire_timers();
+        self.check_deadlines();
+        self.retry_accept();
+        self.check_stop_deadline();
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self, timeout: Option<Duration>) -> Option<Duration> {
+        if !self.core.ready.is_empty() || !self.core.ready_listeners.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let deadline = [
+            self.core.timers.next_deadline(),
+            self.core.deadlines.next(),
+            self.core.backoff.resume_at(),
+            self.core.stopping,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        // Read the clock only when a deadline needs it: one clock read per turn, not two.
+        deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .into_iter()
+            .chain(timeout)
+            .min()
+    }
+
+    fn dispatch(&mut self, event: &mio::event::Event) {
+        match token::slot(event.token()) {
+            Slot::Conn(key) => {
+                if event.is_writable() {
+                    self.core.flush(key);
+                    self.settle();
+                }
+                let Some(conn) = self.core.conns.get_mut(key) else {
+                    return;
+                };
+                let id = conn.id(key);
+                if event.is_error() && !conn.recv.wants_read() {
+                    // A reset (or another socket error) on a connection that is not being
+                    // read: reading would find it, but may not resume for a long time, and
+                    // a dead peer must not keep its descriptor, slot and per-peer share.
+                    if let Ok(Some(e)) | Err(e) = conn.stream.take_error() {
+                        self.core.request_close(id, CloseReason::from_io(e));
+                        self.settle();
+                        return;
+                    }
+                }
+                if self.core.ready.contains(id) {
+                    // Already queued: it gets its one budget of the turn from the queue.
+                    return;
+                }
+                if event.is_read_closed() || event.is_error() || event.is_priority() {
+                    // End of stream (or an error) is already queued: read until it shows. Or
+                    // urgent data arrived, and a read that stops at its mark is short with
+                    // more behind it, so a short read proves nothing either.
+                    self.read(key, false);
+                } else if event.is_readable() {
+                    self.read(key, SHORT_READ_DRAINS);
+                }
+            }
+            Slot::Listener(index) => self.accept(index),
+            Slot::Waker => {
+                if self.handle.take_stop() {
+                    self.core.request_stop();
+                }
+                self.handler.on_wake(&mut Context::new(&mut self.core));
+                self.settle();
+            }
+            Slot::App(token) => {
+                self.handler
+                    .on_event(&mut Context::new(&mut self.core), token, event);
+                self.settle();
+            }
+        }
+    }
+
+    /// Reads from connection `key` until `WouldBlock`, its budget runs out, or the handler
+    /// stops it. With `short_read_drains`, a read shorter than the buffer also ends it: only
+    /// when the event did not report end-of-stream, which a short read says nothing about.
+    fn read(&mut self, key: usize, short_read_drains: bool) {
+        let mut budget = self.core.limits.read_budget;
+        if let Some(conn) = self.core.conns.get_mut(key) {
+            if !conn.life.open() || !conn.recv.readiness() {
+                return; // remembered for when reading resumes
+            }
+        }
+        loop {
+            let Some(conn) = self.core.conns.get_mut(key) else {
+                return;
+            };
+            let id = conn.id(key);
+            if !conn.life.open() || !conn.recv.wants_read() {
+                // Stopped by the handler or by backpressure during this read: what may be
+                // left is read when that hold is released.
+                conn.recv.readiness();
+                return;
+            }
+            if budget == 0 {
+                self.core.ready.push(id);
+                return;
+            }
+            match conn.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    conn.recv = crate::conn::Recv::Done;
+                    log::debug!("{id}: peer closed its side");
+                    self.handler
+                        .on_peer_closed(&mut Context::new(&mut self.core), id);
+                    self.settle();
+                    return;
+                }
+                Ok(n) => {
+                    conn.timing.last_active = self.core.now;
+                    conn.timing.first_byte = true;
+                    self.core.listeners[conn.listener as usize].stats.bytes_in += n as u64;
+                    let drained = short_read_drains && n < self.buf.len();
+                    self.handler
+                        .on_data(&mut Context::new(&mut self.core), id, &self.buf[..n]);
+                    self.settle();
+                    if drained {
+                        return;
+                    }
+                    budget = budget.saturating_sub(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.core.request_close(id, CloseReason::from_io(e));
+                    self.settle();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Carries out what callbacks asked for: closes (each reported to `on_close` while the
+    /// connection is still there to look at, then removed), drained notifications, accepting
+    /// again once a slot freed under `max_connections`, and a stop.
+    pub(super) fn settle(&mut self) {
+        loop {
+            if let Some((id, reason)) = self.core.to_close.pop_front() {
+                if self.core.get(id).is_some() {
+                    self.handler
+                        .on_close(&mut Context::new(&mut self.core), id, &reason);
+                    self.core.remove(id, &reason);
+                }
+            } else if let Some(id) = self.core.drained.pop_front() {
+                if self.core.is_open(id) {
+                    self.handler
+                        .on_drained(&mut Context::new(&mut self.core), id);
+                }
+            } else {
+                break;
+            }
+        }
+        if self.core.accept_wanted {
+            self.core.accept_wanted = false;
+            for index in 0..self.core.listeners.len() {
+                self.accept(index);
+            }
+        }
+        if self.core.stop_wanted {
+            self.core.stop_wanted = false;
+            self.begin_stop();
+        }
+    }
+
+    /// The graceful stop: no more accepting, pending timers cancelled, then `on_stop` (the
+    /// application's last chance to send while every connection is still open), then every
+    /// connection closes once its output is written, within the shutdown timeout.
+    fn begin_stop(&mut self) {
+        log::debug!("stopping: {} connections to close", self.core.conns.len());
+        self.core.stop_listening();
+        self.handler.on_stop(&mut Context::new(&mut self.core));
+        self.settle();
+        self.core.close_all_after_flush();
+        self.settle();
+    }
+
+    /// Fires the timers that were due when the turn began; one set meanwhile (a zero delay
+    /// re-armed from `on_timer`) waits for the next turn, after a poll.
+    fn fire_timers(&mut self) {
+        let mark = self.core.timers.mark();
+        while let Some((timer, value)) = self.core.timers.pop_due(self.core.now, mark) {
+            self.handler
+                .on_timer(&mut Context::new(&mut self.core), timer, value);
+            self.settle();
+        }
+    }
+
+    /// Closes connections whose idle or first-byte deadline passed.
+    fn check_deadlines(&mut self) {
+        let now = self.core.now;
+        while let Some(id) = self.core.deadlines.pop_due(now) {
+            let core = &mut self.core;
+            let Some(conn) = super::core::conn_mut(&mut core.conns, id) else {
+                debug_assert!(false, "{id} closed with its deadline still armed");
+                continue;
+            };
+            match core.deadlines.judge(id, &mut conn.timing, now) {
+                Verdict::FirstByte => {
+                    log::debug!(
+                        "{id}: nothing received within {:?}",
+                        core.deadlines.first_byte_timeout().unwrap_or_default()
+                    );
+                    core.request_close(id, CloseReason::FirstByteTimeout);
+                }
+                Verdict::Idle => {
+                    log::debug!(
+                        "{id}: idle for {:?}",
+                        core.deadlines.idle_timeout().unwrap_or_default()
+                    );
+                    core.request_close(id, CloseReason::IdleTimeout);
+                }
+                Verdict::Later(_) | Verdict::Done => {}
+            }
+        }
+        self.settle();
+    }
+
+    /// Past the shutdown timeout, closes what still has not drained.
+    fn check_stop_deadline(&mut self) {
+        let Some(deadline) = self.core.stopping else {
+            return;
+        };
+        if self.core.now < deadline {
+            return;
+        }
+        let ids: Vec<_> = self.core.conns.iter().map(|(k, c)| c.id(k)).collect();
+        for id in ids {
+            let queued = self.core.queued(id);
+            if queued > 0 {
+                log::warn!("{id}: shutdown timeout: {queued} queued bytes not delivered");
+            }
+            self.core.request_close(id, CloseReason::Shutdown);
+        }
+        self.settle();
+    }
+}
