@@ -47,10 +47,15 @@ fn deliver(ctx: &mut Ctx<'_>, to: ConnId, text: &str) {
     } else {
         ctx.send(to, text.as_bytes())
     };
-    if let Err(SendError::QueueFull { queued, .. }) = result {
-        let name = ctx.state(to).map_or("?", |c| c.name.as_str());
-        log::warn!("{name} is not reading ({queued} bytes waiting): disconnecting it");
-        ctx.close(to);
+    match result {
+        Ok(()) | Err(SendError::Closed) => {}
+        Err(e) => {
+            // Not reading (or the server's total output cap says no): cut off, never a
+            // message lost in silence.
+            let name = ctx.state(to).map_or("?", |c| c.name.as_str());
+            log::info!("{name} is not reading ({e}): disconnecting it");
+            ctx.close(to);
+        }
     }
 }
 

@@ -58,14 +58,34 @@ impl Handler for App {
     }
 
     fn on_event(&mut self, ctx: &mut Context<'_>, token: Token, _: &mio::event::Event) {
-        if token != UDP {
-            return;
+        if token == UDP {
+            self.serve_udp(ctx);
         }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_>, _: dualstack::TimerId, value: u64) {
+        if value == UDP_MORE {
+            self.serve_udp(ctx);
+        }
+    }
+}
+
+/// The timer value that means "the UDP socket has more datagrams waiting".
+const UDP_MORE: u64 = 1;
+
+/// The most datagrams answered per turn: a flood on the UDP socket must not hold the loop
+/// (the TCP connections wait for their turn meanwhile).
+const UDP_BUDGET: usize = 64;
+
+impl App {
+    /// Answers the datagrams waiting, at most [`UDP_BUDGET`] of them; if the budget runs out,
+    /// a zero-delay timer brings the rest after the loop has served everything else once
+    /// (edge-triggered: no new event would say they are there).
+    fn serve_udp(&mut self, ctx: &mut Context<'_>) {
         let Some(udp) = &self.udp else { return };
         // The largest datagram there is: nothing is cut short.
         let mut buf = vec![0; 65536];
-        // Edge-triggered: drain the socket.
-        loop {
+        for _ in 0..UDP_BUDGET {
             let (n, from) = match udp.recv_from(&mut buf) {
                 Ok(got) => got,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
@@ -97,6 +117,7 @@ impl Handler for App {
                 log::warn!("udp reply to {}: {e}", display_addr(from));
             }
         }
+        ctx.set_timer(std::time::Duration::ZERO, UDP_MORE);
     }
 }
 
@@ -121,7 +142,10 @@ fn main() {
     let udp_addr: std::net::SocketAddr = udp_addr.parse().unwrap_or_else(|_| {
         common::fail(
             "embed",
-            &format!("--udp {udp_addr:?}: expected an address such as 127.0.0.1:0 or [::1]:9000"),
+            &format!(
+                "--udp {}: expected an address such as 127.0.0.1:0 or [::1]:9000",
+                common::quoted(udp_addr)
+            ),
         )
     });
     // At most ten reports a second, at least one a day.

@@ -54,7 +54,8 @@ impl HostCaps {
         let ipv4_loopback = can_bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
         let ipv6_loopback = can_bind(SocketAddr::from((Ipv6Addr::LOCALHOST, 0)));
         let ipv6 = ipv6_loopback
-            || (tcp_socket(Domain::IPV6).is_ok() && sys::has_ipv6_address() == Some(true));
+            || (tcp_socket(Domain::IPV6).is_ok()
+                && sys::interface_addresses().is_some_and(|a| a.iter().any(IpAddr::is_ipv6)));
         let dual_stack = ipv4_socket
             && ipv6
             && tcp_socket(Domain::IPV6)
@@ -152,8 +153,9 @@ pub trait Resolve: Send + Sync {
     /// calls.
     ///
     /// The default calls [`resolve`](Resolve::resolve) and gives every answer scope 0, so a
-    /// link-local answer is skipped for want of a zone. [`SystemResolver`] keeps the scope
-    /// the system gives (glibc reads `fe80::1%eth0` in `/etc/hosts`).
+    /// link-local answer is skipped for want of a zone. [`SystemResolver`] keeps whatever
+    /// scope `getaddrinfo(3)` returns (name services that carry scopes give them; glibc's
+    /// hosts file does not).
     ///
     /// # Errors
     ///

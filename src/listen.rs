@@ -40,6 +40,7 @@ pub struct ListenConfig {
     options: PlanOptions,
     reuse_address: bool,
     reuse_port: bool,
+    free_bind: bool,
     backlog: i32,
     caps: Option<HostCaps>,
     resolver: Arc<dyn Resolve>,
@@ -51,6 +52,7 @@ impl fmt::Debug for ListenConfig {
             .field("options", &self.options)
             .field("reuse_address", &self.reuse_address)
             .field("reuse_port", &self.reuse_port)
+            .field("free_bind", &self.free_bind)
             .field("backlog", &self.backlog)
             .field("caps", &self.caps)
             .finish_non_exhaustive()
@@ -72,6 +74,7 @@ impl ListenConfig {
             options: PlanOptions::default(),
             reuse_address: true,
             reuse_port: false,
+            free_bind: false,
             // mio's choice too: Linux caps it at net.core.somaxconn anyway.
             backlog: 1024,
             caps: None,
@@ -103,6 +106,20 @@ impl ListenConfig {
     /// off). Binding fails with [`io::ErrorKind::Unsupported`] where the platform lacks it.
     pub fn reuse_port(mut self, on: bool) -> ListenConfig {
         self.reuse_port = on;
+        self
+    }
+
+    /// Whether to bind an address this host does not have yet (`IP_FREEBIND` /
+    /// `IPV6_FREEBIND`, Linux only; systemd's `FreeBind=`): for a service that starts before
+    /// the network has given the host its addresses. Default off: then only an address the
+    /// host has but cannot use yet (tentative, during duplicate address detection) and that
+    /// a name produced is bound that way, and any other missing address is an error.
+    ///
+    /// # Platform-specific behavior
+    ///
+    /// Elsewhere it changes nothing: a missing address is an error.
+    pub fn free_bind(mut self, on: bool) -> ListenConfig {
+        self.free_bind = on;
         self
     }
 
@@ -228,32 +245,46 @@ impl ListenConfig {
         for planned in &plan.sockets {
             let mut addr = planned.addr;
             addr.set_port(port);
-            let result =
-                match self.bind_socket(addr, planned.mode, false) {
-                    // An address a name gave that the host does not have *now*: tentative
-                    // (duplicate address detection) or still being configured. Skipping it
-                    // would let another user take it; on Linux the socket holds it anyway and
-                    // serves once the address is up.
-                    Err((_, e))
-                        if planned.optional
-                            && e.kind() == io::ErrorKind::AddrNotAvailable
-                            && FREEBIND =>
-                    {
-                        let freed = self.bind_socket(addr, planned.mode, true);
-                        if freed.is_ok() {
-                            notes.push(format!(
-                            "listen spec {}: {} is not assigned to this host yet (tentative, or \
-                             still being configured): bound with {}, so no other socket can \
-                             take it, and it serves clients once the address is up",
-                            plan.spec.quoted(),
-                            display_addr(addr),
-                            if addr.is_ipv4() { "IP_FREEBIND" } else { "IPV6_FREEBIND" }
-                        ));
-                        }
-                        freed
+            let result = match self.bind_socket(addr, planned.mode, false) {
+                // EADDRNOTAVAIL for an address this host has but cannot use yet (tentative:
+                // duplicate address detection) when a name gave it, or for any address when
+                // free binding was asked for. Skipping it would let another user take it;
+                // on Linux the socket holds it anyway and serves once the address is up.
+                Err((_, e))
+                    if e.kind() == io::ErrorKind::AddrNotAvailable
+                        && FREEBIND
+                        && (self.free_bind || (planned.optional && is_assigned(addr))) =>
+                {
+                    let freed = self.bind_socket(addr, planned.mode, true);
+                    if freed.is_ok() {
+                        let option = if addr.is_ipv4() {
+                            "IP_FREEBIND"
+                        } else {
+                            "IPV6_FREEBIND"
+                        };
+                        notes.push(if self.free_bind {
+                            format!(
+                                "listen spec {}: {} is not usable on this host yet: bound with \
+                                 {option} as asked (ListenConfig::free_bind); it serves clients \
+                                 once the host has the address",
+                                plan.spec.quoted(),
+                                display_addr(addr)
+                            )
+                        } else {
+                            format!(
+                                "listen spec {}: {} is assigned to this host but not usable \
+                                 yet (tentative: duplicate address detection): bound with \
+                                 {option}, so no other socket can take it, and it serves \
+                                 clients once detection ends",
+                                plan.spec.quoted(),
+                                display_addr(addr)
+                            )
+                        });
                     }
-                    other => other,
-                };
+                    freed
+                }
+                other => other,
+            };
             match result {
                 Ok(socket) => {
                     port = socket.local.port();
@@ -267,7 +298,8 @@ impl ListenConfig {
                     let port_was_ours = plan.spec.port() == 0 && !bound.is_empty();
                     let in_use = e.kind() == io::ErrorKind::AddrInUse;
                     let mut err = BindError::new(&plan.spec, addr, planned.mode, step, e);
-                    if in_use {
+                    // With a port the kernel chose, a collision is luck: try another port.
+                    if in_use && plan.spec.port() != 0 {
                         if let Some(other) = ours.iter().find(|l| overlaps(l, addr, planned.mode)) {
                             // Not someone else's socket: this server's own, from another
                             // spec. Retrying on other ports would not help either.
@@ -414,6 +446,12 @@ fn overlaps(listener: &Listener, addr: SocketAddr, mode: SocketMode) -> bool {
 
 /// Whether this platform can bind an address the host does not have yet.
 const FREEBIND: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// Whether `addr` is assigned to an interface of this host, usable or not (a tentative
+/// address is listed too).
+fn is_assigned(addr: SocketAddr) -> bool {
+    crate::sys::interface_addresses().is_some_and(|all| all.contains(&addr.ip()))
+}
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn set_freebind(socket: &Socket, addr: SocketAddr) -> io::Result<()> {

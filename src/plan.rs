@@ -82,10 +82,10 @@ pub struct PlannedSocket {
     pub mode: SocketMode,
     /// Whether the address came from a name or the wildcard. Such an address is skipped if
     /// the kernel turns out to lack its family (`EAFNOSUPPORT`), as long as another socket
-    /// of the plan binds; if the host lacks only the address, for now (`EADDRNOTAVAIL`:
-    /// tentative, or still being configured), it is bound with `IP_FREEBIND` /
-    /// `IPV6_FREEBIND` on Linux and is an error elsewhere, never skipped, since another
-    /// user could take it. An address the user wrote is never optional.
+    /// of the plan binds. `EADDRNOTAVAIL` never skips it, since another user could take it:
+    /// an address the host has but cannot use yet (tentative) is bound with `IP_FREEBIND` /
+    /// `IPV6_FREEBIND` on Linux, and any other is an error. An address the user wrote is
+    /// never optional.
     pub optional: bool,
 }
 

@@ -1,11 +1,14 @@
 //! The platform calls the standard library, mio and socket2 do not wrap: interface names and
-//! indexes (`if_nametoindex(3)`, `if_indextoname(3)`), and whether any interface has an
-//! IPv6 address (`getifaddrs(3)`).
+//! indexes (`if_nametoindex(3)`, `if_indextoname(3)`), and the addresses the interfaces have
+//! (`getifaddrs(3)`).
 //!
 //! This is the only module allowed `unsafe`. Every block states why it is sound. On platforms
 //! without these calls (Windows, here) names are unsupported and a numeric zone must be used.
 
 use std::io;
+use std::net::IpAddr;
+#[cfg(unix)]
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The index of the interface called `name`.
 ///
@@ -57,30 +60,43 @@ pub(crate) fn interface_name(index: u32) -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
-/// Whether some interface of this host has an IPv6 address (any scope, tentative ones
-/// included), or `None` where the list cannot be read.
+/// Every address assigned to an interface of this host (tentative ones included: an address
+/// in duplicate address detection is listed), or `None` where the list cannot be read.
 #[cfg(unix)]
 #[allow(unsafe_code)]
-pub(crate) fn has_ipv6_address() -> Option<bool> {
+pub(crate) fn interface_addresses() -> Option<Vec<IpAddr>> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a pointer to a list it allocated into `list`, a valid place
     // for one pointer, or returns -1 and writes nothing.
     if unsafe { libc::getifaddrs(&mut list) } != 0 {
         return None;
     }
-    let mut found = false;
+    let mut found = Vec::new();
     let mut entry = list;
     while !entry.is_null() {
         // SAFETY: `entry` is the list head or an `ifa_next` of the list getifaddrs returned,
         // which stays allocated until freeifaddrs below; non-null, so it points to an entry.
         let ifa = unsafe { &*entry };
-        // SAFETY: a non-null `ifa_addr` points to a sockaddr of the list, and every sockaddr
-        // starts with its family, which is all that is read.
-        if !ifa.ifa_addr.is_null()
-            && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET6
-        {
-            found = true;
-            break;
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: a non-null `ifa_addr` points to a sockaddr of the list whose storage
+            // is as large as its family's sockaddr type (getifaddrs(3)); the family is read
+            // first, and the address is read through the type that family names.
+            let ip = unsafe {
+                match i32::from((*ifa.ifa_addr).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                        Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                            sin.sin_addr.s_addr,
+                        ))))
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                        Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+                    }
+                    _ => None,
+                }
+            };
+            found.extend(ip);
         }
         entry = ifa.ifa_next;
     }
@@ -91,7 +107,7 @@ pub(crate) fn has_ipv6_address() -> Option<bool> {
 
 /// See the Unix version: the list cannot be read here.
 #[cfg(not(unix))]
-pub(crate) fn has_ipv6_address() -> Option<bool> {
+pub(crate) fn interface_addresses() -> Option<Vec<IpAddr>> {
     None
 }
 
@@ -118,6 +134,12 @@ mod tests {
     fn loopback_name_and_index_agree() {
         let index = interface_index("lo").expect("Linux always has an interface called lo");
         assert_eq!(interface_name(index).as_deref(), Some("lo"));
+    }
+
+    #[test]
+    fn the_loopback_addresses_are_listed() {
+        let all = interface_addresses().expect("getifaddrs works on Linux");
+        assert!(all.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{all:?}");
     }
 
     #[test]

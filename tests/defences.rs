@@ -155,7 +155,7 @@ fn total_queued_output_stays_under_its_cap_by_closing_the_biggest_holders() {
         Server::builder()
             .listen("127.0.0.1:0")
             .max_queued(16 * 1024 * 1024)
-            .water_marks(0, 16 * 1024 * 1024)
+            .water_marks(0, CAP)
             .max_total_queued(CAP),
         Hoarder {
             each: 6 * 1024 * 1024,

@@ -725,3 +725,79 @@ fn chat_escapes_control_characters_and_does_not_count_the_cr_of_crlf() {
     chat.signal("TERM");
     assert!(chat.wait().0.success());
 }
+
+/// The review of issue #13: with stderr a closed pipe, the first log line panicked (inside
+/// simple_logger's eprintln!): at start-up that killed the example (exit 101), and in the
+/// signal thread it killed the thread before it stopped the server, so SIGTERM was ignored.
+#[test]
+fn a_closed_stderr_neither_kills_the_example_nor_swallows_a_signal() {
+    for name in ["echo", "chat"] {
+        let mut child = Command::new(binary(name))
+            .arg("127.0.0.1:0")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stderr.take()); // every log line now meets EPIPE
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        let port = dualstack_support::parse_listening_line(&first)
+            .unwrap_or_else(|| panic!("{name} printed {first:?}"))
+            .0
+            .port();
+        // A connection makes the server log (at debug), and must still be served.
+        let mut client = util::connect(SocketAddr::from(([127, 0, 0, 1], port)));
+        if name == "echo" {
+            assert_eq!(util::round_trip(&mut client, b"still here"), b"still here");
+        }
+        drop(client);
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + util::TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{name} ignored SIGTERM with stderr closed");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(status.code(), Some(0), "{name}: {status:?}");
+    }
+}
+
+/// The review of issue #13: a 100 KB option value or unknown option came back as a 100 KB
+/// line on stderr; only specs were bounded.
+#[test]
+fn long_option_values_get_a_short_message() {
+    let long = "x".repeat(100_000);
+    for args in [
+        vec!["--family".to_owned(), long.clone()],
+        vec!["--idle-timeout".to_owned(), long.clone()],
+        vec![format!("--{long}")],
+        vec![long.clone() + ":80"],
+    ] {
+        let out = Command::new(binary("echo")).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}",
+            &stderr[..stderr.len().min(300)]
+        );
+        assert_eq!(stderr.lines().count(), 1);
+        assert!(stderr.len() < 400, "a {}-byte message", stderr.len());
+        assert!(
+            stderr.contains("100000 bytes")
+                || stderr.contains("100003 bytes")
+                || stderr.contains("100002 bytes"),
+            "{stderr}"
+        );
+    }
+}

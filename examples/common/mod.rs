@@ -5,7 +5,9 @@
 //! on stderr (`RUST_LOG`: a level, `TARGET=LEVEL` directives or both, comma-separated;
 //! default info); a spec or option that cannot be used gives one line on stderr and exit
 //! status 2; SIGINT and SIGTERM stop the server gracefully and exit 0, from the very start
-//! (they are caught before anything else happens, a slow name lookup included).
+//! (they are caught before anything else happens, a slow name lookup included); a second
+//! one during the graceful stop ends the process at once (status 128 + the signal). A log
+//! line that cannot be written (stderr closed) is dropped, never a reason to stop.
 #![allow(dead_code)] // each example uses a different part
 
 use std::io::Write;
@@ -97,7 +99,11 @@ impl Options {
                 arg.into_string().unwrap_or_else(|arg| {
                     fail(
                         name,
-                        &format!("argument {} ({arg:?}) is not valid UTF-8", i + 1),
+                        &format!(
+                            "argument {} ({}) is not valid UTF-8",
+                            i + 1,
+                            quoted(&arg.to_string_lossy())
+                        ),
                     )
                 })
             })
@@ -129,7 +135,7 @@ impl Options {
                         "dual" => FamilyPolicy::DualStack,
                         other => fail(
                             name,
-                            &format!("--family {other:?}: expected any, v4, v6 or dual"),
+                            &format!("--family {}: expected any, v4, v6 or dual", quoted(other)),
                         ),
                     }
                 }
@@ -151,7 +157,7 @@ impl Options {
                     opts.nodelay = match value("on or off").as_str() {
                         "on" => Some(true),
                         "off" => Some(false),
-                        other => fail(name, &format!("--nodelay {other:?}: expected on or off")),
+                        other => fail(name, &format!("--nodelay {}: expected on or off", quoted(other))),
                     }
                 }
                 "--read-budget" => opts.read_budget = Some(count(name, &arg, &value("a number"))),
@@ -160,7 +166,7 @@ impl Options {
                     opts.extra.push((flag.to_owned(), v));
                 }
                 flag if flag.starts_with('-') && flag.len() > 1 && !flag.starts_with("-[") => {
-                    fail(name, &format!("unknown option {flag:?}; see --help (a spec that begins with \"-\" goes after --)"))
+                    fail(name, &format!("unknown option {}; see --help (a spec that begins with \"-\" goes after --)", quoted(flag)))
                 }
                 spec => opts.specs.push(spec.to_owned()),
             }
@@ -215,6 +221,15 @@ impl Options {
     }
 }
 
+/// `text` in double quotes, its first 64 characters only if it is longer (with its length),
+/// so that a mistake's message stays one readable line whatever was passed.
+pub fn quoted(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{:?}… ({} bytes)", &text[..end], text.len()),
+        None => format!("{text:?}"),
+    }
+}
+
 /// One line on stderr, exit status 2: the contract for bad input.
 pub fn fail(name: &str, message: &str) -> ! {
     let _ = writeln!(std::io::stderr(), "{name}: {message}");
@@ -230,7 +245,8 @@ pub fn count(name: &str, option: &str, text: &str) -> usize {
             fail(
                 name,
                 &format!(
-                    "{option} {text:?}: expected a whole number from 1 to {}",
+                    "{option} {}: expected a whole number from 1 to {}",
+                    quoted(text),
                     usize::MAX
                 ),
             )
@@ -246,7 +262,10 @@ pub fn seconds(name: &str, option: &str, text: &str, (min, max): (f64, f64)) -> 
         .unwrap_or_else(|| {
             fail(
                 name,
-                &format!("{option} {text:?}: expected a number of seconds from {min} to {max}"),
+                &format!(
+                    "{option} {}: expected a number of seconds from {min} to {max}",
+                    quoted(text)
+                ),
             )
         })
 }
@@ -286,7 +305,29 @@ pub fn init_logging() {
             }
         }
     }
-    logger.init().expect("the logger is set once");
+    log::set_max_level(logger.max_level());
+    log::set_boxed_logger(Box::new(Quiet(logger))).expect("the logger is set once");
+}
+
+/// simple_logger writes with `eprintln!`, which panics when stderr is gone (a closed pipe):
+/// a log line that cannot be written must not take the server, or a signal's stop, down
+/// with it. The line is dropped instead.
+struct Quiet(simple_logger::SimpleLogger);
+
+impl log::Log for Quiet {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.log(record)));
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
 }
 
 /// Binds, or exits with status 2 and one line naming the spec and the reason.
@@ -344,8 +385,13 @@ impl Signals {
             let mut caught = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
                 .unwrap_or_else(|e| fail(name, &format!("cannot catch signals: {e}")));
             std::thread::spawn(move || {
-                if let Some(signal) = caught.forever().next() {
-                    target.deliver(&format!("signal {signal}"));
+                let mut caught = caught.forever();
+                if let Some(signal) = caught.next() {
+                    target.deliver(signal);
+                }
+                // A second signal while the graceful stop runs: stop now, as is customary.
+                if let Some(signal) = caught.next() {
+                    std::process::exit(128 + signal);
                 }
             });
         }
@@ -358,11 +404,13 @@ impl Signals {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.handle());
     }
 
-    fn deliver(&self, what: &str) {
+    fn deliver(&self, signal: i32) {
         match &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(handle) => {
-                log::info!("{what}: stopping");
+                // Stop first: nothing that follows (a log line) may keep the stop from
+                // happening.
                 handle.stop();
+                log::info!("signal {signal}: stopping (again to stop at once)");
             }
             // Before there is a server (a slow lookup, say): nothing to flush or close.
             None => std::process::exit(0),

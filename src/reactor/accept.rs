@@ -6,7 +6,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use super::backoff::{accept_failure, AcceptFailure, BACKOFF_MAX};
+use super::backoff::{accept_failure, AcceptFailure, BACKOFF_MAX, LISTENER_RETRY};
 use super::output::CONN_INTEREST;
 use super::token;
 use super::Server;
@@ -37,7 +37,11 @@ impl<H: Handler> Server<H> {
                     return;
                 }
             }
-            let Some(listener) = core.listeners[index].socket.as_ref() else {
+            let slot = &core.listeners[index];
+            if slot.retry_at.is_some() {
+                return; // it waits for its retry (see retry_accept)
+            }
+            let Some(listener) = slot.socket.as_ref() else {
                 return;
             };
             let result = listener.accept();
@@ -47,6 +51,12 @@ impl<H: Handler> Server<H> {
             };
             if accepting && core.backoff.succeeded() {
                 log::info!("accepting connections again");
+            }
+            if accepting && std::mem::take(&mut core.listeners[index].failing) {
+                log::info!(
+                    "accepting on {} again",
+                    core.listeners[index].info.local_addr
+                );
             }
             match result {
                 Ok((stream, peer)) => self.open(index, stream, peer),
@@ -66,9 +76,19 @@ impl<H: Handler> Server<H> {
                     }
                     AcceptFailure::Listener => {
                         // Not a shortage, and not one connection's fault: this listener is
-                        // in trouble. Try again on its next readiness event, without spinning
-                        // and without holding back the other listeners.
-                        log::warn!("accept on {}: {e}", core.listeners[index].info.local_addr);
+                        // in trouble. Try it again a little later, alone: no spinning, the
+                        // other listeners go on, and what waits in its backlog is not left
+                        // until the next client arrives.
+                        let slot = &mut core.listeners[index];
+                        if std::mem::replace(&mut slot.failing, true) {
+                            log::debug!("accept on {}: {e}", slot.info.local_addr);
+                        } else {
+                            log::warn!(
+                                "accept on {}: {e}; trying again every {LISTENER_RETRY:?} while it lasts",
+                                slot.info.local_addr
+                            );
+                        }
+                        slot.retry_at = Some(super::timers::after(core.now, LISTENER_RETRY));
                         return;
                     }
                 },
@@ -141,13 +161,20 @@ impl<H: Handler> Server<H> {
         self.settle();
     }
 
-    /// Tries accepting again once a pause after exhaustion is over.
+    /// Tries accepting again once a pause after exhaustion is over, and each listener whose
+    /// retry after an unknown error is due.
     pub(super) fn retry_accept(&mut self) {
-        if !self.core.backoff.due(self.core.now) {
-            return;
-        }
+        let now = self.core.now;
+        let all = self.core.backoff.due(now);
         for index in 0..self.core.listeners.len() {
-            self.accept(index);
+            let slot = &mut self.core.listeners[index];
+            let due = slot.retry_at.is_some_and(|at| at <= now);
+            if due {
+                slot.retry_at = None;
+            }
+            if all || due {
+                self.accept(index);
+            }
         }
     }
 }

@@ -71,9 +71,15 @@ pub(crate) enum AcceptFailure {
     /// The process or the system ran out of descriptors or memory: every listener pauses
     /// for a growing interval, since every accept would fail the same way.
     Exhausted,
-    /// Anything else: this listener waits for its next readiness event.
+    /// Anything else: this listener is in trouble; it is tried again after
+    /// [`LISTENER_RETRY`], alone (the others go on).
     Listener,
 }
+
+/// How long a listener whose `accept` failed in an unknown way waits before it is tried
+/// again: long enough not to spin on a listener that is broken for good, short enough that
+/// connections in its backlog do not wait for the next client to arrive.
+pub(crate) const LISTENER_RETRY: Duration = Duration::from_millis(100);
 
 pub(crate) fn accept_failure(e: &io::Error) -> AcceptFailure {
     match e.kind() {
@@ -100,7 +106,9 @@ pub(crate) fn accept_failure(e: &io::Error) -> AcceptFailure {
                 | libc::EHOSTUNREACH,
             ) => return AcceptFailure::ThisConnection,
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            Some(libc::ENONET) => return AcceptFailure::ThisConnection,
+            Some(libc::ENONET | libc::ENOSR | libc::ESOCKTNOSUPPORT | libc::EPROTONOSUPPORT) => {
+                return AcceptFailure::ThisConnection
+            }
             Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                 return AcceptFailure::Exhausted
             }
@@ -141,6 +149,10 @@ mod tests {
             (os(libc::ENFILE), Exhausted),
             (os(libc::ENOBUFS), Exhausted),
             (os(libc::ENOMEM), Exhausted),
+            #[cfg(target_os = "linux")]
+            (os(libc::ENOSR), ThisConnection),
+            #[cfg(target_os = "linux")]
+            (os(libc::EPROTONOSUPPORT), ThisConnection),
             (os(libc::EBADF), Listener),
             (os(libc::EINVAL), Listener),
         ] {

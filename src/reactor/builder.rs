@@ -120,8 +120,10 @@ impl ServerBuilder {
     /// A cap on output queued over every connection together. When a
     /// [`send`](crate::Context::send) would pass it, the connections holding the most queued
     /// output are closed ([`CloseReason::Overloaded`](crate::CloseReason::Overloaded)), largest
-    /// first, until the new bytes fit; a single send larger than the cap fails with
-    /// [`SendError::QueueFull`](crate::SendError::QueueFull).
+    /// first, exactly as many as needed for the new bytes to fit; a single send larger than
+    /// the cap fails with [`SendError::TooLarge`](crate::SendError::TooLarge) before anything
+    /// is written. The cap may not be below the high-water mark (one connection's queue in
+    /// normal operation): [`bind`](ServerBuilder::bind) refuses that.
     ///
     /// Threat: many peers that stop reading, each within its own per-connection limit,
     /// together exhausting memory. The policy sheds the peers costing the most and never

@@ -36,6 +36,11 @@ pub(crate) struct ListenerSlot {
     pub(super) socket: Option<mio::net::TcpListener>,
     pub(super) info: ListenerInfo,
     pub(super) stats: ListenerStats,
+    /// After an `accept` error of unknown meaning: when to try this listener again.
+    pub(super) retry_at: Option<Instant>,
+    /// Its `accept` has failed in an unknown way since it last worked: the trouble was
+    /// logged at warn once, and is at debug until it ends.
+    pub(super) failing: bool,
 }
 
 /// Everything but the poller, the handler and the read buffer: what a `Context` borrows.

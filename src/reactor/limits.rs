@@ -87,6 +87,14 @@ impl Limits {
         if self.max_connections == Some(0) {
             return Err(ZeroConnectionLimit);
         }
+        if let Some(cap) = self.max_total_queued {
+            if cap < self.high_water.max(1) {
+                return Err(TotalCapBelowHighWater {
+                    cap,
+                    high: self.high_water,
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -123,6 +131,15 @@ pub enum ConfigError {
     ZeroPerPeerLimit,
     /// The connection limit is 0: the server would never accept.
     ZeroConnectionLimit,
+    /// The cap on total queued output is below the high-water mark (or 0), so one
+    /// connection's queue in normal operation would pass it and every send be shed or
+    /// refused.
+    TotalCapBelowHighWater {
+        /// The cap.
+        cap: usize,
+        /// The high-water mark.
+        high: usize,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -155,6 +172,11 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::ZeroConnectionLimit => f.write_str(
                 "the connection limit must be at least 1: with 0 the server never accepts",
+            ),
+            ConfigError::TotalCapBelowHighWater { cap, high } => write!(
+                f,
+                "the cap on total queued output ({cap}) is below one connection's high water \
+                 mark ({high}): raise the cap or lower the water marks"
             ),
         }
     }
@@ -235,6 +257,27 @@ mod tests {
                 },
                 ConfigError::ZeroConnectionLimit,
             ),
+            // The review of issue #12: a cap of 0 passed, and then every send failed.
+            (
+                Limits {
+                    max_total_queued: Some(0),
+                    ..d
+                },
+                ConfigError::TotalCapBelowHighWater {
+                    cap: 0,
+                    high: d.high_water,
+                },
+            ),
+            (
+                Limits {
+                    max_total_queued: Some(d.high_water - 1),
+                    ..d
+                },
+                ConfigError::TotalCapBelowHighWater {
+                    cap: d.high_water - 1,
+                    high: d.high_water,
+                },
+            ),
         ];
         for (limits, expected) in cases {
             assert_eq!(limits.validate(), Err(expected), "{limits:?}");
@@ -261,7 +304,7 @@ mod tests {
                 read_buffer: MAX_READ_BUFFER,
                 events: MAX_EVENTS,
                 read_budget: usize::MAX,
-                max_total_queued: Some(0),
+                max_total_queued: Some(d.high_water),
                 ..d
             },
         ];

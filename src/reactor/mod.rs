@@ -167,6 +167,8 @@ impl<H: Handler> Server<H> {
                 socket: Some(socket),
                 info,
                 stats: ListenerStats::default(),
+                retry_at: None,
+                failing: false,
             });
         }
         Ok(Server {
@@ -380,7 +382,7 @@ mod tests {
             ServerBuilder::new()
                 .max_total_queued(4 * MIB)
                 .max_queued(16 * MIB)
-                .water_marks(0, 16 * MIB),
+                .water_marks(0, 4 * MIB),
             3,
         );
         let (a, b, c) = (ids[0], ids[1], ids[2]);
@@ -417,7 +419,7 @@ mod tests {
             .listen("127.0.0.1:0")
             .max_total_queued(4 * MIB)
             .max_queued(32 * MIB)
-            .water_marks(0, 32 * MIB)
+            .water_marks(0, 4 * MIB)
             .bind(Discard)
             .unwrap();
         let addr = server.listeners()[0].local_addr;
@@ -459,7 +461,7 @@ mod tests {
             ServerBuilder::new()
                 .max_total_queued(4 * MIB)
                 .max_queued(16 * MIB)
-                .water_marks(0, 16 * MIB),
+                .water_marks(0, 4 * MIB),
             2,
         );
         let (a, b) = (ids[0], ids[1]);
@@ -473,6 +475,46 @@ mod tests {
         assert_eq!(server.stats().total.bytes_out, out_before);
         assert_eq!(server.core.get(a).unwrap().life, Life::Closing);
         assert_eq!(server.core.get(b).unwrap().life, Life::Open);
+    }
+
+    /// The review of issue #12: an `accept` error of unknown meaning left that listener
+    /// until its next readiness event, so its backlog waited for the next client. It is
+    /// retried alone, a little later, without spinning, and the other listeners go on.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_listener_in_unknown_trouble_is_retried_alone_without_spinning() {
+        let mut server = ServerBuilder::new()
+            .listen("127.0.0.1:0")
+            .listen("[::1]:0")
+            .bind(Discard)
+            .unwrap();
+        // A listening socket shut down for reading fails every accept with EINVAL.
+        let broken = server.core.listeners[0].socket.as_ref().unwrap();
+        socket2::SockRef::from(broken)
+            .shutdown(std::net::Shutdown::Read)
+            .unwrap();
+        server.accept(0);
+        assert!(server.core.listeners[0].retry_at.is_some());
+        assert!(server.core.listeners[0].failing);
+        let other = server.listeners()[1].local_addr;
+        let _client = std::net::TcpStream::connect(other).unwrap();
+        let started = Instant::now();
+        let mut turns = 0;
+        while started.elapsed() < Duration::from_millis(350) {
+            server.run_once(Some(Duration::from_millis(200))).unwrap();
+            turns += 1;
+        }
+        assert_eq!(
+            server.stats().listeners[1].accepted,
+            1,
+            "the other listener stalled"
+        );
+        assert!(
+            server.core.listeners[0].retry_at.is_some(),
+            "still failing, still retried"
+        );
+        // Woken about every 100 ms by the retry, plus the accept: not a busy loop.
+        assert!((3..=12).contains(&turns), "{turns} turns in 350 ms");
     }
 
     /// The options set on listeners reach accepted connections without a system call per

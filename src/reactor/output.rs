@@ -10,7 +10,7 @@ use mio::Interest;
 
 use super::core::{conn_mut, Core};
 use super::token;
-use crate::conn::{CloseReason, ConnId, Holder};
+use crate::conn::{CloseReason, ConnId, Holder, OutQueue};
 
 /// What a connection is always registered for. On Linux also PRIORITY (EPOLLPRI): `recv`
 /// stops at TCP's urgent mark, so a read can come back short with data behind it, and the
@@ -82,6 +82,27 @@ pub(super) fn shed_order(
             needed
         })
         .collect()
+}
+
+/// Writes `out` into `sink` until it is empty or the sink stops taking it (WouldBlock).
+/// `written` hears of every write as it happens, so an error later in the loop cannot make
+/// the caller lose count of bytes that already left (issue #12, item 9: they stayed in the
+/// total queued count for good). Returns the error that ended the loop, if one did.
+fn write_queue(
+    out: &mut OutQueue,
+    sink: &mut impl io::Write,
+    mut written: impl FnMut(usize),
+) -> Option<io::Error> {
+    while !out.is_empty() {
+        match out.write_to(sink) {
+            Ok(0) => return Some(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Some(e),
+        }
+    }
+    None
 }
 
 impl<S> Core<S> {
@@ -173,27 +194,12 @@ impl<S> Core<S> {
             return;
         }
         let listener = conn.listener as usize;
-        let mut failed = None;
-        while !conn.out.is_empty() {
-            match conn.out.write_to(&mut conn.stream) {
-                Ok(0) => {
-                    failed = Some(io::ErrorKind::WriteZero.into());
-                    break;
-                }
-                Ok(n) => {
-                    // Counted at once: a later error in this loop must not leave the total
-                    // holding bytes that already left.
-                    self.total_queued -= n;
-                    self.listeners[listener].stats.bytes_out += n as u64;
-                    conn.timing.last_active = self.now;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
+        let mut left = 0;
+        let failed = write_queue(&mut conn.out, &mut conn.stream, |n| left += n);
+        if left > 0 {
+            self.total_queued -= left;
+            self.listeners[listener].stats.bytes_out += left as u64;
+            conn.timing.last_active = self.now;
         }
         match failed {
             Some(e) => self.request_close(id, CloseReason::from_io(e)),
@@ -284,6 +290,42 @@ mod tests {
 
     fn id(key: usize) -> ConnId {
         ConnId { key, generation: 0 }
+    }
+
+    /// A sink that takes `budget` bytes, a few at a time, then fails like a reset peer.
+    struct Failing {
+        budget: usize,
+    }
+
+    impl io::Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.budget == 0 {
+                return Err(io::ErrorKind::ConnectionReset.into());
+            }
+            let n = buf.len().min(self.budget).min(3);
+            self.budget -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Issue #12, item 9: a write error after partial writes in one flush left the bytes
+    /// already written in the total queued count, a phantom that grew until every send
+    /// shed. Every write is counted as it happens.
+    #[test]
+    fn bytes_written_before_an_error_are_counted() {
+        let mut out = OutQueue::default();
+        out.push(&[7; 100]);
+        let mut counted = 0;
+        let err = write_queue(&mut out, &mut Failing { budget: 10 }, |n| counted += n);
+        assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::ConnectionReset));
+        assert_eq!(
+            counted, 10,
+            "bytes that left before the error were not counted"
+        );
+        assert_eq!(out.len(), 90);
     }
 
     /// The shed order, socket-free: largest first, exactly enough, ties by id.

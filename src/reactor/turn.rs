@@ -59,10 +59,12 @@ impl<H: Handler> Server<H> {
         if !self.core.ready.is_empty() || !self.core.ready_listeners.is_empty() {
             return Some(Duration::ZERO);
         }
+        let listener_retry = self.core.listeners.iter().filter_map(|l| l.retry_at).min();
         let deadline = [
             self.core.timers.next_deadline(),
             self.core.deadlines.next(),
             self.core.backoff.resume_at(),
+            listener_retry,
             self.core.stopping,
         ]
         .into_iter()
