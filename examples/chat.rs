@@ -12,7 +12,7 @@
 
 mod common;
 
-use dualstack::{display_addr, ConnId, ConnInfo, Context, Handler, SendError};
+use dualstack::{ConnId, ConnInfo, Context, Handler, SendError};
 
 /// The longest line, in bytes, not counting the newline.
 const MAX_LINE: usize = 4096;
@@ -139,7 +139,7 @@ impl Handler for Chat {
     type State = Client;
 
     fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, info: &ConnInfo) {
-        let name = display_addr(info.peer).to_string();
+        let name = info.peer.to_string();
         log::debug!("{name} joined");
         broadcast(ctx, Some(conn), &format!("* {name} joined\n"));
         if let Some(client) = ctx.state_mut(conn) {

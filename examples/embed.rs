@@ -179,11 +179,7 @@ fn main() {
         .register(&mut udp, UDP, Interest::READABLE)
         .expect("register the UDP socket");
     let udp_local = udp.local_addr().expect("the UDP socket's address");
-    let listeners = server
-        .listeners()
-        .iter()
-        .map(|l| format!("{} ({})", display_addr(l.local_addr), l.mode))
-        .collect();
+    let listeners = server.listeners().iter().map(|l| l.to_string()).collect();
     let app = server.handler_mut();
     app.udp = Some(udp);
     app.listeners = listeners;

@@ -13,7 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use arbitrary::{Arbitrary, Unstructured};
 use dualstack::{
     display_addr, normalize, plan, FamilyPolicy, Host, HostCaps, HostName, ListenSpec,
-    PlanErrorKind, PlanOptions, Resolve, SocketMode, ToListenSpec, WildcardStack, Zone,
+    PlanErrorKind, PlanOptions, Resolve, SocketMode, SpecKind, ToListenSpec, UnixAddr,
+    WildcardStack, Zone,
 };
 
 /// The text before the first NUL (lossily decoded), and the bytes after it.
@@ -29,11 +30,12 @@ fn split(data: &[u8]) -> (String, &[u8]) {
 
 /// The socket address a numeric spec names; `None` for the wildcard or a name.
 fn numeric(spec: &ListenSpec) -> Option<SocketAddr> {
-    match spec.host() {
-        Host::V4(a) => Some(SocketAddr::from((*a, spec.port()))),
+    let port = spec.port()?;
+    match spec.host()? {
+        Host::V4(a) => Some(SocketAddr::from((*a, port))),
         Host::V6(a, zone) => {
             let scope = zone.as_ref().map_or(0, |z| z.index().unwrap_or(u32::MAX));
-            Some(SocketAddr::V6(SocketAddrV6::new(*a, spec.port(), 0, scope)))
+            Some(SocketAddr::V6(SocketAddrV6::new(*a, port, 0, scope)))
         }
         Host::Any | Host::Name(_) => None,
     }
@@ -52,6 +54,7 @@ pub fn parse_spec(data: &[u8]) {
                 again, spec,
                 "{text:?} does not round-trip through {shown:?}"
             );
+            check_kind(&spec, &text);
         }
         Err(e) => {
             let prefix = quoted("spec", &text);
@@ -95,11 +98,11 @@ pub fn parse_spec(data: &[u8]) {
             continue; // no interface name is that long (IF_NAMESIZE is 16 on Linux)
         }
         assert_eq!(
-            addr.parse::<ListenSpec>().map(|s| s.host().clone()),
-            Ok(Host::V6(
+            addr.parse::<ListenSpec>().map(|s| s.host().cloned()),
+            Ok(Some(Host::V6(
                 Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1),
                 Some(zone)
-            )),
+            ))),
             "{addr}"
         );
     }
@@ -120,6 +123,54 @@ pub fn parse_spec(data: &[u8]) {
             );
         }
     }
+}
+
+/// What a parsed spec of each kind must hold: an IP spec has a host and a port; a Unix path
+/// fits `sun_path` (the kernel's own check, through std, agrees); an abstract name too; an
+/// inherited descriptor is 3 or more (0 to 2 are stdin, stdout and stderr).
+fn check_kind(spec: &ListenSpec, text: &str) {
+    match spec.kind() {
+        SpecKind::Ip { host, port } => {
+            assert_eq!(spec.host(), Some(host), "{text:?}");
+            assert_eq!(spec.port(), Some(*port), "{text:?}");
+        }
+        SpecKind::Unix(UnixAddr::Path(path)) => {
+            assert!(spec.host().is_none() && spec.port().is_none(), "{text:?}");
+            assert!(!path.as_os_str().is_empty(), "{text:?}: an empty path");
+            #[cfg(unix)]
+            {
+                std::os::unix::net::SocketAddr::from_pathname(path).unwrap_or_else(|e| {
+                    panic!("{text:?} parsed as {path:?}, which std cannot bind: {e}")
+                });
+            }
+        }
+        SpecKind::Unix(UnixAddr::Abstract(name)) => check_abstract(name, text),
+        SpecKind::Fd(fd) => assert!(*fd >= 3, "{text:?}: fd {fd}"),
+        SpecKind::Activated { name } => {
+            if let Some(name) = name {
+                assert!(
+                    !name.is_empty() && !name.contains(':'),
+                    "{text:?}: name {name:?}"
+                );
+            }
+        }
+        other => panic!("{text:?}: a kind the checks do not know: {other:?}"),
+    }
+}
+
+/// An abstract name std can bind (Linux: it fits `sun_path` after the leading NUL).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn check_abstract(name: &[u8], text: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap_or_else(|e| {
+        panic!("{text:?} parsed as abstract {name:?}, which std cannot bind: {e}")
+    });
+}
+
+/// Abstract names exist only on Linux: elsewhere one must not parse.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn check_abstract(_: &[u8], text: &str) {
+    panic!("{text:?}: an abstract socket off Linux");
 }
 
 /// How an error begins: `invalid listen spec "INPUT": `, or for input longer than any spec
@@ -188,9 +239,9 @@ pub fn check_normalize(addr: SocketAddr) {
         .parse()
         .unwrap_or_else(|e| panic!("{shown:?} does not parse: {e}"));
     let back = match spec.host() {
-        Host::V6(ip, Some(zone)) => {
+        Some(Host::V6(ip, Some(zone))) => {
             let index = zone.to_index().unwrap_or_else(|e| panic!("{shown:?}: {e}"));
-            SocketAddr::V6(SocketAddrV6::new(*ip, spec.port(), 0, index))
+            SocketAddr::V6(SocketAddrV6::new(*ip, addr.port(), 0, index))
         }
         _ => numeric(&spec).unwrap_or_else(|| panic!("{shown:?} is not numeric")),
     };
@@ -309,7 +360,10 @@ fn expected_error(
             },
         }
     };
-    match spec.host() {
+    let Some(host) = spec.host() else {
+        return Some(NotAHost);
+    };
+    match host {
         Host::Any => match o.family {
             FamilyPolicy::V4 => (!caps.ipv4).then_some(FamilyUnavailable),
             FamilyPolicy::V6 => (!caps.ipv6).then_some(FamilyUnavailable),
@@ -424,10 +478,10 @@ fn check_plan(spec: &ListenSpec, o: PlanOptions, caps: &HostCaps, fake: &Fake) {
             p.skipped.iter().all(|s| s.addr != *a),
             "{context}: {a} both planned and skipped"
         );
-        assert_eq!(a.port(), spec.port(), "{context}");
+        assert_eq!(Some(a.port()), spec.port(), "{context}");
     }
     for s in &p.sockets {
-        if matches!(spec.host(), Host::Name(_)) {
+        if matches!(spec.host(), Some(Host::Name(_))) {
             assert!(
                 !unreachable_by_clients(s.addr.ip(), scope_of(&s.addr)),
                 "{context}: a name planned {}, which no client can reach",
@@ -438,14 +492,15 @@ fn check_plan(spec: &ListenSpec, o: PlanOptions, caps: &HostCaps, fake: &Fake) {
             SocketMode::Ipv4 => assert!(s.addr.is_ipv4() && caps.ipv4, "{context}: {s:?}"),
             SocketMode::Ipv6Only => assert!(s.addr.is_ipv6() && caps.ipv6, "{context}: {s:?}"),
             SocketMode::DualStack => {
-                let wildcard = matches!(spec.host(), Host::Any)
-                    || matches!(spec.host(), Host::V6(ip, _) if ip.is_unspecified());
+                let wildcard = matches!(spec.host(), Some(Host::Any))
+                    || matches!(spec.host(), Some(Host::V6(ip, _)) if ip.is_unspecified());
                 assert!(
                     dual && wildcard && p.sockets.len() == 1 && s.addr.ip().is_unspecified(),
                     "{context}: dual-stack is only for the single wildcard socket: {:?}",
                     p.sockets
                 );
             }
+            other => panic!("{context}: a {other} socket planned for an IP spec: {s:?}"),
         }
     }
 }

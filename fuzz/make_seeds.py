@@ -25,6 +25,12 @@ SPECS = [
     "127.0.0.1.:80", "-a:80", "ex-.-ample:80", "xn--:80", "a-:80", "7", "25x", "2525x", "a+b", "eth.1",
     "x" * 600, "[fe80::1%7]:0", "[fe80::1%2525x]:0", "[224.0.0.1]:0", "224.0.0.1:0", "255.255.255.255:0",
     "[::ffff:224.0.0.1]:0", "[ff02::1]:0", "[fe80::1]:0",
+    # Issue #16: Unix-domain sockets, inherited sockets and their near misses.
+    "unix:/run/app.sock", "/run/app.sock", "./app.sock", "../a.sock", "unix:app.sock", "unix:///var/run/x.sock",
+    "unix:@app", "@app", "@app:1", "@", "unix:", "unix:/run/", "unix: /a", "/tmp/a\nb", "/" + "p" * 106,
+    "/" + "p" * 107, "@" + "n" * 107, "@" + "n" * 108, "sd-listen", "sd-listen:web", "sd-listen:", "sd-listen:a:b",
+    "sd-listen:a b", "sd-listen:" + "w" * 256, "fd:3", "fd:0", "fd:2", "fd:-3", "fd:+3", "fd:", "fd:2147483647",
+    "fd:2147483648", "fd:03", "sd-listen ", "unix:/with space/s",
 ]
 
 ADDRS = [
@@ -38,7 +44,7 @@ ADDRS = [
 PLAN_SPECS = [":0", ":80", "0.0.0.0:80", "[::]:80", "localhost:0", "localhost:80", "127.0.0.1:80", "[::1]:80",
               "[::ffff:127.0.0.1]:80", "[fe80::1%eth0]:80", "[fe80::1%wlan9]:80", "[2001:db8::1%eth0]:80",
               "[fe80::1%3]:80", "example.com:443", "app.localhost:1", "blocked.test:0", "224.0.0.1:0",
-              "[ff02::1%eth0]:0", "[fe80::1]:0"]
+              "[ff02::1%eth0]:0", "[fe80::1]:0", "unix:/run/a.sock", "@a", "sd-listen", "fd:3"]
 PLAN_TAILS = [
     b"",
     bytes([0, 0, 1, 1, 1, 1, 1, 0]),

@@ -5,6 +5,7 @@ use std::fmt;
 use std::io;
 
 use crate::addr::ParseError;
+use crate::inherit::InheritError;
 use crate::listen::BindError;
 use crate::plan::PlanError;
 use crate::reactor::ConfigError;
@@ -25,6 +26,8 @@ pub enum Error {
     Plan(PlanError),
     /// A socket could not be opened; every socket of its spec was closed.
     Bind(BindError),
+    /// An inherited socket (systemd socket activation, `fd:N`) cannot be used.
+    Inherit(InheritError),
     /// A server setting makes no sense.
     Config(ConfigError),
     /// The poller could not be made (or another I/O error outside any one socket).
@@ -37,6 +40,7 @@ impl fmt::Display for Error {
             Error::Parse(e) => e.fmt(f),
             Error::Plan(e) => e.fmt(f),
             Error::Bind(e) => e.fmt(f),
+            Error::Inherit(e) => e.fmt(f),
             Error::Config(e) => write!(f, "invalid server configuration: {e}"),
             Error::Io(e) => e.fmt(f),
         }
@@ -49,6 +53,7 @@ impl StdError for Error {
             Error::Parse(e) => Some(e),
             Error::Plan(e) => Some(e),
             Error::Bind(e) => Some(e),
+            Error::Inherit(e) => Some(e),
             Error::Config(e) => Some(e),
             Error::Io(e) => Some(e),
         }
@@ -70,6 +75,12 @@ impl From<PlanError> for Error {
 impl From<BindError> for Error {
     fn from(e: BindError) -> Error {
         Error::Bind(e)
+    }
+}
+
+impl From<InheritError> for Error {
+    fn from(e: InheritError) -> Error {
+        Error::Inherit(e)
     }
 }
 

@@ -14,6 +14,7 @@ use crate::reactor::core::Core;
 use crate::reactor::output::SendError;
 use crate::reactor::stats::{ListenerInfo, Stats};
 use crate::reactor::timers::TimerId;
+use crate::socket::{ListenAddr, Peer};
 
 /// What the application does when things happen on the server.
 ///
@@ -215,9 +216,16 @@ impl<'a, S> Context<'a, S> {
         self.core.state_mut(conn)
     }
 
-    /// The peer address of `conn`, normalized; `None` once it is gone.
+    /// The peer of `conn`: its address, normalized, or a Unix-domain peer's credentials;
+    /// `None` once it is gone.
+    pub fn peer(&self, conn: ConnId) -> Option<Peer> {
+        self.core.peer(conn)
+    }
+
+    /// The peer's IP address of `conn`, normalized; `None` once it is gone, or for a
+    /// Unix-domain peer.
     pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.core.peer_addr(conn)
+        self.core.peer(conn)?.ip()
     }
 
     /// The local address of `conn`, normalized. For a connection accepted by a wildcard
@@ -227,7 +235,7 @@ impl<'a, S> Context<'a, S> {
     /// # Errors
     ///
     /// [`io::ErrorKind::NotConnected`] if `conn` is closed; the OS error of `getsockname`.
-    pub fn local_addr(&self, conn: ConnId) -> io::Result<SocketAddr> {
+    pub fn local_addr(&self, conn: ConnId) -> io::Result<ListenAddr> {
         self.core.local_addr(conn)
     }
 

@@ -93,8 +93,9 @@
 //! for listener in &mut listeners {
 //!     let mut client = std::net::TcpStream::connect(listener.connect_addr())?;
 //!     client.write_all(b"hello")?;
+//!     let tcp = listener.as_tcp().expect("an IP spec gives TCP listeners");
 //!     let (_stream, peer) = loop {
-//!         match listener.as_mio().accept() {
+//!         match tcp.accept() {
 //!             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
 //!             other => break other?,
 //!         }
@@ -118,7 +119,7 @@
 //!
 //! // "Every address" is its own kind of host, distinct from 0.0.0.0 and [::]...
 //! let any: ListenSpec = ":8080".parse()?;
-//! assert_eq!(any.host(), &Host::Any);
+//! assert_eq!(any.host(), Some(&Host::Any));
 //! // ...and becomes one dual-stack socket on a host that can make one.
 //! let openbsd = HostCaps { ipv4: true, ipv6: true, dual_stack: false, ipv4_loopback: true, ipv6_loopback: true };
 //! let p = plan(&any, PlanOptions::default(), &openbsd, &SystemResolver)?;
@@ -169,19 +170,24 @@ mod conn;
 mod error;
 mod handler;
 mod host;
+mod inherit;
 mod listen;
 mod plan;
 mod reactor;
+mod socket;
 mod sys;
+#[cfg(unix)]
+mod unix;
 
 pub use addr::{
     display_addr, normalize, DisplayAddr, Host, HostName, ListenSpec, ParseError, ParseErrorKind,
-    ToListenSpec, Zone,
+    SpecKind, ToListenSpec, UnixAddr, Zone,
 };
 pub use conn::{CloseReason, ConnId, ConnInfo, ListenerId};
 pub use error::Error;
 pub use handler::{Context, Handler};
 pub use host::{has_dual_stack_ipv6, HostCaps, Resolve, SystemResolver};
+pub use inherit::{notify, InheritError, InheritErrorKind};
 pub use listen::{bind, BindError, Bound, ListenConfig, Listener};
 pub use plan::{
     plan, BindPlan, FamilyPolicy, PlanError, PlanErrorKind, PlanOptions, PlannedSocket, SkipReason,
@@ -191,3 +197,4 @@ pub use reactor::{
     ConfigError, ListenerInfo, ListenerStats, NoHandler, SendError, Server, ServerBuilder,
     ServerHandle, Stats, TimerId,
 };
+pub use socket::{ListenAddr, Peer, UnixPeer};

@@ -13,12 +13,15 @@ use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::addr::{display_addr, normalize, Host, HostName, ListenSpec, ToListenSpec};
+use crate::addr::{
+    display_addr, normalize, Host, HostName, ListenSpec, SpecKind, ToListenSpec, UnixAddr,
+};
 use crate::error::Error;
 use crate::host::{HostCaps, Resolve, SystemResolver};
 use crate::plan::{
     plan, BindPlan, FamilyPolicy, PlanOptions, SkipReason, Skipped, SocketMode, WildcardStack,
 };
+use crate::socket::{ListenAddr, ListenSocket};
 
 /// How many times a port-0 spec with several sockets is retried on a fresh port when the
 /// port the first socket got is taken on another address.
@@ -32,7 +35,7 @@ const PORT_ATTEMPTS: usize = 16;
 ///
 /// let bound = ListenConfig::new().family(FamilyPolicy::V4).bind("localhost:0")?;
 /// assert_eq!(bound.listeners().len(), 1);
-/// assert!(bound.listeners()[0].local_addr().is_ipv4());
+/// assert!(bound.listeners()[0].local_addr().ip().is_some_and(|a| a.is_ipv4()));
 /// # Ok::<(), dualstack::Error>(())
 /// ```
 #[derive(Clone)]
@@ -41,6 +44,7 @@ pub struct ListenConfig {
     reuse_address: bool,
     reuse_port: bool,
     free_bind: bool,
+    unix_mode: Option<u32>,
     backlog: i32,
     caps: Option<HostCaps>,
     resolver: Arc<dyn Resolve>,
@@ -53,6 +57,7 @@ impl fmt::Debug for ListenConfig {
             .field("reuse_address", &self.reuse_address)
             .field("reuse_port", &self.reuse_port)
             .field("free_bind", &self.free_bind)
+            .field("unix_mode", &self.unix_mode)
             .field("backlog", &self.backlog)
             .field("caps", &self.caps)
             .finish_non_exhaustive()
@@ -75,6 +80,7 @@ impl ListenConfig {
             reuse_address: true,
             reuse_port: false,
             free_bind: false,
+            unix_mode: None,
             // mio's choice too: Linux caps it at net.core.somaxconn anyway.
             backlog: 1024,
             caps: None,
@@ -120,6 +126,17 @@ impl ListenConfig {
     /// Elsewhere it changes nothing: a missing address is an error.
     pub fn free_bind(mut self, on: bool) -> ListenConfig {
         self.free_bind = on;
+        self
+    }
+
+    /// The permission bits of the files of Unix-domain listeners (as `0o660`), set before
+    /// any client can connect: the socket is bound in a directory only this user can enter,
+    /// given its mode there, then linked into place. Default: none set, so the process's
+    /// umask decides, as for any file. A mode above `0o777` (set-id and sticky bits mean
+    /// nothing on a socket) and a mode for an abstract socket (it has no file) are errors
+    /// when binding.
+    pub fn unix_mode(mut self, mode: u32) -> ListenConfig {
+        self.unix_mode = Some(mode);
         self
     }
 
@@ -177,22 +194,80 @@ impl ListenConfig {
         &self,
         specs: impl IntoIterator<Item = S>,
     ) -> Result<Bound, Error> {
-        let caps = self.caps.unwrap_or_else(HostCaps::probe);
+        let specs: Vec<ListenSpec> = specs
+            .into_iter()
+            .map(|s| s.to_listen_spec())
+            .collect::<Result<_, _>>()?;
+        // Inherited descriptors first, all of them, before any socket of our own is opened:
+        // otherwise a socket we open could land on a descriptor number a spec names.
+        // Every descriptor is checked before any is taken: a failed call leaves each as it
+        // was, open, and the same descriptor may be named again once the problem is fixed.
+        let mut checked: Vec<Vec<crate::inherit::Checked>> = Vec::with_capacity(specs.len());
+        let mut named: Vec<(i32, usize)> = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let fds = crate::inherit::descriptors(spec)?;
+            for &fd in &fds {
+                if let Some(&(_, first)) = named.iter().find(|(f, _)| *f == fd) {
+                    return Err(Error::Inherit(crate::inherit::twice(
+                        spec,
+                        fd,
+                        &specs[first],
+                    )));
+                }
+                named.push((fd, i));
+            }
+            checked.push(
+                fds.into_iter()
+                    .map(|fd| crate::inherit::check(spec, fd))
+                    .collect::<Result<_, _>>()?,
+            );
+        }
+        let mut inherited: Vec<Vec<Listener>> = Vec::with_capacity(specs.len());
+        for (spec, checked) in specs.iter().zip(checked) {
+            let mut listeners = Vec::with_capacity(checked.len());
+            for c in checked {
+                let taken = crate::inherit::own(spec, c)?;
+                listeners.push(Listener {
+                    socket: taken.socket,
+                    local_addr: taken.addr,
+                    mode: taken.mode,
+                    spec: spec.clone(),
+                });
+            }
+            inherited.push(listeners);
+        }
+        let needs_caps = specs.iter().any(|s| s.host().is_some());
+        let caps = match (self.caps, needs_caps) {
+            (Some(caps), _) => caps,
+            (None, true) => HostCaps::probe(),
+            (None, false) => HostCaps {
+                ipv4: false,
+                ipv6: false,
+                dual_stack: false,
+                ipv4_loopback: false,
+                ipv6_loopback: false,
+            },
+        };
         let mut bound = Bound {
             listeners: Vec::new(),
             skipped: Vec::new(),
         };
         let mut logged = Vec::new();
-        for spec in specs {
-            let spec = spec.to_listen_spec()?;
-            let plan = plan(&spec, self.options, &caps, &*self.resolver)?;
-            let opened = self.open(&plan, &bound.listeners)?;
-            for s in plan.skipped.into_iter().chain(opened.skipped) {
-                logged.push(format!("listen spec {}: {s}", spec.quoted()));
-                bound.skipped.push(s);
+        for (spec, taken) in specs.iter().zip(inherited) {
+            match spec.kind() {
+                SpecKind::Ip { .. } => {
+                    let plan = plan(spec, self.options, &caps, &*self.resolver)?;
+                    let opened = self.open(&plan, &bound.listeners)?;
+                    for s in plan.skipped.into_iter().chain(opened.skipped) {
+                        logged.push(format!("listen spec {}: {s}", spec.quoted()));
+                        bound.skipped.push(s);
+                    }
+                    logged.extend(opened.notes);
+                    bound.listeners.extend(opened.listeners);
+                }
+                SpecKind::Unix(addr) => bound.listeners.push(self.open_unix(spec, addr)?),
+                _ => bound.listeners.extend(taken),
             }
-            logged.extend(opened.notes);
-            bound.listeners.extend(opened.listeners);
         }
         // Logged here, once, whether the planner or the kernel left the address out, and
         // only once every spec is bound.
@@ -200,6 +275,39 @@ impl ListenConfig {
             log::warn!("{line}");
         }
         Ok(bound)
+    }
+
+    /// Opens a Unix-domain listener.
+    #[cfg(unix)]
+    fn open_unix(&self, spec: &ListenSpec, addr: &UnixAddr) -> Result<Listener, BindError> {
+        let listener = crate::unix::UnixListener::bind(addr, self.unix_mode, self.backlog)
+            .map_err(|(step, e)| {
+                BindError::new(
+                    spec,
+                    ListenAddr::Unix(addr.clone()),
+                    SocketMode::Unix,
+                    step,
+                    e,
+                )
+            })?;
+        Ok(Listener {
+            socket: ListenSocket::Unix(listener),
+            local_addr: ListenAddr::Unix(addr.clone()),
+            mode: SocketMode::Unix,
+            spec: spec.clone(),
+        })
+    }
+
+    /// See the Unix version: the parser refuses such specs here, so this is not reached.
+    #[cfg(not(unix))]
+    fn open_unix(&self, spec: &ListenSpec, addr: &UnixAddr) -> Result<Listener, BindError> {
+        Err(BindError::new(
+            spec,
+            ListenAddr::Unix(addr.clone()),
+            SocketMode::Unix,
+            "socket",
+            io::Error::new(io::ErrorKind::Unsupported, "no Unix-domain sockets here"),
+        ))
     }
 
     /// Opens the sockets of one plan, retrying on a fresh port if a shared ephemeral port
@@ -241,7 +349,7 @@ impl ListenConfig {
         let mut skipped = Vec::new();
         let mut notes = Vec::new();
         // 0 until the first socket binds; then that socket's port, for all the others.
-        let mut port = plan.spec.port();
+        let mut port = plan.port();
         for planned in &plan.sockets {
             let mut addr = planned.addr;
             addr.set_port(port);
@@ -295,11 +403,11 @@ impl ListenConfig {
                     skipped.push(Skipped { addr, reason });
                 }
                 Err((step, e)) => {
-                    let port_was_ours = plan.spec.port() == 0 && !bound.is_empty();
+                    let port_was_ours = plan.port() == 0 && !bound.is_empty();
                     let in_use = e.kind() == io::ErrorKind::AddrInUse;
                     let mut err = BindError::new(&plan.spec, addr, planned.mode, step, e);
                     // With a port the kernel chose, a collision is luck: try another port.
-                    if in_use && plan.spec.port() != 0 {
+                    if in_use && plan.port() != 0 {
                         if let Some(other) = ours.iter().find(|l| overlaps(l, addr, planned.mode)) {
                             // Not someone else's socket: this server's own, from another
                             // spec. Retrying on other ports would not help either.
@@ -330,7 +438,7 @@ impl ListenConfig {
                 .expect("a plan has at least one socket");
             return Err(Failure::Fatal(Box::new(BindError {
                 spec: Box::new(plan.spec.clone()),
-                addr: first.addr,
+                addr: ListenAddr::Ip(first.addr),
                 mode: first.mode,
                 detail: format!("no address could be bound ({})", what.join("; ")),
                 source: io::Error::from(io::ErrorKind::AddrNotAvailable),
@@ -422,8 +530,8 @@ impl BoundSocket {
         self.socket.listen(backlog)?;
         let std_listener: std::net::TcpListener = self.socket.into();
         Ok(Listener {
-            inner: mio::net::TcpListener::from_std(std_listener),
-            local_addr: self.local,
+            socket: ListenSocket::Tcp(mio::net::TcpListener::from_std(std_listener)),
+            local_addr: ListenAddr::Ip(self.local),
             mode: self.mode,
             spec: spec.clone(),
         })
@@ -433,7 +541,10 @@ impl BoundSocket {
 /// Whether a socket on `addr` in `mode` would collide with `listener` (on Linux: the same
 /// port, and one of them covers the other's address).
 fn overlaps(listener: &Listener, addr: SocketAddr, mode: SocketMode) -> bool {
-    let (a, a_mode) = (listener.local_addr, listener.mode);
+    let Some(a) = listener.local_addr.ip() else {
+        return false;
+    };
+    let a_mode = listener.mode;
     if a.port() != addr.port() {
         return false;
     }
@@ -515,10 +626,11 @@ fn is_family_missing(e: &io::Error) -> bool {
 /// ```
 /// let bound = dualstack::bind("localhost:0")?;
 /// for l in bound.listeners() {
-///     println!("listening on {} ({})", dualstack::display_addr(l.local_addr()), l.mode());
+///     println!("listening on {} ({})", l.local_addr(), l.mode());
 /// }
 /// // Every socket of a port-0 spec shares one port.
 /// let port = bound.listeners()[0].local_addr().port();
+/// assert!(port.is_some_and(|p| p != 0));
 /// assert!(bound.listeners().iter().all(|l| l.local_addr().port() == port));
 /// # Ok::<(), dualstack::Error>(())
 /// ```
@@ -554,11 +666,12 @@ impl Bound {
     }
 }
 
-/// One listening socket, non-blocking, with what it was bound for.
+/// One listening socket, non-blocking, with what it was bound for: TCP (bound by this
+/// process, or inherited) or Unix-domain.
 #[derive(Debug)]
 pub struct Listener {
-    inner: mio::net::TcpListener,
-    local_addr: SocketAddr,
+    socket: ListenSocket,
+    local_addr: ListenAddr,
     mode: SocketMode,
     spec: ListenSpec,
 }
@@ -566,11 +679,12 @@ pub struct Listener {
 impl Listener {
     /// The address the socket is bound to, as the kernel reports it, normalized; with port 0
     /// asked, the port chosen.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    pub fn local_addr(&self) -> &ListenAddr {
+        &self.local_addr
     }
 
-    /// The family and `IPV6_V6ONLY` setting, read back from the kernel with getsockopt.
+    /// The family and `IPV6_V6ONLY` setting, read back from the kernel with getsockopt
+    /// ([`SocketMode::Unix`] for a Unix-domain socket).
     pub fn mode(&self) -> SocketMode {
         self.mode
     }
@@ -580,80 +694,118 @@ impl Listener {
         &self.spec
     }
 
-    /// A host a client on this machine can use to reach this socket, found without any network
-    /// lookup (never reverse DNS): `localhost` for `127.0.0.1`, `::1` and the wildcards, the
-    /// address itself otherwise (`127.0.0.2` is loopback, but `localhost` does not name it).
-    pub fn client_host(&self) -> Host {
-        match self.local_addr.ip() {
+    /// A host a client on this machine can use to reach this TCP socket, found without any
+    /// network lookup (never reverse DNS): `localhost` for `127.0.0.1`, `::1` and the
+    /// wildcards, the address itself otherwise (`127.0.0.2` is loopback, but `localhost`
+    /// does not name it). `None` for a Unix-domain socket.
+    pub fn client_host(&self) -> Option<Host> {
+        let addr = self.local_addr.ip()?;
+        Some(match addr.ip() {
             ip if ip.is_unspecified() || ip == Ipv4Addr::LOCALHOST || ip == Ipv6Addr::LOCALHOST => {
                 Host::Name(HostName::new_unchecked("localhost".to_owned()))
             }
             // Keeps the zone of a link-local address.
-            _ => ListenSpec::from(self.local_addr).host().clone(),
+            _ => ListenSpec::from(addr).host()?.clone(),
+        })
+    }
+
+    /// An address a client on this machine can connect to: for a wildcard TCP socket the
+    /// loopback address of its family, otherwise the socket's own address.
+    pub fn connect_addr(&self) -> ListenAddr {
+        connect_addr_for(&self.local_addr)
+    }
+
+    /// The mio TCP listener, to register with a `Poll` and accept from; `None` for a
+    /// Unix-domain socket.
+    pub fn as_tcp(&mut self) -> Option<&mut mio::net::TcpListener> {
+        match &mut self.socket {
+            ListenSocket::Tcp(l) => Some(l),
+            #[cfg(unix)]
+            ListenSocket::Unix(_) => None,
         }
     }
 
-    /// An address a client on this machine can connect to: the loopback address of the
-    /// socket's family for a wildcard socket, the socket's own address otherwise.
-    pub fn connect_addr(&self) -> SocketAddr {
-        connect_addr_for(self.local_addr)
+    /// The mio TCP listener, by value; the listener back if it is a Unix-domain one.
+    ///
+    /// # Errors
+    ///
+    /// `self`, unchanged, for a Unix-domain listener.
+    pub fn into_tcp(self) -> Result<mio::net::TcpListener, Box<Listener>> {
+        match self.socket {
+            ListenSocket::Tcp(l) => Ok(l),
+            #[cfg(unix)]
+            socket => Err(Box::new(Listener { socket, ..self })),
+        }
     }
 
-    /// The mio listener, to register with a `Poll` and accept from.
-    pub fn as_mio(&mut self) -> &mut mio::net::TcpListener {
-        &mut self.inner
+    /// The mio Unix-domain listener, by value; the listener back if it is a TCP one. The
+    /// socket file, if this listener made one, is then the caller's to remove.
+    ///
+    /// # Errors
+    ///
+    /// `self`, unchanged, for a TCP listener.
+    #[cfg(unix)]
+    pub fn into_unix(self) -> Result<mio::net::UnixListener, Box<Listener>> {
+        match self.socket {
+            ListenSocket::Unix(l) => Ok(l.into_mio()),
+            socket => Err(Box::new(Listener { socket, ..self })),
+        }
     }
 
-    /// The mio listener, by value.
-    pub fn into_mio(self) -> mio::net::TcpListener {
-        self.inner
+    pub(crate) fn into_socket(self) -> ListenSocket {
+        self.socket
     }
 }
 
 #[cfg(unix)]
 impl std::os::fd::AsRawFd for Listener {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.inner.as_raw_fd()
+        use std::os::fd::AsFd;
+        self.socket.as_fd().as_raw_fd()
     }
 }
 
 #[cfg(unix)]
 impl std::os::fd::AsFd for Listener {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.inner.as_fd()
+        self.socket.as_fd()
     }
 }
 
 #[cfg(windows)]
 impl std::os::windows::io::AsRawSocket for Listener {
     fn as_raw_socket(&self) -> std::os::windows::io::RawSocket {
-        self.inner.as_raw_socket()
+        use std::os::windows::io::AsSocket;
+        self.socket.as_socket().as_raw_socket()
     }
 }
 
 #[cfg(windows)]
 impl std::os::windows::io::AsSocket for Listener {
     fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
-        self.inner.as_socket()
+        self.socket.as_socket()
     }
 }
 
 impl fmt::Display for Listener {
-    /// `ADDR (MODE)`, as in `[::]:7000 (dual-stack)`.
+    /// `ADDR (MODE)`, as in `[::]:7000 (dual-stack)` or `unix:/run/app.sock (unix)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", display_addr(self.local_addr), self.mode)
+        write!(f, "{} ({})", self.local_addr, self.mode)
     }
 }
 
 /// Where a client on this machine connects to reach a socket bound to `local`: the loopback
 /// address of its family for a wildcard, `local` itself otherwise.
-pub(crate) fn connect_addr_for(local: SocketAddr) -> SocketAddr {
-    let port = local.port();
-    match local {
+pub(crate) fn connect_addr_for(local: &ListenAddr) -> ListenAddr {
+    let ListenAddr::Ip(ip) = local else {
+        return local.clone();
+    };
+    let port = ip.port();
+    ListenAddr::Ip(match ip {
         SocketAddr::V4(a) if a.ip().is_unspecified() => (Ipv4Addr::LOCALHOST, port).into(),
         SocketAddr::V6(a) if a.ip().is_unspecified() => (Ipv6Addr::LOCALHOST, port).into(),
-        other => other,
-    }
+        other => *other,
+    })
 }
 
 /// A socket of a spec that could not be opened. Every socket of that spec was closed.
@@ -661,7 +813,7 @@ pub(crate) fn connect_addr_for(local: SocketAddr) -> SocketAddr {
 pub struct BindError {
     /// Boxed, so that `Result<_, Error>` stays small on the success path.
     spec: Box<ListenSpec>,
-    addr: SocketAddr,
+    addr: ListenAddr,
     mode: SocketMode,
     detail: String,
     source: io::Error,
@@ -670,24 +822,28 @@ pub struct BindError {
 impl BindError {
     fn new(
         spec: &ListenSpec,
-        addr: SocketAddr,
+        addr: impl Into<ListenAddr>,
         mode: SocketMode,
         step: &str,
         source: io::Error,
     ) -> BindError {
+        let addr = addr.into();
         let hint = match source.kind() {
+            io::ErrorKind::AddrInUse if mode == SocketMode::Unix => "",
             io::ErrorKind::AddrInUse => "; another socket is listening there",
             io::ErrorKind::AddrNotAvailable => {
                 "; this host has no such address (or not yet: still being configured?)"
             }
-            io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges",
+            io::ErrorKind::PermissionDenied if mode != SocketMode::Unix => {
+                "; ports below 1024 need privileges"
+            }
             _ => "",
         };
         BindError {
             spec: Box::new(spec.clone()),
-            addr,
+            addr: addr.clone(),
             mode,
-            detail: format!("{step} {} ({mode}): {source}{hint}", display_addr(addr)),
+            detail: format!("{step} {addr} ({mode}): {source}{hint}"),
             source,
         }
     }
@@ -698,8 +854,8 @@ impl BindError {
     }
 
     /// The address that failed.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    pub fn addr(&self) -> &ListenAddr {
+        &self.addr
     }
 
     /// The mode the failed socket was to have.

@@ -12,7 +12,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
-use crate::addr::{normalize, Host, ListenSpec};
+use crate::addr::{normalize, Host, ListenSpec, SpecKind};
 use crate::host::{HostCaps, Resolve};
 
 /// Which address families a spec may use.
@@ -52,6 +52,7 @@ pub struct PlanOptions {
 
 /// How a listening socket takes connections: its family and, for IPv6, `IPV6_V6ONLY`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SocketMode {
     /// An `AF_INET` socket.
     Ipv4,
@@ -60,15 +61,18 @@ pub enum SocketMode {
     /// An `AF_INET6` socket with `IPV6_V6ONLY=0`: IPv6 connections, and IPv4 ones as
     /// IPv4-mapped addresses (RFC 3493 §5.3).
     DualStack,
+    /// An `AF_UNIX` stream socket.
+    Unix,
 }
 
 impl fmt::Display for SocketMode {
-    /// `ipv4`, `ipv6-only` or `dual-stack`.
+    /// `ipv4`, `ipv6-only`, `dual-stack` or `unix`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SocketMode::Ipv4 => "ipv4",
             SocketMode::Ipv6Only => "ipv6-only",
             SocketMode::DualStack => "dual-stack",
+            SocketMode::Unix => "unix",
         })
     }
 }
@@ -172,6 +176,13 @@ pub struct BindPlan {
     pub skipped: Vec<Skipped>,
 }
 
+impl BindPlan {
+    /// The port every socket of the plan gets (0: the first one's, chosen by the system).
+    pub fn port(&self) -> u16 {
+        self.spec.port().unwrap_or(0)
+    }
+}
+
 /// A spec that cannot be planned on this host.
 #[derive(Debug)]
 pub struct PlanError {
@@ -200,6 +211,9 @@ pub enum PlanErrorKind {
     Resolve,
     /// The name resolved, but to no address this host and policy can use.
     NoAddress,
+    /// The spec is not a host and a port (a Unix-domain or inherited socket): there is
+    /// nothing to plan.
+    NotAHost,
     /// The address the user wrote cannot take TCP connections: multicast, broadcast, or a
     /// link-local IPv6 address without a zone.
     UnusableAddress,
@@ -298,8 +312,15 @@ pub fn plan(
         sockets: Vec::new(),
         skipped: Vec::new(),
     };
-    let port = spec.port();
-    match spec.host() {
+    let SpecKind::Ip { host, port } = spec.kind() else {
+        return Err(PlanError::new(
+            spec,
+            PlanErrorKind::NotAHost,
+            "only a host and a port are planned; a Unix-domain or inherited socket is bound as it is",
+        ));
+    };
+    let port = *port;
+    match host {
         Host::Any => wildcard(&mut plan, options, caps)?,
         Host::V4(ip) => numeric(&mut plan, options.family, caps, (*ip, port).into())?,
         Host::V6(ip, zone) => {
@@ -393,7 +414,7 @@ fn socket(addr: SocketAddr, mode: SocketMode, optional: bool) -> PlannedSocket {
 }
 
 fn wildcard(plan: &mut BindPlan, options: PlanOptions, caps: &HostCaps) -> Result<(), PlanError> {
-    let port = plan.spec.port();
+    let port = plan.port();
     let any4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
     let any6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
     let unavailable = |what: &str| {
@@ -531,7 +552,7 @@ fn named(
     caps: &HostCaps,
     answers: Vec<SocketAddr>,
 ) -> Result<(), PlanError> {
-    let port = plan.spec.port();
+    let port = plan.port();
     let resolved: Vec<SocketAddr> = answers
         .into_iter()
         .map(|mut a| {
@@ -584,7 +605,10 @@ fn named(
         let list: Vec<String> = resolved.iter().map(|a| a.ip().to_string()).collect();
         let mut detail = format!(
             "{} resolved to {}",
-            plan.spec.host(),
+            plan.spec
+                .host()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             if list.is_empty() {
                 "no address".to_owned()
             } else {

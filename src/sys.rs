@@ -1,6 +1,7 @@
 //! The platform calls the standard library, mio and socket2 do not wrap: interface names and
-//! indexes (`if_nametoindex(3)`, `if_indextoname(3)`), and the addresses the interfaces have
-//! (`getifaddrs(3)`).
+//! indexes (`if_nametoindex(3)`, `if_indextoname(3)`), the addresses the interfaces have
+//! (`getifaddrs(3)`), a Unix-domain peer's credentials (`SO_PEERCRED`, `getpeereid(2)`) and
+//! taking an inherited descriptor.
 //!
 //! This is the only module allowed `unsafe`. Every block states why it is sound. On platforms
 //! without these calls (Windows, here) names are unsupported and a numeric zone must be used.
@@ -109,6 +110,111 @@ pub(crate) fn interface_addresses() -> Option<Vec<IpAddr>> {
 #[cfg(not(unix))]
 pub(crate) fn interface_addresses() -> Option<Vec<IpAddr>> {
     None
+}
+
+/// The credentials of the peer of a connected Unix-domain socket: `SO_PEERCRED` on Linux
+/// (uid, gid and pid), `getpeereid(2)` elsewhere (uid and gid).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[allow(unsafe_code)]
+pub(crate) fn peer_credentials(
+    stream: &impl std::os::fd::AsRawFd,
+) -> io::Result<crate::socket::UnixPeer> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the descriptor is a socket `stream` keeps open across the call; `cred` and
+    // `len` are valid for writes, and `len` says how many bytes `cred` holds.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(crate::socket::UnixPeer {
+        uid: cred.uid,
+        gid: cred.gid,
+        pid: u32::try_from(cred.pid).ok().filter(|&p| p != 0),
+    })
+}
+
+/// See the Linux version: `getpeereid(2)`, which says no pid.
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
+#[allow(unsafe_code)]
+pub(crate) fn peer_credentials(
+    stream: &impl std::os::fd::AsRawFd,
+) -> io::Result<crate::socket::UnixPeer> {
+    let (mut uid, mut gid) = (0, 0);
+    // SAFETY: the descriptor is a socket `stream` keeps open across the call; `uid` and
+    // `gid` are valid for writes.
+    let rc = unsafe { libc::getpeereid(stream.as_raw_fd(), &mut uid, &mut gid) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(crate::socket::UnixPeer {
+        uid,
+        gid,
+        pid: None,
+    })
+}
+
+/// Borrows descriptor `fd`, which this process inherited, to look at it; checks that it is
+/// open and 3 or above.
+///
+/// # Errors
+///
+/// `EBADF` when `fd` is not open, or is below 3.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn borrow_inherited(fd: i32) -> io::Result<std::os::fd::BorrowedFd<'static>> {
+    if fd < 3 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: F_GETFD only reads the descriptor's flags; it fails with EBADF for a
+    // descriptor that is not open, and touches no memory of ours.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (checked just now), and nothing in the library closes an
+    // inherited descriptor it has not taken; the caller uses the borrow at once, for
+    // getsockopt and getsockname only, before anything could close it.
+    Ok(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+}
+
+/// Takes ownership of descriptor `fd`, which this process inherited, after checking that it
+/// is open.
+///
+/// # Errors
+///
+/// `EBADF` (as an `io::Error`) when `fd` is not open, or is below 3.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn take_inherited(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: F_GETFD only reads the descriptor's flags; it fails with EBADF for a
+    // descriptor that is not open, and touches no memory of ours.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (checked just now) and 3 or above, so no standard stream. It was
+    // handed to this process to listen on: by the service manager (LISTEN_FDS names it) or
+    // by whoever started the process (the user wrote fd:N), and the library takes every
+    // inherited descriptor before it opens any socket of its own, so no socket of ours can
+    // have landed on it. The caller's registry of taken descriptors lets each be taken once:
+    // this OwnedFd is its only owner in the library and closes it once. Code outside the
+    // library that also uses it is the caller's contract (documented on `fd:N`).
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// See the Unix version: interface names are not supported here.

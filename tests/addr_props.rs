@@ -63,13 +63,14 @@ fn socket_addr() -> impl Strategy<Value = SocketAddr> {
 
 /// The socket address a numeric spec names; `None` for a wildcard or a name.
 fn numeric(spec: &ListenSpec) -> Option<SocketAddr> {
-    match spec.host() {
-        Host::V4(a) => Some(SocketAddr::from((*a, spec.port()))),
+    let port = spec.port()?;
+    match spec.host()? {
+        Host::V4(a) => Some(SocketAddr::from((*a, port))),
         Host::V6(a, zone) => {
             let scope = zone
                 .as_ref()
                 .map_or(0, |z| z.index().expect("numeric zone"));
-            Some(SocketAddr::V6(SocketAddrV6::new(*a, spec.port(), 0, scope)))
+            Some(SocketAddr::V6(SocketAddrV6::new(*a, port, 0, scope)))
         }
         Host::Any | Host::Name(_) => None,
     }
@@ -120,12 +121,12 @@ proptest! {
         let shown = display_addr(addr).to_string();
         let spec: ListenSpec = shown.parse().map_err(|e| TestCaseError::fail(format!("{e}")))?;
         let back = match spec.host() {
-            Host::V6(ip, zone) => {
+            Some(Host::V6(ip, zone)) => {
                 let scope = match zone {
                     Some(z) => z.to_index().map_err(|e| TestCaseError::fail(format!("{e}")))?,
                     None => 0,
                 };
-                SocketAddr::V6(SocketAddrV6::new(*ip, spec.port(), 0, scope))
+                SocketAddr::V6(SocketAddrV6::new(*ip, addr.port(), 0, scope))
             }
             _ => numeric(&spec).expect("display_addr prints a numeric address"),
         };

@@ -52,7 +52,13 @@ fn emfile_child_server() {
         .listen("127.0.0.1:0")
         .bind(Echo)
         .expect("bind");
-    println!("port {}", server.listeners()[0].local_addr.port());
+    println!(
+        "port {}",
+        server.listeners()[0]
+            .local_addr
+            .port()
+            .expect("a TCP listener")
+    );
     std::io::stdout().flush().unwrap();
     let handle = server.handle();
     std::thread::spawn(move || {

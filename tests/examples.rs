@@ -317,6 +317,47 @@ fn bad_input_gives_one_line_on_stderr_and_status_2() {
             vec!["--max-per-peer".into(), "99999999999999999999999".into()],
             "--max-per-peer".into(),
         ),
+        // Issue #16: Unix-domain and inherited specs.
+        (
+            vec![
+                "--unix-mode".into(),
+                "999".into(),
+                "unix:/tmp/x.sock".into(),
+            ],
+            "--unix-mode \"999\": expected an octal mode from 0 to 777".into(),
+        ),
+        (
+            vec![
+                "--unix-mode".into(),
+                "1777".into(),
+                "unix:/tmp/x.sock".into(),
+            ],
+            "--unix-mode \"1777\"".into(),
+        ),
+        (
+            vec![
+                "--unix-mode".into(),
+                "600".into(),
+                "@dualstack-never".into(),
+            ],
+            "no permissions to set".into(),
+        ),
+        (
+            vec![format!("unix:/tmp/{}", "x".repeat(120))],
+            "a Unix-domain socket path holds at most 107 bytes".into(),
+        ),
+        (
+            vec!["unix:/nonexistent-dir/x.sock".into()],
+            "cannot listen on \"unix:/nonexistent-dir/x.sock\"".into(),
+        ),
+        (
+            vec!["fd:1".into()],
+            "descriptor 1 is standard output".into(),
+        ),
+        (
+            vec!["fd:99999".into()],
+            "fd 99999: not an open descriptor".into(),
+        ),
         // `--` ends the options: what follows is a spec, even "--help".
         (
             vec!["--".into(), "--help".into()],
@@ -800,4 +841,73 @@ fn long_option_values_get_a_short_message() {
             "{stderr}"
         );
     }
+}
+
+#[test]
+fn echo_on_unix_sockets_serves_socat_and_nc_with_the_mode_and_cleans_up() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = util::TempDir::new("example-unix");
+    let path = dir.join("echo.sock");
+    let name = format!("dualstack-example-{}", std::process::id());
+    let unix = format!("unix:{}", path.display());
+    let abstract_spec = format!("@{name}");
+    let echo = Example::start("echo", &["--unix-mode", "660", &unix, "127.0.0.1:0"]);
+    assert_eq!(echo.lines.len(), 2, "{:?}", echo.lines);
+    assert!(echo.lines.contains(&format!("listening on {unix} (unix)")));
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let socat_target = format!("UNIX-CONNECT:{}", path.display());
+    assert_eq!(
+        client("socat", &["-t2", "-", &socat_target], b"over socat\n"),
+        "over socat\n"
+    );
+    assert_eq!(
+        client("nc", &["-N", "-U", path.to_str().unwrap()], b"over nc\n"),
+        "over nc\n"
+    );
+    echo.signal("TERM");
+    let (status, stderr, _) = echo.wait();
+    assert!(status.success(), "{stderr}");
+    assert!(!path.exists(), "the socket file outlived a graceful stop");
+
+    let echo = Example::start("echo", &[&abstract_spec]);
+    assert_eq!(echo.lines, [format!("listening on unix:@{name} (unix)")]);
+    let socat_target = format!("ABSTRACT-CONNECT:{name}");
+    assert_eq!(
+        client("socat", &["-t2", "-", &socat_target], b"abstract\n"),
+        "abstract\n"
+    );
+    drop(echo);
+}
+
+#[test]
+fn chat_shows_unix_peers_by_their_credentials() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::UnixStream;
+    let dir = util::TempDir::new("example-chat");
+    let path = dir.join("chat.sock");
+    let chat = Example::start("chat", &[&format!("unix:{}", path.display())]);
+    let uid = std::fs::metadata(&path).unwrap().uid();
+    let watcher = UnixStream::connect(&path).unwrap();
+    watcher.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    let mut watcher = BufReader::new(watcher);
+    let mut talker = UnixStream::connect(&path).unwrap();
+    talker.write_all(b"hello over unix\n").unwrap();
+    drop(talker);
+    let me = format!("unix:uid={uid},pid={}", std::process::id());
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let mut line = String::new();
+        watcher.read_line(&mut line).expect("a chat line");
+        seen.push(line.trim_end().to_owned());
+    }
+    assert_eq!(
+        seen,
+        [
+            format!("* {me} joined"),
+            format!("{me}: hello over unix"),
+            format!("* {me} left")
+        ]
+    );
+    drop(chat);
 }

@@ -4,20 +4,20 @@
 
 mod util;
 
-use util::Fixed;
+use util::{Fixed, Tcp};
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use dualstack::{
-    bind, normalize, Error, FamilyPolicy, Host, ListenConfig, SocketMode, WildcardStack,
+    bind, normalize, Error, FamilyPolicy, Host, ListenAddr, ListenConfig, SocketMode, WildcardStack,
 };
 
 fn shown(bound: &dualstack::Bound) -> Vec<String> {
     bound
         .listeners()
         .iter()
-        .map(|l| format!("{} {}", l.local_addr().ip(), l.mode()))
+        .map(|l| format!("{} {}", l.tcp_addr().ip(), l.mode()))
         .collect()
 }
 
@@ -26,10 +26,10 @@ fn localhost_listens_on_both_loopbacks_with_one_port() {
     // This machine's /etc/hosts maps localhost to 127.0.0.1 only: the result must not care.
     let bound = bind("localhost:0").expect("bind localhost:0");
     assert_eq!(shown(&bound), ["127.0.0.1 ipv4", "::1 ipv6-only"]);
-    let port = bound.listeners()[0].local_addr().port();
+    let port = bound.listeners()[0].tcp_addr().port();
     assert_ne!(port, 0);
     assert_eq!(
-        bound.listeners()[1].local_addr().port(),
+        bound.listeners()[1].tcp_addr().port(),
         port,
         "both sockets share the port"
     );
@@ -37,7 +37,7 @@ fn localhost_listens_on_both_loopbacks_with_one_port() {
 
     let (listeners, _) = bound.into_parts();
     for mut listener in listeners {
-        let target = listener.connect_addr();
+        let target = listener.connect_addr().ip().unwrap();
         let client = util::connect(target);
         let (_, peer) = util::accept(listener.as_mio());
         assert_eq!(
@@ -45,7 +45,7 @@ fn localhost_listens_on_both_loopbacks_with_one_port() {
             client.local_addr().unwrap(),
             "peer seen on {target}"
         );
-        assert_eq!(listener.client_host().to_string(), "localhost");
+        assert_eq!(listener.client_host().unwrap().to_string(), "localhost");
     }
 }
 
@@ -55,7 +55,7 @@ fn wildcard_is_one_dual_stack_socket_that_reports_ipv4_peers_as_ipv4() {
     assert_eq!(shown(&bound), [":: dual-stack"]);
     let (mut listeners, _) = bound.into_parts();
     let listener = &mut listeners[0];
-    let port = listener.local_addr().port();
+    let port = listener.tcp_addr().port();
 
     let v4 = util::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     let (_, peer) = util::accept(listener.as_mio());
@@ -70,17 +70,20 @@ fn wildcard_is_one_dual_stack_socket_that_reports_ipv4_peers_as_ipv4() {
         format!("127.0.0.1:{}", v4.local_addr().unwrap().port())
     );
 
-    let v6 = util::connect(listener.connect_addr());
+    let v6 = util::connect(listener.connect_addr().ip().unwrap());
     let (_, peer) = util::accept(listener.as_mio());
     assert_eq!(normalize(peer), v6.local_addr().unwrap());
-    assert_eq!(listener.connect_addr().to_string(), format!("[::1]:{port}"));
+    assert_eq!(
+        listener.connect_addr().ip().unwrap().to_string(),
+        format!("[::1]:{port}")
+    );
 }
 
 #[test]
 fn ipv6_any_is_ipv6_only_so_ipv4_any_fits_beside_it() {
     let six = bind("[::]:0").expect("bind [::]:0");
     assert_eq!(shown(&six), [":: ipv6-only"]);
-    let port = six.listeners()[0].local_addr().port();
+    let port = six.listeners()[0].tcp_addr().port();
     let four = bind(("0.0.0.0", port)).expect("0.0.0.0 on the same port as an IPv6-only [::]");
     assert_eq!(shown(&four), ["0.0.0.0 ipv4"]);
 }
@@ -95,7 +98,7 @@ fn separate_stacks_give_the_wildcard_one_socket_per_family_on_one_port() {
     let ports: Vec<u16> = bound
         .listeners()
         .iter()
-        .map(|l| l.local_addr().port())
+        .map(|l| l.tcp_addr().port())
         .collect();
     assert_eq!(ports[0], ports[1]);
 }
@@ -138,7 +141,7 @@ fn address_in_use_fails_the_whole_spec_and_closes_what_was_bound() {
     assert_eq!(bind_err.io_error().kind(), io::ErrorKind::AddrInUse);
     assert_eq!(
         bind_err.addr(),
-        SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port))
+        &ListenAddr::from(SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port)))
     );
     let text = err.to_string();
     for part in [
@@ -203,7 +206,7 @@ fn a_name_with_an_address_this_host_lacks_fails_as_a_whole() {
     assert_eq!(e.io_error().kind(), io::ErrorKind::AddrNotAvailable);
     assert!(err.to_string().contains("bind 198.51.100.7:"), "{err}");
     // 127.0.0.1:P was bound first and closed again.
-    let port = e.addr().port();
+    let port = e.addr().port().unwrap();
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("127.0.0.1:P was left open");
 }
 
@@ -227,7 +230,7 @@ fn free_bind_holds_an_address_the_host_does_not_have_yet() {
     assert!(!socket2::SockRef::from(&bound.listeners()[1])
         .freebind_v4()
         .unwrap());
-    let port = bound.listeners()[0].local_addr().port();
+    let port = bound.listeners()[0].tcp_addr().port();
     let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     other.set_freebind_v4(true).unwrap();
     let taken: SocketAddr = ([198, 51, 100, 7], port).into();
@@ -270,7 +273,7 @@ fn modes_are_read_back_from_the_kernel() {
         let listener = &bound.listeners()[0];
         assert_eq!(listener.mode(), mode, "{spec}");
         let sock = socket2::SockRef::from(listener);
-        if listener.local_addr().is_ipv6() {
+        if listener.tcp_addr().is_ipv6() {
             assert_eq!(
                 sock.only_v6().unwrap(),
                 mode == SocketMode::Ipv6Only,
@@ -288,7 +291,7 @@ fn reuse_port_lets_two_sockets_share_a_port_only_when_asked() {
         .reuse_port(true)
         .bind("127.0.0.1:0")
         .unwrap();
-    let port = first.listeners()[0].local_addr().port();
+    let port = first.listeners()[0].tcp_addr().port();
     ListenConfig::new()
         .reuse_port(true)
         .bind(("127.0.0.1", port))
@@ -327,12 +330,15 @@ fn listeners_name_themselves_without_any_lookup() {
     let hosts: Vec<String> = bound
         .listeners()
         .iter()
-        .map(|l| l.client_host().to_string())
+        .map(|l| l.client_host().unwrap().to_string())
         .collect();
     assert_eq!(hosts, ["127.0.0.2", "localhost", "localhost"]);
-    assert!(matches!(bound.listeners()[0].client_host(), Host::V4(_)));
+    assert!(matches!(
+        bound.listeners()[0].client_host().unwrap(),
+        Host::V4(_)
+    ));
     let shown: Vec<String> = bound.listeners().iter().map(|l| l.to_string()).collect();
-    let port = |i: usize| bound.listeners()[i].local_addr().port();
+    let port = |i: usize| bound.listeners()[i].tcp_addr().port();
     assert_eq!(
         shown,
         [
@@ -348,7 +354,7 @@ fn listeners_name_themselves_without_any_lookup() {
 fn the_backlog_reaches_listen() {
     // For a listening socket, `ss` shows the backlog in its Send-Q column.
     let bound = ListenConfig::new().backlog(7).bind("127.0.0.1:0").unwrap();
-    let port = bound.listeners()[0].local_addr().port();
+    let port = bound.listeners()[0].tcp_addr().port();
     let out = std::process::Command::new("ss")
         .args(["-ltnH", &format!("sport = :{port}")])
         .output()

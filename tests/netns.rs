@@ -9,7 +9,7 @@
 
 mod util;
 
-use util::Fixed;
+use util::{Fixed, Tcp};
 
 use std::fs::File;
 use std::io;
@@ -303,7 +303,7 @@ fn columns() -> Vec<Column> {
 /// Connects to every listener of `bound` over each family this host serves, checks who
 /// accepts and that the peer address the server sees is the client's, normalized.
 fn check_reachable(bound: Bound, caps: &HostCaps, context: &str) {
-    let port = bound.listeners()[0].local_addr().port();
+    let port = bound.listeners()[0].tcp_addr().port();
     let has_ipv4_listener = bound
         .listeners()
         .iter()
@@ -312,7 +312,7 @@ fn check_reachable(bound: Bound, caps: &HostCaps, context: &str) {
     let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
     let (listeners, _) = bound.into_parts();
     for mut listener in listeners {
-        let ip = listener.local_addr().ip();
+        let ip = listener.tcp_addr().ip();
         let mut targets = Vec::new();
         match listener.mode() {
             SocketMode::Ipv4 if caps.ipv4_loopback => targets.push(v4),
@@ -332,6 +332,7 @@ fn check_reachable(bound: Bound, caps: &HostCaps, context: &str) {
                     targets.push(v4);
                 }
             }
+            other => panic!("{context}: a {other} socket for an IP spec"),
         }
         for target in targets {
             if !ip.is_unspecified() && ip != target.ip() {
@@ -364,7 +365,7 @@ fn check_column(column: &Column) {
             let context = format!("{spec:?} on the {} host", column.name);
             match (ListenConfig::new().bind(*spec), want) {
                 (Ok(bound), Want::Bound(sockets, skipped)) => {
-                    let port = bound.listeners()[0].local_addr().port();
+                    let port = bound.listeners()[0].tcp_addr().port();
                     let requested: u16 = spec.rsplit(':').next().unwrap().parse().unwrap();
                     assert!(
                         requested == 0 || port == requested,
@@ -374,8 +375,8 @@ fn check_column(column: &Column) {
                         .listeners()
                         .iter()
                         .map(|l| {
-                            assert_eq!(l.local_addr().port(), port, "{context}: one port for all");
-                            let addr = display_addr(l.local_addr()).to_string();
+                            assert_eq!(l.tcp_addr().port(), port, "{context}: one port for all");
+                            let addr = display_addr(l.tcp_addr()).to_string();
                             format!("{} {}", addr.replace(&format!(":{port}"), ":P"), l.mode())
                         })
                         .collect();
@@ -448,7 +449,7 @@ fn port_zero_retries_on_a_new_port_when_the_shared_one_is_taken() {
         let ports: Vec<u16> = bound
             .listeners()
             .iter()
-            .map(|l| l.local_addr().port())
+            .map(|l| l.tcp_addr().port())
             .collect();
         assert_eq!(ports, [40000, 40000]);
     });
@@ -500,7 +501,7 @@ fn a_zone_names_the_interface_of_a_link_local_address() {
                 .unwrap_or_else(|e| panic!("{e}"));
             let (mut listeners, _) = bound.into_parts();
             let listener = &mut listeners[0];
-            let SocketAddr::V6(local) = listener.local_addr() else {
+            let SocketAddr::V6(local) = listener.tcp_addr() else {
                 panic!("not IPv6")
             };
             assert_eq!(local.scope_id(), index, "{spec}");
@@ -560,7 +561,7 @@ fn a_tentative_address_of_a_name_is_held_not_skipped() {
             .bind("service.test:0")
             .unwrap_or_else(|e| panic!("{e}"));
         let shown: Vec<String> = bound.listeners().iter().map(|l| l.to_string()).collect();
-        let port = bound.listeners()[0].local_addr().port();
+        let port = bound.listeners()[0].tcp_addr().port();
         assert_eq!(
             shown,
             [
@@ -629,7 +630,7 @@ fn ipv6_off_on_the_loopback_only_is_still_ipv6() {
             .bind(":0")
             .unwrap_or_else(|e| panic!("{e}"));
         let shown: Vec<String> = wildcard.listeners().iter().map(|l| l.to_string()).collect();
-        let port = wildcard.listeners()[0].local_addr().port();
+        let port = wildcard.listeners()[0].tcp_addr().port();
         assert_eq!(shown, [format!("[::]:{port} (dual-stack)")]);
         let written = ListenConfig::new()
             .bind("[2001:db8::1]:0")
@@ -645,8 +646,8 @@ fn ipv6_off_on_the_loopback_only_is_still_ipv6() {
     drop(local);
     let (mut wildcard, _) = wildcard.into_parts();
     let (mut written, _) = written.into_parts();
-    let port = wildcard[0].local_addr().port();
-    let written_port = written[0].local_addr().port();
+    let port = wildcard[0].tcp_addr().port();
+    let written_port = written[0].tcp_addr().port();
     let targets: [SocketAddr; 3] = [
         format!("[2001:db8::1]:{port}").parse().unwrap(),
         format!("192.0.2.1:{port}").parse().unwrap(),
@@ -696,7 +697,7 @@ fn a_printed_zone_names_the_same_interface_again() {
             let bound = ListenConfig::new()
                 .bind(format!("[fe80::1%{index}]:0").as_str())
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            let printed = display_addr(bound.listeners()[0].local_addr()).to_string();
+            let printed = display_addr(bound.listeners()[0].tcp_addr()).to_string();
             let expected_zone = match name {
                 "25x" => "2525x".to_owned(),
                 "eth.1" => "eth.1".to_owned(),
@@ -711,7 +712,7 @@ fn a_printed_zone_names_the_same_interface_again() {
             let rebound = ListenConfig::new()
                 .bind(again.as_str())
                 .unwrap_or_else(|e| panic!("{printed} fed back: {e}"));
-            let SocketAddr::V6(local) = rebound.listeners()[0].local_addr() else {
+            let SocketAddr::V6(local) = rebound.listeners()[0].tcp_addr() else {
                 panic!("not IPv6")
             };
             assert_eq!(local.scope_id(), index, "{name}: {printed} fed back");
@@ -833,7 +834,7 @@ fn two_port_zero_specs_that_collide_with_each_other_retry() {
             let ports: Vec<u16> = bound
                 .listeners()
                 .iter()
-                .map(|l| l.local_addr().port())
+                .map(|l| l.tcp_addr().port())
                 .collect();
             assert_ne!(ports[0], ports[1], "{ports:?}");
             assert_eq!(ports[1], ports[2], "{ports:?}");

@@ -24,7 +24,10 @@ fn echo_on_many_connections_over_both_families() {
     let targets: Vec<SocketAddr> = vec![
         server.addr(0),
         server.addr(1),
-        SocketAddr::from(([127, 0, 0, 1], server.listeners[2].local_addr.port())),
+        SocketAddr::from((
+            [127, 0, 0, 1],
+            server.listeners[2].local_addr.port().unwrap(),
+        )),
         server.addr(2),
     ];
     assert!(targets[0].is_ipv4() && targets[1].is_ipv6() && targets[3].is_ipv6());
@@ -69,13 +72,16 @@ fn peers_are_normalized_and_local_addresses_resolved_lazily() {
             let local = ctx
                 .local_addr(conn)
                 .expect("local address of an open connection");
-            self.0.lock().unwrap().push((info.peer, local));
+            self.0
+                .lock()
+                .unwrap()
+                .push((info.peer.ip().unwrap(), local.ip().unwrap()));
         }
         fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
     }
     let seen = Arc::new(Mutex::new(Vec::new()));
     let server = Running::start(Server::builder().listen(":0"), Addrs(seen.clone()));
-    let port = server.listeners[0].local_addr.port();
+    let port = server.listeners[0].local_addr.port().unwrap();
     let v4 = util::connect(SocketAddr::from(([127, 0, 0, 1], port)));
     let v6 = util::connect(SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port)));
     let deadline = Instant::now() + util::TIMEOUT;
@@ -151,7 +157,7 @@ fn the_read_budget_interleaves_connections() {
         .read_budget(4096)
         .bind(recorder.clone())
         .unwrap();
-    let addr = server.listeners()[0].local_addr;
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
     let mut big = util::connect(addr);
     let mut small = util::connect(addr);
     let turn =
@@ -243,7 +249,7 @@ fn a_stale_id_never_reaches_the_connection_that_reused_its_slot() {
         .listen("127.0.0.1:0")
         .bind(Stale::default())
         .unwrap();
-    let addr = server.listeners()[0].local_addr;
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
     let step = |server: &mut Server<Stale>, what: &str, done: &dyn Fn(&Stale) -> bool| {
         let deadline = Instant::now() + util::TIMEOUT;
         while !done(server.handler()) {
@@ -425,7 +431,7 @@ fn paused_reading_loses_nothing_and_resumes() {
             resumed_at: None,
         })
         .unwrap();
-    let mut client = util::connect(server.listeners()[0].local_addr);
+    let mut client = util::connect(server.listeners()[0].local_addr.ip().unwrap());
     let data = util::pattern(3, 0, 10_000);
     client.write_all(&data).unwrap();
     let deadline = Instant::now() + util::TIMEOUT;
@@ -465,7 +471,7 @@ fn sending_beyond_the_hard_limit_is_refused_not_queued() {
         .max_queued(1024 * 1024)
         .bind(Pusher(Vec::new(), 0))
         .unwrap();
-    let _client = util::connect_small_window(server.listeners()[0].local_addr);
+    let _client = util::connect_small_window(server.listeners()[0].local_addr.ip().unwrap());
     while server.handler().0.is_empty() {
         server.run_once(Some(Duration::from_millis(10))).unwrap();
     }
@@ -506,7 +512,7 @@ fn accepting_is_budgeted_per_turn() {
         .listen_config(dualstack::ListenConfig::new().backlog(1024))
         .bind(Count::default())
         .unwrap();
-    let addr = server.listeners()[0].local_addr;
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
     let _clients: Vec<TcpStream> = (0..300).map(|_| util::connect(addr)).collect();
     let deadline = Instant::now() + util::TIMEOUT;
     while server.handler().0 < 300 {

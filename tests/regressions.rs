@@ -11,7 +11,7 @@ fn bpo_20215_tuple_ipv6_host() {
     let spec = ("::1", 8080)
         .to_listen_spec()
         .expect("(\"::1\", 8080) is a valid spec");
-    assert_eq!(spec.host(), &Host::V6(Ipv6Addr::LOCALHOST, None));
+    assert_eq!(spec.host(), Some(&Host::V6(Ipv6Addr::LOCALHOST, None)));
     assert_eq!(spec, "[::1]:8080".parse::<ListenSpec>().unwrap());
 
     let scoped = ("fe80::1%eth0", 80).to_listen_spec().unwrap();
@@ -53,7 +53,7 @@ fn legacy_ipv4_forms_are_never_names() {
     ] {
         let result = input.parse::<ListenSpec>();
         assert!(
-            !matches!(result, Ok(ref s) if matches!(s.host(), Host::Name(_))),
+            !matches!(result, Ok(ref s) if matches!(s.host(), Some(Host::Name(_)))),
             "{input:?} became a name: {result:?}"
         );
     }
@@ -77,7 +77,7 @@ fn data_and_fin_queued_together_are_both_seen() {
         }
     }
     let mut server = Server::builder().listen("127.0.0.1:0").bind(Echo).unwrap();
-    let mut client = std::net::TcpStream::connect(server.listeners()[0].local_addr).unwrap();
+    let mut client = std::net::TcpStream::connect(&server.listeners()[0].local_addr).unwrap();
     client.write_all(b"x\n").unwrap();
     client.shutdown(std::net::Shutdown::Write).unwrap();
     std::thread::sleep(Duration::from_millis(50)); // both are queued before the first poll
@@ -132,7 +132,7 @@ fn durations_too_long_for_the_clock_mean_never_not_a_panic() {
         .shutdown_timeout(Duration::MAX)
         .bind(TimerOnOpen)
         .unwrap();
-    let mut client = std::net::TcpStream::connect(server.listeners()[0].local_addr).unwrap();
+    let mut client = std::net::TcpStream::connect(&server.listeners()[0].local_addr).unwrap();
     client.set_nonblocking(true).unwrap();
     client.write_all(b"ping").unwrap();
     let mut got = Vec::new();
@@ -222,7 +222,7 @@ fn a_flooder_gets_one_read_budget_per_turn() {
         .read_budget(BUDGET)
         .bind(Count::default())
         .unwrap();
-    let addr = server.listeners()[0].local_addr;
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
     const FLOOD: usize = 8 << 20;
     let flooder = std::thread::spawn(move || {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
@@ -274,7 +274,7 @@ fn urgent_data_neither_stalls_the_connection_nor_goes_missing() {
         ("[::1]:0", false),
     ] {
         let mut server = Server::builder().listen(spec).bind(Echo).unwrap();
-        let addr = server.listeners()[0].local_addr;
+        let addr = server.listeners()[0].local_addr.ip().unwrap();
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM,
@@ -345,7 +345,7 @@ fn a_reset_closes_a_paused_connection_at_once() {
         .max_connections_per_peer(1)
         .bind(PauseAll::default())
         .unwrap();
-    let addr = server.listeners()[0].local_addr;
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.connect(&addr.into()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -399,7 +399,7 @@ fn on_stop_can_say_goodbye_and_timers_set_before_it_never_fire() {
         .listen("127.0.0.1:0")
         .bind(Goodbye::default())
         .unwrap();
-    let mut client = std::net::TcpStream::connect(server.listeners()[0].local_addr).unwrap();
+    let mut client = std::net::TcpStream::connect(&server.listeners()[0].local_addr).unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -451,5 +451,26 @@ fn settings_that_cannot_work_are_refused_by_bind() {
             Err(Error::Config(e)) => assert_eq!(e, expected),
             other => panic!("expected {expected:?}, got {other:?}"),
         }
+    }
+}
+
+/// Issue #16, found by the parse_spec fuzz target's seeds: `("sd-listen", 7)` made host
+/// `sd-listen` on port 7, which printed as `sd-listen:7`, which reads back as the passed
+/// sockets named "7". The grammar's words are not host names.
+#[test]
+fn a_host_named_like_a_word_of_the_grammar_is_refused_not_misprinted() {
+    use dualstack::ToListenSpec;
+    for word in ["sd-listen", "fd", "unix", "FD"] {
+        let err = (word, 7u16).to_listen_spec().unwrap_err();
+        assert!(
+            err.to_string().contains("a word of the spec grammar"),
+            "{err}"
+        );
+        let absolute = format!("{word}.");
+        let spec = (absolute.as_str(), 7u16).to_listen_spec().unwrap();
+        assert_eq!(
+            spec.to_string().parse::<dualstack::ListenSpec>().unwrap(),
+            spec
+        );
     }
 }

@@ -38,6 +38,119 @@ pub fn reference_options(listener: &mio::net::TcpListener) -> std::io::Result<()
     Ok(())
 }
 
+/// Where the load generator connects: an IP socket address, or `unix:PATH`.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A TCP server.
+    Ip(std::net::SocketAddr),
+    /// A Unix-domain stream socket at this path.
+    Unix(std::path::PathBuf),
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Target, String> {
+        match s.strip_prefix("unix:") {
+            Some(path) if !path.is_empty() => Ok(Target::Unix(path.into())),
+            Some(_) => Err("unix: needs a path".into()),
+            None => s
+                .parse()
+                .map(Target::Ip)
+                .map_err(|_| format!("{s:?} is neither an IP socket address nor unix:PATH")),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Ip(a) => a.fmt(f),
+            Target::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A client connection over TCP or a Unix-domain socket.
+pub enum Stream {
+    /// Over TCP.
+    Tcp(mio::net::TcpStream),
+    /// Over a Unix-domain socket.
+    Unix(mio::net::UnixStream),
+}
+
+impl std::io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl mio::event::Source for Stream {
+    fn register(
+        &mut self,
+        r: &mio::Registry,
+        t: mio::Token,
+        i: mio::Interest,
+    ) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        r: &mio::Registry,
+        t: mio::Token,
+        i: mio::Interest,
+    ) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &mio::Registry) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+/// A non-blocking client connection to `target` (see [`client`] for TCP).
+pub fn connect(target: &Target, buffers: Option<usize>) -> std::io::Result<Stream> {
+    match target {
+        Target::Ip(addr) => client(*addr, buffers).map(Stream::Tcp),
+        Target::Unix(path) => {
+            let stream = std::os::unix::net::UnixStream::connect(path)?;
+            if let Some(size) = buffers {
+                let socket = socket2::SockRef::from(&stream);
+                socket.set_send_buffer_size(size)?;
+                socket.set_recv_buffer_size(size)?;
+            }
+            stream.set_nonblocking(true)?;
+            Ok(Stream::Unix(mio::net::UnixStream::from_std(stream)))
+        }
+    }
+}
+
 /// A non-blocking client connection to `addr` (the connect completes later, as with
 /// `mio::net::TcpStream::connect`), with fixed socket buffers if `buffers` is given.
 pub fn client(

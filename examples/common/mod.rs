@@ -35,6 +35,7 @@ pub struct Options {
     pub max_total_queued: Option<usize>,
     pub nodelay: Option<bool>,
     pub read_budget: Option<usize>,
+    pub unix_mode: Option<u32>,
     /// Options particular to one example, as `(name, value)`.
     pub extra: Vec<(String, String)>,
 }
@@ -49,6 +50,12 @@ SPEC (where to listen; repeat for several):
   :PORT  *:PORT  PORT
                      every address of every family: one dual-stack [::] socket where
                      the host supports it, else one socket per family
+  unix:PATH  /PATH  ./PATH
+                     a Unix-domain socket file (a stale one is replaced, a live one not)
+  unix:@NAME  @NAME  a Linux abstract Unix-domain socket
+  sd-listen          every socket the service manager passed (systemd socket activation)
+  sd-listen:NAME     those of them named NAME (FileDescriptorName=)
+  fd:N               the inherited listening socket N (3 or above)
   PORT is 0-65535; 0 lets the system choose (one port shared by all the spec's sockets).
 
 OPTIONS:
@@ -64,6 +71,8 @@ OPTIONS:
   --max-total-queued BYTES  close the biggest queue holders past this much queued output
   --nodelay on|off          TCP_NODELAY on accepted connections (default: the library's)
   --read-budget BYTES       the most read from one connection per turn (default 256 KiB)
+  --unix-mode MODE          permissions of Unix-domain socket files, in octal (as 660),
+                            set before any client can connect (default: the umask's)
   -h, --help                this text
   --                        what follows is a SPEC, even if it begins with \"-\"
 
@@ -90,6 +99,7 @@ impl Options {
             max_total_queued: None,
             nodelay: None,
             read_budget: None,
+            unix_mode: None,
             extra: Vec::new(),
         };
         let args: Vec<String> = std::env::args_os()
@@ -161,6 +171,20 @@ impl Options {
                     }
                 }
                 "--read-budget" => opts.read_budget = Some(count(name, &arg, &value("a number"))),
+                "--unix-mode" => {
+                    let v = value("an octal mode, as 660");
+                    opts.unix_mode = Some(
+                        u32::from_str_radix(&v, 8)
+                            .ok()
+                            .filter(|m| *m <= 0o777)
+                            .unwrap_or_else(|| {
+                                fail(
+                                    name,
+                                    &format!("--unix-mode {}: expected an octal mode from 0 to 777, as 660", quoted(&v)),
+                                )
+                            }),
+                    );
+                }
                 flag if extra.iter().any(|(e, _)| *e == flag) => {
                     let v = value("a value");
                     opts.extra.push((flag.to_owned(), v));
@@ -191,6 +215,9 @@ impl Options {
         let mut listen = ListenConfig::new().family(self.family);
         if self.separate_stacks {
             listen = listen.wildcard_stack(WildcardStack::Separate);
+        }
+        if let Some(mode) = self.unix_mode {
+            listen = listen.unix_mode(mode);
         }
         let mut builder = Server::builder().listen_config(listen);
         if let Some(max) = self.max_connections {
@@ -338,52 +365,98 @@ pub fn bind<H: Handler>(name: &str, builder: ServerBuilder, handler: H) -> Serve
 }
 
 /// Prints `listening on ADDR (MODE)` for each socket, flushes stdout, and logs how to connect.
+/// Prints `listening on ADDR (MODE)` for each socket, flushes stdout, tells a service
+/// manager that waits for it (`NOTIFY_SOCKET`: `READY=1` and the same lines as `STATUS=`),
+/// and logs how to connect.
 pub fn announce<H: Handler>(name: &str, server: &Server<H>) {
     let mut text = String::new();
     for l in server.listeners() {
         text.push_str(&format!("listening on {l}\n"));
     }
     print_or_fail(name, &text);
+    let status = text.trim_end().replace('\n', "; ");
+    if let Err(e) = dualstack::notify(&format!("READY=1\nSTATUS={status}")) {
+        log::warn!("cannot tell the service manager it is ready: {e}");
+    }
     for l in server.listeners() {
-        let port = l.local_addr.port();
-        // The host as nc takes it: the display form without brackets, zone included.
-        let shown = display_addr(l.local_addr).to_string();
-        let host = shown
-            .rsplit_once(':')
-            .map_or(shown.as_str(), |(h, _)| h)
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let unspecified = l.local_addr.ip().is_unspecified();
-        let hint = match l.mode {
-            dualstack::SocketMode::Ipv4 if unspecified => format!("nc -4 127.0.0.1 {port}"),
-            dualstack::SocketMode::Ipv4 => format!("nc -4 {host} {port}"),
-            dualstack::SocketMode::Ipv6Only if unspecified => format!("nc -6 ::1 {port}"),
-            dualstack::SocketMode::Ipv6Only => format!("nc -6 {host} {port}"),
-            dualstack::SocketMode::DualStack => {
-                format!("nc -4 127.0.0.1 {port}  or  nc -6 ::1 {port}")
-            }
-        };
-        log::info!("try: {hint}");
+        log::info!("try: {}", hint(&l));
+    }
+}
+
+/// How to reach listener `l` with a client nobody here wrote.
+fn hint(l: &dualstack::ListenerInfo) -> String {
+    use dualstack::{ListenAddr, SocketMode, UnixAddr};
+    let ip = match &l.local_addr {
+        ListenAddr::Unix(UnixAddr::Path(p)) => {
+            return format!("socat - UNIX-CONNECT:{}", p.display())
+        }
+        ListenAddr::Unix(UnixAddr::Abstract(n)) => {
+            return format!("socat - ABSTRACT-CONNECT:{}", String::from_utf8_lossy(n))
+        }
+        ListenAddr::Ip(ip) => *ip,
+        _ => return l.local_addr.to_string(),
+    };
+    let port = ip.port();
+    // The host as nc takes it: the display form without brackets, zone included.
+    let shown = display_addr(ip).to_string();
+    let host = shown
+        .rsplit_once(':')
+        .map_or(shown.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let unspecified = ip.ip().is_unspecified();
+    match l.mode {
+        SocketMode::Ipv4 if unspecified => format!("nc -4 127.0.0.1 {port}"),
+        SocketMode::Ipv4 => format!("nc -4 {host} {port}"),
+        SocketMode::Ipv6Only if unspecified => format!("nc -6 ::1 {port}"),
+        SocketMode::Ipv6Only => format!("nc -6 {host} {port}"),
+        SocketMode::DualStack => format!("nc -4 127.0.0.1 {port}  or  nc -6 ::1 {port}"),
+        _ => format!("nc {host} {port}"),
     }
 }
 
 /// Where a SIGINT or SIGTERM goes: nowhere yet (the program ends at once, with status 0:
 /// nothing was served), or to the server's handle once there is a server.
-#[derive(Clone, Default)]
-pub struct Signals(Arc<Mutex<Option<ServerHandle>>>);
+#[derive(Clone)]
+pub struct Signals {
+    name: &'static str,
+    handle: Arc<Mutex<Option<ServerHandle>>>,
+    /// While set, a signal ends the process at once with status 0.
+    early: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl Signals {
-    /// Catches SIGINT and SIGTERM from now on, on a thread of its own. Call it first, before
-    /// parsing, resolving or binding: a signal that arrives before the handlers exist kills
-    /// the process with status 143 instead of stopping it.
+    /// Catches SIGINT and SIGTERM from now on. Call it first, before parsing, resolving or
+    /// binding: a signal that arrives before the handlers exist kills the process with status
+    /// 143 instead of stopping it. It opens no descriptor (the thread that waits for signals
+    /// needs a socket pair, made in [`Signals::stop`]): inherited sockets are taken first, so
+    /// nothing of ours may sit on a descriptor number a spec names (`fd:3`).
     pub fn install(name: &'static str) -> Signals {
-        let signals = Signals::default();
+        let signals = Signals {
+            name,
+            handle: Arc::default(),
+            early: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        };
+        #[cfg(unix)]
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register_conditional_shutdown(signal, 0, signals.early.clone())
+                .unwrap_or_else(|e| fail(name, &format!("cannot catch signals: {e}")));
+        }
+        signals
+    }
+
+    /// From now on a signal stops `server` gracefully.
+    pub fn stop<H: Handler>(&self, server: &Server<H>) {
+        *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.handle());
         #[cfg(unix)]
         {
             use signal_hook::consts::{SIGINT, SIGTERM};
-            let target = signals.clone();
+            let target = self.clone();
             let mut caught = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-                .unwrap_or_else(|e| fail(name, &format!("cannot catch signals: {e}")));
+                .unwrap_or_else(|e| fail(self.name, &format!("cannot catch signals: {e}")));
+            // Only now that the waiting thread's handlers exist (a signal from here on reaches
+            // both: the early exit is still right, nothing was served).
+            self.early.store(false, std::sync::atomic::Ordering::SeqCst);
             std::thread::spawn(move || {
                 let mut caught = caught.forever();
                 if let Some(signal) = caught.next() {
@@ -395,21 +468,15 @@ impl Signals {
                 }
             });
         }
-        let _ = name;
-        signals
-    }
-
-    /// From now on a signal stops `server` gracefully.
-    pub fn stop<H: Handler>(&self, server: &Server<H>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.handle());
     }
 
     fn deliver(&self, signal: i32) {
-        match &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+        match &*self.handle.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(handle) => {
                 // Stop first: nothing that follows (a log line) may keep the stop from
                 // happening.
                 handle.stop();
+                let _ = dualstack::notify("STOPPING=1");
                 log::info!("signal {signal}: stopping (again to stop at once)");
             }
             // Before there is a server (a slow lookup, say): nothing to flush or close.

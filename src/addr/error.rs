@@ -73,6 +73,18 @@ pub enum ParseErrorKind {
     /// The input is longer than any listen spec can be (512 bytes): often a file or a
     /// variable pasted in by mistake.
     TooLong,
+    /// A Unix-domain socket address is empty, names a directory, or holds a control
+    /// character: `"unix:"`, `"/run/"`.
+    InvalidPath,
+    /// A Unix-domain socket path longer than `sun_path` holds (107 bytes on Linux).
+    PathTooLong,
+    /// This platform has no such socket: Unix-domain sockets off Unix, abstract ones off
+    /// Linux.
+    Unsupported,
+    /// `fd:N` with N not a descriptor number of 3 or above: `"fd:2"`, `"fd:x"`.
+    InvalidFd,
+    /// The NAME of `sd-listen:NAME` is empty, too long, or holds a space or `:`.
+    InvalidName,
 }
 
 impl ParseError {

@@ -15,4 +15,4 @@ mod spec;
 pub use error::{ParseError, ParseErrorKind};
 pub(crate) use normalize::is_scoped;
 pub use normalize::{display_addr, normalize, DisplayAddr};
-pub use spec::{Host, HostName, ListenSpec, ToListenSpec, Zone};
+pub use spec::{Host, HostName, ListenSpec, SpecKind, ToListenSpec, UnixAddr, Zone};

@@ -12,7 +12,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::error::{ParseError, ParseErrorKind::*};
-use super::spec::{Host, HostName, ListenSpec, Zone};
+use super::spec::{Host, HostName, ListenSpec, SpecKind, UnixAddr, Zone};
 
 type Result<T> = std::result::Result<T, ParseError>;
 
@@ -46,8 +46,11 @@ fn unwritten_spec(input: &str) -> Result<ListenSpec> {
             input,
             Empty,
             None,
-            r#"it is empty; expected HOST:PORT, [IPV6]:PORT or PORT, as in "localhost:8080""#,
+            r#"it is empty; expected HOST:PORT, [IPV6]:PORT, PORT, a socket path, sd-listen or fd:N, as in "localhost:8080""#,
         ));
+    }
+    if let Some(kind) = other_kind(input)? {
+        return Ok(ListenSpec::of(kind));
     }
     if let Some(pos) = input.find(char::is_whitespace) {
         let trimmed = input.trim();
@@ -90,6 +93,194 @@ fn unwritten_spec(input: &str) -> Result<ListenSpec> {
                 port(input, port_text, input.len() - port_text.len())?,
             ))
         }
+    }
+}
+
+/// The longest path a Unix-domain socket address holds, in bytes: `sun_path` is 108 bytes on
+/// Linux and 104 on the BSDs and macOS, and a path needs its terminating NUL.
+const MAX_UNIX_PATH: usize = if cfg!(any(target_os = "linux", target_os = "android")) {
+    107
+} else {
+    103
+};
+
+/// The specs that are not a host and a port: `unix:…`, a path, `@name`, `sd-listen[:NAME]`,
+/// `fd:N`; `None` for anything else.
+fn other_kind(input: &str) -> Result<Option<SpecKind>> {
+    // The words are matched without regard to case (`UNIX:/a` is `unix:/a`); as host names
+    // they are refused (see [`RESERVED`]), so no spec can mean both.
+    let prefixed = |word: &str| {
+        input
+            .get(..word.len())
+            .filter(|p| p.eq_ignore_ascii_case(word))
+            .map(|_| &input[word.len()..])
+    };
+    if let Some(rest) = prefixed("unix:") {
+        if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ParseError::new(
+                input,
+                InvalidPath,
+                Some(5),
+                format!("\"{input}\" could be a host and a port or a socket file named {rest}; write \"unix:./{rest}\" for the file (\"unix\" is not a host name here)"),
+            ));
+        }
+        return unix(input, rest, 5).map(Some);
+    }
+    if input.starts_with('/') || input.starts_with("./") || input.starts_with("../") {
+        return unix(input, input, 0).map(Some);
+    }
+    if input.starts_with('@') {
+        return unix(input, input, 0).map(Some);
+    }
+    if input.eq_ignore_ascii_case("sd-listen") {
+        return Ok(Some(SpecKind::Activated { name: None }));
+    }
+    if let Some(name) = prefixed("sd-listen:") {
+        return fd_name(input, name, 10).map(Some);
+    }
+    if let Some(n) = prefixed("fd:") {
+        return descriptor(input, n, 3).map(Some);
+    }
+    Ok(None)
+}
+
+/// The words of the spec grammar that are not host names, whatever their case: `fd:80`
+/// is a descriptor, never host `fd` on port 80. For a host by such a name, write its
+/// absolute form (`fd.:80`).
+const RESERVED: [&str; 3] = ["unix", "fd", "sd-listen"];
+
+/// A Unix-domain socket address: `@name` (abstract) or a path.
+fn unix(input: &str, text: &str, offset: usize) -> Result<SpecKind> {
+    let invalid =
+        |kind, pos: usize, detail: String| ParseError::new(input, kind, Some(pos), detail);
+    if !cfg!(unix) {
+        return Err(invalid(
+            Unsupported,
+            0,
+            "Unix-domain sockets are not supported on this platform".to_owned(),
+        ));
+    }
+    if let Some((i, c)) = text.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(invalid(
+            InvalidPath,
+            offset + i,
+            format!(
+                "control character {c:?} at byte {} of the socket address",
+                offset + i
+            ),
+        ));
+    }
+    if text.trim() != text {
+        return Err(invalid(
+            Whitespace,
+            offset,
+            format!(
+                "whitespace around the socket address; remove it, as in {:?}",
+                text.trim()
+            ),
+        ));
+    }
+    if let Some(name) = text.strip_prefix('@') {
+        if !cfg!(any(target_os = "linux", target_os = "android")) {
+            return Err(invalid(
+                Unsupported,
+                offset,
+                format!(
+                    "abstract Unix-domain sockets (\"@{name}\") exist only on Linux, not on {}",
+                    std::env::consts::OS
+                ),
+            ));
+        }
+        if name.is_empty() {
+            return Err(invalid(
+                InvalidPath,
+                offset + 1,
+                r#"the abstract socket name after "@" is empty, as in "@app""#.to_owned(),
+            ));
+        }
+        if name.len() > MAX_UNIX_PATH {
+            return Err(invalid(
+                PathTooLong,
+                offset,
+                format!(
+                    "the abstract socket name is {} bytes long; it holds at most {MAX_UNIX_PATH} here",
+                    name.len()
+                ),
+            ));
+        }
+        return Ok(SpecKind::Unix(UnixAddr::Abstract(name.as_bytes().to_vec())));
+    }
+    if text.is_empty() {
+        return Err(invalid(
+            InvalidPath,
+            offset,
+            r#"the socket path is empty, as in "unix:/run/app.sock""#.to_owned(),
+        ));
+    }
+    if text.ends_with('/') {
+        return Err(invalid(
+            InvalidPath,
+            offset + text.len() - 1,
+            format!(
+                "{text:?} names a directory; give the socket's file name, as in \"{text}app.sock\""
+            ),
+        ));
+    }
+    if text.len() > MAX_UNIX_PATH {
+        return Err(invalid(
+            PathTooLong,
+            offset,
+            format!(
+                "the socket path is {} bytes long; a Unix-domain socket path holds at most {MAX_UNIX_PATH} bytes here (sun_path)",
+                text.len()
+            ),
+        ));
+    }
+    Ok(SpecKind::Unix(UnixAddr::Path(text.into())))
+}
+
+/// The NAME of `sd-listen:NAME`: what systemd's `FileDescriptorName=` allows (1 to 255
+/// printable ASCII characters, no `:`).
+fn fd_name(input: &str, name: &str, offset: usize) -> Result<SpecKind> {
+    let invalid =
+        |pos: usize, detail: String| ParseError::new(input, InvalidName, Some(pos), detail);
+    if name.is_empty() || name.len() > 255 {
+        return Err(invalid(
+            offset,
+            format!(
+                "a socket name is 1 to 255 characters, as in \"sd-listen:web\"; this one is {}",
+                name.len()
+            ),
+        ));
+    }
+    if let Some((i, c)) = name
+        .char_indices()
+        .find(|&(_, c)| !c.is_ascii_graphic() || c == ':')
+    {
+        return Err(invalid(
+            offset + i,
+            format!("invalid character {c:?} in the socket name {name:?}"),
+        ));
+    }
+    Ok(SpecKind::Activated {
+        name: Some(name.to_owned()),
+    })
+}
+
+/// The N of `fd:N`: a descriptor number, 3 or above (0 to 2 are standard input, output and
+/// error).
+fn descriptor(input: &str, n: &str, offset: usize) -> Result<SpecKind> {
+    let invalid = |detail: String| ParseError::new(input, InvalidFd, Some(offset), detail);
+    match n.parse::<i32>() {
+        Ok(fd) if fd >= 3 && n.bytes().all(|b| b.is_ascii_digit()) => Ok(SpecKind::Fd(fd)),
+        Ok(fd) if (0..3).contains(&fd) => Err(invalid(format!(
+            "descriptor {fd} is standard {}, not a socket passed to listen on; inherited sockets start at 3",
+            ["input", "output", "error"][fd as usize]
+        ))),
+        _ => Err(invalid(format!(
+            "{n:?} is not a descriptor number; write fd:N, N from 3 to {}",
+            i32::MAX
+        ))),
     }
 }
 
@@ -349,6 +540,12 @@ pub(crate) fn host_name(input: &str, text: &str, offset: usize) -> Result<HostNa
     if name.is_empty() {
         return Err(invalid(offset, "the host name is empty".to_owned()));
     }
+    if let Some(word) = RESERVED.iter().find(|w| w.eq_ignore_ascii_case(text)) {
+        return Err(invalid(
+            offset,
+            format!("{text:?} is a word of the spec grammar ({word}:…), not a host name; for a host by that name write its absolute form, \"{text}.\""),
+        ));
+    }
     if ends_in_number(name) {
         return Err(invalid_ipv4(input, text, offset));
     }
@@ -542,10 +739,10 @@ mod tests {
             ),
         ];
         for (input, host) in cases {
-            assert_eq!(spec(input).unwrap().host(), host, "host of {input:?}");
+            assert_eq!(spec(input).unwrap().host(), Some(host), "host of {input:?}");
         }
         assert!(
-            matches!(spec("localhost:1").unwrap().host(), Host::Name(n) if n.as_str() == "localhost")
+            matches!(spec("localhost:1").unwrap().host(), Some(Host::Name(n)) if n.as_str() == "localhost")
         );
     }
 
@@ -748,6 +945,132 @@ mod tests {
         ]
         .join(".");
         assert!(spec(&format!("{name}.:65535")).is_ok());
+    }
+
+    /// Specs that are not a host and a port, their kind and their canonical form.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn the_other_kinds_parse_print_and_round_trip() {
+        let path = |p: &str| SpecKind::Unix(UnixAddr::Path(p.into()));
+        let named = |n: &str| SpecKind::Activated {
+            name: Some(n.to_owned()),
+        };
+        let cases: Vec<(&str, SpecKind, &str)> = vec![
+            (
+                "unix:/run/app.sock",
+                path("/run/app.sock"),
+                "unix:/run/app.sock",
+            ),
+            ("/run/app.sock", path("/run/app.sock"), "unix:/run/app.sock"),
+            ("./app.sock", path("./app.sock"), "unix:./app.sock"),
+            (
+                "../up/app.sock",
+                path("../up/app.sock"),
+                "unix:../up/app.sock",
+            ),
+            ("unix:app.sock", path("app.sock"), "unix:app.sock"),
+            (
+                "unix:///var/run/x.sock",
+                path("///var/run/x.sock"),
+                "unix:///var/run/x.sock",
+            ),
+            (
+                "unix:/with space/s",
+                path("/with space/s"),
+                "unix:/with space/s",
+            ),
+            (
+                "unix:@app",
+                SpecKind::Unix(UnixAddr::Abstract(b"app".to_vec())),
+                "unix:@app",
+            ),
+            (
+                "@app:1",
+                SpecKind::Unix(UnixAddr::Abstract(b"app:1".to_vec())),
+                "unix:@app:1",
+            ),
+            ("sd-listen", SpecKind::Activated { name: None }, "sd-listen"),
+            ("sd-listen:web", named("web"), "sd-listen:web"),
+            ("sd-listen:a.b-c_d", named("a.b-c_d"), "sd-listen:a.b-c_d"),
+            ("fd:3", SpecKind::Fd(3), "fd:3"),
+            ("fd:2147483647", SpecKind::Fd(i32::MAX), "fd:2147483647"),
+            ("UNIX:/a", path("/a"), "unix:/a"),
+            ("SD-Listen", SpecKind::Activated { name: None }, "sd-listen"),
+            ("Sd-Listen:Web", named("Web"), "sd-listen:Web"),
+            ("FD:4", SpecKind::Fd(4), "fd:4"),
+        ];
+        for (input, kind, canonical) in cases {
+            let parsed = spec(input).unwrap_or_else(|e| panic!("{input:?} was rejected: {e}"));
+            assert_eq!(parsed.kind(), &kind, "{input:?}");
+            assert_eq!(parsed.host(), None, "{input:?}");
+            assert_eq!(parsed.port(), None, "{input:?}");
+            assert_eq!(parsed.to_string(), canonical, "{input:?}");
+            assert_eq!(spec(canonical).unwrap(), parsed, "round trip of {input:?}");
+            assert_eq!(parsed.written(), Some(input));
+        }
+        // The longest path and abstract name that fit, and one byte more.
+        let longest = format!("/{}", "p".repeat(106));
+        assert!(spec(&longest).is_ok());
+        assert_eq!(
+            spec(&format!("{longest}p")).unwrap_err().kind(),
+            PathTooLong
+        );
+        let name = "n".repeat(107);
+        assert!(spec(&format!("@{name}")).is_ok());
+        assert_eq!(spec(&format!("@{name}n")).unwrap_err().kind(), PathTooLong);
+    }
+
+    #[test]
+    fn the_words_of_the_grammar_are_not_host_names() {
+        for host in ["fd", "FD", "unix", "Unix", "sd-listen", "SD-LISTEN"] {
+            let err = tuple_host(host).unwrap_err();
+            assert_eq!(err.kind(), InvalidHostName, "{host}");
+            assert!(
+                err.to_string().contains("a word of the spec grammar"),
+                "{err}"
+            );
+            // The absolute name is a host name, and prints in a form that parses back.
+            let absolute = format!("{host}.");
+            let spec = ListenSpec::new(tuple_host(&absolute).unwrap(), 80);
+            assert_eq!(super::spec(&spec.to_string()).unwrap(), spec);
+        }
+        assert!(tuple_host("fdx").is_ok() && tuple_host("unix1").is_ok());
+    }
+
+    #[test]
+    fn the_other_kinds_refuse_bad_input_clearly() {
+        let cases: &[(&str, ParseErrorKind, &str)] = &[
+            ("unix:", InvalidPath, "the socket path is empty"),
+            ("unix:/run/", InvalidPath, "names a directory"),
+            ("/tmp/a\nb", InvalidPath, "control character"),
+            (
+                "unix: /run/a",
+                Whitespace,
+                "whitespace around the socket address",
+            ),
+            ("@", InvalidPath, "name after \"@\" is empty"),
+            ("sd-listen:", InvalidName, "1 to 255 characters"),
+            ("sd-listen:a:b", InvalidName, "invalid character ':'"),
+            ("sd-listen:a b", InvalidName, "invalid character ' '"),
+            ("fd:0", InvalidFd, "descriptor 0 is standard input"),
+            ("fd:2", InvalidFd, "descriptor 2 is standard error"),
+            ("fd:-3", InvalidFd, "\"-3\" is not a descriptor number"),
+            ("fd:+3", InvalidFd, "\"+3\" is not a descriptor number"),
+            ("fd:", InvalidFd, "is not a descriptor number"),
+            ("fd:2147483648", InvalidFd, "N from 3 to 2147483647"),
+            ("unix:80", InvalidPath, "write \"unix:./80\" for the file"),
+            ("fd", InvalidHostName, "a word of the spec grammar"),
+        ];
+        for (input, kind, text) in cases {
+            let err = spec(input).unwrap_err();
+            assert_eq!(err.kind(), *kind, "{input:?}: {err}");
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&format!("invalid listen spec {input:?}: ")),
+                "{message}"
+            );
+            assert!(message.contains(text), "{input:?}: {message} lacks {text}");
+        }
     }
 
     #[test]

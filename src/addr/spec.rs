@@ -10,7 +10,8 @@ use super::error::{ParseError, ParseErrorKind};
 use super::parse;
 use crate::sys;
 
-/// Where a server should listen: a [`Host`] and a port.
+/// Where a server should listen: a [`Host`] and a port, a Unix-domain socket, or sockets
+/// the process was handed ([`SpecKind`]).
 ///
 /// A spec is what the user asked for, not yet sockets: `localhost:8080` is one spec that the
 /// planner later turns into two sockets (`127.0.0.1:8080` and `[::1]:8080`). Port 0 means "let
@@ -25,11 +26,15 @@ use crate::sys;
 /// let a: ListenSpec = "[::1]:8080".parse()?;
 /// let b = ("::1", 8080).to_listen_spec()?; // the case Python's socketserver could not do
 /// assert_eq!(a, b);
-/// assert_eq!(a.host(), &Host::V6(Ipv6Addr::LOCALHOST, None));
+/// assert_eq!(a.host(), Some(&Host::V6(Ipv6Addr::LOCALHOST, None)));
 ///
 /// let any: ListenSpec = ":8080".parse()?;
-/// assert_eq!(any.host(), &Host::Any);
+/// assert_eq!(any.host(), Some(&Host::Any));
 /// assert_eq!(any.to_string(), "*:8080");
+///
+/// let local: ListenSpec = "./app.sock".parse()?; // a Unix-domain socket
+/// assert_eq!(local.to_string(), "unix:./app.sock");
+/// assert_eq!(local.port(), None);
 /// # Ok::<(), dualstack::ParseError>(())
 /// ```
 ///
@@ -41,6 +46,11 @@ use crate::sys;
 /// | `[IPV6]:PORT` | an IPv6 address, optionally with a zone: `[::1]:80`, `[fe80::1%eth0]:80`, `[fe80::1%2]:80`, `[fe80::1%25eth0]:80` (RFC 6874) |
 /// | `:PORT`, `*:PORT`, `PORT` | every address of every family: [`Host::Any`] |
 /// | `0.0.0.0:PORT`, `[::]:PORT` | the IPv4 or the IPv6 "any" address only |
+/// | `unix:/run/app.sock`, `/run/app.sock`, `./app.sock` | a Unix-domain stream socket at that path (Unix only) |
+/// | `unix:@name`, `@name` | a Linux abstract Unix-domain socket |
+/// | `sd-listen` | every socket the service manager passed (`LISTEN_FDS`, systemd socket activation) |
+/// | `sd-listen:NAME` | those of them named NAME (`LISTEN_FDNAMES`; names may repeat) |
+/// | `fd:N` | the inherited descriptor N (3 or above), whatever passed it |
 ///
 /// PORT is decimal digits only, 0 to 65535. Names are case-insensitive (kept in lower case).
 /// A host that ends in a numeric label must be a valid dotted quad: `127.1` and `0x7f.1` are
@@ -52,14 +62,13 @@ use crate::sys;
 /// part in equality.
 #[derive(Debug, Clone)]
 pub struct ListenSpec {
-    host: Host,
-    port: u16,
+    kind: SpecKind,
     written: Option<Box<str>>,
 }
 
 impl PartialEq for ListenSpec {
     fn eq(&self, other: &ListenSpec) -> bool {
-        (&self.host, self.port) == (&other.host, other.port)
+        self.kind == other.kind
     }
 }
 
@@ -67,7 +76,50 @@ impl Eq for ListenSpec {}
 
 impl std::hash::Hash for ListenSpec {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (&self.host, self.port).hash(state);
+        self.kind.hash(state);
+    }
+}
+
+/// What a [`ListenSpec`] names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SpecKind {
+    /// A host and a port: sockets this process opens, after planning.
+    Ip {
+        /// The host.
+        host: Host,
+        /// The port; 0 lets the system choose.
+        port: u16,
+    },
+    /// A Unix-domain stream socket this process opens.
+    Unix(UnixAddr),
+    /// Listening sockets the service manager passed (systemd socket activation,
+    /// `sd_listen_fds(3)`): every one, or those whose name is `name`.
+    Activated {
+        /// The `LISTEN_FDNAMES` entry to select by; `None` for all.
+        name: Option<String>,
+    },
+    /// The inherited descriptor `fd` (3 or above), whatever passed it.
+    Fd(i32),
+}
+
+/// The address of a Unix-domain socket: a path in the file system, or a Linux abstract name
+/// (no file; it lives in the network namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UnixAddr {
+    /// A path, absolute or relative to the working directory at bind time.
+    Path(std::path::PathBuf),
+    /// An abstract name (Linux), without the leading NUL the kernel stores.
+    Abstract(Vec<u8>),
+}
+
+impl fmt::Display for UnixAddr {
+    /// `unix:/path` or `unix:@name`: the spec that names it again.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnixAddr::Path(p) => write!(f, "unix:{}", p.display()),
+            UnixAddr::Abstract(name) => write!(f, "unix:@{}", String::from_utf8_lossy(name)),
+        }
     }
 }
 
@@ -106,7 +158,7 @@ pub struct HostName(String);
 /// let spec: ListenSpec = "[fe80::1%25eth0]:80".parse()?; // the URI form of RFC 6874
 /// assert_eq!(spec.to_string(), "[fe80::1%eth0]:80");
 /// match spec.host() {
-///     Host::V6(_, Some(zone)) => assert_eq!(zone.name(), Some("eth0")),
+///     Some(Host::V6(_, Some(zone))) => assert_eq!(zone.name(), Some("eth0")),
 ///     other => panic!("unexpected host {other:?}"),
 /// }
 /// # Ok::<(), dualstack::ParseError>(())
@@ -131,11 +183,26 @@ impl ListenSpec {
     /// assert_eq!(ListenSpec::new(Host::Any, 0).to_string(), "*:0");
     /// ```
     pub fn new(host: Host, port: u16) -> ListenSpec {
+        ListenSpec::of(SpecKind::Ip { host, port })
+    }
+
+    /// A spec of any kind.
+    ///
+    /// ```
+    /// use dualstack::{ListenSpec, SpecKind};
+    /// let spec = ListenSpec::of(SpecKind::Activated { name: Some("web".into()) });
+    /// assert_eq!(spec.to_string(), "sd-listen:web");
+    /// ```
+    pub fn of(kind: SpecKind) -> ListenSpec {
         ListenSpec {
-            host,
-            port,
+            kind,
             written: None,
         }
+    }
+
+    /// What this spec names.
+    pub fn kind(&self) -> &SpecKind {
+        &self.kind
     }
 
     pub(crate) fn with_written(mut self, text: &str) -> ListenSpec {
@@ -162,14 +229,21 @@ impl ListenSpec {
         QuotedSpec(self)
     }
 
-    /// The host this spec names.
-    pub fn host(&self) -> &Host {
-        &self.host
+    /// The host, for a host-and-port spec.
+    pub fn host(&self) -> Option<&Host> {
+        match &self.kind {
+            SpecKind::Ip { host, .. } => Some(host),
+            _ => None,
+        }
     }
 
-    /// The port; 0 means the system chooses one when the spec is bound.
-    pub fn port(&self) -> u16 {
-        self.port
+    /// The port, for a host-and-port spec; 0 means the system chooses one when the spec is
+    /// bound.
+    pub fn port(&self) -> Option<u16> {
+        match self.kind {
+            SpecKind::Ip { port, .. } => Some(port),
+            _ => None,
+        }
     }
 }
 
@@ -215,7 +289,13 @@ impl From<SocketAddrV6> for ListenSpec {
 
 impl fmt::Display for ListenSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
+        match &self.kind {
+            SpecKind::Ip { host, port } => write!(f, "{host}:{port}"),
+            SpecKind::Unix(addr) => addr.fmt(f),
+            SpecKind::Activated { name: None } => f.write_str("sd-listen"),
+            SpecKind::Activated { name: Some(name) } => write!(f, "sd-listen:{name}"),
+            SpecKind::Fd(fd) => write!(f, "fd:{fd}"),
+        }
     }
 }
 

@@ -6,8 +6,9 @@ pub(crate) mod state;
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::time::Instant;
+
+use crate::socket::{Peer, Stream};
 
 pub(crate) use queue::OutQueue;
 pub(crate) use state::{Holder, Life, Recv, Send};
@@ -49,8 +50,9 @@ impl ListenerId {
 pub struct ConnInfo {
     /// The listener that accepted it.
     pub listener: ListenerId,
-    /// The peer's address, normalized: an IPv4 client of a dual-stack socket shows as IPv4.
-    pub peer: SocketAddr,
+    /// The peer: its address, normalized (an IPv4 client of a dual-stack socket shows as
+    /// IPv4), or a Unix-domain peer's credentials.
+    pub peer: Peer,
 }
 
 /// Why a connection closed.
@@ -140,12 +142,12 @@ impl Timing {
 /// handler's value.
 #[derive(Debug)]
 pub(crate) struct Conn<S> {
-    pub(crate) stream: mio::net::TcpStream,
+    pub(crate) stream: Stream,
     pub(crate) generation: u32,
     /// Index of the listener that accepted it, for per-listener counters.
     pub(crate) listener: u32,
-    /// Normalized peer address.
-    pub(crate) peer: SocketAddr,
+    /// The peer, normalized.
+    pub(crate) peer: Peer,
     pub(crate) out: OutQueue,
     pub(crate) recv: Recv,
     pub(crate) send: Send,

@@ -4,15 +4,14 @@
 //! pauses it for a growing interval.
 
 use std::io;
-use std::net::SocketAddr;
 
 use super::backoff::{accept_failure, AcceptFailure, BACKOFF_MAX, LISTENER_RETRY};
 use super::output::CONN_INTEREST;
 use super::token;
 use super::Server;
-use crate::addr::normalize;
 use crate::conn::{Conn, ConnId, ConnInfo, Life, ListenerId, OutQueue, Recv, Send, Timing};
 use crate::handler::{Context, Handler};
+use crate::socket::{Peer, Stream};
 
 /// The most connections accepted from one listener per turn; then the listener waits for the
 /// next turn, so a stream of new clients cannot starve open connections, timers or a stop.
@@ -61,6 +60,11 @@ impl<H: Handler> Server<H> {
             match result {
                 Ok((stream, peer)) => self.open(index, stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // A Unix-domain peer whose credentials cannot be read (it left at once):
+                // that connection only.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    log::debug!("accept on {}: {e}", core.listeners[index].info.local_addr)
+                }
                 Err(e) => match accept_failure(&e) {
                     AcceptFailure::ThisConnection => {
                         log::debug!("accept on {}: {e}", core.listeners[index].info.local_addr)
@@ -101,15 +105,11 @@ impl<H: Handler> Server<H> {
 
     /// Admits one accepted connection: the per-peer limit, a slot and a token, its first
     /// deadline, then `on_open`.
-    fn open(&mut self, index: usize, mut stream: mio::net::TcpStream, peer: SocketAddr) {
+    fn open(&mut self, index: usize, mut stream: Stream, peer: Peer) {
         let core = &mut self.core;
-        let peer = normalize(peer);
-        if !core.peers.admit(peer.ip()) {
+        if !core.peers.admit(&peer) {
             // Debug, not warn: a hostile peer must not be able to flood the log either.
-            log::debug!(
-                "{} refused: it already has its share of connections",
-                crate::display_addr(peer)
-            );
+            log::debug!("{peer} refused: it already has its share of connections");
             core.listeners[index].stats.refused += 1;
             return;
         }
@@ -123,7 +123,7 @@ impl<H: Handler> Server<H> {
         };
         if let Err(e) = registered {
             log::warn!("connection from {peer} dropped: {e}");
-            core.peers.release(peer.ip());
+            core.peers.release(&peer);
             return;
         }
         let generation = core.next_generation;
@@ -148,8 +148,7 @@ impl<H: Handler> Server<H> {
         stats.accepted += 1;
         stats.open += 1;
         log::debug!(
-            "{id}: accepted from {} on {}",
-            crate::display_addr(peer),
+            "{id}: accepted from {peer} on {}",
             core.listeners[index].info.local_addr
         );
         let info = ConnInfo {

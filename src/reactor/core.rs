@@ -12,7 +12,6 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use mio::event::Source;
@@ -27,13 +26,13 @@ use super::ready::ReadyQueue;
 use super::stats::{ListenerInfo, ListenerStats, Stats};
 use super::timers::{self, TimerId, Timers};
 use super::token;
-use crate::addr::normalize;
 use crate::conn::{CloseReason, Conn, ConnId, Holder, ListenerId};
+use crate::socket::{ListenAddr, ListenSocket, Peer};
 
 /// One listening socket of the server.
 pub(crate) struct ListenerSlot {
     /// `None` once the server stopped accepting for good.
-    pub(super) socket: Option<mio::net::TcpListener>,
+    pub(super) socket: Option<ListenSocket>,
     pub(super) info: ListenerInfo,
     pub(super) stats: ListenerStats,
     /// After an `accept` error of unknown meaning: when to try this listener again.
@@ -130,7 +129,7 @@ impl<S> Core<S> {
             .map(|(key, c)| c.id(key))
     }
 
-    pub(crate) fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+    pub(crate) fn peer(&self, id: ConnId) -> Option<Peer> {
         self.get(id).map(|c| c.peer)
     }
 
@@ -192,15 +191,16 @@ impl<S> Core<S> {
         self.registry.deregister(source)
     }
 
-    pub(crate) fn local_addr(&self, id: ConnId) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self, id: ConnId) -> io::Result<ListenAddr> {
         let conn = self
             .get(id)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
-        let listener = self.listeners[conn.listener as usize].info.local_addr;
-        if listener.ip().is_unspecified() {
-            conn.stream.local_addr().map(normalize)
-        } else {
-            Ok(listener)
+        let listener = &self.listeners[conn.listener as usize].info.local_addr;
+        match listener {
+            ListenAddr::Ip(ip) if ip.ip().is_unspecified() => {
+                conn.stream.local_ip().map(ListenAddr::Ip)
+            }
+            other => Ok(other.clone()),
         }
     }
 
@@ -296,7 +296,7 @@ impl<S> Core<S> {
             let _ = self.registry.deregister(&mut conn.stream);
         }
         self.deadlines.close(id, &conn.timing);
-        self.peers.release(conn.peer.ip());
+        self.peers.release(&conn.peer);
         log::debug!("{id}: closed ({reason})");
         self.listeners[conn.listener as usize].stats.open -= 1;
         if self.accept_full {

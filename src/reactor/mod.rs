@@ -86,7 +86,7 @@ use core::{Core, ListenerSlot};
 /// }
 ///
 /// let mut server = Server::builder().listen("localhost:0").bind(Echo)?;
-/// let addr = server.listeners()[0].local_addr;
+/// let addr = server.listeners()[0].local_addr.ip().unwrap();
 /// let mut client = std::net::TcpStream::connect(addr)?;
 /// client.write_all(b"ping")?;
 /// let mut reply = [0; 4];
@@ -156,12 +156,14 @@ impl<H: Handler> Server<H> {
         let mut slots = Vec::with_capacity(listeners.len());
         for (index, listener) in listeners.into_iter().enumerate() {
             let info = ListenerInfo {
-                local_addr: listener.local_addr(),
+                local_addr: listener.local_addr().clone(),
                 mode: listener.mode(),
                 spec: listener.spec().clone(),
             };
-            let mut socket = listener.into_mio();
-            set_inherited_options(&socket, &limits)?;
+            let mut socket = listener.into_socket();
+            if let Some(tcp) = socket.as_tcp() {
+                set_inherited_options(tcp, &limits)?;
+            }
             registry.register(&mut socket, token::listener(index), Interest::READABLE)?;
             slots.push(ListenerSlot {
                 socket: Some(socket),
@@ -315,7 +317,7 @@ mod tests {
             .idle_timeout(Duration::from_secs(3600))
             .bind(Discard)
             .unwrap();
-        let addr = server.listeners()[0].local_addr;
+        let addr = server.listeners()[0].local_addr.ip().unwrap();
         let keep = std::net::TcpStream::connect(addr).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         for _ in 0..300 {
@@ -344,7 +346,7 @@ mod tests {
         n: usize,
     ) -> (Server<Discard>, Vec<std::net::TcpStream>, Vec<ConnId>) {
         let mut server = builder.listen("127.0.0.1:0").bind(Discard).unwrap();
-        let addr = server.listeners()[0].local_addr;
+        let addr = server.listeners()[0].local_addr.ip().unwrap();
         let clients: Vec<std::net::TcpStream> = (0..n)
             .map(|_| {
                 let socket =
@@ -422,7 +424,7 @@ mod tests {
             .water_marks(0, 4 * MIB)
             .bind(Discard)
             .unwrap();
-        let addr = server.listeners()[0].local_addr;
+        let addr = server.listeners()[0].local_addr.ip().unwrap();
         let mut reader = std::net::TcpStream::connect(addr).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while server.core.conns.is_empty() {
@@ -496,7 +498,7 @@ mod tests {
         server.accept(0);
         assert!(server.core.listeners[0].retry_at.is_some());
         assert!(server.core.listeners[0].failing);
-        let other = server.listeners()[1].local_addr;
+        let other = server.listeners()[1].local_addr.ip().unwrap();
         let _client = std::net::TcpStream::connect(other).unwrap();
         let started = Instant::now();
         let mut turns = 0;
@@ -530,7 +532,7 @@ mod tests {
             let clients: Vec<_> = server
                 .listeners()
                 .iter()
-                .map(|l| std::net::TcpStream::connect(l.local_addr).unwrap())
+                .map(|l| std::net::TcpStream::connect(&l.local_addr).unwrap())
                 .collect();
             let deadline = Instant::now() + Duration::from_secs(5);
             while server.core.conns.len() < clients.len() {
@@ -566,7 +568,7 @@ mod tests {
             .water_marks(0, 8 << 20)
             .bind(FirstGetsABurst(false))
             .unwrap();
-        let addr = server.listeners()[0].local_addr;
+        let addr = server.listeners()[0].local_addr.ip().unwrap();
         // A small receive window, so the kernel cannot take the burst and the server queues.
         let socket =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::socket::Peer;
+
 /// Open connections per peer, when a limit is set.
 ///
 /// # Invariant
@@ -14,7 +16,24 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub(crate) struct PeerCounts {
     max: Option<usize>,
     ipv6_prefix: u8,
-    counts: HashMap<IpAddr, usize>,
+    counts: HashMap<Key, usize>,
+}
+
+/// The group a peer is counted in: an IP address or prefix ([`peer_key`]), or a Unix-domain
+/// peer's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Ip(IpAddr),
+    Uid(u32),
+}
+
+impl PeerCounts {
+    fn key(&self, peer: &Peer) -> Key {
+        match peer {
+            Peer::Ip(addr) => Key::Ip(peer_key(addr.ip(), self.ipv6_prefix)),
+            Peer::Unix(unix) => Key::Uid(unix.uid),
+        }
+    }
 }
 
 impl PeerCounts {
@@ -28,14 +47,12 @@ impl PeerCounts {
         }
     }
 
-    /// A connection from `ip` is accepted: counts it and returns `true`, or returns `false`
-    /// if its peer already has its share (and counts nothing).
-    pub(crate) fn admit(&mut self, ip: IpAddr) -> bool {
+    /// A connection from `peer` is accepted: counts it and returns `true`, or returns
+    /// `false` if its group already has its share (and counts nothing).
+    pub(crate) fn admit(&mut self, peer: &Peer) -> bool {
         let Some(max) = self.max else { return true };
-        let count = self
-            .counts
-            .entry(peer_key(ip, self.ipv6_prefix))
-            .or_insert(0);
+        let key = self.key(peer);
+        let count = self.counts.entry(key).or_insert(0);
         if *count >= max {
             // Never a fresh entry: `max` is at least 1 (Limits::validate).
             return false;
@@ -44,12 +61,12 @@ impl PeerCounts {
         true
     }
 
-    /// An admitted connection from `ip` closed.
-    pub(crate) fn release(&mut self, ip: IpAddr) {
+    /// An admitted connection from `peer` closed.
+    pub(crate) fn release(&mut self, peer: &Peer) {
         if self.max.is_none() {
             return;
         }
-        let key = peer_key(ip, self.ipv6_prefix);
+        let key = self.key(peer);
         if let Some(count) = self.counts.get_mut(&key) {
             *count -= 1;
             if *count == 0 {
@@ -110,41 +127,68 @@ fn embedded_ipv4(a: Ipv6Addr) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::socket::UnixPeer;
+    use std::net::SocketAddr;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
+    fn peer(s: &str) -> Peer {
+        Peer::Ip(SocketAddr::new(ip(s), 4242))
+    }
+
     #[test]
     fn each_peer_gets_its_share_and_gets_it_back() {
         let mut p = PeerCounts::new(Some(2), 64);
-        assert!(p.admit(ip("192.0.2.1")));
-        assert!(p.admit(ip("192.0.2.1")));
+        assert!(p.admit(&peer("192.0.2.1")));
+        assert!(p.admit(&peer("192.0.2.1")));
         assert!(
-            !p.admit(ip("192.0.2.1")),
+            !p.admit(&peer("192.0.2.1")),
             "a third connection from one address"
         );
-        assert!(p.admit(ip("192.0.2.2")), "another address is not affected");
-        p.release(ip("192.0.2.1"));
         assert!(
-            p.admit(ip("192.0.2.1")),
+            p.admit(&peer("192.0.2.2")),
+            "another address is not affected"
+        );
+        p.release(&peer("192.0.2.1"));
+        assert!(
+            p.admit(&peer("192.0.2.1")),
             "a closed connection gives its slot back"
         );
-        p.release(ip("192.0.2.1"));
-        p.release(ip("192.0.2.1"));
-        p.release(ip("192.0.2.2"));
+        p.release(&peer("192.0.2.1"));
+        p.release(&peer("192.0.2.1"));
+        p.release(&peer("192.0.2.2"));
         assert_eq!(p.peers(), 0, "peers with nothing open are forgotten");
+    }
+
+    #[test]
+    fn a_unix_peer_is_counted_by_its_user() {
+        let mut p = PeerCounts::new(Some(1), 64);
+        let unix = |uid, pid| {
+            Peer::Unix(UnixPeer {
+                uid,
+                gid: 0,
+                pid: Some(pid),
+            })
+        };
+        assert!(p.admit(&unix(1000, 1)));
+        assert!(
+            !p.admit(&unix(1000, 2)),
+            "a second process of the same user"
+        );
+        assert!(p.admit(&unix(1001, 3)), "another user is not affected");
     }
 
     #[test]
     fn an_ipv6_site_is_one_peer_and_no_limit_counts_nothing() {
         let mut p = PeerCounts::new(Some(1), 64);
-        assert!(p.admit(ip("2001:db8:1:2::1")));
-        assert!(!p.admit(ip("2001:db8:1:2:ffff::9")), "same /64");
-        assert!(p.admit(ip("2001:db8:1:3::1")), "another /64");
+        assert!(p.admit(&peer("2001:db8:1:2::1")));
+        assert!(!p.admit(&peer("2001:db8:1:2:ffff::9")), "same /64");
+        assert!(p.admit(&peer("2001:db8:1:3::1")), "another /64");
         let mut none = PeerCounts::new(None, 64);
         for _ in 0..1000 {
-            assert!(none.admit(ip("192.0.2.1")));
+            assert!(none.admit(&peer("192.0.2.1")));
         }
         assert_eq!(none.peers(), 0);
     }
@@ -184,12 +228,12 @@ mod tests {
             assert_eq!(peer_key(ip(v6), 64), ip(v4), "{v6}");
         }
         let mut p = PeerCounts::new(Some(1), 64);
-        assert!(p.admit(ip("64:ff9b::1.2.3.4")));
+        assert!(p.admit(&peer("64:ff9b::1.2.3.4")));
         assert!(
-            p.admit(ip("64:ff9b::5.6.7.8")),
+            p.admit(&peer("64:ff9b::5.6.7.8")),
             "another IPv4 host behind NAT64"
         );
-        assert!(!p.admit(ip("1.2.3.4")), "the same host, directly");
+        assert!(!p.admit(&peer("1.2.3.4")), "the same host, directly");
         // Not a translation prefix: counted by /64 as before.
         assert_eq!(peer_key(ip("64:ff9b:2::1.2.3.4"), 64), ip("64:ff9b:2::"));
         assert_eq!(peer_key(ip("2001:db8::1"), 64), ip("2001:db8::"));

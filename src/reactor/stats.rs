@@ -2,41 +2,38 @@
 //! counters ([`ListenerStats`], [`Stats`]).
 
 use std::fmt;
-use std::net::SocketAddr;
 
 use crate::addr::ListenSpec;
 use crate::plan::SocketMode;
+use crate::socket::ListenAddr;
 
 /// A listening socket of a running server, as the application sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerInfo {
-    /// The address it is bound to, normalized, with the real port.
-    pub local_addr: SocketAddr,
-    /// Its family and `IPV6_V6ONLY` setting, read back from the kernel.
+    /// The address it is bound to, normalized, with the real port; or its Unix-domain
+    /// address.
+    pub local_addr: ListenAddr,
+    /// Its family and `IPV6_V6ONLY` setting, read back from the kernel
+    /// ([`SocketMode::Unix`] for a Unix-domain socket).
     pub mode: SocketMode,
     /// The spec it was opened for.
     pub spec: ListenSpec,
 }
 
 impl fmt::Display for ListenerInfo {
-    /// `ADDR (MODE)`, as in `[::]:7000 (dual-stack)`: what a server prints as
-    /// `listening on …`.
+    /// `ADDR (MODE)`, as in `[::]:7000 (dual-stack)` or `unix:/run/app.sock (unix)`: what a
+    /// server prints as `listening on …`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({})",
-            crate::display_addr(self.local_addr),
-            self.mode
-        )
+        write!(f, "{} ({})", self.local_addr, self.mode)
     }
 }
 
 impl ListenerInfo {
     /// An address a client on this machine can connect to: the loopback address of the
-    /// socket's family for a wildcard socket, the socket's own address otherwise (as
+    /// socket's family for a wildcard TCP socket, the socket's own address otherwise (as
     /// [`Listener::connect_addr`](crate::Listener::connect_addr)).
-    pub fn connect_addr(&self) -> SocketAddr {
-        crate::listen::connect_addr_for(self.local_addr)
+    pub fn connect_addr(&self) -> ListenAddr {
+        crate::listen::connect_addr_for(&self.local_addr)
     }
 }
 

@@ -23,9 +23,20 @@ pub fn accept(listener: &mut mio::net::TcpListener) -> (mio::net::TcpStream, Soc
     }
 }
 
+/// The one IP socket address `addr` names (a `SocketAddr`, or the `ListenAddr` of a TCP
+/// listener).
+#[track_caller]
+pub fn ip(addr: impl std::net::ToSocketAddrs + std::fmt::Debug) -> SocketAddr {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| panic!("{addr:?} is not an IP socket address"))
+}
+
 /// Connects to `addr` with a bounded timeout.
 #[track_caller]
-pub fn connect(addr: SocketAddr) -> TcpStream {
+pub fn connect(addr: impl std::net::ToSocketAddrs + std::fmt::Debug) -> TcpStream {
+    let addr = ip(addr);
     let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
         .unwrap_or_else(|e| panic!("connect to {addr} failed: {e}"));
     stream
@@ -90,9 +101,13 @@ where
         }
     }
 
-    /// The address a client connects to for listener `i`.
+    /// The IP address a client connects to for listener `i` (a TCP listener).
+    #[track_caller]
     pub fn addr(&self, i: usize) -> SocketAddr {
-        self.listeners[i].connect_addr()
+        self.listeners[i]
+            .connect_addr()
+            .ip()
+            .expect("a TCP listener")
     }
 
     /// Stops the server and returns it once `run` has returned (within [`TIMEOUT`] plus the
@@ -114,10 +129,18 @@ impl<H: dualstack::Handler + Send + 'static> Drop for Running<H>
 where
     H::State: Send,
 {
+    /// Stops the server and joins it, but never waits longer than the timeout: a test
+    /// that failed because the server hung must fail, not hang.
     fn drop(&mut self) {
         if let Some(thread) = self.thread.take() {
             self.handle.stop();
-            let _ = thread.join();
+            let deadline = Instant::now() + TIMEOUT * 3;
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -125,7 +148,7 @@ where
 /// What a [`Recorder`] saw, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
-    Open(dualstack::ConnId, SocketAddr),
+    Open(dualstack::ConnId, dualstack::Peer),
     Data(dualstack::ConnId, usize),
     PeerClosed(dualstack::ConnId),
     Close(dualstack::ConnId, String),
@@ -217,7 +240,8 @@ impl dualstack::Handler for Recorder {
 /// Connects with a small receive buffer (set before the handshake, so the window stays
 /// small): the server's kernel then takes little, and the server has to queue.
 #[track_caller]
-pub fn connect_small_window(addr: SocketAddr) -> TcpStream {
+pub fn connect_small_window(addr: impl std::net::ToSocketAddrs + std::fmt::Debug) -> TcpStream {
+    let addr = ip(addr);
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -241,5 +265,53 @@ pub struct Fixed(pub &'static [&'static str]);
 impl dualstack::Resolve for Fixed {
     fn resolve(&self, _name: &dualstack::HostName) -> io::Result<Vec<std::net::IpAddr>> {
         Ok(self.0.iter().map(|s| s.parse().unwrap()).collect())
+    }
+}
+
+/// A fresh directory under the system temp dir, removed (with what is in it) on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// A new empty directory whose name has `tag`, this process's id and a counter.
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("ds-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path).expect("create a temp dir");
+        TempDir(path)
+    }
+
+    /// `name` inside the directory.
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What the tests of TCP listening need from a `Listener`: its IP address and its mio
+/// listener (the library's own methods return `ListenAddr` and an `Option`, since a listener
+/// may be a Unix one).
+pub trait Tcp {
+    /// The listener's IP socket address.
+    fn tcp_addr(&self) -> SocketAddr;
+    /// The mio TCP listener inside.
+    fn as_mio(&mut self) -> &mut mio::net::TcpListener;
+}
+
+impl Tcp for dualstack::Listener {
+    #[track_caller]
+    fn tcp_addr(&self) -> SocketAddr {
+        self.local_addr().ip().expect("a TCP listener")
+    }
+
+    #[track_caller]
+    fn as_mio(&mut self) -> &mut mio::net::TcpListener {
+        self.as_tcp().expect("a TCP listener")
     }
 }

@@ -1,7 +1,7 @@
 //! The load generator: one thread, one mio poll, many connections.
 //!
 //! ```text
-//! loadgen --addr ADDR [--mode echo|hold|churn|mixed] [--connections C] [--size S] [--depth D]
+//! loadgen --addr ADDR|unix:PATH [--mode echo|hold|churn|mixed] [--connections C] [--size S] [--depth D]
 //!         [--seconds T] [--warmup W] [--count N] [--workers K] [--flooders K] [--smalls M]
 //!         [--rate R]
 //! ```
@@ -17,6 +17,8 @@
 //!   loop; reports the small clients' latency from the intended send time and how evenly
 //!   the flood was shared (see `dualstack_bench::mixed`).
 //!
+//! `unix:PATH` (echo mode only) connects over a Unix-domain socket.
+//!
 //! Prints one flat JSON object on stdout. Phases are announced on stderr (`measuring`,
 //! `tick` every 250 ms while measuring, `holding`, `done`), so a runner can sample the
 //! server exactly over the measured part and over each interval of it.
@@ -28,12 +30,12 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use dualstack_bench::{percentile, Json, Pattern};
+use dualstack_bench::{percentile, Json, Pattern, Stream, Target};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 struct Args {
-    addr: SocketAddr,
+    addr: Target,
     mode: String,
     connections: usize,
     size: usize,
@@ -49,7 +51,7 @@ struct Args {
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
-        addr: "127.0.0.1:7000".parse().unwrap(),
+        addr: Target::Ip("127.0.0.1:7000".parse().unwrap()),
         mode: "echo".into(),
         connections: 1,
         size: 64,
@@ -67,7 +69,7 @@ fn args() -> Result<Args, String> {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let bad = |what: &str| format!("{flag} {value:?}: expected {what}");
         match flag.as_str() {
-            "--addr" => a.addr = value.parse().map_err(|_| bad("an address"))?,
+            "--addr" => a.addr = value.parse::<Target>().map_err(|e: String| bad(&e))?,
             "--mode" => a.mode = value,
             "--connections" => a.connections = value.parse().map_err(|_| bad("a number"))?,
             "--size" => a.size = value.parse().map_err(|_| bad("a number"))?,
@@ -94,13 +96,26 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
+impl Args {
+    /// The TCP address, for the modes that only speak TCP.
+    fn tcp(&self) -> Result<SocketAddr, String> {
+        match &self.addr {
+            Target::Ip(addr) => Ok(*addr),
+            other => Err(format!(
+                "--mode {} needs a TCP address, not {other}",
+                self.mode
+            )),
+        }
+    }
+}
+
 fn main() {
     let result = args().and_then(|a| match a.mode.as_str() {
         "echo" => echo(&a),
         "hold" => hold(&a),
         "churn" => churn(&a),
         "mixed" => dualstack_bench::mixed::run(&dualstack_bench::mixed::Mixed {
-            addr: a.addr,
+            addr: a.tcp()?,
             flooders: a.flooders,
             smalls: a.smalls,
             rate: a.rate,
@@ -121,7 +136,7 @@ fn main() {
 
 /// One echo client connection.
 struct Client {
-    stream: TcpStream,
+    stream: Stream,
     id: u64,
     /// Bytes written so far (stream offset).
     sent: u64,
@@ -151,13 +166,13 @@ impl Client {
 
 fn connect_all(
     poll: &Poll,
-    addr: SocketAddr,
+    addr: &Target,
     n: usize,
     interest: Interest,
-) -> Result<Vec<TcpStream>, String> {
+) -> Result<Vec<Stream>, String> {
     let mut streams = Vec::with_capacity(n);
     for i in 0..n {
-        let mut s = dualstack_bench::client(addr, None)
+        let mut s = dualstack_bench::connect(addr, None)
             .map_err(|e| format!("connect {i} to {addr}: {e}"))?;
         poll.registry()
             .register(&mut s, Token(i), interest)
@@ -173,7 +188,7 @@ fn echo(a: &Args) -> Result<String, String> {
     let mut events = Events::with_capacity(1024);
     let streams = connect_all(
         &poll,
-        a.addr,
+        &a.addr,
         a.connections,
         Interest::READABLE | Interest::WRITABLE,
     )?;
@@ -360,7 +375,7 @@ fn hold(a: &Args) -> Result<String, String> {
     for batch in (0..a.connections).collect::<Vec<_>>().chunks(256) {
         let mut pending = batch.len();
         for &i in batch {
-            let mut s = TcpStream::connect(a.addr).map_err(|e| format!("connect {i}: {e}"))?;
+            let mut s = TcpStream::connect(a.tcp()?).map_err(|e| format!("connect {i}: {e}"))?;
             poll.registry()
                 .register(&mut s, Token(i), Interest::WRITABLE)
                 .map_err(|e| e.to_string())?;
@@ -440,7 +455,7 @@ fn churn(a: &Args) -> Result<String, String> {
     let mut events = Events::with_capacity(1024);
     let message = pattern.slice(1, 0, 64).to_vec();
     let open = |poll: &Poll, w: usize| -> Result<(TcpStream, Step, Instant), String> {
-        let mut s = TcpStream::connect(a.addr).map_err(|e| format!("connect: {e}"))?;
+        let mut s = TcpStream::connect(a.tcp()?).map_err(|e| format!("connect: {e}"))?;
         poll.registry()
             .register(&mut s, Token(w), Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| e.to_string())?;

@@ -9,15 +9,74 @@
 
 use std::io::{self, Read, Write};
 
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 
 const LISTENER_BASE: usize = usize::MAX / 2;
 
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     pending: Vec<u8>,
+}
+
+/// A TCP or a Unix-domain listener (the Unix rows compare the same loop over that kind).
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+            Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+        }
+    }
+
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Listener::Tcp(l) => l,
+            Listener::Unix(l) => l,
+        }
+    }
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 fn main() -> io::Result<()> {
@@ -27,10 +86,24 @@ fn main() -> io::Result<()> {
         .into_iter()
         .enumerate()
     {
-        let mut l = l.into_mio();
-        dualstack_bench::reference_options(&l)?;
-        poll.registry()
-            .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+        let mut l = match l.into_tcp() {
+            Ok(tcp) => {
+                dualstack_bench::reference_options(&tcp)?;
+                Listener::Tcp(tcp)
+            }
+            Err(l) => Listener::Unix(l.into_unix().map_err(|l| {
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("{l}: neither TCP nor Unix"),
+                )
+            })?),
+        };
+        register(
+            poll.registry(),
+            l.source(),
+            Token(LISTENER_BASE + i),
+            Interest::READABLE,
+        )?;
         listeners.push(l);
     }
     let mut conns: Slab<Conn> = Slab::new();
@@ -49,10 +122,11 @@ fn main() -> io::Result<()> {
                 let listener = &listeners[token - LISTENER_BASE];
                 loop {
                     match listener.accept() {
-                        Ok((mut stream, _)) => {
+                        Ok(mut stream) => {
                             let entry = conns.vacant_entry();
-                            poll.registry().register(
-                                &mut stream,
+                            register(
+                                poll.registry(),
+                                stream.source(),
                                 Token(entry.key()),
                                 Interest::READABLE,
                             )?;
@@ -89,8 +163,8 @@ fn main() -> io::Result<()> {
                     }
                 }
                 if conn.pending.is_empty() && !close {
-                    poll.registry().reregister(
-                        &mut conn.stream,
+                    conn.stream.source().reregister(
+                        poll.registry(),
                         Token(token),
                         Interest::READABLE,
                     )?;
@@ -119,8 +193,8 @@ fn main() -> io::Result<()> {
                                 // The peer is not taking its echo: stop reading until it
                                 // does, so the queue is one read at most.
                                 conn.pending.extend_from_slice(rest);
-                                poll.registry().reregister(
-                                    &mut conn.stream,
+                                conn.stream.source().reregister(
+                                    poll.registry(),
                                     Token(token),
                                     Interest::READABLE | Interest::WRITABLE,
                                 )?;
@@ -138,8 +212,17 @@ fn main() -> io::Result<()> {
             }
             if close {
                 let mut conn = conns.remove(token);
-                let _ = poll.registry().deregister(&mut conn.stream);
+                let _ = conn.stream.source().deregister(poll.registry());
             }
         }
     }
+}
+
+fn register(
+    registry: &Registry,
+    source: &mut dyn Source,
+    token: Token,
+    interest: Interest,
+) -> io::Result<()> {
+    source.register(registry, token, interest)
 }

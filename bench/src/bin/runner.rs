@@ -71,6 +71,9 @@ const SCENARIOS: [Scenario; 6] = [
     },
 ];
 
+/// The scenarios also run over Unix-domain sockets (mio and dualstack).
+const UNIX_SCENARIOS: [&str; 2] = ["many", "pipelined"];
+
 /// The fairness scenario: K flooders and 50 small clients at 200 requests/s each, run for
 /// each K (see `dualstack_bench::mixed`).
 const MIXED: Scenario = Scenario {
@@ -213,15 +216,30 @@ impl Bins {
 struct Server {
     child: Child,
     port: u16,
+    /// The Unix-domain socket it also listens on (mio and dualstack; tokio's reference
+    /// server speaks TCP only).
+    unix: Option<PathBuf>,
+}
+
+/// Whether `server` takes part in the Unix-domain rows.
+fn serves_unix(server: &str) -> bool {
+    server != "tokio"
 }
 
 impl Server {
     fn start(bins: &Bins, name: &str) -> Server {
+        let unix = serves_unix(name).then(|| {
+            std::env::temp_dir().join(format!(
+                "dualstack-bench-{}-{name}.sock",
+                std::process::id()
+            ))
+        });
         let mut child = Command::new("taskset")
             .arg("-c")
             .arg("0")
             .arg(bins.server(name))
             .arg(":0")
+            .args(unix.iter().map(|p| format!("unix:{}", p.display())))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -234,7 +252,7 @@ impl Server {
         let port = dualstack_support::parse_listening_line(&line)
             .map(|(addr, _)| addr.port())
             .unwrap_or_else(|| fail(&format!("{name} printed {line:?}")));
-        Server { child, port }
+        Server { child, port, unix }
     }
 
     fn pid(&self) -> u32 {
@@ -246,6 +264,10 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Killed, it could not remove its socket file.
+        if let Some(path) = &self.unix {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -271,8 +293,18 @@ fn measure(
     extra: &[&str],
     count_syscalls: bool,
 ) -> Sample {
-    let host = if family == "v4" { "127.0.0.1" } else { "[::1]" };
-    let addr = format!("{host}:{}", server.port);
+    let addr = match family {
+        "v4" => format!("127.0.0.1:{}", server.port),
+        "v6" => format!("[::1]:{}", server.port),
+        _ => format!(
+            "unix:{}",
+            server
+                .unix
+                .as_ref()
+                .expect("a server with a Unix socket")
+                .display()
+        ),
+    };
     let pid = server.pid();
     let base_rss = rss(pid).unwrap_or(0);
     let sampler = RssSampler::start(pid);
@@ -616,7 +648,12 @@ fn main() {
         // The CI smoke test: correctness of the whole chain, no numbers kept.
         for name in SERVERS {
             let server = Server::start(&bins, name);
-            for family in ["v4", "v6"] {
+            let families: &[&str] = if serves_unix(name) {
+                &["v4", "v6", "unix"]
+            } else {
+                &["v4", "v6"]
+            };
+            for &family in families {
                 let s = measure(&bins, &server, family, &SCENARIOS[1], 1.0, &[], false);
                 println!(
                     "{name} {family} many: {:.0} round trips/s, {} bytes verified",
@@ -663,6 +700,28 @@ fn main() {
                     );
                     results.entry((si, family, name)).or_default().push(s);
                 }
+            }
+        }
+    }
+    // The same loops over Unix-domain sockets, in `many` and `pipelined`.
+    for run in 1..=o.runs {
+        for (si, scenario) in SCENARIOS.iter().enumerate() {
+            if !UNIX_SCENARIOS.contains(&scenario.name)
+                || (!o.only.is_empty() && !o.only.iter().any(|n| n == scenario.name))
+            {
+                continue;
+            }
+            for name in servers_in_order(run).filter(|n| serves_unix(n)) {
+                let server = Server::start(&bins, name);
+                let s = measure(&bins, &server, "unix", scenario, o.seconds, &[], false);
+                eprintln!(
+                    "run {run} {} unix {name}: {} = {:.1}, cpu/op {:.0} ns",
+                    scenario.name,
+                    scenario.metric,
+                    s.get(scenario.metric),
+                    s.get("cpu_ns_per_op")
+                );
+                results.entry((si, "unix", name)).or_default().push(s);
             }
         }
     }
@@ -850,6 +909,47 @@ impl Report<'_> {
             all("dualstack", "cpu_ns_per_op"),
             all("tokio", "cpu_ns_per_op"),
         ));
+        if UNIX_SCENARIOS.iter().any(|n| {
+            SCENARIOS
+                .iter()
+                .position(|s| s.name == *n)
+                .is_some_and(|si| !self.runs(si, "unix", "dualstack").is_empty())
+        }) {
+            m.push_str(
+                "\n## Unix-domain sockets\n\n\
+                 The same loops and load generator over a Unix-domain stream socket (`unix:PATH`; \
+                 tokio's reference server speaks TCP only).\n\n\
+                 | scenario | metric | mio | dualstack | dualstack / mio | CPU ns/op mio | CPU ns/op dualstack | CPU dualstack / mio |\n|---|---|---|---|---|---|---|---|\n",
+            );
+            let mut ratios = Vec::new();
+            for (si, sc) in SCENARIOS.iter().enumerate() {
+                if !UNIX_SCENARIOS.contains(&sc.name)
+                    || self.runs(si, "unix", "dualstack").is_empty()
+                {
+                    continue;
+                }
+                let v = |srv: &'static str| self.med(si, "unix", srv, sc.metric);
+                let c = |srv: &'static str| self.med(si, "unix", srv, "cpu_ns_per_op");
+                ratios.extend(self.ratios(si, "unix", "dualstack", sc.metric));
+                m.push_str(&format!(
+                    "| {} | {} | {:.0} | {:.0} | **{:.3}** {} | {:.0} | {:.0} | **{:.3}** {} |\n",
+                    sc.name,
+                    sc.metric,
+                    v("mio"),
+                    v("dualstack"),
+                    self.ratio(si, "unix", "dualstack", sc.metric),
+                    self.range(si, "unix", "dualstack", sc.metric),
+                    c("mio"),
+                    c("dualstack"),
+                    self.ratio(si, "unix", "dualstack", "cpu_ns_per_op"),
+                    self.range(si, "unix", "dualstack", "cpu_ns_per_op"),
+                ));
+            }
+            m.push_str(&format!(
+                "\nOver these rows and runs: dualstack / mio **{:.3}**.\n",
+                geomean(ratios.into_iter())
+            ));
+        }
         m.push_str(
             "\n## Who limits each row\n\n\
              The share of the measured window each side spent on its CPU (server / load \

@@ -13,7 +13,9 @@ fn main() -> io::Result<()> {
     let std_listeners: Vec<std::net::TcpListener> = dualstack_bench::bind_from_args("tokio_echo")
         .into_iter()
         .map(|l| {
-            let l = l.into_mio();
+            let l = l.into_tcp().map_err(|l| {
+                io::Error::new(io::ErrorKind::Unsupported, format!("{l}: TCP only here"))
+            })?;
             dualstack_bench::reference_options(&l)?;
             Ok(l.into())
         })

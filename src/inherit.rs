@@ -1,0 +1,573 @@
+//! Sockets this process was handed: systemd socket activation (`sd_listen_fds(3)`: the
+//! `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` variables, descriptors from 3 on) and
+//! `fd:N`, and the readiness notification a service manager waits for ([`notify`]).
+//!
+//! Heads up: inherited descriptors are duplicates the service manager keeps too. They are
+//! never `shutdown()` (that would shut the manager's copy), each is checked before use (a
+//! listening stream socket, or a clear error naming the descriptor), made non-blocking and
+//! close-on-exec, and taken at most once per process. The environment is read, never
+//! changed: a library must not edit the process's environment behind the application.
+
+#[cfg(unix)]
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+#[cfg(unix)]
+use std::sync::Mutex;
+
+#[cfg(unix)]
+use crate::addr::{normalize, UnixAddr};
+use crate::addr::{ListenSpec, SpecKind};
+use crate::plan::SocketMode;
+use crate::socket::{ListenAddr, ListenSocket};
+
+/// The first descriptor the service manager passes (`SD_LISTEN_FDS_START`).
+const FIRST: i32 = 3;
+
+/// The most descriptors a `LISTEN_FDS` may pass: more than any service has, few enough that
+/// a hostile value cannot make the list of them large.
+const MAX_PASSED: i32 = 4096;
+
+/// The descriptors this process has taken (see [`Taken`]): a socket is taken once, whatever
+/// asks again, and a passed socket is handed out once even after it was closed.
+#[cfg(unix)]
+static TAKEN: Mutex<BTreeMap<i32, Taken>> = Mutex::new(BTreeMap::new());
+
+/// Why an inherited socket could not be used. The message names the spec and the
+/// descriptor.
+#[derive(Debug)]
+pub struct InheritError {
+    spec: Box<ListenSpec>,
+    fd: Option<i32>,
+    kind: InheritErrorKind,
+    detail: String,
+    source: Option<io::Error>,
+}
+
+/// What kind of problem an [`InheritError`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InheritErrorKind {
+    /// `LISTEN_FDS` is not set: the service manager passed no sockets.
+    NotActivated,
+    /// `LISTEN_PID` names another process: the variables were meant for it.
+    OtherProcess,
+    /// `LISTEN_PID`, `LISTEN_FDS` or `LISTEN_FDNAMES` cannot be read.
+    Malformed,
+    /// No passed socket has the name asked for.
+    NoSuchName,
+    /// The descriptor is not open.
+    NotOpen,
+    /// The descriptor is not a socket.
+    NotASocket,
+    /// The socket is not a stream socket (a UDP socket, say).
+    NotStream,
+    /// The socket is not listening (a connection socket, as systemd's `Accept=yes` passes).
+    NotListening,
+    /// The socket's family is neither IPv4, IPv6 nor Unix.
+    Family,
+    /// The descriptor was taken already: named twice in one bind, or by an earlier bind.
+    TakenTwice,
+    /// Inherited sockets are not supported on this platform.
+    Unsupported,
+}
+
+impl InheritError {
+    fn new(
+        spec: &ListenSpec,
+        fd: Option<i32>,
+        kind: InheritErrorKind,
+        detail: String,
+    ) -> InheritError {
+        InheritError {
+            spec: Box::new(spec.clone()),
+            fd,
+            kind,
+            detail,
+            source: None,
+        }
+    }
+
+    #[cfg_attr(not(unix), allow(dead_code))]
+    fn with_source(mut self, source: io::Error) -> InheritError {
+        self.source = Some(source);
+        self
+    }
+
+    /// The spec that named the socket.
+    pub fn spec(&self) -> &ListenSpec {
+        &self.spec
+    }
+
+    /// The descriptor, where one is known.
+    pub fn fd(&self) -> Option<i32> {
+        self.fd
+    }
+
+    /// What kind of problem this is.
+    pub fn kind(&self) -> InheritErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for InheritError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot listen on {}: ", self.spec.quoted())?;
+        if let Some(fd) = self.fd {
+            write!(f, "fd {fd}: ")?;
+        }
+        f.write_str(&self.detail)?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for InheritError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+/// The error for descriptor `fd`, named by `spec` and, before it, by `first`.
+pub(crate) fn twice(spec: &ListenSpec, fd: i32, first: &ListenSpec) -> InheritError {
+    InheritError::new(
+        spec,
+        Some(fd),
+        InheritErrorKind::TakenTwice,
+        format!(
+            "{} names this descriptor too: one socket cannot be two listeners",
+            first.quoted()
+        ),
+    )
+}
+
+/// One inherited listening socket, checked and ready.
+pub(crate) struct Inherited {
+    pub(crate) socket: ListenSocket,
+    pub(crate) addr: ListenAddr,
+    pub(crate) mode: SocketMode,
+}
+
+/// The descriptors `spec` names: for `fd:N`, N; for `sd-listen[:NAME]`, those the service
+/// manager passed (with that name).
+pub(crate) fn descriptors(spec: &ListenSpec) -> Result<Vec<i32>, InheritError> {
+    match spec.kind() {
+        SpecKind::Fd(fd) => Ok(vec![*fd]),
+        SpecKind::Activated { name } => {
+            let passed = activation(spec)?;
+            let chosen: Vec<i32> = passed
+                .iter()
+                .filter(|(_, n)| name.as_ref().map_or(true, |want| n == want))
+                .map(|(fd, _)| *fd)
+                .collect();
+            if chosen.is_empty() {
+                let names: Vec<&str> = passed.iter().map(|(_, n)| n.as_str()).collect();
+                let detail = match name {
+                    Some(want) => format!(
+                        "the service manager passed no socket named {want:?} (LISTEN_FDNAMES: {})",
+                        names.join(":")
+                    ),
+                    None => "the service manager passed no sockets (LISTEN_FDS=0)".to_owned(),
+                };
+                return Err(InheritError::new(
+                    spec,
+                    None,
+                    InheritErrorKind::NoSuchName,
+                    detail,
+                ));
+            }
+            Ok(chosen)
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The sockets systemd passed, with their names, from the environment.
+///
+/// `LISTEN_PID` must be this process when it is set. When it is not set, the variables are
+/// taken as they are: wrappers that exec the server after setting them (systemfd
+/// `--no-pid`, cargo-watch) cannot know its pid; each descriptor is checked before use
+/// anyway.
+fn activation(spec: &ListenSpec) -> Result<Vec<(i32, String)>, InheritError> {
+    let var = |name: &str| std::env::var(name).ok();
+    read_activation(
+        spec,
+        &Environment {
+            pid: var("LISTEN_PID"),
+            fds: var("LISTEN_FDS"),
+            names: var("LISTEN_FDNAMES"),
+        },
+        std::process::id(),
+    )
+}
+
+/// The three variables of `sd_listen_fds(3)`, as read.
+struct Environment {
+    pid: Option<String>,
+    fds: Option<String>,
+    names: Option<String>,
+}
+
+/// The descriptors and names `env` passes to process `me` (see [`activation`]).
+fn read_activation(
+    spec: &ListenSpec,
+    env: &Environment,
+    me: u32,
+) -> Result<Vec<(i32, String)>, InheritError> {
+    use InheritErrorKind::*;
+    let malformed = |detail: String| InheritError::new(spec, None, Malformed, detail);
+    let Some(count) = &env.fds else {
+        return Err(InheritError::new(
+            spec,
+            None,
+            NotActivated,
+            "LISTEN_FDS is not set: no service manager passed this process any sockets (run it from a systemd socket unit, or systemd-socket-activate)".to_owned(),
+        ));
+    };
+    if let Some(pid) = env.pid.as_ref().filter(|p| !p.is_empty()) {
+        match pid.parse::<u32>() {
+            Ok(pid) if pid == me => {}
+            Ok(pid) => {
+                return Err(InheritError::new(
+                    spec,
+                    None,
+                    OtherProcess,
+                    format!("LISTEN_PID is {pid}, and this process is {me}: the sockets were passed to another process"),
+                ))
+            }
+            Err(_) => return Err(malformed(format!("LISTEN_PID {pid:?} is not a process id"))),
+        }
+    }
+    let count: i32 = count
+        .parse()
+        .ok()
+        .filter(|n| (0..=MAX_PASSED).contains(n))
+        .ok_or_else(|| {
+            malformed(format!(
+                "LISTEN_FDS {count:?} is not a count of descriptors (0 to {MAX_PASSED})"
+            ))
+        })?;
+    let names: Vec<String> = match &env.names {
+        Some(names) => names.split(':').map(str::to_owned).collect(),
+        None => vec!["unknown".to_owned(); count as usize],
+    };
+    if names.len() != count as usize {
+        return Err(malformed(format!(
+            "LISTEN_FDNAMES has {} names for {count} descriptors",
+            names.len()
+        )));
+    }
+    Ok((FIRST..FIRST + count).zip(names).collect())
+}
+
+/// A descriptor that passed every check, not yet taken.
+#[cfg_attr(not(unix), allow(dead_code))]
+pub(crate) struct Checked {
+    fd: i32,
+    /// The socket's identity (device and inode): another socket at the same number later
+    /// is another socket.
+    id: (u64, u64),
+    /// The IP address and mode for a TCP socket; `None` for a Unix-domain one.
+    ip_mode: Option<(std::net::SocketAddr, SocketMode)>,
+}
+
+/// The descriptors this process has taken, by number: the identity of the socket taken and
+/// whether the service manager passed it (`sd-listen`).
+#[derive(Clone, Copy)]
+#[cfg_attr(not(unix), allow(dead_code))]
+struct Taken {
+    id: (u64, u64),
+    activated: bool,
+}
+
+/// Checks that descriptor `fd`, named by `spec`, is an open, listening stream socket of a
+/// family this library serves and not taken already. Reads only, on a borrowed descriptor:
+/// one that fails is left exactly as it was, open, for whatever else of the process may own
+/// it; and a list of specs is checked whole before any descriptor is taken.
+#[cfg(unix)]
+pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError> {
+    use std::os::unix::fs::MetadataExt;
+    use InheritErrorKind::*;
+    let error = |kind, detail: &str| InheritError::new(spec, Some(fd), kind, detail.to_owned());
+    let borrowed = crate::sys::borrow_inherited(fd)
+        .map_err(|e| error(NotOpen, "not an open descriptor").with_source(e))?;
+    let socket = socket2::SockRef::from(&borrowed);
+    let ty = socket.r#type().map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENOTSOCK) {
+            error(NotASocket, "not a socket")
+        } else {
+            error(NotASocket, "cannot read the socket's type").with_source(e)
+        }
+    })?;
+    if ty != socket2::Type::STREAM {
+        return Err(error(
+            NotStream,
+            "not a stream socket (a datagram socket cannot be listened on)",
+        ));
+    }
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    if !socket.is_listener().unwrap_or(true) {
+        return Err(error(
+            NotListening,
+            "the socket is not listening: a connection socket (systemd's Accept=yes passes those) or one never given listen()",
+        ));
+    }
+    let local = socket
+        .local_addr()
+        .map_err(|e| error(NotASocket, "cannot read its address").with_source(e))?;
+    let ip_mode = match local.as_socket() {
+        Some(ip) if ip.is_ipv4() => Some((ip, SocketMode::Ipv4)),
+        Some(ip) => {
+            let only_v6 = socket
+                .only_v6()
+                .map_err(|e| error(Family, "cannot read IPV6_V6ONLY").with_source(e))?;
+            let mode = if only_v6 {
+                SocketMode::Ipv6Only
+            } else {
+                SocketMode::DualStack
+            };
+            Some((ip, mode))
+        }
+        None if local.is_unix() => None,
+        None => {
+            return Err(error(
+                Family,
+                "the socket is neither IPv4, IPv6 nor Unix-domain",
+            ))
+        }
+    };
+    // Its identity, through a duplicate (fstat on the borrowed descriptor, safely).
+    let meta = borrowed
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())
+        .map_err(|e| error(NotOpen, "cannot read what it is").with_source(e))?;
+    let id = (meta.dev(), meta.ino());
+    let activated = matches!(spec.kind(), SpecKind::Activated { .. });
+    let taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    match taken.get(&fd) {
+        Some(t) if t.id == id => Err(error(
+            TakenTwice,
+            "this socket was taken already, by an earlier bind of this process, and is still open there",
+        )),
+        Some(t) if t.activated && activated => Err(error(
+            TakenTwice,
+            "the socket the service manager passed here was taken by an earlier bind and closed since; what is open at this number now is another descriptor",
+        )),
+        _ => Ok(Checked { fd, id, ip_mode }),
+    }
+}
+
+/// Takes a checked descriptor for `spec`: owns it, and makes it non-blocking and
+/// close-on-exec.
+#[cfg(unix)]
+pub(crate) fn own(spec: &ListenSpec, checked: Checked) -> Result<Inherited, InheritError> {
+    use InheritErrorKind::*;
+    let Checked { fd, id, ip_mode } = checked;
+    let error = |kind, detail: &str| InheritError::new(spec, Some(fd), kind, detail.to_owned());
+    {
+        let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+        if taken.get(&fd).is_some_and(|t| t.id == id) {
+            return Err(error(TakenTwice, "this socket was taken already"));
+        }
+        let activated = matches!(spec.kind(), SpecKind::Activated { .. })
+            || taken.get(&fd).is_some_and(|t| t.activated);
+        taken.insert(fd, Taken { id, activated });
+    }
+    let socket = socket2::Socket::from(
+        crate::sys::take_inherited(fd)
+            .map_err(|e| error(NotOpen, "not an open descriptor").with_source(e))?,
+    );
+    // Blocking as systemd-socket-activate passes them; inherited across exec unless told.
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| error(NotASocket, "cannot make it non-blocking").with_source(e))?;
+    socket
+        .set_cloexec(true)
+        .map_err(|e| error(NotASocket, "cannot make it close-on-exec").with_source(e))?;
+    if let Some((ip, mode)) = ip_mode {
+        let listener = std::net::TcpListener::from(socket);
+        return Ok(Inherited {
+            socket: ListenSocket::Tcp(mio::net::TcpListener::from_std(listener)),
+            addr: ListenAddr::Ip(normalize(ip)),
+            mode,
+        });
+    }
+    let listener = crate::unix::UnixListener::inherited(std::os::unix::net::UnixListener::from(
+        std::os::fd::OwnedFd::from(socket),
+    ));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| UnixAddr::Path("(unnamed)".into()));
+    Ok(Inherited {
+        socket: ListenSocket::Unix(listener),
+        addr: ListenAddr::Unix(addr),
+        mode: SocketMode::Unix,
+    })
+}
+
+/// See the Unix version: no inherited sockets here.
+#[cfg(not(unix))]
+pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError> {
+    Err(InheritError::new(
+        spec,
+        Some(fd),
+        InheritErrorKind::Unsupported,
+        format!(
+            "inherited sockets are not supported on {}",
+            std::env::consts::OS
+        ),
+    ))
+}
+
+/// See the Unix version: nothing passes [`check`] here.
+#[cfg(not(unix))]
+pub(crate) fn own(spec: &ListenSpec, checked: Checked) -> Result<Inherited, InheritError> {
+    Err(InheritError::new(
+        spec,
+        Some(checked.fd),
+        InheritErrorKind::Unsupported,
+        format!(
+            "inherited sockets are not supported on {}",
+            std::env::consts::OS
+        ),
+    ))
+}
+
+/// Tells the service manager something (`sd_notify(3)`): `READY=1` once every listener is
+/// up, `STATUS=…` for `systemctl status`, `STOPPING=1` as a graceful stop begins. One
+/// datagram to the socket `NOTIFY_SOCKET` names (a path, or `@name` for an abstract one).
+/// Returns whether it was sent: `false` when `NOTIFY_SOCKET` is not set (no manager waits).
+///
+/// ```
+/// // Outside a service manager this does nothing.
+/// std::env::remove_var("NOTIFY_SOCKET");
+/// assert!(!dualstack::notify("READY=1")?);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// The error of sending the datagram, or `Unsupported` off Unix.
+pub fn notify(state: &str) -> io::Result<bool> {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(false);
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = target.as_bytes();
+        match bytes.strip_prefix(b"@") {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                socket.send_to_addr(state.as_bytes(), &addr)?;
+            }
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            Some(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "an abstract NOTIFY_SOCKET exists only on Linux",
+                ))
+            }
+            None => {
+                socket.send_to(state.as_bytes(), std::path::Path::new(&target))?;
+            }
+        }
+        Ok(true)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (target, state);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "NOTIFY_SOCKET is a Unix-domain socket",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pid: Option<&str>, fds: Option<&str>, names: Option<&str>) -> Environment {
+        Environment {
+            pid: pid.map(str::to_owned),
+            fds: fds.map(str::to_owned),
+            names: names.map(str::to_owned),
+        }
+    }
+
+    fn read(e: &Environment) -> Result<Vec<(i32, String)>, InheritError> {
+        read_activation(&"sd-listen".parse().unwrap(), e, 4242)
+    }
+
+    #[test]
+    fn names_pair_with_descriptors_from_3() {
+        assert_eq!(
+            read(&env(Some("4242"), Some("3"), Some("a:b:a"))).unwrap(),
+            [(3, "a".into()), (4, "b".into()), (5, "a".into())]
+        );
+        assert_eq!(
+            read(&env(Some("4242"), Some("2"), None)).unwrap(),
+            [(3, "unknown".into()), (4, "unknown".into())],
+            "unnamed sockets are called unknown, as sd_listen_fds_with_names(3) does"
+        );
+        assert_eq!(read(&env(Some("4242"), Some("0"), None)).unwrap(), []);
+    }
+
+    #[test]
+    fn an_absent_listen_pid_is_accepted_for_wrappers() {
+        assert_eq!(read(&env(None, Some("1"), None)).unwrap().len(), 1);
+        assert_eq!(read(&env(Some(""), Some("1"), None)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn each_bad_environment_has_its_own_error() {
+        use InheritErrorKind::*;
+        let cases: &[(Environment, InheritErrorKind, &str)] = &[
+            (
+                env(Some("4242"), None, None),
+                NotActivated,
+                "LISTEN_FDS is not set",
+            ),
+            (
+                env(Some("1"), Some("1"), None),
+                OtherProcess,
+                "LISTEN_PID is 1, and this process is 4242",
+            ),
+            (
+                env(Some("x"), Some("1"), None),
+                Malformed,
+                "LISTEN_PID \"x\"",
+            ),
+            (env(None, Some("-1"), None), Malformed, "LISTEN_FDS \"-1\""),
+            (
+                env(None, Some("99999999999"), None),
+                Malformed,
+                "LISTEN_FDS \"99999999999\"",
+            ),
+            (env(None, Some("4097"), None), Malformed, "0 to 4096"),
+            (env(None, Some("2"), Some("a")), Malformed, "1 names for 2"),
+            (
+                env(None, Some("1"), Some("a:b")),
+                Malformed,
+                "2 names for 1",
+            ),
+        ];
+        for (e, kind, text) in cases {
+            let err = read(e).unwrap_err();
+            assert_eq!(err.kind(), *kind, "{err}");
+            assert!(err.to_string().contains(text), "{err:?} lacks {text}");
+            assert!(
+                err.to_string()
+                    .starts_with("cannot listen on \"sd-listen\""),
+                "{err}"
+            );
+        }
+    }
+}

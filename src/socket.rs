@@ -1,0 +1,346 @@
+//! The two kinds of stream socket the library serves, TCP and Unix-domain, behind one face:
+//! who is at the other end ([`Peer`]), where a listener listens ([`ListenAddr`]), a
+//! connection's socket (`Stream`) and a listening socket (`ListenSocket`).
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+
+use crate::addr::{display_addr, normalize, UnixAddr};
+
+/// The peer of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Peer {
+    /// A TCP peer, normalized: an IPv4 client of a dual-stack socket shows as IPv4.
+    Ip(SocketAddr),
+    /// A Unix-domain peer, known by its credentials.
+    Unix(UnixPeer),
+}
+
+/// The credentials of a Unix-domain peer, as the kernel reports them when it connected
+/// (`SO_PEERCRED` on Linux, `getpeereid(2)` on the BSDs and macOS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UnixPeer {
+    /// Its user id.
+    pub uid: u32,
+    /// Its group id.
+    pub gid: u32,
+    /// Its process id, where the platform says (Linux).
+    pub pid: Option<u32>,
+}
+
+impl Peer {
+    /// The IP address and port, for a TCP peer.
+    pub fn ip(&self) -> Option<SocketAddr> {
+        match self {
+            Peer::Ip(addr) => Some(*addr),
+            Peer::Unix(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    /// `127.0.0.1:4242`, `[::1]:4242`, or `unix:uid=1000,pid=4242` (`unix:uid=1000` where the
+    /// process id is unknown): something a person can read in a log or a chat line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Ip(addr) => display_addr(*addr).fmt(f),
+            Peer::Unix(UnixPeer {
+                uid,
+                pid: Some(pid),
+                ..
+            }) => write!(f, "unix:uid={uid},pid={pid}"),
+            Peer::Unix(UnixPeer { uid, pid: None, .. }) => write!(f, "unix:uid={uid}"),
+        }
+    }
+}
+
+/// Where a listener listens: an IP socket address (normalized, with the real port), or a
+/// Unix-domain socket address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ListenAddr {
+    /// An IP socket address.
+    Ip(SocketAddr),
+    /// A Unix-domain socket address.
+    Unix(UnixAddr),
+}
+
+impl ListenAddr {
+    /// The IP socket address, for a TCP listener.
+    pub fn ip(&self) -> Option<SocketAddr> {
+        match self {
+            ListenAddr::Ip(addr) => Some(*addr),
+            ListenAddr::Unix(_) => None,
+        }
+    }
+
+    /// The port, for a TCP listener.
+    pub fn port(&self) -> Option<u16> {
+        self.ip().map(|a| a.port())
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    /// `127.0.0.1:7000`, `[::]:7000`, `unix:/run/app.sock` or `unix:@app`: a listen spec
+    /// that names the same place again.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Ip(addr) => display_addr(*addr).fmt(f),
+            ListenAddr::Unix(addr) => addr.fmt(f),
+        }
+    }
+}
+
+impl From<SocketAddr> for ListenAddr {
+    fn from(addr: SocketAddr) -> ListenAddr {
+        ListenAddr::Ip(addr)
+    }
+}
+
+impl ToSocketAddrs for ListenAddr {
+    type Iter = std::option::IntoIter<SocketAddr>;
+
+    /// The IP socket address, so that `TcpStream::connect(listener.local_addr)` works for a
+    /// TCP listener; a Unix-domain address is an `InvalidInput` error.
+    fn to_socket_addrs(&self) -> std::io::Result<Self::Iter> {
+        match self {
+            ListenAddr::Ip(addr) => Ok(Some(*addr).into_iter()),
+            ListenAddr::Unix(addr) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{addr} is a Unix-domain socket, not an IP address"),
+            )),
+        }
+    }
+}
+
+/// A connection's socket.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(mio::net::TcpStream),
+    #[cfg(unix)]
+    Unix(mio::net::UnixStream),
+}
+
+impl Stream {
+    pub(crate) fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Stream::Tcp(s) => s.take_error(),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.take_error(),
+        }
+    }
+
+    /// The local IP address, for a TCP connection (one `getsockname`).
+    pub(crate) fn local_ip(&self) -> io::Result<SocketAddr> {
+        match self {
+            Stream::Tcp(s) => s.local_addr().map(normalize),
+            #[cfg(unix)]
+            Stream::Unix(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a Unix-domain connection has no IP address",
+            )),
+        }
+    }
+}
+
+impl io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::AsSocket for Stream {
+    fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_socket(),
+        }
+    }
+}
+
+/// A listening socket.
+#[derive(Debug)]
+pub(crate) enum ListenSocket {
+    Tcp(mio::net::TcpListener),
+    #[cfg(unix)]
+    Unix(crate::unix::UnixListener),
+}
+
+impl ListenSocket {
+    /// The TCP listener, for a TCP socket.
+    pub(crate) fn as_tcp(&self) -> Option<&mio::net::TcpListener> {
+        match self {
+            ListenSocket::Tcp(l) => Some(l),
+            #[cfg(unix)]
+            ListenSocket::Unix(_) => None,
+        }
+    }
+
+    /// Accepts one connection: its socket and its peer, normalized.
+    pub(crate) fn accept(&self) -> io::Result<(Stream, Peer)> {
+        match self {
+            ListenSocket::Tcp(l) => {
+                let (s, peer) = l.accept()?;
+                Ok((Stream::Tcp(s), Peer::Ip(normalize(peer))))
+            }
+            #[cfg(unix)]
+            ListenSocket::Unix(l) => {
+                let s = l.accept()?;
+                let peer = crate::sys::peer_credentials(&s)?;
+                Ok((Stream::Unix(s), Peer::Unix(peer)))
+            }
+        }
+    }
+}
+
+impl Source for ListenSocket {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            ListenSocket::Tcp(l) => l.register(r, t, i),
+            #[cfg(unix)]
+            ListenSocket::Unix(l) => l.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            ListenSocket::Tcp(l) => l.reregister(r, t, i),
+            #[cfg(unix)]
+            ListenSocket::Unix(l) => l.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            ListenSocket::Tcp(l) => l.deregister(r),
+            #[cfg(unix)]
+            ListenSocket::Unix(l) => l.deregister(r),
+        }
+    }
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsFd for ListenSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            ListenSocket::Tcp(l) => l.as_fd(),
+            ListenSocket::Unix(l) => l.as_fd(),
+        }
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::AsSocket for ListenSocket {
+    fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
+        match self {
+            ListenSocket::Tcp(l) => l.as_socket(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_print_as_a_person_reads_them() {
+        let v4: SocketAddr = "[::ffff:127.0.0.1]:4242".parse().unwrap();
+        assert_eq!(Peer::Ip(crate::normalize(v4)).to_string(), "127.0.0.1:4242");
+        let unix = UnixPeer {
+            uid: 1000,
+            gid: 1000,
+            pid: Some(4242),
+        };
+        assert_eq!(Peer::Unix(unix).to_string(), "unix:uid=1000,pid=4242");
+        assert_eq!(
+            Peer::Unix(UnixPeer { pid: None, ..unix }).to_string(),
+            "unix:uid=1000"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_listen_addr_prints_as_a_spec_that_parses_back() {
+        for text in [
+            "127.0.0.1:7000",
+            "[::1]:7000",
+            "unix:/run/app.sock",
+            "unix:@app",
+        ] {
+            let spec: crate::ListenSpec = text.parse().unwrap();
+            let addr = match spec.kind() {
+                crate::SpecKind::Ip { .. } => ListenAddr::Ip(text.parse().unwrap()),
+                crate::SpecKind::Unix(u) => ListenAddr::Unix(u.clone()),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(addr.to_string(), text);
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Unix-domain listeners: binding with a mode and no window in which the default mode
+//! applies, stale socket files, and removing the file when the listener goes (only if it is
+//! still the file this listener made).
+//!
+//! Heads up: the rules here follow the consensus of the projects that got them wrong first
+//! (neovim#37378, nng#656, katzenpost#1116; `shared/reference/deployment-survey.md`): a path
+//! is unlinked only after `bind` failed with `EADDRINUSE`, only if it is a socket, and only
+//! if nothing answers on it; never before trying, never anything else.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::addr::UnixAddr;
+
+/// A listening Unix-domain socket, and the file it made, if it made one.
+#[derive(Debug)]
+pub(crate) struct UnixListener {
+    inner: mio::net::UnixListener,
+    owned: Owned,
+}
+
+/// The socket file to remove when the listener goes: its path, device and inode, so that a
+/// file that has replaced it since is left alone.
+#[derive(Debug)]
+struct Owned(Option<(PathBuf, u64, u64)>);
+
+/// How a bind failed: the step, and the error.
+pub(crate) type Failed = (&'static str, io::Error);
+
+impl UnixListener {
+    /// Binds `addr` and listens, with the socket file's permission bits set to `mode` before
+    /// any client can reach it.
+    pub(crate) fn bind(
+        addr: &UnixAddr,
+        mode: Option<u32>,
+        backlog: i32,
+    ) -> Result<UnixListener, Failed> {
+        if let Some(mode) = mode.filter(|m| *m > 0o777) {
+            return Err((
+                "set the mode",
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{mode:o} is not a permission mode for a socket (at most 777)"),
+                ),
+            ));
+        }
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| ("socket", e))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| ("set O_NONBLOCK", e))?;
+        let owned = match addr {
+            UnixAddr::Abstract(name) => {
+                if mode.is_some() {
+                    return Err((
+                        "set the mode",
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "an abstract socket has no file, so no permissions to set: use a path, or check each peer's credentials",
+                        ),
+                    ));
+                }
+                socket
+                    .bind(&abstract_addr(name).map_err(|e| ("bind", e))?)
+                    .map_err(|e| ("bind", e))?;
+                None
+            }
+            UnixAddr::Path(path) => Some(bind_path(&socket, path, mode)?),
+        };
+        // Owned from here: dropped on error, the file goes too.
+        let listener = UnixListener {
+            inner: mio::net::UnixListener::from_std(std::os::unix::net::UnixListener::from(
+                std::os::fd::OwnedFd::from(socket),
+            )),
+            owned: Owned(owned),
+        };
+        socket2::SockRef::from(&listener.inner)
+            .listen(backlog)
+            .map_err(|e| ("listen", e))?;
+        Ok(listener)
+    }
+
+    /// A listener this process was handed (systemd, `fd:N`): its file, if any, is not ours
+    /// to remove.
+    pub(crate) fn inherited(listener: std::os::unix::net::UnixListener) -> UnixListener {
+        UnixListener {
+            inner: mio::net::UnixListener::from_std(listener),
+            owned: Owned(None),
+        }
+    }
+
+    /// The mio listener; the socket file is no longer removed when it goes.
+    pub(crate) fn into_mio(self) -> mio::net::UnixListener {
+        let UnixListener { inner, mut owned } = self;
+        owned.0 = None;
+        inner
+    }
+
+    pub(crate) fn accept(&self) -> io::Result<mio::net::UnixStream> {
+        self.inner.accept().map(|(stream, _)| stream)
+    }
+
+    /// The address it is bound to, as the kernel says.
+    pub(crate) fn local_addr(&self) -> io::Result<UnixAddr> {
+        let addr = self.inner.local_addr()?;
+        if let Some(path) = addr.as_pathname() {
+            return Ok(UnixAddr::Path(path.to_owned()));
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use std::os::linux::net::SocketAddrExt;
+            if let Some(name) = addr.as_abstract_name() {
+                return Ok(UnixAddr::Abstract(name.to_owned()));
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the socket is bound to no address (unnamed)",
+        ))
+    }
+}
+
+impl Drop for Owned {
+    /// Removes the socket file if it is still the one the listener made.
+    fn drop(&mut self) {
+        if let Some((path, dev, ino)) = self.0.take() {
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.dev() == dev && meta.ino() == ino => {
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        log::debug!("cannot remove {}: {e}", path.display());
+                    }
+                }
+                _ => log::debug!(
+                    "{} is no longer the socket file this server made: left alone",
+                    path.display()
+                ),
+            }
+        }
+    }
+}
+
+impl mio::event::Source for UnixListener {
+    fn register(&mut self, r: &mio::Registry, t: mio::Token, i: mio::Interest) -> io::Result<()> {
+        self.inner.register(r, t, i)
+    }
+
+    fn reregister(&mut self, r: &mio::Registry, t: mio::Token, i: mio::Interest) -> io::Result<()> {
+        self.inner.reregister(r, t, i)
+    }
+
+    fn deregister(&mut self, r: &mio::Registry) -> io::Result<()> {
+        self.inner.deregister(r)
+    }
+}
+
+impl std::os::fd::AsFd for UnixListener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
+/// The address of abstract name `name`: a `sun_path` that starts with a NUL byte (Linux).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn abstract_addr(name: &[u8]) -> io::Result<SockAddr> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut bytes = Vec::with_capacity(name.len() + 1);
+    bytes.push(0);
+    bytes.extend_from_slice(name);
+    SockAddr::unix(std::ffi::OsStr::from_bytes(&bytes))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn abstract_addr(_name: &[u8]) -> io::Result<SockAddr> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "abstract Unix-domain sockets exist only on Linux",
+    ))
+}
+
+/// Binds `socket` to `path` (with `mode` if given); returns what identifies the file made.
+fn bind_path(
+    socket: &Socket,
+    path: &Path,
+    mode: Option<u32>,
+) -> Result<(PathBuf, u64, u64), Failed> {
+    match mode {
+        None => place(path, |path| socket.bind(&SockAddr::unix(path)?))?,
+        Some(mode) => {
+            // Bound in a directory only this user can enter, given its mode there, then
+            // linked into place: no client can connect while the default mode applies, and
+            // nothing is changed by path where another user could swap the file.
+            let dir = Private::new(path).map_err(|e| ("make a private directory to bind in", e))?;
+            let staged = dir.path.join("s");
+            socket
+                .bind(&SockAddr::unix(&staged).map_err(|e| ("bind", e))?)
+                .map_err(|e| ("bind", e))?;
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| ("set the mode", e))?;
+            place(path, |path| std::fs::hard_link(&staged, path))?;
+        }
+    }
+    let meta = std::fs::symlink_metadata(path).map_err(|e| ("stat", e))?;
+    Ok((path.to_owned(), meta.dev(), meta.ino()))
+}
+
+/// Makes the socket file at `path` with `make`; if something is there already (`EADDRINUSE`
+/// from `bind`, `EEXIST` from `link`), removes it only if it is a stale socket and tries once
+/// more.
+fn place(path: &Path, make: impl Fn(&Path) -> io::Result<()>) -> Result<(), Failed> {
+    match make(path) {
+        Ok(()) => return Ok(()),
+        Err(e) if in_use(&e) => {}
+        Err(e) => return Err(("bind", e)),
+    }
+    let meta = std::fs::symlink_metadata(path).map_err(|e| ("stat", e))?;
+    if !meta.file_type().is_socket() {
+        return Err((
+            "bind",
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket: it is not removed",
+                    path.display()
+                ),
+            ),
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            log::info!(
+                "{}: a stale socket (nothing answers on it): removed",
+                path.display()
+            );
+            std::fs::remove_file(path).map_err(|e| ("remove the stale socket", e))?;
+            make(path).map_err(|e| ("bind", e))
+        }
+        Ok(_) => Err((
+            "bind",
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use: a server answers on it", path.display()),
+            ),
+        )),
+        Err(e) => Err(("connect to the socket already there", e)),
+    }
+}
+
+fn in_use(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::AddrInUse | io::ErrorKind::AlreadyExists
+    )
+}
+
+/// A directory beside the socket's path that only this user can enter, removed with what
+/// is in it when dropped.
+struct Private {
+    path: PathBuf,
+}
+
+impl Private {
+    /// Makes the directory: `.dsPID.RANDOM` in the socket's directory, mode 0700. The name
+    /// is not guessable (so another user cannot make it first and have this bind fail), and a
+    /// name that exists already is never used: `mkdir` does not follow a symlink there.
+    fn new(beside: &Path) -> io::Result<Private> {
+        use std::hash::{BuildHasher, Hasher};
+        let parent = match beside.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut last = None;
+        for attempt in 0u64..8 {
+            // RandomState is seeded from the OS's randomness once per process and then
+            // varied per instance: good enough for a name nobody can guess in advance.
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(attempt);
+            let path = parent.join(format!(
+                ".ds{}.{:016x}",
+                std::process::id(),
+                hasher.finish()
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(Private { path }),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists)))
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -1,0 +1,737 @@
+//! Inherited sockets: `fd:N` in this process (the descriptor is handed over with
+//! `into_raw_fd`, so nothing else owns it), and `sd-listen` in a child, the echo example,
+//! started the way a service manager starts it: sockets on fd 3 and up, `LISTEN_PID`,
+//! `LISTEN_FDS`, `LISTEN_FDNAMES`; then by the real `systemd-socket-activate` (Debian's
+//! `systemd` package, which `.ci/run` installs) and with a real notify socket.
+
+#![cfg(target_os = "linux")]
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use dualstack::{Error, InheritErrorKind, ListenAddr, ListenConfig, Server, SocketMode};
+use util::{Recorder, Running, TempDir};
+
+/// Whether `fd` is an open descriptor of this process.
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD reads the descriptor's flags and changes nothing; any int is safe to
+    // pass (an unused one gives EBADF).
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// The inherit error `specs` get, or a panic naming what happened instead.
+#[track_caller]
+fn inherit_error(specs: &[String]) -> dualstack::InheritError {
+    match ListenConfig::new().bind_all(specs) {
+        Err(Error::Inherit(e)) => e,
+        Err(other) => panic!("{specs:?}: another error: {other}"),
+        Ok(bound) => panic!("{specs:?} bound: {:?}", bound.listeners()),
+    }
+}
+
+#[test]
+fn a_blocking_inherited_tcp_listener_serves_client_after_client() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap(); // blocking, as systemd passes it
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.into_raw_fd();
+    let server = Running::start(
+        Server::builder().listen(format!("fd:{fd}")),
+        Recorder::default(),
+    );
+    assert_eq!(server.listeners[0].local_addr, ListenAddr::Ip(addr));
+    assert_eq!(server.listeners[0].to_string(), format!("{addr} (ipv4)"));
+    // A listener left blocking would serve the first and then hang in accept.
+    for round in 0..3 {
+        let mut client = util::connect(addr);
+        assert_eq!(
+            util::round_trip(&mut client, b"inherited"),
+            b"inherited",
+            "client {round}"
+        );
+    }
+    drop(server);
+    assert!(
+        !is_open(fd),
+        "the descriptor outlived the server that took it"
+    );
+}
+
+#[test]
+fn an_inherited_ipv6_socket_reports_how_it_was_made() {
+    if !util_has_ipv6() {
+        return;
+    }
+    for (only_v6, mode) in [(false, SocketMode::DualStack), (true, SocketMode::Ipv6Only)] {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+        socket.set_only_v6(only_v6).unwrap();
+        socket
+            .bind(&"[::]:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.listen(16).unwrap();
+        let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+        let fd = socket.into_raw_fd();
+        let bound = ListenConfig::new().bind(format!("fd:{fd}")).unwrap();
+        let listener = &bound.listeners()[0];
+        assert_eq!(listener.mode(), mode);
+        assert_eq!(listener.local_addr().to_string(), format!("[::]:{port}"));
+        // The dual-stack one takes IPv4 clients, the IPv6-only one does not.
+        let v4 =
+            TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), util::TIMEOUT);
+        assert_eq!(v4.is_ok(), !only_v6, "{mode}");
+    }
+}
+
+fn util_has_ipv6() -> bool {
+    TcpListener::bind("[::1]:0").is_ok()
+}
+
+#[test]
+fn an_inherited_unix_listener_serves_and_its_file_is_not_ours_to_remove() {
+    let dir = TempDir::new("inherit-unix");
+    let path = dir.join("passed.sock");
+    let fd = UnixListener::bind(&path).unwrap().into_raw_fd();
+    let server = Running::start(
+        Server::builder().listen(format!("fd:{fd}")),
+        Recorder::default(),
+    );
+    assert_eq!(
+        server.listeners[0].to_string(),
+        format!("unix:{} (unix)", path.display())
+    );
+    let mut client = UnixStream::connect(&path).unwrap();
+    client.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    client.write_all(b"u").unwrap();
+    let mut back = [0; 1];
+    client.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"u");
+    server.stop();
+    assert!(
+        path.exists(),
+        "the file of a socket we were handed was removed"
+    );
+}
+
+#[test]
+fn descriptors_that_are_not_listening_stream_sockets_are_refused_and_left_open() {
+    let mut pipe = [0; 2];
+    // SAFETY: `pipe` has room for the two descriptors pipe(2) writes.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    // SAFETY: pipe(2) just opened both, and nothing else owns them.
+    let _pipe_owners = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let unlistened =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    unlistened
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap(); // what systemd's Accept=yes passes
+
+    let cases: [(RawFd, InheritErrorKind, &str); 4] = [
+        (pipe[0], InheritErrorKind::NotASocket, "not a socket"),
+        (
+            udp.as_raw_fd(),
+            InheritErrorKind::NotStream,
+            "not a stream socket",
+        ),
+        (
+            unlistened.as_raw_fd(),
+            InheritErrorKind::NotListening,
+            "not listening",
+        ),
+        (
+            accepted.as_raw_fd(),
+            InheritErrorKind::NotListening,
+            "Accept=yes",
+        ),
+    ];
+    for (fd, kind, text) in cases {
+        let err = inherit_error(&[format!("fd:{fd}")]);
+        assert_eq!(err.kind(), kind, "{err}");
+        assert_eq!(err.fd(), Some(fd));
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("cannot listen on \"fd:{fd}\": fd {fd}: ")),
+            "{message}"
+        );
+        assert!(message.contains(text), "{message}");
+        assert!(is_open(fd), "a refused descriptor was closed: {message}");
+    }
+    // Refused descriptors were not taken: once fixed, the same descriptor can be.
+    unlistened.listen(4).unwrap();
+    let fd = unlistened.into_raw_fd();
+    assert!(ListenConfig::new().bind(format!("fd:{fd}")).is_ok());
+}
+
+#[test]
+fn a_descriptor_that_is_not_open_is_named() {
+    let err = inherit_error(&["fd:999999".to_owned()]);
+    assert_eq!(err.kind(), InheritErrorKind::NotOpen);
+    assert!(
+        err.to_string()
+            .contains("fd 999999: not an open descriptor"),
+        "{err}"
+    );
+}
+
+#[test]
+fn one_descriptor_named_twice_is_an_error_not_two_listeners() {
+    let fd = TcpListener::bind("127.0.0.1:0").unwrap().into_raw_fd();
+    let err = inherit_error(&[format!("fd:{fd}"), format!("fd:{fd}")]);
+    assert_eq!(err.kind(), InheritErrorKind::TakenTwice, "{err}");
+    // Nothing was taken by the failed call: the descriptor is still whole, and one bind
+    // takes it; a second bind of the same descriptor is refused.
+    let bound = ListenConfig::new().bind(format!("fd:{fd}")).unwrap();
+    let again = inherit_error(&[format!("fd:{fd}")]);
+    assert_eq!(again.kind(), InheritErrorKind::TakenTwice, "{again}");
+    drop(bound);
+}
+
+#[test]
+fn inherited_and_own_sockets_mix_in_one_list() {
+    let passed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let passed_addr = passed.local_addr().unwrap();
+    let fd = passed.into_raw_fd();
+    let dir = TempDir::new("inherit-mix");
+    let path = dir.join("mix.sock");
+    let server = Running::start(
+        Server::builder()
+            .listen("127.0.0.1:0")
+            .listen(format!("fd:{fd}"))
+            .listen(format!("unix:{}", path.display())),
+        Recorder::default(),
+    );
+    let shown: Vec<String> = server.listeners.iter().map(|l| l.to_string()).collect();
+    assert_eq!(shown.len(), 3, "{shown:?}");
+    assert!(
+        shown.contains(&format!("{passed_addr} (ipv4)")),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains(&format!("unix:{} (unix)", path.display())),
+        "{shown:?}"
+    );
+    for i in 0..3 {
+        if let Some(addr) = server.listeners[i].connect_addr().ip() {
+            let mut c = util::connect(addr);
+            assert_eq!(util::round_trip(&mut c, b"mix"), b"mix");
+        }
+    }
+}
+
+// ---- A child started the way a service manager starts one ----
+
+/// The path of the echo example, freshly built.
+fn echo_binary() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--example", "echo"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --example echo failed");
+    });
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/PROFILE/deps/TEST")
+        .join("examples")
+        .join("echo")
+}
+
+/// A child process and what it prints.
+struct Launched {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Launched {
+    /// The lines it prints on stdout until 300 ms pass without one (at most [`util::TIMEOUT`]
+    /// for the first).
+    fn lines(&self) -> Vec<String> {
+        read_lines(&self.stdout)
+    }
+
+    /// Waits for it to exit; its status code and everything on stderr.
+    fn exit(mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + util::TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the child did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stderr: Vec<String> = self.stderr.try_iter().collect();
+        (status.code(), stderr.join("\n"))
+    }
+
+    fn terminate(&self) {
+        // SAFETY: kill(2) with the PID of a child this test started and has not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn read_lines(rx: &mpsc::Receiver<String>) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Ok(line) = rx.recv_timeout(util::TIMEOUT) {
+        lines.push(line);
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+            lines.push(line);
+        }
+    }
+    lines
+}
+
+fn pipe_lines(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn spawn(mut command: Command) -> Launched {
+    let mut child = command
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the child");
+    let stdout = pipe_lines(child.stdout.take().unwrap());
+    let stderr = pipe_lines(child.stderr.take().unwrap());
+    Launched {
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+/// How `LISTEN_PID` is set for the child.
+enum Pid {
+    /// To the child's own pid: a shell sets it to `$$` and execs the server (same pid).
+    Child,
+    /// To another process's.
+    Other,
+    /// Not at all.
+    Unset,
+}
+
+/// The echo example with `passed` on fd 3, 4, … (and nothing else there), `LISTEN_FDS`,
+/// `names` as `LISTEN_FDNAMES` if given, and `args`.
+fn activated(passed: &[RawFd], names: Option<&str>, pid: Pid, args: &[&str]) -> Launched {
+    let mut command = Command::new("sh");
+    let script = match pid {
+        Pid::Child => "LISTEN_PID=$$ exec \"$0\" \"$@\"",
+        Pid::Other => "LISTEN_PID=1 exec \"$0\" \"$@\"",
+        Pid::Unset => "exec \"$0\" \"$@\"",
+    };
+    command
+        .arg("-c")
+        .arg(script)
+        .arg(echo_binary())
+        .args(args)
+        .env_remove("LISTEN_PID")
+        .env_remove("NOTIFY_SOCKET")
+        .env("LISTEN_FDS", passed.len().to_string());
+    match names {
+        Some(names) => command.env("LISTEN_FDNAMES", names),
+        None => command.env_remove("LISTEN_FDNAMES"),
+    };
+    assert!(passed.len() <= 8, "at most 8 descriptors");
+    let mut fds = [-1; 8];
+    fds[..passed.len()].copy_from_slice(passed);
+    let count = passed.len();
+    // SAFETY: the closure runs in the forked child before exec and calls only fcntl, dup2
+    // and close, which are async-signal-safe; it allocates nothing (`fds` is a copied
+    // array) and takes no lock.
+    unsafe {
+        command.pre_exec(move || {
+            // First out of the way (close-on-exec copies from 100 up), so that moving one onto
+            // 3 cannot clobber another that happens to be there.
+            let mut high = [-1; 8];
+            for i in 0..count {
+                high[i] = libc::fcntl(fds[i], libc::F_DUPFD_CLOEXEC, 100);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (target, &fd) in (3..).zip(&high[..count]) {
+                // dup2 clears close-on-exec on the copy: it survives the exec.
+                if libc::dup2(fd, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // Nothing on the descriptors after them, as a service manager leaves it.
+            for fd in 3 + count as RawFd..3 + count as RawFd + 8 {
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    spawn(command)
+}
+
+fn listener(addr: &str) -> TcpListener {
+    TcpListener::bind(addr).unwrap()
+}
+
+fn addr_of(line: &str) -> SocketAddr {
+    dualstack_support::parse_listening_line(line)
+        .unwrap_or_else(|| panic!("not a listening line: {line}"))
+        .0
+}
+
+#[test]
+fn sd_listen_takes_every_passed_socket_and_a_name_picks_some() {
+    let v4 = listener("127.0.0.1:0");
+    let v4_addr = v4.local_addr().unwrap();
+    let other = listener("127.0.0.1:0");
+    let other_addr = other.local_addr().unwrap();
+    let fds = [v4.as_raw_fd(), other.as_raw_fd()];
+
+    let all = activated(&fds, Some("a:b"), Pid::Child, &["sd-listen"]);
+    let lines = all.lines();
+    assert_eq!(
+        lines,
+        [
+            format!("listening on {v4_addr} (ipv4)"),
+            format!("listening on {other_addr} (ipv4)")
+        ]
+    );
+    for addr in [v4_addr, other_addr] {
+        let mut c = util::connect(addr);
+        assert_eq!(util::round_trip(&mut c, b"activated"), b"activated");
+    }
+    all.terminate();
+    assert_eq!(all.exit().0, Some(0));
+
+    let named = activated(&fds, Some("a:b"), Pid::Child, &["sd-listen:b"]);
+    assert_eq!(named.lines(), [format!("listening on {other_addr} (ipv4)")]);
+    let mut c = util::connect(other_addr);
+    assert_eq!(util::round_trip(&mut c, b"b only"), b"b only");
+    named.terminate();
+    assert_eq!(named.exit().0, Some(0));
+
+    // A name may repeat (several ListenStream= in one unit share FileDescriptorName=): all.
+    let third = listener("127.0.0.1:0");
+    let third_addr = third.local_addr().unwrap();
+    let fds = [v4.as_raw_fd(), other.as_raw_fd(), third.as_raw_fd()];
+    let repeated = activated(&fds, Some("web:admin:web"), Pid::Child, &["sd-listen:web"]);
+    assert_eq!(
+        repeated.lines(),
+        [
+            format!("listening on {v4_addr} (ipv4)"),
+            format!("listening on {third_addr} (ipv4)")
+        ]
+    );
+    repeated.terminate();
+    assert_eq!(repeated.exit().0, Some(0));
+}
+
+#[test]
+fn an_absent_listen_pid_is_accepted_and_another_process_is_refused() {
+    let l = listener("127.0.0.1:0");
+    let unset = activated(&[l.as_raw_fd()], None, Pid::Unset, &["sd-listen"]);
+    assert_eq!(unset.lines().len(), 1, "LISTEN_PID unset: served");
+    unset.terminate();
+    assert_eq!(unset.exit().0, Some(0));
+
+    let other = activated(&[l.as_raw_fd()], None, Pid::Other, &["sd-listen"]);
+    let (code, stderr) = other.exit();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("LISTEN_PID is 1"), "{stderr}");
+}
+
+#[test]
+fn activation_errors_exit_2_with_one_clear_line() {
+    let l = listener("127.0.0.1:0");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    /// Passed descriptors, their names, the example's arguments, what stderr must say.
+    type Case<'a> = (Vec<RawFd>, Option<&'a str>, &'a [&'a str], &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![l.as_raw_fd()],
+            Some("web"),
+            &["sd-listen:admin"],
+            "no socket named \"admin\" (LISTEN_FDNAMES: web)",
+        ),
+        (
+            vec![udp.as_raw_fd()],
+            None,
+            &["sd-listen"],
+            "fd 3: not a stream socket",
+        ),
+        (
+            vec![l.as_raw_fd()],
+            None,
+            &["sd-listen", "fd:3"],
+            "names this descriptor too",
+        ),
+        (vec![], None, &["sd-listen"], "no sockets (LISTEN_FDS=0)"),
+        // Taken before any socket of our own is opened: the TCP socket of the first spec
+        // cannot land on the free fd 3 and be taken as the passed one.
+        (
+            vec![],
+            None,
+            &["127.0.0.1:0", "fd:3"],
+            "fd 3: not an open descriptor",
+        ),
+    ];
+    for (fds, names, args, text) in cases {
+        let child = activated(&fds, names, Pid::Child, args);
+        let (code, stderr) = child.exit();
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(text), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+    // Not activated at all.
+    let mut command = Command::new(echo_binary());
+    command
+        .arg("sd-listen")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID");
+    let (code, stderr) = spawn(command).exit();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("LISTEN_FDS is not set"), "{stderr}");
+}
+
+/// Receives datagrams on a notify socket until `want` arrives or the timeout passes.
+fn wait_for_state(socket: &UnixDatagram, want: &str) -> Vec<String> {
+    socket.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    while !got.iter().any(|g: &String| g.lines().any(|l| l == want)) {
+        match socket.recv(&mut buf) {
+            Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) => panic!("no {want} on the notify socket ({e}); got {got:?}"),
+        }
+    }
+    got
+}
+
+#[test]
+fn socat_as_the_notify_socket_hears_ready() {
+    let dir = TempDir::new("notify-socat");
+    let path = dir.join("notify.sock");
+    let mut socat = Command::new("socat")
+        .args(["-u", &format!("UNIX-RECV:{}", path.display()), "STDOUT"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start socat (is it installed?)");
+    let heard = pipe_lines(socat.stdout.take().unwrap());
+    let deadline = Instant::now() + util::TIMEOUT;
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "socat made no socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut command = Command::new(echo_binary());
+    command.arg("127.0.0.1:0").env("NOTIFY_SOCKET", &path);
+    let child = spawn(command);
+    let mut lines: Vec<String> = Vec::new();
+    while !lines.iter().any(|l| l == "READY=1") {
+        match heard.recv_timeout(util::TIMEOUT) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("socat heard no READY=1: {lines:?}"),
+        }
+    }
+    // The datagram's last line has no newline: socat's output ends it.
+    let _ = socat.kill();
+    let _ = socat.wait();
+    lines.extend(heard.iter());
+    let status = format!("STATUS={}", child.lines()[0]);
+    assert!(
+        lines.contains(&status),
+        "socat heard {lines:?}, not {status}"
+    );
+}
+
+#[test]
+fn the_notify_socket_hears_ready_status_and_stopping() {
+    let dir = TempDir::new("notify");
+    let path = dir.join("notify.sock");
+    let abstract_name = format!("dualstack-notify-{}", std::process::id());
+    let by_path = UnixDatagram::bind(&path).unwrap();
+    let by_name = {
+        use std::os::linux::net::SocketAddrExt;
+        UnixDatagram::bind_addr(
+            &std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    for (target, socket) in [
+        (path.display().to_string(), &by_path),
+        (format!("@{abstract_name}"), &by_name),
+    ] {
+        let mut command = Command::new(echo_binary());
+        command.arg("127.0.0.1:0").env("NOTIFY_SOCKET", &target);
+        let child = spawn(command);
+        let lines = child.lines();
+        let ready = wait_for_state(socket, "READY=1");
+        let status = format!("STATUS={}", lines[0]);
+        assert!(
+            ready.iter().any(|d| d.lines().any(|l| l == status)),
+            "{target}: {ready:?} lacks {status}"
+        );
+        child.terminate();
+        wait_for_state(socket, "STOPPING=1");
+        assert_eq!(child.exit().0, Some(0));
+    }
+}
+
+// ---- The real launcher ----
+
+/// A port free on both loopbacks right now (the launcher needs a number).
+fn free_port() -> u16 {
+    loop {
+        let v4 = listener("127.0.0.1:0");
+        let port = v4.local_addr().unwrap().port();
+        if TcpListener::bind(("::1", port)).is_ok() || !util_has_ipv6() {
+            return port;
+        }
+    }
+}
+
+/// `systemd-socket-activate` with `args`, running the echo example with `echo_args`; ready
+/// once it has said it listens on every `-l`.
+fn socket_activate(args: &[String], echo_args: &[&str]) -> Launched {
+    let mut command = Command::new("systemd-socket-activate");
+    command
+        .args(args)
+        .arg(echo_binary())
+        .args(echo_args)
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .env_remove("NOTIFY_SOCKET");
+    let launched = spawn(command);
+    let wanted = args.iter().filter(|a| *a == "-l").count();
+    let deadline = Instant::now() + util::TIMEOUT;
+    let mut said = 0;
+    while said < wanted {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match launched.stderr.recv_timeout(left) {
+            Ok(line) if line.starts_with("Listening on") => said += 1,
+            Ok(_) => {}
+            Err(_) => panic!("systemd-socket-activate did not start listening"),
+        }
+    }
+    launched
+}
+
+#[test]
+fn systemd_socket_activate_passes_two_named_sockets_and_both_echo() {
+    if !util_has_ipv6() {
+        return;
+    }
+    let port = free_port();
+    let args: Vec<String> = [
+        "-l".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "-l".to_owned(),
+        format!("[::1]:{port}"),
+        "--fdname=a:b".to_owned(),
+    ]
+    .into();
+    let launched = socket_activate(&args, &["sd-listen"]);
+    // Version 252 execs the server on the first connection, with that one queued.
+    let mut first = util::connect(SocketAddr::from(([127, 0, 0, 1], port)));
+    assert_eq!(util::round_trip(&mut first, b"first"), b"first");
+    let lines = launched.lines();
+    let addrs: Vec<SocketAddr> = lines.iter().map(|l| addr_of(l)).collect();
+    assert_eq!(
+        addrs,
+        [
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            format!("[::1]:{port}").parse().unwrap()
+        ]
+    );
+    let mut v6 = util::connect(addrs[1]);
+    assert_eq!(util::round_trip(&mut v6, b"second"), b"second");
+    launched.terminate();
+    assert_eq!(launched.exit().0, Some(0));
+
+    let launched = socket_activate(&args, &["sd-listen:b"]);
+    let mut only = util::connect(format!("[::1]:{port}").parse::<SocketAddr>().unwrap());
+    assert_eq!(util::round_trip(&mut only, b"b"), b"b");
+    assert_eq!(
+        launched.lines(),
+        [format!("listening on [::1]:{port} (ipv6-only)")]
+    );
+    launched.terminate();
+    assert_eq!(launched.exit().0, Some(0));
+}
+
+#[test]
+fn systemd_socket_activate_wildcard_is_dual_stack_and_reported_so() {
+    if !util_has_ipv6() {
+        return;
+    }
+    let port = free_port();
+    let launched = socket_activate(&["-l".to_owned(), port.to_string()], &["sd-listen"]);
+    let mut v4 = util::connect(SocketAddr::from(([127, 0, 0, 1], port)));
+    assert_eq!(util::round_trip(&mut v4, b"4"), b"4");
+    assert_eq!(
+        launched.lines(),
+        [format!("listening on [::]:{port} (dual-stack)")]
+    );
+    launched.terminate();
+    assert_eq!(launched.exit().0, Some(0));
+}
+
+#[test]
+fn systemd_socket_activate_accept_mode_connections_are_refused() {
+    let port = free_port();
+    let launched = socket_activate(
+        &[
+            "-a".to_owned(),
+            "-l".to_owned(),
+            format!("127.0.0.1:{port}"),
+        ],
+        &["sd-listen"],
+    );
+    let mut c = util::connect(SocketAddr::from(([127, 0, 0, 1], port)));
+    let mut buf = [0; 1];
+    // The server exits on the connection socket it was given: the client sees the end.
+    assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)));
+    let deadline = Instant::now() + util::TIMEOUT;
+    let line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = launched
+            .stderr
+            .recv_timeout(left)
+            .expect("the server's error line");
+        if line.contains("cannot listen on") {
+            break line;
+        }
+    };
+    assert!(line.contains("fd 3: the socket is not listening"), "{line}");
+}

@@ -1,0 +1,371 @@
+//! Unix-domain listeners: the reactor serves them like TCP (echo, peers, limits, timeouts,
+//! graceful stop), and the file rules hold: a stale socket file is replaced, a live one is
+//! "in use", anything else is left alone, the mode applies before a client can connect, and
+//! the file goes on stop only while it is still ours.
+
+#![cfg(unix)]
+
+mod util;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use dualstack::{
+    Error, ListenAddr, ListenConfig, ListenSpec, ParseErrorKind, Peer, Server, SocketMode,
+    UnixAddr, UnixPeer,
+};
+use util::{Recorder, Running, Seen, TempDir};
+
+/// Connects to the socket at `path` with bounded reads and writes.
+#[track_caller]
+fn connect(path: &Path) -> UnixStream {
+    let stream =
+        UnixStream::connect(path).unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
+    stream.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(util::TIMEOUT)).unwrap();
+    stream
+}
+
+#[track_caller]
+fn round_trip(stream: &mut UnixStream, data: &[u8]) -> Vec<u8> {
+    stream.write_all(data).expect("write");
+    let mut back = vec![0; data.len()];
+    stream.read_exact(&mut back).expect("read the echo");
+    back
+}
+
+/// This process's user and group, as the kernel reports them for a file it creates.
+fn me(dir: &TempDir) -> (u32, u32) {
+    let probe = dir.join("probe");
+    std::fs::write(&probe, b"").unwrap();
+    let meta = std::fs::metadata(&probe).unwrap();
+    std::fs::remove_file(probe).unwrap();
+    (meta.uid(), meta.gid())
+}
+
+fn start_at(path: &Path, config: ListenConfig) -> Running<Recorder> {
+    Running::start(
+        Server::builder()
+            .listen(format!("unix:{}", path.display()))
+            .listen_config(config),
+        Recorder::default(),
+    )
+}
+
+#[test]
+fn a_path_socket_echoes_and_knows_its_peer_by_credentials() {
+    let dir = TempDir::new("unix-echo");
+    let path = dir.join("echo.sock");
+    let recorder = Recorder::default();
+    let server = Running::start(
+        Server::builder().listen(format!("unix:{}", path.display())),
+        recorder.clone(),
+    );
+    let info = &server.listeners[0];
+    assert_eq!(
+        info.local_addr,
+        ListenAddr::Unix(UnixAddr::Path(path.clone()))
+    );
+    assert_eq!(info.mode, SocketMode::Unix);
+    assert_eq!(
+        info.to_string(),
+        format!("unix:{} (unix)", path.display()),
+        "the listening line"
+    );
+
+    let mut client = connect(&path);
+    assert_eq!(
+        round_trip(&mut client, b"over a unix socket"),
+        b"over a unix socket"
+    );
+    let (uid, gid) = me(&dir);
+    let seen = recorder.wait_for("the open", |s| {
+        s.iter().any(|s| matches!(s, Seen::Open(..)))
+    });
+    let Seen::Open(_, peer) = &seen[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        *peer,
+        Peer::Unix(UnixPeer {
+            uid,
+            gid,
+            pid: if cfg!(target_os = "linux") {
+                Some(std::process::id())
+            } else {
+                None
+            },
+        })
+    );
+    #[cfg(target_os = "linux")]
+    assert_eq!(
+        peer.to_string(),
+        format!("unix:uid={uid},pid={}", std::process::id())
+    );
+    drop(client);
+    recorder.wait_for("the close", |s| {
+        s.iter().any(|s| matches!(s, Seen::Close(..)))
+    });
+    server.stop();
+    assert!(!path.exists(), "the socket file outlived a graceful stop");
+}
+
+#[test]
+fn a_bare_absolute_path_is_a_unix_spec_too() {
+    let dir = TempDir::new("unix-bare");
+    let path = dir.join("bare.sock");
+    let server = Running::start(
+        Server::builder().listen(path.to_str().unwrap()),
+        Recorder::default(),
+    );
+    assert_eq!(round_trip(&mut connect(&path), b"bare"), b"bare");
+    drop(server);
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[test]
+fn an_abstract_socket_echoes_and_leaves_no_file() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("dualstack-test-{}", std::process::id());
+    let server = Running::start(
+        Server::builder().listen(format!("@{name}")),
+        Recorder::default(),
+    );
+    assert_eq!(
+        server.listeners[0].to_string(),
+        format!("unix:@{name} (unix)")
+    );
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let mut client = UnixStream::connect_addr(&addr).unwrap();
+    client.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    assert_eq!(round_trip(&mut client, b"abstract"), b"abstract");
+    drop(client);
+    server.stop();
+    assert!(
+        UnixStream::connect_addr(&addr).is_err(),
+        "the abstract name is still served after the stop"
+    );
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[test]
+fn an_abstract_socket_refuses_a_mode() {
+    let err = ListenConfig::new()
+        .unix_mode(0o600)
+        .bind(format!("@dualstack-mode-{}", std::process::id()))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("no permissions"), "{text}");
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced() {
+    let dir = TempDir::new("unix-stale");
+    let path = dir.join("stale.sock");
+    // A server that died without removing its file: bound, then closed (std never unlinks).
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let server = start_at(&path, ListenConfig::new());
+    assert_eq!(round_trip(&mut connect(&path), b"fresh"), b"fresh");
+    drop(server);
+}
+
+#[test]
+fn a_live_socket_is_in_use_and_keeps_serving() {
+    let dir = TempDir::new("unix-live");
+    let path = dir.join("live.sock");
+    let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let err = match ListenConfig::new().bind(format!("unix:{}", path.display())) {
+        Err(Error::Bind(e)) => e,
+        other => panic!("bound over a live socket: {other:?}"),
+    };
+    assert_eq!(
+        err.io_error().kind(),
+        std::io::ErrorKind::AddrInUse,
+        "{err}"
+    );
+    assert!(err.to_string().contains("in use"), "{err}");
+    // The live server's socket was not stolen: a client still reaches it.
+    let _client = connect(&path);
+    live.set_nonblocking(false).unwrap();
+    let (_conn, _) = live.accept().expect("the live server still accepts");
+}
+
+#[test]
+fn a_regular_file_at_the_path_is_never_removed() {
+    let dir = TempDir::new("unix-file");
+    let path = dir.join("precious");
+    std::fs::write(&path, b"keep me").unwrap();
+    let err = ListenConfig::new()
+        .bind(format!("unix:{}", path.display()))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("not a socket"), "{text}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+}
+
+#[test]
+fn a_path_too_long_for_sun_path_is_a_parse_error_with_the_limit() {
+    let long = format!("unix:/tmp/{}", "x".repeat(200));
+    let err = long.parse::<ListenSpec>().unwrap_err();
+    assert_eq!(err.kind(), ParseErrorKind::PathTooLong);
+    let limit = if cfg!(any(target_os = "linux", target_os = "android")) {
+        "107"
+    } else {
+        "103"
+    };
+    assert!(err.to_string().contains(limit), "{err}");
+    // One byte under the limit parses.
+    let fits = format!("/{}", "y".repeat(limit.parse::<usize>().unwrap() - 1));
+    assert!(fits.parse::<ListenSpec>().is_ok(), "{} bytes", fits.len());
+}
+
+#[test]
+fn the_mode_is_applied_and_no_scaffolding_is_left_behind() {
+    for mode in [0o600, 0o660, 0o666] {
+        let dir = TempDir::new("unix-mode");
+        let path = dir.join("m.sock");
+        let server = start_at(&path, ListenConfig::new().unix_mode(mode));
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "mode {mode:o}");
+        let entries: Vec<_> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            entries,
+            ["m.sock"],
+            "only the socket is left in the directory"
+        );
+        assert_eq!(round_trip(&mut connect(&path), b"m"), b"m");
+        drop(server);
+    }
+}
+
+#[test]
+fn a_mode_out_of_range_is_a_config_error_not_a_panic() {
+    let err = ListenConfig::new()
+        .unix_mode(0o10000)
+        .bind("unix:/tmp/never-bound.sock")
+        .unwrap_err();
+    assert!(err.to_string().contains("10000"), "{err}");
+    assert!(!Path::new("/tmp/never-bound.sock").exists());
+}
+
+#[test]
+fn a_file_that_replaced_ours_is_left_alone_on_stop() {
+    let dir = TempDir::new("unix-replaced");
+    let path = dir.join("r.sock");
+    let server = start_at(&path, ListenConfig::new());
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"someone else's").unwrap();
+    server.stop();
+    assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
+}
+
+#[test]
+fn other_users_are_counted_apart_by_the_per_peer_limit() {
+    let dir = TempDir::new("unix-peers");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.join("p.sock");
+    let server = Running::start(
+        Server::builder()
+            .listen(format!("unix:{}", path.display()))
+            .listen_config(ListenConfig::new().unix_mode(0o666))
+            .max_connections_per_peer(2),
+        Recorder::default(),
+    );
+    let mut mine: Vec<UnixStream> = (0..3).map(|_| connect(&path)).collect();
+    let served: Vec<bool> = mine
+        .iter_mut()
+        .map(|c| {
+            let _ = c.write_all(b"?");
+            let mut byte = [0; 1];
+            matches!(c.read(&mut byte), Ok(1))
+        })
+        .collect();
+    assert_eq!(
+        served,
+        [true, true, false],
+        "one uid got more than its share"
+    );
+
+    // Another user (root can switch) still gets in: `nobody` runs socat against the path.
+    if me(&dir).0 == 0 {
+        use std::os::unix::process::CommandExt;
+        let out = std::process::Command::new("socat")
+            .args(["-t2", "-", &format!("UNIX-CONNECT:{}", path.display())])
+            .uid(65534)
+            .gid(65534)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                child.stdin.take().unwrap().write_all(b"nobody\n")?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "nobody\n",
+            "another uid was refused"
+        );
+    }
+    drop(server);
+}
+
+#[test]
+fn idle_unix_connections_time_out_like_tcp() {
+    let dir = TempDir::new("unix-idle");
+    let path = dir.join("i.sock");
+    let recorder = Recorder::default();
+    let server = Running::start(
+        Server::builder()
+            .listen(format!("unix:{}", path.display()))
+            .idle_timeout(Duration::from_millis(100)),
+        recorder.clone(),
+    );
+    let mut client = connect(&path);
+    let mut buf = [0; 1];
+    assert_eq!(client.read(&mut buf).unwrap(), 0, "closed by the server");
+    assert_eq!(recorder.closes(), ["idle timeout"]);
+    drop(server);
+}
+
+#[test]
+fn a_graceful_stop_flushes_what_a_unix_peer_is_owed() {
+    let dir = TempDir::new("unix-stop");
+    let path = dir.join("s.sock");
+    let recorder = Recorder::default();
+    let server = Running::start(
+        Server::builder().listen(format!("unix:{}", path.display())),
+        recorder.clone(),
+    );
+    // The client sends, does not read, and the server is stopped while it owes the echo.
+    let mut client = connect(&path);
+    let data = util::pattern(9, 0, 128 << 10);
+    client.write_all(&data).unwrap();
+    recorder.wait_for("every byte read", |seen| {
+        let read: usize = seen
+            .iter()
+            .map(|s| if let Seen::Data(_, n) = s { *n } else { 0 })
+            .sum();
+        read == data.len()
+    });
+    let stopped = std::thread::spawn(move || server.stop());
+    let mut back = Vec::new();
+    client
+        .read_to_end(&mut back)
+        .expect("read the echo to its end");
+    assert!(
+        back == data,
+        "{} of {} bytes came back",
+        back.len(),
+        data.len()
+    );
+    stopped.join().unwrap();
+    assert!(!path.exists());
+}
