@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mio::event::{Event, Source};
 use mio::{Interest, Token};
 
-use crate::conn::{CloseReason, ConnId, ConnInfo, ListenerId};
+use crate::conn::{CloseReason, ConnId, ConnInfo, ListenerId, Proxied};
 use crate::reactor::core::Core;
 use crate::reactor::output::SendError;
 use crate::reactor::stats::{ListenerInfo, Stats};
@@ -86,6 +86,24 @@ pub trait Handler {
     /// and its id is dead once this returns.
     fn on_close(&mut self, ctx: &mut Context<'_, Self::State>, conn: ConnId, reason: &CloseReason) {
         let _ = (ctx, conn, reason);
+    }
+
+    /// A connection was closed before the handler heard of it, for `reason`: its peer had its
+    /// share of connections already ([`CloseReason::PeerLimit`]), or, on a PROXY listener,
+    /// the peer is not a trusted balancer ([`CloseReason::Untrusted`]), its header was bad
+    /// ([`CloseReason::ProxyHeader`]) or late ([`CloseReason::HeaderTimeout`]), or it left
+    /// (or the server stopped) before the header was complete. `peer` is the socket's peer,
+    /// or for a header refused by the per-peer limit the client the header named. No
+    /// `on_open` came before and no `on_close` follows, so handlers that pair the two need
+    /// not care; this is for logs and counters (see also [`Stats`](crate::Stats)).
+    fn on_refused(
+        &mut self,
+        ctx: &mut Context<'_, Self::State>,
+        listener: ListenerId,
+        peer: &Peer,
+        reason: &CloseReason,
+    ) {
+        let _ = (ctx, listener, peer, reason);
     }
 
     /// Another thread called [`ServerHandle::wake`](crate::ServerHandle::wake) (or `stop`).
@@ -220,6 +238,14 @@ impl<'a, S> Context<'a, S> {
     /// `None` once it is gone.
     pub fn peer(&self, conn: ConnId) -> Option<Peer> {
         self.core.peer(conn)
+    }
+
+    /// How `conn` came through a load balancer, on a PROXY listener: the balancer's own
+    /// address and the header (the client's address is [`peer`](Context::peer), where
+    /// the client connected is `header.destination()`, and version 2's TLVs are there).
+    /// `None` for a direct connection.
+    pub fn proxied(&self, conn: ConnId) -> Option<&Proxied> {
+        self.core.proxied(conn)
     }
 
     /// The peer's IP address of `conn`, normalized; `None` once it is gone, or for a

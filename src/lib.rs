@@ -179,11 +179,13 @@ mod sys;
 #[cfg(unix)]
 mod unix;
 
+pub use addr::proxy::tlv as proxy_tlv;
 pub use addr::{
-    display_addr, normalize, DisplayAddr, Host, HostName, ListenSpec, ParseError, ParseErrorKind,
-    SpecKind, ToListenSpec, UnixAddr, Zone,
+    display_addr, normalize, Cidr, CidrError, DisplayAddr, Host, HostName, ListenSpec, ParseError,
+    ParseErrorKind, ProxyAddresses, ProxyCommand, ProxyError, ProxyErrorKind, ProxyHeader,
+    ProxyParsed, ProxySsl, ProxyVersion, ProxyVersions, SpecKind, ToListenSpec, UnixAddr, Zone,
 };
-pub use conn::{CloseReason, ConnId, ConnInfo, ListenerId};
+pub use conn::{CloseReason, ConnId, ConnInfo, ListenerId, Proxied};
 pub use error::Error;
 pub use handler::{Context, Handler};
 pub use host::{has_dual_stack_ipv6, HostCaps, Resolve, SystemResolver};
@@ -194,7 +196,7 @@ pub use plan::{
     Skipped, SocketMode, WildcardStack,
 };
 pub use reactor::{
-    ConfigError, ListenerInfo, ListenerStats, NoHandler, SendError, Server, ServerBuilder,
-    ServerHandle, Stats, TimerId,
+    ConfigError, ListenerInfo, ListenerStats, NoHandler, ProxyProtocol, SendError, Server,
+    ServerBuilder, ServerHandle, Stats, TimerId,
 };
 pub use socket::{ListenAddr, Peer, UnixPeer};

@@ -232,6 +232,7 @@ impl ListenConfig {
                     local_addr: taken.addr,
                     mode: taken.mode,
                     spec: spec.clone(),
+                    origin: 0,
                 });
             }
             inherited.push(listeners);
@@ -253,7 +254,8 @@ impl ListenConfig {
             skipped: Vec::new(),
         };
         let mut logged = Vec::new();
-        for (spec, taken) in specs.iter().zip(inherited) {
+        for (origin, (spec, taken)) in specs.iter().zip(inherited).enumerate() {
+            let first = bound.listeners.len();
             match spec.kind() {
                 SpecKind::Ip { .. } => {
                     let plan = plan(spec, self.options, &caps, &*self.resolver)?;
@@ -267,6 +269,9 @@ impl ListenConfig {
                 }
                 SpecKind::Unix(addr) => bound.listeners.push(self.open_unix(spec, addr)?),
                 _ => bound.listeners.extend(taken),
+            }
+            for l in &mut bound.listeners[first..] {
+                l.origin = origin;
             }
         }
         // Logged here, once, whether the planner or the kernel left the address out, and
@@ -295,6 +300,7 @@ impl ListenConfig {
             local_addr: ListenAddr::Unix(addr.clone()),
             mode: SocketMode::Unix,
             spec: spec.clone(),
+            origin: 0,
         })
     }
 
@@ -534,6 +540,7 @@ impl BoundSocket {
             local_addr: ListenAddr::Ip(self.local),
             mode: self.mode,
             spec: spec.clone(),
+            origin: 0,
         })
     }
 }
@@ -674,6 +681,8 @@ pub struct Listener {
     local_addr: ListenAddr,
     mode: SocketMode,
     spec: ListenSpec,
+    /// The index of its spec in the list [`ListenConfig::bind_all`] was given.
+    pub(crate) origin: usize,
 }
 
 impl Listener {

@@ -36,6 +36,10 @@ pub struct Options {
     pub nodelay: Option<bool>,
     pub read_budget: Option<usize>,
     pub unix_mode: Option<u32>,
+    /// Every spec's connections begin with a PROXY protocol header.
+    pub proxy: bool,
+    /// The balancers trusted to send one (default: loopback).
+    pub proxy_from: Option<Vec<dualstack::Cidr>>,
     /// Options particular to one example, as `(name, value)`.
     pub extra: Vec<(String, String)>,
 }
@@ -73,6 +77,11 @@ OPTIONS:
   --read-budget BYTES       the most read from one connection per turn (default 256 KiB)
   --unix-mode MODE          permissions of Unix-domain socket files, in octal (as 660),
                             set before any client can connect (default: the umask's)
+  --proxy-protocol          every connection begins with a PROXY protocol header (v1 or
+                            v2) from a load balancer; the client it names is the peer
+  --proxy-from CIDR[,CIDR...]
+                            the balancers trusted to send one (default 127.0.0.0/8,::1);
+                            other peers are closed without a byte read
   -h, --help                this text
   --                        what follows is a SPEC, even if it begins with \"-\"
 
@@ -100,6 +109,8 @@ impl Options {
             nodelay: None,
             read_budget: None,
             unix_mode: None,
+            proxy: false,
+            proxy_from: None,
             extra: Vec::new(),
         };
         let args: Vec<String> = std::env::args_os()
@@ -171,6 +182,15 @@ impl Options {
                     }
                 }
                 "--read-budget" => opts.read_budget = Some(count(name, &arg, &value("a number"))),
+                "--proxy-protocol" => opts.proxy = true,
+                "--proxy-from" => {
+                    let v = value("networks, as 10.0.0.0/8,::1");
+                    let nets: Result<Vec<dualstack::Cidr>, _> =
+                        v.split(',').map(|n| n.trim().parse()).collect();
+                    opts.proxy_from = Some(nets.unwrap_or_else(|e| {
+                        fail(name, &format!("--proxy-from {}: {e}", quoted(&v)))
+                    }));
+                }
                 "--unix-mode" => {
                     let v = value("an octal mode, as 660");
                     opts.unix_mode = Some(
@@ -197,6 +217,12 @@ impl Options {
         }
         if opts.specs.is_empty() {
             opts.specs.push(default_spec.to_owned());
+        }
+        if opts.proxy_from.is_some() && !opts.proxy {
+            fail(
+                name,
+                "--proxy-from names trusted balancers, and means nothing without --proxy-protocol",
+            );
         }
         opts
     }
@@ -241,8 +267,18 @@ impl Options {
         if let Some(bytes) = self.read_budget {
             builder = builder.read_budget(bytes);
         }
+        let proxy = self.proxy.then(|| {
+            let p = dualstack::ProxyProtocol::new();
+            match &self.proxy_from {
+                Some(nets) => p.trust(nets.iter().copied()),
+                None => p,
+            }
+        });
         for spec in &self.specs {
-            builder = builder.listen(spec.as_str());
+            builder = match &proxy {
+                Some(p) => builder.listen_proxied(spec.as_str(), p.clone()),
+                None => builder.listen(spec.as_str()),
+            };
         }
         builder
     }

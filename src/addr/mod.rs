@@ -7,12 +7,19 @@
 //! resolver, and a numeric host never becomes a name. The only system call it can make is the
 //! local interface-name lookup of [`Zone::to_index`] and [`display_addr`].
 
+mod cidr;
 mod error;
 mod normalize;
 mod parse;
+pub(crate) mod proxy;
 mod spec;
 
+pub use cidr::{Cidr, CidrError};
 pub use error::{ParseError, ParseErrorKind};
 pub(crate) use normalize::is_scoped;
 pub use normalize::{display_addr, normalize, DisplayAddr};
+pub use proxy::{
+    ProxyAddresses, ProxyCommand, ProxyError, ProxyErrorKind, ProxyHeader, ProxyParsed, ProxySsl,
+    ProxyVersion, ProxyVersions,
+};
 pub use spec::{Host, HostName, ListenSpec, SpecKind, ToListenSpec, UnixAddr, Zone};

@@ -1,6 +1,7 @@
 //! One accepted connection: its public identity ([`ConnId`]), why it closed
 //! ([`CloseReason`]), and the state the reactor keeps for it.
 
+pub(crate) mod preamble;
 mod queue;
 pub(crate) mod state;
 
@@ -8,8 +9,11 @@ use std::fmt;
 use std::io;
 use std::time::Instant;
 
+use crate::addr::ProxyError;
 use crate::socket::{Peer, Stream};
 
+pub use preamble::Proxied;
+pub(crate) use preamble::{client_of, Preamble, Step};
 pub(crate) use queue::OutQueue;
 pub(crate) use state::{Holder, Life, Recv, Send};
 
@@ -78,6 +82,16 @@ pub enum CloseReason {
     Closed,
     /// An I/O error other than a reset.
     Error(io::Error),
+    /// On a PROXY listener: the peer is not a trusted balancer; nothing was read from it.
+    Untrusted,
+    /// On a PROXY listener: what came first was not an acceptable header.
+    ProxyHeader(ProxyError),
+    /// On a PROXY listener: the header was not complete within its timeout.
+    HeaderTimeout,
+    /// The peer (for a proxied connection, the client its header named) already had its
+    /// share of connections
+    /// ([`ServerBuilder::max_connections_per_peer`](crate::ServerBuilder::max_connections_per_peer)).
+    PeerLimit,
 }
 
 impl fmt::Display for CloseReason {
@@ -91,6 +105,10 @@ impl fmt::Display for CloseReason {
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::Closed => f.write_str("closed by the handler"),
             CloseReason::Error(e) => write!(f, "error: {e}"),
+            CloseReason::Untrusted => f.write_str("not a trusted PROXY source"),
+            CloseReason::ProxyHeader(e) => e.fmt(f),
+            CloseReason::HeaderTimeout => f.write_str("no complete PROXY header in time"),
+            CloseReason::PeerLimit => f.write_str("the peer already has its share of connections"),
         }
     }
 }
@@ -118,6 +136,8 @@ pub(crate) struct Timing {
     pub(crate) first_byte: bool,
     /// Its entry in the reactor's deadlines, if one is armed.
     pub(crate) deadline: Option<Instant>,
+    /// While a PROXY header is awaited: when it must be complete.
+    pub(crate) header_due: Option<Instant>,
 }
 
 impl Timing {
@@ -128,6 +148,7 @@ impl Timing {
             last_active: now,
             first_byte: false,
             deadline: None,
+            header_due: None,
         }
     }
 }
@@ -155,8 +176,29 @@ pub(crate) struct Conn<S> {
     /// WRITABLE is registered (see the invariant).
     pub(crate) writable: bool,
     pub(crate) timing: Timing,
+    /// Whether the handler has it yet, and how it came.
+    pub(crate) phase: Phase,
     /// The handler's value for this connection ([`Handler::State`](crate::Handler::State)).
     pub(crate) state: S,
+}
+
+/// How far a connection is from the handler.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// The handler has it (`on_open` was called).
+    Open,
+    /// The handler has it, and it came through a balancer.
+    Proxied(Box<Proxied>),
+    /// Accepted on a PROXY listener, its header not complete: the reactor reads it, and
+    /// the handler has not heard of it (nor counted its peer).
+    Preamble(Box<Preamble>),
+}
+
+impl Phase {
+    /// Whether the handler has heard of the connection.
+    pub(crate) fn handed(&self) -> bool {
+        !matches!(self, Phase::Preamble(_))
+    }
 }
 
 impl<S> Conn<S> {
@@ -169,7 +211,7 @@ impl<S> Conn<S> {
 
     /// Whether a send may be taken: open, and writing not shut down.
     pub(crate) fn sendable(&self) -> bool {
-        self.life.open() && self.send.open()
+        self.life.open() && self.send.open() && self.phase.handed()
     }
 }
 

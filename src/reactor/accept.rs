@@ -9,7 +9,10 @@ use super::backoff::{accept_failure, AcceptFailure, BACKOFF_MAX, LISTENER_RETRY}
 use super::output::CONN_INTEREST;
 use super::token;
 use super::Server;
-use crate::conn::{Conn, ConnId, ConnInfo, Life, ListenerId, OutQueue, Recv, Send, Timing};
+use crate::conn::{
+    CloseReason, Conn, ConnId, ConnInfo, Life, ListenerId, OutQueue, Phase, Preamble, Recv, Send,
+    Timing,
+};
 use crate::handler::{Context, Handler};
 use crate::socket::{Peer, Stream};
 
@@ -104,15 +107,50 @@ impl<H: Handler> Server<H> {
     }
 
     /// Admits one accepted connection: the per-peer limit, a slot and a token, its first
-    /// deadline, then `on_open`.
+    /// deadline, then `on_open`. On a PROXY listener: the trust check, then the slot and a
+    /// header deadline; the limit and `on_open` wait for the header (`turn.rs`).
     fn open(&mut self, index: usize, mut stream: Stream, peer: Peer) {
         let core = &mut self.core;
-        if !core.peers.admit(&peer) {
-            // Debug, not warn: a hostile peer must not be able to flood the log either.
-            log::debug!("{peer} refused: it already has its share of connections");
-            core.listeners[index].stats.refused += 1;
+        // (versions, header timeout) on a PROXY listener, and whether the peer is trusted.
+        let (proxy, trusted) = match &core.listeners[index].proxy {
+            Some(p) => (Some((p.versions, p.header_timeout)), p.trusts(&peer)),
+            None => (None, true),
+        };
+        let refused = match proxy {
+            Some(_) if !trusted => {
+                // Debug, not warn: a hostile peer must not be able to flood the log either.
+                log::debug!(
+                    "{peer} on {}: not a trusted PROXY source, closed without reading",
+                    core.listeners[index].info.local_addr
+                );
+                core.listeners[index].stats.proxy_untrusted += 1;
+                Some(CloseReason::Untrusted)
+            }
+            Some(_) => None,
+            None if !core.peers.admit(&peer) => {
+                log::debug!("{peer} refused: it already has its share of connections");
+                core.listeners[index].stats.refused += 1;
+                Some(CloseReason::PeerLimit)
+            }
+            None => None,
+        };
+        if let Some(reason) = refused {
+            drop(stream);
+            self.handler.on_refused(
+                &mut Context::new(&mut self.core),
+                ListenerId(index),
+                &peer,
+                &reason,
+            );
+            self.settle();
             return;
         }
+        let preamble = proxy.map(|(versions, timeout)| {
+            Box::new(Preamble::new(
+                versions,
+                super::timers::after(core.now, timeout),
+            ))
+        });
         let entry = core.conns.vacant_entry();
         let key = entry.key();
         let registered = if key > token::MAX_VALUE {
@@ -123,14 +161,18 @@ impl<H: Handler> Server<H> {
         };
         if let Err(e) = registered {
             log::warn!("connection from {peer} dropped: {e}");
-            core.peers.release(&peer);
+            if preamble.is_none() {
+                core.peers.release(&peer);
+            }
             return;
         }
         let generation = core.next_generation;
         core.next_generation = generation.wrapping_add(1);
         let id = ConnId { key, generation };
         let mut timing = Timing::new(core.now);
+        timing.header_due = preamble.as_ref().map(|p| p.due);
         core.deadlines.open(id, &mut timing);
+        let handed = preamble.is_none();
         entry.insert(Conn {
             stream,
             generation,
@@ -142,22 +184,30 @@ impl<H: Handler> Server<H> {
             life: Life::Open,
             writable: false,
             timing,
+            phase: preamble.map_or(Phase::Open, Phase::Preamble),
             state: H::State::default(),
         });
         let stats = &mut core.listeners[index].stats;
         stats.accepted += 1;
         stats.open += 1;
         log::debug!(
-            "{id}: accepted from {peer} on {}",
-            core.listeners[index].info.local_addr
+            "{id}: accepted from {peer} on {}{}",
+            core.listeners[index].info.local_addr,
+            if handed {
+                ""
+            } else {
+                ", awaiting its PROXY header"
+            }
         );
-        let info = ConnInfo {
-            listener: ListenerId(index),
-            peer,
-        };
-        self.handler
-            .on_open(&mut Context::new(&mut self.core), id, &info);
-        self.settle();
+        if handed {
+            let info = ConnInfo {
+                listener: ListenerId(index),
+                peer,
+            };
+            self.handler
+                .on_open(&mut Context::new(&mut self.core), id, &info);
+            self.settle();
+        }
     }
 
     /// Tries accepting again once a pause after exhaustion is over, and each listener whose

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::proxy::ProxyProtocol;
 use super::{ConfigError, Limits, Server};
 use crate::addr::{ListenSpec, ParseError, ToListenSpec};
 use crate::error::Error;
@@ -33,6 +34,8 @@ use crate::listen::ListenConfig;
 #[derive(Debug, Clone)]
 pub struct ServerBuilder {
     specs: Vec<Result<ListenSpec, ParseError>>,
+    /// The PROXY protocol settings of each spec, if it has them.
+    proxies: Vec<Option<ProxyProtocol>>,
     listen: ListenConfig,
     limits: Limits,
 }
@@ -51,6 +54,7 @@ impl ServerBuilder {
     pub fn new() -> ServerBuilder {
         ServerBuilder {
             specs: Vec::new(),
+            proxies: Vec::new(),
             listen: ListenConfig::new(),
             limits: Limits::default(),
         }
@@ -60,6 +64,35 @@ impl ServerBuilder {
     /// parse is reported by [`bind`](ServerBuilder::bind).
     pub fn listen(mut self, spec: impl ToListenSpec) -> ServerBuilder {
         self.specs.push(spec.to_listen_spec());
+        self.proxies.push(None);
+        self
+    }
+
+    /// Adds a place to listen behind a load balancer: every connection to its sockets
+    /// begins with a PROXY protocol header (HAProxy's `send-proxy` / `send-proxy-v2`,
+    /// nginx's `proxy_protocol on`), which the server reads before the handler hears of the
+    /// connection. The handler then sees the client as the peer
+    /// ([`Context::proxied`](crate::Context::proxied) gives the balancer and the header).
+    /// Peers outside [`ProxyProtocol::trust`], bad headers and headers not complete in time
+    /// are closed, and reported to [`Handler::on_refused`](crate::Handler::on_refused).
+    ///
+    /// Every connection must carry a header: a direct client, or a balancer not set to
+    /// send one, is refused. Never enable it on a socket clients reach directly.
+    ///
+    /// ```
+    /// use dualstack::{Cidr, ProxyProtocol, Server};
+    /// let _builder = Server::builder()
+    ///     .listen("localhost:8080") // direct clients
+    ///     .listen_proxied(":8443", ProxyProtocol::new().trust(["10.0.0.0/8".parse::<Cidr>()?]));
+    /// # Ok::<(), dualstack::CidrError>(())
+    /// ```
+    pub fn listen_proxied(
+        mut self,
+        spec: impl ToListenSpec,
+        proxy: ProxyProtocol,
+    ) -> ServerBuilder {
+        self.specs.push(spec.to_listen_spec());
+        self.proxies.push(Some(proxy));
         self
     }
 
@@ -221,8 +254,21 @@ impl ServerBuilder {
         if self.specs.is_empty() {
             return Err(ConfigError::NoListenSpec.into());
         }
+        for proxy in self.proxies.iter().flatten() {
+            proxy.validate()?;
+        }
         let specs = self.specs.into_iter().collect::<Result<Vec<_>, _>>()?;
         let (listeners, skipped) = self.listen.bind_all(specs)?.into_parts();
-        Ok(Server::new(listeners, skipped, self.limits, handler)?)
+        let proxies = listeners
+            .iter()
+            .map(|l| self.proxies.get(l.origin).cloned().flatten())
+            .collect();
+        Ok(Server::new(
+            listeners,
+            proxies,
+            skipped,
+            self.limits,
+            handler,
+        )?)
     }
 }

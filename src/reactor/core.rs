@@ -40,6 +40,8 @@ pub(crate) struct ListenerSlot {
     /// Its `accept` has failed in an unknown way since it last worked: the trouble was
     /// logged at warn once, and is at debug until it ends.
     pub(super) failing: bool,
+    /// Its PROXY protocol settings: every connection begins with a header.
+    pub(super) proxy: Option<super::proxy::ProxyProtocol>,
 }
 
 /// Everything but the poller, the handler and the read buffer: what a `Context` borrows.
@@ -131,6 +133,13 @@ impl<S> Core<S> {
 
     pub(crate) fn peer(&self, id: ConnId) -> Option<Peer> {
         self.get(id).map(|c| c.peer)
+    }
+
+    pub(crate) fn proxied(&self, id: ConnId) -> Option<&crate::conn::Proxied> {
+        match &self.get(id)?.phase {
+            crate::conn::Phase::Proxied(p) => Some(p),
+            _ => None,
+        }
     }
 
     pub(crate) fn listener_of(&self, id: ConnId) -> Option<ListenerId> {
@@ -296,7 +305,9 @@ impl<S> Core<S> {
             let _ = self.registry.deregister(&mut conn.stream);
         }
         self.deadlines.close(id, &conn.timing);
-        self.peers.release(&conn.peer);
+        if conn.phase.handed() {
+            self.peers.release(&conn.peer); // counted when it was handed over
+        }
         log::debug!("{id}: closed ({reason})");
         self.listeners[conn.listener as usize].stats.open -= 1;
         if self.accept_full {

@@ -15,6 +15,8 @@ pub(crate) enum Verdict {
     FirstByte,
     /// Nothing read or written within the idle timeout: close it.
     Idle,
+    /// Its PROXY header was not complete in time: close it.
+    Header,
     /// It was active meanwhile: the deadline moves to this instant.
     Later(Instant),
     /// No deadline applies to it any more (it sent its first byte, and there is no idle
@@ -44,12 +46,33 @@ impl Deadlines {
         }
     }
 
-    /// Arms the first deadline of connection `id`, accepted at `timing.opened`.
+    /// Arms the first deadline of connection `id`, accepted at `timing.opened` (or, if it
+    /// awaits a PROXY header, its header deadline: the first-byte timeout starts once the
+    /// header is in, when the connection is opened again with [`reopen`](Deadlines::reopen)).
     pub(crate) fn open(&mut self, id: ConnId, timing: &mut Timing) {
-        let first = [self.idle, self.first_byte].into_iter().flatten().min();
-        if let Some(timeout) = first {
-            self.arm(id, timing, after(timing.opened, timeout));
+        let first = match timing.header_due {
+            Some(due) => Some(self.idle.map_or(due, |t| due.min(after(timing.opened, t)))),
+            None => [self.idle, self.first_byte]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|t| after(timing.opened, t)),
+        };
+        if let Some(at) = first {
+            self.arm(id, timing, at);
         }
+    }
+
+    /// Connection `id`'s PROXY header came in at `now`: from here its deadlines are those
+    /// of a connection accepted now.
+    pub(crate) fn reopen(&mut self, id: ConnId, timing: &mut Timing, now: Instant) {
+        self.close(id, timing);
+        timing.deadline = None;
+        timing.header_due = None;
+        timing.opened = now;
+        timing.last_active = now;
+        timing.first_byte = false;
+        self.open(id, timing);
     }
 
     fn arm(&mut self, id: ConnId, timing: &mut Timing, at: Instant) {
@@ -84,6 +107,18 @@ impl Deadlines {
     /// the connection was active meanwhile.
     pub(crate) fn judge(&mut self, id: ConnId, timing: &mut Timing, now: Instant) -> Verdict {
         timing.deadline = None;
+        if let Some(header_due) = timing.header_due {
+            let idle_due = self.idle.map(|t| after(timing.last_active, t));
+            if header_due <= now {
+                return Verdict::Header;
+            }
+            if idle_due.is_some_and(|due| due <= now) {
+                return Verdict::Idle;
+            }
+            let due = idle_due.map_or(header_due, |i| i.min(header_due));
+            self.arm(id, timing, due);
+            return Verdict::Later(due);
+        }
         let first_byte_due = self
             .first_byte
             .filter(|_| !timing.first_byte)
@@ -138,11 +173,48 @@ mod tests {
         let mut out = Vec::new();
         while let Some(c) = d.pop_due(now) {
             let verdict = d.judge(c, &mut timings[c.key], now);
-            if matches!(verdict, Verdict::FirstByte | Verdict::Idle) {
+            if matches!(
+                verdict,
+                Verdict::FirstByte | Verdict::Idle | Verdict::Header
+            ) {
                 out.push((c.key, verdict));
             }
         }
         out
+    }
+
+    #[test]
+    fn the_header_deadline_counts_from_accept_and_ends_with_the_header() {
+        let t0 = Instant::now();
+        // First-byte 2 s, idle 10 s, header 5 s.
+        let mut d = Deadlines::new(Some(secs(10)), Some(secs(2)));
+        let mut timings = [Timing::new(t0), Timing::new(t0)];
+        for (i, t) in timings.iter_mut().enumerate() {
+            t.header_due = Some(t0 + secs(5));
+            d.open(id(i), t);
+        }
+        // The first-byte timeout does not apply while the header is awaited.
+        assert_eq!(run_to(&mut d, &mut timings, t0 + secs(3)), []);
+        // Connection 1's header comes at 4 s: from then on its own deadlines run, from then.
+        d.reopen(id(1), &mut timings[1], t0 + secs(4));
+        assert_eq!(
+            run_to(&mut d, &mut timings, t0 + secs(5)),
+            [(0, Verdict::Header)]
+        );
+        assert_eq!(
+            run_to(
+                &mut d,
+                &mut timings,
+                t0 + secs(5) + Duration::from_millis(900)
+            ),
+            []
+        );
+        assert_eq!(
+            run_to(&mut d, &mut timings, t0 + secs(6)),
+            [(1, Verdict::FirstByte)],
+            "first byte due 2 s after the header"
+        );
+        assert_eq!(d.len(), 0);
     }
 
     #[test]

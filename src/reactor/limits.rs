@@ -140,6 +140,12 @@ pub enum ConfigError {
         /// The high-water mark.
         high: usize,
     },
+    /// A PROXY listener accepts neither version of the protocol.
+    ProxyNoVersion,
+    /// A PROXY listener trusts no network: every connection would be refused.
+    ProxyTrustsNobody,
+    /// A PROXY listener's header timeout is 0: every connection would time out.
+    ProxyZeroHeaderTimeout,
 }
 
 impl fmt::Display for ConfigError {
@@ -169,6 +175,15 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::ZeroPerPeerLimit => {
                 f.write_str("the per-peer connection limit must be at least 1")
+            }
+            ConfigError::ProxyNoVersion => {
+                f.write_str("a PROXY listener must accept version 1, version 2 or both")
+            }
+            ConfigError::ProxyTrustsNobody => f.write_str(
+                "a PROXY listener must trust at least one network (the balancers' addresses)",
+            ),
+            ConfigError::ProxyZeroHeaderTimeout => {
+                f.write_str("a PROXY listener's header timeout must be above 0")
             }
             ConfigError::ZeroConnectionLimit => f.write_str(
                 "the connection limit must be at least 1: with 0 the server never accepts",

@@ -42,6 +42,7 @@ mod handle;
 mod limits;
 pub(crate) mod output;
 mod peers;
+mod proxy;
 mod ready;
 pub(crate) mod stats;
 pub(crate) mod timers;
@@ -59,6 +60,7 @@ pub use handle::ServerHandle;
 pub use limits::ConfigError;
 pub(crate) use limits::Limits;
 pub use output::SendError;
+pub use proxy::ProxyProtocol;
 pub use stats::{ListenerInfo, ListenerStats, Stats};
 pub use timers::TimerId;
 
@@ -146,6 +148,7 @@ impl Handler for NoHandler {
 impl<H: Handler> Server<H> {
     pub(crate) fn new(
         listeners: Vec<crate::listen::Listener>,
+        proxies: Vec<Option<ProxyProtocol>>,
         skipped: Vec<Skipped>,
         limits: Limits,
         handler: H,
@@ -154,11 +157,12 @@ impl<H: Handler> Server<H> {
         let registry = poll.registry().try_clone()?;
         let handle = ServerHandle::new(&registry)?;
         let mut slots = Vec::with_capacity(listeners.len());
-        for (index, listener) in listeners.into_iter().enumerate() {
+        for (index, (listener, proxy)) in listeners.into_iter().zip(proxies).enumerate() {
             let info = ListenerInfo {
                 local_addr: listener.local_addr().clone(),
                 mode: listener.mode(),
                 spec: listener.spec().clone(),
+                proxy_protocol: proxy.is_some(),
             };
             let mut socket = listener.into_socket();
             if let Some(tcp) = socket.as_tcp() {
@@ -171,6 +175,7 @@ impl<H: Handler> Server<H> {
                 stats: ListenerStats::default(),
                 retry_at: None,
                 failing: false,
+                proxy,
             });
         }
         Ok(Server {

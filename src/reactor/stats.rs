@@ -18,6 +18,9 @@ pub struct ListenerInfo {
     pub mode: SocketMode,
     /// The spec it was opened for.
     pub spec: ListenSpec,
+    /// Every connection begins with a PROXY protocol header
+    /// ([`ServerBuilder::listen_proxied`](crate::ServerBuilder::listen_proxied)).
+    pub proxy_protocol: bool,
 }
 
 impl fmt::Display for ListenerInfo {
@@ -51,6 +54,12 @@ pub struct ListenerStats {
     /// Connections accepted and closed at once because their peer already had its share
     /// ([`ServerBuilder::max_connections_per_peer`](crate::ServerBuilder::max_connections_per_peer)).
     pub refused: u64,
+    /// On a PROXY listener: connections closed without a byte read because their peer is
+    /// not a trusted balancer.
+    pub proxy_untrusted: u64,
+    /// On a PROXY listener: connections closed because their header was malformed, not
+    /// complete in time, or never came (the peer left first).
+    pub proxy_failed: u64,
 }
 
 /// The server's counters: per listener, and their sums.
@@ -74,6 +83,8 @@ impl Stats {
             total.bytes_in += l.bytes_in;
             total.bytes_out += l.bytes_out;
             total.refused += l.refused;
+            total.proxy_untrusted += l.proxy_untrusted;
+            total.proxy_failed += l.proxy_failed;
         }
         Stats {
             total,

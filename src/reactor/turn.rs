@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use mio::Events;
 
+use super::core;
 use super::deadlines::Verdict;
 use super::token::{self, Slot};
 use super::Server;
-use crate::conn::CloseReason;
+use crate::addr::ProxyHeader;
+use crate::conn::{client_of, CloseReason, ConnId, ConnInfo, ListenerId, Phase, Proxied, Step};
 use crate::handler::{Context, Handler};
 
 /// Whether a short read proves the socket drained (see the module docs of `reactor`):
@@ -134,6 +136,9 @@ impl<H: Handler> Server<H> {
     fn read(&mut self, key: usize, short_read_drains: bool) {
         let mut budget = self.core.limits.read_budget;
         if let Some(conn) = self.core.conns.get_mut(key) {
+            if !conn.phase.handed() {
+                return self.read_preamble(key, short_read_drains);
+            }
             if !conn.life.open() || !conn.recv.readiness() {
                 return; // remembered for when reading resumes
             }
@@ -186,16 +191,132 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// Reads a connection's PROXY header: it is the reactor's until the header is complete
+    /// (then `on_open` with the client as the peer, `on_data` with whatever came after the
+    /// header in the same read, and reading goes on as for any connection), malformed, or
+    /// the balancer leaves. A header is at most 16 + 65,535 bytes, and the parser refuses
+    /// garbage at its first byte, so this loop ends.
+    fn read_preamble(&mut self, key: usize, short_read_drains: bool) {
+        loop {
+            let core = &mut self.core;
+            let Some(conn) = core.conns.get_mut(key) else {
+                return;
+            };
+            let id = conn.id(key);
+            let Phase::Preamble(preamble) = &mut conn.phase else {
+                return;
+            };
+            if !conn.life.open() {
+                return;
+            }
+            let stats = &mut core.listeners[conn.listener as usize].stats;
+            let step = match conn.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    log::debug!("{id}: the balancer left before its PROXY header was complete");
+                    stats.proxy_failed += 1;
+                    core.request_close(id, CloseReason::PeerClosed);
+                    break;
+                }
+                Ok(n) => {
+                    conn.timing.last_active = core.now;
+                    stats.bytes_in += n as u64;
+                    preamble.feed(&self.buf[..n])
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    stats.proxy_failed += 1;
+                    core.request_close(id, CloseReason::from_io(e));
+                    break;
+                }
+            };
+            match step {
+                Step::More => {}
+                Step::Fail(e) => {
+                    log::debug!("{id} from {}: {e}", conn.peer);
+                    stats.proxy_failed += 1;
+                    core.request_close(id, CloseReason::ProxyHeader(e));
+                    break;
+                }
+                Step::Done(header, rest) => {
+                    self.hand_over(id, header, rest);
+                    // On as for any connection: the socket may hold more.
+                    return self.read(key, short_read_drains);
+                }
+            }
+        }
+        self.settle();
+    }
+
+    /// A proxied connection's header is in: it becomes the client's connection (per-peer
+    /// limit, deadlines from now, `on_open`), then gets the bytes that came with the
+    /// header.
+    fn hand_over(&mut self, id: ConnId, header: ProxyHeader, rest: Vec<u8>) {
+        let core = &mut self.core;
+        let now = core.now;
+        let Some(conn) = core::conn_mut(&mut core.conns, id) else {
+            return;
+        };
+        let balancer = conn.peer;
+        let client = client_of(balancer, &header);
+        conn.peer = client;
+        if !core.peers.admit(&client) {
+            log::debug!("{id}: {client} (through {balancer}) already has its share of connections");
+            core.listeners[conn.listener as usize].stats.refused += 1;
+            core.request_close(id, CloseReason::PeerLimit);
+            self.settle();
+            return;
+        }
+        log::debug!("{id}: {balancer} relays {client}");
+        conn.phase = Phase::Proxied(Box::new(Proxied { balancer, header }));
+        core.deadlines.reopen(id, &mut conn.timing, now);
+        let info = ConnInfo {
+            listener: ListenerId(conn.listener as usize),
+            peer: client,
+        };
+        self.handler
+            .on_open(&mut Context::new(&mut self.core), id, &info);
+        self.settle();
+        if rest.is_empty() {
+            return;
+        }
+        let Some(conn) = self.core.get_mut(id) else {
+            return;
+        };
+        if !conn.life.open() {
+            return;
+        }
+        conn.timing.first_byte = true;
+        self.handler
+            .on_data(&mut Context::new(&mut self.core), id, &rest);
+        self.settle();
+    }
+
     /// Carries out what callbacks asked for: closes (each reported to `on_close` while the
     /// connection is still there to look at, then removed), drained notifications, accepting
     /// again once a slot freed under `max_connections`, and a stop.
     pub(super) fn settle(&mut self) {
         loop {
             if let Some((id, reason)) = self.core.to_close.pop_front() {
-                if self.core.get(id).is_some() {
-                    self.handler
-                        .on_close(&mut Context::new(&mut self.core), id, &reason);
-                    self.core.remove(id, &reason);
+                match self.core.get(id) {
+                    // Never handed over (a PROXY header that did not work out): the
+                    // handler hears of it as refused, not as closed.
+                    Some(conn) if !conn.phase.handed() => {
+                        let (listener, peer) = (ListenerId(conn.listener as usize), conn.peer);
+                        self.core.remove(id, &reason);
+                        self.handler.on_refused(
+                            &mut Context::new(&mut self.core),
+                            listener,
+                            &peer,
+                            &reason,
+                        );
+                    }
+                    Some(_) => {
+                        self.handler
+                            .on_close(&mut Context::new(&mut self.core), id, &reason);
+                        self.core.remove(id, &reason);
+                    }
+                    None => {}
                 }
             } else if let Some(id) = self.core.drained.pop_front() {
                 if self.core.is_open(id) {
@@ -264,6 +385,11 @@ impl<H: Handler> Server<H> {
                         core.deadlines.idle_timeout().unwrap_or_default()
                     );
                     core.request_close(id, CloseReason::IdleTimeout);
+                }
+                Verdict::Header => {
+                    log::debug!("{id}: no complete PROXY header in time");
+                    core.listeners[conn.listener as usize].stats.proxy_failed += 1;
+                    core.request_close(id, CloseReason::HeaderTimeout);
                 }
                 Verdict::Later(_) | Verdict::Done => {}
             }
