@@ -271,6 +271,8 @@ pub(crate) struct Checked {
     id: (u64, u64),
     /// The IP address and mode for a TCP socket; `None` for a Unix-domain one.
     ip_mode: Option<(std::net::SocketAddr, SocketMode)>,
+    /// The service manager passed it (`sd-listen`).
+    activated: bool,
 }
 
 /// The descriptors this process has taken, by number: the identity of the socket taken and
@@ -356,37 +358,73 @@ pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError>
             TakenTwice,
             "the socket the service manager passed here was taken by an earlier bind and closed since; what is open at this number now is another descriptor",
         )),
-        _ => Ok(Checked { fd, id, ip_mode }),
+        _ => Ok(Checked {
+            fd,
+            id,
+            ip_mode,
+            activated,
+        }),
     }
 }
 
-/// Takes a checked descriptor for `spec`: owns it, and makes it non-blocking and
-/// close-on-exec.
+/// Makes a checked descriptor non-blocking (systemd-socket-activate passes blocking
+/// sockets) and close-on-exec, still borrowed: the last step that can fail before it is
+/// taken.
 #[cfg(unix)]
-pub(crate) fn own(spec: &ListenSpec, checked: Checked) -> Result<Inherited, InheritError> {
+pub(crate) fn prepare(spec: &ListenSpec, checked: &Checked) -> Result<(), InheritError> {
     use InheritErrorKind::*;
-    let Checked { fd, id, ip_mode } = checked;
+    let fd = checked.fd;
     let error = |kind, detail: &str| InheritError::new(spec, Some(fd), kind, detail.to_owned());
-    {
-        let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
-        if taken.get(&fd).is_some_and(|t| t.id == id) {
-            return Err(error(TakenTwice, "this socket was taken already"));
-        }
-        let activated = matches!(spec.kind(), SpecKind::Activated { .. })
-            || taken.get(&fd).is_some_and(|t| t.activated);
-        taken.insert(fd, Taken { id, activated });
-    }
-    let socket = socket2::Socket::from(
-        crate::sys::take_inherited(fd)
-            .map_err(|e| error(NotOpen, "not an open descriptor").with_source(e))?,
-    );
-    // Blocking as systemd-socket-activate passes them; inherited across exec unless told.
+    let borrowed = crate::sys::borrow_inherited(fd)
+        .map_err(|e| error(NotOpen, "not an open descriptor").with_source(e))?;
+    let socket = socket2::SockRef::from(&borrowed);
     socket
         .set_nonblocking(true)
         .map_err(|e| error(NotASocket, "cannot make it non-blocking").with_source(e))?;
     socket
         .set_cloexec(true)
-        .map_err(|e| error(NotASocket, "cannot make it close-on-exec").with_source(e))?;
+        .map_err(|e| error(NotASocket, "cannot make it close-on-exec").with_source(e))
+}
+
+/// Every descriptor the service manager passed is made close-on-exec, taken or not, as
+/// `sd_listen_fds(3)` does: a child this process starts must not inherit them.
+#[cfg(unix)]
+pub(crate) fn close_passed_on_exec() {
+    let spec = ListenSpec::checked(SpecKind::Activated { name: None });
+    if let Ok(passed) = activation(&spec) {
+        for (fd, _) in passed {
+            crate::sys::set_cloexec(fd);
+        }
+    }
+}
+
+/// Takes a checked and prepared descriptor: from here it is the listener's, recorded as
+/// taken (by number and identity).
+#[cfg(unix)]
+pub(crate) fn own(spec: &ListenSpec, checked: Checked) -> Result<Inherited, InheritError> {
+    let Checked {
+        fd,
+        id,
+        ip_mode,
+        activated,
+    } = checked;
+    // Open all along (checked, then prepared, in this call): only another thread closing it
+    // behind the library's back makes this fail.
+    let owned = crate::sys::take_inherited(fd).map_err(|e| {
+        InheritError::new(
+            spec,
+            Some(fd),
+            InheritErrorKind::NotOpen,
+            "closed while it was being taken".to_owned(),
+        )
+        .with_source(e)
+    })?;
+    {
+        let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+        let activated = activated || taken.get(&fd).is_some_and(|t| t.activated);
+        taken.insert(fd, Taken { id, activated });
+    }
+    let socket = socket2::Socket::from(owned);
     if let Some((ip, mode)) = ip_mode {
         let listener = std::net::TcpListener::from(socket);
         return Ok(Inherited {
@@ -423,6 +461,24 @@ pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError>
 }
 
 /// See the Unix version: nothing passes [`check`] here.
+#[cfg(not(unix))]
+pub(crate) fn prepare(spec: &ListenSpec, checked: &Checked) -> Result<(), InheritError> {
+    Err(InheritError::new(
+        spec,
+        Some(checked.fd),
+        InheritErrorKind::Unsupported,
+        format!(
+            "inherited sockets are not supported on {}",
+            std::env::consts::OS
+        ),
+    ))
+}
+
+/// See the Unix version.
+#[cfg(not(unix))]
+pub(crate) fn close_passed_on_exec() {}
+
+/// See the Unix version: nothing passes [`check`] here, so this is never called.
 #[cfg(not(unix))]
 pub(crate) fn own(spec: &ListenSpec, checked: Checked) -> Result<Inherited, InheritError> {
     Err(InheritError::new(

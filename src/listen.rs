@@ -198,10 +198,11 @@ impl ListenConfig {
             .into_iter()
             .map(|s| s.to_listen_spec())
             .collect::<Result<_, _>>()?;
-        // Inherited descriptors first, all of them, before any socket of our own is opened:
-        // otherwise a socket we open could land on a descriptor number a spec names.
-        // Every descriptor is checked before any is taken: a failed call leaves each as it
-        // was, open, and the same descriptor may be named again once the problem is fixed.
+        // Inherited descriptors are checked first, all of them, before any socket of our
+        // own is opened: a descriptor a spec names that is not open fails here, so no socket
+        // of ours can land on its number and be taken for it. They are taken (owned) last,
+        // once everything else has worked: a failed call leaves each as it was, open, and
+        // the same descriptor may be named again once the problem is fixed.
         let mut checked: Vec<Vec<crate::inherit::Checked>> = Vec::with_capacity(specs.len());
         let mut named: Vec<(i32, usize)> = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
@@ -222,21 +223,6 @@ impl ListenConfig {
                     .collect::<Result<_, _>>()?,
             );
         }
-        let mut inherited: Vec<Vec<Listener>> = Vec::with_capacity(specs.len());
-        for (spec, checked) in specs.iter().zip(checked) {
-            let mut listeners = Vec::with_capacity(checked.len());
-            for c in checked {
-                let taken = crate::inherit::own(spec, c)?;
-                listeners.push(Listener {
-                    socket: taken.socket,
-                    local_addr: taken.addr,
-                    mode: taken.mode,
-                    spec: spec.clone(),
-                    origin: 0,
-                });
-            }
-            inherited.push(listeners);
-        }
         let needs_caps = specs.iter().any(|s| s.host().is_some());
         let caps = match (self.caps, needs_caps) {
             (Some(caps), _) => caps,
@@ -254,21 +240,54 @@ impl ListenConfig {
             skipped: Vec::new(),
         };
         let mut logged = Vec::new();
-        for (origin, (spec, taken)) in specs.iter().zip(inherited).enumerate() {
-            let first = bound.listeners.len();
+        // Our own sockets, in spec order, and how many each spec opened.
+        let mut own: Vec<Listener> = Vec::new();
+        let mut counts: Vec<usize> = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            let before = own.len();
             match spec.kind() {
                 SpecKind::Ip { .. } => {
                     let plan = plan(spec, self.options, &caps, &*self.resolver)?;
-                    let opened = self.open(&plan, &bound.listeners)?;
+                    let opened = self.open(&plan, &own)?;
                     for s in plan.skipped.into_iter().chain(opened.skipped) {
                         logged.push(format!("listen spec {}: {s}", spec.quoted()));
                         bound.skipped.push(s);
                     }
                     logged.extend(opened.notes);
-                    bound.listeners.extend(opened.listeners);
+                    own.extend(opened.listeners);
                 }
-                SpecKind::Unix(addr) => bound.listeners.push(self.open_unix(spec, addr)?),
-                _ => bound.listeners.extend(taken),
+                SpecKind::Unix(addr) => own.push(self.open_unix(spec, addr)?),
+                _ => {}
+            }
+            counts.push(own.len() - before);
+        }
+        // Everything else worked: now the inherited descriptors are made non-blocking and
+        // close-on-exec, and taken.
+        for (spec, checked) in specs.iter().zip(&checked) {
+            for c in checked {
+                crate::inherit::prepare(spec, c)?;
+            }
+        }
+        if specs
+            .iter()
+            .any(|s| matches!(s.kind(), SpecKind::Activated { .. }))
+        {
+            crate::inherit::close_passed_on_exec();
+        }
+        let mut own = own.into_iter();
+        for (origin, ((spec, checked), count)) in specs.iter().zip(checked).zip(counts).enumerate()
+        {
+            let first = bound.listeners.len();
+            bound.listeners.extend(own.by_ref().take(count));
+            for c in checked {
+                let taken = crate::inherit::own(spec, c)?;
+                bound.listeners.push(Listener {
+                    socket: taken.socket,
+                    local_addr: taken.addr,
+                    mode: taken.mode,
+                    spec: spec.clone(),
+                    origin: 0,
+                });
             }
             for l in &mut bound.listeners[first..] {
                 l.origin = origin;

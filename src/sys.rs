@@ -209,12 +209,31 @@ pub(crate) fn take_inherited(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: `fd` is open (checked just now) and 3 or above, so no standard stream. It was
     // handed to this process to listen on: by the service manager (LISTEN_FDS names it) or
-    // by whoever started the process (the user wrote fd:N), and the library takes every
-    // inherited descriptor before it opens any socket of its own, so no socket of ours can
-    // have landed on it. The caller's registry of taken descriptors lets each be taken once:
-    // this OwnedFd is its only owner in the library and closes it once. Code outside the
-    // library that also uses it is the caller's contract (documented on `fd:N`).
+    // by whoever started the process (the user wrote fd:N, which hands the descriptor to
+    // the library: `SpecKind::Fd` documents that nothing else may own it). It was open
+    // from the start of the bind call to here, so no socket the call opened can be on its
+    // number, and the registry of taken descriptors (by number and inode) refuses a socket
+    // the library already took: this OwnedFd is its only owner in the library and closes
+    // it once.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets close-on-exec on descriptor `fd` if it is open; nothing else.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn set_cloexec(fd: i32) {
+    if fd < 3 {
+        return;
+    }
+    // SAFETY: fcntl with F_GETFD / F_SETFD reads and sets only the descriptor flags of
+    // `fd`, touching no memory of ours; on a descriptor that is not open it fails (EBADF)
+    // and nothing is changed.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
 }
 
 /// See the Unix version: interface names are not supported here.

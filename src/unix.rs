@@ -65,21 +65,17 @@ impl UnixListener {
                 socket
                     .bind(&abstract_addr(name).map_err(|e| ("bind", e))?)
                     .map_err(|e| ("bind", e))?;
+                socket.listen(backlog).map_err(|e| ("listen", e))?;
                 None
             }
-            UnixAddr::Path(path) => Some(bind_path(&socket, path, mode)?),
+            UnixAddr::Path(path) => Some(bind_path(&socket, path, mode, backlog)?),
         };
-        // Owned from here: dropped on error, the file goes too.
-        let listener = UnixListener {
+        Ok(UnixListener {
             inner: mio::net::UnixListener::from_std(std::os::unix::net::UnixListener::from(
                 std::os::fd::OwnedFd::from(socket),
             )),
             owned: Owned(owned),
-        };
-        socket2::SockRef::from(&listener.inner)
-            .listen(backlog)
-            .map_err(|e| ("listen", e))?;
-        Ok(listener)
+        })
     }
 
     /// A listener this process was handed (systemd, `fd:N`): its file, if any, is not ours
@@ -179,37 +175,39 @@ fn abstract_addr(_name: &[u8]) -> io::Result<SockAddr> {
     ))
 }
 
-/// Binds `socket` to `path` (with `mode` if given); returns what identifies the file made.
+/// Binds `socket` at `path`, listening, with `mode` if given; returns what identifies the
+/// file made.
+///
+/// The socket is bound in a new directory beside `path` that only this user can enter,
+/// given its mode there, set listening, and only then linked into place. So no client can
+/// connect while a default mode applies, nothing is changed by path where another user
+/// could swap the file, and the file never sits at `path` without a listening socket
+/// behind it (another server starting at the same moment would take it for stale).
 fn bind_path(
     socket: &Socket,
     path: &Path,
     mode: Option<u32>,
+    backlog: i32,
 ) -> Result<(PathBuf, u64, u64), Failed> {
-    match mode {
-        None => place(path, |path| socket.bind(&SockAddr::unix(path)?))?,
-        Some(mode) => {
-            // Bound in a directory only this user can enter, given its mode there, then
-            // linked into place: no client can connect while the default mode applies, and
-            // nothing is changed by path where another user could swap the file.
-            let dir = Private::new(path).map_err(|e| ("make a private directory to bind in", e))?;
-            let staged = dir.path.join("s");
-            socket
-                .bind(&SockAddr::unix(&staged).map_err(|e| ("bind", e))?)
-                .map_err(|e| ("bind", e))?;
-            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| ("set the mode", e))?;
-            place(path, |path| std::fs::hard_link(&staged, path))?;
-        }
+    let mut dir = Private::new(path).map_err(|e| ("make a private directory to bind in", e))?;
+    let staged = dir.path.join("s");
+    socket
+        .bind(&dir.addr_of("s").map_err(|e| ("bind", e))?)
+        .map_err(|e| ("bind", e))?;
+    if let Some(mode) = mode {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| ("set the mode", e))?;
     }
+    socket.listen(backlog).map_err(|e| ("listen", e))?;
+    place(path, &staged)?;
     let meta = std::fs::symlink_metadata(path).map_err(|e| ("stat", e))?;
     Ok((path.to_owned(), meta.dev(), meta.ino()))
 }
 
-/// Makes the socket file at `path` with `make`; if something is there already (`EADDRINUSE`
-/// from `bind`, `EEXIST` from `link`), removes it only if it is a stale socket and tries once
-/// more.
-fn place(path: &Path, make: impl Fn(&Path) -> io::Result<()>) -> Result<(), Failed> {
-    match make(path) {
+/// Links the listening socket's file `staged` at `path`. If something is there already,
+/// removes it only if it is a stale socket (nothing answers on it) and links once more.
+fn place(path: &Path, staged: &Path) -> Result<(), Failed> {
+    match std::fs::hard_link(staged, path) {
         Ok(()) => return Ok(()),
         Err(e) if in_use(&e) => {}
         Err(e) => return Err(("bind", e)),
@@ -227,23 +225,49 @@ fn place(path: &Path, make: impl Fn(&Path) -> io::Result<()>) -> Result<(), Fail
             ),
         ));
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            log::info!(
-                "{}: a stale socket (nothing answers on it): removed",
-                path.display()
-            );
-            std::fs::remove_file(path).map_err(|e| ("remove the stale socket", e))?;
-            make(path).map_err(|e| ("bind", e))
-        }
-        Ok(_) => Err((
+    let in_use_now = || {
+        (
             "bind",
             io::Error::new(
                 io::ErrorKind::AddrInUse,
                 format!("{} is in use: a server answers on it", path.display()),
             ),
-        )),
+        )
+    };
+    match answers(path) {
+        Ok(false) => {
+            log::info!(
+                "{}: a stale socket (nothing answers on it): removed",
+                path.display()
+            );
+            std::fs::remove_file(path).map_err(|e| ("remove the stale socket", e))?;
+            match std::fs::hard_link(staged, path) {
+                Ok(()) => Ok(()),
+                // Another server placed its socket in between: it is live (see bind_path).
+                Err(e) if in_use(&e) => Err(in_use_now()),
+                Err(e) => Err(("bind", e)),
+            }
+        }
+        Ok(true) => Err(in_use_now()),
         Err(e) => Err(("connect to the socket already there", e)),
+    }
+}
+
+/// Whether a server answers at `path`: a connect that does not block, so a server whose
+/// backlog is full (or a socket that never accepts) is "in use", not a hang.
+fn answers(path: &Path) -> io::Result<bool> {
+    let probe = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    probe.set_nonblocking(true)?;
+    match probe.connect(&SockAddr::unix(path)?) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(false),
+        Err(e)
+            if e.kind() == io::ErrorKind::WouldBlock
+                || e.raw_os_error() == Some(libc::EINPROGRESS) =>
+        {
+            Ok(true)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -258,6 +282,10 @@ fn in_use(e: &io::Error) -> bool {
 /// is in it when dropped.
 struct Private {
     path: PathBuf,
+    /// A descriptor of the directory, while a socket is bound through it (see `addr_of`):
+    /// kept open, never read.
+    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+    held: Option<std::fs::File>,
 }
 
 impl Private {
@@ -282,12 +310,37 @@ impl Private {
                 hasher.finish()
             ));
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => return Ok(Private { path }),
+                Ok(()) => return Ok(Private { path, held: None }),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
         Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists)))
+    }
+}
+
+impl Private {
+    /// The socket address of `name` in this directory. When its full path does not fit
+    /// `sun_path`, on Linux it is reached through `/proc/self/fd/N/NAME`, N a descriptor of
+    /// the directory (systemd does the same), so a staged path is never what makes a path
+    /// the parser accepted too long.
+    fn addr_of(&mut self, name: &str) -> io::Result<SockAddr> {
+        let full = self.path.join(name);
+        match SockAddr::unix(&full) {
+            Ok(addr) => Ok(addr),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Err(_) => {
+                use std::os::fd::AsRawFd;
+                let dir = std::fs::File::open(&self.path)?;
+                let short = format!("/proc/self/fd/{}/{name}", dir.as_raw_fd());
+                let addr = SockAddr::unix(short)?;
+                // Open until the bind is done: the caller binds while `self` lives.
+                self.held = Some(dir);
+                Ok(addr)
+            }
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -437,6 +437,14 @@ fn sd_listen_takes_every_passed_socket_and_a_name_picks_some() {
 
     let named = activated(&fds, Some("a:b"), Pid::Child, &["sd-listen:b"]);
     assert_eq!(named.lines(), [format!("listening on {other_addr} (ipv4)")]);
+    // Fd 3 was passed and not taken: close-on-exec all the same, as sd_listen_fds(3) does.
+    let fdinfo = std::fs::read_to_string(format!("/proc/{}/fdinfo/3", named.child.id())).unwrap();
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .unwrap();
+    assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "fd 3 flags {flags:o}");
     let mut c = util::connect(other_addr);
     assert_eq!(util::round_trip(&mut c, b"b only"), b"b only");
     named.terminate();
@@ -734,4 +742,21 @@ fn systemd_socket_activate_accept_mode_connections_are_refused() {
         }
     };
     assert!(line.contains("fd 3: the socket is not listening"), "{line}");
+}
+
+/// Review of #16: a bind that failed on a later spec closed the inherited descriptors it
+/// had already taken, and they could never be named again.
+#[test]
+fn a_failed_bind_leaves_inherited_descriptors_open_for_another_try() {
+    let fd = listener("127.0.0.1:0").into_raw_fd();
+    let err = ListenConfig::new()
+        .bind_all([
+            format!("fd:{fd}"),
+            "unix:/nonexistent-dir/x.sock".to_owned(),
+        ])
+        .unwrap_err();
+    assert!(err.to_string().contains("/nonexistent-dir/x.sock"), "{err}");
+    assert!(is_open(fd), "the failed call closed fd {fd}");
+    let bound = ListenConfig::new().bind(format!("fd:{fd}")).unwrap();
+    assert_eq!(bound.listeners().len(), 1);
 }

@@ -369,3 +369,96 @@ fn a_graceful_stop_flushes_what_a_unix_peer_is_owed() {
     stopped.join().unwrap();
     assert!(!path.exists());
 }
+
+/// Review of #16: a server between bind and listen refused connects, so a second server
+/// starting at the same moment took its file for stale and removed it; both "listened".
+#[test]
+fn two_servers_starting_at_once_on_one_path_never_both_win() {
+    let dir = TempDir::new("unix-race");
+    for round in 0..1500 {
+        for mode in [None, Some(0o600)] {
+            let path = dir.join(&format!("r{round}.sock"));
+            let spec = format!("unix:{}", path.display());
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (spec, barrier) = (spec.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        let config = match mode {
+                            Some(m) => ListenConfig::new().unix_mode(m),
+                            None => ListenConfig::new(),
+                        };
+                        barrier.wait();
+                        config.bind(spec.as_str())
+                    })
+                })
+                .collect();
+            let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+            let won = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(won, 1, "round {round}, mode {mode:?}: {results:?}");
+            let loser = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+            assert!(loser.to_string().contains("in use"), "{loser}");
+            // The winner's socket is the one at the path.
+            let _client = connect(&path);
+            drop(results);
+        }
+    }
+}
+
+/// Review of #16: the stale-socket check connected with a blocking connect, which hangs
+/// forever on a live server whose backlog is full.
+#[test]
+fn a_live_server_with_a_full_backlog_is_in_use_not_a_hang() {
+    let dir = TempDir::new("unix-backlog");
+    let path = dir.join("full.sock");
+    let squatter =
+        socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    squatter
+        .bind(&socket2::SockAddr::unix(&path).unwrap())
+        .unwrap();
+    squatter.listen(0).unwrap();
+    // Fill its backlog: connect without blocking until the kernel says it would block.
+    let mut queued = Vec::new();
+    for _ in 0..64 {
+        let c = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        c.set_nonblocking(true).unwrap();
+        match c.connect(&socket2::SockAddr::unix(&path).unwrap()) {
+            Ok(()) => queued.push(c),
+            Err(_) => break,
+        }
+    }
+    let spec = format!("unix:{}", path.display());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(ListenConfig::new().bind(spec.as_str()).map(|_| ()));
+    });
+    let result = rx
+        .recv_timeout(util::TIMEOUT)
+        .expect("binding over a busy socket hung");
+    let err = result.unwrap_err();
+    assert!(err.to_string().contains("in use"), "{err}");
+    assert!(path.exists(), "the live server's socket was removed");
+}
+
+/// Review of #16: with a mode the socket was first bound at a longer staging path, so
+/// paths the parser accepted failed near the limit.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_path_at_the_limit_binds_with_a_mode_too() {
+    let dir = TempDir::new("unix-long");
+    let room = 107 - dir.0.as_os_str().len() - 1;
+    let path = dir.join(&"l".repeat(room));
+    assert_eq!(path.as_os_str().len(), 107);
+    for mode in [None, Some(0o640)] {
+        let config = match mode {
+            Some(m) => ListenConfig::new().unix_mode(m),
+            None => ListenConfig::new(),
+        };
+        let bound = config
+            .bind(format!("unix:{}", path.display()))
+            .unwrap_or_else(|e| panic!("mode {mode:?}: {e}"));
+        let _client = connect(&path);
+        drop(bound);
+        assert!(!path.exists());
+    }
+}

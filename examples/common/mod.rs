@@ -71,7 +71,8 @@ OPTIONS:
   --idle-timeout SECONDS    close connections idle for that long
   --first-byte-timeout SECONDS
                             close connections that send nothing for that long at first
-  --max-per-peer N          at most N connections per IPv4 address or IPv6 /64
+  --max-per-peer N          at most N connections per IPv4 address, IPv6 /64 or, on a
+                            Unix-domain socket, user id
   --max-total-queued BYTES  close the biggest queue holders past this much queued output
   --nodelay on|off          TCP_NODELAY on accepted connections (default: the library's)
   --read-budget BYTES       the most read from one connection per turn (default 256 KiB)
@@ -86,7 +87,7 @@ OPTIONS:
   --                        what follows is a SPEC, even if it begins with \"-\"
 
 Each listening socket is printed on stdout as `listening on ADDR (MODE)`, MODE being
-ipv4, ipv6-only or dual-stack as the kernel reports it. Logs go to stderr; set RUST_LOG
+ipv4, ipv6-only or dual-stack as the kernel reports it, or unix. Logs go to stderr; set RUST_LOG
 to a level (error, warn, info, debug, trace), TARGET=LEVEL directives, or both, separated
 by commas (RUST_LOG=warn,dualstack=debug). SIGINT or SIGTERM stops the server gracefully.
 A spec or option that cannot be used exits with status 2. Timeouts are 0.001 to 31536000
@@ -419,15 +420,34 @@ pub fn announce<H: Handler>(name: &str, server: &Server<H>) {
     }
 }
 
+/// `word` as one shell word: as it is when it holds nothing a shell treats specially,
+/// else in single quotes.
+fn shell_word(word: &str) -> String {
+    if word
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_./:@%+=,".contains(&b))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 /// How to reach listener `l` with a client nobody here wrote.
 fn hint(l: &dualstack::ListenerInfo) -> String {
     use dualstack::{ListenAddr, SocketMode, UnixAddr};
     let ip = match &l.local_addr {
         ListenAddr::Unix(UnixAddr::Path(p)) => {
-            return format!("socat - UNIX-CONNECT:{}", p.display())
+            return format!(
+                "socat - {}",
+                shell_word(&format!("UNIX-CONNECT:{}", p.display()))
+            )
         }
         ListenAddr::Unix(UnixAddr::Abstract(n)) => {
-            return format!("socat - ABSTRACT-CONNECT:{}", String::from_utf8_lossy(n))
+            return format!(
+                "socat - {}",
+                shell_word(&format!("ABSTRACT-CONNECT:{}", String::from_utf8_lossy(n)))
+            )
         }
         ListenAddr::Ip(ip) => *ip,
         _ => return l.local_addr.to_string(),

@@ -50,7 +50,7 @@ fn unwritten_spec(input: &str) -> Result<ListenSpec> {
         ));
     }
     if let Some(kind) = other_kind(input)? {
-        return Ok(ListenSpec::of(kind));
+        return Ok(ListenSpec::checked(kind));
     }
     if let Some(pos) = input.find(char::is_whitespace) {
         let trimmed = input.trim();
@@ -240,7 +240,8 @@ fn unix(input: &str, text: &str, offset: usize) -> Result<SpecKind> {
 }
 
 /// The NAME of `sd-listen:NAME`: what systemd's `FileDescriptorName=` allows (1 to 255
-/// printable ASCII characters, no `:`).
+/// printable ASCII characters, spaces included, no `:`; an empty name selects nothing
+/// and is refused).
 fn fd_name(input: &str, name: &str, offset: usize) -> Result<SpecKind> {
     let invalid =
         |pos: usize, detail: String| ParseError::new(input, InvalidName, Some(pos), detail);
@@ -253,9 +254,10 @@ fn fd_name(input: &str, name: &str, offset: usize) -> Result<SpecKind> {
             ),
         ));
     }
+    // systemd's fdname_is_valid: printable ASCII, space included, but no ':'.
     if let Some((i, c)) = name
         .char_indices()
-        .find(|&(_, c)| !c.is_ascii_graphic() || c == ':')
+        .find(|&(_, c)| !(c.is_ascii_graphic() || c == ' ') || c == ':')
     {
         return Err(invalid(
             offset + i,
@@ -992,6 +994,7 @@ mod tests {
             ("sd-listen", SpecKind::Activated { name: None }, "sd-listen"),
             ("sd-listen:web", named("web"), "sd-listen:web"),
             ("sd-listen:a.b-c_d", named("a.b-c_d"), "sd-listen:a.b-c_d"),
+            ("sd-listen:my sock", named("my sock"), "sd-listen:my sock"),
             ("fd:3", SpecKind::Fd(3), "fd:3"),
             ("fd:2147483647", SpecKind::Fd(i32::MAX), "fd:2147483647"),
             ("UNIX:/a", path("/a"), "unix:/a"),
@@ -1051,7 +1054,7 @@ mod tests {
             ("@", InvalidPath, "name after \"@\" is empty"),
             ("sd-listen:", InvalidName, "1 to 255 characters"),
             ("sd-listen:a:b", InvalidName, "invalid character ':'"),
-            ("sd-listen:a b", InvalidName, "invalid character ' '"),
+            ("sd-listen:a\tb", InvalidName, "invalid character '\\t'"),
             ("fd:0", InvalidFd, "descriptor 0 is standard input"),
             ("fd:2", InvalidFd, "descriptor 2 is standard error"),
             ("fd:-3", InvalidFd, "\"-3\" is not a descriptor number"),

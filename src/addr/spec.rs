@@ -100,6 +100,11 @@ pub enum SpecKind {
         name: Option<String>,
     },
     /// The inherited descriptor `fd` (3 or above), whatever passed it.
+    ///
+    /// Binding it hands the descriptor to the listener, which closes it when it goes: as
+    /// with `FromRawFd`, nothing else in the process may own it (a launcher's descriptor
+    /// meant for this, not a socket the program opened itself). The library refuses a
+    /// descriptor it has taken already.
     Fd(i32),
 }
 
@@ -183,17 +188,48 @@ impl ListenSpec {
     /// assert_eq!(ListenSpec::new(Host::Any, 0).to_string(), "*:0");
     /// ```
     pub fn new(host: Host, port: u16) -> ListenSpec {
-        ListenSpec::of(SpecKind::Ip { host, port })
+        ListenSpec::checked(SpecKind::Ip { host, port })
     }
 
-    /// A spec of any kind.
+    /// A spec of any kind, held to the same rules as parsed text: a Unix path that fits
+    /// `sun_path` and reads back as itself, a descriptor of 3 or more, a valid name.
     ///
     /// ```
-    /// use dualstack::{ListenSpec, SpecKind};
-    /// let spec = ListenSpec::of(SpecKind::Activated { name: Some("web".into()) });
+    /// use dualstack::{ListenSpec, SpecKind, UnixAddr};
+    /// let spec = ListenSpec::of(SpecKind::Activated { name: Some("web".into()) })?;
     /// assert_eq!(spec.to_string(), "sd-listen:web");
+    /// assert!(ListenSpec::of(SpecKind::Fd(1)).is_err()); // standard output
+    /// assert!(ListenSpec::of(SpecKind::Unix(UnixAddr::Path("80".into()))).is_err()); // "unix:80"?
+    /// # Ok::<(), dualstack::ParseError>(())
     /// ```
-    pub fn of(kind: SpecKind) -> ListenSpec {
+    ///
+    /// # Errors
+    ///
+    /// The [`ParseError`] the spec's text form gets, or one saying it has none (a path
+    /// that is not UTF-8, say).
+    pub fn of(kind: SpecKind) -> Result<ListenSpec, ParseError> {
+        let spec = ListenSpec::checked(kind);
+        if matches!(spec.kind, SpecKind::Ip { .. }) {
+            return Ok(spec); // a Host is valid by construction
+        }
+        let text = spec.to_string();
+        let parsed: ListenSpec = text.parse()?;
+        if parsed != spec {
+            return Err(ParseError::new(
+                &text,
+                super::ParseErrorKind::InvalidPath,
+                None,
+                format!(
+                    "{:?} cannot be written as a listen spec that reads back as itself",
+                    spec.kind
+                ),
+            ));
+        }
+        Ok(spec)
+    }
+
+    /// A spec of a kind the parser made (so valid).
+    pub(crate) fn checked(kind: SpecKind) -> ListenSpec {
         ListenSpec {
             kind,
             written: None,
