@@ -504,3 +504,92 @@ fn check_plan(spec: &ListenSpec, o: PlanOptions, caps: &HostCaps, fake: &Fake) {
         }
     }
 }
+
+/// `proxy`: arbitrary bytes as what a connection sent first on a PROXY listener. Never a
+/// panic; a header is never longer than the input nor (version 1) than 107 bytes; it
+/// re-encodes to bytes that parse to the same header; the bytes after it do not change it;
+/// every shorter prefix of it is "incomplete", not an error (a header split over any reads
+/// works); and a version the listener does not take is refused at once.
+pub fn proxy_header(data: &[u8]) {
+    use dualstack::{ProxyErrorKind, ProxyHeader, ProxyParsed, ProxyVersion, ProxyVersions};
+    let both = ProxyVersions::BOTH;
+    let result = ProxyHeader::parse(data, both);
+    match &result {
+        Ok(ProxyParsed::Incomplete) => {
+            assert!(
+                data.len() < 16 + 65535,
+                "incomplete after {} bytes",
+                data.len()
+            );
+            if data.first() == Some(&b'P') {
+                assert!(
+                    data.len() < 107,
+                    "a v1 line still incomplete at {} bytes",
+                    data.len()
+                );
+            }
+        }
+        Ok(ProxyParsed::Header(header, used)) => {
+            let used = *used;
+            assert!(used <= data.len(), "used {used} of {} bytes", data.len());
+            if header.version() == ProxyVersion::V1 {
+                assert!(used <= 107, "a v1 header of {used} bytes");
+            }
+            // Only the header's own bytes decide it.
+            assert_eq!(
+                ProxyHeader::parse(&data[..used], both),
+                Ok(ProxyParsed::Header(header.clone(), used)),
+                "the bytes after the header changed it"
+            );
+            for end in [0, 1, used / 2, used.saturating_sub(1)] {
+                if end < used {
+                    assert_eq!(
+                        ProxyHeader::parse(&data[..end], both),
+                        Ok(ProxyParsed::Incomplete),
+                        "a prefix of {end} of {used} bytes"
+                    );
+                }
+            }
+            let again = header.to_bytes();
+            match ProxyHeader::parse(&again, both) {
+                Ok(ProxyParsed::Header(back, n)) => {
+                    assert_eq!(
+                        &back,
+                        header,
+                        "re-encoded as {:?}",
+                        again.escape_ascii().to_string()
+                    );
+                    assert_eq!(n, again.len());
+                }
+                other => panic!(
+                    "{header:?} re-encodes to {:?}, which parses as {other:?}",
+                    again.escape_ascii().to_string()
+                ),
+            }
+            // A listener that takes only the other version refuses it.
+            let other = match header.version() {
+                ProxyVersion::V1 => ProxyVersions {
+                    v1: false,
+                    v2: true,
+                },
+                ProxyVersion::V2 => ProxyVersions {
+                    v1: true,
+                    v2: false,
+                },
+            };
+            let refused = ProxyHeader::parse(data, other).expect_err("the other version only");
+            assert_eq!(refused.kind(), ProxyErrorKind::VersionNotAccepted);
+        }
+        Err(e) => {
+            let text = e.to_string();
+            assert!(text.starts_with("invalid PROXY header at byte "), "{text}");
+            assert!(text.len() < 1024, "a message of {} bytes", text.len());
+            assert!(
+                e.offset() <= data.len().max(107),
+                "offset {} of {}",
+                e.offset(),
+                data.len()
+            );
+        }
+    }
+}

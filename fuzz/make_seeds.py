@@ -58,6 +58,49 @@ PLAN_TAILS = [
 ]
 
 
+# PROXY protocol headers (issue #17): v1 lines, v2 headers of each family, TLVs, LOCAL,
+# and near misses; each is also a seed with data after it.
+def v2(command, family, body):
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([command, family]) + len(body).to_bytes(2, "big") + body
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFFFFFF
+
+
+def with_crc(command, family, body_without_crc):
+    body = body_without_crc + bytes([0x03, 0, 4, 0, 0, 0, 0])
+    header = bytearray(v2(command, family, body))
+    header[-4:] = crc32c(bytes(header)).to_bytes(4, "big")
+    return bytes(header)
+
+
+INET = bytes([192, 0, 2, 7, 198, 51, 100, 1, 0xdc, 0x04, 0x01, 0xbb])
+INET6 = bytes(15) + b"\x01" + bytes(10) + b"\xff\xff\x7f\x00\x00\x01" + b"\x00\x50\x01\xbb"
+PROXY = [
+    b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n",
+    b"PROXY TCP6 ::ffff:127.0.0.1 ::1 1 65535\r\n",
+    b"PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n",
+    b"PROXY UNKNOWN\r\n", b"PROXY UNKNOWN " + b"u" * 91 + b"\r\n", b"PROXY UNKNOWN " + b"x" * 186,
+    b"PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n", b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n",
+    b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", b"PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n", b"PROXY TCP4 ::1 ::1 1 2\r\n",
+    b"PROXY TCP4 1.2.3.4\t5.6.7.8 1 2\r\n", b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n", b"GET / HTTP/1.1\r\n",
+    v2(0x21, 0x11, INET), v2(0x21, 0x21, INET6), v2(0x21, 0x31, b"/a/b" + bytes(104) + b"\x00ab" + bytes(105)),
+    v2(0x20, 0x00, b""), v2(0x20, 0x11, b"\x01\x02\x03"), v2(0x21, 0x00, b""), v2(0x21, 0x10, INET),
+    v2(0x21, 0x12, INET), v2(0x21, 0x11, INET[:11]), v2(0x22, 0x11, INET), v2(0x11, 0x11, INET),
+    v2(0x21, 0x41, INET), v2(0x21, 0x11, INET + b"\x01\x00\x02h2\x02\x00\x0bexample.com\x05\x00\x02id"),
+    v2(0x21, 0x11, INET + b"\x20\x00\x0f\x01\x00\x00\x00\x00\x21\x00\x07TLSv1.3"),
+    v2(0x21, 0x11, INET + b"\x01\x00\x05h2"), v2(0x21, 0x11, INET + b"\x03\x00\x02ab"),
+    with_crc(0x21, 0x11, INET), with_crc(0x21, 0x21, INET6 + b"\x05\x00\x04abcd"),
+    b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\xff\xff", b"X\r\n\r\n\x00\r\nQUIT\n",
+]
+
+
 def write(target, name, data):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -74,3 +117,6 @@ for i, a in enumerate(ADDRS):
 for i, s in enumerate(PLAN_SPECS):
     for j, tail in enumerate(PLAN_TAILS):
         write("plan", f"{i:03}-{j}", s.encode() + b"\x00" + tail)
+for i, header in enumerate(PROXY):
+    write("proxy", f"{i:03}", header)
+    write("proxy", f"{i:03}-data", header + b"GET / HTTP/1.1\r\n")

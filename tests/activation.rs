@@ -58,9 +58,14 @@ fn a_blocking_inherited_tcp_listener_serves_client_after_client() {
             "client {round}"
         );
     }
+    // The same socket (not just a descriptor number, which a parallel test may reuse at
+    // once) is gone once the server is.
+    let socket_at = |fd: RawFd| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok();
+    let ours = socket_at(fd).expect("the server holds it");
     drop(server);
-    assert!(
-        !is_open(fd),
+    assert_ne!(
+        socket_at(fd),
+        Some(ours),
         "the descriptor outlived the server that took it"
     );
 }
@@ -234,20 +239,7 @@ fn inherited_and_own_sockets_mix_in_one_list() {
 
 /// The path of the echo example, freshly built.
 fn echo_binary() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", "echo"])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build --example echo failed");
-    });
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/PROFILE/deps/TEST")
-        .join("examples")
-        .join("echo")
+    util::example("echo")
 }
 
 /// A child process and what it prints.
@@ -277,7 +269,14 @@ impl Launched {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        let stderr: Vec<String> = self.stderr.try_iter().collect();
+        // Everything it wrote: until the reader sees the pipe's end (bounded).
+        let mut stderr = Vec::new();
+        while let Ok(line) = self
+            .stderr
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            stderr.push(line);
+        }
         (status.code(), stderr.join("\n"))
     }
 

@@ -16,23 +16,7 @@ use std::time::{Duration, Instant};
 
 /// The path of an example binary, freshly built.
 fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/PROFILE/deps/TEST");
-    let path = profile_dir.join("examples").join(name);
-    // Always ask cargo (a no-op when fresh): `cargo test --test examples` alone does not
-    // rebuild the examples, and a stale binary would test old code.
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--examples"])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build --examples failed");
-    });
-    path
+    util::example(name)
 }
 
 /// A running example; killed (by the PID we started) if a test ends without stopping it.

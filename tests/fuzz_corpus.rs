@@ -43,3 +43,8 @@ fn normalize_corpus() {
 fn plan_corpus() {
     run_corpus("plan", checks::plan_spec);
 }
+
+#[test]
+fn proxy_corpus() {
+    run_corpus("proxy", checks::proxy_header);
+}

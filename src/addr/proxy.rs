@@ -701,6 +701,31 @@ fn parse_v2(bytes: &[u8]) -> Result<ProxyParsed, ProxyError> {
     let (family, protocol) = family_protocol(bytes[13])?;
     let len = usize::from(u16::from_be_bytes([bytes[14], bytes[15]]));
     let total = 16 + len;
+    let need = match family {
+        1 => 12,
+        2 => 36,
+        3 => 216,
+        _ => 0,
+    };
+    if command == ProxyCommand::Proxy {
+        // Refused now, not once a length's worth has come: it cannot hold the addresses.
+        if protocol == 2 {
+            return Err(ProxyError::new(
+                13,
+                Unsupported,
+                "a datagram (UDP) connection's header on a stream connection",
+            ));
+        }
+        if len < need {
+            return Err(ProxyError::new(
+                14,
+                BadLength,
+                format!(
+                    "length {len} is too short for the addresses of family {family} ({need} bytes)"
+                ),
+            ));
+        }
+    }
     if bytes.len() < total {
         return Ok(ProxyParsed::Incomplete);
     }
@@ -710,28 +735,6 @@ fn parse_v2(bytes: &[u8]) -> Result<ProxyParsed, ProxyError> {
         // "the receiver must accept the connection and ignore any address information":
         // the length is skipped exactly, whatever it holds.
         return Ok(ProxyParsed::Header(ProxyHeader::local(), total));
-    }
-    if protocol == 2 {
-        return Err(ProxyError::new(
-            13,
-            Unsupported,
-            "a datagram (UDP) connection's header on a stream connection",
-        ));
-    }
-    let need = match family {
-        1 => 12,
-        2 => 36,
-        3 => 216,
-        _ => 0,
-    };
-    if body.len() < need {
-        return Err(ProxyError::new(
-            14,
-            BadLength,
-            format!(
-                "length {len} is too short for the addresses of family {family} ({need} bytes)"
-            ),
-        ));
     }
     let (addrs, rest) = body.split_at(need);
     let port = |at: usize| u16::from_be_bytes([addrs[at], addrs[at + 1]]);
@@ -772,6 +775,19 @@ fn parse_v2(bytes: &[u8]) -> Result<ProxyParsed, ProxyError> {
         // (the spec lets the receiver accept it that way).
         _ => ProxyAddresses::Unknown,
     };
+    if addresses == ProxyAddresses::Unknown {
+        // The real endpoints stand and the rest is ignored, TLVs included (HAProxy and
+        // ppp read none there either).
+        return Ok(ProxyParsed::Header(
+            ProxyHeader {
+                version: ProxyVersion::V2,
+                command,
+                addresses,
+                tlvs: Vec::new(),
+            },
+            total,
+        ));
+    }
     let tlvs = parse_tlvs(rest, 16 + need)?;
     for (i, (kind, value)) in tlvs.iter().enumerate() {
         if *kind == tlv::CRC32C {

@@ -210,7 +210,7 @@ impl<H: Handler> Server<H> {
                 return;
             }
             let stats = &mut core.listeners[conn.listener as usize].stats;
-            let step = match conn.stream.read(&mut self.buf) {
+            let (step, drained) = match conn.stream.read(&mut self.buf) {
                 Ok(0) => {
                     log::debug!("{id}: the balancer left before its PROXY header was complete");
                     stats.proxy_failed += 1;
@@ -220,7 +220,8 @@ impl<H: Handler> Server<H> {
                 Ok(n) => {
                     conn.timing.last_active = core.now;
                     stats.bytes_in += n as u64;
-                    preamble.feed(&self.buf[..n])
+                    let drained = short_read_drains && n < self.buf.len();
+                    (preamble.feed(&self.buf[..n]), drained)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -240,6 +241,9 @@ impl<H: Handler> Server<H> {
                 }
                 Step::Done(header, rest) => {
                     self.hand_over(id, header, rest);
+                    if drained {
+                        return; // the read was short: nothing more is there (see `read`)
+                    }
                     // On as for any connection: the socket may hold more.
                     return self.read(key, short_read_drains);
                 }

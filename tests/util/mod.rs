@@ -315,3 +315,23 @@ impl Tcp for dualstack::Listener {
         self.as_tcp().expect("a TCP listener")
     }
 }
+
+/// The path of example `name`, freshly built: `cargo test --test X` alone does not rebuild
+/// the examples, and a stale binary would test old code, so cargo is asked once per test
+/// binary (a no-op when they are fresh).
+pub fn example(name: &str) -> std::path::PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--examples"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --examples failed");
+    });
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/PROFILE/deps/TEST")
+        .join("examples")
+        .join(name)
+}

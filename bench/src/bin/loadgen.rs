@@ -3,7 +3,7 @@
 //! ```text
 //! loadgen --addr ADDR|unix:PATH [--mode echo|hold|churn|mixed] [--connections C] [--size S] [--depth D]
 //!         [--seconds T] [--warmup W] [--count N] [--workers K] [--flooders K] [--smalls M]
-//!         [--rate R]
+//!         [--rate R] [--proxy v1|v2]
 //! ```
 //!
 //! - `echo`: C connections each keep D messages of S bytes in flight; every echoed byte is
@@ -11,7 +11,8 @@
 //!   seconds (or N round trips) measured, then stops sending and waits for every byte sent.
 //! - `hold`: opens C connections, holds them T seconds idle, then does one round trip on each.
 //! - `churn`: K workers each connect, do one 64-byte round trip, close with a reset (no
-//!   TIME_WAIT to exhaust the ephemeral ports), again, for T seconds.
+//!   TIME_WAIT to exhaust the ephemeral ports), again, for T seconds; with `--proxy`, each
+//!   connection's first write carries a PROXY protocol header before its 64 bytes.
 //! - `mixed`: `--flooders K` connections push S-byte writes as fast as the server takes them
 //!   while `--smalls M` clients send 64-byte requests at `--rate R` per second each, open
 //!   loop; reports the small clients' latency from the intended send time and how evenly
@@ -47,6 +48,8 @@ struct Args {
     flooders: usize,
     smalls: usize,
     rate: f64,
+    /// `churn` sends a PROXY protocol header of this version first.
+    proxy: Option<u8>,
 }
 
 fn args() -> Result<Args, String> {
@@ -63,6 +66,7 @@ fn args() -> Result<Args, String> {
         flooders: 4,
         smalls: 50,
         rate: 200.0,
+        proxy: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -80,6 +84,13 @@ fn args() -> Result<Args, String> {
             "--workers" => a.workers = value.parse().map_err(|_| bad("a number"))?,
             "--flooders" => a.flooders = value.parse().map_err(|_| bad("a number"))?,
             "--smalls" => a.smalls = value.parse().map_err(|_| bad("a number"))?,
+            "--proxy" => {
+                a.proxy = Some(match value.as_str() {
+                    "v1" => 1,
+                    "v2" => 2,
+                    _ => return Err(bad("v1 or v2")),
+                })
+            }
             "--rate" => {
                 a.rate = value
                     .parse()
@@ -496,10 +507,22 @@ fn churn(a: &Args) -> Result<String, String> {
                 if let Some(err) = stream.take_error().map_err(|e| e.to_string())? {
                     return Err(format!("churn connect: {err}"));
                 }
-                // A fresh socket always takes 64 bytes at once.
-                match stream.write(&message) {
-                    Ok(64) => *step = Step::Reading(0),
-                    Ok(_) => return Err("a 64-byte write was cut short".into()),
+                // A fresh socket always takes a header and 64 bytes at once.
+                let first = match a.proxy {
+                    Some(version) => {
+                        let me = stream.local_addr().map_err(|e| e.to_string())?;
+                        let to = stream.peer_addr().map_err(|e| e.to_string())?;
+                        let header = match version {
+                            1 => dualstack::ProxyHeader::v1(me, to),
+                            _ => dualstack::ProxyHeader::v2(me, to),
+                        };
+                        [header.to_bytes(), message.clone()].concat()
+                    }
+                    None => message.clone(),
+                };
+                match stream.write(&first) {
+                    Ok(n) if n == first.len() => *step = Step::Reading(0),
+                    Ok(_) => return Err("the first write was cut short".into()),
                     Err(e) => return Err(format!("churn write: {e}")),
                 }
             }

@@ -144,7 +144,7 @@ fn opts() -> Opts {
     let known: Vec<&str> = SCENARIOS
         .iter()
         .map(|s| s.name)
-        .chain([MIXED.name])
+        .chain([MIXED.name, "churn-proxy"])
         .collect();
     if let Some(bad) = o.only.iter().find(|n| !known.contains(&n.as_str())) {
         fail(&format!(
@@ -228,6 +228,11 @@ fn serves_unix(server: &str) -> bool {
 
 impl Server {
     fn start(bins: &Bins, name: &str) -> Server {
+        Server::start_with(bins, name, &[])
+    }
+
+    /// As [`start`](Server::start), with `options` before the specs.
+    fn start_with(bins: &Bins, name: &str, options: &[&str]) -> Server {
         let unix = serves_unix(name).then(|| {
             std::env::temp_dir().join(format!(
                 "dualstack-bench-{}-{name}.sock",
@@ -238,6 +243,7 @@ impl Server {
             .arg("-c")
             .arg("0")
             .arg(bins.server(name))
+            .args(options)
             .arg(":0")
             .args(unix.iter().map(|p| format!("unix:{}", p.display())))
             .env("RUST_LOG", "warn")
@@ -677,6 +683,13 @@ fn main() {
                 s.get("bytes_verified")
             );
         }
+        let server = Server::start_with(&bins, "dualstack", &["--proxy-protocol"]);
+        let churn = SCENARIOS.iter().find(|s| s.name == "churn").expect("churn");
+        let s = measure(&bins, &server, "v4", churn, 1.0, &["--proxy", "v2"], false);
+        println!(
+            "dualstack v4 churn with PROXY v2 headers: {:.0} connections/s",
+            s.get("conns_per_s")
+        );
         return;
     }
     let started = Instant::now();
@@ -722,6 +735,30 @@ fn main() {
                     s.get("cpu_ns_per_op")
                 );
                 results.entry((si, "unix", name)).or_default().push(s);
+            }
+        }
+    }
+    // The PROXY protocol's cost: `churn` over IPv4 against the echo example, plain and with
+    // a v2 header on every connection (which of the two goes first alternates).
+    let mut proxy_runs: BTreeMap<bool, Vec<Sample>> = BTreeMap::new();
+    if o.only.is_empty() || o.only.iter().any(|n| n == "churn-proxy") {
+        let churn = SCENARIOS.iter().find(|s| s.name == "churn").expect("churn");
+        for run in 1..=o.runs {
+            for proxied in [run % 2 == 0, run % 2 == 1] {
+                let server = if proxied {
+                    Server::start_with(&bins, "dualstack", &["--proxy-protocol"])
+                } else {
+                    Server::start(&bins, "dualstack")
+                };
+                let extra: &[&str] = if proxied { &["--proxy", "v2"] } else { &[] };
+                let s = measure(&bins, &server, "v4", churn, o.seconds, extra, false);
+                eprintln!(
+                    "run {run} churn v4 dualstack{}: conns_per_s = {:.1}, cpu/op {:.0} ns",
+                    if proxied { " with PROXY v2" } else { "" },
+                    s.get("conns_per_s"),
+                    s.get("cpu_ns_per_op")
+                );
+                proxy_runs.entry(proxied).or_default().push(s);
             }
         }
     }
@@ -774,6 +811,7 @@ fn main() {
     }
     let report = Report {
         o: &o,
+        proxy: &proxy_runs,
         results: &results,
         mixed: &mixed_runs,
         syscalls: &syscall_runs,
@@ -800,6 +838,8 @@ fn main() {
 
 struct Report<'a> {
     o: &'a Opts,
+    /// `churn` runs of the echo example, by whether each connection carried a PROXY header.
+    proxy: &'a BTreeMap<bool, Vec<Sample>>,
     results: &'a BTreeMap<(usize, &'static str, &'static str), Vec<Sample>>,
     /// The fairness runs, by (flooders, server).
     mixed: &'a BTreeMap<(usize, &'static str), Vec<Sample>>,
@@ -948,6 +988,41 @@ impl Report<'_> {
             m.push_str(&format!(
                 "\nOver these rows and runs: dualstack / mio **{:.3}**.\n",
                 geomean(ratios.into_iter())
+            ));
+        }
+        if let (Some(plain), Some(proxied)) = (self.proxy.get(&false), self.proxy.get(&true)) {
+            let ratios = |key: &str| -> Vec<f64> {
+                plain
+                    .iter()
+                    .zip(proxied)
+                    .map(|(a, b)| b.get(key) / a.get(key))
+                    .filter(|r| r.is_finite())
+                    .collect()
+            };
+            let med =
+                |runs: &[Sample], key: &str| median(runs.iter().map(|s| s.get(key)).collect());
+            let range = |r: Vec<f64>| {
+                let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                format!("({lo:.2}–{hi:.2})")
+            };
+            m.push_str(&format!(
+                "\n## The PROXY protocol's cost\n\n\
+                 `churn` over IPv4 against the echo example, plain and with `--proxy-protocol`, the load \
+                 generator sending a v2 header (28 bytes) before each connection's 64 bytes; \
+                 the two alternate within each run.\n\n\
+                 | | conns/s | CPU ns/conn |\n|---|---|---|\n\
+                 | plain | {:.0} | {:.0} |\n\
+                 | with a v2 header | {:.0} | {:.0} |\n\
+                 | ratio (median of runs) | **{:.3}** {} | **{:.3}** {} |\n",
+                med(plain, "conns_per_s"),
+                med(plain, "cpu_ns_per_op"),
+                med(proxied, "conns_per_s"),
+                med(proxied, "cpu_ns_per_op"),
+                median(ratios("conns_per_s")),
+                range(ratios("conns_per_s")),
+                median(ratios("cpu_ns_per_op")),
+                range(ratios("cpu_ns_per_op")),
             ));
         }
         m.push_str(
@@ -1124,7 +1199,11 @@ impl Report<'_> {
             .iter()
             .flat_map(|l| l.2.iter().copied())
             .filter(|v| v.is_finite() && *v > 0.0);
-        let lo = finite.clone().fold(f64::INFINITY, f64::min).max(1.0);
+        // With no figures (`--only` without `mixed`) the axis is 1 to 10, not endless.
+        let lo = match finite.clone().fold(f64::INFINITY, f64::min) {
+            lo if lo.is_finite() => lo.max(1.0),
+            _ => 1.0,
+        };
         let hi = finite.fold(1.0, f64::max);
         let (ylo, yhi) = (
             lo.log10().floor(),
