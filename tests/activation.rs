@@ -3,6 +3,8 @@
 //! started the way a service manager starts it: sockets on fd 3 and up, `LISTEN_PID`,
 //! `LISTEN_FDS`, `LISTEN_FDNAMES`; then by the real `systemd-socket-activate` (Debian's
 //! `systemd` package, which `.ci/run` installs) and with a real notify socket.
+//!
+//! Linux only: socket activation is systemd's, and the checks read /proc.
 
 #![cfg(target_os = "linux")]
 

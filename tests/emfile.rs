@@ -4,6 +4,8 @@
 //!
 //! The server runs in a child process (this test binary again, with the `emfile_child_server`
 //! test selected) whose RLIMIT_NOFILE is lowered, so the test's own descriptors stay free.
+//!
+//! Linux only: RLIMIT_NOFILE and /proc (Windows has no descriptor limit to lower).
 
 #![cfg(target_os = "linux")]
 

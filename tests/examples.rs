@@ -2,6 +2,9 @@
 //! them with clients nobody here wrote (`nc`, `socat`, Python's `socket`) as well as Rust ones.
 //!
 //! `nc` (netcat-openbsd), `socat` and `python3` must be installed; `.ci/run` installs them.
+//!
+//! Unix only: the tools are Unix ones and the stop is a POSIX signal. The Windows build of
+//! the examples is driven from Linux clients under Wine by `.ci/windows/examples` instead.
 
 #![cfg(unix)]
 

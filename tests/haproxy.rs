@@ -3,7 +3,8 @@
 //! checks on) in front of the echo and chat examples and of an in-process server, on both
 //! families and through a `v4v6` frontend; and `curl --haproxy-protocol`.
 //!
-//! `haproxy` and `curl` must be installed; `.ci/run` installs them.
+//! `haproxy` and `curl` must be installed; `.ci/run` installs them. Linux only: HAProxy is
+//! run as a Linux program beside the test (tests/proxy.rs covers the protocol everywhere).
 
 #![cfg(target_os = "linux")]
 
@@ -278,8 +279,9 @@ fn chat_behind_haproxy_shows_each_clients_own_address() {
     }
 }
 
-/// One connection's open: its peer, the header's version and command, its unique id.
-type Open = (Peer, ProxyVersion, ProxyCommand, Option<Vec<u8>>);
+/// One connection's open: its peer, the header's version and command, its unique id, and
+/// whether it carried a CRC32c TLV (verified, or the connection would have been refused).
+type Open = (Peer, ProxyVersion, ProxyCommand, Option<Vec<u8>>, bool);
 
 /// What an in-process server behind HAProxy saw.
 #[derive(Clone, Default)]
@@ -294,6 +296,7 @@ impl Handler for Seen {
             p.header.version(),
             p.header.command(),
             p.header.unique_id().map(<[u8]>::to_vec),
+            p.header.tlv(dualstack::proxy_tlv::CRC32C).is_some(),
         ));
     }
     fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
@@ -328,7 +331,7 @@ fn haproxys_v2_tlvs_and_health_checks_arrive_as_sent() {
     );
     // The health checks: v2 LOCAL (the balancer is the peer) and v1 lines.
     assert!(
-        opens.iter().any(|(p, v, c, _)| *v == ProxyVersion::V2
+        opens.iter().any(|(p, v, c, ..)| *v == ProxyVersion::V2
             && *c == ProxyCommand::Local
             && p.ip().is_some_and(|a| a.ip().is_loopback())),
         "{opens:?}"

@@ -6,6 +6,10 @@
 //! `cargo test` reports them as *ignored*, never as passed; CI (root) runs them with
 //! `cargo test --test netns -- --ignored`. Asked for where namespaces cannot be made, they
 //! fail and say why.
+//!
+//! Linux only: network namespaces, `setns` and `ip netns` are Linux's.
+
+#![cfg(target_os = "linux")]
 
 mod util;
 

@@ -434,3 +434,89 @@ fn a_unix_listener_takes_headers_from_any_local_peer() {
         "{events:?}"
     );
 }
+
+/// A handler that pauses reading in `on_open` and resumes 150 ms later, recording whether
+/// data came while paused.
+#[derive(Clone, Default)]
+struct Pauser(Arc<Mutex<Vec<String>>>, Arc<std::sync::atomic::AtomicBool>);
+
+impl Handler for Pauser {
+    type State = ();
+    fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+        ctx.pause_reading(conn);
+        self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        ctx.set_timer(Duration::from_millis(150), conn.to_string().len() as u64);
+        self.0.lock().unwrap().push("open".into());
+    }
+    fn on_timer(&mut self, ctx: &mut Context<'_>, _: dualstack::TimerId, _: u64) {
+        self.1.store(false, std::sync::atomic::Ordering::SeqCst);
+        let conns: Vec<ConnId> = ctx.connections().collect();
+        for c in conns {
+            ctx.resume_reading(c);
+        }
+        self.0.lock().unwrap().push("resume".into());
+    }
+    fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+        let paused = self.1.load(std::sync::atomic::Ordering::SeqCst);
+        self.0.lock().unwrap().push(format!(
+            "data {} paused={paused}",
+            String::from_utf8_lossy(data)
+        ));
+        let _ = ctx.send(conn, data);
+    }
+}
+
+/// Review of #17: the bytes that came with the header reached on_data although on_open had
+/// paused reading.
+#[test]
+fn bytes_after_the_header_wait_while_on_open_has_paused_reading() {
+    let pauser = Pauser::default();
+    let server = Running::start(
+        Server::builder().listen_proxied("127.0.0.1:0", ProxyProtocol::new()),
+        pauser.clone(),
+    );
+    let addr = server.addr(0);
+    let mut balancer = util::connect(addr);
+    balancer
+        .write_all(
+            &[
+                ProxyHeader::v1(client(), addr).to_bytes(),
+                b"hello".to_vec(),
+            ]
+            .concat(),
+        )
+        .unwrap();
+    let mut back = [0; 5];
+    balancer.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"hello", "not lost either");
+    assert_eq!(
+        *pauser.0.lock().unwrap(),
+        ["open", "resume", "data hello paused=false"]
+    );
+}
+
+/// Review of #17: with an idle timeout shorter than the header timeout, a silent balancer
+/// was closed as idle, and counted nowhere.
+#[test]
+fn a_header_is_late_not_idle_whatever_the_idle_timeout() {
+    let (server, log, addr) = start_with(
+        Server::builder()
+            .listen_proxied(
+                "127.0.0.1:0",
+                ProxyProtocol::new().header_timeout(Duration::from_millis(300)),
+            )
+            .idle_timeout(Duration::from_millis(100)),
+    );
+    let mut silent = util::connect(addr);
+    let started = Instant::now();
+    assert!(closed(&mut silent));
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    log.wait("the refusal", |e| !e.is_empty());
+    assert_eq!(log.refusals(), ["no complete PROXY header in time"]);
+    let stats = server.stop().stats();
+    assert_eq!((stats.total.accepted, stats.total.proxy_failed), (1, 1));
+}

@@ -4,7 +4,8 @@
 //! "read until WouldBlock" makes (issue 7's target of at most 2 syscalls per round trip).
 //!
 //! Ignored by default: it needs `strace` and the right to trace (root, or a relaxed
-//! `ptrace_scope`). CI runs it with `--ignored`.
+//! `ptrace_scope`). CI runs it with `--ignored`. Linux only: strace, and the short-read
+//! rule itself is Linux's.
 
 #![cfg(target_os = "linux")]
 

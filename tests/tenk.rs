@@ -1,6 +1,7 @@
 //! 10,000 concurrent connections across an IPv4 and an IPv6 listener: every one is echoed,
 //! and the server's memory per idle connection is reported. Ignored by default (it raises
 //! its descriptor limit, which needs root or a high hard limit); CI runs it with --ignored.
+//! Linux only: it raises RLIMIT_NOFILE and reads /proc.
 
 #![cfg(target_os = "linux")]
 

@@ -2,6 +2,9 @@
 //! graceful stop), and the file rules hold: a stale socket file is replaced, a live one is
 //! "in use", anything else is left alone, the mode applies before a client can connect, and
 //! the file goes on stop only while it is still ours.
+//!
+//! Unix only: Unix-domain listeners are (on Windows a Unix spec is a parse error, tested in
+//! the parser's unit tests).
 
 #![cfg(unix)]
 

@@ -477,7 +477,9 @@ fn hint(l: &dualstack::ListenerInfo) -> String {
 pub struct Signals {
     name: &'static str,
     handle: Arc<Mutex<Option<ServerHandle>>>,
-    /// While set, a signal ends the process at once with status 0.
+    /// While set, a signal ends the process at once with status 0 (Unix; on Windows the
+    /// Ctrl-C handler asks `handle` instead).
+    #[cfg_attr(not(unix), allow(dead_code))]
     early: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -497,6 +499,22 @@ impl Signals {
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register_conditional_shutdown(signal, 0, signals.early.clone())
                 .unwrap_or_else(|e| fail(name, &format!("cannot catch signals: {e}")));
+        }
+        // Windows: Ctrl-C, Ctrl-Break and the console closing, through the ctrlc crate; the
+        // same contract (first one stops gracefully, or ends a process that has no server
+        // yet with 0; a second one ends it at once, with 130 as after SIGINT).
+        #[cfg(windows)]
+        {
+            let target = signals.clone();
+            let count = std::sync::atomic::AtomicUsize::new(0);
+            ctrlc::set_handler(move || {
+                if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    target.deliver(2);
+                } else {
+                    std::process::exit(130);
+                }
+            })
+            .unwrap_or_else(|e| fail(name, &format!("cannot catch Ctrl-C: {e}")));
         }
         signals
     }

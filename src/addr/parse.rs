@@ -1023,6 +1023,36 @@ mod tests {
         assert_eq!(spec(&format!("@{name}n")).unwrap_err().kind(), PathTooLong);
     }
 
+    /// Where there are no Unix-domain sockets (Windows), such specs are refused at parse
+    /// time, naming the platform; elsewhere off Linux, abstract names are.
+    #[test]
+    fn unix_specs_off_unix_and_abstract_names_off_linux_are_refused() {
+        let unix = spec("unix:/run/app.sock");
+        let abstract_name = spec("@app");
+        if cfg!(unix) {
+            assert!(unix.is_ok());
+        } else {
+            let e = unix.unwrap_err();
+            assert_eq!(e.kind(), Unsupported);
+            assert!(
+                e.to_string().contains("not supported on this platform"),
+                "{e}"
+            );
+        }
+        if cfg!(any(target_os = "linux", target_os = "android")) {
+            assert!(abstract_name.is_ok());
+        } else {
+            let e = abstract_name.unwrap_err();
+            assert_eq!(e.kind(), Unsupported);
+            assert!(
+                e.to_string().contains(std::env::consts::OS) || !cfg!(unix),
+                "{e}"
+            );
+        }
+        // Inherited sockets parse everywhere; binding one off Unix is an error (listen.rs).
+        assert!(spec("sd-listen").is_ok() && spec("fd:3").is_ok());
+    }
+
     #[test]
     fn the_words_of_the_grammar_are_not_host_names() {
         for host in ["fd", "FD", "unix", "Unix", "sd-listen", "SD-LISTEN"] {
@@ -1065,6 +1095,10 @@ mod tests {
             ("fd", InvalidHostName, "a word of the spec grammar"),
         ];
         for (input, kind, text) in cases {
+            let unix_syntax = ["unix:", "/", "@"].iter().any(|p| input.starts_with(p));
+            if unix_syntax && !cfg!(unix) {
+                continue; // refused as unsupported first (the test below)
+            }
             let err = spec(input).unwrap_err();
             assert_eq!(err.kind(), *kind, "{input:?}: {err}");
             let message = err.to_string();

@@ -15,6 +15,9 @@ pub struct Proxied {
     pub balancer: Peer,
     /// The header: the client's address and where it connected, and version 2's TLVs.
     pub header: ProxyHeader,
+    /// Bytes that came with the header while reading was held (paused in `on_open`): they
+    /// go to `on_data` before anything else once it resumes.
+    pub(crate) unread: Vec<u8>,
 }
 
 /// A connection whose header is not complete yet.

@@ -135,6 +135,7 @@ impl<H: Handler> Server<H> {
             None => None,
         };
         if let Some(reason) = refused {
+            core.listeners[index].stats.accepted += 1;
             drop(stream);
             self.handler.on_refused(
                 &mut Context::new(&mut self.core),

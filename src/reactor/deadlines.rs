@@ -51,7 +51,9 @@ impl Deadlines {
     /// header is in, when the connection is opened again with [`reopen`](Deadlines::reopen)).
     pub(crate) fn open(&mut self, id: ConnId, timing: &mut Timing) {
         let first = match timing.header_due {
-            Some(due) => Some(self.idle.map_or(due, |t| due.min(after(timing.opened, t)))),
+            // Only the header deadline while the header is awaited: a connection that is
+            // not handed over yet is not idle, it is late (reported as such).
+            Some(due) => Some(due),
             None => [self.idle, self.first_byte]
                 .into_iter()
                 .flatten()
@@ -108,16 +110,11 @@ impl Deadlines {
     pub(crate) fn judge(&mut self, id: ConnId, timing: &mut Timing, now: Instant) -> Verdict {
         timing.deadline = None;
         if let Some(header_due) = timing.header_due {
-            let idle_due = self.idle.map(|t| after(timing.last_active, t));
             if header_due <= now {
                 return Verdict::Header;
             }
-            if idle_due.is_some_and(|due| due <= now) {
-                return Verdict::Idle;
-            }
-            let due = idle_due.map_or(header_due, |i| i.min(header_due));
-            self.arm(id, timing, due);
-            return Verdict::Later(due);
+            self.arm(id, timing, header_due);
+            return Verdict::Later(header_due);
         }
         let first_byte_due = self
             .first_byte
@@ -186,14 +183,15 @@ mod tests {
     #[test]
     fn the_header_deadline_counts_from_accept_and_ends_with_the_header() {
         let t0 = Instant::now();
-        // First-byte 2 s, idle 10 s, header 5 s.
-        let mut d = Deadlines::new(Some(secs(10)), Some(secs(2)));
+        // First-byte 2 s, idle 3 s (shorter than the header's 5 s: it does not apply before
+        // the header is in).
+        let mut d = Deadlines::new(Some(secs(3)), Some(secs(2)));
         let mut timings = [Timing::new(t0), Timing::new(t0)];
         for (i, t) in timings.iter_mut().enumerate() {
             t.header_due = Some(t0 + secs(5));
             d.open(id(i), t);
         }
-        // The first-byte timeout does not apply while the header is awaited.
+        // Neither the first-byte nor the idle timeout applies while the header is awaited.
         assert_eq!(run_to(&mut d, &mut timings, t0 + secs(3)), []);
         // Connection 1's header comes at 4 s: from then on its own deadlines run, from then.
         d.reopen(id(1), &mut timings[1], t0 + secs(4));

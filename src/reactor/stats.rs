@@ -43,7 +43,8 @@ impl ListenerInfo {
 /// Counters of one listener and the connections it accepted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListenerStats {
-    /// Connections accepted so far.
+    /// Connections accepted so far, those closed at once (`refused`, `proxy_untrusted`)
+    /// included.
     pub accepted: u64,
     /// Connections open now.
     pub open: usize,

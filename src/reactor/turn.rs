@@ -158,6 +158,17 @@ impl<H: Handler> Server<H> {
                 self.core.ready.push(id);
                 return;
             }
+            if let Phase::Proxied(p) = &mut conn.phase {
+                if !p.unread.is_empty() {
+                    // What came with the PROXY header while reading was held.
+                    let unread = std::mem::take(&mut p.unread);
+                    budget = budget.saturating_sub(unread.len());
+                    self.handler
+                        .on_data(&mut Context::new(&mut self.core), id, &unread);
+                    self.settle();
+                    continue;
+                }
+            }
             match conn.stream.read(&mut self.buf) {
                 Ok(0) => {
                     conn.recv = crate::conn::Recv::Done;
@@ -272,7 +283,11 @@ impl<H: Handler> Server<H> {
             return;
         }
         log::debug!("{id}: {balancer} relays {client}");
-        conn.phase = Phase::Proxied(Box::new(Proxied { balancer, header }));
+        conn.phase = Phase::Proxied(Box::new(Proxied {
+            balancer,
+            header,
+            unread: Vec::new(),
+        }));
         core.deadlines.reopen(id, &mut conn.timing, now);
         let info = ConnInfo {
             listener: ListenerId(conn.listener as usize),
@@ -291,6 +306,15 @@ impl<H: Handler> Server<H> {
             return;
         }
         conn.timing.first_byte = true;
+        if !conn.recv.wants_read() {
+            // Paused in on_open (or held by backpressure): kept, and delivered first when
+            // reading resumes; the readiness is remembered so that it does.
+            conn.recv.readiness();
+            if let Phase::Proxied(p) = &mut conn.phase {
+                p.unread = rest;
+            }
+            return;
+        }
         self.handler
             .on_data(&mut Context::new(&mut self.core), id, &rest);
         self.settle();
