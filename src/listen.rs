@@ -102,7 +102,10 @@ impl ListenConfig {
 
     /// Whether to set SO_REUSEADDR, so a restarted server can bind while old connections are
     /// in TIME_WAIT (default on). Ignored on Windows, where SO_REUSEADDR lets another socket
-    /// take over a port in use.
+    /// take over a port in use: there every listening socket gets `SO_EXCLUSIVEADDRUSE`
+    /// instead, so that no other socket can bind its port (Microsoft's advice for servers;
+    /// its price, which Microsoft documents, is that a restarted server cannot bind the port
+    /// while connections the old one accepted are still active).
     pub fn reuse_address(mut self, on: bool) -> ListenConfig {
         self.reuse_address = on;
         self
@@ -502,10 +505,15 @@ impl ListenConfig {
                 .set_only_v6(mode != SocketMode::DualStack)
                 .map_err(|e| ("set IPV6_V6ONLY", e))?;
         }
+        // On Windows SO_REUSEADDR would let a socket take over a port in use; there the
+        // port is made exclusive instead (see `reuse_address`).
         #[cfg(not(windows))]
         socket
             .set_reuse_address(self.reuse_address)
             .map_err(|e| ("set SO_REUSEADDR", e))?;
+        #[cfg(windows)]
+        crate::sys::set_exclusive_address_use(&socket)
+            .map_err(|e| ("set SO_EXCLUSIVEADDRUSE", e))?;
         set_reuse_port(&socket, self.reuse_port).map_err(|e| ("set SO_REUSEPORT", e))?;
         if free {
             set_freebind(&socket, addr).map_err(|e| ("set IP_FREEBIND", e))?;

@@ -275,3 +275,34 @@ mod tests {
         assert_eq!(interface_name(u32::MAX), None);
     }
 }
+
+/// Sets `SO_EXCLUSIVEADDRUSE` on `socket` (Windows): no other socket may then bind its
+/// address and port, whatever options that one sets. Without it, another process that sets
+/// `SO_REUSEADDR` can bind a port this server listens on and take its clients (Microsoft's
+/// "Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE").
+#[cfg(windows)]
+#[allow(unsafe_code)]
+pub(crate) fn set_exclusive_address_use(socket: &socket2::Socket) -> io::Result<()> {
+    use std::os::windows::io::AsRawSocket;
+    use windows_sys::Win32::Networking::WinSock::{
+        setsockopt, WSAGetLastError, SOCKET_ERROR, SOL_SOCKET, SO_EXCLUSIVEADDRUSE,
+    };
+    let on: i32 = 1;
+    // SAFETY: the socket handle is open for the duration of the call (`socket` borrows it);
+    // setsockopt reads exactly `optlen` bytes from `optval`, which points to `on`, a live i32
+    // of that size, and writes nothing.
+    let rc = unsafe {
+        setsockopt(
+            socket.as_raw_socket() as _,
+            SOL_SOCKET,
+            SO_EXCLUSIVEADDRUSE,
+            (&on as *const i32).cast(),
+            std::mem::size_of::<i32>() as i32,
+        )
+    };
+    if rc == SOCKET_ERROR {
+        // SAFETY: WSAGetLastError reads the calling thread's last Winsock error; no memory.
+        return Err(io::Error::from_raw_os_error(unsafe { WSAGetLastError() }));
+    }
+    Ok(())
+}

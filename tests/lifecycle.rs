@@ -24,7 +24,15 @@ fn a_reset_closes_that_connection_only() {
     recorder.wait_for("the reset", |s| {
         s.iter().any(|e| matches!(e, Seen::Close(..)))
     });
-    assert_eq!(recorder.closes(), ["reset by peer"]);
+    // Wine's recv returns 0 after an RST where Linux and Windows fail with ECONNRESET /
+    // WSAECONNRESET (seen with std's TcpStream alone, no library code involved), so under
+    // Wine the reset reads as an end of stream.
+    let expected = if util::under_wine() {
+        "peer closed"
+    } else {
+        "reset by peer"
+    };
+    assert_eq!(recorder.closes(), [expected]);
     assert_eq!(
         util::round_trip(&mut bystander, b"still here"),
         b"still here"
@@ -165,7 +173,10 @@ fn a_graceful_stop_flushes_pending_output_and_reports_each_close() {
         Server::builder()
             .listen("127.0.0.1:0")
             .max_queued(16 * 1024 * 1024)
-            .water_marks(0, 16 * 1024 * 1024),
+            .water_marks(0, 16 * 1024 * 1024)
+            // A cap, not what is measured: room for a slow machine (or Wine) to flush 24 MiB
+            // through small windows, read one client after another.
+            .shutdown_timeout(util::TIMEOUT * 2),
         Burst(closes.clone(), expected.clone()),
     );
     let addr = server.addr(0);

@@ -280,11 +280,82 @@ fn modes_are_read_back_from_the_kernel() {
                 "{spec}"
             );
         }
-        assert!(sock.reuse_address().unwrap(), "SO_REUSEADDR on {spec}");
+        // The platform facts: SO_REUSEADDR on Unix (restart past TIME_WAIT); never on
+        // Windows, where it would let another socket take the port, which is made
+        // exclusive instead.
+        assert_eq!(
+            sock.reuse_address().unwrap(),
+            !cfg!(windows),
+            "SO_REUSEADDR on {spec}"
+        );
+        #[cfg(windows)]
+        assert!(
+            exclusive_address_use(listener),
+            "SO_EXCLUSIVEADDRUSE on {spec}"
+        );
         assert_eq!(listener.spec().to_string(), canonical);
     }
 }
 
+/// Whether `SO_EXCLUSIVEADDRUSE` is set on `listener`'s socket (Windows).
+#[cfg(windows)]
+fn exclusive_address_use(listener: &dualstack::Listener) -> bool {
+    use std::os::windows::io::AsRawSocket;
+    use windows_sys::Win32::Networking::WinSock::{getsockopt, SOL_SOCKET, SO_EXCLUSIVEADDRUSE};
+    let mut value: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as i32;
+    // SAFETY: the socket is open while `listener` is borrowed; getsockopt writes at most
+    // `len` bytes to `value`, a live i32 of that size, and the new length to `len`.
+    let rc = unsafe {
+        getsockopt(
+            listener.as_raw_socket() as _,
+            SOL_SOCKET,
+            SO_EXCLUSIVEADDRUSE,
+            (&mut value as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "getsockopt(SO_EXCLUSIVEADDRUSE)");
+    value != 0
+}
+
+/// Windows has no SO_REUSEPORT: asking for it is an error that says so, not a silent no.
+#[cfg(windows)]
+#[test]
+fn reuse_port_is_refused_where_the_platform_lacks_it() {
+    let err = ListenConfig::new()
+        .reuse_port(true)
+        .bind("127.0.0.1:0")
+        .unwrap_err();
+    let Error::Bind(e) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(e.io_error().kind(), io::ErrorKind::Unsupported, "{err}");
+    assert!(
+        err.to_string().contains("SO_REUSEPORT is not available"),
+        "{err}"
+    );
+}
+
+/// A second bind of a port this library listens on fails, even for a socket that sets
+/// SO_REUSEADDR (on Windows that is what SO_EXCLUSIVEADDRUSE guards against; Wine maps it
+/// to Linux, where a listening port is never shared that way either).
+#[test]
+fn a_port_in_use_cannot_be_taken_over() {
+    let bound = bind("127.0.0.1:0").unwrap();
+    let port = bound.listeners()[0].tcp_addr().port();
+    let thief = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    thief.set_reuse_address(true).unwrap();
+    let taken = thief.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into());
+    assert!(taken.is_err(), "another socket bound the port in use");
+    let err = bind(("127.0.0.1", port)).unwrap_err();
+    assert!(
+        err.to_string().contains("in use") || err.to_string().contains("os error"),
+        "{err}"
+    );
+}
+
+#[cfg(unix)]
 #[test]
 fn reuse_port_lets_two_sockets_share_a_port_only_when_asked() {
     let first = ListenConfig::new()
@@ -365,4 +436,29 @@ fn the_backlog_reaches_listen() {
         .filter_map(|l| l.split_whitespace().nth(2))
         .collect();
     assert_eq!(send_q, ["7"], "ss output: {text}");
+}
+
+/// Zones by name go through the platform (if_nametoindex on Unix; on Windows names are not
+/// supported and the error says to give the number); zones by number need no lookup
+/// anywhere.
+#[test]
+fn zones_by_name_ask_the_platform_and_by_number_do_not() {
+    use dualstack::{plan, HostCaps, PlanOptions, SystemResolver};
+    let caps = HostCaps {
+        ipv4: true,
+        ipv6: true,
+        dual_stack: true,
+        ipv4_loopback: true,
+        ipv6_loopback: true,
+    };
+    let numeric: dualstack::ListenSpec = "[fe80::1%1]:80".parse().unwrap();
+    let p = plan(&numeric, PlanOptions::default(), &caps, &SystemResolver).unwrap();
+    assert_eq!(p.sockets[0].addr.to_string(), "[fe80::1%1]:80");
+    let named: dualstack::ListenSpec = "[fe80::1%nosuchif0]:80".parse().unwrap();
+    let err = plan(&named, PlanOptions::default(), &caps, &SystemResolver).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("nosuchif0"), "{text}");
+    if cfg!(windows) {
+        assert!(text.contains("give the zone as a number"), "{text}");
+    }
 }

@@ -32,9 +32,11 @@ use crate::sys;
 /// assert_eq!(any.host(), Some(&Host::Any));
 /// assert_eq!(any.to_string(), "*:8080");
 ///
-/// let local: ListenSpec = "./app.sock".parse()?; // a Unix-domain socket
+/// # #[cfg(unix)] {
+/// let local: ListenSpec = "./app.sock".parse()?; // a Unix-domain socket (Unix only)
 /// assert_eq!(local.to_string(), "unix:./app.sock");
 /// assert_eq!(local.port(), None);
+/// # }
 /// # Ok::<(), dualstack::ParseError>(())
 /// ```
 ///

@@ -91,12 +91,20 @@ impl<H: Handler> Server<H> {
                     return;
                 };
                 let id = conn.id(key);
-                if event.is_error() && !conn.recv.wants_read() {
+                // On Windows mio reports a reset (AFD_POLL_ABORT) as both directions closed,
+                // not as an error; a peer's FIN closes only the read side there.
+                let aborted = cfg!(windows) && event.is_read_closed() && event.is_write_closed();
+                if (event.is_error() || aborted) && !conn.recv.wants_read() {
                     // A reset (or another socket error) on a connection that is not being
                     // read: reading would find it, but may not resume for a long time, and
                     // a dead peer must not keep its descriptor, slot and per-peer share.
-                    if let Ok(Some(e)) | Err(e) = conn.stream.take_error() {
-                        self.core.request_close(id, CloseReason::from_io(e));
+                    let reason = match conn.stream.take_error() {
+                        Ok(Some(e)) | Err(e) => Some(CloseReason::from_io(e)),
+                        Ok(None) if aborted => Some(CloseReason::Reset),
+                        Ok(None) => None,
+                    };
+                    if let Some(reason) = reason {
+                        self.core.request_close(id, reason);
                         self.settle();
                         return;
                     }

@@ -335,3 +335,9 @@ pub fn example(name: &str) -> std::path::PathBuf {
         .join("examples")
         .join(name)
 }
+
+/// Whether this test runs under Wine (which sets WINELOADER in every process it starts),
+/// for the few facts Wine does not emulate as Windows has them.
+pub fn under_wine() -> bool {
+    cfg!(windows) && std::env::var_os("WINELOADER").is_some()
+}
