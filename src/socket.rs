@@ -325,6 +325,7 @@ mod tests {
         );
     }
 
+    // Linux only: its cases include abstract socket names, which only Linux has.
     #[cfg(target_os = "linux")]
     #[test]
     fn a_listen_addr_prints_as_a_spec_that_parses_back() {

@@ -251,6 +251,7 @@ pub(crate) fn interface_name(_index: u32) -> Option<String> {
     None
 }
 
+// Linux only: these read the interfaces and credentials Linux gives (lo, SO_PEERCRED).
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;

@@ -474,3 +474,65 @@ fn a_host_named_like_a_word_of_the_grammar_is_refused_not_misprinted() {
         );
     }
 }
+
+/// Review of #18: an event's connection was looked up again by its slab key after the
+/// event's flush. When the flush failed on a reset, the slot was freed, a client waiting
+/// under max_connections was accepted into the same slot, and the rest of the old event was
+/// applied to it: on Windows (where mio reports a reset as both directions closed) the new,
+/// paused connection was closed as "reset by peer" (seen under Wine).
+#[test]
+fn an_event_for_a_closed_connection_never_reaches_the_next_one_in_its_slot() {
+    use dualstack::{CloseReason, ConnId, ConnInfo, Context, Handler, Server};
+    use std::time::{Duration, Instant};
+    #[derive(Default)]
+    struct Slot {
+        log: Vec<String>,
+        first_done: bool,
+    }
+    impl Handler for Slot {
+        type State = ();
+        fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+            self.log.push("open".into());
+            ctx.pause_reading(conn);
+            if !std::mem::replace(&mut self.first_done, true) {
+                // Output the peer will never read, so the connection waits for WRITABLE.
+                ctx.send(conn, &vec![9u8; 8 << 20]).unwrap();
+            }
+        }
+        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+        fn on_close(&mut self, _: &mut Context<'_>, _: ConnId, reason: &CloseReason) {
+            self.log.push(format!("close: {reason}"));
+        }
+    }
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .max_connections(1)
+        .max_queued(64 << 20)
+        .water_marks(0, 32 << 20)
+        .bind(Slot::default())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let spin = |server: &mut Server<Slot>, ms: u64| {
+        let until = Instant::now() + Duration::from_millis(ms);
+        while Instant::now() < until {
+            server.run_once(Some(Duration::from_millis(10))).unwrap();
+        }
+    };
+    let first = std::net::TcpStream::connect(addr).unwrap();
+    spin(&mut server, 300);
+    let _second = std::net::TcpStream::connect(addr).unwrap(); // waits in the backlog
+    spin(&mut server, 300);
+    socket2::SockRef::from(&first)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(first); // a reset
+    spin(&mut server, 1000);
+    let log = &server.handler().log;
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(log[0], "open");
+    assert!(log[1].starts_with("close: "), "{log:?}");
+    assert_eq!(
+        log[2], "open",
+        "the second connection was closed too: {log:?}"
+    );
+}

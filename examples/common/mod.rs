@@ -500,9 +500,10 @@ impl Signals {
             signal_hook::flag::register_conditional_shutdown(signal, 0, signals.early.clone())
                 .unwrap_or_else(|e| fail(name, &format!("cannot catch signals: {e}")));
         }
-        // Windows: Ctrl-C, Ctrl-Break and the console closing, through the ctrlc crate; the
-        // same contract (first one stops gracefully, or ends a process that has no server
-        // yet with 0; a second one ends it at once, with 130 as after SIGINT).
+        // Windows: Ctrl-C and Ctrl-Break (and the console closing, though Windows then ends
+        // the process soon after the handler returns, so that stop may not finish), through
+        // the ctrlc crate; the same contract (the first stops gracefully, or ends a process
+        // that has no server yet with 0; a second ends it at once, with 130 as after SIGINT).
         #[cfg(windows)]
         {
             let target = signals.clone();

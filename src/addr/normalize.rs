@@ -182,6 +182,7 @@ mod tests {
         }
     }
 
+    // Linux only: it relies on the loopback interface being "lo", index 1.
     #[cfg(target_os = "linux")]
     #[test]
     fn display_addr_names_the_interface_of_a_scoped_address() {

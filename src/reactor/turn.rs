@@ -83,14 +83,18 @@ impl<H: Handler> Server<H> {
     fn dispatch(&mut self, event: &mio::event::Event) {
         match token::slot(event.token()) {
             Slot::Conn(key) => {
+                let Some(id) = self.core.conns.get(key).map(|c| c.id(key)) else {
+                    return;
+                };
                 if event.is_writable() {
                     self.core.flush(key);
                     self.settle();
                 }
-                let Some(conn) = self.core.conns.get_mut(key) else {
+                // By id, not by key: a failed flush may have closed it and `settle` accepted a
+                // waiting client into the same slot, which this event is not about.
+                let Some(conn) = core::conn_mut(&mut self.core.conns, id) else {
                     return;
                 };
-                let id = conn.id(key);
                 // On Windows mio reports a reset (AFD_POLL_ABORT) as both directions closed,
                 // not as an error; a peer's FIN closes only the read side there.
                 let aborted = cfg!(windows) && event.is_read_closed() && event.is_write_closed();
