@@ -101,9 +101,7 @@ impl<H: Handler> Server<H> {
                 },
             }
         }
-        if !self.core.ready_listeners.contains(&index) {
-            self.core.ready_listeners.push(index);
-        }
+        self.core.accept_soon(index); // next turn
     }
 
     /// Admits one accepted connection: the per-peer limit, a slot and a token, its first

@@ -57,7 +57,9 @@ pub(crate) struct Core<S> {
     pub(super) limits: Limits,
     /// Connections to read again without an event (see `ready.rs`).
     pub(super) ready: ReadyQueue,
-    /// Listeners to accept from again next turn: their accept budget ran out.
+    /// Listeners to accept from at the turn's accepting point (see `Server::turn`): an
+    /// event said so, a slot freed under `max_connections`, or their accept budget ran out
+    /// last turn.
     pub(super) ready_listeners: Vec<usize>,
     /// Connections to close once the current callback returns, in order.
     pub(super) to_close: VecDeque<(ConnId, CloseReason)>,
@@ -68,8 +70,6 @@ pub(crate) struct Core<S> {
     pub(super) backoff: AcceptBackoff,
     /// Accepting stopped at `max_connections`; resumes when a connection closes.
     pub(super) accept_full: bool,
-    /// Set when a slot freed under `accept_full`: accept on every listener when settled.
-    pub(super) accept_wanted: bool,
     /// A stop was asked for and begins when the current callback returns.
     pub(super) stop_wanted: bool,
     /// The deadline of a graceful stop in progress.
@@ -96,7 +96,6 @@ impl<S> Core<S> {
             deadlines: Deadlines::new(limits.idle_timeout, limits.first_byte_timeout),
             backoff: AcceptBackoff::default(),
             accept_full: false,
-            accept_wanted: false,
             stop_wanted: false,
             stopping: None,
             peers: PeerCounts::new(limits.max_per_peer, limits.ipv6_peer_prefix),
@@ -312,7 +311,16 @@ impl<S> Core<S> {
         self.listeners[conn.listener as usize].stats.open -= 1;
         if self.accept_full {
             self.accept_full = false;
-            self.accept_wanted = true;
+            for index in 0..self.listeners.len() {
+                self.accept_soon(index);
+            }
+        }
+    }
+
+    /// Accepts from listener `index` at the turn's accepting point, once.
+    pub(super) fn accept_soon(&mut self, index: usize) {
+        if !self.ready_listeners.contains(&index) {
+            self.ready_listeners.push(index);
         }
     }
 

@@ -32,7 +32,6 @@ impl<H: Handler> Server<H> {
         }
         self.core.now = Instant::now();
         let carried = self.core.ready.begin_turn();
-        let carried_listeners = std::mem::take(&mut self.core.ready_listeners);
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
             self.dispatch(event);
@@ -47,7 +46,13 @@ impl<H: Handler> Server<H> {
                 self.read(id.key, false);
             }
         }
-        for index in carried_listeners {
+        // The one point of the turn where connections are accepted: after every event of
+        // the batch, because events name slab keys, and a connection accepted into a slot
+        // that a callback freed earlier in the batch must not receive a later event of the
+        // batch meant for the slot's previous connection. Accepted now: listeners an event
+        // named, those with a slot freed under `max_connections`, and those whose budget
+        // ran out last turn (this turn's leftovers wait for the next).
+        for index in std::mem::take(&mut self.core.ready_listeners) {
             self.accept(index);
         }
         self.fire_timers();
@@ -90,8 +95,8 @@ impl<H: Handler> Server<H> {
                     self.core.flush(key);
                     self.settle();
                 }
-                // By id, not by key: a failed flush may have closed it and `settle` accepted a
-                // waiting client into the same slot, which this event is not about.
+                // A failed flush may have closed it. (Its slot stays empty until the turn's
+                // accepting point, after the batch: see `turn`.)
                 let Some(conn) = core::conn_mut(&mut self.core.conns, id) else {
                     return;
                 };
@@ -126,7 +131,7 @@ impl<H: Handler> Server<H> {
                     self.read(key, SHORT_READ_DRAINS);
                 }
             }
-            Slot::Listener(index) => self.accept(index),
+            Slot::Listener(index) => self.core.accept_soon(index),
             Slot::Waker => {
                 if self.handle.take_stop() {
                     self.core.request_stop();
@@ -333,8 +338,9 @@ impl<H: Handler> Server<H> {
     }
 
     /// Carries out what callbacks asked for: closes (each reported to `on_close` while the
-    /// connection is still there to look at, then removed), drained notifications, accepting
-    /// again once a slot freed under `max_connections`, and a stop.
+    /// connection is still there to look at, then removed; a slot freed under
+    /// `max_connections` queues every listener for the turn's accepting point), drained
+    /// notifications, and a stop.
     pub(super) fn settle(&mut self) {
         loop {
             if let Some((id, reason)) = self.core.to_close.pop_front() {
@@ -365,12 +371,6 @@ impl<H: Handler> Server<H> {
                 }
             } else {
                 break;
-            }
-        }
-        if self.core.accept_wanted {
-            self.core.accept_wanted = false;
-            for index in 0..self.core.listeners.len() {
-                self.accept(index);
             }
         }
         if self.core.stop_wanted {
