@@ -63,9 +63,13 @@ pub enum InheritErrorKind {
     /// The socket is not a stream socket (a UDP socket, say).
     NotStream,
     /// The socket is not listening (a connection socket, as systemd's `Accept=yes` passes).
+    /// Checked on Linux, Android and FreeBSD, where the kernel tells (`SO_ACCEPTCONN`).
     NotListening,
-    /// The socket's family is neither IPv4, IPv6 nor Unix.
+    /// The socket's family is neither IPv4, IPv6 nor Unix, or it is a Unix-domain socket
+    /// bound to no address.
     Family,
+    /// A system call on the descriptor failed (the error's source says which and why).
+    Io,
     /// The descriptor was taken already: named twice in one bind, or by an earlier bind.
     TakenTwice,
     /// Inherited sockets are not supported on this platform.
@@ -263,22 +267,25 @@ fn read_activation(
 }
 
 /// A descriptor that passed every check, not yet taken.
-#[cfg_attr(not(unix), allow(dead_code))]
+#[cfg(unix)]
 pub(crate) struct Checked {
     fd: i32,
     /// The socket's identity (device and inode): another socket at the same number later
     /// is another socket.
     id: (u64, u64),
-    /// The IP address and mode for a TCP socket; `None` for a Unix-domain one.
-    ip_mode: Option<(std::net::SocketAddr, SocketMode)>,
-    /// The service manager passed it (`sd-listen`).
-    activated: bool,
+    /// Where it listens, as the kernel says, and what it serves.
+    addr: ListenAddr,
+    mode: SocketMode,
 }
+
+/// Nothing passes [`check`] here.
+#[cfg(not(unix))]
+pub(crate) enum Checked {}
 
 /// The descriptors this process has taken, by number: the identity of the socket taken and
 /// whether the service manager passed it (`sd-listen`).
+#[cfg(unix)]
 #[derive(Clone, Copy)]
-#[cfg_attr(not(unix), allow(dead_code))]
 struct Taken {
     id: (u64, u64),
     activated: bool,
@@ -293,60 +300,58 @@ pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError>
     use std::os::unix::fs::MetadataExt;
     use InheritErrorKind::*;
     let error = |kind, detail: &str| InheritError::new(spec, Some(fd), kind, detail.to_owned());
-    let borrowed = crate::sys::borrow_inherited(fd)
-        .map_err(|e| error(NotOpen, "not an open descriptor").with_source(e))?;
-    let socket = socket2::SockRef::from(&borrowed);
-    let ty = socket.r#type().map_err(|e| {
-        if e.raw_os_error() == Some(libc::ENOTSOCK) {
-            error(NotASocket, "not a socket")
-        } else {
-            error(NotASocket, "cannot read the socket's type").with_source(e)
-        }
-    })?;
-    if ty != socket2::Type::STREAM {
-        return Err(error(
-            NotStream,
-            "not a stream socket (a datagram socket cannot be listened on)",
-        ));
-    }
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-    if !socket.is_listener().unwrap_or(true) {
-        return Err(error(
-            NotListening,
-            "the socket is not listening: a connection socket (systemd's Accept=yes passes those) or one never given listen()",
-        ));
-    }
-    let local = socket
-        .local_addr()
-        .map_err(|e| error(NotASocket, "cannot read its address").with_source(e))?;
-    let ip_mode = match local.as_socket() {
-        Some(ip) if ip.is_ipv4() => Some((ip, SocketMode::Ipv4)),
-        Some(ip) => {
-            let only_v6 = socket
-                .only_v6()
-                .map_err(|e| error(Family, "cannot read IPV6_V6ONLY").with_source(e))?;
-            let mode = if only_v6 {
-                SocketMode::Ipv6Only
+    let look = |borrowed: std::os::fd::BorrowedFd<'_>| {
+        let socket = socket2::SockRef::from(&borrowed);
+        let ty = socket.r#type().map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOTSOCK) {
+                error(NotASocket, "not a socket")
             } else {
-                SocketMode::DualStack
-            };
-            Some((ip, mode))
+                error(Io, "cannot read the socket's type").with_source(e)
+            }
+        })?;
+        if ty != socket2::Type::STREAM {
+            return Err(error(
+                NotStream,
+                "not a stream socket (a datagram socket cannot be listened on)",
+            ));
         }
-        None if local.is_unix() => None,
-        None => {
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+        if !socket.is_listener().unwrap_or(true) {
+            return Err(error(
+                NotListening,
+                "the socket is not listening: a connection socket (systemd's Accept=yes passes those) or one never given listen()",
+            ));
+        }
+        let local = socket
+            .local_addr()
+            .map_err(|e| error(Io, "cannot read its address").with_source(e))?;
+        let (addr, mode) = if let Some(ip) = local.as_socket() {
+            let mode = crate::socket::read_mode(&socket, ip)
+                .map_err(|e| error(Io, "cannot read IPV6_V6ONLY").with_source(e))?;
+            (ListenAddr::Ip(normalize(ip)), mode)
+        } else if let Some(addr) = unix_addr(&local) {
+            (ListenAddr::Unix(addr), SocketMode::Unix)
+        } else if local.is_unix() {
+            return Err(error(
+                Family,
+                "the Unix-domain socket is bound to no address (unnamed): no client can reach it",
+            ));
+        } else {
             return Err(error(
                 Family,
                 "the socket is neither IPv4, IPv6 nor Unix-domain",
-            ))
-        }
+            ));
+        };
+        // Its identity, through a duplicate (fstat on the borrowed descriptor, safely).
+        let meta = borrowed
+            .try_clone_to_owned()
+            .map(std::fs::File::from)
+            .and_then(|f| f.metadata())
+            .map_err(|e| error(Io, "cannot read what it is").with_source(e))?;
+        Ok(((meta.dev(), meta.ino()), addr, mode))
     };
-    // Its identity, through a duplicate (fstat on the borrowed descriptor, safely).
-    let meta = borrowed
-        .try_clone_to_owned()
-        .map(std::fs::File::from)
-        .and_then(|f| f.metadata())
-        .map_err(|e| error(NotOpen, "cannot read what it is").with_source(e))?;
-    let id = (meta.dev(), meta.ino());
+    let (id, addr, mode) = crate::sys::with_inherited(fd, look)
+        .map_err(|e| error(NotOpen, "not an open descriptor").with_source(e))??;
     let activated = matches!(spec.kind(), SpecKind::Activated { .. });
     let taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
     match taken.get(&fd) {
@@ -358,13 +363,19 @@ pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError>
             TakenTwice,
             "the socket the service manager passed here was taken by an earlier bind and closed since; what is open at this number now is another descriptor",
         )),
-        _ => Ok(Checked {
-            fd,
-            id,
-            ip_mode,
-            activated,
-        }),
+        _ => Ok(Checked { fd, id, addr, mode }),
     }
+}
+
+/// The address of a Unix-domain socket, as the kernel reports it; `None` when unnamed.
+#[cfg(unix)]
+fn unix_addr(local: &socket2::SockAddr) -> Option<UnixAddr> {
+    if let Some(path) = local.as_pathname() {
+        return Some(UnixAddr::Path(path.to_owned()));
+    }
+    local
+        .as_abstract_namespace()
+        .map(|name| UnixAddr::Abstract(name.to_owned()))
 }
 
 /// Makes a checked descriptor non-blocking (systemd-socket-activate passes blocking
@@ -373,41 +384,42 @@ pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError>
 #[cfg(unix)]
 pub(crate) fn prepare(spec: &ListenSpec, checked: &Checked) -> Result<(), InheritError> {
     use InheritErrorKind::*;
-    let fd = checked.fd;
-    let error = |kind, detail: &str| InheritError::new(spec, Some(fd), kind, detail.to_owned());
-    let borrowed = crate::sys::borrow_inherited(fd)
-        .map_err(|e| error(NotOpen, "not an open descriptor").with_source(e))?;
-    let socket = socket2::SockRef::from(&borrowed);
-    socket
-        .set_nonblocking(true)
-        .map_err(|e| error(NotASocket, "cannot make it non-blocking").with_source(e))?;
-    socket
-        .set_cloexec(true)
-        .map_err(|e| error(NotASocket, "cannot make it close-on-exec").with_source(e))
+    let error =
+        |kind, detail: &str| InheritError::new(spec, Some(checked.fd), kind, detail.to_owned());
+    crate::sys::with_inherited(checked.fd, |borrowed| {
+        let socket = socket2::SockRef::from(&borrowed);
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| error(Io, "cannot make it non-blocking").with_source(e))?;
+        socket
+            .set_cloexec(true)
+            .map_err(|e| error(Io, "cannot make it close-on-exec").with_source(e))
+    })
+    .map_err(|e| error(NotOpen, "not an open descriptor").with_source(e))?
 }
 
 /// Every descriptor the service manager passed is made close-on-exec, taken or not, as
-/// `sd_listen_fds(3)` does: a child this process starts must not inherit them.
+/// `sd_listen_fds(3)` does: a child this process starts must not inherit them. Once per
+/// process, as `sd_listen_fds` is called once: later, the numbers may hold the
+/// application's own descriptors.
 #[cfg(unix)]
 pub(crate) fn close_passed_on_exec() {
-    let spec = ListenSpec::checked(SpecKind::Activated { name: None });
-    if let Ok(passed) = activation(&spec) {
-        for (fd, _) in passed {
-            crate::sys::set_cloexec(fd);
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let spec = ListenSpec::checked(SpecKind::Activated { name: None });
+        if let Ok(passed) = activation(&spec) {
+            for (fd, _) in passed {
+                crate::sys::set_cloexec(fd);
+            }
         }
-    }
+    });
 }
 
 /// Takes a checked and prepared descriptor: from here it is the listener's, recorded as
 /// taken (by number and identity).
 #[cfg(unix)]
 pub(crate) fn own(spec: &ListenSpec, checked: Checked) -> Result<Inherited, InheritError> {
-    let Checked {
-        fd,
-        id,
-        ip_mode,
-        activated,
-    } = checked;
+    let Checked { fd, id, addr, mode } = checked;
     // Open all along (checked, then prepared, in this call): only another thread closing it
     // behind the library's back makes this fail.
     let owned = crate::sys::take_inherited(fd).map_err(|e| {
@@ -421,29 +433,19 @@ pub(crate) fn own(spec: &ListenSpec, checked: Checked) -> Result<Inherited, Inhe
     })?;
     {
         let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
-        let activated = activated || taken.get(&fd).is_some_and(|t| t.activated);
+        let activated = matches!(spec.kind(), SpecKind::Activated { .. })
+            || taken.get(&fd).is_some_and(|t| t.activated);
         taken.insert(fd, Taken { id, activated });
     }
-    let socket = socket2::Socket::from(owned);
-    if let Some((ip, mode)) = ip_mode {
-        let listener = std::net::TcpListener::from(socket);
-        return Ok(Inherited {
-            socket: ListenSocket::Tcp(mio::net::TcpListener::from_std(listener)),
-            addr: ListenAddr::Ip(normalize(ip)),
-            mode,
-        });
-    }
-    let listener = crate::unix::UnixListener::inherited(std::os::unix::net::UnixListener::from(
-        std::os::fd::OwnedFd::from(socket),
-    ));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|_| UnixAddr::Path("(unnamed)".into()));
-    Ok(Inherited {
-        socket: ListenSocket::Unix(listener),
-        addr: ListenAddr::Unix(addr),
-        mode: SocketMode::Unix,
-    })
+    let socket = match addr {
+        ListenAddr::Ip(_) => ListenSocket::Tcp(mio::net::TcpListener::from_std(
+            std::net::TcpListener::from(owned),
+        )),
+        ListenAddr::Unix(_) => ListenSocket::Unix(crate::unix::UnixListener::inherited(
+            std::os::unix::net::UnixListener::from(owned),
+        )),
+    };
+    Ok(Inherited { socket, addr, mode })
 }
 
 /// See the Unix version: no inherited sockets here.
@@ -462,34 +464,18 @@ pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError>
 
 /// See the Unix version: nothing passes [`check`] here.
 #[cfg(not(unix))]
-pub(crate) fn prepare(spec: &ListenSpec, checked: &Checked) -> Result<(), InheritError> {
-    Err(InheritError::new(
-        spec,
-        Some(checked.fd),
-        InheritErrorKind::Unsupported,
-        format!(
-            "inherited sockets are not supported on {}",
-            std::env::consts::OS
-        ),
-    ))
+pub(crate) fn prepare(_: &ListenSpec, checked: &Checked) -> Result<(), InheritError> {
+    match *checked {}
 }
 
 /// See the Unix version.
 #[cfg(not(unix))]
 pub(crate) fn close_passed_on_exec() {}
 
-/// See the Unix version: nothing passes [`check`] here, so this is never called.
+/// See the Unix version: nothing passes [`check`] here.
 #[cfg(not(unix))]
-pub(crate) fn own(spec: &ListenSpec, checked: Checked) -> Result<Inherited, InheritError> {
-    Err(InheritError::new(
-        spec,
-        Some(checked.fd),
-        InheritErrorKind::Unsupported,
-        format!(
-            "inherited sockets are not supported on {}",
-            std::env::consts::OS
-        ),
-    ))
+pub(crate) fn own(_: &ListenSpec, checked: Checked) -> Result<Inherited, InheritError> {
+    match checked {}
 }
 
 /// Tells the service manager something (`sd_notify(3)`): `READY=1` once every listener is

@@ -68,8 +68,9 @@
 //!   Pure too: the host's capabilities and the resolver are inputs, so every rule is tested
 //!   against hosts this machine is not (no IPv6, OpenBSD, IPv6-only).
 //! - **Listeners** ([`bind`], [`ListenConfig`], [`Listener`]): opens the planned sockets with
-//!   every option set explicitly, one shared port for port 0, and reports what was bound and
-//!   what was skipped.
+//!   every option set explicitly, one shared port for port 0, and Unix-domain sockets; takes
+//!   the sockets a service manager passed (`sd-listen`, `fd:N`, each checked first); reports
+//!   what was bound and what was skipped; [`notify`] tells the service manager.
 //! - **Reactor** ([`Server`], [`ServerBuilder`], [`ServerHandle`]): one `mio::Poll`, the
 //!   listeners under their tokens, connections in a slab, with read budgets, backpressure,
 //!   idle timeouts, connection limits, descriptor-exhaustion back-off and graceful stop.

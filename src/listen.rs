@@ -212,11 +212,7 @@ impl ListenConfig {
             let fds = crate::inherit::descriptors(spec)?;
             for &fd in &fds {
                 if let Some(&(_, first)) = named.iter().find(|(f, _)| *f == fd) {
-                    return Err(Error::Inherit(crate::inherit::twice(
-                        spec,
-                        fd,
-                        &specs[first],
-                    )));
+                    return Err(crate::inherit::twice(spec, fd, &specs[first]).into());
                 }
                 named.push((fd, i));
             }
@@ -226,43 +222,29 @@ impl ListenConfig {
                     .collect::<Result<_, _>>()?,
             );
         }
-        let needs_caps = specs.iter().any(|s| s.host().is_some());
-        let caps = match (self.caps, needs_caps) {
-            (Some(caps), _) => caps,
-            (None, true) => HostCaps::probe(),
-            (None, false) => HostCaps {
-                ipv4: false,
-                ipv6: false,
-                dual_stack: false,
-                ipv4_loopback: false,
-                ipv6_loopback: false,
-            },
-        };
-        let mut bound = Bound {
-            listeners: Vec::new(),
-            skipped: Vec::new(),
-        };
+        // Probed once, and only if a spec needs it.
+        let mut caps = self.caps;
+        let mut skipped = Vec::new();
         let mut logged = Vec::new();
-        // Our own sockets, in spec order, and how many each spec opened.
-        let mut own: Vec<Listener> = Vec::new();
-        let mut counts: Vec<usize> = Vec::with_capacity(specs.len());
+        // Our own sockets, one group per spec, in spec order.
+        let mut own: Vec<Vec<Listener>> = Vec::with_capacity(specs.len());
         for spec in &specs {
-            let before = own.len();
-            match spec.kind() {
+            let mine = match spec.kind() {
                 SpecKind::Ip { .. } => {
+                    let caps = *caps.get_or_insert_with(HostCaps::probe);
                     let plan = plan(spec, self.options, &caps, &*self.resolver)?;
                     let opened = self.open(&plan, &own)?;
                     for s in plan.skipped.into_iter().chain(opened.skipped) {
                         logged.push(format!("listen spec {}: {s}", spec.quoted()));
-                        bound.skipped.push(s);
+                        skipped.push(s);
                     }
                     logged.extend(opened.notes);
-                    own.extend(opened.listeners);
+                    opened.listeners
                 }
-                SpecKind::Unix(addr) => own.push(self.open_unix(spec, addr)?),
-                _ => {}
-            }
-            counts.push(own.len() - before);
+                SpecKind::Unix(addr) => vec![self.open_unix(spec, addr)?],
+                _ => Vec::new(),
+            };
+            own.push(mine);
         }
         // Everything else worked: now the inherited descriptors are made non-blocking and
         // close-on-exec, and taken.
@@ -277,23 +259,18 @@ impl ListenConfig {
         {
             crate::inherit::close_passed_on_exec();
         }
-        let mut own = own.into_iter();
-        for (origin, ((spec, checked), count)) in specs.iter().zip(checked).zip(counts).enumerate()
-        {
-            let first = bound.listeners.len();
-            bound.listeners.extend(own.by_ref().take(count));
+        let mut listeners = Vec::new();
+        for (origin, ((spec, mine), checked)) in specs.iter().zip(own).zip(checked).enumerate() {
+            listeners.extend(mine.into_iter().map(|l| Listener { origin, ..l }));
             for c in checked {
                 let taken = crate::inherit::own(spec, c)?;
-                bound.listeners.push(Listener {
+                listeners.push(Listener {
                     socket: taken.socket,
                     local_addr: taken.addr,
                     mode: taken.mode,
                     spec: spec.clone(),
-                    origin: 0,
+                    origin,
                 });
-            }
-            for l in &mut bound.listeners[first..] {
-                l.origin = origin;
             }
         }
         // Logged here, once, whether the planner or the kernel left the address out, and
@@ -301,7 +278,7 @@ impl ListenConfig {
         for line in logged {
             log::warn!("{line}");
         }
-        Ok(bound)
+        Ok(Bound { listeners, skipped })
     }
 
     /// Opens a Unix-domain listener.
@@ -341,7 +318,7 @@ impl ListenConfig {
     /// Opens the sockets of one plan, retrying on a fresh port if a shared ephemeral port
     /// turns out to be taken on a later address. `ours` are the listeners earlier specs of
     /// the same call opened, so that a collision with them is reported as such.
-    fn open(&self, plan: &BindPlan, ours: &[Listener]) -> Result<Opened, BindError> {
+    fn open(&self, plan: &BindPlan, ours: &[Vec<Listener>]) -> Result<Opened, BindError> {
         // The kernel hands out the same free port to bind(0) again and again (seen on Linux
         // 6.x), so the sockets of a failed attempt stay bound until this spec is done: then
         // the next attempt must get a different port. They never listen, so no client can
@@ -372,7 +349,7 @@ impl ListenConfig {
 
     /// One attempt at opening every socket of `plan`: bind them all, then listen on them
     /// all. Sockets bound before a failure are closed when the partial list is dropped.
-    fn open_once(&self, plan: &BindPlan, ours: &[Listener]) -> Result<Opened, Failure> {
+    fn open_once(&self, plan: &BindPlan, ours: &[Vec<Listener>]) -> Result<Opened, Failure> {
         let mut bound: Vec<BoundSocket> = Vec::new();
         let mut skipped = Vec::new();
         let mut notes = Vec::new();
@@ -436,7 +413,11 @@ impl ListenConfig {
                     let mut err = BindError::new(&plan.spec, addr, planned.mode, step, e);
                     // With a port the kernel chose, a collision is luck: try another port.
                     if in_use && plan.port() != 0 {
-                        if let Some(other) = ours.iter().find(|l| overlaps(l, addr, planned.mode)) {
+                        if let Some(other) = ours
+                            .iter()
+                            .flatten()
+                            .find(|l| overlaps(l, addr, planned.mode))
+                        {
                             // Not someone else's socket: this server's own, from another
                             // spec. Retrying on other ports would not help either.
                             err.detail = format!(
@@ -527,13 +508,7 @@ impl ListenConfig {
             .map_err(|e| ("getsockname", e))?
             .as_socket()
             .ok_or_else(|| ("getsockname", io::Error::other("not an IP socket")))?;
-        let mode = if local.is_ipv4() {
-            SocketMode::Ipv4
-        } else if socket.only_v6().map_err(|e| ("get IPV6_V6ONLY", e))? {
-            SocketMode::Ipv6Only
-        } else {
-            SocketMode::DualStack
-        };
+        let mode = crate::socket::read_mode(&socket, local).map_err(|e| ("get IPV6_V6ONLY", e))?;
         Ok(BoundSocket {
             socket,
             local: normalize(local),

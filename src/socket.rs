@@ -10,6 +10,23 @@ use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
 use crate::addr::{display_addr, normalize, UnixAddr};
+use crate::plan::SocketMode;
+
+/// What a listening TCP socket bound to `local` serves, read back from the kernel: IPv4, or
+/// for IPv6 whether `IPV6_V6ONLY` is set (IPv6 only) or not (both families).
+///
+/// # Errors
+///
+/// When `IPV6_V6ONLY` cannot be read.
+pub(crate) fn read_mode(socket: &socket2::Socket, local: SocketAddr) -> io::Result<SocketMode> {
+    Ok(if local.is_ipv4() {
+        SocketMode::Ipv4
+    } else if socket.only_v6()? {
+        SocketMode::Ipv6Only
+    } else {
+        SocketMode::DualStack
+    })
+}
 
 /// The peer of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

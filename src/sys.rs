@@ -166,15 +166,14 @@ pub(crate) fn peer_credentials(
     })
 }
 
-/// Borrows descriptor `fd`, which this process inherited, to look at it; checks that it is
-/// open and 3 or above.
+/// Checks that descriptor `fd`, which this process inherited, is open and 3 or above.
 ///
 /// # Errors
 ///
 /// `EBADF` when `fd` is not open, or is below 3.
 #[cfg(unix)]
 #[allow(unsafe_code)]
-pub(crate) fn borrow_inherited(fd: i32) -> io::Result<std::os::fd::BorrowedFd<'static>> {
+fn check_inherited(fd: i32) -> io::Result<()> {
     if fd < 3 {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
     }
@@ -183,10 +182,27 @@ pub(crate) fn borrow_inherited(fd: i32) -> io::Result<std::os::fd::BorrowedFd<'s
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: `fd` is open (checked just now), and nothing in the library closes an
-    // inherited descriptor it has not taken; the caller uses the borrow at once, for
-    // getsockopt and getsockname only, before anything could close it.
-    Ok(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+    Ok(())
+}
+
+/// Runs `f` on descriptor `fd`, which this process inherited, borrowed for that call only,
+/// once it is checked to be open and 3 or above.
+///
+/// # Errors
+///
+/// `EBADF` when `fd` is not open, or is below 3.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn with_inherited<T>(
+    fd: i32,
+    f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> T,
+) -> io::Result<T> {
+    check_inherited(fd)?;
+    // SAFETY: `fd` is open (checked just now), and the borrow lives only as long as the
+    // call of `f`, which cannot close it (a `BorrowedFd` does not own it). Nothing in the
+    // library closes an inherited descriptor it has not taken, and this runs within one
+    // `bind` call, before the descriptor is taken.
+    Ok(f(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }))
 }
 
 /// Takes ownership of descriptor `fd`, which this process inherited, after checking that it
@@ -199,14 +215,7 @@ pub(crate) fn borrow_inherited(fd: i32) -> io::Result<std::os::fd::BorrowedFd<'s
 #[allow(unsafe_code)]
 pub(crate) fn take_inherited(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
-    if fd < 3 {
-        return Err(io::Error::from_raw_os_error(libc::EBADF));
-    }
-    // SAFETY: F_GETFD only reads the descriptor's flags; it fails with EBADF for a
-    // descriptor that is not open, and touches no memory of ours.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    check_inherited(fd)?;
     // SAFETY: `fd` is open (checked just now) and 3 or above, so no standard stream. It was
     // handed to this process to listen on: by the service manager (LISTEN_FDS names it) or
     // by whoever started the process (the user wrote fd:N, which hands the descriptor to
@@ -218,22 +227,11 @@ pub(crate) fn take_inherited(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
-/// Sets close-on-exec on descriptor `fd` if it is open; nothing else.
+/// Sets close-on-exec on descriptor `fd` if it is open and 3 or above; nothing else.
 #[cfg(unix)]
-#[allow(unsafe_code)]
 pub(crate) fn set_cloexec(fd: i32) {
-    if fd < 3 {
-        return;
-    }
-    // SAFETY: fcntl with F_GETFD / F_SETFD reads and sets only the descriptor flags of
-    // `fd`, touching no memory of ours; on a descriptor that is not open it fails (EBADF)
-    // and nothing is changed.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFD);
-        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
-            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-        }
-    }
+    // Best effort: a descriptor that is not open has nothing to close on exec.
+    let _ = with_inherited(fd, |fd| socket2::SockRef::from(&fd).set_cloexec(true));
 }
 
 /// See the Unix version: interface names are not supported here.

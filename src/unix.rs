@@ -3,9 +3,9 @@
 //! still the file this listener made).
 //!
 //! Heads up: the rules here follow the consensus of the projects that got them wrong first
-//! (neovim#37378, nng#656, katzenpost#1116; `shared/reference/deployment-survey.md`): a path
-//! is unlinked only after `bind` failed with `EADDRINUSE`, only if it is a socket, and only
-//! if nothing answers on it; never before trying, never anything else.
+//! (neovim#37378, nng#656, katzenpost#1116): a path is unlinked only after linking the new
+//! socket there failed because the path exists, only if it is a socket, and only if nothing
+//! answers on it; never before trying, never anything else.
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -96,25 +96,6 @@ impl UnixListener {
 
     pub(crate) fn accept(&self) -> io::Result<mio::net::UnixStream> {
         self.inner.accept().map(|(stream, _)| stream)
-    }
-
-    /// The address it is bound to, as the kernel says.
-    pub(crate) fn local_addr(&self) -> io::Result<UnixAddr> {
-        let addr = self.inner.local_addr()?;
-        if let Some(path) = addr.as_pathname() {
-            return Ok(UnixAddr::Path(path.to_owned()));
-        }
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        {
-            use std::os::linux::net::SocketAddrExt;
-            if let Some(name) = addr.as_abstract_name() {
-                return Ok(UnixAddr::Abstract(name.to_owned()));
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the socket is bound to no address (unnamed)",
-        ))
     }
 }
 
@@ -209,7 +190,7 @@ fn bind_path(
 fn place(path: &Path, staged: &Path) -> Result<(), Failed> {
     match std::fs::hard_link(staged, path) {
         Ok(()) => return Ok(()),
-        Err(e) if in_use(&e) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(("bind", e)),
     }
     let meta = std::fs::symlink_metadata(path).map_err(|e| ("stat", e))?;
@@ -244,7 +225,7 @@ fn place(path: &Path, staged: &Path) -> Result<(), Failed> {
             match std::fs::hard_link(staged, path) {
                 Ok(()) => Ok(()),
                 // Another server placed its socket in between: it is live (see bind_path).
-                Err(e) if in_use(&e) => Err(in_use_now()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(in_use_now()),
                 Err(e) => Err(("bind", e)),
             }
         }
@@ -269,13 +250,6 @@ fn answers(path: &Path) -> io::Result<bool> {
         }
         Err(e) => Err(e),
     }
-}
-
-fn in_use(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::AddrInUse | io::ErrorKind::AlreadyExists
-    )
 }
 
 /// A directory beside the socket's path that only this user can enter, removed with what

@@ -401,7 +401,6 @@ pub fn bind<H: Handler>(name: &str, builder: ServerBuilder, handler: H) -> Serve
         .unwrap_or_else(|e| fail(name, &e.to_string()))
 }
 
-/// Prints `listening on ADDR (MODE)` for each socket, flushes stdout, and logs how to connect.
 /// Prints `listening on ADDR (MODE)` for each socket, flushes stdout, tells a service
 /// manager that waits for it (`NOTIFY_SOCKET`: `READY=1` and the same lines as `STATUS=`),
 /// and logs how to connect.
@@ -487,8 +486,8 @@ impl Signals {
     /// Catches SIGINT and SIGTERM from now on. Call it first, before parsing, resolving or
     /// binding: a signal that arrives before the handlers exist kills the process with status
     /// 143 instead of stopping it. It opens no descriptor (the thread that waits for signals
-    /// needs a socket pair, made in [`Signals::stop`]): inherited sockets are taken first, so
-    /// nothing of ours may sit on a descriptor number a spec names (`fd:3`).
+    /// needs a socket pair, made in [`Signals::stop`]): until the library has checked the
+    /// inherited sockets, nothing of ours may sit on a descriptor number a spec names (`fd:3`).
     pub fn install(name: &'static str) -> Signals {
         let signals = Signals {
             name,
