@@ -53,11 +53,14 @@ pub trait Handler {
     /// connection: a protocol's parser state, a user's name. It is made with `Default` when
     /// the connection is accepted, reached with [`Context::state`] and
     /// [`Context::state_mut`] while the connection lives (in `on_close` too, one last time),
-    /// and dropped after `on_close`. `()` for a handler that needs none.
+    /// and dropped after `on_close` (or, for a PROXY connection refused before `on_open`,
+    /// with it, unseen). `()` for a handler that needs none.
     type State: Default;
 
-    /// A connection was accepted. `info` says by which listener, and from which (normalized)
-    /// peer address; [`Context::local_addr`] gives the local one.
+    /// A connection was accepted (on a PROXY listener: its header is in). `info` says by
+    /// which listener, and from which peer: the normalized client address (on a PROXY
+    /// listener, the one the header names), or a Unix-domain peer's credentials;
+    /// [`Context::local_addr`] gives the local address.
     fn on_open(&mut self, ctx: &mut Context<'_, Self::State>, conn: ConnId, info: &ConnInfo) {
         let _ = (ctx, conn, info);
     }

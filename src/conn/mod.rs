@@ -13,7 +13,7 @@ use crate::addr::ProxyError;
 use crate::socket::{Peer, Stream};
 
 pub use preamble::Proxied;
-pub(crate) use preamble::{client_of, Preamble, Step};
+pub(crate) use preamble::{client_of, Preamble, Relayed, Step};
 pub(crate) use queue::OutQueue;
 pub(crate) use state::{Holder, Life, Recv, Send};
 
@@ -136,8 +136,8 @@ pub(crate) struct Timing {
     pub(crate) first_byte: bool,
     /// Its entry in the reactor's deadlines, if one is armed.
     pub(crate) deadline: Option<Instant>,
-    /// While a PROXY header is awaited: when it must be complete.
-    pub(crate) header_due: Option<Instant>,
+    /// A PROXY header is awaited: the armed deadline is the header's.
+    pub(crate) awaiting_header: bool,
 }
 
 impl Timing {
@@ -148,7 +148,7 @@ impl Timing {
             last_active: now,
             first_byte: false,
             deadline: None,
-            header_due: None,
+            awaiting_header: false,
         }
     }
 }
@@ -188,7 +188,7 @@ pub(crate) enum Phase {
     /// The handler has it (`on_open` was called).
     Open,
     /// The handler has it, and it came through a balancer.
-    Proxied(Box<Proxied>),
+    Proxied(Box<Relayed>),
     /// Accepted on a PROXY listener, its header not complete: the reactor reads it, and
     /// the handler has not heard of it (nor counted its peer).
     Preamble(Box<Preamble>),

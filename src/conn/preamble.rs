@@ -2,8 +2,6 @@
 //! so far, the step taken with each read), and after ([`Proxied`]: the balancer and the
 //! header). Pure: no socket.
 
-use std::time::Instant;
-
 use crate::addr::{ProxyError, ProxyHeader, ProxyParsed, ProxyVersions};
 use crate::socket::Peer;
 
@@ -15,6 +13,13 @@ pub struct Proxied {
     pub balancer: Peer,
     /// The header: the client's address and where it connected, and version 2's TLVs.
     pub header: ProxyHeader,
+}
+
+/// The reactor's side of a connection that came through a balancer.
+#[derive(Debug)]
+pub(crate) struct Relayed {
+    /// What the handler sees.
+    pub(crate) proxied: Proxied,
     /// Bytes that came with the header while reading was held (paused in `on_open`): they
     /// go to `on_data` before anything else once it resumes.
     pub(crate) unread: Vec<u8>,
@@ -26,8 +31,6 @@ pub(crate) struct Preamble {
     /// The bytes received so far (at most a header and one read more).
     pub(crate) buf: Vec<u8>,
     pub(crate) versions: ProxyVersions,
-    /// When the header must be complete.
-    pub(crate) due: Instant,
 }
 
 /// What to do after bytes arrived for a [`Preamble`].
@@ -42,11 +45,10 @@ pub(crate) enum Step {
 }
 
 impl Preamble {
-    pub(crate) fn new(versions: ProxyVersions, due: Instant) -> Preamble {
+    pub(crate) fn new(versions: ProxyVersions) -> Preamble {
         Preamble {
             buf: Vec::new(),
             versions,
-            due,
         }
     }
 
@@ -79,7 +81,7 @@ mod tests {
     use crate::addr::ProxyErrorKind;
 
     fn preamble() -> Preamble {
-        Preamble::new(ProxyVersions::BOTH, Instant::now())
+        Preamble::new(ProxyVersions::BOTH)
     }
 
     #[test]

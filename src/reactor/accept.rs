@@ -7,6 +7,7 @@ use std::io;
 
 use super::backoff::{accept_failure, AcceptFailure, BACKOFF_MAX, LISTENER_RETRY};
 use super::output::CONN_INTEREST;
+use super::timers::after;
 use super::token;
 use super::Server;
 use crate::conn::{
@@ -109,25 +110,27 @@ impl<H: Handler> Server<H> {
     /// header deadline; the limit and `on_open` wait for the header (`turn.rs`).
     fn open(&mut self, index: usize, mut stream: Stream, peer: Peer) {
         let core = &mut self.core;
-        // (versions, header timeout) on a PROXY listener, and whether the peer is trusted.
-        let (proxy, trusted) = match &core.listeners[index].proxy {
-            Some(p) => (Some((p.versions, p.header_timeout)), p.trusts(&peer)),
-            None => (None, true),
-        };
+        // On a PROXY listener: (versions, when the header is due), or the peer is not a
+        // trusted balancer.
+        let proxy = core.listeners[index].proxy.as_ref().map(|p| {
+            (
+                p.versions,
+                after(core.now, p.header_timeout),
+                p.trusts(&peer),
+            )
+        });
         let refused = match proxy {
-            Some(_) if !trusted => {
+            Some((_, _, false)) => {
                 // Debug, not warn: a hostile peer must not be able to flood the log either.
                 log::debug!(
                     "{peer} on {}: not a trusted PROXY source, closed without reading",
                     core.listeners[index].info.local_addr
                 );
-                core.listeners[index].stats.proxy_untrusted += 1;
                 Some(CloseReason::Untrusted)
             }
             Some(_) => None,
             None if !core.peers.admit(&peer) => {
                 log::debug!("{peer} refused: it already has its share of connections");
-                core.listeners[index].stats.refused += 1;
                 Some(CloseReason::PeerLimit)
             }
             None => None,
@@ -135,21 +138,11 @@ impl<H: Handler> Server<H> {
         if let Some(reason) = refused {
             core.listeners[index].stats.accepted += 1;
             drop(stream);
-            self.handler.on_refused(
-                &mut Context::new(&mut self.core),
-                ListenerId(index),
-                &peer,
-                &reason,
-            );
+            self.refuse(ListenerId(index), &peer, reason);
             self.settle();
             return;
         }
-        let preamble = proxy.map(|(versions, timeout)| {
-            Box::new(Preamble::new(
-                versions,
-                super::timers::after(core.now, timeout),
-            ))
-        });
+        let preamble = proxy.map(|(versions, due, _)| (Box::new(Preamble::new(versions)), due));
         let entry = core.conns.vacant_entry();
         let key = entry.key();
         let registered = if key > token::MAX_VALUE {
@@ -160,7 +153,7 @@ impl<H: Handler> Server<H> {
         };
         if let Err(e) = registered {
             log::warn!("connection from {peer} dropped: {e}");
-            if preamble.is_none() {
+            if proxy.is_none() {
                 core.peers.release(&peer);
             }
             return;
@@ -169,9 +162,17 @@ impl<H: Handler> Server<H> {
         core.next_generation = generation.wrapping_add(1);
         let id = ConnId { key, generation };
         let mut timing = Timing::new(core.now);
-        timing.header_due = preamble.as_ref().map(|p| p.due);
-        core.deadlines.open(id, &mut timing);
-        let handed = preamble.is_none();
+        let phase = match preamble {
+            Some((preamble, due)) => {
+                core.deadlines.open_header(id, &mut timing, due);
+                Phase::Preamble(preamble)
+            }
+            None => {
+                core.deadlines.open(id, &mut timing);
+                Phase::Open
+            }
+        };
+        let handed = phase.handed();
         entry.insert(Conn {
             stream,
             generation,
@@ -183,7 +184,7 @@ impl<H: Handler> Server<H> {
             life: Life::Open,
             writable: false,
             timing,
-            phase: preamble.map_or(Phase::Open, Phase::Preamble),
+            phase,
             state: H::State::default(),
         });
         let stats = &mut core.listeners[index].stats;

@@ -136,7 +136,7 @@ impl<S> Core<S> {
 
     pub(crate) fn proxied(&self, id: ConnId) -> Option<&crate::conn::Proxied> {
         match &self.get(id)?.phase {
-            crate::conn::Phase::Proxied(p) => Some(p),
+            crate::conn::Phase::Proxied(relayed) => Some(&relayed.proxied),
             _ => None,
         }
     }

@@ -1,4 +1,4 @@
-//! Idle and first-byte deadlines ([`Deadlines`]): one entry per open connection that has
+//! Idle, first-byte and PROXY header deadlines ([`Deadlines`]): one entry per open connection that has
 //! one, re-armed when it comes up and removed when the connection closes, so memory follows
 //! open connections, never churn. Pure: its rules are tested with made-up instants.
 
@@ -46,34 +46,31 @@ impl Deadlines {
         }
     }
 
-    /// Arms the first deadline of connection `id`, accepted at `timing.opened` (or, if it
-    /// awaits a PROXY header, its header deadline: the first-byte timeout starts once the
-    /// header is in, when the connection is opened again with [`reopen`](Deadlines::reopen)).
+    /// Arms the first deadline of connection `id`, accepted at `timing.opened`.
     pub(crate) fn open(&mut self, id: ConnId, timing: &mut Timing) {
-        let first = match timing.header_due {
-            // Only the header deadline while the header is awaited: a connection that is
-            // not handed over yet is not idle, it is late (reported as such).
-            Some(due) => Some(due),
-            None => [self.idle, self.first_byte]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|t| after(timing.opened, t)),
-        };
+        let first = [self.idle, self.first_byte]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| after(timing.opened, t));
         if let Some(at) = first {
             self.arm(id, timing, at);
         }
+    }
+
+    /// Arms connection `id`'s PROXY header deadline, `due`, its only deadline until the
+    /// header is in: a connection not handed over yet is not idle, it is late (reported as
+    /// such). Its first-byte and idle deadlines start with [`reopen`](Deadlines::reopen).
+    pub(crate) fn open_header(&mut self, id: ConnId, timing: &mut Timing, due: Instant) {
+        timing.awaiting_header = true;
+        self.arm(id, timing, due);
     }
 
     /// Connection `id`'s PROXY header came in at `now`: from here its deadlines are those
     /// of a connection accepted now.
     pub(crate) fn reopen(&mut self, id: ConnId, timing: &mut Timing, now: Instant) {
         self.close(id, timing);
-        timing.deadline = None;
-        timing.header_due = None;
-        timing.opened = now;
-        timing.last_active = now;
-        timing.first_byte = false;
+        *timing = Timing::new(now);
         self.open(id, timing);
     }
 
@@ -109,12 +106,9 @@ impl Deadlines {
     /// the connection was active meanwhile.
     pub(crate) fn judge(&mut self, id: ConnId, timing: &mut Timing, now: Instant) -> Verdict {
         timing.deadline = None;
-        if let Some(header_due) = timing.header_due {
-            if header_due <= now {
-                return Verdict::Header;
-            }
-            self.arm(id, timing, header_due);
-            return Verdict::Later(header_due);
+        if timing.awaiting_header {
+            // Its one deadline, the header's, is what came up.
+            return Verdict::Header;
         }
         let first_byte_due = self
             .first_byte
@@ -188,8 +182,7 @@ mod tests {
         let mut d = Deadlines::new(Some(secs(3)), Some(secs(2)));
         let mut timings = [Timing::new(t0), Timing::new(t0)];
         for (i, t) in timings.iter_mut().enumerate() {
-            t.header_due = Some(t0 + secs(5));
-            d.open(id(i), t);
+            d.open_header(id(i), t, t0 + secs(5));
         }
         // Neither the first-byte nor the idle timeout applies while the header is awaited.
         assert_eq!(run_to(&mut d, &mut timings, t0 + secs(3)), []);

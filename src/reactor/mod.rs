@@ -7,9 +7,10 @@
 //! `mod.rs` is [`Server`] and its public API; `turn.rs` one turn of the loop (dispatch,
 //! read, settle, timers, deadlines, stop); `accept.rs` accepting and its back-off;
 //! `core.rs` the [`Core`](core::Core) a handler's `Context` borrows, and `output.rs` its
-//! sending side. The policies are pure and tested without sockets: `deadlines.rs` (idle and
-//! first-byte), `peers.rs` (per-peer limit), `ready.rs` (read budget per turn),
-//! `timers.rs`, the shed order in `output.rs` and the back-off in `accept.rs`. Dependencies
+//! sending side. The policies are pure and tested without sockets: `deadlines.rs` (idle,
+//! first-byte and PROXY header), `peers.rs` (per-peer limit), `ready.rs` (read budget per
+//! turn), `timers.rs`, `limits.rs` and `proxy.rs` (what may be configured), the shed order
+//! in `output.rs` and the back-off in `backoff.rs`. Dependencies
 //! run one way: connection state (`crate::conn`) → `Core` → `Context` and `Handler`
 //! (`crate::handler`) → `Server`.
 //!
@@ -30,6 +31,9 @@
 //!   low-water mark: memory stays bounded, and no accepted byte is dropped.
 //! - Handler callbacks never run inside one another. A close the handler asks for takes
 //!   effect when its callback returns (`Server::settle`).
+//! - Connections are accepted at one point of the turn, after every event of the batch:
+//!   events name slab keys, and a slot freed during the batch must stay empty until the
+//!   batch's events for it are spent.
 //! - Errors on one connection close that connection only; only errors of `Poll` itself end
 //!   [`Server::run`].
 

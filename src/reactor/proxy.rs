@@ -1,6 +1,7 @@
 //! The PROXY protocol on a listener ([`ProxyProtocol`]): which balancers are trusted, which
-//! versions are accepted, how long a header may take; and the pure step the reactor takes
-//! with the bytes a connection sent before its header was complete ([`Preamble::feed`]).
+//! versions are accepted, how long a header may take. (The pure step the reactor takes with
+//! the bytes a connection sent before its header was complete is `Preamble::feed`, in
+//! `crate::conn`.)
 //!
 //! Heads up: enabled per listener, never guessed from the bytes (the protocol forbids it:
 //! a client could otherwise send a header of its own and pick its address). A connection

@@ -43,8 +43,8 @@ impl ListenerInfo {
 /// Counters of one listener and the connections it accepted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListenerStats {
-    /// Connections accepted so far, those closed at once (`refused`, `proxy_untrusted`)
-    /// included.
+    /// Connections accepted so far, those refused (`refused`, `proxy_untrusted`,
+    /// `proxy_failed`) included.
     pub accepted: u64,
     /// Connections open now.
     pub open: usize,
@@ -52,8 +52,9 @@ pub struct ListenerStats {
     pub bytes_in: u64,
     /// Bytes written to its connections.
     pub bytes_out: u64,
-    /// Connections accepted and closed at once because their peer already had its share
-    /// ([`ServerBuilder::max_connections_per_peer`](crate::ServerBuilder::max_connections_per_peer)).
+    /// Connections refused because their peer already had its share
+    /// ([`ServerBuilder::max_connections_per_peer`](crate::ServerBuilder::max_connections_per_peer)):
+    /// at once, or on a PROXY listener once the header named the client.
     pub refused: u64,
     /// On a PROXY listener: connections closed without a byte read because their peer is
     /// not a trusted balancer.

@@ -12,11 +12,14 @@ use super::deadlines::Verdict;
 use super::token::{self, Slot};
 use super::Server;
 use crate::addr::ProxyHeader;
-use crate::conn::{client_of, CloseReason, ConnId, ConnInfo, ListenerId, Phase, Proxied, Step};
+use crate::conn::{
+    client_of, CloseReason, ConnId, ConnInfo, ListenerId, Phase, Proxied, Relayed, Step,
+};
 use crate::handler::{Context, Handler};
+use crate::socket::Peer;
 
 /// Whether a short read proves the socket drained (see the module docs of `reactor`):
-/// Linux TCP only.
+/// Linux stream sockets only (TCP, and Unix-domain, whose every arrival wakes epoll too).
 const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 impl<H: Handler> Server<H> {
@@ -175,10 +178,10 @@ impl<H: Handler> Server<H> {
                 self.core.ready.push(id);
                 return;
             }
-            if let Phase::Proxied(p) = &mut conn.phase {
-                if !p.unread.is_empty() {
+            if let Phase::Proxied(relayed) = &mut conn.phase {
+                if !relayed.unread.is_empty() {
                     // What came with the PROXY header while reading was held.
-                    let unread = std::mem::take(&mut p.unread);
+                    let unread = std::mem::take(&mut relayed.unread);
                     budget = budget.saturating_sub(unread.len());
                     self.handler
                         .on_data(&mut Context::new(&mut self.core), id, &unread);
@@ -237,24 +240,21 @@ impl<H: Handler> Server<H> {
             if !conn.life.open() {
                 return;
             }
-            let stats = &mut core.listeners[conn.listener as usize].stats;
             let (step, drained) = match conn.stream.read(&mut self.buf) {
                 Ok(0) => {
                     log::debug!("{id}: the balancer left before its PROXY header was complete");
-                    stats.proxy_failed += 1;
                     core.request_close(id, CloseReason::PeerClosed);
                     break;
                 }
                 Ok(n) => {
-                    conn.timing.last_active = core.now;
-                    stats.bytes_in += n as u64;
+                    // (Deadlines: the header's is the only one until it is in.)
+                    core.listeners[conn.listener as usize].stats.bytes_in += n as u64;
                     let drained = short_read_drains && n < self.buf.len();
                     (preamble.feed(&self.buf[..n]), drained)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    stats.proxy_failed += 1;
                     core.request_close(id, CloseReason::from_io(e));
                     break;
                 }
@@ -263,7 +263,6 @@ impl<H: Handler> Server<H> {
                 Step::More => {}
                 Step::Fail(e) => {
                     log::debug!("{id} from {}: {e}", conn.peer);
-                    stats.proxy_failed += 1;
                     core.request_close(id, CloseReason::ProxyHeader(e));
                     break;
                 }
@@ -294,15 +293,13 @@ impl<H: Handler> Server<H> {
         conn.peer = client;
         if !core.peers.admit(&client) {
             log::debug!("{id}: {client} (through {balancer}) already has its share of connections");
-            core.listeners[conn.listener as usize].stats.refused += 1;
             core.request_close(id, CloseReason::PeerLimit);
             self.settle();
             return;
         }
         log::debug!("{id}: {balancer} relays {client}");
-        conn.phase = Phase::Proxied(Box::new(Proxied {
-            balancer,
-            header,
+        conn.phase = Phase::Proxied(Box::new(Relayed {
+            proxied: Proxied { balancer, header },
             unread: Vec::new(),
         }));
         core.deadlines.reopen(id, &mut conn.timing, now);
@@ -327,14 +324,29 @@ impl<H: Handler> Server<H> {
             // Paused in on_open (or held by backpressure): kept, and delivered first when
             // reading resumes; the readiness is remembered so that it does.
             conn.recv.readiness();
-            if let Phase::Proxied(p) = &mut conn.phase {
-                p.unread = rest;
+            if let Phase::Proxied(relayed) = &mut conn.phase {
+                relayed.unread = rest;
             }
             return;
         }
         self.handler
             .on_data(&mut Context::new(&mut self.core), id, &rest);
         self.settle();
+    }
+
+    /// A connection that never reached `on_open`: counted by its reason (a stop counts as
+    /// nothing), then told to the handler's `on_refused`.
+    pub(super) fn refuse(&mut self, listener: ListenerId, peer: &Peer, reason: CloseReason) {
+        let stats = &mut self.core.listeners[listener.0].stats;
+        match reason {
+            CloseReason::PeerLimit => stats.refused += 1,
+            CloseReason::Untrusted => stats.proxy_untrusted += 1,
+            CloseReason::Shutdown => {}
+            // The header was bad or late, or the balancer left or failed before it was in.
+            _ => stats.proxy_failed += 1,
+        }
+        self.handler
+            .on_refused(&mut Context::new(&mut self.core), listener, peer, &reason);
     }
 
     /// Carries out what callbacks asked for: closes (each reported to `on_close` while the
@@ -350,12 +362,7 @@ impl<H: Handler> Server<H> {
                     Some(conn) if !conn.phase.handed() => {
                         let (listener, peer) = (ListenerId(conn.listener as usize), conn.peer);
                         self.core.remove(id, &reason);
-                        self.handler.on_refused(
-                            &mut Context::new(&mut self.core),
-                            listener,
-                            &peer,
-                            &reason,
-                        );
+                        self.refuse(listener, &peer, reason);
                     }
                     Some(_) => {
                         self.handler
@@ -402,7 +409,7 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Closes connections whose idle or first-byte deadline passed.
+    /// Closes connections whose idle, first-byte or PROXY header deadline passed.
     fn check_deadlines(&mut self) {
         let now = self.core.now;
         while let Some(id) = self.core.deadlines.pop_due(now) {
@@ -428,7 +435,6 @@ impl<H: Handler> Server<H> {
                 }
                 Verdict::Header => {
                     log::debug!("{id}: no complete PROXY header in time");
-                    core.listeners[conn.listener as usize].stats.proxy_failed += 1;
                     core.request_close(id, CloseReason::HeaderTimeout);
                 }
                 Verdict::Later(_) | Verdict::Done => {}
