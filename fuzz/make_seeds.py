@@ -101,6 +101,18 @@ PROXY = [
 ]
 
 
+def nested_ssl():
+    """A header as long as v2 allows, of SSL TLVs each inside the last (~8,000 deep): the
+    parser once recursed per level and overflowed the stack."""
+    tlv = bytes([0x20, 0, 5, 1, 0, 0, 0, 0])
+    while len(tlv) + 8 <= 65535 - len(INET):
+        tlv = bytes([0x20]) + (len(tlv) + 5).to_bytes(2, "big") + bytes([1, 0, 0, 0, 0]) + tlv
+    return v2(0x21, 0x11, INET + tlv)
+
+
+PROXY.append(nested_ssl())
+
+
 def write(target, name, data):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)

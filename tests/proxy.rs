@@ -151,10 +151,11 @@ fn a_v2_header_one_byte_at_a_time_with_tlvs_and_a_checksum() {
         "[2001:db8::1]:443".parse().unwrap(),
     )
     .with_tlv(proxy_tlv::ALPN, b"h2".to_vec())
-    .with_tlv(proxy_tlv::AUTHORITY, b"example.com".to_vec())
-    .with_tlv(proxy_tlv::UNIQUE_ID, b"conn-42".to_vec())
-    .with_tlv(proxy_tlv::SSL, ssl)
-    .with_tlv(proxy_tlv::CRC32C, vec![0; 4]);
+    .and_then(|h| h.with_tlv(proxy_tlv::AUTHORITY, b"example.com".to_vec()))
+    .and_then(|h| h.with_tlv(proxy_tlv::UNIQUE_ID, b"conn-42".to_vec()))
+    .and_then(|h| h.with_tlv(proxy_tlv::SSL, ssl))
+    .and_then(|h| h.with_tlv(proxy_tlv::CRC32C, vec![0; 4]))
+    .unwrap();
     let mut bytes = header.to_bytes();
     let last = bytes.pop().unwrap();
     for b in bytes {

@@ -281,11 +281,47 @@ impl ProxyHeader {
         }
     }
 
-    /// The same header with TLV `(kind, value)` appended (version 2; a CRC32C TLV's value is
-    /// computed when the header is encoded).
-    pub fn with_tlv(mut self, kind: u8, value: impl Into<Vec<u8>>) -> ProxyHeader {
-        self.tlvs.push((kind, value.into()));
-        self
+    /// The same header with TLV `(kind, value)` appended: version 2 `PROXY` headers only. A
+    /// CRC32C TLV's value is computed when the header is encoded, whatever is given here.
+    ///
+    /// # Errors
+    ///
+    /// A version 1 or `LOCAL` header, which carry no TLVs (`Unsupported`); a value its type
+    /// does not allow, as [`parse`](ProxyHeader::parse) would refuse it (`BadTlv`,
+    /// `BadLength`); a header that would outgrow the 65,535 bytes version 2 allows after its
+    /// first 16 (`BadLength`). So [`to_bytes`](ProxyHeader::to_bytes) never cuts anything.
+    pub fn with_tlv(
+        mut self,
+        kind: u8,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<ProxyHeader, ProxyError> {
+        use ProxyErrorKind::*;
+        let value = match kind {
+            tlv::CRC32C => vec![0; 4],
+            _ => value.into(),
+        };
+        if self.version != ProxyVersion::V2 || self.command != ProxyCommand::Proxy {
+            return Err(ProxyError::new(
+                0,
+                Unsupported,
+                "only a version 2 PROXY header carries TLVs",
+            ));
+        }
+        let at = self.v2_bytes().len();
+        if at - 16 + 3 + value.len() > usize::from(u16::MAX) {
+            return Err(ProxyError::new(
+                at,
+                BadLength,
+                format!(
+                    "TLV {kind:#04x} of {} bytes would make the header longer than version 2 allows ({} bytes after the first 16)",
+                    value.len(),
+                    u16::MAX
+                ),
+            ));
+        }
+        check_tlv(kind, &value, at, false)?;
+        self.tlvs.push((kind, value));
+        Ok(self)
     }
 
     /// Its version.
@@ -509,20 +545,22 @@ impl ProxyHeader {
         out.push(family);
         let mut crc_at = Vec::new();
         if self.command == ProxyCommand::Proxy {
+            // Each TLV, and the whole, fit their lengths: `with_tlv` and `parse` see to it.
             for (kind, value) in &self.tlvs {
-                let value: &[u8] = if *kind == tlv::CRC32C { &[0; 4] } else { value };
-                let len = value.len().min(u16::MAX as usize);
                 body.push(*kind);
-                body.extend((len as u16).to_be_bytes());
+                body.extend((value.len() as u16).to_be_bytes());
                 if *kind == tlv::CRC32C {
+                    // Zero while the checksum is computed, then the checksum (4 bytes, as
+                    // `with_tlv` and `parse` see to).
                     crc_at.push(16 + body.len());
+                    body.extend([0; 4]);
+                } else {
+                    body.extend(value);
                 }
-                body.extend(&value[..len]);
             }
         }
-        let len = body.len().min(u16::MAX as usize);
-        out.extend((len as u16).to_be_bytes());
-        out.extend(&body[..len]);
+        out.extend((body.len() as u16).to_be_bytes());
+        out.extend(&body);
         if !crc_at.is_empty() {
             let crc = crc32c(&out).to_be_bytes();
             for at in crc_at {
@@ -788,7 +826,7 @@ fn parse_v2(bytes: &[u8]) -> Result<ProxyParsed, ProxyError> {
             total,
         ));
     }
-    let tlvs = parse_tlvs(rest, 16 + need)?;
+    let tlvs = parse_tlvs(rest, 16 + need, false)?;
     for (i, (kind, value)) in tlvs.iter().enumerate() {
         if *kind == tlv::CRC32C {
             let at = 16 + need + tlv_offset(&tlvs, i) + 3;
@@ -862,7 +900,15 @@ fn family_protocol(byte: u8) -> Result<(u8, u8), ProxyError> {
 }
 
 /// The TLVs of `block`, which begins at byte `base` of the header; each checked.
-fn parse_tlvs(mut block: &[u8], base: usize) -> Result<Vec<(u8, Vec<u8>)>, ProxyError> {
+/// The TLVs of `block`, which starts at offset `base` of the header; `in_ssl` when `block`
+/// is an SSL TLV's sub-TLVs, where another SSL TLV is refused before it is looked into: so
+/// the nesting is at most one deep, whatever a 64 KiB header holds (the parser recursed
+/// once per level before, and a header of nested SSL TLVs overflowed the stack).
+fn parse_tlvs(
+    mut block: &[u8],
+    base: usize,
+    in_ssl: bool,
+) -> Result<Vec<(u8, Vec<u8>)>, ProxyError> {
     use ProxyErrorKind::*;
     let mut tlvs = Vec::new();
     let mut at = base;
@@ -889,7 +935,7 @@ fn parse_tlvs(mut block: &[u8], base: usize) -> Result<Vec<(u8, Vec<u8>)>, Proxy
                 ),
             ));
         };
-        check_tlv(kind, value, at)?;
+        check_tlv(kind, value, at, in_ssl)?;
         tlvs.push((kind, value.to_vec()));
         block = &block[3 + len..];
         at += 3 + len;
@@ -897,7 +943,7 @@ fn parse_tlvs(mut block: &[u8], base: usize) -> Result<Vec<(u8, Vec<u8>)>, Proxy
     Ok(tlvs)
 }
 
-fn check_tlv(kind: u8, value: &[u8], at: usize) -> Result<(), ProxyError> {
+fn check_tlv(kind: u8, value: &[u8], at: usize, in_ssl: bool) -> Result<(), ProxyError> {
     use ProxyErrorKind::*;
     let bad = |detail: String| Err(ProxyError::new(at, BadTlv, detail));
     match kind {
@@ -909,6 +955,7 @@ fn check_tlv(kind: u8, value: &[u8], at: usize) -> Result<(), ProxyError> {
             "the UNIQUE_ID TLV has {} bytes; it has at most 128",
             value.len()
         )),
+        tlv::SSL if in_ssl => bad("an SSL TLV inside an SSL TLV".to_owned()),
         tlv::SSL => {
             if value.len() < 5 {
                 return bad(format!(
@@ -916,11 +963,7 @@ fn check_tlv(kind: u8, value: &[u8], at: usize) -> Result<(), ProxyError> {
                     value.len()
                 ));
             }
-            let sub = parse_tlvs(&value[5..], at + 3 + 5)?;
-            match sub.iter().find(|(k, _)| *k == tlv::SSL) {
-                Some(_) => bad("an SSL TLV inside an SSL TLV".to_owned()),
-                None => Ok(()),
-            }
+            parse_tlvs(&value[5..], at + 3 + 5, true).map(drop)
         }
         _ => Ok(()),
     }
@@ -977,6 +1020,75 @@ mod tests {
                 bytes.escape_ascii().to_string()
             ),
         }
+    }
+
+    /// A hostile review: SSL TLVs each inside the last, as deep as a 64 KiB header allows
+    /// (~8,000), overflowed the stack (the parser recursed once per level before it looked
+    /// for an SSL TLV inside an SSL TLV) and aborted the whole process.
+    #[test]
+    fn ssl_tlvs_nested_as_deep_as_a_header_allows_are_refused_without_recursing() {
+        let mut tlv: Vec<u8> = vec![tlv::SSL, 0, 5, 1, 0, 0, 0, 0];
+        while tlv.len() + 8 <= 65535 - 12 {
+            let mut outer = vec![tlv::SSL];
+            outer.extend(((tlv.len() + 5) as u16).to_be_bytes());
+            outer.extend([1, 0, 0, 0, 0]);
+            outer.extend(&tlv);
+            tlv = outer;
+        }
+        let mut bytes = b"\r\n\r\n\0\r\nQUIT\n\x21\x11".to_vec();
+        bytes.extend(((12 + tlv.len()) as u16).to_be_bytes());
+        bytes.extend([192, 0, 2, 1, 127, 0, 0, 1, 0, 1, 0, 2]);
+        bytes.extend(&tlv);
+        // A small stack, as a server thread may have: one level of nesting fits in it.
+        let e = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || error(&bytes))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(e.kind(), ProxyErrorKind::BadTlv, "{e}");
+        assert!(
+            e.to_string().contains("an SSL TLV inside an SSL TLV"),
+            "{e}"
+        );
+        // The second SSL TLV: the first's sub-TLVs begin 16 + 12 + 3 + 5 bytes in.
+        assert_eq!(e.offset(), 16 + 12 + 3 + 5, "{e}");
+    }
+
+    /// A hostile review: `to_bytes` cut what did not fit and wrote TLVs `parse` refuses, so
+    /// its "reads back as the same header" did not hold. `with_tlv` refuses them instead.
+    #[test]
+    fn with_tlv_refuses_what_parse_would_and_what_cannot_be_encoded() {
+        let h = || {
+            ProxyHeader::v2(
+                "192.0.2.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            )
+        };
+        let kind = |r: Result<ProxyHeader, ProxyError>| r.map(|_| ()).unwrap_err().kind();
+        use ProxyErrorKind::*;
+        assert_eq!(kind(h().with_tlv(tlv::SSL, vec![])), BadTlv);
+        assert_eq!(kind(h().with_tlv(tlv::UNIQUE_ID, vec![b'u'; 129])), BadTlv);
+        let big = h().with_tlv(tlv::NOOP, vec![0; 40_000]).unwrap();
+        assert_eq!(
+            kind(big.clone().with_tlv(tlv::NOOP, vec![0; 40_000])),
+            BadLength
+        );
+        let v1 = ProxyHeader::v1(
+            "192.0.2.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        assert_eq!(kind(v1.with_tlv(tlv::ALPN, b"h2".to_vec())), Unsupported);
+        assert_eq!(
+            kind(ProxyHeader::local().with_tlv(tlv::ALPN, b"h2".to_vec())),
+            Unsupported
+        );
+        // The largest header that fits reads back whole.
+        let room = usize::from(u16::MAX) - (big.to_bytes().len() - 16) - 3;
+        let full = big.with_tlv(tlv::NOOP, vec![7; room]).unwrap();
+        let bytes = full.to_bytes();
+        assert_eq!(bytes.len(), 16 + usize::from(u16::MAX));
+        assert_eq!(header(&bytes), (full, bytes.len()));
     }
 
     #[test]
@@ -1267,10 +1379,11 @@ mod tests {
         ssl.extend(b"client");
         let h = ProxyHeader::v2(source, destination)
             .with_tlv(tlv::ALPN, b"h2".to_vec())
-            .with_tlv(tlv::AUTHORITY, b"example.com".to_vec())
-            .with_tlv(tlv::UNIQUE_ID, b"id-1".to_vec())
-            .with_tlv(tlv::SSL, ssl)
-            .with_tlv(tlv::CRC32C, vec![0; 4]);
+            .and_then(|h| h.with_tlv(tlv::AUTHORITY, b"example.com".to_vec()))
+            .and_then(|h| h.with_tlv(tlv::UNIQUE_ID, b"id-1".to_vec()))
+            .and_then(|h| h.with_tlv(tlv::SSL, ssl))
+            .and_then(|h| h.with_tlv(tlv::CRC32C, vec![]))
+            .unwrap();
         let bytes = h.to_bytes();
         let (back, n) = header(&bytes);
         assert_eq!(n, bytes.len());
