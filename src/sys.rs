@@ -1,7 +1,8 @@
 //! The platform calls the standard library, mio and socket2 do not wrap: interface names and
 //! indexes (`if_nametoindex(3)`, `if_indextoname(3)`), the addresses the interfaces have
-//! (`getifaddrs(3)`), a Unix-domain peer's credentials (`SO_PEERCRED`, `getpeereid(2)`) and
-//! taking an inherited descriptor.
+//! (`getifaddrs(3)`), a Unix-domain peer's credentials (`SO_PEERCRED`, `getpeereid(2)`),
+//! taking an inherited descriptor, and the calls relative to a directory descriptor that
+//! place a Unix-domain socket's file (`fchmodat`, `linkat`, `fstatat`, `flock`).
 //!
 //! This is the only module allowed `unsafe`. Every block states why it is sound. On platforms
 //! without these calls (Windows, here) names are unsupported and a numeric zone must be used.
@@ -232,6 +233,120 @@ pub(crate) fn take_inherited(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
 pub(crate) fn set_cloexec(fd: i32) {
     // Best effort: a descriptor that is not open has nothing to close on exec.
     let _ = with_inherited(fd, |fd| socket2::SockRef::from(&fd).set_cloexec(true));
+}
+
+/// The effective user id of this process.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid takes no arguments, touches no memory of ours and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// `name` as a C string, for the calls below.
+#[cfg(unix)]
+fn c_name(name: &std::ffi::OsStr) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(name.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a name with a NUL byte"))
+}
+
+/// Sets the permission bits of `name`, an entry of directory `dir` (`fchmodat`): the entry
+/// of that very directory, whatever its path has become meanwhile.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn chmod_at(dir: std::os::fd::BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let name = c_name(name.as_ref())?;
+    // SAFETY: `dir` is an open descriptor for the call (borrowed), `name` a NUL-terminated
+    // string that outlives it; fchmodat reads them and writes no memory of ours.
+    let r = unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes `to` a new hard link of `name`, an entry of directory `dir` (`linkat`). Fails with
+/// `AlreadyExists` when `to` exists, whatever it is (a symlink there is not followed).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn link_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+    to: &std::path::Path,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let name = c_name(name.as_ref())?;
+    let to = c_name(to.as_os_str())?;
+    // SAFETY: `dir` is an open descriptor for the call, `name` and `to` NUL-terminated
+    // strings that outlive it; linkat reads them and writes no memory of ours.
+    let r = unsafe {
+        libc::linkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The device and inode of `name`, an entry of directory `dir`, and whether it is a socket
+/// (`fstatat`, not following a symlink).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn identity_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+) -> io::Result<(u64, u64, bool)> {
+    use std::os::fd::AsRawFd;
+    let name = c_name(name.as_ref())?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `dir` is open for the call, `name` NUL-terminated and alive, and `st` points
+    // to memory the size of a `stat`, which fstatat fills when it succeeds (and only then
+    // is it read).
+    let r = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstatat succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Ok((
+        st.st_dev as u64,
+        st.st_ino as u64,
+        st.st_mode & libc::S_IFMT == libc::S_IFSOCK,
+    ))
+}
+
+/// Takes an exclusive `flock` on `file`, held until it is closed: blocks while another
+/// process holds one.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn lock(file: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: `file` is open for the call; flock touches no memory of ours.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// See the Unix version: interface names are not supported here.

@@ -8,7 +8,7 @@
 //! answers on it; never before trying, never anything else.
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -22,10 +22,20 @@ pub(crate) struct UnixListener {
     owned: Owned,
 }
 
-/// The socket file to remove when the listener goes: its path, device and inode, so that a
-/// file that has replaced it since is left alone.
+/// The socket file to remove when the listener goes.
 #[derive(Debug)]
-struct Owned(Option<(PathBuf, u64, u64)>);
+struct Owned(Option<File>);
+
+/// A socket file this process made.
+#[derive(Debug)]
+struct File {
+    path: PathBuf,
+    /// Its device and inode: a file that has replaced it since is left alone.
+    id: (u64, u64),
+    /// The process that made it: a child that inherited the listener through `fork` and
+    /// drops it leaves the file to the parent, whose socket it still is.
+    pid: u32,
+}
 
 /// How a bind failed: the step, and the error.
 pub(crate) type Failed = (&'static str, io::Error);
@@ -102,9 +112,12 @@ impl UnixListener {
 impl Drop for Owned {
     /// Removes the socket file if it is still the one the listener made.
     fn drop(&mut self) {
-        if let Some((path, dev, ino)) = self.0.take() {
+        if let Some(File { path, id, pid }) = self.0.take() {
+            if pid != std::process::id() {
+                return;
+            }
             match std::fs::symlink_metadata(&path) {
-                Ok(meta) if meta.dev() == dev && meta.ino() == ino => {
+                Ok(meta) if (meta.dev(), meta.ino()) == id => {
                     if let Err(e) = std::fs::remove_file(&path) {
                         log::debug!("cannot remove {}: {e}", path.display());
                     }
@@ -161,34 +174,60 @@ fn abstract_addr(_name: &[u8]) -> io::Result<SockAddr> {
 ///
 /// The socket is bound in a new directory beside `path` that only this user can enter,
 /// given its mode there, set listening, and only then linked into place. So no client can
-/// connect while a default mode applies, nothing is changed by path where another user
-/// could swap the file, and the file never sits at `path` without a listening socket
-/// behind it (another server starting at the same moment would take it for stale).
+/// connect while a default mode applies, and the file never sits at `path` without a
+/// listening socket behind it (another server starting at the same moment would take it
+/// for stale). The mode and the link go through a descriptor of that directory, never its
+/// path: whoever may write the directory above cannot swap in one of their own and have a
+/// file of ours changed or linked in its place.
 fn bind_path(
     socket: &Socket,
     path: &Path,
     mode: Option<u32>,
     backlog: i32,
-) -> Result<(PathBuf, u64, u64), Failed> {
-    let mut dir = Private::new(path).map_err(|e| ("make a private directory to bind in", e))?;
-    let staged = dir.path.join("s");
+) -> Result<File, Failed> {
+    use std::os::fd::AsFd;
+    let dir = Private::new(path).map_err(|e| ("make a private directory to bind in", e))?;
     socket
         .bind(&dir.addr_of("s").map_err(|e| ("bind", e))?)
         .map_err(|e| ("bind", e))?;
+    // Bound by path: the socket must be in our directory, not in one put at its path since.
+    let (dev, ino, is_socket) = crate::sys::identity_at(dir.fd.as_fd(), "s")
+        .map_err(|e| ("find the socket in the private directory", e))?;
+    if !is_socket {
+        return Err((
+            "bind",
+            io::Error::other("the private directory was tampered with: no socket in it"),
+        ));
+    }
     if let Some(mode) = mode {
-        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| ("set the mode", e))?;
+        crate::sys::chmod_at(dir.fd.as_fd(), "s", mode).map_err(|e| ("set the mode", e))?;
     }
     socket.listen(backlog).map_err(|e| ("listen", e))?;
-    place(path, &staged)?;
-    let meta = std::fs::symlink_metadata(path).map_err(|e| ("stat", e))?;
-    Ok((path.to_owned(), meta.dev(), meta.ino()))
+    place(path, &dir)?;
+    Ok(File {
+        path: path.to_owned(),
+        id: (dev, ino),
+        pid: std::process::id(),
+    })
 }
 
-/// Links the listening socket's file `staged` at `path`. If something is there already,
-/// removes it only if it is a stale socket (nothing answers on it) and links once more.
-fn place(path: &Path, staged: &Path) -> Result<(), Failed> {
-    match std::fs::hard_link(staged, path) {
+/// Links the listening socket's file (`s` in `dir`) at `path`. If something is there
+/// already, removes it only if it is a stale socket (nothing answers on it) and links once
+/// more: under a lock on the directory of `path`, so that two servers finding the same
+/// stale file cannot both remove what is there (the second would remove the first's live
+/// socket) and both believe they serve `path`.
+fn place(path: &Path, dir: &Private) -> Result<(), Failed> {
+    use std::os::fd::AsFd;
+    let link = || crate::sys::link_at(dir.fd.as_fd(), "s", path);
+    match link() {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(("bind", e)),
+    }
+    let parent = std::fs::File::open(parent_of(path)).map_err(|e| ("open the directory", e))?;
+    crate::sys::lock(&parent).map_err(|e| ("lock the directory", e))?;
+    // Under the lock (held until `parent` closes): what is there now.
+    match link() {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(("bind", e)),
@@ -222,15 +261,24 @@ fn place(path: &Path, staged: &Path) -> Result<(), Failed> {
                 path.display()
             );
             std::fs::remove_file(path).map_err(|e| ("remove the stale socket", e))?;
-            match std::fs::hard_link(staged, path) {
+            match link() {
                 Ok(()) => Ok(()),
-                // Another server placed its socket in between: it is live (see bind_path).
+                // A server that did not need the lock (it found the path free) placed its
+                // socket in between: it is live (see bind_path).
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(in_use_now()),
                 Err(e) => Err(("bind", e)),
             }
         }
         Ok(true) => Err(in_use_now()),
         Err(e) => Err(("connect to the socket already there", e)),
+    }
+}
+
+/// The directory `path` is in.
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
 
@@ -256,10 +304,9 @@ fn answers(path: &Path) -> io::Result<bool> {
 /// is in it when dropped.
 struct Private {
     path: PathBuf,
-    /// A descriptor of the directory, while a socket is bound through it (see `addr_of`):
-    /// kept open, never read.
-    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
-    held: Option<std::fs::File>,
+    /// The directory itself, opened right after it was made and checked to be ours: what is
+    /// done in it goes through this descriptor, never through `path`.
+    fd: std::fs::File,
 }
 
 impl Private {
@@ -268,10 +315,8 @@ impl Private {
     /// name that exists already is never used: `mkdir` does not follow a symlink there.
     fn new(beside: &Path) -> io::Result<Private> {
         use std::hash::{BuildHasher, Hasher};
-        let parent = match beside.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        use std::os::unix::fs::OpenOptionsExt;
+        let parent = parent_of(beside);
         let mut last = None;
         for attempt in 0u64..8 {
             // RandomState is seeded from the OS's randomness once per process and then
@@ -284,33 +329,49 @@ impl Private {
                 hasher.finish()
             ));
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => return Ok(Private { path, held: None }),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    last = Some(e);
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
+            // Made: now opened without following a symlink, and checked to be ours. If
+            // either fails, what is at `path` is not what we made, and is not removed.
+            let fd = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("the private directory {} was replaced: {e}", path.display()),
+                    )
+                })?;
+            let meta = fd.metadata()?;
+            if meta.uid() != crate::sys::euid() || meta.mode() & 0o077 != 0 {
+                return Err(io::Error::other(format!(
+                    "the private directory {} was replaced by one this user does not own alone",
+                    path.display()
+                )));
+            }
+            return Ok(Private { path, fd });
         }
         Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists)))
     }
-}
 
-impl Private {
     /// The socket address of `name` in this directory. When its full path does not fit
-    /// `sun_path`, on Linux it is reached through `/proc/self/fd/N/NAME`, N a descriptor of
-    /// the directory (systemd does the same), so a staged path is never what makes a path
-    /// the parser accepted too long.
-    fn addr_of(&mut self, name: &str) -> io::Result<SockAddr> {
+    /// `sun_path`, on Linux it is reached through `/proc/self/fd/N/NAME`, N the directory's
+    /// descriptor (systemd does the same), so a staged path is never what makes a path the
+    /// parser accepted too long.
+    fn addr_of(&self, name: &str) -> io::Result<SockAddr> {
         let full = self.path.join(name);
         match SockAddr::unix(&full) {
             Ok(addr) => Ok(addr),
             #[cfg(any(target_os = "linux", target_os = "android"))]
             Err(_) => {
                 use std::os::fd::AsRawFd;
-                let dir = std::fs::File::open(&self.path)?;
-                let short = format!("/proc/self/fd/{}/{name}", dir.as_raw_fd());
-                let addr = SockAddr::unix(short)?;
-                // Open until the bind is done: the caller binds while `self` lives.
-                self.held = Some(dir);
-                Ok(addr)
+                SockAddr::unix(format!("/proc/self/fd/{}/{name}", self.fd.as_raw_fd()))
             }
             #[cfg(not(any(target_os = "linux", target_os = "android")))]
             Err(e) => Err(e),
@@ -321,5 +382,34 @@ impl Private {
 impl Drop for Private {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hostile review: a child that inherited a listener through `fork` and dropped it
+    /// removed the parent's live socket file (same device and inode). The file is removed
+    /// only by the process that made it; here the record says another process made it.
+    #[test]
+    fn a_listener_dropped_in_another_process_leaves_the_file() {
+        let dir = std::env::temp_dir().join(format!("ds-unit-fork-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let addr = UnixAddr::Path(path.clone());
+        let mut listener = UnixListener::bind(&addr, None, 8).unwrap();
+        listener.owned.0.as_mut().unwrap().pid = std::process::id().wrapping_add(1);
+        drop(listener);
+        assert!(
+            path.exists(),
+            "a forked child removed the parent's socket file"
+        );
+        // And the process that made it does remove it.
+        std::fs::remove_file(&path).unwrap();
+        drop(UnixListener::bind(&addr, None, 8).unwrap());
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -408,6 +408,98 @@ fn two_servers_starting_at_once_on_one_path_never_both_win() {
     }
 }
 
+/// A hostile review: two servers finding the same stale file both checked it (nothing
+/// answers), then one removed it and linked its live socket, and the other removed *that*
+/// and linked its own: both bound, one unreachable (and it would remove the other's file on
+/// stop). 4 to 21 rounds in 2,000 ended so. The replacement now happens under a lock on the
+/// directory. Bounded in rounds and time.
+#[test]
+fn two_servers_finding_one_stale_file_never_both_win() {
+    let dir = TempDir::new("unix-stale-race");
+    let started = std::time::Instant::now();
+    for round in 0..2000 {
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        let path = dir.join(&format!("r{round}.sock"));
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // a stale file
+        let spec = format!("unix:{}", path.display());
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let (spec, barrier) = (spec.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    ListenConfig::new().bind(spec.as_str())
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "round {round}: {results:?}");
+        let _client = connect(&path);
+    }
+}
+
+/// A hostile review: the mode was applied by path, so whoever may write the directory above
+/// could swap the private directory, put a symlink to a file of the server's user where the
+/// socket was, and have that file get the socket's mode (here 0666, after ~11,000 binds).
+/// Same user here, which shows the mechanism; bounded in binds and time.
+#[test]
+fn swapping_the_private_directory_never_changes_another_files_mode() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let base = TempDir::new("unix-chmod-swap");
+    let shared = base.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let secret = base.join("secret");
+    std::fs::write(&secret, b"key").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (done, shared, secret) = (done.clone(), shared.clone(), secret.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                for entry in std::fs::read_dir(&shared).unwrap().flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let dir = entry.path();
+                    if name.starts_with(".ds")
+                        && !name.ends_with(".x")
+                        && dir.join("s").exists()
+                        && std::fs::rename(&dir, shared.join(format!("{name}.x"))).is_ok()
+                    {
+                        let _ = std::fs::create_dir(&dir);
+                        let _ = std::os::unix::fs::symlink(&secret, dir.join("s"));
+                        swaps += 1;
+                    }
+                }
+            }
+            swaps
+        })
+    };
+    let config = ListenConfig::new().unix_mode(0o666);
+    let spec = format!("unix:{}", shared.join("app.sock").display());
+    let started = std::time::Instant::now();
+    let mut binds = 0;
+    while binds < 20_000 && started.elapsed() < Duration::from_secs(5) {
+        binds += 1;
+        // A bind the swap broke fails with a clear error; one it did not succeeds.
+        drop(config.bind(spec.as_str()));
+        let _ = std::fs::remove_file(shared.join("app.sock"));
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o600,
+            "after {binds} binds the other file has the socket's mode"
+        );
+    }
+    done.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(
+        swaps > 0,
+        "the swap never happened in {binds} binds: the test showed nothing"
+    );
+}
+
 /// Review of #16: the stale-socket check connected with a blocking connect, which hangs
 /// forever on a live server whose backlog is full.
 #[test]

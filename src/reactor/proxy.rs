@@ -61,7 +61,10 @@ impl ProxyProtocol {
     /// The networks the balancers connect from; replaces the set (an empty set is refused
     /// when binding). A TCP peer outside it is closed without a byte read: its header
     /// would be a claim anyone could make. Unix-domain peers are trusted: the socket file's
-    /// permissions decide who can connect.
+    /// permissions decide who can connect, so give a proxied Unix listener a mode only the
+    /// balancer's user can connect with. An abstract socket has no permissions (anyone in
+    /// the network namespace connects) and systemd's default `SocketMode=` is 0666: there,
+    /// any local process could claim any client address.
     pub fn trust(mut self, networks: impl IntoIterator<Item = Cidr>) -> ProxyProtocol {
         self.trusted = networks.into_iter().collect();
         self
