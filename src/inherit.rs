@@ -283,12 +283,40 @@ pub(crate) struct Checked {
 pub(crate) enum Checked {}
 
 /// The descriptors this process has taken, by number: the identity of the socket taken and
-/// whether the service manager passed it (`sd-listen`).
+/// whether the service manager passed it (`sd-listen`), or whether the library opened it
+/// itself (so `fd:N` cannot make a second owner of it).
 #[cfg(unix)]
 #[derive(Clone, Copy)]
 struct Taken {
     id: (u64, u64),
     activated: bool,
+    opened: bool,
+}
+
+/// Records a listening socket the library opened itself: `fd:N` naming it while it is open
+/// is refused, since the library already owns it (two owners would close it twice).
+#[cfg(unix)]
+pub(crate) fn opened(socket: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    // Its identity, through a duplicate (fstat on the borrowed descriptor, safely); a
+    // socket whose identity cannot be read is not recorded (nothing names it then).
+    let Ok(meta) = socket
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())
+    else {
+        return;
+    };
+    let taken = Taken {
+        id: (meta.dev(), meta.ino()),
+        activated: false,
+        opened: true,
+    };
+    TAKEN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(socket.as_raw_fd(), taken);
 }
 
 /// Checks that descriptor `fd`, named by `spec`, is an open, listening stream socket of a
@@ -355,6 +383,10 @@ pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError>
     let activated = matches!(spec.kind(), SpecKind::Activated { .. });
     let taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
     match taken.get(&fd) {
+        Some(t) if t.id == id && t.opened => Err(error(
+            TakenTwice,
+            "this is a socket the library opened for an earlier bind of this process, and it is still open: it has an owner",
+        )),
         Some(t) if t.id == id => Err(error(
             TakenTwice,
             "this socket was taken already, by an earlier bind of this process, and is still open there",
@@ -435,7 +467,14 @@ pub(crate) fn own(spec: &ListenSpec, checked: Checked) -> Result<Inherited, Inhe
         let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
         let activated = matches!(spec.kind(), SpecKind::Activated { .. })
             || taken.get(&fd).is_some_and(|t| t.activated);
-        taken.insert(fd, Taken { id, activated });
+        taken.insert(
+            fd,
+            Taken {
+                id,
+                activated,
+                opened: false,
+            },
+        );
     }
     let socket = match addr {
         ListenAddr::Ip(_) => ListenSocket::Tcp(mio::net::TcpListener::from_std(

@@ -261,7 +261,11 @@ impl ListenConfig {
         }
         let mut listeners = Vec::new();
         for (origin, ((spec, mine), checked)) in specs.iter().zip(own).zip(checked).enumerate() {
-            listeners.extend(mine.into_iter().map(|l| Listener { origin, ..l }));
+            for l in mine {
+                #[cfg(unix)]
+                crate::inherit::opened(std::os::fd::AsFd::as_fd(&l.socket));
+                listeners.push(Listener { origin, ..l });
+            }
             for c in checked {
                 let taken = crate::inherit::own(spec, c)?;
                 listeners.push(Listener {

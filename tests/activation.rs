@@ -205,6 +205,20 @@ fn one_descriptor_named_twice_is_an_error_not_two_listeners() {
     drop(bound);
 }
 
+/// A hostile review: `fd:N` naming a socket the library itself opened (a config mistake, or
+/// a number reused from an earlier bind) made a second owner of it; when both were dropped
+/// the descriptor was closed twice, the second time under a file opened meanwhile. Refused
+/// while the library's socket is open (by number and inode: another socket at the number
+/// later is another socket, as for taken descriptors).
+#[test]
+fn fd_naming_a_socket_the_library_opened_is_refused() {
+    let first = ListenConfig::new().bind("127.0.0.1:0").unwrap();
+    let fd = first.listeners()[0].as_raw_fd();
+    let err = inherit_error(&[format!("fd:{fd}")]);
+    assert_eq!(err.kind(), InheritErrorKind::TakenTwice, "{err}");
+    assert!(err.to_string().contains("the library opened"), "{err}");
+}
+
 #[test]
 fn inherited_and_own_sockets_mix_in_one_list() {
     let passed = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -106,7 +106,8 @@ pub enum SpecKind {
     /// Binding it hands the descriptor to the listener, which closes it when it goes: as
     /// with `FromRawFd`, nothing else in the process may own it (a launcher's descriptor
     /// meant for this, not a socket the program opened itself). The library refuses a
-    /// descriptor it has taken already.
+    /// descriptor it has taken already, and a listening socket it opened itself and still
+    /// holds; a descriptor the program owns elsewhere it cannot tell.
     Fd(i32),
 }
 
