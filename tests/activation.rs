@@ -243,12 +243,22 @@ fn inherited_and_own_sockets_mix_in_one_list() {
         shown.contains(&format!("unix:{} (unix)", path.display())),
         "{shown:?}"
     );
+    // Each of the three serves: two over TCP, one over the Unix socket.
+    let mut tcp = 0;
     for i in 0..3 {
         if let Some(addr) = server.listeners[i].connect_addr().ip() {
             let mut c = util::connect(addr);
             assert_eq!(util::round_trip(&mut c, b"mix"), b"mix");
+            tcp += 1;
         }
     }
+    assert_eq!(tcp, 2);
+    let mut u = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    u.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    u.write_all(b"mix").unwrap();
+    let mut back = [0; 3];
+    u.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"mix");
 }
 
 // ---- A child started the way a service manager starts one ----

@@ -329,6 +329,8 @@ fn haproxys_v2_tlvs_and_health_checks_arrive_as_sent() {
         ours.3.as_deref(),
         Some(format!("::1:{}", me.port()).as_bytes())
     );
+    // The frontend sends crc32c: the TLV came, and was verified (or it would be refused).
+    assert!(ours.4, "no CRC32c TLV in HAProxy's header: {ours:?}");
     // The health checks: v2 LOCAL (the balancer is the peer) and v1 lines.
     assert!(
         opens.iter().any(|(p, v, c, ..)| *v == ProxyVersion::V2

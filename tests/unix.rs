@@ -262,11 +262,22 @@ fn a_mode_out_of_range_is_a_config_error_not_a_panic() {
 fn a_file_that_replaced_ours_is_left_alone_on_stop() {
     let dir = TempDir::new("unix-replaced");
     let path = dir.join("r.sock");
+    // Replaced by a regular file, and by another live socket (the same kind of file: only
+    // its identity tells it apart).
     let server = start_at(&path, ListenConfig::new());
     std::fs::remove_file(&path).unwrap();
     std::fs::write(&path, b"someone else's").unwrap();
     server.stop();
     assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
+    std::fs::remove_file(&path).unwrap();
+    let server = start_at(&path, ListenConfig::new());
+    std::fs::remove_file(&path).unwrap();
+    let other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    server.stop();
+    let _client = connect(&path);
+    other
+        .accept()
+        .expect("the other server's socket still answers");
 }
 
 #[test]
@@ -514,14 +525,20 @@ fn a_live_server_with_a_full_backlog_is_in_use_not_a_hang() {
     squatter.listen(0).unwrap();
     // Fill its backlog: connect without blocking until the kernel says it would block.
     let mut queued = Vec::new();
+    let mut full = false;
     for _ in 0..64 {
         let c = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
         c.set_nonblocking(true).unwrap();
         match c.connect(&socket2::SockAddr::unix(&path).unwrap()) {
             Ok(()) => queued.push(c),
-            Err(_) => break,
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
+                full = true;
+                break;
+            }
         }
     }
+    assert!(full, "the backlog never filled: the test shows nothing");
     let spec = format!("unix:{}", path.display());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

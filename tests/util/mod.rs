@@ -138,8 +138,18 @@ where
             while !thread.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            if thread.is_finished() {
-                let _ = thread.join();
+            // A server that panicked, or hung past its stop, fails the test that dropped it
+            // (unless that test is failing already: a second panic would abort).
+            if std::thread::panicking() {
+                return;
+            }
+            assert!(
+                thread.is_finished(),
+                "the server did not stop within {:?}",
+                TIMEOUT * 3
+            );
+            if let Err(panic) = thread.join() {
+                std::panic::resume_unwind(panic);
             }
         }
     }
