@@ -46,7 +46,7 @@ impl<H: Handler> Server<H> {
             };
             if self.core.get(id).is_some() {
                 // No event says what is queued: read until WouldBlock or end of stream.
-                self.read(id.key, false);
+                self.read(id, false);
             }
         }
         // The one point of the turn where connections are accepted: after every event of
@@ -129,9 +129,9 @@ impl<H: Handler> Server<H> {
                     // End of stream (or an error) is already queued: read until it shows. Or
                     // urgent data arrived, and a read that stops at its mark is short with
                     // more behind it, so a short read proves nothing either.
-                    self.read(key, false);
+                    self.read(id, false);
                 } else if event.is_readable() {
-                    self.read(key, SHORT_READ_DRAINS);
+                    self.read(id, SHORT_READ_DRAINS);
                 }
             }
             Slot::Listener(index) => self.core.accept_soon(index),
@@ -153,21 +153,21 @@ impl<H: Handler> Server<H> {
     /// Reads from connection `key` until `WouldBlock`, its budget runs out, or the handler
     /// stops it. With `short_read_drains`, a read shorter than the buffer also ends it: only
     /// when the event did not report end-of-stream, which a short read says nothing about.
-    fn read(&mut self, key: usize, short_read_drains: bool) {
+    fn read(&mut self, id: ConnId, short_read_drains: bool) {
         let mut budget = self.core.limits.read_budget;
-        if let Some(conn) = self.core.conns.get_mut(key) {
+        if let Some(conn) = core::conn_mut(&mut self.core.conns, id) {
             if !conn.phase.handed() {
-                return self.read_preamble(key, short_read_drains);
+                return self.read_preamble(id, short_read_drains);
             }
             if !conn.life.open() || !conn.recv.readiness() {
                 return; // remembered for when reading resumes
             }
         }
         loop {
-            let Some(conn) = self.core.conns.get_mut(key) else {
+            // By id: a callback may close it, and its slot must not be taken for it.
+            let Some(conn) = core::conn_mut(&mut self.core.conns, id) else {
                 return;
             };
-            let id = conn.id(key);
             if !conn.life.open() || !conn.recv.wants_read() {
                 // Stopped by the handler or by backpressure during this read: what may be
                 // left is read when that hold is released.
@@ -227,13 +227,12 @@ impl<H: Handler> Server<H> {
     /// header in the same read, and reading goes on as for any connection), malformed, or
     /// the balancer leaves. A header is at most 16 + 65,535 bytes, and the parser refuses
     /// garbage at its first byte, so this loop ends.
-    fn read_preamble(&mut self, key: usize, short_read_drains: bool) {
+    fn read_preamble(&mut self, id: ConnId, short_read_drains: bool) {
         loop {
             let core = &mut self.core;
-            let Some(conn) = core.conns.get_mut(key) else {
+            let Some(conn) = core::conn_mut(&mut core.conns, id) else {
                 return;
             };
-            let id = conn.id(key);
             let Phase::Preamble(preamble) = &mut conn.phase else {
                 return;
             };
@@ -272,7 +271,7 @@ impl<H: Handler> Server<H> {
                         return; // the read was short: nothing more is there (see `read`)
                     }
                     // On as for any connection: the socket may hold more.
-                    return self.read(key, short_read_drains);
+                    return self.read(id, short_read_drains);
                 }
             }
         }

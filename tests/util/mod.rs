@@ -328,22 +328,41 @@ impl Tcp for dualstack::Listener {
 
 /// The path of example `name`, freshly built: `cargo test --test X` alone does not rebuild
 /// the examples, and a stale binary would test old code, so cargo is asked once per test
-/// binary (a no-op when they are fresh).
+/// binary (a no-op when they are fresh), for the profile and target this test was built
+/// for (read from where it runs: `target[/TRIPLE]/PROFILE/deps/TEST`).
 pub fn example(name: &str) -> std::path::PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target[/TRIPLE]/PROFILE/deps/TEST");
     BUILT.call_once(|| {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--examples"])
-            .status()
-            .expect("run cargo build");
+        let mut cargo = std::process::Command::new(env!("CARGO"));
+        cargo.args(["build", "--quiet", "--examples"]);
+        match profile_dir.file_name().and_then(|p| p.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
+                cargo.arg("--release");
+            }
+            Some(other) => {
+                cargo.args(["--profile", other]);
+            }
+        }
+        // target/TRIPLE/PROFILE when built with --target: a directory named like a triple
+        // of this architecture holds the profile directory.
+        if let Some(triple) = profile_dir
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|t| t.to_str())
+            .filter(|t| t.starts_with(std::env::consts::ARCH) && t.contains('-'))
+        {
+            cargo.args(["--target", triple]);
+        }
+        let status = cargo.status().expect("run cargo build");
         assert!(status.success(), "cargo build --examples failed");
     });
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/PROFILE/deps/TEST")
-        .join("examples")
-        .join(name)
+    profile_dir.join("examples").join(name)
 }
 
 /// Whether this test runs under Wine (which sets WINELOADER in every process it starts),
