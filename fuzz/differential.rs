@@ -28,20 +28,48 @@ enum Theirs {
     },
 }
 
+/// A source and a destination, as both parsers' address types give them.
+fn pair(
+    source: impl Into<IpAddr>,
+    source_port: u16,
+    destination: impl Into<IpAddr>,
+    destination_port: u16,
+) -> Option<(SocketAddr, SocketAddr)> {
+    Some((
+        SocketAddr::new(source.into(), source_port),
+        SocketAddr::new(destination.into(), destination_port),
+    ))
+}
+
+/// Our header's TCP endpoints, as written (not normalized, as ppp leaves them).
+fn raw_pair(h: &ProxyHeader) -> Option<(SocketAddr, SocketAddr)> {
+    match h.addresses() {
+        ProxyAddresses::Ip {
+            source,
+            destination,
+        } => Some((*source, *destination)),
+        _ => None,
+    }
+}
+
 fn theirs(data: &[u8]) -> Theirs {
     match ppp::HeaderResult::parse(data) {
         r if r.is_incomplete() => Theirs::Incomplete,
         ppp::HeaderResult::V1(Ok(h)) => Theirs::V1 {
             len: h.header.len(),
             addresses: match h.addresses {
-                ppp::v1::Addresses::Tcp4(a) => Some((
-                    SocketAddr::new(IpAddr::V4(a.source_address), a.source_port),
-                    SocketAddr::new(IpAddr::V4(a.destination_address), a.destination_port),
-                )),
-                ppp::v1::Addresses::Tcp6(a) => Some((
-                    SocketAddr::new(IpAddr::V6(a.source_address), a.source_port),
-                    SocketAddr::new(IpAddr::V6(a.destination_address), a.destination_port),
-                )),
+                ppp::v1::Addresses::Tcp4(a) => pair(
+                    a.source_address,
+                    a.source_port,
+                    a.destination_address,
+                    a.destination_port,
+                ),
+                ppp::v1::Addresses::Tcp6(a) => pair(
+                    a.source_address,
+                    a.source_port,
+                    a.destination_address,
+                    a.destination_port,
+                ),
                 ppp::v1::Addresses::Unknown => None,
             },
         },
@@ -50,14 +78,18 @@ fn theirs(data: &[u8]) -> Theirs {
             local: h.command == ppp::v2::Command::Local,
             datagram: h.protocol == ppp::v2::Protocol::Datagram,
             addresses: match h.addresses {
-                ppp::v2::Addresses::IPv4(a) => Some((
-                    SocketAddr::new(IpAddr::V4(a.source_address), a.source_port),
-                    SocketAddr::new(IpAddr::V4(a.destination_address), a.destination_port),
-                )),
-                ppp::v2::Addresses::IPv6(a) => Some((
-                    SocketAddr::new(IpAddr::V6(a.source_address), a.source_port),
-                    SocketAddr::new(IpAddr::V6(a.destination_address), a.destination_port),
-                )),
+                ppp::v2::Addresses::IPv4(a) => pair(
+                    a.source_address,
+                    a.source_port,
+                    a.destination_address,
+                    a.destination_port,
+                ),
+                ppp::v2::Addresses::IPv6(a) => pair(
+                    a.source_address,
+                    a.source_port,
+                    a.destination_address,
+                    a.destination_port,
+                ),
                 _ => None,
             },
             tlvs: h
@@ -85,11 +117,7 @@ pub fn against_ppp(data: &[u8]) {
             if used != len {
                 unexplained();
             }
-            let mine = match h.addresses() {
-                ProxyAddresses::Ip { source, destination } => Some((*source, *destination)),
-                _ => None,
-            };
-            if mine != *addresses {
+            if raw_pair(h) != *addresses {
                 unexplained();
             }
         }
@@ -117,11 +145,7 @@ pub fn against_ppp(data: &[u8]) {
                 }
                 return;
             }
-            let mine = match h.addresses() {
-                ProxyAddresses::Ip { source, destination } => Some((*source, *destination)),
-                _ => None,
-            };
-            if mine != *addresses {
+            if raw_pair(h) != *addresses {
                 unexplained();
             }
             // Where both read TLVs (after the family's address block), they read the
@@ -169,11 +193,9 @@ pub fn against_ppp(data: &[u8]) {
         }
         (Ok(ProxyParsed::Incomplete), Theirs::Incomplete) => {}
         (Err(_), Theirs::Rejected(_)) => {}
-        (Err(e), Theirs::Incomplete) => {
-            // Rule: refused at the first byte that cannot begin an acceptable header (a
-            // receiver must not wait for more of what is already wrong); ppp waits.
-            let _ = e;
-        }
+        // Rule: refused at the first byte that cannot begin an acceptable header (a
+        // receiver must not wait for more of what is already wrong); ppp waits.
+        (Err(_), Theirs::Incomplete) => {}
         (Err(e), Theirs::V1 { .. }) => match e.kind() {
             // Rule (2.1): a v1 line is printable US-ASCII ended by CRLF, ports are
             // decimal without leading zeros or signs (ppp lets u16::from_str take "+1"),

@@ -122,8 +122,8 @@ impl Cidr {
     }
 }
 
-/// `value` with all but its leading `bits` bits cleared.
-fn mask(value: u128, bits: u8) -> u128 {
+/// `value` with all but its leading `bits` bits cleared (all of them from 128 on).
+pub(crate) fn mask(value: u128, bits: u8) -> u128 {
     match bits {
         0 => 0,
         b if b >= 128 => value,

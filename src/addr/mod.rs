@@ -14,6 +14,7 @@ mod parse;
 pub(crate) mod proxy;
 mod spec;
 
+pub(crate) use cidr::mask;
 pub use cidr::{Cidr, CidrError};
 pub use error::{ParseError, ParseErrorKind};
 pub(crate) use normalize::is_scoped;

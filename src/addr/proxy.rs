@@ -775,36 +775,9 @@ fn parse_v2(bytes: &[u8]) -> Result<ProxyParsed, ProxyError> {
         return Ok(ProxyParsed::Header(ProxyHeader::local(), total));
     }
     let (addrs, rest) = body.split_at(need);
-    let port = |at: usize| u16::from_be_bytes([addrs[at], addrs[at + 1]]);
     let addresses = match (family, protocol) {
-        (1, 1) => ProxyAddresses::Ip {
-            source: SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::from(
-                    <[u8; 4]>::try_from(&addrs[0..4]).unwrap_or_default(),
-                )),
-                port(8),
-            ),
-            destination: SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::from(
-                    <[u8; 4]>::try_from(&addrs[4..8]).unwrap_or_default(),
-                )),
-                port(10),
-            ),
-        },
-        (2, 1) => ProxyAddresses::Ip {
-            source: SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::from(
-                    <[u8; 16]>::try_from(&addrs[0..16]).unwrap_or_default(),
-                )),
-                port(32),
-            ),
-            destination: SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::from(
-                    <[u8; 16]>::try_from(&addrs[16..32]).unwrap_or_default(),
-                )),
-                port(34),
-            ),
-        },
+        (1, 1) => ip_pair::<4>(addrs),
+        (2, 1) => ip_pair::<16>(addrs),
         (3, 1) => ProxyAddresses::Unix {
             source: trim_nul(&addrs[..108]),
             destination: trim_nul(&addrs[108..216]),
@@ -900,6 +873,20 @@ fn family_protocol(byte: u8) -> Result<(u8, u8), ProxyError> {
 }
 
 /// The TLVs of `block`, which begins at byte `base` of the header; each checked.
+/// The source and destination of a version 2 TCP address block: two addresses of `N` bytes
+/// (4 or 16), then two ports. `addrs` holds them all (its length was checked).
+fn ip_pair<const N: usize>(addrs: &[u8]) -> ProxyAddresses
+where
+    IpAddr: From<[u8; N]>,
+{
+    let ip = |at: usize| IpAddr::from(<[u8; N]>::try_from(&addrs[at..at + N]).unwrap_or([0; N]));
+    let port = |at: usize| u16::from_be_bytes([addrs[at], addrs[at + 1]]);
+    ProxyAddresses::Ip {
+        source: SocketAddr::new(ip(0), port(2 * N)),
+        destination: SocketAddr::new(ip(N), port(2 * N + 2)),
+    }
+}
+
 /// The TLVs of `block`, which starts at offset `base` of the header; `in_ssl` when `block`
 /// is an SSL TLV's sub-TLVs, where another SSL TLV is refused before it is looked into: so
 /// the nesting is at most one deep, whatever a 64 KiB header holds (the parser recursed

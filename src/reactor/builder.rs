@@ -33,9 +33,8 @@ use crate::listen::ListenConfig;
 /// ```
 #[derive(Debug, Clone)]
 pub struct ServerBuilder {
-    specs: Vec<Result<ListenSpec, ParseError>>,
-    /// The PROXY protocol settings of each spec, if it has them.
-    proxies: Vec<Option<ProxyProtocol>>,
+    /// Each spec, with its PROXY protocol settings if it has them.
+    specs: Vec<(Result<ListenSpec, ParseError>, Option<ProxyProtocol>)>,
     listen: ListenConfig,
     limits: Limits,
 }
@@ -54,7 +53,6 @@ impl ServerBuilder {
     pub fn new() -> ServerBuilder {
         ServerBuilder {
             specs: Vec::new(),
-            proxies: Vec::new(),
             listen: ListenConfig::new(),
             limits: Limits::default(),
         }
@@ -63,8 +61,7 @@ impl ServerBuilder {
     /// Adds a place to listen; each spec may open several sockets. A spec that does not
     /// parse is reported by [`bind`](ServerBuilder::bind).
     pub fn listen(mut self, spec: impl ToListenSpec) -> ServerBuilder {
-        self.specs.push(spec.to_listen_spec());
-        self.proxies.push(None);
+        self.specs.push((spec.to_listen_spec(), None));
         self
     }
 
@@ -91,8 +88,7 @@ impl ServerBuilder {
         spec: impl ToListenSpec,
         proxy: ProxyProtocol,
     ) -> ServerBuilder {
-        self.specs.push(spec.to_listen_spec());
-        self.proxies.push(Some(proxy));
+        self.specs.push((spec.to_listen_spec(), Some(proxy)));
         self
     }
 
@@ -254,14 +250,20 @@ impl ServerBuilder {
         if self.specs.is_empty() {
             return Err(ConfigError::NoListenSpec.into());
         }
-        for proxy in self.proxies.iter().flatten() {
-            proxy.validate()?;
+        let mut specs = Vec::with_capacity(self.specs.len());
+        let mut proxies_of_specs = Vec::with_capacity(self.specs.len());
+        for (spec, proxy) in self.specs {
+            if let Some(proxy) = &proxy {
+                proxy.validate()?;
+            }
+            specs.push(spec?);
+            proxies_of_specs.push(proxy);
         }
-        let specs = self.specs.into_iter().collect::<Result<Vec<_>, _>>()?;
         let (listeners, skipped) = self.listen.bind_all(specs)?.into_parts();
+        // Each listener has its spec's settings (`origin` is the spec's index).
         let proxies = listeners
             .iter()
-            .map(|l| self.proxies.get(l.origin).cloned().flatten())
+            .map(|l| proxies_of_specs[l.origin].clone())
             .collect();
         Ok(Server::new(
             listeners,

@@ -34,9 +34,7 @@ impl PeerCounts {
             Peer::Unix(unix) => Key::Uid(unix.uid),
         }
     }
-}
 
-impl PeerCounts {
     /// At most `max` connections per peer (`None`: no limit, nothing counted); IPv6 peers
     /// grouped by their first `ipv6_prefix` bits.
     pub(crate) fn new(max: Option<usize>, ipv6_prefix: u8) -> PeerCounts {
@@ -96,9 +94,7 @@ pub(crate) fn peer_key(ip: IpAddr, prefix: u8) -> IpAddr {
             if let Some(v4) = embedded_ipv4(a) {
                 return IpAddr::V4(v4);
             }
-            let bits = u32::from(prefix.min(128));
-            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-            IpAddr::V6((u128::from(a) & mask).into())
+            IpAddr::V6(crate::addr::mask(u128::from(a), prefix).into())
         }
     }
 }

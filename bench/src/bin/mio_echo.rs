@@ -9,8 +9,9 @@
 
 use std::io::{self, Read, Write};
 
+use dualstack_bench::Stream;
 use mio::event::Source;
-use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 
@@ -40,42 +41,6 @@ impl Listener {
             Listener::Tcp(l) => l,
             Listener::Unix(l) => l,
         }
-    }
-}
-
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Stream {
-    fn source(&mut self) -> &mut dyn Source {
-        match self {
-            Stream::Tcp(s) => s,
-            Stream::Unix(s) => s,
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -126,7 +91,7 @@ fn main() -> io::Result<()> {
                             let entry = conns.vacant_entry();
                             register(
                                 poll.registry(),
-                                stream.source(),
+                                &mut stream,
                                 Token(entry.key()),
                                 Interest::READABLE,
                             )?;
@@ -163,11 +128,8 @@ fn main() -> io::Result<()> {
                     }
                 }
                 if conn.pending.is_empty() && !close {
-                    conn.stream.source().reregister(
-                        poll.registry(),
-                        Token(token),
-                        Interest::READABLE,
-                    )?;
+                    conn.stream
+                        .reregister(poll.registry(), Token(token), Interest::READABLE)?;
                     // Reading stopped while the echo waited: resume, without an edge.
                     readable = true;
                 }
@@ -193,7 +155,7 @@ fn main() -> io::Result<()> {
                                 // The peer is not taking its echo: stop reading until it
                                 // does, so the queue is one read at most.
                                 conn.pending.extend_from_slice(rest);
-                                conn.stream.source().reregister(
+                                conn.stream.reregister(
                                     poll.registry(),
                                     Token(token),
                                     Interest::READABLE | Interest::WRITABLE,
@@ -212,7 +174,7 @@ fn main() -> io::Result<()> {
             }
             if close {
                 let mut conn = conns.remove(token);
-                let _ = conn.stream.source().deregister(poll.registry());
+                let _ = conn.stream.deregister(poll.registry());
             }
         }
     }
