@@ -72,6 +72,50 @@ fn a_blocking_inherited_tcp_listener_serves_client_after_client() {
     );
 }
 
+/// Issue #16: an inherited socket is a duplicate the service manager keeps too. Taking it
+/// makes it non-blocking and close-on-exec; stopping closes the server's descriptor but
+/// never `shutdown()`s the socket, which would end the manager's listening socket too.
+#[test]
+fn a_taken_socket_is_nonblocking_close_on_exec_and_never_shut_down() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let managers_copy = listener.try_clone().unwrap(); // what systemd keeps
+    let fd = listener.into_raw_fd();
+    // SAFETY: F_SETFD / F_GETFL / F_GETFD read or set the flags of `fd`, which this test
+    // owns until the server takes it; cleared first, as a launcher passes it.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    let server = Running::start(
+        Server::builder().listen(format!("fd:{fd}")),
+        Recorder::default(),
+    );
+    // SAFETY: as above; the server holds the descriptor open while it runs.
+    let (status, fd_flags) = unsafe {
+        (
+            libc::fcntl(fd, libc::F_GETFL),
+            libc::fcntl(fd, libc::F_GETFD),
+        )
+    };
+    assert_ne!(status & libc::O_NONBLOCK, 0, "not made non-blocking");
+    assert_ne!(fd_flags & libc::FD_CLOEXEC, 0, "not made close-on-exec");
+    let mut client = util::connect(addr);
+    assert_eq!(util::round_trip(&mut client, b"x"), b"x");
+    drop(client);
+    server.stop();
+    // The manager's copy still listens: a client gets in and it accepts (blocking, with
+    // the socket's flags now non-blocking: so retry on WouldBlock for a bounded time).
+    let _client = util::connect(addr);
+    let deadline = Instant::now() + util::TIMEOUT;
+    loop {
+        match managers_copy.accept() {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("the manager's copy no longer accepts: {e}"),
+        }
+    }
+}
+
 #[test]
 fn an_inherited_ipv6_socket_reports_how_it_was_made() {
     if !util_has_ipv6() {
