@@ -157,6 +157,11 @@ pub(crate) struct Inherited {
 /// The descriptors `spec` names: for `fd:N`, N; for `sd-listen[:NAME]`, those the service
 /// manager passed (with that name).
 pub(crate) fn descriptors(spec: &ListenSpec) -> Result<Vec<i32>, InheritError> {
+    #[cfg(not(unix))]
+    if matches!(spec.kind(), SpecKind::Fd(_) | SpecKind::Activated { .. }) {
+        // Not "LISTEN_FDS is not set": there is nothing to set here.
+        return Err(unsupported(spec, None));
+    }
     match spec.kind() {
         SpecKind::Fd(fd) => Ok(vec![*fd]),
         SpecKind::Activated { name } => {
@@ -487,18 +492,24 @@ pub(crate) fn own(spec: &ListenSpec, checked: Checked) -> Result<Inherited, Inhe
     Ok(Inherited { socket, addr, mode })
 }
 
-/// See the Unix version: no inherited sockets here.
+/// The error for an inherited socket where there are none.
 #[cfg(not(unix))]
-pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError> {
-    Err(InheritError::new(
+fn unsupported(spec: &ListenSpec, fd: Option<i32>) -> InheritError {
+    InheritError::new(
         spec,
-        Some(fd),
+        fd,
         InheritErrorKind::Unsupported,
         format!(
             "inherited sockets are not supported on {}",
             std::env::consts::OS
         ),
-    ))
+    )
+}
+
+/// See the Unix version: no inherited sockets here.
+#[cfg(not(unix))]
+pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError> {
+    Err(unsupported(spec, Some(fd)))
 }
 
 /// See the Unix version: nothing passes [`check`] here.

@@ -345,6 +345,24 @@ fn bad_input_gives_one_line_on_stderr_and_status_2() {
             vec!["fd:99999".into()],
             "fd 99999: not an open descriptor".into(),
         ),
+        // Issue #17: the trusted balancers.
+        (
+            vec![
+                "--proxy-protocol".into(),
+                "--proxy-from".into(),
+                "10.0.0.0/33".into(),
+                "localhost:0".into(),
+            ],
+            "--proxy-from \"10.0.0.0/33\"".into(),
+        ),
+        (
+            vec![
+                "--proxy-from".into(),
+                "10.0.0.0/8".into(),
+                "localhost:0".into(),
+            ],
+            "means nothing without --proxy-protocol".into(),
+        ),
         // `--` ends the options: what follows is a spec, even "--help".
         (
             vec!["--".into(), "--help".into()],
@@ -365,6 +383,62 @@ fn bad_input_gives_one_line_on_stderr_and_status_2() {
     }
     // The failed start left nothing open: 127.0.0.1 on that port is free.
     std::net::TcpListener::bind(("127.0.0.1", taken)).expect("127.0.0.1 port left open");
+}
+
+/// Issue #17: `--proxy-protocol` applies to every spec given, and `--proxy-from` replaces
+/// the trusted set (loopback by default): a loopback balancer is trusted by default and
+/// refused, on each listener, when only 10.0.0.0/8 is.
+#[test]
+fn proxy_from_decides_which_balancers_every_listener_trusts() {
+    let header = |to: std::net::SocketAddr| {
+        dualstack::ProxyHeader::v1("192.0.2.7:4000".parse().unwrap(), to).to_bytes()
+    };
+    for (args, trusted) in [
+        (&["--proxy-protocol"][..], true),
+        (
+            &["--proxy-protocol", "--proxy-from", "10.0.0.0/8"][..],
+            false,
+        ),
+    ] {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["127.0.0.1:0", "[::1]:0"]);
+        let echo = Example::start("echo", &all);
+        assert_eq!(echo.lines.len(), 2, "{:?}", echo.lines);
+        for line in &echo.lines {
+            let addr: std::net::SocketAddr = line
+                .strip_prefix("listening on ")
+                .and_then(|l| l.split(' ').next())
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("{line}"));
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut bytes = header(addr);
+            bytes.extend(b"hi");
+            // A refused balancer may be gone before the write: that is a refusal too.
+            let _ = c.write_all(&bytes);
+            let _ = c.shutdown(std::net::Shutdown::Write);
+            let mut back = Vec::new();
+            let got = c.read_to_end(&mut back);
+            if trusted {
+                assert_eq!(
+                    back, b"hi",
+                    "{args:?} {addr}: no echo through a trusted balancer"
+                );
+            } else {
+                assert!(
+                    back.is_empty(),
+                    "{args:?} {addr}: an untrusted balancer got an echo"
+                );
+                assert!(
+                    got.map_or_else(
+                        |e| e.kind() == std::io::ErrorKind::ConnectionReset,
+                        |_| true
+                    ),
+                    "{args:?} {addr}: not closed"
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -473,3 +473,19 @@ fn zones_by_name_ask_the_platform_and_by_number_do_not() {
         assert!(text.contains("give the zone as a number"), "{text}");
     }
 }
+
+/// Issue #16: inherited sockets parse everywhere (a spec file stays portable); binding one
+/// where there are none to inherit is a clear error naming the platform. Runs under Wine.
+#[cfg(not(unix))]
+#[test]
+fn inherited_specs_are_unsupported_off_unix_with_the_platform_named() {
+    for spec in ["fd:3", "sd-listen", "sd-listen:web"] {
+        match dualstack::ListenConfig::new().bind(spec) {
+            Err(dualstack::Error::Inherit(e)) => {
+                assert_eq!(e.kind(), dualstack::InheritErrorKind::Unsupported, "{e}");
+                assert!(e.to_string().contains(std::env::consts::OS), "{e}");
+            }
+            other => panic!("{spec}: {other:?}"),
+        }
+    }
+}

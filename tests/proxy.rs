@@ -531,3 +531,44 @@ fn a_header_is_late_not_idle_whatever_the_idle_timeout() {
     let stats = server.stop().stats();
     assert_eq!((stats.total.accepted, stats.total.proxy_failed), (1, 1));
 }
+
+/// Issue #17: the header deadline counts from accept, so a balancer that trickles its
+/// header (a byte every 100 ms) cannot push it back by being active; and a balancer that
+/// leaves with half a header is refused, counted as a failed header.
+#[test]
+fn a_trickled_header_meets_the_deadline_from_accept_and_half_a_header_is_refused() {
+    let (server, log, addr) =
+        start(ProxyProtocol::new().header_timeout(Duration::from_millis(400)));
+    let header = ProxyHeader::v1(client(), addr).to_bytes();
+    let mut trickler = util::connect(addr);
+    trickler.set_nodelay(true).unwrap();
+    let started = Instant::now();
+    for &b in &header {
+        // About 4 s for the whole header: ten times the deadline.
+        if trickler.write_all(&[b]).is_err() {
+            break; // closed: the deadline came
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    log.wait("the refusal", |e| !e.is_empty());
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the deadline moved with the trickle: {took:?}"
+    );
+    assert_eq!(log.refusals(), ["no complete PROXY header in time"]);
+    // Half a header, then the balancer leaves.
+    let mut leaver = util::connect(addr);
+    leaver.write_all(&header[..header.len() / 2]).unwrap();
+    drop(leaver);
+    log.wait("the second refusal", |e| e.len() == 2);
+    assert_eq!(
+        log.refusals(),
+        ["no complete PROXY header in time", "peer closed"]
+    );
+    let stats = server.stop().stats();
+    assert_eq!((stats.total.accepted, stats.total.proxy_failed), (2, 2));
+}

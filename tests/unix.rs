@@ -210,6 +210,26 @@ fn a_regular_file_at_the_path_is_never_removed() {
     assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
 }
 
+/// Issue #16: the path is looked at with `lstat`: a symlink to a stale socket is not a
+/// stale socket, and neither the link nor what it points to is removed.
+#[test]
+fn a_symlink_to_a_stale_socket_is_never_followed_nor_removed() {
+    let dir = TempDir::new("unix-symlink");
+    let stale = dir.join("elsewhere.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let path = dir.join("link.sock");
+    std::os::unix::fs::symlink(&stale, &path).unwrap();
+    let err = ListenConfig::new()
+        .bind(format!("unix:{}", path.display()))
+        .unwrap_err();
+    assert!(err.to_string().contains("not a socket"), "{err}");
+    assert!(std::fs::symlink_metadata(&path)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(stale.exists(), "the symlink's target was removed");
+}
+
 #[test]
 fn a_path_too_long_for_sun_path_is_a_parse_error_with_the_limit() {
     let long = format!("unix:/tmp/{}", "x".repeat(200));

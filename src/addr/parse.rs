@@ -1049,7 +1049,8 @@ mod tests {
                 "{e}"
             );
         }
-        // Inherited sockets parse everywhere; binding one off Unix is an error (listen.rs).
+        // Inherited sockets parse everywhere; binding one off Unix is an error
+        // (tests/listen.rs, inherited_specs_are_unsupported_off_unix_with_the_platform_named).
         assert!(spec("sd-listen").is_ok() && spec("fd:3").is_ok());
     }
 
