@@ -285,6 +285,29 @@ impl ListenConfig {
         Ok(Bound { listeners, skipped })
     }
 
+    /// What the log says of `addr`, of `spec`, bound with `IP_FREEBIND` / `IPV6_FREEBIND`.
+    fn free_bind_note(&self, spec: &ListenSpec, addr: SocketAddr) -> String {
+        let option = if addr.is_ipv4() {
+            "IP_FREEBIND"
+        } else {
+            "IPV6_FREEBIND"
+        };
+        let (spec, addr) = (spec.quoted(), display_addr(addr));
+        if self.free_bind {
+            format!(
+                "listen spec {spec}: {addr} is not usable on this host yet: bound with {option} \
+                 as asked (ListenConfig::free_bind); it serves clients once the host has the \
+                 address"
+            )
+        } else {
+            format!(
+                "listen spec {spec}: {addr} is assigned to this host but not usable yet \
+                 (tentative: duplicate address detection): bound with {option}, so no other \
+                 socket can take it, and it serves clients once detection ends"
+            )
+        }
+    }
+
     /// Opens a Unix-domain listener.
     #[cfg(unix)]
     fn open_unix(&self, spec: &ListenSpec, addr: &UnixAddr) -> Result<Listener, BindError> {
@@ -374,29 +397,7 @@ impl ListenConfig {
                 {
                     let freed = self.bind_socket(addr, planned.mode, true);
                     if freed.is_ok() {
-                        let option = if addr.is_ipv4() {
-                            "IP_FREEBIND"
-                        } else {
-                            "IPV6_FREEBIND"
-                        };
-                        notes.push(if self.free_bind {
-                            format!(
-                                "listen spec {}: {} is not usable on this host yet: bound with \
-                                 {option} as asked (ListenConfig::free_bind); it serves clients \
-                                 once the host has the address",
-                                plan.spec.quoted(),
-                                display_addr(addr)
-                            )
-                        } else {
-                            format!(
-                                "listen spec {}: {} is assigned to this host but not usable \
-                                 yet (tentative: duplicate address detection): bound with \
-                                 {option}, so no other socket can take it, and it serves \
-                                 clients once detection ends",
-                                plan.spec.quoted(),
-                                display_addr(addr)
-                            )
-                        });
+                        notes.push(self.free_bind_note(&plan.spec, addr));
                     }
                     freed
                 }

@@ -85,24 +85,21 @@ pub(super) fn shed_order(
 }
 
 /// Writes `out` into `sink` until it is empty or the sink stops taking it (WouldBlock).
-/// `written` hears of every write as it happens, so an error later in the loop cannot make
-/// the caller lose count of bytes that already left (issue #12, item 9: they stayed in the
-/// total queued count for good). Returns the error that ended the loop, if one did.
-fn write_queue(
-    out: &mut OutQueue,
-    sink: &mut impl io::Write,
-    mut written: impl FnMut(usize),
-) -> Option<io::Error> {
+/// Returns how many bytes left, counted even when an error ended the loop (issue #12, item
+/// 9: bytes written before an error stayed in the total queued count for good), and that
+/// error, if one did.
+fn write_queue(out: &mut OutQueue, sink: &mut impl io::Write) -> (usize, Option<io::Error>) {
+    let mut written = 0;
     while !out.is_empty() {
         match out.write_to(sink) {
-            Ok(0) => return Some(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Ok(0) => return (written, Some(io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Some(e),
+            Err(e) => return (written, Some(e)),
         }
     }
-    None
+    (written, None)
 }
 
 impl<S> Core<S> {
@@ -194,8 +191,7 @@ impl<S> Core<S> {
             return;
         }
         let listener = conn.listener as usize;
-        let mut left = 0;
-        let failed = write_queue(&mut conn.out, &mut conn.stream, |n| left += n);
+        let (left, failed) = write_queue(&mut conn.out, &mut conn.stream);
         if left > 0 {
             self.total_queued -= left;
             self.listeners[listener].stats.bytes_out += left as u64;
@@ -318,8 +314,7 @@ mod tests {
     fn bytes_written_before_an_error_are_counted() {
         let mut out = OutQueue::default();
         out.push(&[7; 100]);
-        let mut counted = 0;
-        let err = write_queue(&mut out, &mut Failing { budget: 10 }, |n| counted += n);
+        let (counted, err) = write_queue(&mut out, &mut Failing { budget: 10 });
         assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::ConnectionReset));
         assert_eq!(
             counted, 10,
