@@ -313,15 +313,29 @@ pub(crate) fn opened(socket: std::os::fd::BorrowedFd<'_>) {
     else {
         return;
     };
-    let taken = Taken {
-        id: (meta.dev(), meta.ino()),
-        activated: false,
-        opened: true,
-    };
-    TAKEN
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(socket.as_raw_fd(), taken);
+    let fd = socket.as_raw_fd();
+    let mut registry = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    // A passed socket once at this number is still never handed out again.
+    let activated = registry.get(&fd).is_some_and(|t| t.activated);
+    registry.insert(
+        fd,
+        Taken {
+            id: (meta.dev(), meta.ino()),
+            activated,
+            opened: true,
+        },
+    );
+}
+
+/// A socket the library opened was handed to the application (`Listener::into_tcp`,
+/// `into_unix`): the application owns it now, and may hand it to `fd:N`.
+#[cfg(unix)]
+pub(crate) fn released(fd: i32) {
+    let mut registry = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(t) = registry.get_mut(&fd) {
+        t.opened = false;
+        t.id = (u64::MAX, u64::MAX); // no socket's identity
+    }
 }
 
 /// Checks that descriptor `fd`, named by `spec`, is an open, listening stream socket of a
@@ -585,6 +599,30 @@ pub fn notify(state: &str) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hostile review: recording a socket the library opened at a number where a passed
+    /// socket had been taken (and closed since) forgot that it had been passed, so a later
+    /// `sd-listen` took whatever the application had opened at that number.
+    #[cfg(unix)]
+    #[test]
+    fn a_number_once_passed_stays_passed_when_the_library_reuses_it() {
+        use std::os::fd::{AsFd, AsRawFd};
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = socket.as_raw_fd();
+        let gone = Taken {
+            id: (0, 0),
+            activated: true,
+            opened: false,
+        };
+        TAKEN.lock().unwrap().insert(fd, gone);
+        opened(socket.as_fd());
+        let now = TAKEN.lock().unwrap().get(&fd).copied().unwrap();
+        assert!(now.opened);
+        assert!(now.activated, "the number forgot it held a passed socket");
+        released(fd);
+        let after = TAKEN.lock().unwrap().remove(&fd).unwrap();
+        assert!(!after.opened && after.activated);
+    }
 
     fn env(pid: Option<&str>, fds: Option<&str>, names: Option<&str>) -> Environment {
         Environment {

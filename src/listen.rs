@@ -748,7 +748,11 @@ impl Listener {
     /// `self`, unchanged, for a Unix-domain listener.
     pub fn into_tcp(self) -> Result<mio::net::TcpListener, Box<Listener>> {
         match self.socket {
-            ListenSocket::Tcp(l) => Ok(l),
+            ListenSocket::Tcp(l) => {
+                #[cfg(unix)]
+                crate::inherit::released(std::os::fd::AsRawFd::as_raw_fd(&l));
+                Ok(l)
+            }
             #[cfg(unix)]
             socket => Err(Box::new(Listener { socket, ..self })),
         }
@@ -763,7 +767,11 @@ impl Listener {
     #[cfg(unix)]
     pub fn into_unix(self) -> Result<mio::net::UnixListener, Box<Listener>> {
         match self.socket {
-            ListenSocket::Unix(l) => Ok(l.into_mio()),
+            ListenSocket::Unix(l) => {
+                use std::os::fd::{AsFd, AsRawFd};
+                crate::inherit::released(l.as_fd().as_raw_fd());
+                Ok(l.into_mio())
+            }
             socket => Err(Box::new(Listener { socket, ..self })),
         }
     }

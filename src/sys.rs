@@ -2,7 +2,7 @@
 //! indexes (`if_nametoindex(3)`, `if_indextoname(3)`), the addresses the interfaces have
 //! (`getifaddrs(3)`), a Unix-domain peer's credentials (`SO_PEERCRED`, `getpeereid(2)`),
 //! taking an inherited descriptor, and the calls relative to a directory descriptor that
-//! place a Unix-domain socket's file (`fchmodat`, `linkat`, `fstatat`, `flock`).
+//! place a Unix-domain socket's file (`fchmodat`, `linkat`, `fstatat`, `unlinkat`, `flock`).
 //!
 //! This is the only module allowed `unsafe`. Every block states why it is sound. On platforms
 //! without these calls (Windows, here) names are unsupported and a numeric zone must be used.
@@ -331,22 +331,38 @@ pub(crate) fn identity_at(
     ))
 }
 
-/// Takes an exclusive `flock` on `file`, held until it is closed: blocks while another
-/// process holds one.
+/// Tries to take an exclusive `flock` on `file`, held until it is closed, without waiting:
+/// `Ok(false)` when another open file holds one.
 #[cfg(unix)]
 #[allow(unsafe_code)]
-pub(crate) fn lock(file: &std::fs::File) -> io::Result<()> {
+pub(crate) fn try_lock(file: &std::fs::File) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     loop {
         // SAFETY: `file` is open for the call; flock touches no memory of ours.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(());
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(true);
         }
         let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match e.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => return Ok(false),
+            _ => return Err(e),
         }
     }
+}
+
+/// Removes `name`, an entry of directory `dir` that is not a directory (`unlinkat`).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn unlink_at(dir: std::os::fd::BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let name = c_name(name.as_ref())?;
+    // SAFETY: `dir` is open for the call and `name` a NUL-terminated string that outlives
+    // it; unlinkat reads them and writes no memory of ours.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// See the Unix version: interface names are not supported here.

@@ -18,8 +18,11 @@ use crate::addr::UnixAddr;
 /// A listening Unix-domain socket, and the file it made, if it made one.
 #[derive(Debug)]
 pub(crate) struct UnixListener {
-    inner: mio::net::UnixListener,
+    /// Dropped first (fields drop in order): the file goes while the socket still answers,
+    /// so a file that refuses connections is never still ours, and a server starting at
+    /// that moment finds it in use, or gone, never stale.
     owned: Owned,
+    inner: mio::net::UnixListener,
 }
 
 /// The socket file to remove when the listener goes.
@@ -213,9 +216,12 @@ fn bind_path(
 
 /// Links the listening socket's file (`s` in `dir`) at `path`. If something is there
 /// already, removes it only if it is a stale socket (nothing answers on it) and links once
-/// more: under a lock on the directory of `path`, so that two servers finding the same
-/// stale file cannot both remove what is there (the second would remove the first's live
-/// socket) and both believe they serve `path`.
+/// more. Two servers finding the same stale file must not both remove what is there (the
+/// second would remove the first's live socket) and both believe they serve `path`: the
+/// replacement is done under an `flock` on the directory of `path`, which every server of
+/// this library takes for it. The lock is waited for a bounded time only, and is skipped
+/// (with the race it closes) where the directory cannot be opened or locked: another
+/// process holding it cannot hang or fail a bind.
 fn place(path: &Path, dir: &Private) -> Result<(), Failed> {
     use std::os::fd::AsFd;
     let link = || crate::sys::link_at(dir.fd.as_fd(), "s", path);
@@ -224,27 +230,7 @@ fn place(path: &Path, dir: &Private) -> Result<(), Failed> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(("bind", e)),
     }
-    let parent = std::fs::File::open(parent_of(path)).map_err(|e| ("open the directory", e))?;
-    crate::sys::lock(&parent).map_err(|e| ("lock the directory", e))?;
-    // Under the lock (held until `parent` closes): what is there now.
-    match link() {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(("bind", e)),
-    }
-    let meta = std::fs::symlink_metadata(path).map_err(|e| ("stat", e))?;
-    if !meta.file_type().is_socket() {
-        return Err((
-            "bind",
-            io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} exists and is not a socket: it is not removed",
-                    path.display()
-                ),
-            ),
-        ));
-    }
+    let _lock = lock_dir(parent_of(path));
     let in_use_now = || {
         (
             "bind",
@@ -254,23 +240,90 @@ fn place(path: &Path, dir: &Private) -> Result<(), Failed> {
             ),
         )
     };
-    match answers(path) {
-        Ok(false) => {
-            log::info!(
-                "{}: a stale socket (nothing answers on it): removed",
-                path.display()
-            );
-            std::fs::remove_file(path).map_err(|e| ("remove the stale socket", e))?;
-            match link() {
-                Ok(()) => Ok(()),
-                // A server that did not need the lock (it found the path free) placed its
-                // socket in between: it is live (see bind_path).
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(in_use_now()),
-                Err(e) => Err(("bind", e)),
+    // A few rounds: the file may go (its server stopping) while it is looked at; then the
+    // path is free and the link is tried again.
+    for _ in 0..3 {
+        match link() {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(("bind", e)),
+        }
+        let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(("stat", e)),
+        };
+        if !meta.file_type().is_socket() {
+            return Err((
+                "bind",
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists and is not a socket: it is not removed",
+                        path.display()
+                    ),
+                ),
+            ));
+        }
+        match answers(path) {
+            Ok(true) => return Err(in_use_now()),
+            Ok(false) => {}
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(("connect to the socket already there", e)),
+        }
+        log::info!(
+            "{}: a stale socket (nothing answers on it): removed",
+            path.display()
+        );
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if gone(&e) => {}
+            Err(e) => return Err(("remove the stale socket", e)),
+        }
+    }
+    // Still taken after that: a server that did not need the lock (it found the path free)
+    // placed its socket in between, and it is live (see bind_path).
+    match link() {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(in_use_now()),
+        Err(e) => Err(("bind", e)),
+    }
+}
+
+/// The longest a bind waits for another server's lock on a directory.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An exclusive `flock` on directory `dir`, held while the returned file is open: waited
+/// for [`LOCK_WAIT`] at most. `None` (logged) when it cannot be had: a directory this user
+/// may not read, a file system without locks, or a holder that keeps it.
+fn lock_dir(dir: &Path) -> Option<std::fs::File> {
+    let file = match std::fs::File::open(dir) {
+        Ok(file) => file,
+        Err(e) => {
+            log::debug!("cannot open {} to lock it: {e}", dir.display());
+            return None;
+        }
+    };
+    let until = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match crate::sys::try_lock(&file) {
+            Ok(true) => return Some(file),
+            Ok(false) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Ok(false) => {
+                log::warn!(
+                    "{}: another process holds a lock on this directory; replacing a stale socket without it",
+                    dir.display()
+                );
+                return None;
+            }
+            Err(e) => {
+                log::debug!("cannot lock {}: {e}", dir.display());
+                return None;
             }
         }
-        Ok(true) => Err(in_use_now()),
-        Err(e) => Err(("connect to the socket already there", e)),
     }
 }
 
@@ -380,8 +433,13 @@ impl Private {
 }
 
 impl Drop for Private {
+    /// Removes the socket's staging name through the directory's descriptor, then the
+    /// directory by path only if it is empty: if someone put another directory at the
+    /// path, nothing of theirs is removed.
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        use std::os::fd::AsFd;
+        let _ = crate::sys::unlink_at(self.fd.as_fd(), "s");
+        let _ = std::fs::remove_dir(&self.path);
     }
 }
 

@@ -263,6 +263,17 @@ fn fd_naming_a_socket_the_library_opened_is_refused() {
     assert!(err.to_string().contains("the library opened"), "{err}");
 }
 
+/// A hostile review: a listener handed to the application (`into_tcp`) is the
+/// application's, which may hand it to `fd:N`; the library no longer calls it its own.
+#[test]
+fn a_listener_given_to_the_application_may_come_back_as_fd_n() {
+    let bound = ListenConfig::new().bind("127.0.0.1:0").unwrap();
+    let listener = bound.into_parts().0.remove(0).into_tcp().unwrap();
+    let fd = std::net::TcpListener::from(OwnedFd::from(listener)).into_raw_fd();
+    let back = ListenConfig::new().bind(format!("fd:{fd}")).unwrap();
+    assert_eq!(back.listeners().len(), 1);
+}
+
 #[test]
 fn inherited_and_own_sockets_mix_in_one_list() {
     let passed = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -472,6 +472,80 @@ fn two_servers_finding_one_stale_file_never_both_win() {
     }
 }
 
+/// A hostile review of the stale-file lock: it was a blocking flock on the directory, so an
+/// application holding a lock on its own runtime directory (a single-instance pattern), or
+/// any user who may read the directory, made bind hang for as long as they liked. The lock
+/// is waited for a bounded time, then the replacement goes on without it.
+#[test]
+fn a_lock_held_on_the_directory_delays_a_bind_only_briefly() {
+    use std::os::fd::AsRawFd;
+    let dir = TempDir::new("unix-lock");
+    let path = dir.join("app.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // a stale file
+    let holder = std::fs::File::open(&dir.0).unwrap();
+    // SAFETY: flock on a descriptor this test owns; it touches no memory.
+    assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let spec = format!("unix:{}", path.display());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(
+            ListenConfig::new()
+                .bind(spec.as_str())
+                .map(|b| b.listeners().len()),
+        );
+    });
+    let result = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("bind still waiting for the lock after 10 s");
+    assert_eq!(result.unwrap(), 1);
+    drop(holder);
+}
+
+/// A hostile review: a server stopping while another starts on its path. The stopping one
+/// closed its socket first and unlinked the file after, by path and unlocked: the starting
+/// one could find the file stale, then fail with ENOENT when it was gone, or link its own
+/// and have the stopping one unlink it (a "bound" server no client can reach). The file now
+/// goes while its socket still answers, and a file gone meanwhile means the path is free.
+/// Bounded in rounds and time.
+#[test]
+fn a_server_starting_as_another_stops_on_its_path_binds_and_stays_reachable() {
+    let dir = TempDir::new("unix-handover");
+    let path = dir.join("s.sock");
+    let spec = format!("unix:{}", path.display());
+    let started = std::time::Instant::now();
+    let mut rounds = 0;
+    while rounds < 3000 && started.elapsed() < Duration::from_secs(4) {
+        rounds += 1;
+        let old = ListenConfig::new().bind(spec.as_str()).unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let stopper = {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                drop(old);
+            })
+        };
+        barrier.wait();
+        let mut new = None;
+        for _ in 0..10_000 {
+            match ListenConfig::new().bind(spec.as_str()) {
+                Err(e) if e.to_string().contains("in use") => continue,
+                other => {
+                    new = Some(other);
+                    break;
+                }
+            }
+        }
+        stopper.join().unwrap();
+        let new = new
+            .expect("still in use after the old server stopped")
+            .unwrap_or_else(|e| panic!("round {rounds}: {e}"));
+        UnixStream::connect(&path)
+            .unwrap_or_else(|e| panic!("round {rounds}: bound, but unreachable: {e}"));
+        drop(new);
+    }
+}
+
 /// A hostile review: the mode was applied by path, so whoever may write the directory above
 /// could swap the private directory, put a symlink to a file of the server's user where the
 /// socket was, and have that file get the socket's mode (here 0666, after ~11,000 binds).

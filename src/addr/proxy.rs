@@ -287,8 +287,8 @@ impl ProxyHeader {
     /// # Errors
     ///
     /// A version 1 or `LOCAL` header, which carry no TLVs (`Unsupported`); a value its type
-    /// does not allow, as [`parse`](ProxyHeader::parse) would refuse it (`BadTlv`,
-    /// `BadLength`); a header that would outgrow the 65,535 bytes version 2 allows after its
+    /// does not allow, as [`parse`](ProxyHeader::parse) would refuse it, or a second CRC32C
+    /// TLV (`BadTlv`, `BadLength`); a header that would outgrow the 65,535 bytes version 2 allows after its
     /// first 16 (`BadLength`). So [`to_bytes`](ProxyHeader::to_bytes) never cuts anything.
     pub fn with_tlv(
         mut self,
@@ -308,6 +308,15 @@ impl ProxyHeader {
             ));
         }
         let at = self.v2_bytes().len();
+        if kind == tlv::CRC32C && self.tlvs.iter().any(|(k, _)| *k == tlv::CRC32C) {
+            // Each would be written with the checksum of the header with both zeroed, and
+            // each is checked with only itself zeroed: it could never read back.
+            return Err(ProxyError::new(
+                at,
+                BadTlv,
+                "a second CRC32C TLV: a header has one checksum",
+            ));
+        }
         if at - 16 + 3 + value.len() > usize::from(u16::MAX) {
             return Err(ProxyError::new(
                 at,
@@ -1056,6 +1065,8 @@ mod tests {
         use ProxyErrorKind::*;
         assert_eq!(kind(h().with_tlv(tlv::SSL, vec![])), BadTlv);
         assert_eq!(kind(h().with_tlv(tlv::UNIQUE_ID, vec![b'u'; 129])), BadTlv);
+        let crc = h().with_tlv(tlv::CRC32C, vec![]).unwrap();
+        assert_eq!(kind(crc.with_tlv(tlv::CRC32C, vec![])), BadTlv);
         let big = h().with_tlv(tlv::NOOP, vec![0; 40_000]).unwrap();
         assert_eq!(
             kind(big.clone().with_tlv(tlv::NOOP, vec![0; 40_000])),

@@ -70,6 +70,8 @@ pub(crate) struct Core<S> {
     pub(super) backoff: AcceptBackoff,
     /// Accepting stopped at `max_connections`; resumes when a connection closes.
     pub(super) accept_full: bool,
+    /// Which listener is first offered a slot freed under `max_connections` (rotates).
+    pub(super) accept_rotation: usize,
     /// A stop was asked for and begins when the current callback returns.
     pub(super) stop_wanted: bool,
     /// The deadline of a graceful stop in progress.
@@ -96,6 +98,7 @@ impl<S> Core<S> {
             deadlines: Deadlines::new(limits.idle_timeout, limits.first_byte_timeout),
             backoff: AcceptBackoff::default(),
             accept_full: false,
+            accept_rotation: 0,
             stop_wanted: false,
             stopping: None,
             peers: PeerCounts::new(limits.max_per_peer, limits.ipv6_peer_prefix),
@@ -311,8 +314,14 @@ impl<S> Core<S> {
         self.listeners[conn.listener as usize].stats.open -= 1;
         if self.accept_full {
             self.accept_full = false;
-            for index in 0..self.listeners.len() {
-                self.accept_soon(index);
+            // Every listener may take the freed slot; which one asks first rotates, so a
+            // flood on one listener cannot keep the others' clients waiting for ever.
+            let n = self.listeners.len();
+            if n > 0 {
+                self.accept_rotation = (self.accept_rotation + 1) % n;
+                for i in 0..n {
+                    self.accept_soon((self.accept_rotation + i) % n);
+                }
             }
         }
     }
