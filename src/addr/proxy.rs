@@ -1089,6 +1089,87 @@ mod tests {
         assert_eq!(header(&bytes), (full, bytes.len()));
     }
 
+    /// Issue #17: an error names the byte it was found at: the field that is wrong, the
+    /// CRLF that ends a line whose grammar is wrong, the fixed byte of a v2 header, the TLV
+    /// that overruns.
+    #[test]
+    fn errors_name_the_byte_they_were_found_at() {
+        use ProxyErrorKind::*;
+        let sig = b"\r\n\r\n\x00\r\nQUIT\n".as_slice();
+        let v2 = |rest: &[&[u8]]| [&[sig][..], rest].concat().concat();
+        let cases: Vec<(&str, Vec<u8>, usize, ProxyErrorKind)> = vec![
+            ("not a header", b"GET / HTTP/1.1\r\n".to_vec(), 0, NotProxy),
+            (
+                "a leading zero",
+                b"PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n".to_vec(),
+                11,
+                BadAddress,
+            ),
+            (
+                "a signed port",
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n".to_vec(),
+                27,
+                BadAddress,
+            ),
+            (
+                "a bare LF",
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n".to_vec(),
+                30,
+                Malformed,
+            ),
+            (
+                "two spaces",
+                b"PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n".to_vec(),
+                31,
+                Malformed,
+            ),
+            (
+                "no CRLF",
+                [b"PROXY UNKNOWN ".as_slice(), &[b'x'; 120]].concat(),
+                107,
+                TooLong,
+            ),
+            (
+                "a wrong v2 signature",
+                b"\r\n\r\n\x00\r\nQUIX\n\x21\x11\x00\x0c".to_vec(),
+                10,
+                NotProxy,
+            ),
+            (
+                "version 3",
+                v2(&[&[0x31, 0x11, 0, 12], &[0; 12]]),
+                12,
+                Unsupported,
+            ),
+            (
+                "family 4",
+                v2(&[&[0x21, 0x41, 0, 12], &[0; 12]]),
+                13,
+                Unsupported,
+            ),
+            (
+                "a short length",
+                v2(&[&[0x21, 0x11, 0, 11], &[0; 11]]),
+                14,
+                BadLength,
+            ),
+            (
+                "a TLV past the end",
+                v2(&[&[0x21, 0x11, 0, 16], &[0; 12], &[tlv::ALPN, 0, 9, b'h']]),
+                28,
+                BadLength,
+            ),
+        ];
+        for (what, bytes, offset, kind) in cases {
+            let e = error(&bytes);
+            assert_eq!((e.offset(), e.kind()), (offset, kind), "{what}: {e}");
+            assert!(
+                e.to_string().contains(&format!("at byte {offset}")),
+                "{what}: {e}"
+            );
+        }
+    }
+
     #[test]
     fn crc32c_matches_the_standard_check_value() {
         assert_eq!(crc32c(b"123456789"), 0xE306_9283);
