@@ -413,22 +413,22 @@ impl Private {
         Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists)))
     }
 
-    /// The socket address of `name` in this directory. When its full path does not fit
-    /// `sun_path`, on Linux it is reached through `/proc/self/fd/N/NAME`, N the directory's
-    /// descriptor (systemd does the same), so a staged path is never what makes a path the
-    /// parser accepted too long.
+    /// The socket address of `name` in this directory. On Linux it is reached through
+    /// `/proc/self/fd/N/NAME`, N the directory's descriptor (systemd does the same), so the
+    /// socket is made in this very directory even if another was put at its path meanwhile,
+    /// and a staged path is never what makes a path the parser accepted too long. Elsewhere,
+    /// or without `/proc`, by its path (a swap is then caught after the bind: `bind_path`
+    /// looks for the socket through the descriptor).
     fn addr_of(&self, name: &str) -> io::Result<SockAddr> {
-        let full = self.path.join(name);
-        match SockAddr::unix(&full) {
-            Ok(addr) => Ok(addr),
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            Err(_) => {
-                use std::os::fd::AsRawFd;
-                SockAddr::unix(format!("/proc/self/fd/{}/{name}", self.fd.as_raw_fd()))
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use std::os::fd::AsRawFd;
+            let via_fd = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
+            if Path::new(&via_fd).is_dir() {
+                return SockAddr::unix(format!("{via_fd}/{name}"));
             }
-            #[cfg(not(any(target_os = "linux", target_os = "android")))]
-            Err(e) => Err(e),
         }
+        SockAddr::unix(self.path.join(name))
     }
 }
 
