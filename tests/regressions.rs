@@ -624,3 +624,57 @@ fn an_event_of_a_batch_never_reaches_a_connection_accepted_into_a_slot_freed_in_
         server.handler().log
     );
 }
+
+/// A hostile review of b652e99: at `max_connections`, a freed slot went to listener 0
+/// whenever it had a client waiting, so a flood on one listener kept another's clients
+/// waiting for ever. Freed slots are now offered to the listeners in rotation.
+#[test]
+fn freed_slots_under_max_connections_go_to_the_listeners_in_turn() {
+    use dualstack::{ConnId, ConnInfo, Context, Handler, Server};
+    use std::time::{Duration, Instant};
+    #[derive(Default)]
+    struct Order(Vec<usize>);
+    impl Handler for Order {
+        type State = ();
+        fn on_open(&mut self, _: &mut Context<'_>, _: ConnId, info: &ConnInfo) {
+            self.0.push(info.listener.index());
+        }
+        fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &[u8]) {
+            ctx.close(conn); // the slot frees, in a later turn than the accept
+        }
+    }
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .listen("127.0.0.1:0")
+        .max_connections(1)
+        .bind(Order::default())
+        .unwrap();
+    let addrs: Vec<_> = (0..2)
+        .map(|i| server.listeners()[i].local_addr.ip().unwrap())
+        .collect();
+    // Eight clients waiting on each listener before the server looks, each with a byte
+    // sent: once accepted, it is read and closed.
+    let _clients: Vec<_> = (0..8)
+        .flat_map(|_| {
+            addrs.iter().map(|a| {
+                let mut c = std::net::TcpStream::connect(a).unwrap();
+                std::io::Write::write_all(&mut c, b"x").unwrap();
+                c
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.handler().0.len() < 16 && Instant::now() < deadline {
+        server.run_once(Some(Duration::from_millis(20))).unwrap();
+    }
+    let order = &server.handler().0;
+    assert_eq!(order.len(), 16, "{order:?}");
+    // Neither listener waits while the other is drained: within the first eight opens,
+    // both have had their share.
+    let early_ones = order[..8].iter().filter(|&&l| l == 1).count();
+    assert!(
+        (2..=6).contains(&early_ones),
+        "one listener took the freed slots: {order:?}"
+    );
+}
