@@ -2,7 +2,8 @@
 //! `into_raw_fd`, so nothing else owns it), and `sd-listen` in a child, the echo example,
 //! started the way a service manager starts it: sockets on fd 3 and up, `LISTEN_PID`,
 //! `LISTEN_FDS`, `LISTEN_FDNAMES`; then by the real `systemd-socket-activate` (Debian's
-//! `systemd` package, which `.ci/run` installs) and with a real notify socket.
+//! `systemd` package; a test that needs it, or `socat`, skips with one line where it is
+//! missing, and `.ci/run` requires them) and with a real notify socket.
 //!
 //! Linux only: socket activation is systemd's, and the checks read /proc.
 
@@ -21,6 +22,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use dualstack::{Error, InheritErrorKind, ListenAddr, ListenConfig, Server, SocketMode};
+use dualstack_support::Tool;
 use util::{Recorder, Running, TempDir};
 
 /// Whether `fd` is an open descriptor of this process.
@@ -629,6 +631,9 @@ fn wait_for_state(socket: &UnixDatagram, want: &str) -> Vec<String> {
 
 #[test]
 fn socat_as_the_notify_socket_hears_ready() {
+    if !Tool::SOCAT.usable() {
+        return;
+    }
     let dir = TempDir::new("notify-socat");
     let path = dir.join("notify.sock");
     let mut socat = Command::new("socat")
@@ -737,6 +742,9 @@ fn socket_activate(args: &[String], echo_args: &[&str]) -> Launched {
 
 #[test]
 fn systemd_socket_activate_passes_two_named_sockets_and_both_echo() {
+    if !Tool::SOCKET_ACTIVATE.usable() {
+        return;
+    }
     if !util_has_ipv6() {
         return;
     }
@@ -780,6 +788,9 @@ fn systemd_socket_activate_passes_two_named_sockets_and_both_echo() {
 
 #[test]
 fn systemd_socket_activate_wildcard_is_dual_stack_and_reported_so() {
+    if !Tool::SOCKET_ACTIVATE.usable() {
+        return;
+    }
     if !util_has_ipv6() {
         return;
     }
@@ -797,6 +808,9 @@ fn systemd_socket_activate_wildcard_is_dual_stack_and_reported_so() {
 
 #[test]
 fn systemd_socket_activate_accept_mode_connections_are_refused() {
+    if !Tool::SOCKET_ACTIVATE.usable() {
+        return;
+    }
     let port = free_port();
     let launched = socket_activate(
         &[

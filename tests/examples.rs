@@ -1,7 +1,8 @@
 //! The examples' command-line contract, checked by starting the real binaries and talking to
 //! them with clients nobody here wrote (`nc`, `socat`, Python's `socket`) as well as Rust ones.
 //!
-//! `nc` (netcat-openbsd), `socat` and `python3` must be installed; `.ci/run` installs them.
+//! Tests that drive `nc` (netcat-openbsd), `socat` or `python3` skip with one line where the
+//! machine lacks them (`dualstack_support::Tool`); `.ci/run` installs them and requires them.
 //!
 //! Unix only: the tools are Unix ones and the stop is a POSIX signal. The Windows build of
 //! the examples is driven from Linux clients under Wine by `.ci/windows/examples` instead.
@@ -16,6 +17,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use dualstack_support::Tool;
 
 /// The path of an example binary, freshly built.
 fn binary(name: &str) -> PathBuf {
@@ -141,6 +144,9 @@ fn python(script: &str) -> String {
 
 #[test]
 fn echo_on_its_default_spec_serves_nc_socat_and_python_over_both_families() {
+    if !Tool::all_usable(&[Tool::NC, Tool::SOCAT, Tool::PYTHON3]) {
+        return;
+    }
     let echo = Example::start("echo", &[]);
     assert_eq!(
         echo.lines,
@@ -184,6 +190,9 @@ fn echo_on_its_default_spec_serves_nc_socat_and_python_over_both_families() {
 
 #[test]
 fn localhost_port_zero_prints_two_listeners_with_one_port() {
+    if !Tool::NC.usable() {
+        return;
+    }
     let echo = Example::start("echo", &["localhost:0"]);
     let port = echo.port();
     assert_ne!(port, 0);
@@ -510,6 +519,9 @@ fn read_until(reader: &mut BufReader<TcpStream>, what: &str) -> Vec<String> {
 
 #[test]
 fn chat_on_a_dual_stack_wildcard_shows_ipv4_clients_as_ipv4() {
+    if !Tool::PYTHON3.usable() {
+        return;
+    }
     let chat = Example::start("chat", &[":0"]);
     let port = chat.port();
     assert_eq!(
@@ -906,6 +918,9 @@ fn long_option_values_get_a_short_message() {
 
 #[test]
 fn echo_on_unix_sockets_serves_socat_and_nc_with_the_mode_and_cleans_up() {
+    if !Tool::all_usable(&[Tool::NC, Tool::SOCAT]) {
+        return;
+    }
     use std::os::unix::fs::PermissionsExt;
     let dir = util::TempDir::new("example-unix");
     let path = dir.join("echo.sock");

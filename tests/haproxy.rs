@@ -3,7 +3,8 @@
 //! checks on) in front of the echo and chat examples and of an in-process server, on both
 //! families and through a `v4v6` frontend; and `curl --haproxy-protocol`.
 //!
-//! `haproxy` and `curl` must be installed; `.ci/run` installs them. Linux only: HAProxy is
+//! A test skips with one line where the machine lacks `haproxy` or `curl`
+//! (`dualstack_support::Tool`); `.ci/run` installs them and requires them. Linux only: HAProxy is
 //! run as a Linux program beside the test (tests/proxy.rs covers the protocol everywhere).
 
 #![cfg(target_os = "linux")]
@@ -20,6 +21,7 @@ use dualstack::{
     CloseReason, ConnId, ConnInfo, Context, Handler, Peer, ProxyCommand, ProxyProtocol,
     ProxyVersion, Server,
 };
+use dualstack_support::Tool;
 use util::TempDir;
 
 /// A child process, killed (by the PID we started) when dropped; its stderr lines.
@@ -181,6 +183,9 @@ fn v6(port: u16) -> SocketAddr {
 
 #[test]
 fn echo_behind_haproxy_v1_and_v2_on_both_families_with_health_checks() {
+    if !Tool::HAPROXY.usable() {
+        return;
+    }
     let dir = TempDir::new("haproxy-echo");
     let (mut echo, port) = example("echo", &["--proxy-protocol", "127.0.0.1:0"]);
     let (proxy, f) = haproxy(&dir, port);
@@ -244,6 +249,9 @@ fn read_until(reader: &mut BufReader<TcpStream>, what: &str) -> String {
 
 #[test]
 fn chat_behind_haproxy_shows_each_clients_own_address() {
+    if !Tool::HAPROXY.usable() {
+        return;
+    }
     let dir = TempDir::new("haproxy-chat");
     let (chat, port) = example("chat", &["--proxy-protocol", "127.0.0.1:0"]);
     let (proxy, f) = haproxy(&dir, port);
@@ -307,6 +315,9 @@ impl Handler for Seen {
 
 #[test]
 fn haproxys_v2_tlvs_and_health_checks_arrive_as_sent() {
+    if !Tool::HAPROXY.usable() {
+        return;
+    }
     let dir = TempDir::new("haproxy-tlv");
     let seen = Seen::default();
     let server = util::Running::start(
@@ -348,6 +359,9 @@ fn haproxys_v2_tlvs_and_health_checks_arrive_as_sent() {
 
 #[test]
 fn curl_sends_a_v1_header_the_echo_example_takes() {
+    if !Tool::CURL.usable() {
+        return;
+    }
     let (_echo, port) = example("echo", &["--proxy-protocol", "127.0.0.1:0"]);
     let mut curl = Command::new("timeout")
         // curl's telnet never ends by itself: -N so that what it got is written before

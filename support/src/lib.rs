@@ -1,6 +1,7 @@
 //! What dualstack's tests, the soak example and the benchmark suite share, written once:
 //! the byte pattern clients send and verify, readers of `/proc` (CPU time, RSS,
-//! descriptors), the descriptor limit, and the `listening on ADDR (MODE)` line.
+//! descriptors), the descriptor limit, the `listening on ADDR (MODE)` line, and the
+//! programs some tests drive ([`Tool`]: skipped with one line where they are missing).
 //!
 //! It does not depend on the library (rustls keeps `rustls-test/` the same way), so it can
 //! serve the library's own tests without a cycle, and it is never published.
@@ -229,6 +230,146 @@ pub fn parse_listening_line(line: &str) -> Option<(SocketAddr, String)> {
     Some((addr.parse().ok()?, mode.to_owned()))
 }
 
+/// A program some tests drive, and the Debian package that gives it: the clients nobody
+/// here wrote (`socat`, `nc`, `haproxy`…). A machine with only Rust may lack them; see
+/// [`Tool::usable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tool {
+    /// The program, as looked up on `PATH`.
+    pub program: &'static str,
+    /// The Debian package that gives it, for the message.
+    pub package: &'static str,
+    /// Arguments that make it print something and exit (its help or version).
+    probe: &'static [&'static str],
+    /// Text the probe's output must contain, where another program goes by the same name
+    /// (`nc`: only netcat-openbsd has `-N`).
+    must_say: Option<&'static str>,
+}
+
+/// The environment variable that makes a missing tool a failure instead of a skip: set it
+/// to `1` (`.ci/run` does) so that CI proves every path. `CI=true` does the same.
+pub const REQUIRE_TOOLS: &str = "DUALSTACK_REQUIRE_TOOLS";
+
+impl Tool {
+    /// `socat`.
+    pub const SOCAT: Tool = Tool::new("socat", "socat", &["-V"], None);
+    /// OpenBSD's `nc` (the only one with `-N`, which the tests need).
+    pub const NC: Tool = Tool::new("nc", "netcat-openbsd", &["-h"], Some("-N"));
+    /// `haproxy`.
+    pub const HAPROXY: Tool = Tool::new("haproxy", "haproxy", &["-v"], None);
+    /// `curl`.
+    pub const CURL: Tool = Tool::new("curl", "curl", &["--version"], None);
+    /// `python3`.
+    pub const PYTHON3: Tool = Tool::new("python3", "python3", &["--version"], None);
+    /// `systemd-socket-activate`.
+    pub const SOCKET_ACTIVATE: Tool =
+        Tool::new("systemd-socket-activate", "systemd", &["--version"], None);
+    /// `strace`.
+    pub const STRACE: Tool = Tool::new("strace", "strace", &["-V"], None);
+    /// `ip` (iproute2).
+    pub const IP: Tool = Tool::new("ip", "iproute2", &["-V"], None);
+    /// `redis-server`.
+    pub const REDIS_SERVER: Tool = Tool::new("redis-server", "redis-server", &["--version"], None);
+    /// `redis-cli`.
+    pub const REDIS_CLI: Tool = Tool::new("redis-cli", "redis-tools", &["--version"], None);
+    /// `redis-benchmark`.
+    pub const REDIS_BENCHMARK: Tool =
+        Tool::new("redis-benchmark", "redis-tools", &["--version"], None);
+    /// `openssl`.
+    pub const OPENSSL: Tool = Tool::new("openssl", "openssl", &["version"], None);
+    /// `gnutls-cli`.
+    pub const GNUTLS_CLI: Tool = Tool::new("gnutls-cli", "gnutls-bin", &["--version"], None);
+
+    /// A tool: `program`, from Debian's `package`, found when `program probe…` runs and
+    /// prints `must_say` (if given) on stdout or stderr.
+    pub const fn new(
+        program: &'static str,
+        package: &'static str,
+        probe: &'static [&'static str],
+        must_say: Option<&'static str>,
+    ) -> Tool {
+        Tool {
+            program,
+            package,
+            probe,
+            must_say,
+        }
+    }
+
+    /// Whether the program is on this machine (asked once per process).
+    pub fn found(&self) -> bool {
+        static SEEN: std::sync::Mutex<Vec<(Tool, bool)>> = std::sync::Mutex::new(Vec::new());
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&(_, found)) = seen.iter().find(|(t, _)| t == self) {
+            return found;
+        }
+        let found = std::process::Command::new(self.program)
+            .args(self.probe)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .is_ok_and(|out| {
+                self.must_say.is_none_or(|text| {
+                    String::from_utf8_lossy(&out.stdout).contains(text)
+                        || String::from_utf8_lossy(&out.stderr).contains(text)
+                })
+            });
+        seen.push((*self, found));
+        found
+    }
+
+    /// Whether a test that needs this program can run: `true` when it is here. When it is
+    /// not, the test is skipped: one line on the real stderr (past the test harness's
+    /// capture, so `cargo test` shows it) names the test, the program and the package, and
+    /// this returns `false` for the test to return early. Where a missing tool must fail
+    /// the run ([`REQUIRE_TOOLS`]`=1`, or `CI=true`), this panics instead, with the same
+    /// words.
+    ///
+    /// ```no_run
+    /// # use dualstack_support::Tool;
+    /// if !Tool::SOCAT.usable() {
+    ///     return;
+    /// }
+    /// ```
+    #[track_caller]
+    pub fn usable(&self) -> bool {
+        Tool::all_usable(&[*self])
+    }
+
+    /// Whether every one of `tools` is usable; the missing ones are named on one line, as
+    /// [`usable`](Tool::usable) does for one.
+    #[track_caller]
+    pub fn all_usable(tools: &[Tool]) -> bool {
+        let missing: Vec<String> = tools
+            .iter()
+            .filter(|t| !t.found())
+            .map(|t| format!("{} not found (apt-get install {})", t.program, t.package))
+            .collect();
+        if missing.is_empty() {
+            return true;
+        }
+        let what = missing.join(", ");
+        if tools_required() {
+            panic!("{what}: {REQUIRE_TOOLS} or CI asks for every tool");
+        }
+        let test = std::thread::current()
+            .name()
+            .filter(|n| *n != "main")
+            .map(|n| format!(" {n}"))
+            .unwrap_or_default();
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped{test}: {what}");
+        false
+    }
+}
+
+/// Whether a missing tool fails the run: [`REQUIRE_TOOLS`] is set to anything but `0` or
+/// empty, or `CI` is `true` (as most CI services set it).
+pub fn tools_required() -> bool {
+    let set =
+        |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    set(REQUIRE_TOOLS) || std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +387,20 @@ mod tests {
         let mut bad = sent[..5000].to_vec();
         bad[4321] ^= 1;
         assert!(!p.matches(5, 0, &bad));
+    }
+
+    #[test]
+    fn a_missing_tool_is_not_found_and_a_present_one_is() {
+        assert!(!Tool::new("dualstack-no-such-program", "none", &[], None).found());
+        // `sh -c 'echo -N'` stands for a program that prints what is asked of it.
+        let sh = |must: &'static str| Tool {
+            program: "sh",
+            package: "dash",
+            probe: &["-c", "echo has -N"],
+            must_say: Some(must),
+        };
+        assert!(sh("-N").found());
+        assert!(!sh("-Z").found(), "another program by the same name");
     }
 
     #[test]
