@@ -206,7 +206,7 @@ pub fn against_ppp(data: &[u8]) {
         (Err(e), Theirs::V2 { datagram, tlvs, .. }) => match e.kind() {
             // Rule: a stream server refuses a datagram connection's header.
             ProxyErrorKind::Unsupported if *datagram => {}
-            // Rule: TLVs are checked (2.2.x: lengths within the header, CRC32C of 4
+            // Rule: TLVs are checked (2.2.x: lengths within the header, one CRC32C of 4
             // bytes and matching, UNIQUE_ID at most 128 bytes, SSL at least 5); ppp
             // reads them lazily.
             ProxyErrorKind::BadTlv | ProxyErrorKind::Checksum => {}

@@ -841,8 +841,19 @@ fn tlv_offset(tlvs: &[(u8, Vec<u8>)], i: usize) -> usize {
     tlvs[..i].iter().map(|(_, v)| 3 + v.len()).sum()
 }
 
+/// A v2 `AF_UNIX` address as the name it carries: a path ends at its first NUL (what
+/// follows is padding, or garbage a sender left there); an abstract name keeps its leading
+/// NUL and ends at the next one. All NULs (an unnamed socket, as a client's usually is) is
+/// no name: empty.
 fn trim_nul(path: &[u8]) -> Vec<u8> {
-    let end = path.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let from = usize::from(path.first() == Some(&0));
+    let end = path[from..]
+        .iter()
+        .position(|&b| b == 0)
+        .map_or(path.len(), |i| from + i);
+    if end == from {
+        return Vec::new();
+    }
     path[..end].to_vec()
 }
 
@@ -932,6 +943,15 @@ fn parse_tlvs(
             ));
         };
         check_tlv(kind, value, at, in_ssl)?;
+        if kind == tlv::CRC32C && !in_ssl && tlvs.iter().any(|(k, _)| *k == tlv::CRC32C) {
+            // Each checksum would be checked with only itself zeroed, and no encoder can
+            // write two that both hold (`with_tlv` refuses a second one too).
+            return Err(ProxyError::new(
+                at,
+                BadTlv,
+                "a second CRC32C TLV: a header has one checksum",
+            ));
+        }
         tlvs.push((kind, value.to_vec()));
         block = &block[3 + len..];
         at += 3 + len;
@@ -1087,6 +1107,57 @@ mod tests {
         let bytes = full.to_bytes();
         assert_eq!(bytes.len(), 16 + usize::from(u16::MAX));
         assert_eq!(header(&bytes), (full, bytes.len()));
+    }
+
+    /// Issue #21, item 5: two CRC32C TLVs, each right with only itself zeroed, parsed; their
+    /// `to_bytes` (which writes one checksum over both) did not parse back.
+    #[test]
+    fn a_second_crc32c_tlv_is_refused_as_with_tlv_refuses_it() {
+        let one = ProxyHeader::v2(
+            "192.0.2.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        )
+        .with_tlv(tlv::CRC32C, vec![])
+        .unwrap();
+        let mut bytes = one.to_bytes();
+        // Append a second CRC32C TLV, then make each checksum right with only itself
+        // zeroed (the other one as it will be sent).
+        bytes.extend_from_slice(&[tlv::CRC32C, 0, 4, 0, 0, 0, 0]);
+        let len = u16::try_from(bytes.len() - 16).unwrap();
+        bytes[14..16].copy_from_slice(&len.to_be_bytes());
+        let (first, second) = (bytes.len() - 7 - 4, bytes.len() - 4);
+        for _ in 0..4 {
+            for at in [first, second] {
+                let mut copy = bytes.clone();
+                copy[at..at + 4].fill(0);
+                let crc = crc32c(&copy).to_be_bytes();
+                bytes[at..at + 4].copy_from_slice(&crc);
+            }
+        }
+        let err = error(&bytes);
+        assert_eq!(err.kind(), ProxyErrorKind::BadTlv, "{err}");
+        assert_eq!(err.offset(), second - 3, "{err}");
+        assert!(err.to_string().contains("second CRC32C"), "{err}");
+    }
+
+    /// Issue #21, item 5: an `AF_UNIX` address kept the garbage after its first NUL.
+    #[test]
+    fn unix_addresses_end_at_their_first_nul_and_abstract_ones_keep_their_leading_one() {
+        let mut path = [0u8; 108];
+        path[..6].copy_from_slice(b"/a.skx");
+        path[6] = 0;
+        path[7..10].copy_from_slice(b"bad");
+        assert_eq!(trim_nul(&path), b"/a.skx");
+        let mut name = [0u8; 108];
+        name[1..4].copy_from_slice(b"app");
+        name[5..8].copy_from_slice(b"bad");
+        assert_eq!(trim_nul(&name), b"\0app");
+        assert_eq!(trim_nul(&[0; 108]), b"", "an unnamed socket");
+        assert_eq!(
+            trim_nul(&[b'x'; 108]),
+            [b'x'; 108],
+            "a path that fills it all"
+        );
     }
 
     /// Issue #17: an error names the byte it was found at: the field that is wrong, the
