@@ -171,20 +171,17 @@ pub(crate) fn descriptors(spec: &ListenSpec) -> Result<Vec<i32>, InheritError> {
                 .filter(|(_, n)| name.as_ref().map_or(true, |want| n == want))
                 .map(|(fd, _)| *fd)
                 .collect();
-            if chosen.is_empty() {
+            // (`activation` passes at least one socket, so only a name can choose none.)
+            if let (true, Some(want)) = (chosen.is_empty(), name) {
                 let names: Vec<&str> = passed.iter().map(|(_, n)| n.as_str()).collect();
-                let detail = match name {
-                    Some(want) => format!(
-                        "the service manager passed no socket named {want:?} (LISTEN_FDNAMES: {})",
-                        names.join(":")
-                    ),
-                    None => "the service manager passed no sockets (LISTEN_FDS=0)".to_owned(),
-                };
                 return Err(InheritError::new(
                     spec,
                     None,
                     InheritErrorKind::NoSuchName,
-                    detail,
+                    format!(
+                        "the service manager passed no socket named {want:?} (LISTEN_FDNAMES: {})",
+                        names.join(":")
+                    ),
                 ));
             }
             Ok(chosen)
@@ -198,32 +195,43 @@ pub(crate) fn descriptors(spec: &ListenSpec) -> Result<Vec<i32>, InheritError> {
 /// `LISTEN_PID` must be this process when it is set. When it is not set, the variables are
 /// taken as they are: wrappers that exec the server after setting them (systemfd
 /// `--no-pid`, cargo-watch) cannot know its pid; each descriptor is checked before use
-/// anyway.
+/// anyway. (`sd_listen_fds` itself returns no sockets then: the one place this library
+/// reads the variables more kindly.)
 fn activation(spec: &ListenSpec) -> Result<Vec<(i32, String)>, InheritError> {
     let var = |name: &str| std::env::var(name).ok();
     read_activation(
         spec,
         &Environment {
             pid: var("LISTEN_PID"),
+            pidfd_id: var("LISTEN_PIDFDID"),
             fds: var("LISTEN_FDS"),
             names: var("LISTEN_FDNAMES"),
         },
         std::process::id(),
+        crate::sys::own_pidfd_id(),
     )
 }
 
-/// The three variables of `sd_listen_fds(3)`, as read.
+/// The variables of `sd_listen_fds(3)`, as read.
 struct Environment {
     pid: Option<String>,
+    /// `LISTEN_PIDFDID` (systemd 257): the inode number of a pidfd of the process the
+    /// sockets are for, which tells it apart from an earlier process with the same pid.
+    pidfd_id: Option<String>,
     fds: Option<String>,
     names: Option<String>,
 }
 
-/// The descriptors and names `env` passes to process `me` (see [`activation`]).
+/// The descriptors and names `env` passes to process `me`, whose pidfd inode number is
+/// `my_pidfd_id` where the kernel gives one (see [`activation`]). Read as systemd's
+/// `sd_listen_fds_with_names` reads them (src/libsystemd/sd-daemon/sd-daemon.c): numbers
+/// as its `safe_atoi` takes them ([`systemd_int`]), a count of at least 1, names split at
+/// every `:` (an empty `LISTEN_FDNAMES` is no names) and exactly one per descriptor.
 fn read_activation(
     spec: &ListenSpec,
     env: &Environment,
     me: u32,
+    my_pidfd_id: Option<u64>,
 ) -> Result<Vec<(i32, String)>, InheritError> {
     use InheritErrorKind::*;
     let malformed = |detail: String| InheritError::new(spec, None, Malformed, detail);
@@ -235,30 +243,42 @@ fn read_activation(
             "LISTEN_FDS is not set: no service manager passed this process any sockets (run it from a systemd socket unit, or systemd-socket-activate)".to_owned(),
         ));
     };
-    if let Some(pid) = env.pid.as_ref().filter(|p| !p.is_empty()) {
-        match pid.parse::<u32>() {
-            Ok(pid) if pid == me => {}
-            Ok(pid) => {
+    if let Some(text) = &env.pid {
+        // parse_pid: an unsigned number, above 0, that fits a pid.
+        let pid = systemd_int(text)
+            .filter(|p| (1..=i64::from(i32::MAX)).contains(p))
+            .ok_or_else(|| malformed(format!("LISTEN_PID {text:?} is not a process id")))?;
+        if pid != i64::from(me) {
+            return Err(InheritError::new(
+                spec,
+                None,
+                OtherProcess,
+                format!("LISTEN_PID is {pid}, and this process is {me}: the sockets were passed to another process"),
+            ));
+        }
+        if let Some(text) = &env.pidfd_id {
+            let id = systemd_int(text)
+                .filter(|id| *id >= 0)
+                .ok_or_else(|| malformed(format!("LISTEN_PIDFDID {text:?} is not a number")))?;
+            if my_pidfd_id.is_some_and(|mine| i128::from(mine) != i128::from(id)) {
                 return Err(InheritError::new(
                     spec,
                     None,
                     OtherProcess,
-                    format!("LISTEN_PID is {pid}, and this process is {me}: the sockets were passed to another process"),
-                ))
+                    format!("LISTEN_PIDFDID is {id}, and this process's pidfd is {}: the sockets were passed to an earlier process with this pid", my_pidfd_id.unwrap_or_default()),
+                ));
             }
-            Err(_) => return Err(malformed(format!("LISTEN_PID {pid:?} is not a process id"))),
         }
     }
-    let count: i32 = count
-        .parse()
-        .ok()
-        .filter(|n| (0..=MAX_PASSED).contains(n))
+    let count = systemd_int(count)
+        .filter(|n| (1..=i64::from(MAX_PASSED)).contains(n))
         .ok_or_else(|| {
             malformed(format!(
-                "LISTEN_FDS {count:?} is not a count of descriptors (0 to {MAX_PASSED})"
+                "LISTEN_FDS {count:?} is not a count of descriptors (1 to {MAX_PASSED}; sd_listen_fds refuses 0 too)"
             ))
-        })?;
-    let names: Vec<String> = match &env.names {
+        })? as i32;
+    let names: Vec<String> = match env.names.as_deref() {
+        Some("") => Vec::new(),
         Some(names) => names.split(':').map(str::to_owned).collect(),
         None => vec!["unknown".to_owned(); count as usize],
     };
@@ -269,6 +289,42 @@ fn read_activation(
         )));
     }
     Ok((FIRST..FIRST + count).zip(names).collect())
+}
+
+/// A number as systemd's `safe_atoi` / `safe_atollu` read one (src/basic/parse-util.c):
+/// leading white space, then an optional `0b` or `0o` prefix, then what C's `strtol` takes
+/// with base 0 (a sign; `0x` for hexadecimal, a leading `0` for octal, else decimal), and
+/// nothing after it. `None` for anything else, or beyond 64 bits. So `+3`, ` 3`, `0x3`
+/// and `03` are 3, as for every program that uses `sd_listen_fds`; `3 ` and `3a` are not
+/// numbers. (Range checks are the caller's.)
+fn systemd_int(text: &str) -> Option<i64> {
+    let text = text.trim_start_matches([' ', '\t', '\n', '\r']);
+    let (base, text) = match text.get(..2) {
+        Some("0b" | "0B") => (2, &text[2..]),
+        Some("0o" | "0O") => (8, &text[2..]),
+        _ => (0, text),
+    };
+    // strtol: white space (isspace), a sign, a base prefix, digits.
+    let text = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let (negative, text) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let hex_digit_follows = text.as_bytes().get(2).is_some_and(u8::is_ascii_hexdigit);
+    let (radix, digits) = match base {
+        0 if (text.starts_with("0x") || text.starts_with("0X")) && hex_digit_follows => {
+            (16, &text[2..])
+        }
+        0 if text.starts_with('0') => (8, text),
+        0 => (10, text),
+        b => (b, text),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let value = i64::from_str_radix(digits, radix).ok()?;
+    Some(if negative { -value } else { value })
 }
 
 /// A descriptor that passed every check, not yet taken.
@@ -449,10 +505,12 @@ pub(crate) fn prepare(spec: &ListenSpec, checked: &Checked) -> Result<(), Inheri
     .map_err(|e| error(NotOpen, "not an open descriptor").with_source(e))?
 }
 
-/// Every descriptor the service manager passed is made close-on-exec, taken or not, as
-/// `sd_listen_fds(3)` does: a child this process starts must not inherit them. Once per
-/// process, as `sd_listen_fds` is called once: later, the numbers may hold the
-/// application's own descriptors.
+/// Every socket the service manager passed is made close-on-exec, taken or not, as
+/// `sd_listen_fds(3)` does: a child this process starts must not inherit them. Only the
+/// numbers that hold sockets: `LISTEN_FDS` may claim more than the process was given, and
+/// those numbers then hold the application's own files. Once per process, as
+/// `sd_listen_fds` is called once: later, the numbers may hold the application's own
+/// sockets.
 #[cfg(unix)]
 pub(crate) fn close_passed_on_exec() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -460,7 +518,7 @@ pub(crate) fn close_passed_on_exec() {
         let spec = ListenSpec::checked(SpecKind::Activated { name: None });
         if let Ok(passed) = activation(&spec) {
             for (fd, _) in passed {
-                crate::sys::set_cloexec(fd);
+                crate::sys::set_cloexec_if_socket(fd);
             }
         }
     });
@@ -627,13 +685,84 @@ mod tests {
     fn env(pid: Option<&str>, fds: Option<&str>, names: Option<&str>) -> Environment {
         Environment {
             pid: pid.map(str::to_owned),
+            pidfd_id: None,
             fds: fds.map(str::to_owned),
             names: names.map(str::to_owned),
         }
     }
 
     fn read(e: &Environment) -> Result<Vec<(i32, String)>, InheritError> {
-        read_activation(&"sd-listen".parse().unwrap(), e, 4242)
+        read_activation(&"sd-listen".parse().unwrap(), e, 4242, Some(77))
+    }
+
+    /// Issue #21, item 6: numbers are read as systemd's `safe_atoi` reads them (its
+    /// src/basic/parse-util.c), case by case.
+    #[test]
+    fn numbers_are_read_as_systemd_reads_them() {
+        let cases: &[(&str, Option<i64>)] = &[
+            ("3", Some(3)),
+            ("+3", Some(3)),
+            ("-3", Some(-3)),
+            (" \t3", Some(3)),
+            ("0x1f", Some(31)),
+            ("0X1F", Some(31)),
+            ("010", Some(8)),
+            ("0o10", Some(8)),
+            ("0b101", Some(5)),
+            ("0", Some(0)),
+            ("3 ", None),
+            ("3a", None),
+            ("", None),
+            (" ", None),
+            ("+", None),
+            ("08", None),
+            ("0x", None),
+            ("0b2", None),
+            ("١", None),
+            ("99999999999999999999", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(systemd_int(text), *want, "{text:?}");
+        }
+    }
+
+    /// Issue #21, item 6: each case of `sd_listen_fds_with_names`, as systemd decides it.
+    #[test]
+    fn the_environment_is_judged_as_sd_listen_fds_judges_it() {
+        // LISTEN_FDS=0 is refused by sd_listen_fds (n <= 0 is EINVAL), names or not.
+        for names in [None, Some(""), Some("a")] {
+            let err = read(&env(Some("4242"), Some("0"), names)).unwrap_err();
+            assert_eq!(err.kind(), InheritErrorKind::Malformed, "{names:?}: {err}");
+        }
+        // An empty LISTEN_FDNAMES is no names: right for no descriptor, wrong for one.
+        assert!(read(&env(None, Some("1"), Some(""))).is_err());
+        // Empty names between colons count.
+        assert_eq!(
+            read(&env(None, Some("3"), Some("a::b"))).unwrap(),
+            [(3, "a".into()), (4, "".into()), (5, "b".into())]
+        );
+        // Numbers as safe_atoi takes them.
+        assert_eq!(
+            read(&env(Some("+4242"), Some("+2"), None)).unwrap().len(),
+            2
+        );
+        assert_eq!(
+            read(&env(Some(" 4242"), Some("0x2"), None)).unwrap().len(),
+            2
+        );
+        // LISTEN_PIDFDID: another process of the same pid is refused; ours is fine; a
+        // kernel without pidfs inode numbers cannot tell, so it is not asked.
+        let with_id = |id: &str| Environment {
+            pidfd_id: Some(id.to_owned()),
+            ..env(Some("4242"), Some("1"), None)
+        };
+        let spec = "sd-listen".parse().unwrap();
+        assert!(read_activation(&spec, &with_id("77"), 4242, Some(77)).is_ok());
+        let other = read_activation(&spec, &with_id("78"), 4242, Some(77)).unwrap_err();
+        assert_eq!(other.kind(), InheritErrorKind::OtherProcess, "{other}");
+        assert!(read_activation(&spec, &with_id("78"), 4242, None).is_ok());
+        let bad = read_activation(&spec, &with_id("x"), 4242, Some(77)).unwrap_err();
+        assert_eq!(bad.kind(), InheritErrorKind::Malformed, "{bad}");
     }
 
     #[test]
@@ -647,13 +776,14 @@ mod tests {
             [(3, "unknown".into()), (4, "unknown".into())],
             "unnamed sockets are called unknown, as sd_listen_fds_with_names(3) does"
         );
-        assert_eq!(read(&env(Some("4242"), Some("0"), None)).unwrap(), []);
     }
 
     #[test]
     fn an_absent_listen_pid_is_accepted_for_wrappers() {
         assert_eq!(read(&env(None, Some("1"), None)).unwrap().len(), 1);
-        assert_eq!(read(&env(Some(""), Some("1"), None)).unwrap().len(), 1);
+        // Set but empty is not absent: parse_pid refuses it, and so does this.
+        let err = read(&env(Some(""), Some("1"), None)).unwrap_err();
+        assert_eq!(err.kind(), InheritErrorKind::Malformed, "{err}");
     }
 
     #[test]
@@ -681,7 +811,13 @@ mod tests {
                 Malformed,
                 "LISTEN_FDS \"99999999999\"",
             ),
-            (env(None, Some("4097"), None), Malformed, "0 to 4096"),
+            (env(None, Some("4097"), None), Malformed, "1 to 4096"),
+            (env(None, Some("0"), None), Malformed, "LISTEN_FDS \"0\""),
+            (
+                env(Some("0"), Some("1"), None),
+                Malformed,
+                "LISTEN_PID \"0\"",
+            ),
             (env(None, Some("2"), Some("a")), Malformed, "1 names for 2"),
             (
                 env(None, Some("1"), Some("a:b")),

@@ -228,11 +228,51 @@ pub(crate) fn take_inherited(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
-/// Sets close-on-exec on descriptor `fd` if it is open and 3 or above; nothing else.
+/// Sets close-on-exec on descriptor `fd` if it is open, 3 or above, and a socket; nothing
+/// else (a number `LISTEN_FDS` claims may hold a file of the application's own).
 #[cfg(unix)]
-pub(crate) fn set_cloexec(fd: i32) {
+pub(crate) fn set_cloexec_if_socket(fd: i32) {
     // Best effort: a descriptor that is not open has nothing to close on exec.
-    let _ = with_inherited(fd, |fd| socket2::SockRef::from(&fd).set_cloexec(true));
+    let _ = with_inherited(fd, |fd| {
+        let socket = socket2::SockRef::from(&fd);
+        // SO_TYPE answers only for a socket (ENOTSOCK otherwise).
+        socket.r#type().and_then(|_| socket.set_cloexec(true))
+    });
+}
+
+/// The inode number of a pidfd of this process, where the kernel keeps pidfds in pidfs
+/// (Linux 6.9 and later), which makes it a number no other process ever has: what
+/// `LISTEN_PIDFDID` names. `None` where it cannot be had.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[allow(unsafe_code)]
+pub(crate) fn own_pidfd_id() -> Option<u64> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    /// PID_FS_MAGIC, from linux/magic.h.
+    const PID_FS_MAGIC: i64 = 0x5049_4446;
+    // SAFETY: pidfd_open takes a pid and flags by value and touches no memory of ours; it
+    // returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: `fd` was just returned by pidfd_open, is open, and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: fstatfs writes a statfs into the zeroed value it is given, which lives until
+    // it returns; `fd` is open.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let statted = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut fs) } == 0;
+    // `f_type`'s integer type differs between targets (__fsword_t): widened to compare.
+    #[allow(clippy::useless_conversion)]
+    if !statted || i64::from(fs.f_type) != PID_FS_MAGIC {
+        return None;
+    }
+    std::fs::File::from(fd).metadata().ok().map(|m| m.ino())
+}
+
+/// See the Linux version: no pidfds here.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn own_pidfd_id() -> Option<u64> {
+    None
 }
 
 /// The effective user id of this process.
@@ -384,6 +424,14 @@ pub(crate) fn interface_name(_index: u32) -> Option<String> {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    /// The pidfd inode number is this process's for as long as it lives: asked twice, the
+    /// same (where the kernel has pidfs at all).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_pidfd_id_of_this_process_is_stable() {
+        assert_eq!(own_pidfd_id(), own_pidfd_id());
+    }
 
     #[test]
     fn loopback_name_and_index_agree() {

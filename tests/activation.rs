@@ -854,3 +854,105 @@ fn a_failed_bind_leaves_inherited_descriptors_open_for_another_try() {
     let bound = ListenConfig::new().bind(format!("fd:{fd}")).unwrap();
     assert_eq!(bound.listeners().len(), 1);
 }
+
+// ---- This test binary as the activated process ----
+
+/// Set in a child this file starts from its own binary: the child test runs only then.
+const CHILD_ENV: &str = "DUALSTACK_ACTIVATION_CHILD";
+
+/// Runs test `name` of this binary in a child with `passed` on descriptors 3, 4, … (each
+/// without close-on-exec, nothing after them), `LISTEN_FDS` counting them and `env` set;
+/// returns whether it passed, and its output.
+fn child_test(name: &str, passed: &[RawFd], env: &[(&str, &str)]) -> (bool, String) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, "1")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES")
+        .env("LISTEN_FDS", passed.len().to_string())
+        .envs(env.iter().copied());
+    assert!(passed.len() <= 8, "at most 8 descriptors");
+    let mut fds = [-1; 8];
+    fds[..passed.len()].copy_from_slice(passed);
+    let count = passed.len();
+    // SAFETY: as in `activated`: only fcntl, dup2 and close, async-signal-safe, between
+    // fork and exec; nothing allocated, no lock taken.
+    unsafe {
+        command.pre_exec(move || {
+            let mut high = [-1; 8];
+            for i in 0..count {
+                high[i] = libc::fcntl(fds[i], libc::F_DUPFD_CLOEXEC, 100);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (target, &fd) in (3..).zip(&high[..count]) {
+                if libc::dup2(fd, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for fd in 3 + count as RawFd..3 + count as RawFd + 8 {
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().expect("start this test binary as a child");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Issue #21, item 6: `close_passed_on_exec` set close-on-exec on every number
+/// `LISTEN_FDS` claimed, so a file of the application's own at a claimed number (here a
+/// pipe on fd 4, which `LISTEN_FDS=2` claims though only fd 3 is a passed socket) was closed
+/// in every child the application started. Only sockets are touched now.
+#[test]
+fn only_passed_sockets_are_made_close_on_exec() {
+    let socket = listener("127.0.0.1:0");
+    let (read_end, write_end) = std::io::pipe().unwrap();
+    let (passed, text) = child_test(
+        "child_binds_sd_listen_a_and_leaves_fd_4_alone",
+        &[socket.as_raw_fd(), read_end.as_raw_fd()],
+        &[("LISTEN_FDNAMES", "a:b")],
+    );
+    drop(write_end);
+    assert!(passed, "the child failed:\n{text}");
+    assert!(text.contains("fd 4 left as it was"), "{text}");
+}
+
+#[test]
+#[ignore = "run by only_passed_sockets_are_made_close_on_exec, in a child it starts"]
+fn child_binds_sd_listen_a_and_leaves_fd_4_alone() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    let cloexec = |fd: RawFd| {
+        // SAFETY: F_GETFD reads the flags of a descriptor number; no memory is touched.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert!(flags >= 0, "fd {fd} is not open");
+        flags & libc::FD_CLOEXEC != 0
+    };
+    assert!(
+        !cloexec(3) && !cloexec(4),
+        "the parent set them up that way"
+    );
+    let bound = ListenConfig::new().bind("sd-listen:a").unwrap();
+    assert_eq!(bound.listeners().len(), 1);
+    assert!(
+        cloexec(3),
+        "the passed socket must not reach a child of ours"
+    );
+    assert!(!cloexec(4), "fd 4 is not a socket: not ours to change");
+    println!("fd 4 left as it was");
+}

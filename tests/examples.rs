@@ -338,6 +338,24 @@ fn bad_input_gives_one_line_on_stderr_and_status_2() {
             ],
             "no permissions to set".into(),
         ),
+        // Issue #21, item 6: a sign is not an octal digit, and a mode with no socket file
+        // to give it to was ignored in silence.
+        (
+            vec![
+                "--unix-mode".into(),
+                "+777".into(),
+                "unix:/tmp/x.sock".into(),
+            ],
+            "--unix-mode \"+777\": expected an octal mode".into(),
+        ),
+        (
+            vec!["--unix-mode".into(), "660".into(), "fd:3".into()],
+            "--unix-mode sets the mode of the socket files this server makes, and no spec makes one".into(),
+        ),
+        (
+            vec!["--unix-mode".into(), "660".into(), "sd-listen".into()],
+            "no spec makes one".into(),
+        ),
         (
             vec![format!("unix:/tmp/{}", "x".repeat(120))],
             "a Unix-domain socket path holds at most 107 bytes".into(),

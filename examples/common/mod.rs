@@ -194,10 +194,12 @@ impl Options {
                 }
                 "--unix-mode" => {
                     let v = value("an octal mode, as 660");
+                    // Octal digits only: from_str_radix would take a sign ("+777").
+                    let digits = !v.is_empty() && v.bytes().all(|b| (b'0'..=b'7').contains(&b));
                     opts.unix_mode = Some(
                         u32::from_str_radix(&v, 8)
                             .ok()
-                            .filter(|m| *m <= 0o777)
+                            .filter(|m| digits && *m <= 0o777)
                             .unwrap_or_else(|| {
                                 fail(
                                     name,
@@ -218,6 +220,19 @@ impl Options {
         }
         if opts.specs.is_empty() {
             opts.specs.push(default_spec.to_owned());
+        }
+        if opts.unix_mode.is_some()
+            && !opts.specs.iter().any(|s| {
+                s.parse::<dualstack::ListenSpec>()
+                    .is_ok_and(|spec| matches!(spec.kind(), dualstack::SpecKind::Unix(_)))
+            })
+        {
+            // Silently ignored otherwise: an inherited socket's mode is its launcher's
+            // (systemd's SocketMode=), and TCP and abstract sockets have none.
+            fail(
+                name,
+                "--unix-mode sets the mode of the socket files this server makes, and no spec makes one (give a unix:PATH spec; an inherited socket's mode is set by whoever made it, as systemd's SocketMode=)",
+            );
         }
         if opts.proxy_from.is_some() && !opts.proxy {
             fail(
