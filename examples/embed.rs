@@ -2,7 +2,8 @@
 //!
 //! Run with `cargo run --example embed -- [OPTIONS] [SPEC]...` (default `localhost:7002`).
 //! The TCP listeners echo. The application adds a UDP socket of its own (`--udp ADDR`,
-//! default `127.0.0.1:0`) to the server's poll: send it `stats`, padded with spaces to at
+//! default `127.0.0.1:0`; one address, never a wildcard, since a reply from a wildcard socket
+//! may leave from another address than the request came to) to the server's poll: send it `stats`, padded with spaces to at
 //! least as many bytes as the answer, and it answers with the server's counters, per
 //! listener:
 //!
@@ -121,6 +122,20 @@ impl App {
     }
 }
 
+/// A non-blocking UDP socket bound to `addr` (one address, not a wildcard), with
+/// `IPV6_V6ONLY` set explicitly for IPv6 as the library sets it for every listener: the
+/// operating system's default never decides what the socket serves.
+fn bind_udp(addr: std::net::SocketAddr) -> std::io::Result<mio::net::UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(mio::net::UdpSocket::from_std(socket.into()))
+}
+
 fn main() {
     let signals = common::Signals::install("embed");
     let opts = common::Options::parse(
@@ -138,16 +153,32 @@ fn main() {
             ),
         ],
     );
-    let udp_addr = opts.extra("--udp").unwrap_or("127.0.0.1:0");
-    let udp_addr: std::net::SocketAddr = udp_addr.parse().unwrap_or_else(|_| {
+    let udp_text = opts.extra("--udp").unwrap_or("127.0.0.1:0");
+    let udp_addr: std::net::SocketAddr = udp_text.parse().unwrap_or_else(|_| {
         common::fail(
             "embed",
             &format!(
                 "--udp {}: expected an address such as 127.0.0.1:0 or [::1]:9000",
-                common::quoted(udp_addr)
+                common::quoted(udp_text)
             ),
         )
     });
+    // `[::ffff:127.0.0.1]:P` is 127.0.0.1:P, as for every address this library takes.
+    let udp_addr = dualstack::normalize(udp_addr);
+    if udp_addr.ip().is_unspecified() {
+        // A reply to a datagram leaves from the address the kernel picks for it, and on a
+        // host with several addresses that is not always the one the request was sent to:
+        // the client drops it. Answering from the request's own address needs
+        // IP_PKTINFO / IPV6_RECVPKTINFO, which this example does not do.
+        common::fail(
+            "embed",
+            &format!(
+                "--udp {}: a wildcard UDP address would answer from whichever address the kernel picks, which a client that wrote to another address of this host drops; give one address of this host, as 127.0.0.1:{}",
+                common::quoted(udp_text),
+                udp_addr.port()
+            ),
+        );
+    }
     // At most ten reports a second, at least one a day.
     let every = common::seconds(
         "embed",
@@ -165,16 +196,12 @@ fn main() {
             listeners: Vec::new(),
         },
     );
-    let std_udp = std::net::UdpSocket::bind(udp_addr).unwrap_or_else(|e| {
+    let mut udp = bind_udp(udp_addr).unwrap_or_else(|e| {
         common::fail(
             "embed",
-            &format!("cannot bind the UDP socket {udp_addr}: {e}"),
+            &format!("cannot bind the UDP socket {}: {e}", display_addr(udp_addr)),
         )
     });
-    std_udp
-        .set_nonblocking(true)
-        .expect("non-blocking UDP socket");
-    let mut udp = mio::net::UdpSocket::from_std(std_udp);
     server
         .register(&mut udp, UDP, Interest::READABLE)
         .expect("register the UDP socket");

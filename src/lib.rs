@@ -166,6 +166,12 @@
 #![warn(rustdoc::broken_intra_doc_links)]
 #![doc(test(attr(deny(warnings))))]
 
+/// Every code block of `README.md` that uses the library, compiled (and run, unless marked
+/// `no_run`) by `cargo test` as a doctest, so that the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod addr;
 mod conn;
 mod error;

@@ -783,6 +783,46 @@ fn odd_arguments_and_a_closed_stdout_get_one_line_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// Issue #21, item 6: embed bound its UDP socket with the system's default `IPV6_V6ONLY`
+/// and, on a wildcard, answered from whichever address the kernel picked (which a client
+/// that wrote to another address drops). A wildcard is refused with the reason; one
+/// address of either family serves.
+#[test]
+fn embed_refuses_a_wildcard_udp_address_and_says_why() {
+    for udp in ["0.0.0.0:0", "[::]:0", "[::ffff:0.0.0.0]:0"] {
+        let out = Command::new(binary("embed"))
+            .args(["--udp", udp, "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{udp}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("--udp \"{udp}\": a wildcard UDP address"))
+                && stderr.contains("give one address of this host"),
+            "{stderr}"
+        );
+    }
+    if !util::has_ipv6() {
+        return;
+    }
+    let embed = Example::start("embed", &["--udp", "[::1]:0", "127.0.0.1:0"]);
+    let udp_addr: SocketAddr = embed.lines[1]
+        .strip_prefix("udp on ")
+        .expect("a udp line")
+        .parse()
+        .unwrap();
+    let udp = UdpSocket::bind("[::1]:0").unwrap();
+    udp.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    let mut request = b"stats".to_vec();
+    request.resize(1024, b' ');
+    udp.send_to(&request, udp_addr).unwrap();
+    let mut buf = [0; 2048];
+    let (n, from) = udp.recv_from(&mut buf).unwrap();
+    assert_eq!(from, udp_addr, "answered from another address");
+    assert!(buf[..n].starts_with(b"open "), "{:?}", &buf[..n]);
+}
+
 /// Issue #13, item 8: `RUST_LOG=dualstack=debug` was silently `info`; a directive that
 /// cannot be read is now said to be ignored.
 #[test]

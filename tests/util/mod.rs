@@ -48,6 +48,11 @@ pub fn connect(addr: impl std::net::ToSocketAddrs + std::fmt::Debug) -> TcpStrea
     stream
 }
 
+/// Whether this host has IPv6 on its loopback (a socket can bind `[::1]`).
+pub fn has_ipv6() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
 /// Whether a TCP connection to `addr` is refused (or otherwise fails) within the timeout.
 pub fn cannot_connect(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, TIMEOUT).is_err()
