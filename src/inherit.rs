@@ -28,11 +28,6 @@ const FIRST: i32 = 3;
 /// a hostile value cannot make the list of them large.
 const MAX_PASSED: i32 = 4096;
 
-/// The descriptors this process has taken (see [`Taken`]): a socket is taken once, whatever
-/// asks again, and a passed socket is handed out once even after it was closed.
-#[cfg(unix)]
-static TAKEN: Mutex<BTreeMap<i32, Taken>> = Mutex::new(BTreeMap::new());
-
 /// Why an inherited socket could not be used. The message names the spec and the
 /// descriptor.
 #[derive(Debug)]
@@ -90,6 +85,19 @@ impl InheritError {
             detail,
             source: None,
         }
+    }
+
+    /// The error of step `step` on inherited descriptor `fd`, named by `spec`: the socket
+    /// passed every check, but serving it failed.
+    #[cfg(unix)]
+    pub(crate) fn io(spec: &ListenSpec, fd: i32, step: &str, source: io::Error) -> InheritError {
+        InheritError::new(
+            spec,
+            Some(fd),
+            InheritErrorKind::Io,
+            format!("cannot {step}"),
+        )
+        .with_source(source)
     }
 
     #[cfg_attr(not(unix), allow(dead_code))]
@@ -152,6 +160,9 @@ pub(crate) struct Inherited {
     pub(crate) socket: ListenSocket,
     pub(crate) addr: ListenAddr,
     pub(crate) mode: SocketMode,
+    pub(crate) accepting: crate::socket::Accepting,
+    /// How to give it back if the bind fails after all.
+    pub(crate) give_back: GiveBack,
 }
 
 /// The descriptors `spec` names: for `fd:N`, N; for `sd-listen[:NAME]`, those the service
@@ -327,7 +338,8 @@ fn systemd_int(text: &str) -> Option<i64> {
     Some(if negative { -value } else { value })
 }
 
-/// A descriptor that passed every check, not yet taken.
+/// A descriptor that passed every check and is reserved for the bind that checked it (see
+/// [`check`]); not taken yet. Dropped without being taken, it releases the reservation.
 #[cfg(unix)]
 pub(crate) struct Checked {
     fd: i32,
@@ -337,70 +349,118 @@ pub(crate) struct Checked {
     /// Where it listens, as the kernel says, and what it serves.
     addr: ListenAddr,
     mode: SocketMode,
+    /// What the registry said of this number before the reservation: put back if the
+    /// socket is not taken after all.
+    before: Option<Record>,
+    /// The descriptor's flags before [`prepare`] changed them, to put back likewise.
+    flags: Option<Flags>,
+    /// What setting the accept options found.
+    accepting: crate::socket::Accepting,
+    /// Taken: nothing to release when dropped.
+    taken: bool,
 }
 
 /// Nothing passes [`check`] here.
 #[cfg(not(unix))]
 pub(crate) enum Checked {}
 
-/// The descriptors this process has taken, by number: the identity of the socket taken and
-/// whether the service manager passed it (`sd-listen`), or whether the library opened it
-/// itself (so `fd:N` cannot make a second owner of it).
+/// A descriptor's own flags, as they were when the library found it.
 #[cfg(unix)]
-#[derive(Clone, Copy)]
-struct Taken {
-    id: (u64, u64),
-    activated: bool,
-    opened: bool,
+#[derive(Debug, Clone, Copy)]
+struct Flags {
+    nonblocking: bool,
+    cloexec: bool,
 }
 
-/// Records a listening socket the library opened itself: `fd:N` naming it while it is open
-/// is refused, since the library already owns it (two owners would close it twice).
+/// What the library knows of a descriptor number: the identity of the socket it last saw
+/// there, whether the service manager once passed a socket at this number (so `sd-listen`
+/// never takes what is open there later), and what the library is doing with it.
+#[cfg(unix)]
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    id: (u64, u64),
+    activated: bool,
+    state: Use,
+}
+
+/// What the library does with the socket of a [`Record`].
+#[cfg(unix)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// A bind in progress checked it and will take it: nobody else may.
+    Reserved,
+    /// A listener owns it: inherited, and taken.
+    Taken,
+    /// The library opened it itself for a listener, which owns it.
+    Opened,
+    /// Nothing: given to the application, or given back by a failed bind.
+    Free,
+}
+
+/// The descriptors this process has reserved, taken or opened, by number. Every decision
+/// about a number is made under this lock, and the reservation is made in the same hold of
+/// it as the look-up that allows it: two binds cannot both take one socket.
+#[cfg(unix)]
+static REGISTRY: Mutex<BTreeMap<i32, Record>> = Mutex::new(BTreeMap::new());
+
+#[cfg(unix)]
+fn registry() -> std::sync::MutexGuard<'static, BTreeMap<i32, Record>> {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The identity (device and inode) of an open descriptor, through a duplicate (fstat on
+/// the borrowed descriptor, safely).
+#[cfg(unix)]
+fn identity(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fd
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Records a socket the library has just made (before it is bound or listens), for a
+/// listener that will own it: `fd:N` naming it is refused from now on, since the library
+/// already owns it (two owners would close it twice). Recorded as soon as it exists, so no
+/// other thread's `fd:N` can take it between its `listen` and the end of that bind.
 #[cfg(unix)]
 pub(crate) fn opened(socket: std::os::fd::BorrowedFd<'_>) {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::MetadataExt;
-    // Its identity, through a duplicate (fstat on the borrowed descriptor, safely); a
-    // socket whose identity cannot be read is not recorded (nothing names it then).
-    let Ok(meta) = socket
-        .try_clone_to_owned()
-        .map(std::fs::File::from)
-        .and_then(|f| f.metadata())
-    else {
-        return;
-    };
+    // A socket whose identity cannot be read is not recorded (nothing names it then).
+    let Ok(id) = identity(socket) else { return };
+    let mut registry = registry();
     let fd = socket.as_raw_fd();
-    let mut registry = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
     // A passed socket once at this number is still never handed out again.
-    let activated = registry.get(&fd).is_some_and(|t| t.activated);
+    let activated = registry.get(&fd).is_some_and(|r| r.activated);
     registry.insert(
         fd,
-        Taken {
-            id: (meta.dev(), meta.ino()),
+        Record {
+            id,
             activated,
-            opened: true,
+            state: Use::Opened,
         },
     );
 }
 
-/// A socket the library opened was handed to the application (`Listener::into_tcp`,
-/// `into_unix`): the application owns it now, and may hand it to `fd:N`.
+/// A socket the library opened or took was handed to the application
+/// (`Listener::into_tcp`, `into_unix`): the application owns it now, and may hand it to
+/// `fd:N`.
 #[cfg(unix)]
 pub(crate) fn released(fd: i32) {
-    let mut registry = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(t) = registry.get_mut(&fd) {
-        t.opened = false;
-        t.id = (u64::MAX, u64::MAX); // no socket's identity
+    if let Some(r) = registry().get_mut(&fd) {
+        r.state = Use::Free;
     }
 }
 
 /// Checks that descriptor `fd`, named by `spec`, is an open, listening stream socket of a
-/// family this library serves and not taken already. Reads only, on a borrowed descriptor:
-/// one that fails is left exactly as it was, open, for whatever else of the process may own
-/// it; and a list of specs is checked whole before any descriptor is taken.
+/// family this library serves and not taken, reserved or owned already, and reserves it for
+/// this bind (in the same hold of the registry's lock as the look-up). Reads only, on a
+/// borrowed descriptor: one that fails is left exactly as it was, open, for whatever else of
+/// the process may own it; and a list of specs is checked whole before any descriptor is
+/// taken.
 #[cfg(unix)]
 pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError> {
-    use std::os::unix::fs::MetadataExt;
     use InheritErrorKind::*;
     let error = |kind, detail: &str| InheritError::new(spec, Some(fd), kind, detail.to_owned());
     let look = |borrowed: std::os::fd::BorrowedFd<'_>| {
@@ -433,7 +493,7 @@ pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError>
                 .map_err(|e| error(Io, "cannot read IPV6_V6ONLY").with_source(e))?;
             (ListenAddr::Ip(normalize(ip)), mode)
         } else if let Some(addr) = unix_addr(&local) {
-            (ListenAddr::Unix(addr), SocketMode::Unix)
+            (addr, SocketMode::Unix)
         } else if local.is_unix() {
             return Err(error(
                 Family,
@@ -445,64 +505,146 @@ pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError>
                 "the socket is neither IPv4, IPv6 nor Unix-domain",
             ));
         };
-        // Its identity, through a duplicate (fstat on the borrowed descriptor, safely).
-        let meta = borrowed
-            .try_clone_to_owned()
-            .map(std::fs::File::from)
-            .and_then(|f| f.metadata())
-            .map_err(|e| error(Io, "cannot read what it is").with_source(e))?;
-        Ok(((meta.dev(), meta.ino()), addr, mode))
+        let id =
+            identity(borrowed).map_err(|e| error(Io, "cannot read what it is").with_source(e))?;
+        Ok((id, addr, mode))
     };
     let (id, addr, mode) = crate::sys::with_inherited(fd, look)
         .map_err(|e| error(NotOpen, "not an open descriptor").with_source(e))??;
     let activated = matches!(spec.kind(), SpecKind::Activated { .. });
-    let taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
-    match taken.get(&fd) {
-        Some(t) if t.id == id && t.opened => Err(error(
+    let mut registry = registry();
+    let before = registry.get(&fd).copied();
+    match before {
+        Some(r) if r.id == id && r.state == Use::Opened => Err(error(
             TakenTwice,
-            "this is a socket the library opened for an earlier bind of this process, and it is still open: it has an owner",
+            "this is a socket the library opened for another bind of this process, and it is still open: it has an owner",
         )),
-        Some(t) if t.id == id => Err(error(
+        Some(r) if r.id == id && r.state == Use::Reserved => Err(error(
+            TakenTwice,
+            "another bind of this process is taking this socket at this moment: one socket cannot be two listeners",
+        )),
+        Some(r) if r.id == id && r.state == Use::Taken => Err(error(
             TakenTwice,
             "this socket was taken already, by an earlier bind of this process, and is still open there",
         )),
-        Some(t) if t.activated && activated => Err(error(
+        Some(r) if r.activated && activated => Err(error(
             TakenTwice,
             "the socket the service manager passed here was taken by an earlier bind and closed since; what is open at this number now is another descriptor",
         )),
-        _ => Ok(Checked { fd, id, addr, mode }),
+        _ => {
+            registry.insert(
+                fd,
+                Record {
+                    id,
+                    activated: before.is_some_and(|r| r.activated),
+                    state: Use::Reserved,
+                },
+            );
+            Ok(Checked {
+                fd,
+                id,
+                addr,
+                mode,
+                before,
+                flags: None,
+                accepting: Default::default(),
+                taken: false,
+            })
+        }
     }
 }
 
-/// The address of a Unix-domain socket, as the kernel reports it; `None` when unnamed.
 #[cfg(unix)]
-fn unix_addr(local: &socket2::SockAddr) -> Option<UnixAddr> {
+impl Drop for Checked {
+    /// Not taken after all: the descriptor's flags and its record are as they were.
+    fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
+        if let Some(flags) = self.flags {
+            let _ = restore_flags(self.fd, flags);
+        }
+        let mut registry = registry();
+        match self.before {
+            Some(before) => registry.insert(self.fd, before),
+            None => registry.remove(&self.fd),
+        };
+    }
+}
+
+/// Puts a descriptor's non-blocking and close-on-exec flags back as they were.
+#[cfg(unix)]
+fn restore_flags(fd: i32, flags: Flags) -> io::Result<()> {
+    crate::sys::with_inherited(fd, |borrowed| {
+        let socket = socket2::SockRef::from(&borrowed);
+        socket.set_nonblocking(flags.nonblocking)?;
+        socket.set_cloexec(flags.cloexec)
+    })?
+}
+
+/// The address of a Unix-domain socket, as the kernel reports it; `None` when unnamed. A
+/// name that only means something inside the process that bound the socket (a path through
+/// `/proc/self/fd/N/` or `/dev/fd/N/`, as the library itself bound sockets before 0.2 and as
+/// others still do) is not where clients connect: it is reported as unknown, never as the
+/// socket's address.
+#[cfg(unix)]
+fn unix_addr(local: &socket2::SockAddr) -> Option<ListenAddr> {
     if let Some(path) = local.as_pathname() {
-        return Some(UnixAddr::Path(path.to_owned()));
+        if crate::unix::is_staging_name(path) {
+            return Some(ListenAddr::UnixUnknown);
+        }
+        return Some(ListenAddr::Unix(UnixAddr::Path(path.to_owned())));
     }
     local
         .as_abstract_namespace()
-        .map(|name| UnixAddr::Abstract(name.to_owned()))
+        .map(|name| ListenAddr::Unix(UnixAddr::Abstract(name.to_owned())))
 }
 
 /// Makes a checked descriptor non-blocking (systemd-socket-activate passes blocking
-/// sockets) and close-on-exec, still borrowed: the last step that can fail before it is
-/// taken.
+/// sockets) and close-on-exec, and, for a server, sets the options its connections inherit
+/// (per option: see [`set_accept_options`](crate::socket::set_accept_options)), still
+/// borrowed: the last step that can fail before it is taken. A failure leaves the
+/// descriptor open, its flags as they were (when `checked` is dropped), and names the spec
+/// and the descriptor.
 #[cfg(unix)]
-pub(crate) fn prepare(spec: &ListenSpec, checked: &Checked) -> Result<(), InheritError> {
+pub(crate) fn prepare(
+    spec: &ListenSpec,
+    checked: &mut Checked,
+    options: Option<crate::socket::AcceptOptions>,
+) -> Result<(), InheritError> {
     use InheritErrorKind::*;
-    let error =
-        |kind, detail: &str| InheritError::new(spec, Some(checked.fd), kind, detail.to_owned());
-    crate::sys::with_inherited(checked.fd, |borrowed| {
+    let fd = checked.fd;
+    let error = |kind, detail: &str| InheritError::new(spec, Some(fd), kind, detail.to_owned());
+    let is_tcp = checked.addr.ip().is_some();
+    let mut flags = None;
+    let result = crate::sys::with_inherited(fd, |borrowed| {
         let socket = socket2::SockRef::from(&borrowed);
+        let before = crate::sys::flags(borrowed)
+            .map_err(|e| error(Io, "cannot read its flags").with_source(e))?;
+        flags = Some(before);
         socket
             .set_nonblocking(true)
             .map_err(|e| error(Io, "cannot make it non-blocking").with_source(e))?;
         socket
             .set_cloexec(true)
-            .map_err(|e| error(Io, "cannot make it close-on-exec").with_source(e))
+            .map_err(|e| error(Io, "cannot make it close-on-exec").with_source(e))?;
+        match options {
+            Some(options) if is_tcp => {
+                let what = format!("listen spec {}: fd {fd}", spec.quoted());
+                crate::socket::set_accept_options(socket, options, &what).map_err(|(step, e)| {
+                    error(Io, &format!("cannot {step}, which the server needs")).with_source(e)
+                })
+            }
+            _ => Ok(Default::default()),
+        }
     })
-    .map_err(|e| error(NotOpen, "not an open descriptor").with_source(e))?
+    .map_err(|e| error(NotOpen, "not an open descriptor").with_source(e))?;
+    checked.flags = flags.map(|(nonblocking, cloexec)| Flags {
+        nonblocking,
+        cloexec,
+    });
+    checked.accepting = result?;
+    Ok(())
 }
 
 /// Every socket the service manager passed is made close-on-exec, taken or not, as
@@ -524,13 +666,29 @@ pub(crate) fn close_passed_on_exec() {
     });
 }
 
+/// How to give an inherited socket back if the bind that took it fails later (the reactor
+/// could not register it, say): its number, identity, flags and record as they were.
+#[cfg(unix)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GiveBack {
+    fd: i32,
+    id: (u64, u64),
+    before: Option<Record>,
+    flags: Option<Flags>,
+}
+
+/// Not on this platform.
+#[cfg(not(unix))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum GiveBack {}
+
 /// Takes a checked and prepared descriptor: from here it is the listener's, recorded as
 /// taken (by number and identity).
 #[cfg(unix)]
-pub(crate) fn own(spec: &ListenSpec, checked: Checked) -> Result<Inherited, InheritError> {
-    let Checked { fd, id, addr, mode } = checked;
+pub(crate) fn own(spec: &ListenSpec, mut checked: Checked) -> Result<Inherited, InheritError> {
+    let fd = checked.fd;
     // Open all along (checked, then prepared, in this call): only another thread closing it
-    // behind the library's back makes this fail.
+    // behind the library's back makes this fail (and then `checked` releases it).
     let owned = crate::sys::take_inherited(fd).map_err(|e| {
         InheritError::new(
             spec,
@@ -540,28 +698,65 @@ pub(crate) fn own(spec: &ListenSpec, checked: Checked) -> Result<Inherited, Inhe
         )
         .with_source(e)
     })?;
-    {
-        let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
-        let activated = matches!(spec.kind(), SpecKind::Activated { .. })
-            || taken.get(&fd).is_some_and(|t| t.activated);
-        taken.insert(
-            fd,
-            Taken {
-                id,
-                activated,
-                opened: false,
-            },
-        );
-    }
-    let socket = match addr {
+    checked.taken = true;
+    registry().insert(
+        fd,
+        Record {
+            id: checked.id,
+            activated: matches!(spec.kind(), SpecKind::Activated { .. })
+                || checked.before.is_some_and(|r| r.activated),
+            state: Use::Taken,
+        },
+    );
+    let socket = match checked.addr {
         ListenAddr::Ip(_) => ListenSocket::Tcp(mio::net::TcpListener::from_std(
             std::net::TcpListener::from(owned),
         )),
-        ListenAddr::Unix(_) => ListenSocket::Unix(crate::unix::UnixListener::inherited(
+        _ => ListenSocket::Unix(crate::unix::UnixListener::inherited(
             std::os::unix::net::UnixListener::from(owned),
         )),
     };
-    Ok(Inherited { socket, addr, mode })
+    Ok(Inherited {
+        socket,
+        addr: checked.addr.clone(),
+        mode: checked.mode,
+        accepting: checked.accepting,
+        give_back: GiveBack {
+            fd,
+            id: checked.id,
+            before: checked.before,
+            flags: checked.flags,
+        },
+    })
+}
+
+/// Gives an inherited socket back, as the bind found it: open (never closed here: whoever
+/// passed it still owns it), its flags and its record as before the bind took it, so a
+/// later bind may take it again.
+#[cfg(unix)]
+pub(crate) fn give_back(socket: ListenSocket, give_back: GiveBack) {
+    use std::os::fd::IntoRawFd;
+    let fd = match socket {
+        ListenSocket::Tcp(l) => l.into_raw_fd(),
+        ListenSocket::Unix(l) => l.into_mio().into_raw_fd(),
+    };
+    debug_assert_eq!(fd, give_back.fd);
+    if let Some(flags) = give_back.flags {
+        let _ = restore_flags(fd, flags);
+    }
+    let mut registry = registry();
+    if registry.get(&fd).is_some_and(|r| r.id == give_back.id) {
+        match give_back.before {
+            Some(before) => registry.insert(fd, before),
+            None => registry.remove(&fd),
+        };
+    }
+}
+
+/// Not on this platform: nothing is inherited.
+#[cfg(not(unix))]
+pub(crate) fn give_back(_: ListenSocket, give_back: GiveBack) {
+    match give_back {}
 }
 
 /// The error for an inherited socket where there are none.
@@ -586,7 +781,11 @@ pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError>
 
 /// See the Unix version: nothing passes [`check`] here.
 #[cfg(not(unix))]
-pub(crate) fn prepare(_: &ListenSpec, checked: &Checked) -> Result<(), InheritError> {
+pub(crate) fn prepare(
+    _: &ListenSpec,
+    checked: &mut Checked,
+    _: Option<crate::socket::AcceptOptions>,
+) -> Result<(), InheritError> {
     match *checked {}
 }
 
@@ -667,19 +866,19 @@ mod tests {
         use std::os::fd::{AsFd, AsRawFd};
         let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let fd = socket.as_raw_fd();
-        let gone = Taken {
+        let gone = Record {
             id: (0, 0),
             activated: true,
-            opened: false,
+            state: Use::Free,
         };
-        TAKEN.lock().unwrap().insert(fd, gone);
+        registry().insert(fd, gone);
         opened(socket.as_fd());
-        let now = TAKEN.lock().unwrap().get(&fd).copied().unwrap();
-        assert!(now.opened);
+        let now = registry().get(&fd).copied().unwrap();
+        assert_eq!(now.state, Use::Opened);
         assert!(now.activated, "the number forgot it held a passed socket");
         released(fd);
-        let after = TAKEN.lock().unwrap().remove(&fd).unwrap();
-        assert!(!after.opened && after.activated);
+        let after = registry().remove(&fd).unwrap();
+        assert!(after.state == Use::Free && after.activated);
     }
 
     fn env(pid: Option<&str>, fds: Option<&str>, names: Option<&str>) -> Environment {

@@ -21,7 +21,7 @@ use crate::host::{HostCaps, Resolve, SystemResolver};
 use crate::plan::{
     plan, BindPlan, FamilyPolicy, PlanOptions, SkipReason, Skipped, SocketMode, WildcardStack,
 };
-use crate::socket::{ListenAddr, ListenSocket};
+use crate::socket::{AcceptOptions, Accepting, ListenAddr, ListenSocket};
 
 /// How many times a port-0 spec with several sockets is retried on a fresh port when the
 /// port the first socket got is taken on another address.
@@ -48,6 +48,9 @@ pub struct ListenConfig {
     backlog: i32,
     caps: Option<HostCaps>,
     resolver: Arc<dyn Resolve>,
+    /// Options for accepted connections that a server sets on its TCP listeners, inherited
+    /// ones included (before they are taken): `None` for sockets the caller serves itself.
+    accept: Option<AcceptOptions>,
 }
 
 impl fmt::Debug for ListenConfig {
@@ -85,7 +88,15 @@ impl ListenConfig {
             backlog: 1024,
             caps: None,
             resolver: Arc::new(SystemResolver),
+            accept: None,
         }
+    }
+
+    /// The options a server's connections inherit from its TCP listeners, set on each
+    /// listener as it is opened, or, for an inherited one, before it is taken.
+    pub(crate) fn accept_options(mut self, options: AcceptOptions) -> ListenConfig {
+        self.accept = Some(options);
+        self
     }
 
     /// Which families to use (default [`FamilyPolicy::Any`]).
@@ -133,11 +144,12 @@ impl ListenConfig {
     }
 
     /// The permission bits of the files of Unix-domain listeners (as `0o660`), set before
-    /// any client can connect: the socket is bound in a directory only this user can enter,
-    /// given its mode there, then linked into place. Default: none set, so the process's
+    /// any client can connect: the socket is bound at its path and given its mode before it
+    /// listens (until then every connect is refused). Default: none set, so the process's
     /// umask decides, as for any file. A mode above `0o777` (set-id and sticky bits mean
     /// nothing on a socket) and a mode for an abstract socket (it has no file) are errors
-    /// when binding.
+    /// when binding. An inherited Unix-domain socket keeps the mode whoever made it gave it
+    /// (systemd's `SocketMode=`): a warning says so when a mode is set here.
     pub fn unix_mode(mut self, mode: u32) -> ListenConfig {
         self.unix_mode = Some(mode);
         self
@@ -201,12 +213,17 @@ impl ListenConfig {
             .into_iter()
             .map(|s| s.to_listen_spec())
             .collect::<Result<_, _>>()?;
-        // Inherited descriptors are checked first, all of them, before any socket of our
-        // own is opened: a descriptor a spec names that is not open fails here, so no socket
-        // of ours can land on its number and be taken for it. They are taken (owned) last,
-        // once everything else has worked: a failed call leaves each as it was, open, and
-        // the same descriptor may be named again once the problem is fixed.
-        let mut checked: Vec<Vec<crate::inherit::Checked>> = Vec::with_capacity(specs.len());
+        let checked = self.check_inherited(specs)?;
+        self.open_checked(checked)
+    }
+
+    /// The first half of [`bind_all`](ListenConfig::bind_all): every inherited descriptor
+    /// the specs name is checked and reserved for this bind, before any socket of our own
+    /// is opened: a descriptor a spec names that is not open fails here, so no socket of
+    /// ours can land on its number and be taken for it, and no other thread's bind can take
+    /// one reserved here. Dropping the result releases the reservations.
+    pub(crate) fn check_inherited(&self, specs: Vec<ListenSpec>) -> Result<CheckedSpecs, Error> {
+        let mut inherited: Vec<Vec<crate::inherit::Checked>> = Vec::with_capacity(specs.len());
         let mut named: Vec<(i32, usize)> = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             let fds = crate::inherit::descriptors(spec)?;
@@ -216,12 +233,25 @@ impl ListenConfig {
                 }
                 named.push((fd, i));
             }
-            checked.push(
+            inherited.push(
                 fds.into_iter()
                     .map(|fd| crate::inherit::check(spec, fd))
                     .collect::<Result<_, _>>()?,
             );
         }
+        Ok(CheckedSpecs { specs, inherited })
+    }
+
+    /// The second half of [`bind_all`](ListenConfig::bind_all): our own sockets are opened,
+    /// then the inherited descriptors are prepared (non-blocking, close-on-exec, a server's
+    /// options) and taken last, once everything else has worked: a failed call leaves each
+    /// as it was, open, and the same descriptor may be named again once the problem is
+    /// fixed.
+    pub(crate) fn open_checked(&self, checked: CheckedSpecs) -> Result<Bound, Error> {
+        let CheckedSpecs {
+            specs,
+            mut inherited,
+        } = checked;
         // Probed once, and only if a spec needs it.
         let mut caps = self.caps;
         let mut skipped = Vec::new();
@@ -247,10 +277,10 @@ impl ListenConfig {
             own.push(mine);
         }
         // Everything else worked: now the inherited descriptors are made non-blocking and
-        // close-on-exec, and taken.
-        for (spec, checked) in specs.iter().zip(&checked) {
+        // close-on-exec, given a server's options, and taken.
+        for (spec, checked) in specs.iter().zip(&mut inherited) {
             for c in checked {
-                crate::inherit::prepare(spec, c)?;
+                crate::inherit::prepare(spec, c, self.accept)?;
             }
         }
         if specs
@@ -260,20 +290,27 @@ impl ListenConfig {
             crate::inherit::close_passed_on_exec();
         }
         let mut listeners = Vec::new();
-        for (origin, ((spec, mine), checked)) in specs.iter().zip(own).zip(checked).enumerate() {
+        for (origin, ((spec, mine), checked)) in specs.iter().zip(own).zip(inherited).enumerate() {
             for l in mine {
-                #[cfg(unix)]
-                crate::inherit::opened(std::os::fd::AsFd::as_fd(&l.socket));
                 listeners.push(Listener { origin, ..l });
             }
             for c in checked {
                 let taken = crate::inherit::own(spec, c)?;
+                if self.unix_mode.is_some() && taken.mode == SocketMode::Unix {
+                    logged.push(format!(
+                        "listen spec {}: {}: an inherited Unix-domain socket keeps the mode whoever made it gave it; the Unix mode asked for applies to sockets this server makes",
+                        spec.quoted(),
+                        taken.addr
+                    ));
+                }
                 listeners.push(Listener {
                     socket: taken.socket,
                     local_addr: taken.addr,
                     mode: taken.mode,
                     spec: spec.clone(),
                     origin,
+                    accepting: taken.accepting,
+                    give_back: Some(taken.give_back),
                 });
             }
         }
@@ -327,6 +364,8 @@ impl ListenConfig {
             mode: SocketMode::Unix,
             spec: spec.clone(),
             origin: 0,
+            accepting: Accepting::default(),
+            give_back: None,
         })
     }
 
@@ -485,6 +524,10 @@ impl ListenConfig {
     ) -> Result<BoundSocket, (&'static str, io::Error)> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
             .map_err(|e| ("socket", e))?;
+        // Recorded as the library's from its first moment, before it listens: no other
+        // thread's `fd:N` can take it while this bind goes on.
+        #[cfg(unix)]
+        crate::inherit::opened(std::os::fd::AsFd::as_fd(&socket));
         if addr.is_ipv6() {
             // Always explicit: the OS default (Linux: net.ipv6.bindv6only) must not decide.
             socket
@@ -507,6 +550,14 @@ impl ListenConfig {
         socket
             .set_nonblocking(true)
             .map_err(|e| ("set O_NONBLOCK", e))?;
+        let accepting = match self.accept {
+            Some(options) => crate::socket::set_accept_options(
+                socket2::SockRef::from(&socket),
+                options,
+                &display_addr(addr),
+            )?,
+            None => Accepting::default(),
+        };
         socket.bind(&addr.into()).map_err(|e| ("bind", e))?;
         let local = socket
             .local_addr()
@@ -518,8 +569,16 @@ impl ListenConfig {
             socket,
             local: normalize(local),
             mode,
+            accepting,
         })
     }
+}
+
+/// Specs whose inherited descriptors are checked and reserved (see
+/// [`ListenConfig::check_inherited`]); their own sockets are not opened yet.
+pub(crate) struct CheckedSpecs {
+    specs: Vec<ListenSpec>,
+    inherited: Vec<Vec<crate::inherit::Checked>>,
 }
 
 /// What opening one plan gave: the listeners, the addresses skipped, and warnings to log.
@@ -536,6 +595,7 @@ struct BoundSocket {
     local: SocketAddr,
     /// Read back from the kernel.
     mode: SocketMode,
+    accepting: Accepting,
 }
 
 impl BoundSocket {
@@ -548,6 +608,8 @@ impl BoundSocket {
             mode: self.mode,
             spec: spec.clone(),
             origin: 0,
+            accepting: self.accepting,
+            give_back: None,
         })
     }
 }
@@ -690,6 +752,10 @@ pub struct Listener {
     spec: ListenSpec,
     /// The index of its spec in the list [`ListenConfig::bind_all`] was given.
     pub(crate) origin: usize,
+    /// What setting a server's options on it found.
+    pub(crate) accepting: Accepting,
+    /// For an inherited socket: how to give it back untaken if the bind fails later.
+    give_back: Option<crate::inherit::GiveBack>,
 }
 
 impl Listener {
@@ -778,6 +844,34 @@ impl Listener {
 
     pub(crate) fn into_socket(self) -> ListenSocket {
         self.socket
+    }
+
+    /// The listening socket, to register with a poller.
+    pub(crate) fn socket_mut(&mut self) -> &mut ListenSocket {
+        &mut self.socket
+    }
+
+    /// The error for step `step` of serving this listener, which failed with `e`: named by
+    /// its spec and descriptor for an inherited socket, by its spec and address otherwise.
+    pub(crate) fn error(&self, step: &str, e: io::Error) -> Error {
+        match self.give_back {
+            #[cfg(unix)]
+            Some(_) => {
+                use std::os::fd::AsRawFd;
+                crate::inherit::InheritError::io(&self.spec, self.as_raw_fd(), step, e).into()
+            }
+            _ => BindError::new(&self.spec, self.local_addr.clone(), self.mode, step, e).into(),
+        }
+    }
+
+    /// Ends this listener as part of a failed bind: a socket of our own is closed (and its
+    /// file removed); an inherited one is given back open and untaken, its flags as they
+    /// were, so that whoever passed it still has it and a later bind may take it.
+    pub(crate) fn undo(self) {
+        match self.give_back {
+            Some(give_back) => crate::inherit::give_back(self.socket, give_back),
+            None => drop(self.socket),
+        }
     }
 }
 

@@ -28,6 +28,71 @@ pub(crate) fn read_mode(socket: &socket2::Socket, local: SocketAddr) -> io::Resu
     })
 }
 
+/// The options a server sets on its TCP listening sockets for the connections they accept,
+/// which inherit them (Linux, the BSDs, macOS and Windows copy socket and TCP options to
+/// accepted sockets), so that they cost no system call per connection:
+///
+/// - `SO_OOBINLINE` (RFC 6093 asks for it): TCP urgent data stays in the byte stream, in
+///   order, so no byte a peer sent is left out of what the handler sees;
+/// - `TCP_NODELAY` as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AcceptOptions {
+    pub(crate) nodelay: bool,
+}
+
+/// What setting [`AcceptOptions`] on a listener found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Accepting {
+    /// The listener's protocol refused `SO_OOBINLINE` (MPTCP: it has no urgent data of its
+    /// own, but a plain TCP client falls back to a TCP connection that does, and does not
+    /// inherit the option): it is set on each accepted connection instead.
+    pub(crate) oob_inline_per_connection: bool,
+}
+
+/// Whether `e` says the socket's protocol has no such option (MPTCP answers EOPNOTSUPP to
+/// `SO_OOBINLINE`): the option is then not needed, or not to be had, rather than broken.
+pub(crate) fn unsupported_option(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOPROTOOPT)) {
+        return true;
+    }
+    e.kind() == io::ErrorKind::Unsupported
+}
+
+/// Sets `options` on a TCP listening socket (`what` names it for the log), deciding per
+/// option what a refusal means: `SO_OOBINLINE` refused as unsupported is set on each
+/// accepted connection instead; `TCP_NODELAY` refused as unsupported leaves Nagle's
+/// algorithm on, with a warning (it only makes replies wait; nothing is lost). Any other
+/// failure is an error naming the option.
+///
+/// # Errors
+///
+/// The option that failed, and the OS error.
+pub(crate) fn set_accept_options(
+    socket: socket2::SockRef<'_>,
+    options: AcceptOptions,
+    what: &dyn fmt::Display,
+) -> Result<Accepting, (&'static str, io::Error)> {
+    let oob_inline_per_connection = match socket.set_out_of_band_inline(true) {
+        Ok(()) => false,
+        Err(e) if unsupported_option(&e) => {
+            log::debug!("{what}: SO_OOBINLINE is set per connection ({e})");
+            true
+        }
+        Err(e) => return Err(("set SO_OOBINLINE", e)),
+    };
+    match socket.set_tcp_nodelay(options.nodelay) {
+        Ok(()) => {}
+        Err(e) if unsupported_option(&e) => {
+            log::warn!("{what}: its protocol has no TCP_NODELAY ({e}): served without it");
+        }
+        Err(e) => return Err(("set TCP_NODELAY", e)),
+    }
+    Ok(Accepting {
+        oob_inline_per_connection,
+    })
+}
+
 /// The peer of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -85,6 +150,10 @@ pub enum ListenAddr {
     Ip(SocketAddr),
     /// A Unix-domain socket address.
     Unix(UnixAddr),
+    /// An inherited Unix-domain socket whose name means nothing outside the process that
+    /// bound it (a path through `/proc/self/fd/N/`): where clients connect cannot be known
+    /// from the socket. Shown as `unix:(unknown path)`.
+    UnixUnknown,
 }
 
 impl ListenAddr {
@@ -92,7 +161,7 @@ impl ListenAddr {
     pub fn ip(&self) -> Option<SocketAddr> {
         match self {
             ListenAddr::Ip(addr) => Some(*addr),
-            ListenAddr::Unix(_) => None,
+            ListenAddr::Unix(_) | ListenAddr::UnixUnknown => None,
         }
     }
 
@@ -104,11 +173,12 @@ impl ListenAddr {
 
 impl fmt::Display for ListenAddr {
     /// `127.0.0.1:7000`, `[::]:7000`, `unix:/run/app.sock` or `unix:@app`: a listen spec
-    /// that names the same place again.
+    /// that names the same place again (but for `unix:(unknown path)`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ListenAddr::Ip(addr) => display_addr(*addr).fmt(f),
             ListenAddr::Unix(addr) => addr.fmt(f),
+            ListenAddr::UnixUnknown => f.write_str("unix:(unknown path)"),
         }
     }
 }
@@ -127,9 +197,9 @@ impl ToSocketAddrs for ListenAddr {
     fn to_socket_addrs(&self) -> std::io::Result<Self::Iter> {
         match self {
             ListenAddr::Ip(addr) => Ok(Some(*addr).into_iter()),
-            ListenAddr::Unix(addr) => Err(std::io::Error::new(
+            other => Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                format!("{addr} is a Unix-domain socket, not an IP address"),
+                format!("{other} is a Unix-domain socket, not an IP address"),
             )),
         }
     }
@@ -251,15 +321,6 @@ pub(crate) enum ListenSocket {
 }
 
 impl ListenSocket {
-    /// The TCP listener, for a TCP socket.
-    pub(crate) fn as_tcp(&self) -> Option<&mio::net::TcpListener> {
-        match self {
-            ListenSocket::Tcp(l) => Some(l),
-            #[cfg(unix)]
-            ListenSocket::Unix(_) => None,
-        }
-    }
-
     /// Accepts one connection: its socket and its peer, normalized.
     pub(crate) fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {

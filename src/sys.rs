@@ -206,6 +206,33 @@ pub(crate) fn with_inherited<T>(
     Ok(f(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }))
 }
 
+/// Whether descriptor `fd` is non-blocking (`O_NONBLOCK`) and close-on-exec
+/// (`FD_CLOEXEC`), in that order.
+///
+/// # Errors
+///
+/// The OS error of `fcntl`.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn flags(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(bool, bool)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_GETFL and F_GETFD only read flags of a descriptor the borrow keeps open;
+    // no memory of ours is touched.
+    let (status, fd_flags) = unsafe {
+        (
+            libc::fcntl(fd.as_raw_fd(), libc::F_GETFL),
+            libc::fcntl(fd.as_raw_fd(), libc::F_GETFD),
+        )
+    };
+    if status < 0 || fd_flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((
+        status & libc::O_NONBLOCK != 0,
+        fd_flags & libc::FD_CLOEXEC != 0,
+    ))
+}
+
 /// Takes ownership of descriptor `fd`, which this process inherited, after checking that it
 /// is open.
 ///
@@ -291,61 +318,92 @@ fn c_name(name: &std::ffi::OsStr) -> io::Result<std::ffi::CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a name with a NUL byte"))
 }
 
-/// Sets the permission bits of `name`, an entry of directory `dir` (`fchmodat`): the entry
-/// of that very directory, whatever its path has become meanwhile.
+/// Sets the permission bits of `name`, an entry of directory `dir`, to `mode`, if it is a
+/// socket owned by this user (anything else is refused, and left alone); returns its device
+/// and inode. The entry is opened without following a symlink and checked through that
+/// descriptor, and the mode goes to that very file (through `/proc/self/fd/N`): whatever
+/// the entry or the directory's path become meanwhile, nothing else is changed. Off Linux,
+/// or without `/proc`, it is checked with `fstatat` and changed with `fchmodat`, neither
+/// following a symlink.
+///
+/// # Errors
+///
+/// `InvalidData` when the entry is not a socket of this user; the OS error otherwise.
 #[cfg(unix)]
 #[allow(unsafe_code)]
-pub(crate) fn chmod_at(dir: std::os::fd::BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let name = c_name(name.as_ref())?;
-    // SAFETY: `dir` is an open descriptor for the call (borrowed), `name` a NUL-terminated
-    // string that outlives it; fchmodat reads them and writes no memory of ours.
-    let r = unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t, 0) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Makes `to` a new hard link of `name`, an entry of directory `dir` (`linkat`). Fails with
-/// `AlreadyExists` when `to` exists, whatever it is (a symlink there is not followed).
-#[cfg(unix)]
-#[allow(unsafe_code)]
-pub(crate) fn link_at(
+pub(crate) fn chmod_socket_at(
     dir: std::os::fd::BorrowedFd<'_>,
-    name: &str,
-    to: &std::path::Path,
-) -> io::Result<()> {
+    name: &std::ffi::OsStr,
+    mode: u32,
+) -> io::Result<(u64, u64)> {
     use std::os::fd::AsRawFd;
-    let name = c_name(name.as_ref())?;
-    let to = c_name(to.as_os_str())?;
-    // SAFETY: `dir` is an open descriptor for the call, `name` and `to` NUL-terminated
-    // strings that outlive it; linkat reads them and writes no memory of ours.
+    let c = c_name(name)?;
+    let not_ours = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the entry is not a socket of this user: it was replaced",
+        )
+    };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // SAFETY: `dir` is open for the call and `c` a NUL-terminated string that outlives
+        // it; openat returns a new descriptor or -1 and writes no memory of ours.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by openat, is open, and nothing else owns it.
+        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let meta = file.metadata()?;
+        if meta.mode() & libc::S_IFMT != libc::S_IFSOCK || meta.uid() != euid() {
+            return Err(not_ours());
+        }
+        let via_fd = format!("/proc/self/fd/{}", file.as_raw_fd());
+        match std::fs::set_permissions(&via_fd, std::fs::Permissions::from_mode(mode)) {
+            Ok(()) => return Ok((meta.dev(), meta.ino())),
+            // No /proc: as elsewhere.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let (dev, ino, is_socket, uid) = stat_at(dir, name)?;
+    if !is_socket || uid != euid() {
+        return Err(not_ours());
+    }
+    // SAFETY: `dir` is an open descriptor for the call (borrowed), `c` a NUL-terminated
+    // string that outlives it; fchmodat reads them and writes no memory of ours.
     let r = unsafe {
-        libc::linkat(
+        libc::fchmodat(
             dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            0,
+            c.as_ptr(),
+            mode as libc::mode_t,
+            libc::AT_SYMLINK_NOFOLLOW,
         )
     };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok((dev, ino))
 }
 
-/// The device and inode of `name`, an entry of directory `dir`, and whether it is a socket
-/// (`fstatat`, not following a symlink).
+/// The device and inode of `name`, an entry of directory `dir`, whether it is a socket, and
+/// its owner (`fstatat`, not following a symlink).
 #[cfg(unix)]
 #[allow(unsafe_code)]
-pub(crate) fn identity_at(
+pub(crate) fn stat_at(
     dir: std::os::fd::BorrowedFd<'_>,
-    name: &str,
-) -> io::Result<(u64, u64, bool)> {
+    name: &std::ffi::OsStr,
+) -> io::Result<(u64, u64, bool, u32)> {
     use std::os::fd::AsRawFd;
-    let name = c_name(name.as_ref())?;
+    let name = c_name(name)?;
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `dir` is open for the call, `name` NUL-terminated and alive, and `st` points
     // to memory the size of a `stat`, which fstatat fills when it succeeds (and only then
@@ -368,7 +426,17 @@ pub(crate) fn identity_at(
         st.st_dev as u64,
         st.st_ino as u64,
         st.st_mode & libc::S_IFMT == libc::S_IFSOCK,
+        st.st_uid,
     ))
+}
+
+/// Releases an `flock` on `file` (best effort: closing it releases it too).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn unlock(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `file` is open for the call; flock touches no memory of ours.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
 }
 
 /// Tries to take an exclusive `flock` on `file`, held until it is closed, without waiting:
@@ -389,20 +457,6 @@ pub(crate) fn try_lock(file: &std::fs::File) -> io::Result<bool> {
             _ => return Err(e),
         }
     }
-}
-
-/// Removes `name`, an entry of directory `dir` that is not a directory (`unlinkat`).
-#[cfg(unix)]
-#[allow(unsafe_code)]
-pub(crate) fn unlink_at(dir: std::os::fd::BorrowedFd<'_>, name: &str) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let name = c_name(name.as_ref())?;
-    // SAFETY: `dir` is open for the call and `name` a NUL-terminated string that outlives
-    // it; unlinkat reads them and writes no memory of ours.
-    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// See the Unix version: interface names are not supported here.

@@ -1,14 +1,14 @@
-//! Unix-domain listeners: binding with a mode and no window in which the default mode
-//! applies, stale socket files, and removing the file when the listener goes (only if it is
-//! still the file this listener made).
+//! Unix-domain listeners: binding at the path clients use, with a mode set before any
+//! client can connect, stale socket files, and removing the file when the listener goes
+//! (only if it is still the file this listener made).
 //!
 //! Heads up: the rules here follow the consensus of the projects that got them wrong first
-//! (neovim#37378, nng#656, katzenpost#1116): a path is unlinked only after linking the new
+//! (neovim#37378, nng#656, katzenpost#1116): a path is unlinked only after binding the new
 //! socket there failed because the path exists, only if it is a socket, and only if nothing
 //! answers on it; never before trying, never anything else.
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -61,6 +61,8 @@ impl UnixListener {
             ));
         }
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| ("socket", e))?;
+        // The library's from its first moment: no other thread's `fd:N` can take it.
+        crate::inherit::opened(std::os::fd::AsFd::as_fd(&socket));
         socket
             .set_nonblocking(true)
             .map_err(|e| ("set O_NONBLOCK", e))?;
@@ -109,6 +111,13 @@ impl UnixListener {
 
     pub(crate) fn accept(&self) -> io::Result<mio::net::UnixStream> {
         self.inner.accept().map(|(stream, _)| stream)
+    }
+}
+
+impl Owned {
+    /// The record, kept: the file is a listener's from now on, not removed here.
+    fn into_file(mut self) -> Option<File> {
+        self.0.take()
     }
 }
 
@@ -175,13 +184,19 @@ fn abstract_addr(_name: &[u8]) -> io::Result<SockAddr> {
 /// Binds `socket` at `path`, listening, with `mode` if given; returns what identifies the
 /// file made.
 ///
-/// The socket is bound in a new directory beside `path` that only this user can enter,
-/// given its mode there, set listening, and only then linked into place. So no client can
-/// connect while a default mode applies, and the file never sits at `path` without a
-/// listening socket behind it (another server starting at the same moment would take it
-/// for stale). The mode and the link go through a descriptor of that directory, never its
-/// path: whoever may write the directory above cannot swap in one of their own and have a
-/// file of ours changed or linked in its place.
+/// The socket is bound at `path` itself, so the kernel's name for it (`getsockname`, what
+/// a process it is handed to reads back) is the path clients use. It is given its mode
+/// before it listens: until then every connect is refused, so no client ever reaches it
+/// while a default mode applies. The file is found and its mode set through a descriptor of
+/// its directory, opened before the bind, and only if it is a socket of this user that
+/// the path names too: whoever may write a directory on the way cannot have another file of
+/// ours changed in its place.
+///
+/// From before the bind until the socket listens, this holds an `flock` on the directory,
+/// which every server of this library takes to bind there: another one that finds the file
+/// meanwhile (not answering yet) waits, then finds it live, instead of removing it as
+/// stale. A file already at `path` is removed only if it is a stale socket (see
+/// [`replace_stale`]), and the bind is tried again.
 fn bind_path(
     socket: &Socket,
     path: &Path,
@@ -189,141 +204,188 @@ fn bind_path(
     backlog: i32,
 ) -> Result<File, Failed> {
     use std::os::fd::AsFd;
-    let dir = Private::new(path).map_err(|e| ("make a private directory to bind in", e))?;
-    socket
-        .bind(&dir.addr_of("s").map_err(|e| ("bind", e))?)
-        .map_err(|e| ("bind", e))?;
-    // Bound by path: the socket must be in our directory, not in one put at its path since.
-    let (dev, ino, is_socket) = crate::sys::identity_at(dir.fd.as_fd(), "s")
-        .map_err(|e| ("find the socket in the private directory", e))?;
-    if !is_socket {
-        return Err((
-            "bind",
-            io::Error::other("the private directory was tampered with: no socket in it"),
-        ));
-    }
-    if let Some(mode) = mode {
-        crate::sys::chmod_at(dir.fd.as_fd(), "s", mode).map_err(|e| ("set the mode", e))?;
-    }
-    socket.listen(backlog).map_err(|e| ("listen", e))?;
-    place(path, &dir)?;
-    Ok(File {
-        path: path.to_owned(),
-        id: (dev, ino),
-        pid: std::process::id(),
-    })
-}
-
-/// Links the listening socket's file (`s` in `dir`) at `path`. If something is there
-/// already, removes it only if it is a stale socket (nothing answers on it) and links once
-/// more. Two servers finding the same stale file must not both remove what is there (the
-/// second would remove the first's live socket) and both believe they serve `path`: the
-/// replacement is done under an `flock` on the directory of `path`, which every server of
-/// this library takes for it. The lock is waited for a bounded time only, and is skipped
-/// (with the race it closes) where the directory cannot be opened or locked: another
-/// process holding it cannot hang or fail a bind.
-fn place(path: &Path, dir: &Private) -> Result<(), Failed> {
-    use std::os::fd::AsFd;
-    let link = || crate::sys::link_at(dir.fd.as_fd(), "s", path);
-    match link() {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(("bind", e)),
-    }
-    let _lock = lock_dir(parent_of(path));
-    let in_use_now = || {
+    let name = path.file_name().ok_or_else(|| {
         (
             "bind",
             io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("{} is in use: a server answers on it", path.display()),
+                io::ErrorKind::InvalidInput,
+                format!("{} names no file", path.display()),
             ),
         )
-    };
-    // A few rounds: the file may go (its server stopping) while it is looked at; then the
-    // path is free and the link is tried again.
-    for _ in 0..3 {
-        match link() {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+    })?;
+    let parent = parent_of(path);
+    let dir = Dir::open(parent).map_err(|e| ("open the socket's directory", e))?;
+    let _lock = dir.lock(parent);
+    let addr = SockAddr::unix(path).map_err(|e| ("bind", e))?;
+    let mut rounds = 0;
+    loop {
+        match socket.bind(&addr) {
+            Ok(()) => break,
+            // A few rounds: the file may go (its server stopping) while it is looked at, or
+            // a server that took no lock may have bound in between.
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && rounds < 3 => {
+                rounds += 1;
+                replace_stale(path)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(in_use(path)),
             Err(e) => return Err(("bind", e)),
         }
-        let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(meta) => meta,
-            Err(e) if gone(&e) => continue,
-            Err(e) => return Err(("stat", e)),
-        };
-        if !meta.file_type().is_socket() {
-            return Err((
-                "bind",
-                io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!(
-                        "{} exists and is not a socket: it is not removed",
-                        path.display()
-                    ),
-                ),
-            ));
-        }
-        match answers(path) {
-            Ok(true) => return Err(in_use_now()),
-            Ok(false) => {}
-            Err(e) if gone(&e) => continue,
-            Err(e) => return Err(("connect to the socket already there", e)),
-        }
-        log::info!(
-            "{}: a stale socket (nothing answers on it): removed",
-            path.display()
-        );
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if gone(&e) => {}
-            Err(e) => return Err(("remove the stale socket", e)),
+    }
+    // Ours from here: removed again if anything below fails (while it is still ours).
+    let tampered = || {
+        (
+            "bind",
+            io::Error::other(format!(
+                "{} changed while it was being bound: the socket is not at that path",
+                path.display()
+            )),
+        )
+    };
+    let (dev, ino, is_socket, uid) =
+        crate::sys::stat_at(dir.fd.as_fd(), name).map_err(|_| tampered())?;
+    let made = Owned(Some(File {
+        path: path.to_owned(),
+        id: (dev, ino),
+        pid: std::process::id(),
+    }));
+    // The path and the directory's descriptor name the same file: the bind went where the
+    // descriptor is, not into a directory swapped onto the path.
+    let by_path = std::fs::symlink_metadata(path).map_err(|_| tampered())?;
+    if !is_socket || uid != crate::sys::euid() || (by_path.dev(), by_path.ino()) != (dev, ino) {
+        return Err(tampered());
+    }
+    if let Some(mode) = mode {
+        let id = crate::sys::chmod_socket_at(dir.fd.as_fd(), name, mode)
+            .map_err(|e| ("set the mode", e))?;
+        if id != (dev, ino) {
+            return Err(tampered());
         }
     }
-    // Still taken after that: a server that did not need the lock (it found the path free)
-    // placed its socket in between, and it is live (see bind_path).
-    match link() {
+    socket.listen(backlog).map_err(|e| ("listen", e))?;
+    made.into_file().ok_or_else(tampered)
+}
+
+/// The error for a path a live server answers on.
+fn in_use(path: &Path) -> Failed {
+    (
+        "bind",
+        io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use: a server answers on it", path.display()),
+        ),
+    )
+}
+
+/// Something is at `path`, where a bind wants to make its socket: removes it if it is a
+/// stale socket (nothing answers on it), and returns `Ok` to have the bind tried again
+/// (also when it went by itself meanwhile). Anything else stays: a live socket (an
+/// `AddrInUse` error), a file that is not a socket.
+fn replace_stale(path: &Path) -> Result<(), Failed> {
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(("stat", e)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err((
+            "bind",
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket: it is not removed",
+                    path.display()
+                ),
+            ),
+        ));
+    }
+    match answers(path) {
+        Ok(true) => return Err(in_use(path)),
+        Ok(false) => {}
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(("connect to the socket already there", e)),
+    }
+    log::info!(
+        "{}: a stale socket (nothing answers on it): removed",
+        path.display()
+    );
+    match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(in_use_now()),
-        Err(e) => Err(("bind", e)),
+        Err(e) if gone(&e) => Ok(()),
+        Err(e) => Err(("remove the stale socket", e)),
     }
 }
 
 /// The longest a bind waits for another server's lock on a directory.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// An exclusive `flock` on directory `dir`, held while the returned file is open: waited
-/// for [`LOCK_WAIT`] at most. `None` (logged) when it cannot be had: a directory this user
-/// may not read, a file system without locks, or a holder that keeps it.
-fn lock_dir(dir: &Path) -> Option<std::fs::File> {
-    let file = match std::fs::File::open(dir) {
-        Ok(file) => file,
-        Err(e) => {
-            log::debug!("cannot open {} to lock it: {e}", dir.display());
+/// The directory a socket file is made in, opened before the bind.
+struct Dir {
+    fd: std::fs::File,
+    /// Opened for reading, so it can be locked (not only found through: `O_PATH`).
+    lockable: bool,
+}
+
+impl Dir {
+    /// Opens directory `path` without following a symlink in its last component; where
+    /// this user may not read it (only search it), on Linux as a path-only descriptor.
+    fn open(path: &Path) -> io::Result<Dir> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let open = |flags| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | flags)
+                .open(path)
+        };
+        match open(0) {
+            Ok(fd) => Ok(Dir { fd, lockable: true }),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(Dir {
+                fd: open(libc::O_PATH)?,
+                lockable: false,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An exclusive `flock` on the directory, held while the returned guard lives: waited
+    /// for [`LOCK_WAIT`] at most. `None` (logged) when it cannot be had: a directory this
+    /// user may not read, a file system without locks, or a holder that keeps it; the bind
+    /// goes on without it (with the race it closes).
+    fn lock(&self, path: &Path) -> Option<Locked<'_>> {
+        if !self.lockable {
+            log::debug!("{}: cannot be read, so not locked", path.display());
             return None;
         }
-    };
-    let until = std::time::Instant::now() + LOCK_WAIT;
-    loop {
-        match crate::sys::try_lock(&file) {
-            Ok(true) => return Some(file),
-            Ok(false) if std::time::Instant::now() < until => {
-                std::thread::sleep(std::time::Duration::from_millis(5))
-            }
-            Ok(false) => {
-                log::warn!(
-                    "{}: another process holds a lock on this directory; replacing a stale socket without it",
-                    dir.display()
-                );
-                return None;
-            }
-            Err(e) => {
-                log::debug!("cannot lock {}: {e}", dir.display());
-                return None;
+        let until = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match crate::sys::try_lock(&self.fd) {
+                Ok(true) => return Some(Locked(&self.fd)),
+                Ok(false) if std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Ok(false) => {
+                    log::warn!(
+                        "{}: another process holds a lock on this directory; binding without it",
+                        path.display()
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    log::debug!("cannot lock {}: {e}", path.display());
+                    return None;
+                }
             }
         }
+    }
+}
+
+/// A held `flock` on a [`Dir`]: released when dropped.
+struct Locked<'a>(&'a std::fs::File);
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        crate::sys::unlock(self.0);
     }
 }
 
@@ -353,99 +415,72 @@ fn answers(path: &Path) -> io::Result<bool> {
     }
 }
 
-/// A directory beside the socket's path that only this user can enter, removed with what
-/// is in it when dropped.
-struct Private {
-    path: PathBuf,
-    /// The directory itself, opened right after it was made and checked to be ours: what is
-    /// done in it goes through this descriptor, never through `path`.
-    fd: std::fs::File,
-}
-
-impl Private {
-    /// Makes the directory: `.dsPID.RANDOM` in the socket's directory, mode 0700. The name
-    /// is not guessable (so another user cannot make it first and have this bind fail), and a
-    /// name that exists already is never used: `mkdir` does not follow a symlink there.
-    fn new(beside: &Path) -> io::Result<Private> {
-        use std::hash::{BuildHasher, Hasher};
-        use std::os::unix::fs::OpenOptionsExt;
-        let parent = parent_of(beside);
-        let mut last = None;
-        for attempt in 0u64..8 {
-            // RandomState is seeded from the OS's randomness once per process and then
-            // varied per instance: good enough for a name nobody can guess in advance.
-            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_u64(attempt);
-            let path = parent.join(format!(
-                ".ds{}.{:016x}",
-                std::process::id(),
-                hasher.finish()
-            ));
-            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    last = Some(e);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-            // Made: now opened without following a symlink, and checked to be ours. If
-            // either fails, what is at `path` is not what we made, and is not removed.
-            let fd = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-                .open(&path)
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("the private directory {} was replaced: {e}", path.display()),
-                    )
-                })?;
-            let meta = fd.metadata()?;
-            if meta.uid() != crate::sys::euid() || meta.mode() & 0o077 != 0 {
-                return Err(io::Error::other(format!(
-                    "the private directory {} was replaced by one this user does not own alone",
-                    path.display()
-                )));
-            }
-            return Ok(Private { path, fd });
-        }
-        Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists)))
+/// Whether `path`, the name the kernel reports for a Unix-domain socket, only means
+/// something inside the process that bound it: a path through a descriptor
+/// (`/proc/self/fd/N/…`, `/proc/PID/fd/N/…`, `/dev/fd/N/…`), or the private directory
+/// `….dsPID.RANDOM/s` this library bound in before it bound at the real path.
+pub(crate) fn is_staging_name(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let through_fd = |rest: &[u8]| {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        digits > 0 && rest.get(digits) == Some(&b'/')
+    };
+    if let Some(rest) = bytes
+        .strip_prefix(b"/proc/self/fd/")
+        .or_else(|| bytes.strip_prefix(b"/dev/fd/"))
+    {
+        return through_fd(rest);
     }
-
-    /// The socket address of `name` in this directory. On Linux it is reached through
-    /// `/proc/self/fd/N/NAME`, N the directory's descriptor (systemd does the same), so the
-    /// socket is made in this very directory even if another was put at its path meanwhile,
-    /// and a staged path is never what makes a path the parser accepted too long. Elsewhere,
-    /// or without `/proc`, by its path (a swap is then caught after the bind: `bind_path`
-    /// looks for the socket through the descriptor).
-    fn addr_of(&self, name: &str) -> io::Result<SockAddr> {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        {
-            use std::os::fd::AsRawFd;
-            let via_fd = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
-            if Path::new(&via_fd).is_dir() {
-                return SockAddr::unix(format!("{via_fd}/{name}"));
+    if let Some(rest) = bytes.strip_prefix(b"/proc/") {
+        let pid = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if pid > 0 {
+            if let Some(rest) = rest[pid..].strip_prefix(b"/fd/") {
+                return through_fd(rest);
             }
         }
-        SockAddr::unix(self.path.join(name))
     }
-}
-
-impl Drop for Private {
-    /// Removes the socket's staging name through the directory's descriptor, then the
-    /// directory by path only if it is empty: if someone put another directory at the
-    /// path, nothing of theirs is removed.
-    fn drop(&mut self) {
-        use std::os::fd::AsFd;
-        let _ = crate::sys::unlink_at(self.fd.as_fd(), "s");
-        let _ = std::fs::remove_dir(&self.path);
-    }
+    // `.dsPID.HEX16/s`
+    let staged = |dir: &[u8]| {
+        let Some(rest) = dir.strip_prefix(b".ds") else {
+            return false;
+        };
+        let pid = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        pid > 0
+            && rest.get(pid) == Some(&b'.')
+            && rest[pid + 1..].len() == 16
+            && rest[pid + 1..].iter().all(u8::is_ascii_hexdigit)
+    };
+    path.file_name().is_some_and(|n| n == "s")
+        && path
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|d| staged(d.as_bytes()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_through_a_descriptor_or_the_old_private_directory_are_staging_names() {
+        let cases: &[(&str, bool)] = &[
+            ("/proc/self/fd/4/s", true),
+            ("/proc/self/fd/12/app.sock", true),
+            ("/proc/4242/fd/4/s", true),
+            ("/dev/fd/5/s", true),
+            ("/tmp/.ds4242.0123456789abcdef/s", true),
+            ("/run/app.sock", false),
+            ("/proc/self/fd", false),
+            ("/proc/self/fd/x/s", false),
+            ("/tmp/.ds4242.0123/s", false),
+            ("/tmp/.ds4242.0123456789abcdef/t", false),
+            ("./app.sock", false),
+        ];
+        for (path, staged) in cases {
+            assert_eq!(is_staging_name(Path::new(path)), *staged, "{path}");
+        }
+    }
 
     /// A hostile review: a child that inherited a listener through `fork` and dropped it
     /// removed the parent's live socket file (same device and inode). The file is removed

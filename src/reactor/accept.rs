@@ -142,6 +142,22 @@ impl<H: Handler> Server<H> {
             self.settle();
             return;
         }
+        if core.listeners[index].accepting.oob_inline_per_connection {
+            // The listener's protocol (MPTCP) refused SO_OOBINLINE, so its connections do
+            // not inherit it; one that fell back to plain TCP has urgent data, and must keep
+            // it in the byte stream. A connection that refuses it too has none.
+            match socket2::SockRef::from(&stream).set_out_of_band_inline(true) {
+                Err(e) if !crate::socket::unsupported_option(&e) => {
+                    log::debug!("connection from {peer} dropped: SO_OOBINLINE: {e}");
+                    if proxy.is_none() {
+                        core.peers.release(&peer);
+                    }
+                    core.listeners[index].stats.accepted += 1;
+                    return;
+                }
+                _ => {}
+            }
+        }
         let preamble = proxy.map(|(versions, due, _)| (Box::new(Preamble::new(versions)), due));
         let entry = core.conns.vacant_entry();
         let key = entry.key();

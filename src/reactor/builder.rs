@@ -8,6 +8,7 @@ use crate::addr::{ListenSpec, ParseError, ToListenSpec};
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::listen::ListenConfig;
+use crate::socket::AcceptOptions;
 
 /// Builds a [`Server`]: where to listen, how, and within which limits.
 ///
@@ -244,8 +245,24 @@ impl ServerBuilder {
     ///   no socket stays open;
     /// - [`Error::Config`]: a setting makes no sense ([`ConfigError`] says which), or no
     ///   spec was given;
-    /// - [`Error::Io`]: the poller could not be made.
+    /// - [`Error::Io`]: the poller could not be made;
+    /// - [`Error::Bind`] or [`Error::Inherit`]: a listener could not be registered with the
+    ///   poller, or an inherited socket refused an option the server needs (named by its
+    ///   spec and descriptor).
+    ///
+    /// Whatever fails, inherited descriptors are left open and untaken (so a retry can
+    /// take them), and every socket of the server's own is closed.
     pub fn bind<H: Handler>(self, handler: H) -> Result<Server<H>, Error> {
+        self.bind_with(super::Poller::new, handler)
+    }
+
+    /// [`bind`](ServerBuilder::bind), with the poller made by `poller` (a test can hand one
+    /// in that fails to register a listener).
+    fn bind_with<H: Handler>(
+        self,
+        poller: impl FnOnce() -> std::io::Result<super::Poller>,
+        handler: H,
+    ) -> Result<Server<H>, Error> {
         self.limits.validate()?;
         if self.specs.is_empty() {
             return Err(ConfigError::NoListenSpec.into());
@@ -259,18 +276,84 @@ impl ServerBuilder {
             specs.push(spec?);
             proxies_of_specs.push(proxy);
         }
-        let (listeners, skipped) = self.listen.bind_all(specs)?.into_parts();
+        let listen = self.listen.accept_options(AcceptOptions {
+            nodelay: self.limits.nodelay,
+        });
+        // Inherited descriptors are checked and reserved first; the poller and its waker
+        // come next (so neither lands on a number a spec names and is checked in its
+        // place), before anything is taken: if they cannot be made, nothing was.
+        let checked = listen.check_inherited(specs)?;
+        let poller = poller()?;
+        let (listeners, skipped) = listen.open_checked(checked)?.into_parts();
         // Each listener has its spec's settings (`origin` is the spec's index).
         let proxies = listeners
             .iter()
             .map(|l| proxies_of_specs[l.origin].clone())
             .collect();
-        Ok(Server::new(
-            listeners,
-            proxies,
-            skipped,
-            self.limits,
-            handler,
-        )?)
+        Server::new(poller, listeners, proxies, skipped, self.limits, handler)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConnId, Context};
+
+    struct Discard;
+
+    impl Handler for Discard {
+        type State = ();
+        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+    }
+
+    /// Issue #21, item 3: a failure after the inherited descriptors were taken (here the
+    /// poller refuses to register one, as it refuses a descriptor it has already) closed
+    /// them, recorded them as taken, and named nothing. It names the spec and the
+    /// descriptor now; the descriptor stays open, as blocking as it came, and untaken: the
+    /// next bind takes it.
+    #[cfg(unix)]
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_failure_after_taking_gives_inherited_descriptors_back() {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        let fd = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .into_raw_fd();
+        let spec = format!("fd:{fd}");
+        let poller = || {
+            let poller = super::super::Poller::new()?;
+            // SAFETY: `fd` is open (bound above), and this listener is given up with
+            // into_raw_fd right after the registration, so it never closes `fd`.
+            let mut same =
+                mio::net::TcpListener::from_std(unsafe { std::net::TcpListener::from_raw_fd(fd) });
+            let registered =
+                poller
+                    .registry
+                    .register(&mut same, mio::Token(7), mio::Interest::READABLE);
+            let _ = same.into_raw_fd();
+            registered.map(|()| poller)
+        };
+        let err = ServerBuilder::new()
+            .listen("127.0.0.1:0")
+            .listen(spec.as_str())
+            .bind_with(poller, Discard)
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot listen on \"{spec}\": fd {fd}: cannot register it with the poller"
+            )),
+            "{text}"
+        );
+        assert!(matches!(err, Error::Inherit(_)), "{err:?}");
+        let (nonblocking, _) = crate::sys::with_inherited(fd, crate::sys::flags)
+            .expect("given back closed")
+            .unwrap();
+        assert!(
+            !nonblocking,
+            "given back non-blocking: its flags were not restored"
+        );
+        let server = ServerBuilder::new().listen(spec.as_str()).bind(Discard);
+        assert!(server.is_ok(), "not given back untaken: {:?}", server.err());
     }
 }

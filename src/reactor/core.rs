@@ -42,6 +42,9 @@ pub(crate) struct ListenerSlot {
     pub(super) failing: bool,
     /// Its PROXY protocol settings: every connection begins with a header.
     pub(super) proxy: Option<super::proxy::ProxyProtocol>,
+    /// What setting the options its connections inherit found (MPTCP: SO_OOBINLINE is set
+    /// per connection).
+    pub(super) accepting: crate::socket::Accepting,
 }
 
 /// Everything but the poller, the handler and the read buffer: what a `Context` borrows.

@@ -131,6 +131,27 @@ impl<H: Handler> std::fmt::Debug for Server<H> {
     }
 }
 
+/// The poller of a server to be, with a clone of its registry and its waker: made before
+/// anything a bind takes, so that failing to make them leaves nothing taken.
+pub(crate) struct Poller {
+    poll: Poll,
+    registry: mio::Registry,
+    handle: ServerHandle,
+}
+
+impl Poller {
+    pub(crate) fn new() -> io::Result<Poller> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let handle = ServerHandle::new(&registry)?;
+        Ok(Poller {
+            poll,
+            registry,
+            handle,
+        })
+    }
+}
+
 impl Server<NoHandler> {
     /// A builder: listen specs, family policy, limits.
     pub fn builder() -> ServerBuilder {
@@ -150,38 +171,55 @@ impl Handler for NoHandler {
 }
 
 impl<H: Handler> Server<H> {
+    /// The server over `poller`, with `listeners` registered. If one cannot be registered,
+    /// every listener is undone (ours closed, inherited ones given back open and untaken)
+    /// and the error names the one that failed.
     pub(crate) fn new(
+        poller: Poller,
         listeners: Vec<crate::listen::Listener>,
         proxies: Vec<Option<ProxyProtocol>>,
         skipped: Vec<Skipped>,
         limits: Limits,
         handler: H,
-    ) -> io::Result<Server<H>> {
-        let poll = Poll::new()?;
-        let registry = poll.registry().try_clone()?;
-        let handle = ServerHandle::new(&registry)?;
-        let mut slots = Vec::with_capacity(listeners.len());
-        for (index, (listener, proxy)) in listeners.into_iter().zip(proxies).enumerate() {
-            let info = ListenerInfo {
-                local_addr: listener.local_addr().clone(),
-                mode: listener.mode(),
-                spec: listener.spec().clone(),
-                proxy_protocol: proxy.is_some(),
-            };
-            let mut socket = listener.into_socket();
-            if let Some(tcp) = socket.as_tcp() {
-                set_inherited_options(tcp, &limits)?;
+    ) -> Result<Server<H>, crate::Error> {
+        let Poller {
+            poll,
+            registry,
+            handle,
+        } = poller;
+        let mut listeners = listeners;
+        for (index, listener) in listeners.iter_mut().enumerate() {
+            if let Err(e) = registry.register(
+                listener.socket_mut(),
+                token::listener(index),
+                Interest::READABLE,
+            ) {
+                let error = listener.error("register it with the poller", e);
+                // The poller goes with this function, and its registrations with it.
+                listeners
+                    .into_iter()
+                    .for_each(crate::listen::Listener::undo);
+                return Err(error);
             }
-            registry.register(&mut socket, token::listener(index), Interest::READABLE)?;
-            slots.push(ListenerSlot {
-                socket: Some(socket),
-                info,
+        }
+        let slots = listeners
+            .into_iter()
+            .zip(proxies)
+            .map(|(listener, proxy)| ListenerSlot {
+                info: ListenerInfo {
+                    local_addr: listener.local_addr().clone(),
+                    mode: listener.mode(),
+                    spec: listener.spec().clone(),
+                    proxy_protocol: proxy.is_some(),
+                },
+                accepting: listener.accepting,
+                socket: Some(listener.into_socket()),
                 stats: ListenerStats::default(),
                 retry_at: None,
                 failing: false,
                 proxy,
-            });
-        }
+            })
+            .collect();
         Ok(Server {
             poll,
             events: Events::with_capacity(limits.events),
@@ -287,20 +325,6 @@ impl<H: Handler> Server<H> {
         self.turn(timeout)?;
         Ok(!self.is_stopped())
     }
-}
-
-/// Options set on a listening socket for the connections it accepts, which inherit them
-/// (Linux, the BSDs, macOS and Windows copy socket and TCP options to accepted sockets), so
-/// they cost no system call per connection:
-///
-/// - `SO_OOBINLINE` (RFC 6093 asks for it): TCP urgent data stays in the byte stream, in
-///   order, so no byte a peer sent is left out of what the handler sees;
-/// - `TCP_NODELAY` as configured (on by default).
-fn set_inherited_options(listener: &mio::net::TcpListener, limits: &Limits) -> io::Result<()> {
-    let socket = socket2::SockRef::from(listener);
-    socket.set_out_of_band_inline(true)?;
-    socket.set_tcp_nodelay(limits.nodelay)?;
-    Ok(())
 }
 
 #[cfg(test)]
