@@ -236,8 +236,8 @@ struct Environment {
 /// The descriptors and names `env` passes to process `me`, whose pidfd inode number is
 /// `my_pidfd_id` where the kernel gives one (see [`activation`]). Read as systemd's
 /// `sd_listen_fds_with_names` reads them (src/libsystemd/sd-daemon/sd-daemon.c): numbers
-/// as its `safe_atoi` takes them ([`systemd_int`]), a count of at least 1, names split at
-/// every `:` (an empty `LISTEN_FDNAMES` is no names) and exactly one per descriptor.
+/// as its `safe_atoi` takes them ([`systemd_int`]), a count of at least 1, names split as
+/// its `strv_split_full` splits them ([`systemd_names`]) and exactly one per descriptor.
 fn read_activation(
     spec: &ListenSpec,
     env: &Environment,
@@ -268,10 +268,9 @@ fn read_activation(
             ));
         }
         if let Some(text) = &env.pidfd_id {
-            let id = systemd_int(text)
-                .filter(|id| *id >= 0)
+            let id = systemd_u64(text)
                 .ok_or_else(|| malformed(format!("LISTEN_PIDFDID {text:?} is not a number")))?;
-            if my_pidfd_id.is_some_and(|mine| i128::from(mine) != i128::from(id)) {
+            if my_pidfd_id.is_some_and(|mine| mine != id) {
                 return Err(InheritError::new(
                     spec,
                     None,
@@ -289,8 +288,11 @@ fn read_activation(
             ))
         })? as i32;
     let names: Vec<String> = match env.names.as_deref() {
-        Some("") => Vec::new(),
-        Some(names) => names.split(':').map(str::to_owned).collect(),
+        Some(names) => systemd_names(names).ok_or_else(|| {
+            malformed(format!(
+                "LISTEN_FDNAMES {names:?} ends with a backslash that escapes nothing"
+            ))
+        })?,
         None => vec!["unknown".to_owned(); count as usize],
     };
     if names.len() != count as usize {
@@ -302,6 +304,27 @@ fn read_activation(
     Ok((FIRST..FIRST + count).zip(names).collect())
 }
 
+/// The names of `LISTEN_FDNAMES`, split as systemd's `strv_split_full(…, ":",
+/// EXTRACT_DONT_COALESCE_SEPARATORS)` splits them (src/basic/extract-word.c): at every `:`,
+/// empty names kept (`""` is one empty name), a backslash taking the next character as it
+/// is (`a\:b` is the one name `a:b`); `None` when a backslash ends it.
+fn systemd_names(text: &str) -> Option<Vec<String>> {
+    let mut names = vec![String::new()];
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        let c = match c {
+            '\\' => chars.next()?,
+            ':' => {
+                names.push(String::new());
+                continue;
+            }
+            c => c,
+        };
+        names.last_mut().expect("never empty").push(c);
+    }
+    Some(names)
+}
+
 /// A number as systemd's `safe_atoi` / `safe_atollu` read one (src/basic/parse-util.c):
 /// leading white space, then an optional `0b` or `0o` prefix, then what C's `strtol` takes
 /// with base 0 (a sign; `0x` for hexadecimal, a leading `0` for octal, else decimal), and
@@ -309,6 +332,22 @@ fn read_activation(
 /// and `03` are 3, as for every program that uses `sd_listen_fds`; `3 ` and `3a` are not
 /// numbers. (Range checks are the caller's.)
 fn systemd_int(text: &str) -> Option<i64> {
+    let (negative, magnitude) = systemd_number(text)?;
+    let value = i64::try_from(magnitude).ok()?;
+    Some(if negative { -value } else { value })
+}
+
+/// An unsigned number as systemd's `safe_atou64` reads one: as [`systemd_int`], up to
+/// `u64::MAX`, and a minus sign only before 0.
+fn systemd_u64(text: &str) -> Option<u64> {
+    match systemd_number(text)? {
+        (true, 0) | (false, _) => u64::try_from(systemd_number(text)?.1).ok(),
+        (true, _) => None,
+    }
+}
+
+/// The sign and magnitude of a number as systemd reads one (see [`systemd_int`]).
+fn systemd_number(text: &str) -> Option<(bool, u128)> {
     let text = text.trim_start_matches([' ', '\t', '\n', '\r']);
     let (base, text) = match text.get(..2) {
         Some("0b" | "0B") => (2, &text[2..]),
@@ -334,8 +373,8 @@ fn systemd_int(text: &str) -> Option<i64> {
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
         return None;
     }
-    let value = i64::from_str_radix(digits, radix).ok()?;
-    Some(if negative { -value } else { value })
+    let magnitude = u128::from_str_radix(digits, radix).ok()?;
+    Some((negative, magnitude))
 }
 
 /// A descriptor that passed every check and is reserved for the bind that checked it (see
@@ -364,12 +403,15 @@ pub(crate) struct Checked {
 #[cfg(not(unix))]
 pub(crate) enum Checked {}
 
-/// A descriptor's own flags, as they were when the library found it.
+/// A descriptor's own flags, and the options a server sets, as they were when the library
+/// found it.
 #[cfg(unix)]
 #[derive(Debug, Clone, Copy)]
 struct Flags {
     nonblocking: bool,
     cloexec: bool,
+    /// `SO_OOBINLINE` and `TCP_NODELAY`, for a TCP socket a server set them on.
+    options: Option<(bool, bool)>,
 }
 
 /// What the library knows of a descriptor number: the identity of the socket it last saw
@@ -397,9 +439,11 @@ enum Use {
     Free,
 }
 
-/// The descriptors this process has reserved, taken or opened, by number. Every decision
-/// about a number is made under this lock, and the reservation is made in the same hold of
-/// it as the look-up that allows it: two binds cannot both take one socket.
+/// The descriptors this process has reserved, taken or opened, by number, each with the
+/// identity of its socket. Every decision about a socket is made under this lock, by
+/// number and by identity (a `dup` is the same socket), with the identity read again under
+/// it, and the reservation is made in the same hold of it as the look-up that allows it:
+/// two binds cannot both take one socket.
 #[cfg(unix)]
 static REGISTRY: Mutex<BTreeMap<i32, Record>> = Mutex::new(BTreeMap::new());
 
@@ -408,16 +452,10 @@ fn registry() -> std::sync::MutexGuard<'static, BTreeMap<i32, Record>> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The identity (device and inode) of an open descriptor, through a duplicate (fstat on
-/// the borrowed descriptor, safely).
+/// The identity (device and inode) of an open descriptor.
 #[cfg(unix)]
 fn identity(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = fd
-        .try_clone_to_owned()
-        .map(std::fs::File::from)
-        .and_then(|f| f.metadata())?;
-    Ok((meta.dev(), meta.ino()))
+    crate::sys::identity(fd)
 }
 
 /// Records a socket the library has just made (before it is bound or listens), for a
@@ -463,108 +501,157 @@ pub(crate) fn released(fd: i32) {
 pub(crate) fn check(spec: &ListenSpec, fd: i32) -> Result<Checked, InheritError> {
     use InheritErrorKind::*;
     let error = |kind, detail: &str| InheritError::new(spec, Some(fd), kind, detail.to_owned());
-    let look = |borrowed: std::os::fd::BorrowedFd<'_>| {
-        let socket = socket2::SockRef::from(&borrowed);
-        let ty = socket.r#type().map_err(|e| {
-            if e.raw_os_error() == Some(libc::ENOTSOCK) {
-                error(NotASocket, "not a socket")
-            } else {
-                error(Io, "cannot read the socket's type").with_source(e)
+    let look =
+        |borrowed: std::os::fd::BorrowedFd<'_>| -> Result<(ListenAddr, SocketMode), InheritError> {
+            let socket = socket2::SockRef::from(&borrowed);
+            let ty = socket.r#type().map_err(|e| {
+                if e.raw_os_error() == Some(libc::ENOTSOCK) {
+                    error(NotASocket, "not a socket")
+                } else {
+                    error(Io, "cannot read the socket's type").with_source(e)
+                }
+            })?;
+            if ty != socket2::Type::STREAM {
+                return Err(error(
+                    NotStream,
+                    "not a stream socket (a datagram socket cannot be listened on)",
+                ));
             }
-        })?;
-        if ty != socket2::Type::STREAM {
-            return Err(error(
-                NotStream,
-                "not a stream socket (a datagram socket cannot be listened on)",
-            ));
-        }
-        #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-        if !socket.is_listener().unwrap_or(true) {
-            return Err(error(
+            #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+            if !socket.is_listener().unwrap_or(true) {
+                return Err(error(
                 NotListening,
                 "the socket is not listening: a connection socket (systemd's Accept=yes passes those) or one never given listen()",
             ));
-        }
-        let local = socket
-            .local_addr()
-            .map_err(|e| error(Io, "cannot read its address").with_source(e))?;
-        let (addr, mode) = if let Some(ip) = local.as_socket() {
-            let mode = crate::socket::read_mode(&socket, ip)
-                .map_err(|e| error(Io, "cannot read IPV6_V6ONLY").with_source(e))?;
-            (ListenAddr::Ip(normalize(ip)), mode)
-        } else if let Some(addr) = unix_addr(&local) {
-            (addr, SocketMode::Unix)
-        } else if local.is_unix() {
-            return Err(error(
+            }
+            let local = socket
+                .local_addr()
+                .map_err(|e| error(Io, "cannot read its address").with_source(e))?;
+            let (addr, mode) = if let Some(ip) = local.as_socket() {
+                let mode = crate::socket::read_mode(&socket, ip)
+                    .map_err(|e| error(Io, "cannot read IPV6_V6ONLY").with_source(e))?;
+                (ListenAddr::Ip(normalize(ip)), mode)
+            } else if let Some(addr) = unix_addr(&local) {
+                (addr, SocketMode::Unix)
+            } else if local.is_unix() {
+                return Err(error(
                 Family,
                 "the Unix-domain socket is bound to no address (unnamed): no client can reach it",
             ));
-        } else {
-            return Err(error(
-                Family,
-                "the socket is neither IPv4, IPv6 nor Unix-domain",
-            ));
+            } else {
+                return Err(error(
+                    Family,
+                    "the socket is neither IPv4, IPv6 nor Unix-domain",
+                ));
+            };
+            Ok((addr, mode))
         };
-        let id =
-            identity(borrowed).map_err(|e| error(Io, "cannot read what it is").with_source(e))?;
-        Ok((id, addr, mode))
-    };
-    let (id, addr, mode) = crate::sys::with_inherited(fd, look)
+    // The socket at `fd` may be closed and another made at its number by another thread
+    // while it is looked at: its identity is read before the checks and after them, and
+    // once more under the registry's lock; the checks count only if all three agree (a
+    // few tries, then the number is said to be changing).
+    for _ in 0..3 {
+        let looked = crate::sys::with_inherited(fd, |borrowed| {
+            let before = identity(borrowed)
+                .map_err(|e| error(Io, "cannot read what it is").with_source(e))?;
+            let (addr, mode) = look(borrowed)?;
+            let after = identity(borrowed)
+                .map_err(|e| error(Io, "cannot read what it is").with_source(e))?;
+            Ok::<_, InheritError>((before == after).then_some((before, addr, mode)))
+        })
         .map_err(|e| error(NotOpen, "not an open descriptor").with_source(e))??;
-    let activated = matches!(spec.kind(), SpecKind::Activated { .. });
-    let mut registry = registry();
-    let before = registry.get(&fd).copied();
-    match before {
-        Some(r) if r.id == id && r.state == Use::Opened => Err(error(
-            TakenTwice,
-            "this is a socket the library opened for another bind of this process, and it is still open: it has an owner",
-        )),
-        Some(r) if r.id == id && r.state == Use::Reserved => Err(error(
-            TakenTwice,
-            "another bind of this process is taking this socket at this moment: one socket cannot be two listeners",
-        )),
-        Some(r) if r.id == id && r.state == Use::Taken => Err(error(
-            TakenTwice,
-            "this socket was taken already, by an earlier bind of this process, and is still open there",
-        )),
-        Some(r) if r.activated && activated => Err(error(
-            TakenTwice,
-            "the socket the service manager passed here was taken by an earlier bind and closed since; what is open at this number now is another descriptor",
-        )),
-        _ => {
-            registry.insert(
-                fd,
-                Record {
-                    id,
-                    activated: before.is_some_and(|r| r.activated),
-                    state: Use::Reserved,
-                },
-            );
-            Ok(Checked {
-                fd,
-                id,
-                addr,
-                mode,
-                before,
-                flags: None,
-                accepting: Default::default(),
-                taken: false,
-            })
+        let Some((id, addr, mode)) = looked else {
+            continue;
+        };
+        let mut registry = registry();
+        let now = crate::sys::with_inherited(fd, identity)
+            .ok()
+            .and_then(Result::ok);
+        if now != Some(id) {
+            continue;
         }
+        return reserve(&mut registry, spec, fd, id, addr, mode);
     }
+    Err(error(
+        Io,
+        "the descriptor changed while it was checked: another thread closes and opens sockets at this number",
+    ))
+}
+
+/// Reserves socket `id` at `fd` for the bind of `spec`, under the registry's lock, unless
+/// the library has it already, at this number or any other (a `dup` of a socket is the
+/// same socket).
+#[cfg(unix)]
+fn reserve(
+    registry: &mut BTreeMap<i32, Record>,
+    spec: &ListenSpec,
+    fd: i32,
+    id: (u64, u64),
+    addr: ListenAddr,
+    mode: SocketMode,
+) -> Result<Checked, InheritError> {
+    let error =
+        |detail: String| InheritError::new(spec, Some(fd), InheritErrorKind::TakenTwice, detail);
+    let activated = matches!(spec.kind(), SpecKind::Activated { .. });
+    let before = registry.get(&fd).copied();
+    if let Some((&other, r)) = registry
+        .iter()
+        .find(|(_, r)| r.id == id && r.state != Use::Free)
+    {
+        let at = if other == fd {
+            String::new()
+        } else {
+            format!(" (as descriptor {other}: the same socket under another number)")
+        };
+        return Err(error(match r.state {
+            Use::Opened => format!("this is a socket the library opened for another bind of this process, and it is still open: it has an owner{at}"),
+            Use::Reserved => format!("another bind of this process is taking this socket at this moment{at}: one socket cannot be two listeners"),
+            _ => format!("this socket was taken already, by an earlier bind of this process, and is still open there{at}"),
+        }));
+    }
+    if before.is_some_and(|r| r.activated) && activated {
+        return Err(error(
+            "the socket the service manager passed here was taken by an earlier bind and closed since; what is open at this number now is another descriptor".to_owned(),
+        ));
+    }
+    registry.insert(
+        fd,
+        Record {
+            id,
+            activated: before.is_some_and(|r| r.activated),
+            state: Use::Reserved,
+        },
+    );
+    Ok(Checked {
+        fd,
+        id,
+        addr,
+        mode,
+        before,
+        flags: None,
+        accepting: Default::default(),
+        taken: false,
+    })
 }
 
 #[cfg(unix)]
 impl Drop for Checked {
-    /// Not taken after all: the descriptor's flags and its record are as they were.
+    /// Not taken after all: the descriptor's flags and options, and its record, are as
+    /// they were (each only if the socket at the number is still the one reserved).
     fn drop(&mut self) {
         if self.taken {
             return;
         }
-        if let Some(flags) = self.flags {
-            let _ = restore_flags(self.fd, flags);
-        }
         let mut registry = registry();
+        let ours = registry
+            .get(&self.fd)
+            .is_some_and(|r| r.id == self.id && r.state == Use::Reserved);
+        if !ours {
+            return;
+        }
+        if let Some(flags) = self.flags {
+            let _ = restore_flags(self.fd, self.id, flags);
+        }
         match self.before {
             Some(before) => registry.insert(self.fd, before),
             None => registry.remove(&self.fd),
@@ -572,13 +659,22 @@ impl Drop for Checked {
     }
 }
 
-/// Puts a descriptor's non-blocking and close-on-exec flags back as they were.
+/// Puts the flags and options of socket `id` at `fd` back as they were, if it is still
+/// there.
 #[cfg(unix)]
-fn restore_flags(fd: i32, flags: Flags) -> io::Result<()> {
+fn restore_flags(fd: i32, id: (u64, u64), flags: Flags) -> io::Result<()> {
     crate::sys::with_inherited(fd, |borrowed| {
+        if identity(borrowed)? != id {
+            return Ok(());
+        }
         let socket = socket2::SockRef::from(&borrowed);
         socket.set_nonblocking(flags.nonblocking)?;
-        socket.set_cloexec(flags.cloexec)
+        socket.set_cloexec(flags.cloexec)?;
+        if let Some((oob_inline, nodelay)) = flags.options {
+            let _ = socket.set_out_of_band_inline(oob_inline);
+            let _ = socket.set_tcp_nodelay(nodelay);
+        }
+        Ok(())
     })?
 }
 
@@ -617,6 +713,7 @@ pub(crate) fn prepare(
     let error = |kind, detail: &str| InheritError::new(spec, Some(fd), kind, detail.to_owned());
     let is_tcp = checked.addr.ip().is_some();
     let mut flags = None;
+    let mut options_before = None;
     let result = crate::sys::with_inherited(fd, |borrowed| {
         let socket = socket2::SockRef::from(&borrowed);
         let before = crate::sys::flags(borrowed)
@@ -630,6 +727,10 @@ pub(crate) fn prepare(
             .map_err(|e| error(Io, "cannot make it close-on-exec").with_source(e))?;
         match options {
             Some(options) if is_tcp => {
+                options_before = Some((
+                    socket.out_of_band_inline().unwrap_or(false),
+                    socket.tcp_nodelay().unwrap_or(false),
+                ));
                 let what = format!("listen spec {}: fd {fd}", spec.quoted());
                 crate::socket::set_accept_options(socket, options, &what).map_err(|(step, e)| {
                     error(Io, &format!("cannot {step}, which the server needs")).with_source(e)
@@ -642,6 +743,7 @@ pub(crate) fn prepare(
     checked.flags = flags.map(|(nonblocking, cloexec)| Flags {
         nonblocking,
         cloexec,
+        options: options_before,
     });
     checked.accepting = result?;
     Ok(())
@@ -687,19 +789,30 @@ pub(crate) enum GiveBack {}
 #[cfg(unix)]
 pub(crate) fn own(spec: &ListenSpec, mut checked: Checked) -> Result<Inherited, InheritError> {
     let fd = checked.fd;
+    let mut registry = registry();
     // Open all along (checked, then prepared, in this call): only another thread closing it
-    // behind the library's back makes this fail (and then `checked` releases it).
-    let owned = crate::sys::take_inherited(fd).map_err(|e| {
-        InheritError::new(
-            spec,
-            Some(fd),
-            InheritErrorKind::NotOpen,
-            "closed while it was being taken".to_owned(),
-        )
-        .with_source(e)
-    })?;
+    // behind the library's back (and maybe opening another socket at its number) makes
+    // this fail; then nothing is taken.
+    let gone = |detail: &str, source: io::Error| {
+        InheritError::new(spec, Some(fd), InheritErrorKind::NotOpen, detail.to_owned())
+            .with_source(source)
+    };
+    let now = crate::sys::with_inherited(fd, identity)
+        .and_then(|id| id)
+        .map_err(|e| gone("closed while it was being taken", e))?;
+    let still_reserved = registry
+        .get(&fd)
+        .is_some_and(|r| r.id == checked.id && r.state == Use::Reserved);
+    if now != checked.id || !still_reserved {
+        return Err(gone(
+            "closed while it was being taken, and another descriptor opened at its number",
+            io::Error::from(io::ErrorKind::NotFound),
+        ));
+    }
+    let owned =
+        crate::sys::take_inherited(fd).map_err(|e| gone("closed while it was being taken", e))?;
     checked.taken = true;
-    registry().insert(
+    registry.insert(
         fd,
         Record {
             id: checked.id,
@@ -742,7 +855,7 @@ pub(crate) fn give_back(socket: ListenSocket, give_back: GiveBack) {
     };
     debug_assert_eq!(fd, give_back.fd);
     if let Some(flags) = give_back.flags {
-        let _ = restore_flags(fd, flags);
+        let _ = restore_flags(fd, give_back.id, flags);
     }
     let mut registry = registry();
     if registry.get(&fd).is_some_and(|r| r.id == give_back.id) {
@@ -925,6 +1038,31 @@ mod tests {
         }
     }
 
+    /// A review of issue #21: names are split as systemd's `strv_split_full` splits them
+    /// (its test-strv.c: `":foo\\:bar::waldo:"` is `"", "foo:bar", "", "waldo", ""`).
+    #[test]
+    fn names_are_split_as_systemd_splits_them() {
+        let split = |t: &str| systemd_names(t);
+        let v = |n: &[&str]| Some(n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            split(":foo\\:bar::waldo:"),
+            v(&["", "foo:bar", "", "waldo", ""])
+        );
+        assert_eq!(split(""), v(&[""]), "one empty name");
+        assert_eq!(split("a\\b"), v(&["ab"]));
+        assert_eq!(split("a\\\\b"), v(&["a\\b"]));
+        assert_eq!(split("web"), v(&["web"]));
+        assert_eq!(split("a\\"), None, "a backslash that escapes nothing");
+        assert_eq!(
+            read(&env(None, Some("1"), Some("a\\:b"))).unwrap(),
+            [(3, "a:b".into())]
+        );
+        assert!(read(&env(None, Some("1"), Some("x\\"))).is_err());
+        assert_eq!(systemd_u64("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(systemd_u64("-0"), Some(0));
+        assert_eq!(systemd_u64("-1"), None);
+    }
+
     /// Issue #21, item 6: each case of `sd_listen_fds_with_names`, as systemd decides it.
     #[test]
     fn the_environment_is_judged_as_sd_listen_fds_judges_it() {
@@ -933,8 +1071,12 @@ mod tests {
             let err = read(&env(Some("4242"), Some("0"), names)).unwrap_err();
             assert_eq!(err.kind(), InheritErrorKind::Malformed, "{names:?}: {err}");
         }
-        // An empty LISTEN_FDNAMES is no names: right for no descriptor, wrong for one.
-        assert!(read(&env(None, Some("1"), Some(""))).is_err());
+        // An empty LISTEN_FDNAMES is one empty name: right for one descriptor.
+        assert_eq!(
+            read(&env(None, Some("1"), Some(""))).unwrap(),
+            [(3, "".into())]
+        );
+        assert!(read(&env(None, Some("2"), Some(""))).is_err());
         // Empty names between colons count.
         assert_eq!(
             read(&env(None, Some("3"), Some("a::b"))).unwrap(),

@@ -283,19 +283,20 @@ impl ListenConfig {
                 crate::inherit::prepare(spec, c, self.accept)?;
             }
         }
-        if specs
-            .iter()
-            .any(|s| matches!(s.kind(), SpecKind::Activated { .. }))
-        {
-            crate::inherit::close_passed_on_exec();
-        }
-        let mut listeners = Vec::new();
+        let mut listeners: Vec<Listener> = Vec::new();
         for (origin, ((spec, mine), checked)) in specs.iter().zip(own).zip(inherited).enumerate() {
             for l in mine {
                 listeners.push(Listener { origin, ..l });
             }
             for c in checked {
-                let taken = crate::inherit::own(spec, c)?;
+                let taken = match crate::inherit::own(spec, c) {
+                    Ok(taken) => taken,
+                    Err(e) => {
+                        // Those taken before it go back as they were; ours close.
+                        listeners.into_iter().for_each(Listener::undo);
+                        return Err(e.into());
+                    }
+                };
                 if self.unix_mode.is_some() && taken.mode == SocketMode::Unix {
                     logged.push(format!(
                         "listen spec {}: {}: an inherited Unix-domain socket keeps the mode whoever made it gave it; the Unix mode asked for applies to sockets this server makes",
@@ -313,6 +314,12 @@ impl ListenConfig {
                     give_back: Some(taken.give_back),
                 });
             }
+        }
+        if specs
+            .iter()
+            .any(|s| matches!(s.kind(), SpecKind::Activated { .. }))
+        {
+            crate::inherit::close_passed_on_exec();
         }
         // Logged here, once, whether the planner or the kernel left the address out, and
         // only once every spec is bound.

@@ -1,8 +1,10 @@
 //! The platform calls the standard library, mio and socket2 do not wrap: interface names and
 //! indexes (`if_nametoindex(3)`, `if_indextoname(3)`), the addresses the interfaces have
 //! (`getifaddrs(3)`), a Unix-domain peer's credentials (`SO_PEERCRED`, `getpeereid(2)`),
-//! taking an inherited descriptor, and the calls relative to a directory descriptor that
-//! place a Unix-domain socket's file (`fchmodat`, `linkat`, `fstatat`, `unlinkat`, `flock`).
+//! taking an inherited descriptor and reading its identity (`fstat`), giving a Unix-domain
+//! socket its mode as the kernel makes its file (`unshare(CLONE_FS)`, `umask`, `fchmod` on
+//! Linux), and the calls relative to a directory descriptor that find, change and remove
+//! that file (`fstatat`, `fchmodat`, `unlinkat`, `flock`).
 //!
 //! This is the only module allowed `unsafe`. Every block states why it is sound. On platforms
 //! without these calls (Windows, here) names are unsupported and a numeric zone must be used.
@@ -255,6 +257,28 @@ pub(crate) fn take_inherited(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
+/// The identity (device and inode) of open descriptor `fd` (`fstat`; no duplicate is
+/// made, so it works with every descriptor in use).
+///
+/// # Errors
+///
+/// The OS error of `fstat`.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn identity(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fd` is open for the call (borrowed), and `st` points to memory the size of a
+    // `stat`, which fstat fills when it succeeds (and only then is it read).
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
 /// Sets close-on-exec on descriptor `fd` if it is open, 3 or above, and a socket; nothing
 /// else (a number `LISTEN_FDS` claims may hold a file of the application's own).
 #[cfg(unix)]
@@ -318,66 +342,32 @@ fn c_name(name: &std::ffi::OsStr) -> io::Result<std::ffi::CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a name with a NUL byte"))
 }
 
-/// Sets the permission bits of `name`, an entry of directory `dir`, to `mode`, if it is a
-/// socket owned by this user (anything else is refused, and left alone); returns its device
-/// and inode. The entry is opened without following a symlink and checked through that
-/// descriptor, and the mode goes to that very file (through `/proc/self/fd/N`): whatever
-/// the entry or the directory's path become meanwhile, nothing else is changed. Off Linux,
-/// or without `/proc`, it is checked with `fstatat` and changed with `fchmodat`, neither
-/// following a symlink.
+/// Sets the permission bits of `name`, an entry of directory `dir`, to `mode`, if it is
+/// the socket `expected` names (device and inode) and this user's (anything else is refused,
+/// and left alone), without following a symlink (`fstatat`, then `fchmodat`). Where the
+/// kernel cannot make the file with its mode ([`bind_with_mode`] is Linux's), this is how
+/// it is given one; an entry swapped between the two calls is the residual risk there.
 ///
 /// # Errors
 ///
-/// `InvalidData` when the entry is not a socket of this user; the OS error otherwise.
-#[cfg(unix)]
+/// `InvalidData` when the entry is not that socket; the OS error otherwise.
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
 #[allow(unsafe_code)]
 pub(crate) fn chmod_socket_at(
     dir: std::os::fd::BorrowedFd<'_>,
     name: &std::ffi::OsStr,
     mode: u32,
-) -> io::Result<(u64, u64)> {
+    expected: (u64, u64),
+) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let c = c_name(name)?;
-    let not_ours = || {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the entry is not a socket of this user: it was replaced",
-        )
-    };
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        use std::os::fd::{FromRawFd, OwnedFd};
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        // SAFETY: `dir` is open for the call and `c` a NUL-terminated string that outlives
-        // it; openat returns a new descriptor or -1 and writes no memory of ours.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                c.as_ptr(),
-                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by openat, is open, and nothing else owns it.
-        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        let meta = file.metadata()?;
-        if meta.mode() & libc::S_IFMT != libc::S_IFSOCK || meta.uid() != euid() {
-            return Err(not_ours());
-        }
-        let via_fd = format!("/proc/self/fd/{}", file.as_raw_fd());
-        match std::fs::set_permissions(&via_fd, std::fs::Permissions::from_mode(mode)) {
-            Ok(()) => return Ok((meta.dev(), meta.ino())),
-            // No /proc: as elsewhere.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
     let (dev, ino, is_socket, uid) = stat_at(dir, name)?;
-    if !is_socket || uid != euid() {
-        return Err(not_ours());
+    if !is_socket || uid != euid() || (dev, ino) != expected {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the entry is not the socket just made: it was replaced",
+        ));
     }
+    let c = c_name(name)?;
     // SAFETY: `dir` is an open descriptor for the call (borrowed), `c` a NUL-terminated
     // string that outlives it; fchmodat reads them and writes no memory of ours.
     let r = unsafe {
@@ -391,7 +381,7 @@ pub(crate) fn chmod_socket_at(
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((dev, ino))
+    Ok(())
 }
 
 /// The device and inode of `name`, an entry of directory `dir`, whether it is a socket, and
@@ -437,6 +427,65 @@ pub(crate) fn unlock(file: &std::fs::File) {
     use std::os::fd::AsRawFd;
     // SAFETY: `file` is open for the call; flock touches no memory of ours.
     unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+}
+
+/// Removes `name`, an entry of directory `dir` that is not a directory (`unlinkat`): in that
+/// very directory, whatever its path has become.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn unlink_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let name = c_name(name)?;
+    // SAFETY: `dir` is open for the call and `name` a NUL-terminated string that outlives
+    // it; unlinkat reads them and writes no memory of ours.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Binds Unix-domain `socket` to `addr`, its file made with permission bits `mode` exactly,
+/// whatever the process's umask: on a thread of its own that stops sharing the process's
+/// file-system attributes (`unshare(CLONE_FS)`), sets its own umask to 0, and gives the
+/// socket's inode the mode (`fchmod`), which Linux gives the file `bind` makes. No path is
+/// ever changed after the fact, so nothing swapped in at the path can be given the mode.
+///
+/// # Errors
+///
+/// The step that failed (`unshare`, `fchmod`, `bind`) and its OS error.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[allow(unsafe_code)]
+pub(crate) fn bind_with_mode(
+    socket: &socket2::Socket,
+    addr: &socket2::SockAddr,
+    mode: u32,
+) -> Result<(), (&'static str, io::Error)> {
+    use std::os::fd::AsRawFd;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: unshare(CLONE_FS) only gives this thread its own copy of the
+                // process's root, working directory and umask (a thread may do it in a
+                // multi-threaded process); it touches no memory of ours.
+                if unsafe { libc::unshare(libc::CLONE_FS) } < 0 {
+                    return Err(("unshare the umask", io::Error::last_os_error()));
+                }
+                // SAFETY: umask sets this thread's own umask now (see above) and cannot
+                // fail.
+                unsafe { libc::umask(0) };
+                // SAFETY: fchmod on the socket's descriptor, open for the call; it reads no
+                // memory of ours.
+                if unsafe { libc::fchmod(socket.as_raw_fd(), mode as libc::mode_t) } < 0 {
+                    return Err(("set the mode", io::Error::last_os_error()));
+                }
+                socket.bind(addr).map_err(|e| ("bind", e))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(("bind", io::Error::other("the binding thread panicked"))))
+    })
 }
 
 /// Tries to take an exclusive `flock` on `file`, held until it is closed, without waiting:

@@ -8,7 +8,7 @@
 //! answers on it; never before trying, never anything else.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -32,6 +32,12 @@ struct Owned(Option<File>);
 /// A socket file this process made.
 #[derive(Debug)]
 struct File {
+    /// The directory it is in, opened before the bind: it is found and removed there,
+    /// whatever the path's directories become.
+    dir: std::fs::File,
+    /// Its name in that directory.
+    name: std::ffi::OsString,
+    /// Its path, for the log.
     path: PathBuf,
     /// Its device and inode: a file that has replaced it since is left alone.
     id: (u64, u64),
@@ -114,23 +120,25 @@ impl UnixListener {
     }
 }
 
-impl Owned {
-    /// The record, kept: the file is a listener's from now on, not removed here.
-    fn into_file(mut self) -> Option<File> {
-        self.0.take()
-    }
-}
-
 impl Drop for Owned {
-    /// Removes the socket file if it is still the one the listener made.
+    /// Removes the socket file if it is still the one the listener made, from the directory
+    /// it was made in.
     fn drop(&mut self) {
-        if let Some(File { path, id, pid }) = self.0.take() {
+        use std::os::fd::AsFd;
+        if let Some(File {
+            dir,
+            name,
+            path,
+            id,
+            pid,
+        }) = self.0.take()
+        {
             if pid != std::process::id() {
                 return;
             }
-            match std::fs::symlink_metadata(&path) {
-                Ok(meta) if (meta.dev(), meta.ino()) == id => {
-                    if let Err(e) = std::fs::remove_file(&path) {
+            match crate::sys::stat_at(dir.as_fd(), &name) {
+                Ok((dev, ino, _, _)) if (dev, ino) == id => {
+                    if let Err(e) = crate::sys::unlink_at(dir.as_fd(), &name) {
                         log::debug!("cannot remove {}: {e}", path.display());
                     }
                 }
@@ -185,12 +193,12 @@ fn abstract_addr(_name: &[u8]) -> io::Result<SockAddr> {
 /// file made.
 ///
 /// The socket is bound at `path` itself, so the kernel's name for it (`getsockname`, what
-/// a process it is handed to reads back) is the path clients use. It is given its mode
-/// before it listens: until then every connect is refused, so no client ever reaches it
-/// while a default mode applies. The file is found and its mode set through a descriptor of
-/// its directory, opened before the bind, and only if it is a socket of this user that
-/// the path names too: whoever may write a directory on the way cannot have another file of
-/// ours changed in its place.
+/// a process it is handed to reads back) is the path clients use. On Linux its file is
+/// made with `mode` by the bind itself ([`crate::sys::bind_with_mode`]): no path is changed
+/// after the fact. Elsewhere the mode is set on the file found through a descriptor of its
+/// directory (opened before the bind), if it is the socket the bind made, before the socket
+/// listens: until then every connect is refused, so no client reaches it under a default
+/// mode.
 ///
 /// From before the bind until the socket listens, this holds an `flock` on the directory,
 /// which every server of this library takes to bind there: another one that finds the file
@@ -215,23 +223,27 @@ fn bind_path(
     })?;
     let parent = parent_of(path);
     let dir = Dir::open(parent).map_err(|e| ("open the socket's directory", e))?;
-    let _lock = dir.lock(parent);
+    let lock = dir.lock(parent);
     let addr = SockAddr::unix(path).map_err(|e| ("bind", e))?;
     let mut rounds = 0;
     loop {
-        match socket.bind(&addr) {
+        let bound = match mode {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Some(mode) => crate::sys::bind_with_mode(socket, &addr, mode),
+            _ => socket.bind(&addr).map_err(|e| ("bind", e)),
+        };
+        match bound {
             Ok(()) => break,
             // A few rounds: the file may go (its server stopping) while it is looked at, or
             // a server that took no lock may have bound in between.
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && rounds < 3 => {
+            Err((_, e)) if e.kind() == io::ErrorKind::AddrInUse && rounds < 3 => {
                 rounds += 1;
-                replace_stale(path)?;
+                replace_stale(&dir, name, path)?;
             }
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(in_use(path)),
-            Err(e) => return Err(("bind", e)),
+            Err((_, e)) if e.kind() == io::ErrorKind::AddrInUse => return Err(in_use(path)),
+            Err(failed) => return Err(failed),
         }
     }
-    // Ours from here: removed again if anything below fails (while it is still ours).
     let tampered = || {
         (
             "bind",
@@ -243,26 +255,56 @@ fn bind_path(
     };
     let (dev, ino, is_socket, uid) =
         crate::sys::stat_at(dir.fd.as_fd(), name).map_err(|_| tampered())?;
-    let made = Owned(Some(File {
-        path: path.to_owned(),
+    // Ours from here: removed again if anything below fails (while it is still ours).
+    let mut made = Made {
+        dir: &dir,
+        name,
         id: (dev, ino),
-        pid: std::process::id(),
-    }));
+        armed: true,
+    };
     // The path and the directory's descriptor name the same file: the bind went where the
     // descriptor is, not into a directory swapped onto the path.
     let by_path = std::fs::symlink_metadata(path).map_err(|_| tampered())?;
     if !is_socket || uid != crate::sys::euid() || (by_path.dev(), by_path.ino()) != (dev, ino) {
         return Err(tampered());
     }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
     if let Some(mode) = mode {
-        let id = crate::sys::chmod_socket_at(dir.fd.as_fd(), name, mode)
+        crate::sys::chmod_socket_at(dir.fd.as_fd(), name, mode, (dev, ino))
             .map_err(|e| ("set the mode", e))?;
-        if id != (dev, ino) {
-            return Err(tampered());
-        }
     }
     socket.listen(backlog).map_err(|e| ("listen", e))?;
-    made.into_file().ok_or_else(tampered)
+    made.armed = false;
+    drop(made);
+    drop(lock);
+    Ok(File {
+        dir: dir.fd,
+        name: name.to_owned(),
+        path: path.to_owned(),
+        id: (dev, ino),
+        pid: std::process::id(),
+    })
+}
+
+/// The socket file a bind has just made, removed (through its directory's descriptor, if it
+/// is still that file) if the bind fails after all.
+struct Made<'a> {
+    dir: &'a Dir,
+    name: &'a std::ffi::OsStr,
+    id: (u64, u64),
+    armed: bool,
+}
+
+impl Drop for Made<'_> {
+    fn drop(&mut self) {
+        use std::os::fd::AsFd;
+        if self.armed
+            && crate::sys::stat_at(self.dir.fd.as_fd(), self.name)
+                .is_ok_and(|(dev, ino, _, _)| (dev, ino) == self.id)
+        {
+            let _ = crate::sys::unlink_at(self.dir.fd.as_fd(), self.name);
+        }
+    }
 }
 
 /// The error for a path a live server answers on.
@@ -276,18 +318,21 @@ fn in_use(path: &Path) -> Failed {
     )
 }
 
-/// Something is at `path`, where a bind wants to make its socket: removes it if it is a
-/// stale socket (nothing answers on it), and returns `Ok` to have the bind tried again
-/// (also when it went by itself meanwhile). Anything else stays: a live socket (an
-/// `AddrInUse` error), a file that is not a socket.
-fn replace_stale(path: &Path) -> Result<(), Failed> {
+/// Something is at `name` in `dir` (`path`), where a bind wants to make its socket: removes
+/// it if it is a stale socket (nothing answers on it), and returns `Ok` to have the bind
+/// tried again (also when it went by itself meanwhile). Anything else stays: a live socket
+/// (an `AddrInUse` error), a file that is not a socket. Everything is looked at and removed
+/// in `dir`, through its descriptor: a directory swapped onto the path meanwhile cannot make
+/// it look at one file and remove another.
+fn replace_stale(dir: &Dir, name: &std::ffi::OsStr, path: &Path) -> Result<(), Failed> {
+    use std::os::fd::AsFd;
     let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
+    let (dev, ino, is_socket, _) = match crate::sys::stat_at(dir.fd.as_fd(), name) {
+        Ok(found) => found,
         Err(e) if gone(&e) => return Ok(()),
         Err(e) => return Err(("stat", e)),
     };
-    if !meta.file_type().is_socket() {
+    if !is_socket {
         return Err((
             "bind",
             io::Error::new(
@@ -299,17 +344,25 @@ fn replace_stale(path: &Path) -> Result<(), Failed> {
             ),
         ));
     }
-    match answers(path) {
+    match answers(&dir.path_to(name, path)) {
         Ok(true) => return Err(in_use(path)),
         Ok(false) => {}
         Err(e) if gone(&e) => return Ok(()),
         Err(e) => return Err(("connect to the socket already there", e)),
     }
+    // Still the socket that refused: removed. (Another put there meanwhile is looked at
+    // again, by the next round.)
+    match crate::sys::stat_at(dir.fd.as_fd(), name) {
+        Ok((d, i, _, _)) if (d, i) == (dev, ino) => {}
+        Ok(_) => return Ok(()),
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(("stat", e)),
+    }
     log::info!(
         "{}: a stale socket (nothing answers on it): removed",
         path.display()
     );
-    match std::fs::remove_file(path) {
+    match crate::sys::unlink_at(dir.fd.as_fd(), name) {
         Ok(()) => Ok(()),
         Err(e) if gone(&e) => Ok(()),
         Err(e) => Err(("remove the stale socket", e)),
@@ -327,8 +380,9 @@ struct Dir {
 }
 
 impl Dir {
-    /// Opens directory `path` without following a symlink in its last component; where
-    /// this user may not read it (only search it), on Linux as a path-only descriptor.
+    /// Opens directory `path` (a symlink to a directory is followed, as `/var/run` to
+    /// `/run`); where this user may not read it (only search it), on Linux as a path-only
+    /// descriptor.
     fn open(path: &Path) -> io::Result<Dir> {
         use std::os::unix::fs::OpenOptionsExt;
         let open = |flags| {
@@ -377,6 +431,24 @@ impl Dir {
                 }
             }
         }
+    }
+}
+
+impl Dir {
+    /// A socket address that reaches `name` in this very directory: through the
+    /// descriptor on Linux (`/proc/self/fd/N/NAME`) where that fits `sun_path`, else by
+    /// `path`.
+    fn path_to(&self, name: &std::ffi::OsStr, path: &Path) -> PathBuf {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use std::os::fd::AsRawFd;
+            let via = Path::new(&format!("/proc/self/fd/{}", self.fd.as_raw_fd())).join(name);
+            if via.as_os_str().len() < 108 && via.parent().is_some_and(Path::is_dir) {
+                return via;
+            }
+        }
+        let _ = name;
+        path.to_owned()
     }
 }
 

@@ -1188,3 +1188,22 @@ fn a_unix_socket_named_through_a_descriptor_reports_an_unknown_path() {
         "unix:(unknown path) (unix)"
     );
 }
+
+/// A review of issue #21: the registry went by number, so one socket under two numbers (a
+/// `dup`) became two listeners. It goes by identity too now, within one bind and across.
+#[test]
+fn one_socket_under_two_numbers_is_one_listener() {
+    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let copy = socket.try_clone().unwrap().into_raw_fd();
+    let fd = socket.into_raw_fd();
+    let err = inherit_error(&[format!("fd:{fd}"), format!("fd:{copy}")]);
+    assert_eq!(err.kind(), InheritErrorKind::TakenTwice, "{err}");
+    assert!(err.to_string().contains("another number"), "{err}");
+    assert!(is_open(fd) && is_open(copy), "a refused bind closed one");
+    let bound = ListenConfig::new().bind(format!("fd:{fd}")).unwrap();
+    let again = inherit_error(&[format!("fd:{copy}")]);
+    assert_eq!(again.kind(), InheritErrorKind::TakenTwice, "{again}");
+    drop(bound);
+    // SAFETY: `copy` was never taken (both binds of it were refused): this closes it once.
+    drop(unsafe { OwnedFd::from_raw_fd(copy) });
+}
