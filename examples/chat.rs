@@ -12,29 +12,31 @@
 
 mod common;
 
-use dualstack::{ConnId, ConnInfo, Context, Handler, SendError};
+use dualstack::frame::Lines;
+use dualstack::{ConnId, ConnInfo, Context, Handler, Input, SendError};
 
 /// The longest line, in bytes, not counting the newline.
 const MAX_LINE: usize = 4096;
 /// A client with more than this waiting for it is not reading: it is cut off.
 const MAX_WAITING: usize = 256 * 1024;
 
+/// A line: LF or CRLF, at most MAX_LINE bytes before it.
+const LINE: Lines = Lines::new(MAX_LINE);
+
 /// What the server keeps for each client, beside its connection (`Handler::State`).
 #[derive(Default)]
 struct Client {
     /// What others see: the normalized peer address, or the nickname.
     name: String,
-    /// The start of a line whose newline has not arrived yet.
-    partial: Vec<u8>,
     /// The current line passed MAX_LINE: drop the rest of it, up to its newline.
     overlong: bool,
 }
 
-/// The room. It keeps nothing itself: every client's name and partial line live with its
-/// connection.
+/// The room. It keeps nothing itself: every client's name lives with its connection, and
+/// the start of a line whose end has not come stays in the connection's input.
 struct Chat;
 
-type Ctx<'a> = Context<'a, Client>;
+type Ctx<'a> = Context<'a, Chat>;
 
 /// Sends `text` to `to`, or cuts `to` off if it is not reading.
 fn deliver(ctx: &mut Ctx<'_>, to: ConnId, text: &str) {
@@ -69,7 +71,6 @@ fn broadcast(ctx: &mut Ctx<'_>, except: Option<ConnId>, text: &str) {
 
 /// One complete line from `from`: a command, or a message for the others.
 fn line(ctx: &mut Ctx<'_>, from: ConnId, line: &[u8]) {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
     let text = String::from_utf8_lossy(line);
     let Some(name) = ctx.state(from).map(|c| c.name.clone()) else {
         return;
@@ -128,13 +129,6 @@ fn printable(text: &str) -> String {
     out
 }
 
-/// The length of `head` followed by `tail` for the line limit: a CR at the end (of a CRLF
-/// ending, perhaps split across reads) is not part of the line.
-fn counted(head: &[u8], tail: &[u8]) -> usize {
-    let last = tail.last().or(head.last());
-    head.len() + tail.len() - usize::from(last == Some(&b'\r'))
-}
-
 impl Handler for Chat {
     type State = Client;
 
@@ -147,39 +141,26 @@ impl Handler for Chat {
         }
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) {
-        let mut rest = data;
-        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
-            let (piece, after) = (&rest[..newline], &rest[newline + 1..]);
-            rest = after;
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &mut Input<'_>) {
+        loop {
             let Some(client) = ctx.state_mut(conn) else {
                 return;
             };
-            if std::mem::take(&mut client.overlong) {
-                continue; // the end of a line already reported as too long
+            if client.overlong {
+                // The end of a line already reported as too long.
+                if !input.skip_past(b"\n") {
+                    return;
+                }
+                client.overlong = false;
             }
-            if counted(&client.partial, piece) > MAX_LINE {
-                client.partial.clear();
-                deliver(ctx, conn, "* error: line longer than 4096 bytes, dropped\n");
-                continue;
+            match input.next_frame(&LINE) {
+                Ok(Some(text)) => line(ctx, conn, text),
+                Ok(None) => return, // its end comes later (or the input is held)
+                Err(_) => {
+                    client.overlong = true;
+                    deliver(ctx, conn, "* error: line longer than 4096 bytes, dropped\n");
+                }
             }
-            let mut whole = std::mem::take(&mut client.partial);
-            whole.extend_from_slice(piece);
-            line(ctx, conn, &whole);
-        }
-        let Some(client) = ctx.state_mut(conn) else {
-            return;
-        };
-        if client.overlong {
-            return;
-        }
-        // A CR at the end may be the first half of a CRLF split across reads.
-        if counted(&client.partial, rest) > MAX_LINE {
-            client.partial = Vec::new();
-            client.overlong = true;
-            deliver(ctx, conn, "* error: line longer than 4096 bytes, dropped\n");
-        } else {
-            client.partial.extend_from_slice(rest);
         }
     }
 
@@ -193,7 +174,7 @@ impl Handler for Chat {
 }
 
 fn main() {
-    let signals = common::Signals::install("chat");
+    let signals = common::signals("chat");
     let opts = common::Options::parse(
         "chat",
         "chat: a line-based chat room across every listener (/nick NAME, /who).",
@@ -202,7 +183,7 @@ fn main() {
     );
     common::init_logging();
     let mut server = common::bind("chat", opts.builder(), Chat);
-    signals.stop(&server);
+    common::stop_on_signals("chat", &signals, &server);
     common::announce("chat", &server);
     if let Err(e) = server.run() {
         log::error!("the server loop failed: {e}");

@@ -9,14 +9,14 @@
 
 mod common;
 
-use dualstack::{ConnId, Context, Handler, SendError};
+use dualstack::{ConnId, Context, Handler, Input, SendError};
 
 struct Echo;
 
 impl Handler for Echo {
     type State = ();
-    fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
-        match ctx.send(conn, data) {
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        match ctx.send(conn, input.take_all()) {
             Ok(()) | Err(SendError::Closed) => {}
             // An echo that cannot be taken (the per-connection or the total limit) is never
             // dropped in silence: the connection goes, and the log says why, at debug (a
@@ -30,7 +30,7 @@ impl Handler for Echo {
 }
 
 fn main() {
-    let signals = common::Signals::install("echo");
+    let signals = common::signals("echo");
     let opts = common::Options::parse(
         "echo",
         "echo: every byte a client sends comes back, unchanged.",
@@ -39,7 +39,7 @@ fn main() {
     );
     common::init_logging();
     let mut server = common::bind("echo", opts.builder(), Echo);
-    signals.stop(&server);
+    common::stop_on_signals("echo", &signals, &server);
     common::announce("echo", &server);
     if let Err(e) = server.run() {
         log::error!("the server loop failed: {e}");

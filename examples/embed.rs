@@ -23,8 +23,8 @@ mod common;
 
 use std::time::Instant;
 
-use dualstack::{display_addr, ConnId, Context, Handler, Stats};
-use mio::{Interest, Token};
+use dualstack::mio::{self, Interest, Token};
+use dualstack::{display_addr, ConnId, Context, Handler, Input, Stats};
 
 /// The token of the application's UDP socket, in the application's own token space.
 const UDP: Token = Token(0);
@@ -54,17 +54,17 @@ impl App {
 
 impl Handler for App {
     type State = ();
-    fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
-        let _ = ctx.send(conn, data);
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        let _ = ctx.send(conn, input.take_all());
     }
 
-    fn on_event(&mut self, ctx: &mut Context<'_>, token: Token, _: &mio::event::Event) {
+    fn on_event(&mut self, ctx: &mut Context<'_, Self>, token: Token, _: &mio::event::Event) {
         if token == UDP {
             self.serve_udp(ctx);
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Context<'_>, _: dualstack::TimerId, value: u64) {
+    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: dualstack::TimerId, value: u64) {
         if value == UDP_MORE {
             self.serve_udp(ctx);
         }
@@ -82,7 +82,7 @@ impl App {
     /// Answers the datagrams waiting, at most [`UDP_BUDGET`] of them; if the budget runs out,
     /// a zero-delay timer brings the rest after the loop has served everything else once
     /// (edge-triggered: no new event would say they are there).
-    fn serve_udp(&mut self, ctx: &mut Context<'_>) {
+    fn serve_udp(&mut self, ctx: &mut Context<'_, Self>) {
         let Some(udp) = &self.udp else { return };
         // The largest datagram there is: nothing is cut short.
         let mut buf = vec![0; 65536];
@@ -126,7 +126,7 @@ impl App {
 /// `IPV6_V6ONLY` set explicitly for IPv6 as the library sets it for every listener: the
 /// operating system's default never decides what the socket serves.
 fn bind_udp(addr: std::net::SocketAddr) -> std::io::Result<mio::net::UdpSocket> {
-    use socket2::{Domain, Socket, Type};
+    use dualstack::socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -137,7 +137,7 @@ fn bind_udp(addr: std::net::SocketAddr) -> std::io::Result<mio::net::UdpSocket> 
 }
 
 fn main() {
-    let signals = common::Signals::install("embed");
+    let signals = common::signals("embed");
     let opts = common::Options::parse(
         "embed",
         "embed: an application that owns its loop, with an echo server and a UDP stats socket.",
@@ -211,7 +211,7 @@ fn main() {
     app.udp = Some(udp);
     app.listeners = listeners;
 
-    signals.stop(&server);
+    common::stop_on_signals("embed", &signals, &server);
     common::announce("embed", &server);
     common::print_or_fail("embed", &format!("udp on {}\n", display_addr(udp_local)));
 

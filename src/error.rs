@@ -6,9 +6,9 @@ use std::io;
 
 use crate::addr::ParseError;
 use crate::inherit::InheritError;
-use crate::listen::BindError;
+use crate::listen::error::BindError;
 use crate::plan::PlanError;
-use crate::reactor::ConfigError;
+use crate::reactor::limits::ConfigError;
 
 /// Any error the crate's entry points can return; each variant wraps the error of one layer.
 ///

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use crate::addr::{normalize, UnixAddr};
 use crate::addr::{ListenSpec, SpecKind};
 use crate::plan::SocketMode;
-use crate::socket::{ListenAddr, ListenSocket};
+use crate::socket::ListenAddr;
 
 /// The first descriptor the service manager passes (`SD_LISTEN_FDS_START`).
 const FIRST: i32 = 3;
@@ -155,9 +155,16 @@ pub(crate) fn twice(spec: &ListenSpec, fd: i32, first: &ListenSpec) -> InheritEr
     )
 }
 
-/// One inherited listening socket, checked and ready.
+/// An inherited descriptor, owned: `OwnedFd` where there are any.
+#[cfg(unix)]
+pub(crate) type Owned = std::os::fd::OwnedFd;
+/// None here.
+#[cfg(not(unix))]
+pub(crate) enum Owned {}
+
+/// One inherited listening socket, checked and ready, and the listener's now.
 pub(crate) struct Inherited {
-    pub(crate) socket: ListenSocket,
+    pub(crate) fd: Owned,
     pub(crate) addr: ListenAddr,
     pub(crate) mode: SocketMode,
     pub(crate) accepting: crate::socket::Accepting,
@@ -686,7 +693,7 @@ fn restore_flags(fd: i32, id: (u64, u64), flags: Flags) -> io::Result<()> {
 #[cfg(unix)]
 fn unix_addr(local: &socket2::SockAddr) -> Option<ListenAddr> {
     if let Some(path) = local.as_pathname() {
-        if crate::unix::is_staging_name(path) {
+        if is_staging_name(path) {
             return Some(ListenAddr::UnixUnknown);
         }
         return Some(ListenAddr::Unix(UnixAddr::Path(path.to_owned())));
@@ -694,6 +701,50 @@ fn unix_addr(local: &socket2::SockAddr) -> Option<ListenAddr> {
     local
         .as_abstract_namespace()
         .map(|name| ListenAddr::Unix(UnixAddr::Abstract(name.to_owned())))
+}
+
+/// Whether `path`, the name the kernel reports for a Unix-domain socket, only means
+/// something inside the process that bound it: a path through a descriptor
+/// (`/proc/self/fd/N/…`, `/proc/PID/fd/N/…`, `/dev/fd/N/…`), or the private directory
+/// `….dsPID.RANDOM/s` this library bound in before it bound at the real path.
+#[cfg(unix)]
+fn is_staging_name(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let through_fd = |rest: &[u8]| {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        digits > 0 && rest.get(digits) == Some(&b'/')
+    };
+    if let Some(rest) = bytes
+        .strip_prefix(b"/proc/self/fd/")
+        .or_else(|| bytes.strip_prefix(b"/dev/fd/"))
+    {
+        return through_fd(rest);
+    }
+    if let Some(rest) = bytes.strip_prefix(b"/proc/") {
+        let pid = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if pid > 0 {
+            if let Some(rest) = rest[pid..].strip_prefix(b"/fd/") {
+                return through_fd(rest);
+            }
+        }
+    }
+    // `.dsPID.HEX16/s`
+    let staged = |dir: &[u8]| {
+        let Some(rest) = dir.strip_prefix(b".ds") else {
+            return false;
+        };
+        let pid = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        pid > 0
+            && rest.get(pid) == Some(&b'.')
+            && rest[pid + 1..].len() == 16
+            && rest[pid + 1..].iter().all(u8::is_ascii_hexdigit)
+    };
+    path.file_name().is_some_and(|n| n == "s")
+        && path
+            .parent()
+            .and_then(std::path::Path::file_name)
+            .is_some_and(|d| staged(d.as_bytes()))
 }
 
 /// Makes a checked descriptor non-blocking (systemd-socket-activate passes blocking
@@ -821,16 +872,8 @@ pub(crate) fn own(spec: &ListenSpec, mut checked: Checked) -> Result<Inherited, 
             state: Use::Taken,
         },
     );
-    let socket = match checked.addr {
-        ListenAddr::Ip(_) => ListenSocket::Tcp(mio::net::TcpListener::from_std(
-            std::net::TcpListener::from(owned),
-        )),
-        _ => ListenSocket::Unix(crate::unix::UnixListener::inherited(
-            std::os::unix::net::UnixListener::from(owned),
-        )),
-    };
     Ok(Inherited {
-        socket,
+        fd: owned,
         addr: checked.addr.clone(),
         mode: checked.mode,
         accepting: checked.accepting,
@@ -847,12 +890,9 @@ pub(crate) fn own(spec: &ListenSpec, mut checked: Checked) -> Result<Inherited, 
 /// passed it still owns it), its flags and its record as before the bind took it, so a
 /// later bind may take it again.
 #[cfg(unix)]
-pub(crate) fn give_back(socket: ListenSocket, give_back: GiveBack) {
+pub(crate) fn give_back(fd: std::os::fd::OwnedFd, give_back: GiveBack) {
     use std::os::fd::IntoRawFd;
-    let fd = match socket {
-        ListenSocket::Tcp(l) => l.into_raw_fd(),
-        ListenSocket::Unix(l) => l.into_mio().into_raw_fd(),
-    };
+    let fd = fd.into_raw_fd();
     debug_assert_eq!(fd, give_back.fd);
     if let Some(flags) = give_back.flags {
         let _ = restore_flags(fd, give_back.id, flags);
@@ -864,12 +904,6 @@ pub(crate) fn give_back(socket: ListenSocket, give_back: GiveBack) {
             None => registry.remove(&fd),
         };
     }
-}
-
-/// Not on this platform: nothing is inherited.
-#[cfg(not(unix))]
-pub(crate) fn give_back(_: ListenSocket, give_back: GiveBack) {
-    match give_back {}
 }
 
 /// The error for an inherited socket where there are none.
@@ -969,6 +1003,31 @@ pub fn notify(state: &str) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn names_through_a_descriptor_or_the_old_private_directory_are_staging_names() {
+        let cases: &[(&str, bool)] = &[
+            ("/proc/self/fd/4/s", true),
+            ("/proc/self/fd/12/app.sock", true),
+            ("/proc/4242/fd/4/s", true),
+            ("/dev/fd/5/s", true),
+            ("/tmp/.ds4242.0123456789abcdef/s", true),
+            ("/run/app.sock", false),
+            ("/proc/self/fd", false),
+            ("/proc/self/fd/x/s", false),
+            ("/tmp/.ds4242.0123/s", false),
+            ("/tmp/.ds4242.0123456789abcdef/t", false),
+            ("./app.sock", false),
+        ];
+        for (path, staged) in cases {
+            assert_eq!(
+                is_staging_name(std::path::Path::new(path)),
+                *staged,
+                "{path}"
+            );
+        }
+    }
 
     /// A hostile review: recording a socket the library opened at a number where a passed
     /// socket had been taken (and closed since) forgot that it had been passed, so a later

@@ -1,20 +1,24 @@
 //! An embeddable, single-threaded, [mio]-based TCP server that listens *correctly* on IPv4 and
-//! IPv6.
+//! IPv6, and the API a protocol is written against.
 //!
-//! For a decade Python's `socketserver.TCPServer` could not listen on an IPv6 address
-//! ([bpo-20215]), and most server libraries still bind only the first address a name resolves
-//! to. `dualstack` takes a listen spec such as `localhost:8080`, `[::1]:0` or `:80` and
-//! does what that thread asked for: it picks the family from a numeric host by itself, opens
-//! one dual-stack socket for "any address" where the host supports it (setting `IPV6_V6ONLY`
-//! explicitly), listens on *every* address a name resolves to, and hands the application
-//! normalized peer addresses (`::ffff:1.2.3.4` becomes `1.2.3.4`).
+//! A server is six types: a [`Server`] (built with [`Server::builder`], run with
+//! [`Server::run`] or stepped from your own loop with [`Server::run_once`]); your
+//! [`Handler`], whose callbacks act through a [`Context`] (send, close, per-connection
+//! [state](Handler::State), timers); the [`Input`] each connection sent, kept until the
+//! handler uses it ([`frame`] finds whole lines or messages in it); the [`ConnId`] naming
+//! each connection; and the [`CloseReason`] it closed for. `use dualstack::prelude::*` brings
+//! them in.
+//!
+//! The library logs through the [`log`](https://docs.rs/log) crate: its warnings (an
+//! address skipped, a listener in trouble, connections shed) go nowhere unless the
+//! application installs a logger (`simple_logger`, `env_logger`, …).
 //!
 //! # Examples
 //!
 //! An echo server on every loopback address, in a few lines:
 //!
 //! ```
-//! use dualstack::{ConnId, Context, Handler, Server};
+//! use dualstack::prelude::*;
 //! # use std::io::{Read, Write};
 //!
 //! struct Echo;
@@ -22,8 +26,8 @@
 //! impl Handler for Echo {
 //!     type State = (); // what the server keeps per connection for the handler: nothing
 //!
-//!     fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
-//!         let _ = ctx.send(conn, data); // fails only if the connection is gone
+//!     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+//!         let _ = ctx.send(conn, input.take_all()); // fails only if the connection is gone
 //!     }
 //! }
 //!
@@ -53,6 +57,48 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! A line protocol keeps no buffer of its own: what a callback does not use stays in the
+//! connection's [`Input`] for the next one, and replies sent one by one leave in one write.
+//! While a client's replies wait for it to read them, its input is held, so a client that
+//! asks for more than it reads is held back, never cut off (see [`Handler::on_data`]):
+//!
+//! ```
+//! use dualstack::prelude::*;
+//!
+//! const LINE: Lines = Lines::new(4096); // LF or CRLF, at most 4 KiB
+//!
+//! struct Upper;
+//!
+//! impl Handler for Upper {
+//!     type State = ();
+//!
+//!     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+//!         loop {
+//!             match input.next_frame(&LINE) {
+//!                 Ok(Some(line)) => {
+//!                     let _ = ctx.send(conn, &line.to_ascii_uppercase());
+//!                     let _ = ctx.send(conn, b"\n");
+//!                 }
+//!                 Ok(None) => return,               // the rest of the line comes later
+//!                 Err(_) => return ctx.close(conn), // a line too long
+//!             }
+//!         }
+//!     }
+//! }
+//! # let _server = Server::builder().listen("127.0.0.1:0").bind(Upper)?;
+//! # Ok::<(), dualstack::Error>(())
+//! ```
+//!
+//! # Listening correctly
+//!
+//! For a decade Python's `socketserver.TCPServer` could not listen on an IPv6 address
+//! ([bpo-20215]), and most server libraries still bind only the first address a name resolves
+//! to. `dualstack` takes a listen spec such as `localhost:8080`, `[::1]:0` or `:80` and
+//! does what that thread asked for: it picks the family from a numeric host by itself, opens
+//! one dual-stack socket for "any address" where the host supports it (setting `IPV6_V6ONLY`
+//! explicitly), listens on *every* address a name resolves to, and hands the application
+//! normalized peer addresses (`::ffff:1.2.3.4` becomes `1.2.3.4`).
+//!
 //! `localhost:0` opened `127.0.0.1:P` and `[::1]:P` with one port; `:7000` would open one
 //! dual-stack socket; `example.com:80` every address the name resolves to. Peers reach the
 //! handler normalized: an IPv4 client of a dual-stack socket is `127.0.0.1:P`, never
@@ -73,8 +119,10 @@
 //!   what was bound and what was skipped; [`notify`] tells the service manager.
 //! - **Reactor** ([`Server`], [`ServerBuilder`], [`ServerHandle`]): one `mio::Poll`, the
 //!   listeners under their tokens, connections in a slab, with read budgets, backpressure,
-//!   idle timeouts, connection limits, descriptor-exhaustion back-off and graceful stop.
-//! - **Handler** ([`Handler`], [`Context`]): the application's callbacks and what they can do.
+//!   idle timeouts, connection limits, descriptor-exhaustion back-off and graceful stop; the
+//!   application's side of it, [`Handler`] and [`Context`], with [`Input`] and [`frame`].
+//! - **Signals** (`signals`, cargo feature `signals`): SIGINT and SIGTERM (Ctrl-C on
+//!   Windows) stop a server gracefully, a second ends the process.
 //!
 //! The listening layer is usable on its own:
 //!
@@ -175,12 +223,14 @@ struct ReadmeDoctests;
 mod addr;
 mod conn;
 mod error;
-mod handler;
+pub mod frame;
 mod host;
 mod inherit;
 mod listen;
 mod plan;
 mod reactor;
+#[cfg(feature = "signals")]
+pub mod signals;
 mod socket;
 mod sys;
 #[cfg(unix)]
@@ -192,9 +242,8 @@ pub use addr::{
     ParseErrorKind, ProxyAddresses, ProxyCommand, ProxyError, ProxyErrorKind, ProxyHeader,
     ProxyParsed, ProxySsl, ProxyVersion, ProxyVersions, SpecKind, ToListenSpec, UnixAddr, Zone,
 };
-pub use conn::{CloseReason, ConnId, ConnInfo, ListenerId, Proxied};
+pub use conn::{CloseReason, ConnId, ConnInfo, Input, ListenerId, Proxied};
 pub use error::Error;
-pub use handler::{Context, Handler};
 pub use host::{has_dual_stack_ipv6, HostCaps, Resolve, SystemResolver};
 pub use inherit::{notify, InheritError, InheritErrorKind};
 pub use listen::{bind, BindError, Bound, ListenConfig, Listener};
@@ -203,7 +252,20 @@ pub use plan::{
     Skipped, SocketMode, WildcardStack,
 };
 pub use reactor::{
-    ConfigError, ListenerInfo, ListenerStats, NoHandler, ProxyProtocol, SendError, Server,
-    ServerBuilder, ServerHandle, Stats, TimerId,
+    ConfigError, Context, Handler, ListenerInfo, ListenerStats, NoHandler, ProxyProtocol,
+    SendError, Sender, Server, ServerBuilder, ServerHandle, Stats, TimerId,
 };
+
+/// mio, whose types ([`mio::Token`], [`mio::Interest`], [`mio::event::Event`], sources) are
+/// part of this API: an application registering its own sources uses this one, the same
+/// version.
+pub use mio;
+/// socket2, whose [`SockRef`](socket2::SockRef) [`Context::socket`] lends.
+pub use socket2;
+
+/// What a server author needs, in one import: `use dualstack::prelude::*;`.
+pub mod prelude {
+    pub use crate::frame::{Delimited, FrameError, Framing, LengthPrefixed, Lines};
+    pub use crate::{CloseReason, ConnId, ConnInfo, Context, Handler, Input, Server, ServerHandle};
+}
 pub use socket::{ListenAddr, Peer, UnixPeer};

@@ -331,7 +331,8 @@ impl ListenSocket {
             #[cfg(unix)]
             ListenSocket::Unix(l) => {
                 let s = l.accept()?;
-                let peer = crate::sys::peer_credentials(&s)?;
+                let (uid, gid, pid) = crate::sys::peer_credentials(&s)?;
+                let peer = UnixPeer { uid, gid, pid };
                 Ok((Stream::Unix(s), Peer::Unix(peer)))
             }
         }

@@ -121,7 +121,7 @@ pub(crate) fn interface_addresses() -> Option<Vec<IpAddr>> {
 #[allow(unsafe_code)]
 pub(crate) fn peer_credentials(
     stream: &impl std::os::fd::AsRawFd,
-) -> io::Result<crate::socket::UnixPeer> {
+) -> io::Result<(u32, u32, Option<u32>)> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -142,11 +142,11 @@ pub(crate) fn peer_credentials(
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(crate::socket::UnixPeer {
-        uid: cred.uid,
-        gid: cred.gid,
-        pid: u32::try_from(cred.pid).ok().filter(|&p| p != 0),
-    })
+    Ok((
+        cred.uid,
+        cred.gid,
+        u32::try_from(cred.pid).ok().filter(|&p| p != 0),
+    ))
 }
 
 /// See the Linux version: `getpeereid(2)`, which says no pid.
@@ -154,7 +154,7 @@ pub(crate) fn peer_credentials(
 #[allow(unsafe_code)]
 pub(crate) fn peer_credentials(
     stream: &impl std::os::fd::AsRawFd,
-) -> io::Result<crate::socket::UnixPeer> {
+) -> io::Result<(u32, u32, Option<u32>)> {
     let (mut uid, mut gid) = (0, 0);
     // SAFETY: the descriptor is a socket `stream` keeps open across the call; `uid` and
     // `gid` are valid for writes.
@@ -162,11 +162,7 @@ pub(crate) fn peer_credentials(
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(crate::socket::UnixPeer {
-        uid,
-        gid,
-        pid: None,
-    })
+    Ok((uid, gid, None))
 }
 
 /// Checks that descriptor `fd`, which this process inherited, is open and 3 or above.

@@ -487,72 +487,9 @@ fn answers(path: &Path) -> io::Result<bool> {
     }
 }
 
-/// Whether `path`, the name the kernel reports for a Unix-domain socket, only means
-/// something inside the process that bound it: a path through a descriptor
-/// (`/proc/self/fd/N/…`, `/proc/PID/fd/N/…`, `/dev/fd/N/…`), or the private directory
-/// `….dsPID.RANDOM/s` this library bound in before it bound at the real path.
-pub(crate) fn is_staging_name(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    let through_fd = |rest: &[u8]| {
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        digits > 0 && rest.get(digits) == Some(&b'/')
-    };
-    if let Some(rest) = bytes
-        .strip_prefix(b"/proc/self/fd/")
-        .or_else(|| bytes.strip_prefix(b"/dev/fd/"))
-    {
-        return through_fd(rest);
-    }
-    if let Some(rest) = bytes.strip_prefix(b"/proc/") {
-        let pid = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        if pid > 0 {
-            if let Some(rest) = rest[pid..].strip_prefix(b"/fd/") {
-                return through_fd(rest);
-            }
-        }
-    }
-    // `.dsPID.HEX16/s`
-    let staged = |dir: &[u8]| {
-        let Some(rest) = dir.strip_prefix(b".ds") else {
-            return false;
-        };
-        let pid = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        pid > 0
-            && rest.get(pid) == Some(&b'.')
-            && rest[pid + 1..].len() == 16
-            && rest[pid + 1..].iter().all(u8::is_ascii_hexdigit)
-    };
-    path.file_name().is_some_and(|n| n == "s")
-        && path
-            .parent()
-            .and_then(Path::file_name)
-            .is_some_and(|d| staged(d.as_bytes()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_through_a_descriptor_or_the_old_private_directory_are_staging_names() {
-        let cases: &[(&str, bool)] = &[
-            ("/proc/self/fd/4/s", true),
-            ("/proc/self/fd/12/app.sock", true),
-            ("/proc/4242/fd/4/s", true),
-            ("/dev/fd/5/s", true),
-            ("/tmp/.ds4242.0123456789abcdef/s", true),
-            ("/run/app.sock", false),
-            ("/proc/self/fd", false),
-            ("/proc/self/fd/x/s", false),
-            ("/tmp/.ds4242.0123/s", false),
-            ("/tmp/.ds4242.0123456789abcdef/t", false),
-            ("./app.sock", false),
-        ];
-        for (path, staged) in cases {
-            assert_eq!(is_staging_name(Path::new(path)), *staged, "{path}");
-        }
-    }
 
     /// A hostile review: a child that inherited a listener through `fork` and dropped it
     /// removed the parent's live socket file (same device and inode). The file is removed

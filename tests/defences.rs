@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dualstack::{CloseReason, ConnId, ConnInfo, Context, Handler, Server};
+use dualstack::{CloseReason, ConnId, ConnInfo, Context, Handler, Input, Server};
 use util::{Recorder, Running};
 
 /// A client bound to a chosen loopback source address before connecting.
@@ -126,7 +126,7 @@ struct Hoarder {
 
 impl Handler for Hoarder {
     type State = ();
-    fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+    fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
         self.opened.lock().unwrap().push(conn);
         let chunk = vec![7u8; 64 * 1024];
         let mut left = self.each;
@@ -140,10 +140,11 @@ impl Handler for Hoarder {
             *peak = (*peak).max(ctx.stats().queued);
         }
     }
-    fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        let data = input.take_all();
         let _ = ctx.send(conn, data);
     }
-    fn on_close(&mut self, _: &mut Context<'_>, conn: ConnId, reason: &CloseReason) {
+    fn on_close(&mut self, _: &mut Context<'_, Self>, conn: ConnId, reason: &CloseReason) {
         self.closes.lock().unwrap().push((conn, reason.to_string()));
     }
 }

@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dualstack::{ConnId, Context, Handler, Server};
+use dualstack::{ConnId, Context, Handler, Input, Server};
 
 const CHILD_ENV: &str = "DUALSTACK_EMFILE_CHILD";
 /// The child's descriptor limit: the server, its poller and a few std handles fit, plus a
@@ -27,7 +27,8 @@ struct Echo;
 
 impl Handler for Echo {
     type State = ();
-    fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        let data = input.take_all();
         let _ = ctx.send(conn, data);
     }
 }

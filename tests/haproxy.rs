@@ -18,7 +18,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dualstack::{
-    CloseReason, ConnId, ConnInfo, Context, Handler, Peer, ProxyCommand, ProxyProtocol,
+    CloseReason, ConnId, ConnInfo, Context, Handler, Input, Peer, ProxyCommand, ProxyProtocol,
     ProxyVersion, Server,
 };
 use dualstack_support::Tool;
@@ -297,7 +297,7 @@ struct Seen(Arc<Mutex<Vec<Open>>>);
 
 impl Handler for Seen {
     type State = ();
-    fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, info: &ConnInfo) {
+    fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, info: &ConnInfo) {
         let p = ctx.proxied(conn).expect("a proxied connection");
         self.0.lock().unwrap().push((
             info.peer,
@@ -307,10 +307,11 @@ impl Handler for Seen {
             p.header.tlv(dualstack::proxy_tlv::CRC32C).is_some(),
         ));
     }
-    fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        let data = input.take_all();
         let _ = ctx.send(conn, data);
     }
-    fn on_close(&mut self, _: &mut Context<'_>, _: ConnId, _: &CloseReason) {}
+    fn on_close(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &CloseReason) {}
 }
 
 #[test]

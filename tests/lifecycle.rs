@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use dualstack::{CloseReason, ConnId, ConnInfo, Context, Handler, Server};
+use dualstack::{CloseReason, ConnId, ConnInfo, Context, Handler, Input, Server};
 use util::{Recorder, Running, Seen};
 
 #[test]
@@ -63,11 +63,11 @@ struct LateReply;
 
 impl Handler for LateReply {
     type State = ();
-    fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
-    fn on_peer_closed(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
+    fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+    fn on_peer_closed(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId) {
         ctx.set_timer(Duration::from_millis(50), conn.to_string().len() as u64);
     }
-    fn on_timer(&mut self, ctx: &mut Context<'_>, _: dualstack::TimerId, _: u64) {
+    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: dualstack::TimerId, _: u64) {
         let conns: Vec<ConnId> = ctx.connections().collect();
         for conn in conns {
             ctx.send(conn, b"late reply").unwrap();
@@ -95,11 +95,12 @@ fn the_server_can_shut_down_its_side_and_keep_reading() {
     struct Greeter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
     impl Handler for Greeter {
         type State = ();
-        fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+        fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
             ctx.send(conn, b"bye").unwrap();
             ctx.shutdown_write(conn);
         }
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, data: &[u8]) {
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, input: &mut Input<'_>) {
+            let data = input.take_all();
             self.0.lock().unwrap().extend_from_slice(data);
         }
     }
@@ -154,14 +155,14 @@ fn a_graceful_stop_flushes_pending_output_and_reports_each_close() {
     struct Burst(std::sync::Arc<std::sync::Mutex<Vec<String>>>, Vec<u8>);
     impl Handler for Burst {
         type State = ();
-        fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+        fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
             for chunk in self.1.chunks(1024 * 1024) {
                 ctx.send(conn, chunk).unwrap();
             }
             self.0.lock().unwrap().push("open".into());
         }
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
-        fn on_close(&mut self, _: &mut Context<'_>, _: ConnId, reason: &CloseReason) {
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+        fn on_close(&mut self, _: &mut Context<'_, Self>, _: ConnId, reason: &CloseReason) {
             self.0.lock().unwrap().push(reason.to_string());
         }
     }
@@ -222,10 +223,10 @@ fn a_stop_deadline_closes_connections_that_never_drain() {
     struct Burst;
     impl Handler for Burst {
         type State = ();
-        fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+        fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
             ctx.send(conn, &[0; 4 * 1024 * 1024]).unwrap();
         }
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
     }
     let server = Running::start(
         Server::builder()

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dualstack::{
-    proxy_tlv, CloseReason, ConnId, ConnInfo, Context, Handler, ListenerId, Peer, Proxied,
+    proxy_tlv, CloseReason, ConnId, ConnInfo, Context, Handler, Input, ListenerId, Peer, Proxied,
     ProxyHeader, ProxyProtocol, ProxyVersions, Server,
 };
 use util::Running;
@@ -62,18 +62,19 @@ impl Log {
 impl Handler for Log {
     type State = ();
 
-    fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, info: &ConnInfo) {
+    fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, info: &ConnInfo) {
         assert_eq!(ctx.peer(conn), Some(info.peer));
         let proxied = ctx.proxied(conn).cloned();
         self.0.lock().unwrap().push(Event::Open(info.peer, proxied));
     }
 
-    fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        let data = input.take_all();
         self.0.lock().unwrap().push(Event::Data(data.to_vec()));
         let _ = ctx.send(conn, data);
     }
 
-    fn on_close(&mut self, _: &mut Context<'_>, _: ConnId, reason: &CloseReason) {
+    fn on_close(&mut self, _: &mut Context<'_, Self>, _: ConnId, reason: &CloseReason) {
         self.0
             .lock()
             .unwrap()
@@ -82,7 +83,7 @@ impl Handler for Log {
 
     fn on_refused(
         &mut self,
-        _: &mut Context<'_>,
+        _: &mut Context<'_, Self>,
         _: ListenerId,
         peer: &Peer,
         reason: &CloseReason,
@@ -452,13 +453,13 @@ struct Pauser(Arc<Mutex<Vec<String>>>, Arc<std::sync::atomic::AtomicBool>);
 
 impl Handler for Pauser {
     type State = ();
-    fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+    fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
         ctx.pause_reading(conn);
         self.1.store(true, std::sync::atomic::Ordering::SeqCst);
         ctx.set_timer(Duration::from_millis(150), conn.to_string().len() as u64);
         self.0.lock().unwrap().push("open".into());
     }
-    fn on_timer(&mut self, ctx: &mut Context<'_>, _: dualstack::TimerId, _: u64) {
+    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: dualstack::TimerId, _: u64) {
         self.1.store(false, std::sync::atomic::Ordering::SeqCst);
         let conns: Vec<ConnId> = ctx.connections().collect();
         for c in conns {
@@ -466,7 +467,8 @@ impl Handler for Pauser {
         }
         self.0.lock().unwrap().push("resume".into());
     }
-    fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        let data = input.take_all();
         let paused = self.1.load(std::sync::atomic::Ordering::SeqCst);
         self.0.lock().unwrap().push(format!(
             "data {} paused={paused}",

@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dualstack::{CloseReason, ConnId, ConnInfo, Context, Handler, SendError, Server, TimerId};
+use dualstack::{
+    CloseReason, ConnId, ConnInfo, Context, Handler, Input, SendError, Server, TimerId,
+};
 use mio::{Interest, Token};
 use util::{Recorder, Running, Seen};
 
@@ -68,7 +70,7 @@ fn peers_are_normalized_and_local_addresses_resolved_lazily() {
     struct Addrs(Arc<Mutex<Vec<(SocketAddr, SocketAddr)>>>);
     impl Handler for Addrs {
         type State = ();
-        fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, info: &ConnInfo) {
+        fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, info: &ConnInfo) {
             let local = ctx
                 .local_addr(conn)
                 .expect("local address of an open connection");
@@ -77,7 +79,7 @@ fn peers_are_normalized_and_local_addresses_resolved_lazily() {
                 .unwrap()
                 .push((info.peer.ip().unwrap(), local.ip().unwrap()));
         }
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
     }
     let seen = Arc::new(Mutex::new(Vec::new()));
     let server = Running::start(Server::builder().listen(":0"), Addrs(seen.clone()));
@@ -228,14 +230,14 @@ fn a_stale_id_never_reaches_the_connection_that_reused_its_slot() {
     }
     impl Handler for Stale {
         type State = ();
-        fn on_open(&mut self, _: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+        fn on_open(&mut self, _: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
             self.opened.push(conn);
         }
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
-        fn on_close(&mut self, _: &mut Context<'_>, _: ConnId, _: &CloseReason) {
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+        fn on_close(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &CloseReason) {
             self.closed += 1;
         }
-        fn on_wake(&mut self, ctx: &mut Context<'_>) {
+        fn on_wake(&mut self, ctx: &mut Context<'_, Self>) {
             let old = self.opened[0];
             self.stale_send = Some(ctx.send(old, b"not for you"));
             ctx.close(old);
@@ -338,17 +340,17 @@ fn timers_wake_ups_and_application_sources_reach_the_handler() {
     }
     impl Handler for App {
         type State = ();
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
-        fn on_wake(&mut self, ctx: &mut Context<'_>) {
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+        fn on_wake(&mut self, ctx: &mut Context<'_, Self>) {
             self.log.push("wake".into());
             ctx.set_timer(Duration::from_millis(20), 7);
             self.cancelled = Some(ctx.set_timer(Duration::from_millis(10), 8));
             assert!(ctx.cancel_timer(self.cancelled.unwrap()));
         }
-        fn on_timer(&mut self, _: &mut Context<'_>, _: TimerId, value: u64) {
+        fn on_timer(&mut self, _: &mut Context<'_, Self>, _: TimerId, value: u64) {
             self.log.push(format!("timer {value}"));
         }
-        fn on_event(&mut self, _: &mut Context<'_>, token: Token, event: &mio::event::Event) {
+        fn on_event(&mut self, _: &mut Context<'_, Self>, token: Token, event: &mio::event::Event) {
             let mut buf = [0; 64];
             let udp = self.udp.as_ref().unwrap();
             while let Ok((n, from)) = udp.recv_from(&mut buf) {
@@ -406,7 +408,8 @@ fn paused_reading_loses_nothing_and_resumes() {
     }
     impl Handler for Pauser {
         type State = ();
-        fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+        fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+            let data = input.take_all();
             self.got.extend_from_slice(data);
             if self.paused_at.is_none() {
                 self.paused_at = Some(Instant::now());
@@ -414,7 +417,7 @@ fn paused_reading_loses_nothing_and_resumes() {
                 ctx.set_timer(Duration::from_millis(150), 0);
             }
         }
-        fn on_timer(&mut self, ctx: &mut Context<'_>, _: TimerId, _: u64) {
+        fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: TimerId, _: u64) {
             self.resumed_at = Some(Instant::now());
             let conns: Vec<ConnId> = ctx.connections().collect();
             for conn in conns {
@@ -455,7 +458,7 @@ fn sending_beyond_the_hard_limit_is_refused_not_queued() {
     struct Pusher(Vec<Result<(), SendError>>, usize);
     impl Handler for Pusher {
         type State = ();
-        fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+        fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
             // The client never reads: the kernel takes a few hundred KiB, the rest queues.
             for _ in 0..64 {
                 let r = ctx.send(conn, &[9; 64 * 1024]);
@@ -463,7 +466,7 @@ fn sending_beyond_the_hard_limit_is_refused_not_queued() {
             }
             self.1 = ctx.queued(conn);
         }
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
     }
     let mut server = Server::builder()
         .listen("127.0.0.1:0")
@@ -502,10 +505,10 @@ fn accepting_is_budgeted_per_turn() {
     struct Count(usize, Vec<usize>);
     impl Handler for Count {
         type State = ();
-        fn on_open(&mut self, _: &mut Context<'_>, _: ConnId, _: &ConnInfo) {
+        fn on_open(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &ConnInfo) {
             self.0 += 1;
         }
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
     }
     let mut server = Server::builder()
         .listen("127.0.0.1:0")

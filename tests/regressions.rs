@@ -2,7 +2,7 @@
 
 use std::net::{Ipv6Addr, SocketAddr};
 
-use dualstack::{Host, ListenSpec, ParseErrorKind, ToListenSpec};
+use dualstack::{Host, Input, ListenSpec, ParseErrorKind, ToListenSpec};
 
 /// CPython bpo-20215: `TCPServer(("::1", port))` failed because the family was hard-coded to
 /// IPv4. A tuple with an unbracketed IPv6 host must give an IPv6 spec, zone and all.
@@ -72,7 +72,8 @@ fn data_and_fin_queued_together_are_both_seen() {
     struct Echo;
     impl Handler for Echo {
         type State = ();
-        fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+        fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+            let data = input.take_all();
             let _ = ctx.send(conn, data);
         }
     }
@@ -115,13 +116,14 @@ fn durations_too_long_for_the_clock_mean_never_not_a_panic() {
     struct TimerOnOpen;
     impl Handler for TimerOnOpen {
         type State = ();
-        fn on_open(&mut self, ctx: &mut Context<'_>, _: ConnId, _: &ConnInfo) {
+        fn on_open(&mut self, ctx: &mut Context<'_, Self>, _: ConnId, _: &ConnInfo) {
             ctx.set_timer(Duration::MAX, 0);
         }
-        fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+        fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+            let data = input.take_all();
             let _ = ctx.send(conn, data);
         }
-        fn on_timer(&mut self, _: &mut Context<'_>, _: dualstack::TimerId, _: u64) {
+        fn on_timer(&mut self, _: &mut Context<'_, Self>, _: dualstack::TimerId, _: u64) {
             panic!("a timer of Duration::MAX fired");
         }
     }
@@ -166,14 +168,14 @@ fn a_zero_delay_timer_rearmed_from_on_timer_fires_once_per_turn() {
     }
     impl Handler for Rearm {
         type State = ();
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
-        fn on_timer(&mut self, ctx: &mut Context<'_>, _: dualstack::TimerId, _: u64) {
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+        fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: dualstack::TimerId, _: u64) {
             self.fired += 1;
             if self.fired < 1_000 {
                 ctx.set_timer(Duration::ZERO, 0);
             }
         }
-        fn on_wake(&mut self, ctx: &mut Context<'_>) {
+        fn on_wake(&mut self, ctx: &mut Context<'_, Self>) {
             ctx.set_timer(Duration::ZERO, 0);
         }
     }
@@ -211,7 +213,8 @@ fn a_flooder_gets_one_read_budget_per_turn() {
     }
     impl Handler for Count {
         type State = ();
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, data: &[u8]) {
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, input: &mut Input<'_>) {
+            let data = input.take_all();
             self.this_turn += data.len();
             self.total += data.len();
         }
@@ -262,7 +265,8 @@ fn urgent_data_neither_stalls_the_connection_nor_goes_missing() {
     struct Echo;
     impl Handler for Echo {
         type State = ();
-        fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+        fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+            let data = input.take_all();
             let _ = ctx.send(conn, data);
         }
     }
@@ -330,13 +334,13 @@ fn a_reset_closes_a_paused_connection_at_once() {
     }
     impl Handler for PauseAll {
         type State = ();
-        fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+        fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
             ctx.pause_reading(conn);
         }
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {
             panic!("read while paused");
         }
-        fn on_close(&mut self, _: &mut Context<'_>, _: ConnId, reason: &CloseReason) {
+        fn on_close(&mut self, _: &mut Context<'_, Self>, _: ConnId, reason: &CloseReason) {
             self.closed.push(reason.to_string());
         }
     }
@@ -380,14 +384,14 @@ fn on_stop_can_say_goodbye_and_timers_set_before_it_never_fire() {
     }
     impl Handler for Goodbye {
         type State = ();
-        fn on_open(&mut self, ctx: &mut Context<'_>, _: ConnId, _: &ConnInfo) {
+        fn on_open(&mut self, ctx: &mut Context<'_, Self>, _: ConnId, _: &ConnInfo) {
             ctx.set_timer(Duration::from_millis(100), 0);
         }
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
-        fn on_timer(&mut self, _: &mut Context<'_>, _: dualstack::TimerId, _: u64) {
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+        fn on_timer(&mut self, _: &mut Context<'_, Self>, _: dualstack::TimerId, _: u64) {
             self.timers_fired += 1;
         }
-        fn on_stop(&mut self, ctx: &mut Context<'_>) {
+        fn on_stop(&mut self, ctx: &mut Context<'_, Self>) {
             self.stops += 1;
             let open: Vec<ConnId> = ctx.connections().collect();
             for conn in open {
@@ -425,7 +429,7 @@ fn settings_that_cannot_work_are_refused_by_bind() {
     struct Nothing;
     impl Handler for Nothing {
         type State = ();
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
     }
     let cases = [
         (Server::builder(), ConfigError::NoListenSpec),
@@ -491,7 +495,7 @@ fn an_event_for_a_closed_connection_never_reaches_the_next_one_in_its_slot() {
     }
     impl Handler for Slot {
         type State = ();
-        fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+        fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
             self.log.push("open".into());
             ctx.pause_reading(conn);
             if !std::mem::replace(&mut self.first_done, true) {
@@ -499,8 +503,8 @@ fn an_event_for_a_closed_connection_never_reaches_the_next_one_in_its_slot() {
                 ctx.send(conn, &vec![9u8; 8 << 20]).unwrap();
             }
         }
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
-        fn on_close(&mut self, _: &mut Context<'_>, _: ConnId, reason: &CloseReason) {
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+        fn on_close(&mut self, _: &mut Context<'_, Self>, _: ConnId, reason: &CloseReason) {
             self.log.push(format!("close: {reason}"));
         }
     }
@@ -557,12 +561,13 @@ fn an_event_of_a_batch_never_reaches_a_connection_accepted_into_a_slot_freed_in_
     }
     impl Handler for Slots {
         type State = ();
-        fn on_open(&mut self, _: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+        fn on_open(&mut self, _: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
             self.log
                 .push((self.turn, format!("open {}", self.opened.len())));
             self.opened.push(conn);
         }
-        fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
+        fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+            let data = input.take_all();
             let who = self.opened.iter().position(|&c| c == conn).unwrap();
             self.log.push((self.turn, format!("data {who}")));
             if data == b"close B" {
@@ -636,10 +641,10 @@ fn freed_slots_under_max_connections_go_to_the_listeners_in_turn() {
     struct Order(Vec<usize>);
     impl Handler for Order {
         type State = ();
-        fn on_open(&mut self, _: &mut Context<'_>, _: ConnId, info: &ConnInfo) {
+        fn on_open(&mut self, _: &mut Context<'_, Self>, _: ConnId, info: &ConnInfo) {
             self.0.push(info.listener.index());
         }
-        fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &[u8]) {
+        fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &mut Input<'_>) {
             ctx.close(conn); // the slot frees, in a later turn than the accept
         }
     }

@@ -21,7 +21,13 @@ struct TidEcho(Arc<Mutex<Option<String>>>);
 
 impl dualstack::Handler for TidEcho {
     type State = ();
-    fn on_data(&mut self, ctx: &mut dualstack::Context<'_>, conn: dualstack::ConnId, data: &[u8]) {
+    fn on_data(
+        &mut self,
+        ctx: &mut dualstack::Context<'_, Self>,
+        conn: dualstack::ConnId,
+        input: &mut dualstack::Input<'_>,
+    ) {
+        let data = input.take_all();
         let mut tid = self.0.lock().unwrap();
         if tid.is_none() {
             // "/proc/thread-self" links to "PID/task/TID".
@@ -44,6 +50,35 @@ fn counts(text: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Runs `work` with `strace -c` on thread `tid`; the system calls it counted, by name, and
+/// strace's summary.
+fn traced(tid: &str, work: impl FnOnce()) -> (Vec<(String, u64)>, String) {
+    let log = std::env::temp_dir().join(format!(
+        "dualstack-syscalls-{}-{tid}.txt",
+        std::process::id()
+    ));
+    let mut strace = Command::new("strace")
+        .args(["-c", "-o"])
+        .arg(&log)
+        .args(["-p", tid])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run strace (apt-get install strace)");
+    // strace says on stderr when it has attached.
+    let mut stderr = BufReader::new(strace.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("attached"), "strace could not attach: {line}");
+    work();
+    let _ = Command::new("kill")
+        .args(["-INT", &strace.id().to_string()])
+        .status();
+    strace.wait().unwrap();
+    let text = std::fs::read_to_string(&log).expect("strace's summary");
+    let _ = std::fs::remove_file(&log);
+    (counts(&text), text)
+}
+
 #[test]
 #[ignore = "needs strace and ptrace rights (CI runs it as root)"]
 fn a_round_trip_costs_one_read_and_one_write() {
@@ -58,47 +93,28 @@ fn a_round_trip_costs_one_read_and_one_write() {
     assert_eq!(util::round_trip(&mut client, b"warm-up"), b"warm-up");
     let tid = tid.lock().unwrap().clone().expect("the server's thread id");
 
-    let log = std::env::temp_dir().join(format!("dualstack-syscalls-{}.txt", std::process::id()));
-    let mut strace = Command::new("strace")
-        .args(["-c", "-o"])
-        .arg(&log)
-        .args(["-p", &tid])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run strace (apt-get install strace)");
-    // strace says on stderr when it has attached.
-    let mut stderr = BufReader::new(strace.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.contains("attached"), "strace could not attach: {line}");
-
     // Strictly one request in flight, and a pause after each echo so that the server has
     // finished its turn before the next request arrives: a second read would find nothing.
     // (Without the pause, a server slowed by strace would find the next request already
     // there and the count could not tell the two read loops apart.)
     let message = util::pattern(7, 0, 64);
-    let mut echoed = vec![0u8; 64];
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for _ in 0..ROUND_TRIPS {
-        assert!(
-            Instant::now() < deadline,
-            "round trips under strace took too long"
-        );
-        client.write_all(&message).unwrap();
-        client.read_exact(&mut echoed).unwrap();
-        assert_eq!(echoed, message);
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let _ = Command::new("kill")
-        .args(["-INT", &strace.id().to_string()])
-        .status();
-    strace.wait().unwrap();
-    let text = std::fs::read_to_string(&log).expect("strace's summary");
-    let _ = std::fs::remove_file(&log);
+    let (calls, text) = traced(&tid, || {
+        let mut echoed = vec![0u8; 64];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for _ in 0..ROUND_TRIPS {
+            assert!(
+                Instant::now() < deadline,
+                "round trips under strace took too long"
+            );
+            client.write_all(&message).unwrap();
+            client.read_exact(&mut echoed).unwrap();
+            assert_eq!(echoed, message);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
     drop(client);
     server.stop();
 
-    let calls = counts(&text);
     let of = |name: &str| calls.iter().find(|(n, _)| n == name).map_or(0, |c| c.1);
     // A few calls of the attach and of the stop land in the window; the empty reads of
     // "read until WouldBlock" would add ROUND_TRIPS more.
@@ -117,6 +133,80 @@ fn a_round_trip_costs_one_read_and_one_write() {
         of("epoll_wait") <= ROUND_TRIPS + slack,
         "{} epoll_wait calls for {ROUND_TRIPS} round trips:\n{text}",
         of("epoll_wait")
+    );
+}
+
+/// Answers each line with three sends of its own (`[`, the line, `]\n`), as a handler
+/// written without a thought for system calls would.
+struct PerPieceSender(Arc<Mutex<Option<String>>>);
+
+impl dualstack::Handler for PerPieceSender {
+    type State = ();
+    fn on_data(
+        &mut self,
+        ctx: &mut dualstack::Context<'_, Self>,
+        conn: dualstack::ConnId,
+        input: &mut dualstack::Input<'_>,
+    ) {
+        let mut tid = self.0.lock().unwrap();
+        if tid.is_none() {
+            let link = std::fs::read_link("/proc/thread-self").expect("read /proc/thread-self");
+            *tid = link.file_name().map(|n| n.to_string_lossy().into_owned());
+        }
+        while let Ok(Some(line)) = input.next_frame(&dualstack::frame::Lines::new(64)) {
+            ctx.send(conn, b"[").unwrap();
+            ctx.send(conn, line).unwrap();
+            ctx.send(conn, b"]\n").unwrap();
+        }
+    }
+}
+
+/// Issue #22: every `send` was one `write`, so a handler that sent each reply by itself ran
+/// at a fraction of one that gathered them. Sends coalesce now: 16 pipelined requests of
+/// three sends each (48 sends) leave in one write, counted by strace.
+#[test]
+#[ignore = "needs strace and ptrace rights (CI runs it as root)"]
+fn many_sends_in_one_turn_leave_in_one_write() {
+    const ROUND_TRIPS: u64 = 200;
+    const PIPELINE: usize = 16;
+    let tid = Arc::new(Mutex::new(None));
+    let server = util::Running::start(
+        dualstack::Server::builder().listen("127.0.0.1:0"),
+        PerPieceSender(tid.clone()),
+    );
+    let mut client = util::connect(server.addr(0));
+    client.set_nodelay(true).unwrap();
+    client.write_all(b"warm-up\n").unwrap();
+    let mut warm = [0; 10];
+    client.read_exact(&mut warm).unwrap();
+    let tid = tid.lock().unwrap().clone().expect("the server's thread id");
+    let requests: Vec<u8> = (0..PIPELINE)
+        .flat_map(|i| format!("r{i:02}\n").into_bytes())
+        .collect();
+    let replies: Vec<u8> = (0..PIPELINE)
+        .flat_map(|i| format!("[r{i:02}]\n").into_bytes())
+        .collect();
+    let (calls, text) = traced(&tid, || {
+        let mut got = vec![0u8; replies.len()];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for _ in 0..ROUND_TRIPS {
+            assert!(Instant::now() < deadline, "too slow under strace");
+            client.write_all(&requests).unwrap();
+            client.read_exact(&mut got).unwrap();
+            assert_eq!(got, replies);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    drop(client);
+    server.stop();
+
+    let of = |name: &str| calls.iter().find(|(n, _)| n == name).map_or(0, |c| c.1);
+    let writes = of("sendto") + of("write") + of("writev") + of("sendmsg");
+    let slack = ROUND_TRIPS / 20;
+    assert!(
+        writes >= ROUND_TRIPS && writes <= ROUND_TRIPS + slack,
+        "{writes} writes for {ROUND_TRIPS} round trips of {} sends each:\n{text}",
+        3 * PIPELINE
     );
 }
 

@@ -11,12 +11,10 @@
 #![allow(dead_code)] // each example uses a different part
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dualstack::{
-    display_addr, FamilyPolicy, Handler, ListenConfig, Server, ServerBuilder, ServerHandle,
-    WildcardStack,
+    display_addr, FamilyPolicy, Handler, ListenConfig, Server, ServerBuilder, WildcardStack,
 };
 
 /// The shortest and longest timeout an option takes, in seconds: shorter than a millisecond
@@ -485,91 +483,20 @@ fn hint(l: &dualstack::ListenerInfo) -> String {
     }
 }
 
-/// Where a SIGINT or SIGTERM goes: nowhere yet (the program ends at once, with status 0:
-/// nothing was served), or to the server's handle once there is a server.
-#[derive(Clone)]
-pub struct Signals {
-    name: &'static str,
-    handle: Arc<Mutex<Option<ServerHandle>>>,
-    /// While set, a signal ends the process at once with status 0 (Unix; on Windows the
-    /// Ctrl-C handler asks `handle` instead).
-    #[cfg_attr(not(unix), allow(dead_code))]
-    early: Arc<std::sync::atomic::AtomicBool>,
+/// Catches SIGINT and SIGTERM from now on (the library's `signals` feature): call it first,
+/// before parsing, resolving or binding. One line and exit 2 if it cannot.
+pub fn signals(name: &str) -> dualstack::signals::Signals {
+    dualstack::signals::Signals::install()
+        .unwrap_or_else(|e| fail(name, &format!("cannot catch signals: {e}")))
 }
 
-impl Signals {
-    /// Catches SIGINT and SIGTERM from now on. Call it first, before parsing, resolving or
-    /// binding: a signal that arrives before the handlers exist kills the process with status
-    /// 143 instead of stopping it. It opens no descriptor (the thread that waits for signals
-    /// needs a socket pair, made in [`Signals::stop`]): until the library has checked the
-    /// inherited sockets, nothing of ours may sit on a descriptor number a spec names (`fd:3`).
-    pub fn install(name: &'static str) -> Signals {
-        let signals = Signals {
-            name,
-            handle: Arc::default(),
-            early: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-        };
-        #[cfg(unix)]
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register_conditional_shutdown(signal, 0, signals.early.clone())
-                .unwrap_or_else(|e| fail(name, &format!("cannot catch signals: {e}")));
-        }
-        // Windows: Ctrl-C and Ctrl-Break (and the console closing, though Windows then ends
-        // the process soon after the handler returns, so that stop may not finish), through
-        // the ctrlc crate; the same contract (the first stops gracefully, or ends a process
-        // that has no server yet with 0; a second ends it at once, with 130 as after SIGINT).
-        #[cfg(windows)]
-        {
-            let target = signals.clone();
-            let count = std::sync::atomic::AtomicUsize::new(0);
-            ctrlc::set_handler(move || {
-                if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-                    target.deliver(2);
-                } else {
-                    std::process::exit(130);
-                }
-            })
-            .unwrap_or_else(|e| fail(name, &format!("cannot catch Ctrl-C: {e}")));
-        }
-        signals
-    }
-
-    /// From now on a signal stops `server` gracefully.
-    pub fn stop<H: Handler>(&self, server: &Server<H>) {
-        *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.handle());
-        #[cfg(unix)]
-        {
-            use signal_hook::consts::{SIGINT, SIGTERM};
-            let target = self.clone();
-            let mut caught = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-                .unwrap_or_else(|e| fail(self.name, &format!("cannot catch signals: {e}")));
-            // Only now that the waiting thread's handlers exist (a signal from here on reaches
-            // both: the early exit is still right, nothing was served).
-            self.early.store(false, std::sync::atomic::Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut caught = caught.forever();
-                if let Some(signal) = caught.next() {
-                    target.deliver(signal);
-                }
-                // A second signal while the graceful stop runs: stop now, as is customary.
-                if let Some(signal) = caught.next() {
-                    std::process::exit(128 + signal);
-                }
-            });
-        }
-    }
-
-    fn deliver(&self, signal: i32) {
-        match &*self.handle.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(handle) => {
-                // Stop first: nothing that follows (a log line) may keep the stop from
-                // happening.
-                handle.stop();
-                let _ = dualstack::notify("STOPPING=1");
-                log::info!("signal {signal}: stopping (again to stop at once)");
-            }
-            // Before there is a server (a slow lookup, say): nothing to flush or close.
-            None => std::process::exit(0),
-        }
-    }
+/// From now on a signal stops `server` gracefully (a second one ends the process).
+pub fn stop_on_signals<H: Handler>(
+    name: &str,
+    signals: &dualstack::signals::Signals,
+    server: &Server<H>,
+) {
+    signals
+        .stop(server)
+        .unwrap_or_else(|e| fail(name, &format!("cannot catch signals: {e}")));
 }

@@ -3,6 +3,10 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+/// No valid spec is longer: a 253-character name and a port, or a bracketed IPv6 address
+/// with a zone, fit well within it. Longer input is refused before any hint quotes it.
+pub(crate) const MAX_LEN: usize = 512;
+
 /// A listen spec (or the host of a `(host, port)` pair) that could not be parsed.
 ///
 /// The message quotes the input, says what is wrong with it and, for the common
@@ -133,7 +137,7 @@ impl fmt::Display for ParseError {
         let what = if self.of_host { "host" } else { "spec" };
         const SHOWN: usize = 64;
         match self.input.char_indices().nth(SHOWN) {
-            Some((end, _)) if self.input.len() > super::parse::MAX_LEN => write!(
+            Some((end, _)) if self.input.len() > MAX_LEN => write!(
                 f,
                 "invalid listen {} {:?}… ({} bytes): {}",
                 what,

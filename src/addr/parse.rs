@@ -11,14 +11,12 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::error::{ParseError, ParseErrorKind::*};
+use std::str::FromStr;
+
+use super::error::{ParseError, ParseErrorKind, ParseErrorKind::*, MAX_LEN};
 use super::spec::{Host, HostName, ListenSpec, SpecKind, UnixAddr, Zone};
 
 type Result<T> = std::result::Result<T, ParseError>;
-
-/// No valid spec is longer: a 253-character name and a port, or a bracketed IPv6 address
-/// with a zone, fit well within it. Longer input is refused before any hint quotes it.
-pub(crate) const MAX_LEN: usize = 512;
 
 fn too_long(input: &str) -> ParseError {
     ParseError::new(
@@ -667,6 +665,117 @@ fn well_known_port(name: &str) -> Option<u16> {
         "imaps" => 993,
         _ => return None,
     })
+}
+
+// Making the address layer's values from text: every parse goes through this file.
+
+impl FromStr for ListenSpec {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> std::result::Result<ListenSpec, ParseError> {
+        spec(s)
+    }
+}
+
+impl TryFrom<&str> for ListenSpec {
+    type Error = ParseError;
+
+    fn try_from(s: &str) -> std::result::Result<ListenSpec, ParseError> {
+        spec(s)
+    }
+}
+
+impl Host {
+    /// Parses the host of a `(host, port)` pair: `""` or `"*"` for [`Host::Any`], an IPv4
+    /// address, an IPv6 address with or without brackets and with an optional zone
+    /// (`"fe80::1%eth0"`), or a DNS name.
+    ///
+    /// ```
+    /// use dualstack::Host;
+    /// assert_eq!(Host::parse("")?, Host::Any);
+    /// assert_eq!(Host::parse("::1")?, Host::V6(std::net::Ipv6Addr::LOCALHOST, None));
+    /// assert_eq!(Host::parse("LocalHost")?.to_string(), "localhost");
+    /// # Ok::<(), dualstack::ParseError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] naming the host when it is none of these.
+    pub fn parse(host: &str) -> std::result::Result<Host, ParseError> {
+        tuple_host(host)
+    }
+}
+
+impl HostName {
+    /// Validates `name` as a DNS host name and lower-cases it.
+    ///
+    /// ```
+    /// use dualstack::HostName;
+    /// assert_eq!(HostName::new("Example.COM.")?.as_str(), "example.com.");
+    /// assert!(HostName::new("127.1").is_err()); // numeric-looking: never a name
+    /// # Ok::<(), dualstack::ParseError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] when a label is empty or over 63 characters, the name is over 253,
+    /// a character is not a letter, digit, `-` or `_`, or the last label is numeric.
+    pub fn new(name: &str) -> std::result::Result<HostName, ParseError> {
+        host_name(name, name, 0).map_err(ParseError::of_host)
+    }
+}
+
+impl Zone {
+    /// Parses the text after `%`: an index (`2`), an interface name (`eth0`), or either in the
+    /// URI form of RFC 6874 (`25eth0`, where `%25` is an escaped `%`).
+    ///
+    /// ```
+    /// use dualstack::Zone;
+    /// assert_eq!(Zone::parse("eth0")?.name(), Some("eth0"));
+    /// assert_eq!(Zone::parse("25eth0")?.name(), Some("eth0"));
+    /// assert_eq!(Zone::parse("2")?.index(), Some(2));
+    /// assert!(Zone::parse("0").is_err());
+    /// # Ok::<(), dualstack::ParseError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] when the zone is empty, index 0, too large an index, or holds a
+    /// character other than letters, digits, `-`, `.`, `_` and `~`.
+    pub fn parse(text: &str) -> std::result::Result<Zone, ParseError> {
+        match zone(text, text, 0) {
+            Ok(Some(zone)) => Ok(zone),
+            Ok(None) => Err(ParseError::new(
+                text,
+                ParseErrorKind::InvalidZone,
+                Some(0),
+                "zone index 0 names no interface",
+            )
+            .of_host()),
+            Err(e) => Err(e.of_host()),
+        }
+    }
+
+    /// The zone to print for interface `index`, called `name`: the name where it reads back
+    /// as that same name, the number otherwise, so that a printed address never names
+    /// another interface. An interface called `7` would read back as index 7, and one called
+    /// `a+b` would not parse at all: both print as their index. `None` for index 0.
+    ///
+    /// ```
+    /// use dualstack::Zone;
+    /// assert_eq!(Zone::for_interface(2, Some("eth0")).unwrap().to_string(), "eth0");
+    /// assert_eq!(Zone::for_interface(3, Some("7")).unwrap().to_string(), "3");
+    /// assert_eq!(Zone::for_interface(4, Some("a+b")).unwrap().to_string(), "4");
+    /// assert_eq!(Zone::for_interface(5, Some("25x")).unwrap().to_string(), "2525x");
+    /// assert_eq!(Zone::for_interface(6, None).unwrap().to_string(), "6");
+    /// ```
+    pub fn for_interface(index: u32, name: Option<&str>) -> Option<Zone> {
+        let by_index = Zone::from_index(index)?;
+        match name {
+            Some(n) if is_zone_name(n) => Some(Zone::name_unchecked(n.to_owned())),
+            _ => Some(by_index),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,10 +4,8 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::num::NonZeroU32;
-use std::str::FromStr;
 
-use super::error::{ParseError, ParseErrorKind};
-use super::parse;
+use super::error::ParseError;
 use crate::sys;
 
 /// Where a server should listen: a [`Host`] and a port, a Unix-domain socket, or sockets
@@ -286,22 +284,6 @@ impl ListenSpec {
     }
 }
 
-impl FromStr for ListenSpec {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<ListenSpec, ParseError> {
-        parse::spec(s)
-    }
-}
-
-impl TryFrom<&str> for ListenSpec {
-    type Error = ParseError;
-
-    fn try_from(s: &str) -> Result<ListenSpec, ParseError> {
-        parse::spec(s)
-    }
-}
-
 impl From<SocketAddr> for ListenSpec {
     /// The spec for exactly this address. Flow info is dropped and a non-zero scope id becomes
     /// an index [`Zone`].
@@ -350,26 +332,7 @@ impl fmt::Display for QuotedSpec<'_> {
     }
 }
 
-impl Host {
-    /// Parses the host of a `(host, port)` pair: `""` or `"*"` for [`Host::Any`], an IPv4
-    /// address, an IPv6 address with or without brackets and with an optional zone
-    /// (`"fe80::1%eth0"`), or a DNS name.
-    ///
-    /// ```
-    /// use dualstack::Host;
-    /// assert_eq!(Host::parse("")?, Host::Any);
-    /// assert_eq!(Host::parse("::1")?, Host::V6(std::net::Ipv6Addr::LOCALHOST, None));
-    /// assert_eq!(Host::parse("LocalHost")?.to_string(), "localhost");
-    /// # Ok::<(), dualstack::ParseError>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// A [`ParseError`] naming the host when it is none of these.
-    pub fn parse(host: &str) -> Result<Host, ParseError> {
-        parse::tuple_host(host)
-    }
-}
+impl Host {}
 
 impl From<IpAddr> for Host {
     fn from(ip: IpAddr) -> Host {
@@ -394,23 +357,6 @@ impl fmt::Display for Host {
 }
 
 impl HostName {
-    /// Validates `name` as a DNS host name and lower-cases it.
-    ///
-    /// ```
-    /// use dualstack::HostName;
-    /// assert_eq!(HostName::new("Example.COM.")?.as_str(), "example.com.");
-    /// assert!(HostName::new("127.1").is_err()); // numeric-looking: never a name
-    /// # Ok::<(), dualstack::ParseError>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// A [`ParseError`] when a label is empty or over 63 characters, the name is over 253,
-    /// a character is not a letter, digit, `-` or `_`, or the last label is numeric.
-    pub fn new(name: &str) -> Result<HostName, ParseError> {
-        parse::host_name(name, name, 0).map_err(ParseError::of_host)
-    }
-
     pub(crate) fn new_unchecked(lower: String) -> HostName {
         HostName(lower)
     }
@@ -447,59 +393,8 @@ impl Zone {
         NonZeroU32::new(index).map(|i| Zone(ZoneRepr::Index(i)))
     }
 
-    /// Parses the text after `%`: an index (`2`), an interface name (`eth0`), or either in the
-    /// URI form of RFC 6874 (`25eth0`, where `%25` is an escaped `%`).
-    ///
-    /// ```
-    /// use dualstack::Zone;
-    /// assert_eq!(Zone::parse("eth0")?.name(), Some("eth0"));
-    /// assert_eq!(Zone::parse("25eth0")?.name(), Some("eth0"));
-    /// assert_eq!(Zone::parse("2")?.index(), Some(2));
-    /// assert!(Zone::parse("0").is_err());
-    /// # Ok::<(), dualstack::ParseError>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// A [`ParseError`] when the zone is empty, index 0, too large an index, or holds a
-    /// character other than letters, digits, `-`, `.`, `_` and `~`.
-    pub fn parse(text: &str) -> Result<Zone, ParseError> {
-        match parse::zone(text, text, 0) {
-            Ok(Some(zone)) => Ok(zone),
-            Ok(None) => Err(ParseError::new(
-                text,
-                ParseErrorKind::InvalidZone,
-                Some(0),
-                "zone index 0 names no interface",
-            )
-            .of_host()),
-            Err(e) => Err(e.of_host()),
-        }
-    }
-
     pub(crate) fn name_unchecked(name: String) -> Zone {
         Zone(ZoneRepr::Name(name))
-    }
-
-    /// The zone to print for interface `index`, called `name`: the name where it reads back
-    /// as that same name, the number otherwise, so that a printed address never names
-    /// another interface. An interface called `7` would read back as index 7, and one called
-    /// `a+b` would not parse at all: both print as their index. `None` for index 0.
-    ///
-    /// ```
-    /// use dualstack::Zone;
-    /// assert_eq!(Zone::for_interface(2, Some("eth0")).unwrap().to_string(), "eth0");
-    /// assert_eq!(Zone::for_interface(3, Some("7")).unwrap().to_string(), "3");
-    /// assert_eq!(Zone::for_interface(4, Some("a+b")).unwrap().to_string(), "4");
-    /// assert_eq!(Zone::for_interface(5, Some("25x")).unwrap().to_string(), "2525x");
-    /// assert_eq!(Zone::for_interface(6, None).unwrap().to_string(), "6");
-    /// ```
-    pub fn for_interface(index: u32, name: Option<&str>) -> Option<Zone> {
-        let by_index = Zone::from_index(index)?;
-        match name {
-            Some(n) if parse::is_zone_name(n) => Some(Zone::name_unchecked(n.to_owned())),
-            _ => Some(by_index),
-        }
     }
 
     /// The interface index this zone names: the number itself, or the index of the named

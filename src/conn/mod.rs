@@ -1,6 +1,7 @@
 //! One accepted connection: its public identity ([`ConnId`]), why it closed
 //! ([`CloseReason`]), and the state the reactor keeps for it.
 
+pub(crate) mod input;
 pub(crate) mod preamble;
 mod queue;
 pub(crate) mod state;
@@ -12,8 +13,10 @@ use std::time::Instant;
 use crate::addr::ProxyError;
 use crate::socket::{Peer, Stream};
 
+pub use input::Input;
+pub(crate) use input::Kept;
 pub use preamble::Proxied;
-pub(crate) use preamble::{client_of, Preamble, Relayed, Step};
+pub(crate) use preamble::{client_of, Preamble, Step};
 pub(crate) use queue::OutQueue;
 pub(crate) use state::{Holder, Life, Recv, Send};
 
@@ -40,6 +43,13 @@ impl fmt::Display for ConnId {
 /// `ListenerId` a handler holds names a listener that exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerId(pub(crate) usize);
+
+impl fmt::Display for ListenerId {
+    /// `listener N`, N its index.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "listener {}", self.0)
+    }
+}
 
 impl ListenerId {
     /// The listener's index in [`Server::listeners`](crate::Server::listeners) and in
@@ -92,6 +102,15 @@ pub enum CloseReason {
     /// share of connections
     /// ([`ServerBuilder::max_connections_per_peer`](crate::ServerBuilder::max_connections_per_peer)).
     PeerLimit,
+    /// The peer sent more than the handler used, past
+    /// [`ServerBuilder::max_input`](crate::ServerBuilder::max_input): a frame too long for
+    /// it, or input the handler never said it used. What was kept is dropped.
+    InputLimit {
+        /// How many unused bytes there were.
+        kept: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for CloseReason {
@@ -109,6 +128,10 @@ impl fmt::Display for CloseReason {
             CloseReason::ProxyHeader(e) => e.fmt(f),
             CloseReason::HeaderTimeout => f.write_str("no complete PROXY header in time"),
             CloseReason::PeerLimit => f.write_str("the peer already has its share of connections"),
+            CloseReason::InputLimit { kept, limit } => write!(
+                f,
+                "{kept} bytes of input the handler did not use, more than the {limit} kept"
+            ),
         }
     }
 }
@@ -153,16 +176,18 @@ impl Timing {
     }
 }
 
-/// The reactor's record of one connection: its socket, its output queue, its state (one
-/// enum per concern, in [`state`]), its clock, and the handler's own value for it.
+/// The reactor's record of one connection: its socket, its output queue, the input the
+/// handler has not used, its state (one enum per concern, in [`state`]) and its clock. The
+/// handler's own value for it lives beside it, under the same key (so a handler can hold its
+/// value and send at once).
 ///
 /// # Invariant
 ///
-/// WRITABLE interest is registered exactly when `out` is non-empty (`writable` says which
-/// interest is registered). A connection with nothing queued owns no heap memory but the
-/// handler's value.
+/// WRITABLE interest is registered only while `out` holds bytes the kernel would not take
+/// (`writable` says which interest is registered). A connection with nothing queued and no
+/// unused input owns no heap memory.
 #[derive(Debug)]
-pub(crate) struct Conn<S> {
+pub(crate) struct Conn {
     pub(crate) stream: Stream,
     pub(crate) generation: u32,
     /// Index of the listener that accepted it, for per-listener counters.
@@ -170,6 +195,13 @@ pub(crate) struct Conn<S> {
     /// The peer, normalized.
     pub(crate) peer: Peer,
     pub(crate) out: OutQueue,
+    /// Bytes the handler has not used yet.
+    pub(crate) input: Kept,
+    /// `input` holds bytes the handler has not been shown since it was held (by
+    /// backpressure, a pause, or a PROXY header's read): offer them before reading more.
+    pub(crate) offer_kept: bool,
+    /// It is on the list of connections whose output is written at the turn's end.
+    pub(crate) dirty: bool,
     pub(crate) recv: Recv,
     pub(crate) send: Send,
     pub(crate) life: Life,
@@ -178,8 +210,6 @@ pub(crate) struct Conn<S> {
     pub(crate) timing: Timing,
     /// Whether the handler has it yet, and how it came.
     pub(crate) phase: Phase,
-    /// The handler's value for this connection ([`Handler::State`](crate::Handler::State)).
-    pub(crate) state: S,
 }
 
 /// How far a connection is from the handler.
@@ -188,7 +218,7 @@ pub(crate) enum Phase {
     /// The handler has it (`on_open` was called).
     Open,
     /// The handler has it, and it came through a balancer.
-    Proxied(Box<Relayed>),
+    Proxied(Box<Proxied>),
     /// Accepted on a PROXY listener, its header not complete: the reactor reads it, and
     /// the handler has not heard of it (nor counted its peer).
     Preamble(Box<Preamble>),
@@ -201,7 +231,7 @@ impl Phase {
     }
 }
 
-impl<S> Conn<S> {
+impl Conn {
     pub(crate) fn id(&self, key: usize) -> ConnId {
         ConnId {
             key,

@@ -15,16 +15,6 @@ pub struct Proxied {
     pub header: ProxyHeader,
 }
 
-/// The reactor's side of a connection that came through a balancer.
-#[derive(Debug)]
-pub(crate) struct Relayed {
-    /// What the handler sees.
-    pub(crate) proxied: Proxied,
-    /// Bytes that came with the header while reading was held (paused in `on_open`): they
-    /// go to `on_data` before anything else once it resumes.
-    pub(crate) unread: Vec<u8>,
-}
-
 /// A connection whose header is not complete yet.
 #[derive(Debug)]
 pub(crate) struct Preamble {

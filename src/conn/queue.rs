@@ -1,61 +1,113 @@
-//! The output queue of one connection: what the kernel would not take yet.
+//! The output queue of one connection: what the handler sent that is not written yet.
 
-use std::io::{self, Write};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
 
-/// Bytes waiting to be written, in order: `buf[start..]`.
+/// How large a chunk of the queue grows before the next bytes start another.
+const CHUNK: usize = 64 * 1024;
+
+/// The most chunks one vectored write passes (Linux takes up to 1024; 64 × 64 KiB is more
+/// than a socket buffer takes at once anyway).
+const MAX_SLICES: usize = 64;
+
+/// Bytes waiting to be written, in order: the chunks, the first from `start` on.
 ///
-/// Appending is one `memcpy`; writing is one `write` of one slice. The written prefix is
-/// dropped (one `memmove`) when it is at least half the buffer, so the buffer never holds more
-/// than about twice what is queued.
+/// Sends within a turn append to the last chunk (one `memcpy`), so many small replies leave
+/// as one write; past [`CHUNK`] bytes a new chunk begins, and a write passes several chunks
+/// at once (`writev`). Written chunks are freed one by one: nothing is ever moved to make
+/// room, however much is queued.
 ///
 /// # Invariant
 ///
-/// An empty queue owns no allocation: the buffer is freed when it drains, so an idle
-/// connection costs only this struct's few words.
+/// An empty queue owns no allocation: the chunks are freed as they are written, so an idle
+/// connection costs only this struct's few words. No chunk is empty.
 #[derive(Debug, Default)]
 pub(crate) struct OutQueue {
-    buf: Vec<u8>,
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes of the first chunk already written.
     start: usize,
+    /// Bytes queued: the chunks' lengths, less `start`.
+    len: usize,
 }
 
 impl OutQueue {
     pub(crate) fn len(&self) -> usize {
-        self.buf.len() - self.start
+        self.len
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 
     pub(crate) fn push(&mut self, data: &[u8]) {
-        if self.start > 0 && self.start >= self.buf.len() / 2 {
-            self.buf.drain(..self.start);
-            self.start = 0;
+        if data.is_empty() {
+            return;
         }
-        self.buf.extend_from_slice(data);
+        match self.chunks.back_mut() {
+            Some(last) if last.len() + data.len() <= CHUNK => last.extend_from_slice(data),
+            _ => self.chunks.push_back(data.to_vec()),
+        }
+        self.len += data.len();
     }
 
-    /// Writes as much as `sink` takes in one call.
+    /// Writes as much as `sink` takes in one call, every chunk (up to [`MAX_SLICES`]) in
+    /// one vectored write.
     pub(crate) fn write_to(&mut self, sink: &mut impl Write) -> io::Result<usize> {
-        let n = sink.write(&self.buf[self.start..])?;
-        self.start += n;
-        if self.start == self.buf.len() {
+        let Some(first) = self.chunks.front() else {
+            return Ok(0);
+        };
+        let n = if self.chunks.len() == 1 {
+            sink.write(&first[self.start..])?
+        } else {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            slices[0] = IoSlice::new(&first[self.start..]);
+            let mut count = 1;
+            for chunk in self.chunks.iter().skip(1).take(MAX_SLICES - 1) {
+                slices[count] = IoSlice::new(chunk);
+                count += 1;
+            }
+            sink.write_vectored(&slices[..count])?
+        };
+        self.advance(n);
+        Ok(n)
+    }
+
+    /// `n` bytes were written: frees the chunks they emptied.
+    fn advance(&mut self, mut n: usize) {
+        n = n.min(self.len);
+        self.len -= n;
+        while n > 0 {
+            let Some(first) = self.chunks.front() else {
+                break;
+            };
+            let left = first.len() - self.start;
+            if n < left {
+                self.start += n;
+                return;
+            }
+            n -= left;
+            self.chunks.pop_front();
+            self.start = 0;
+        }
+        if self.len == 0 {
             self.clear();
         }
-        Ok(n)
     }
 
     /// Drops everything queued; returns how many bytes that was.
     pub(crate) fn clear(&mut self) -> usize {
-        let n = self.len();
-        self.buf = Vec::new();
+        let n = self.len;
+        self.chunks = VecDeque::new();
         self.start = 0;
+        self.len = 0;
         n
     }
 
+    /// The heap memory the queue holds.
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        self.buf.capacity()
+        self.chunks.capacity() * std::mem::size_of::<Vec<u8>>()
+            + self.chunks.iter().map(Vec::capacity).sum::<usize>()
     }
 }
 
@@ -106,7 +158,7 @@ mod tests {
     }
 
     #[test]
-    fn the_buffer_stays_within_twice_what_is_queued() {
+    fn memory_follows_what_is_queued_and_many_chunks_leave_in_one_write() {
         let mut q = OutQueue::default();
         let mut sink = Trickle {
             limit: 1000,
@@ -116,9 +168,9 @@ mod tests {
             q.push(&round.to_le_bytes().repeat(300));
             q.write_to(&mut sink).unwrap();
             assert!(
-                q.buf.len() <= 2 * q.len() + 1200,
+                q.capacity() <= 2 * q.len() + 2 * CHUNK,
                 "round {round}: {} held for {} queued",
-                q.buf.len(),
+                q.capacity(),
                 q.len()
             );
         }
@@ -129,6 +181,47 @@ mod tests {
             .flat_map(|r| r.to_le_bytes().repeat(300))
             .collect();
         assert_eq!(sink.got, expected);
+
+        // Three chunks' worth of sends: one vectored write takes them all.
+        let mut q = OutQueue::default();
+        let data: Vec<u8> = (0..3 * CHUNK).map(|i| i as u8).collect();
+        for piece in data.chunks(1000) {
+            q.push(piece);
+        }
+        let mut sink = Counting::default();
+        assert_eq!(q.write_to(&mut sink).unwrap(), data.len());
+        assert_eq!(sink.calls, 1);
+        assert_eq!(sink.got, data);
+        assert!(q.is_empty());
+    }
+
+    /// A sink that takes everything, counting its calls.
+    #[derive(Default)]
+    struct Counting {
+        calls: usize,
+        got: Vec<u8>,
+    }
+
+    impl Write for Counting {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            self.got.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.calls += 1;
+            let mut n = 0;
+            for b in bufs {
+                self.got.extend_from_slice(b);
+                n += b.len();
+            }
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
     }
 
     #[test]

@@ -6,15 +6,15 @@
 use std::io;
 
 use super::backoff::{accept_failure, AcceptFailure, BACKOFF_MAX, LISTENER_RETRY};
+use super::handler::{Context, Handler};
 use super::output::CONN_INTEREST;
 use super::timers::after;
 use super::token;
 use super::Server;
 use crate::conn::{
-    CloseReason, Conn, ConnId, ConnInfo, Life, ListenerId, OutQueue, Phase, Preamble, Recv, Send,
-    Timing,
+    CloseReason, Conn, ConnId, ConnInfo, Kept, Life, ListenerId, OutQueue, Phase, Preamble, Recv,
+    Send, Timing,
 };
-use crate::handler::{Context, Handler};
 use crate::socket::{Peer, Stream};
 
 /// The most connections accepted from one listener per turn; then the listener waits for the
@@ -195,14 +195,23 @@ impl<H: Handler> Server<H> {
             listener: index as u32,
             peer,
             out: OutQueue::default(),
+            input: Kept::default(),
+            offer_kept: false,
+            dirty: false,
             recv: Recv::Reading,
             send: Send::Open,
             life: Life::Open,
             writable: false,
             timing,
             phase,
-            state: H::State::default(),
         });
+        // The handler's value, under the same key: both slabs take and give back the same
+        // keys in the same order.
+        let state_key = self.states.insert(H::State::default());
+        debug_assert_eq!(
+            state_key, key,
+            "the handler's values and the connections diverged"
+        );
         let stats = &mut core.listeners[index].stats;
         stats.accepted += 1;
         stats.open += 1;
@@ -220,8 +229,8 @@ impl<H: Handler> Server<H> {
                 listener: ListenerId(index),
                 peer,
             };
-            self.handler
-                .on_open(&mut Context::new(&mut self.core), id, &info);
+            let mut ctx = Context::new(&mut self.core, &mut self.states);
+            self.handler.on_open(&mut ctx, id, &info);
             self.settle();
         }
     }

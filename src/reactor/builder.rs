@@ -2,24 +2,24 @@
 
 use std::time::Duration;
 
+use super::handler::Handler;
 use super::proxy::ProxyProtocol;
 use super::{ConfigError, Limits, Server};
 use crate::addr::{ListenSpec, ParseError, ToListenSpec};
 use crate::error::Error;
-use crate::handler::Handler;
 use crate::listen::ListenConfig;
 use crate::socket::AcceptOptions;
 
 /// Builds a [`Server`]: where to listen, how, and within which limits.
 ///
 /// ```
-/// use dualstack::{ConnId, Context, FamilyPolicy, Handler, ListenConfig, Server};
+/// use dualstack::{ConnId, Context, FamilyPolicy, Handler, Input, ListenConfig, Server};
 /// use std::time::Duration;
 ///
 /// struct Discard;
 /// impl Handler for Discard {
 ///     type State = ();
-///     fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+///     fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
 /// }
 ///
 /// let server = Server::builder()
@@ -206,6 +206,16 @@ impl ServerBuilder {
         self
     }
 
+    /// The most input a connection may leave unused (default 1 MiB): bytes the handler did
+    /// not use stay for the next call (a request split over reads), up to this; past it the
+    /// connection is closed with [`CloseReason::InputLimit`](crate::CloseReason::InputLimit).
+    /// Set it above the largest request the protocol accepts (its largest frame); memory per
+    /// connection is bounded by it, plus one read.
+    pub fn max_input(mut self, bytes: usize) -> ServerBuilder {
+        self.limits.max_input = bytes;
+        self
+    }
+
     /// How long a graceful stop may spend flushing queued output (default 5 s).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> ServerBuilder {
         self.limits.shutdown_timeout = timeout;
@@ -294,16 +304,17 @@ impl ServerBuilder {
     }
 }
 
-#[cfg(test)]
+// Unix only: the one test takes an inherited descriptor.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use crate::{ConnId, Context};
+    use crate::{ConnId, Context, Input};
 
     struct Discard;
 
     impl Handler for Discard {
         type State = ();
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
     }
 
     /// Issue #21, item 3: a failure after the inherited descriptors were taken (here the
@@ -311,7 +322,6 @@ mod tests {
     /// them, recorded them as taken, and named nothing. It names the spec and the
     /// descriptor now; the descriptor stays open, as blocking as it came, and untaken: the
     /// next bind takes it.
-    #[cfg(unix)]
     #[test]
     #[allow(unsafe_code)]
     fn a_failure_after_taking_gives_inherited_descriptors_back() {

@@ -1,17 +1,23 @@
-//! [`Core`]: everything of a server but the poller, the handler and the read buffer. The
-//! server's loop (`mod.rs`, `turn.rs`, `accept.rs`) reaches into its fields; a [`Context`]
-//! reaches it only through the `pub(crate)` methods here and in `output.rs`.
+//! [`Core`]: everything of a server but the poller, the handler, the read buffer and the
+//! handler's per-connection values. The server's loop (`mod.rs`, `turn.rs`, `accept.rs`)
+//! reaches into its fields; a [`Context`] reaches it only through the `pub(crate)` methods
+//! here and in `output.rs`.
 //!
 //! Why the split (smoltcp's `Interface` / `InterfaceInner` is the same idea): a handler
-//! callback receives `&mut Context`, which borrows the `Core` while the `Server` still owns
-//! the handler and the poller; the borrow checker then guarantees that a callback can never
-//! re-enter the loop, and that the loop's own state (events, the read buffer) is out of its
-//! reach.
+//! callback receives `&mut Context`, which borrows the `Core` and the handler's values while
+//! the `Server` still owns the handler and the poller; the borrow checker then guarantees
+//! that a callback can never re-enter the loop, and that the loop's own state (events, the
+//! read buffer) is out of its reach. The handler's values are a slab of their own, beside
+//! the connections, so a callback can hold its value for one connection and send at once
+//! ([`Context::split`]).
 //!
 //! [`Context`]: crate::Context
+//! [`Context::split`]: crate::Context::split
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::event::Source;
@@ -24,7 +30,7 @@ use super::limits::Limits;
 use super::peers::PeerCounts;
 use super::ready::ReadyQueue;
 use super::stats::{ListenerInfo, ListenerStats, Stats};
-use super::timers::{self, TimerId, Timers};
+use super::timers::{self, Due, TimerId, Timers};
 use super::token;
 use crate::conn::{CloseReason, Conn, ConnId, Holder, ListenerId};
 use crate::socket::{ListenAddr, ListenSocket, Peer};
@@ -47,13 +53,13 @@ pub(crate) struct ListenerSlot {
     pub(super) accepting: crate::socket::Accepting,
 }
 
-/// Everything but the poller, the handler and the read buffer: what a `Context` borrows.
-/// `S` is the handler's per-connection value.
-pub(crate) struct Core<S> {
+/// Everything but the poller, the handler, the read buffer and the handler's values: what
+/// a `Context` borrows, with those values.
+pub(crate) struct Core {
     /// A clone of the poll's registry, so callbacks can (re)register without the `Poll`.
     pub(super) registry: Registry,
     pub(super) listeners: Vec<ListenerSlot>,
-    pub(super) conns: Slab<Conn<S>>,
+    pub(super) conns: Slab<Conn>,
     /// The generation the next connection gets; wraps after 2^32 connections, by which time
     /// no stale id of that slot can plausibly be held.
     pub(super) next_generation: u32,
@@ -66,8 +72,11 @@ pub(crate) struct Core<S> {
     pub(super) ready_listeners: Vec<usize>,
     /// Connections to close once the current callback returns, in order.
     pub(super) to_close: VecDeque<(ConnId, CloseReason)>,
-    /// Connections whose queue just drained, for `on_drained`.
+    /// Connections whose queue drained after it had backed up, for `on_drained`.
     pub(super) drained: VecDeque<ConnId>,
+    /// Connections with output sent but not written yet: written once each, when the
+    /// reactor is done reading them this turn, or at the turn's end (see `output.rs`).
+    pub(super) dirty: Vec<ConnId>,
     pub(super) timers: Timers,
     pub(super) deadlines: Deadlines,
     pub(super) backoff: AcceptBackoff,
@@ -82,12 +91,21 @@ pub(crate) struct Core<S> {
     pub(super) peers: PeerCounts,
     /// Bytes queued over every connection (closing ones hold none: see `request_close`).
     pub(super) total_queued: usize,
+    /// Bytes of input kept over every connection (as they were after each `on_data`).
+    pub(super) total_kept: usize,
     /// The time the current turn started.
     pub(super) now: Instant,
+    /// The connection whose input `on_data` is looking at, if it is.
+    pub(super) serving: Option<ConnId>,
+    /// Set when that connection's input is held during the call (its output passed the
+    /// high-water mark, or the handler paused or closed it): its `Input` shows nothing more.
+    /// Shared with the `Input`, which the reactor lends beside the `Context` (an `Arc`, so
+    /// that a `Server` stays `Send`; one thread only ever touches it).
+    pub(super) held: Arc<AtomicBool>,
 }
 
-impl<S> Core<S> {
-    pub(super) fn new(registry: Registry, listeners: Vec<ListenerSlot>, limits: Limits) -> Core<S> {
+impl Core {
+    pub(super) fn new(registry: Registry, listeners: Vec<ListenerSlot>, limits: Limits) -> Core {
         Core {
             registry,
             listeners,
@@ -97,6 +115,7 @@ impl<S> Core<S> {
             ready_listeners: Vec::new(),
             to_close: VecDeque::new(),
             drained: VecDeque::new(),
+            dirty: Vec::new(),
             timers: Timers::default(),
             deadlines: Deadlines::new(limits.idle_timeout, limits.first_byte_timeout),
             backoff: AcceptBackoff::default(),
@@ -106,20 +125,23 @@ impl<S> Core<S> {
             stopping: None,
             peers: PeerCounts::new(limits.max_per_peer, limits.ipv6_peer_prefix),
             total_queued: 0,
+            total_kept: 0,
             now: Instant::now(),
+            serving: None,
+            held: Arc::new(AtomicBool::new(false)),
             limits,
         }
     }
 
     /// The connection `id` names, if it is still there (open, or closing during its
     /// `on_close`).
-    pub(crate) fn get(&self, id: ConnId) -> Option<&Conn<S>> {
+    pub(crate) fn get(&self, id: ConnId) -> Option<&Conn> {
         self.conns
             .get(id.key)
             .filter(|c| c.generation == id.generation)
     }
 
-    pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn<S>> {
+    pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
         conn_mut(&mut self.conns, id)
     }
 
@@ -142,7 +164,7 @@ impl<S> Core<S> {
 
     pub(crate) fn proxied(&self, id: ConnId) -> Option<&crate::conn::Proxied> {
         match &self.get(id)?.phase {
-            crate::conn::Phase::Proxied(relayed) => Some(&relayed.proxied),
+            crate::conn::Phase::Proxied(proxied) => Some(proxied),
             _ => None,
         }
     }
@@ -159,12 +181,14 @@ impl<S> Core<S> {
         self.get(id).map_or(0, |c| c.out.len())
     }
 
-    pub(crate) fn state(&self, id: ConnId) -> Option<&S> {
-        self.get(id).map(|c| &c.state)
+    /// How many bytes of `id`'s input the handler has not used, as kept between calls.
+    pub(crate) fn unused_input(&self, id: ConnId) -> usize {
+        self.get(id).map_or(0, |c| c.input.len())
     }
 
-    pub(crate) fn state_mut(&mut self, id: ConnId) -> Option<&mut S> {
-        self.get_mut(id).map(|c| &mut c.state)
+    /// The socket of `id`, for options and queries.
+    pub(crate) fn socket(&self, id: ConnId) -> Option<socket2::SockRef<'_>> {
+        self.get(id).map(|c| socket2::SockRef::from(&c.stream))
     }
 
     pub(crate) fn now(&self) -> Instant {
@@ -175,11 +199,29 @@ impl<S> Core<S> {
         Stats::of(
             self.listeners.iter().map(|l| l.stats).collect(),
             self.total_queued,
+            self.total_kept,
         )
     }
 
     pub(crate) fn set_timer(&mut self, delay: std::time::Duration, value: u64) -> TimerId {
-        self.timers.set(timers::after(self.now, delay), value)
+        self.timers
+            .set(timers::after(self.now, delay), Due::Server(value))
+    }
+
+    /// A timer for connection `id`; `None` if it is not open.
+    pub(crate) fn set_conn_timer(
+        &mut self,
+        id: ConnId,
+        delay: std::time::Duration,
+        value: u64,
+    ) -> Option<TimerId> {
+        if !self.is_open(id) {
+            return None;
+        }
+        Some(
+            self.timers
+                .set(timers::after(self.now, delay), Due::Conn(id, value)),
+        )
     }
 
     pub(crate) fn cancel_timer(&mut self, timer: TimerId) -> bool {
@@ -233,6 +275,13 @@ impl<S> Core<S> {
         self.request_close(id, reason);
     }
 
+    /// Holds the input of `id` if `on_data` is looking at it: it shows nothing more.
+    pub(super) fn hold_input(&mut self, id: ConnId) {
+        if self.serving == Some(id) {
+            self.held.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Puts `id` on the close list. Its queued output is dropped here, not when it is
     /// removed, so the total stops counting it at once (a shed later in the same callback
     /// must not close another connection for bytes that are already gone).
@@ -245,6 +294,7 @@ impl<S> Core<S> {
                     log::debug!("{id}: closing with {dropped} queued bytes undelivered");
                 }
                 self.to_close.push_back((id, reason));
+                self.hold_input(id);
             }
         }
     }
@@ -254,6 +304,9 @@ impl<S> Core<S> {
         if conn.life.close_after_flush(conn.out.is_empty()) {
             let reason = self.local_close_reason(id);
             self.request_close(id, reason);
+        } else {
+            // Nothing more is read from it.
+            self.hold_input(id);
         }
     }
 
@@ -274,7 +327,8 @@ impl<S> Core<S> {
         let Some(conn) = self.get_mut(id) else { return };
         if paused {
             conn.recv.hold(Holder::App);
-        } else if conn.recv.release(Holder::App) {
+            self.hold_input(id);
+        } else if conn.recv.release(Holder::App) || conn.offer_kept {
             self.ready.push(id);
         }
     }
@@ -287,9 +341,9 @@ impl<S> Core<S> {
         }
     }
 
-    /// Removes a connection the close list named, once the handler heard of it; returns its
-    /// listener's index. Everything it held is given back: descriptor, slot, deadline, peer
-    /// share, place under `max_connections`.
+    /// Removes a connection the close list named, once the handler heard of it. Everything
+    /// it held is given back: descriptor, slot, deadline, timers, peer share, place under
+    /// `max_connections`. (The handler's value for it goes with the caller's slab.)
     pub(super) fn remove(&mut self, id: ConnId, reason: &CloseReason) {
         let Some(conn) = self.get(id) else { return };
         debug_assert!(conn.out.is_empty(), "request_close drops the queue");
@@ -310,10 +364,17 @@ impl<S> Core<S> {
             let _ = self.registry.deregister(&mut conn.stream);
         }
         self.deadlines.close(id, &conn.timing);
+        self.timers.cancel_conn(id);
         if conn.phase.handed() {
             self.peers.release(&conn.peer); // counted when it was handed over
         }
-        log::debug!("{id}: closed ({reason})");
+        let unused = conn.input.len();
+        self.total_kept -= unused;
+        if unused > 0 {
+            log::debug!("{id}: closed ({reason}), {unused} bytes of input unused");
+        } else {
+            log::debug!("{id}: closed ({reason})");
+        }
         self.listeners[conn.listener as usize].stats.open -= 1;
         if self.accept_full {
             self.accept_full = false;
@@ -358,7 +419,7 @@ impl<S> Core<S> {
 }
 
 /// The connection `id` names, borrowing only the slab (so other fields stay usable).
-pub(super) fn conn_mut<S>(conns: &mut Slab<Conn<S>>, id: ConnId) -> Option<&mut Conn<S>> {
+pub(super) fn conn_mut(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
     conns
         .get_mut(id.key)
         .filter(|c| c.generation == id.generation)

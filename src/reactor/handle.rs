@@ -13,11 +13,11 @@ use super::token;
 /// thread), through a `mio::Waker`. Cheap to clone; `Send` and `Sync`.
 ///
 /// ```
-/// # use dualstack::{ConnId, Context, Handler, Server};
+/// # use dualstack::{ConnId, Context, Handler, Input, Server};
 /// # struct Echo;
 /// # impl Handler for Echo {
 /// #     type State = ();
-/// #     fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) { let _ = ctx.send(conn, data); }
+/// #     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) { let _ = ctx.send(conn, input.take_all()); }
 /// # }
 /// let mut server = Server::builder().listen("127.0.0.1:0").bind(Echo)?;
 /// let handle = server.handle();

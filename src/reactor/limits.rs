@@ -25,6 +25,8 @@ pub(crate) struct Limits {
     pub(crate) high_water: usize,
     pub(crate) low_water: usize,
     pub(crate) max_queued: usize,
+    /// The most input a connection may leave unused before it is closed.
+    pub(crate) max_input: usize,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) nodelay: bool,
     pub(crate) events: usize,
@@ -44,6 +46,7 @@ impl Default for Limits {
             high_water: 256 * 1024,
             low_water: 64 * 1024,
             max_queued: 4 * 1024 * 1024,
+            max_input: 1024 * 1024,
             shutdown_timeout: Duration::from_secs(5),
             nodelay: true,
             events: 1024,

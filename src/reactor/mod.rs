@@ -43,7 +43,8 @@ mod builder;
 pub(crate) mod core;
 mod deadlines;
 mod handle;
-mod limits;
+mod handler;
+pub(crate) mod limits;
 pub(crate) mod output;
 mod peers;
 mod proxy;
@@ -61,6 +62,7 @@ use mio::{Events, Interest, Poll, Token};
 
 pub use builder::ServerBuilder;
 pub use handle::ServerHandle;
+pub use handler::{Context, Handler, Sender};
 pub use limits::ConfigError;
 pub(crate) use limits::Limits;
 pub use output::SendError;
@@ -68,7 +70,6 @@ pub use proxy::ProxyProtocol;
 pub use stats::{ListenerInfo, ListenerStats, Stats};
 pub use timers::TimerId;
 
-use crate::handler::Handler;
 use crate::plan::Skipped;
 use core::{Core, ListenerSlot};
 
@@ -79,15 +80,15 @@ use core::{Core, ListenerSlot};
 /// or drive it from your own loop with [`run_once`](Server::run_once).
 ///
 /// ```
-/// use dualstack::{ConnId, Context, Handler, Server};
+/// use dualstack::{ConnId, Context, Handler, Input, Server};
 /// use std::io::{Read, Write};
 /// use std::time::Duration;
 ///
 /// struct Echo;
 /// impl Handler for Echo {
 ///     type State = ();
-///     fn on_data(&mut self, ctx: &mut Context<'_>, conn: ConnId, data: &[u8]) {
-///         let _ = ctx.send(conn, data);
+///     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+///         let _ = ctx.send(conn, input.take_all());
 ///     }
 /// }
 ///
@@ -114,7 +115,9 @@ use core::{Core, ListenerSlot};
 pub struct Server<H: Handler> {
     poll: Poll,
     events: Events,
-    core: Core<H::State>,
+    core: Core,
+    /// The handler's value for each connection, under the connection's own key.
+    states: slab::Slab<H::State>,
     handler: H,
     /// The one read buffer of the loop, lent to `on_data` for each read.
     buf: Vec<u8>,
@@ -165,7 +168,7 @@ pub enum NoHandler {}
 
 impl Handler for NoHandler {
     type State = ();
-    fn on_data(&mut self, _: &mut crate::Context<'_>, _: crate::ConnId, _: &[u8]) {
+    fn on_data(&mut self, _: &mut Context<'_, Self>, _: crate::ConnId, _: &mut crate::Input<'_>) {
         match *self {}
     }
 }
@@ -225,6 +228,7 @@ impl<H: Handler> Server<H> {
             events: Events::with_capacity(limits.events),
             buf: vec![0; limits.read_buffer],
             core: Core::new(registry, slots, limits),
+            states: slab::Slab::new(),
             handler,
             handle,
             skipped,
@@ -331,14 +335,14 @@ impl<H: Handler> Server<H> {
 mod tests {
     use super::*;
     use crate::conn::{ConnId, ConnInfo, Life};
-    use crate::handler::Context;
+    use crate::{Context, Input};
     use std::time::Instant;
 
     struct Discard;
 
     impl Handler for Discard {
         type State = ();
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
     }
 
     /// Issue #12, item 7: one idle-deadline entry per accepted connection outlived its close
@@ -368,6 +372,49 @@ mod tests {
             server.core.deadlines.len(),
             1,
             "deadlines of closed connections are still armed"
+        );
+        drop(keep);
+    }
+
+    /// Sets an hour-long timer for each connection as it opens.
+    struct LongTimers;
+
+    impl Handler for LongTimers {
+        type State = ();
+        fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
+            ctx.set_conn_timer(conn, Duration::from_secs(3600), 0)
+                .unwrap();
+            ctx.set_conn_timer(conn, Duration::from_secs(7200), 1)
+                .unwrap();
+        }
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+    }
+
+    /// Issue #22: a connection's timers go when it closes, so a reconnecting client cannot
+    /// grow the timers by rate × delay (as deadlines once did).
+    #[test]
+    fn a_closed_connections_timers_are_gone_at_once() {
+        let mut server = ServerBuilder::new()
+            .listen("127.0.0.1:0")
+            .bind(LongTimers)
+            .unwrap();
+        let addr = server.listeners()[0].local_addr.ip().unwrap();
+        let keep = std::net::TcpStream::connect(addr).unwrap();
+        for _ in 0..50 {
+            drop(std::net::TcpStream::connect(addr).unwrap());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.core.listeners[0].stats.accepted < 51 || server.core.conns.len() > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the churn was not served in time"
+            );
+            server.run_once(Some(Duration::from_millis(10))).unwrap();
+        }
+        assert_eq!(
+            server.core.timers.len(),
+            2,
+            "timers of closed connections remain"
         );
         drop(keep);
     }
@@ -585,12 +632,12 @@ mod tests {
 
     impl Handler for FirstGetsABurst {
         type State = ();
-        fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &ConnInfo) {
+        fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
             if !std::mem::replace(&mut self.0, true) {
                 ctx.send(conn, &vec![1u8; 4 << 20]).unwrap();
             }
         }
-        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Output: [`Core::send`] writes straight to the socket and queues what the kernel does not
-//! take; [`Core::flush`] writes the queue when the socket can take more; backpressure and the
-//! total-queue cap ([`shed_order`]) keep memory bounded.
+//! Output: [`Core::send`] queues; what a connection was sent is written once, in one
+//! (vectored) write, when the reactor is done reading that connection or at the turn's end
+//! ([`Core::flush`], [`Core::flush_dirty`]), and again on WRITABLE while the kernel does not
+//! take it all; backpressure and the total-queue cap ([`shed_order`]) keep memory bounded.
 
 use std::cmp::Reverse;
 use std::fmt;
@@ -84,6 +85,11 @@ pub(super) fn shed_order(
         .collect()
 }
 
+/// A queue this long is written at once, in the send that makes it so, instead of at the
+/// end of the read or turn: a bulk sender keeps the socket busy instead of building up a
+/// turn's worth of output first (one write per read of a 64 KiB echo, as before coalescing).
+pub(super) const FLUSH_AT: usize = 64 * 1024;
+
 /// Writes `out` into `sink` until it is empty or the sink stops taking it (WouldBlock).
 /// Returns how many bytes left, counted even when an error ended the loop (issue #12, item
 /// 9: bytes written before an error stayed in the total queued count for good), and that
@@ -102,11 +108,12 @@ fn write_queue(out: &mut OutQueue, sink: &mut impl io::Write) -> (usize, Option<
     (written, None)
 }
 
-impl<S> Core<S> {
-    /// Writes `data` to `id` and queues what the kernel does not take.
+impl Core {
+    /// Queues `data` for `id`, to be written with everything else sent to it this turn: when
+    /// the reactor is done reading it, or at the turn's end (at once past [`FLUSH_AT`]).
     ///
-    /// Every check that can refuse the bytes runs before the first byte is written, so an
-    /// `Err` always means that nothing of `data` reached the socket.
+    /// Every check that can refuse the bytes runs before they are queued, so an `Err`
+    /// always means that nothing of `data` will reach the socket.
     pub(crate) fn send(&mut self, id: ConnId, data: &[u8]) -> Result<(), SendError> {
         let limits = self.limits;
         let Some(conn) = conn_mut(&mut self.conns, id) else {
@@ -132,64 +139,81 @@ impl<S> Core<S> {
                     limit: cap,
                 });
             }
-        }
-        let mut rest = data;
-        if queued == 0 {
-            // One write: if the kernel takes only part, it is full and a second write would
-            // only return WouldBlock.
-            loop {
-                match io::Write::write(&mut conn.stream, rest) {
-                    Ok(n) => {
-                        rest = &rest[n..];
-                        conn.timing.last_active = self.now;
-                        self.listeners[conn.listener as usize].stats.bytes_out += n as u64;
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        // Nothing was written: the error is the whole answer.
-                        self.request_close(id, CloseReason::from_io(e));
-                        return Err(SendError::Closed);
-                    }
-                }
+            if self.total_queued + data.len() > cap {
+                // Much of what is queued may only be waiting for the turn's end: written
+                // now, it is not held against anyone.
+                self.flush_dirty();
             }
-            if rest.is_empty() {
-                return Ok(());
-            }
-        }
-        if let Some(cap) = limits.max_total_queued {
-            if self.total_queued + rest.len() > cap {
-                // `rest.len() <= cap`, so closing every other holder always makes room. The
-                // sender is a candidate only while it holds a queue, and then this call has
-                // written nothing yet: if it is shed, `Err` still means "not one byte".
-                self.shed(cap - rest.len());
+            if self.total_queued + data.len() > cap {
+                // `data.len() <= cap`, so closing every other holder always makes room. The
+                // sender is a candidate only while it holds a queue: if it is shed, its
+                // queue (and this send) is dropped, and `Err` still means "not one byte".
+                self.shed(cap - data.len());
                 if !self.get(id).is_some_and(|c| c.sendable()) {
-                    debug_assert_eq!(rest.len(), data.len(), "shed after writing");
                     return Err(SendError::Closed);
                 }
             }
         }
         let conn = conn_mut(&mut self.conns, id).expect("checked above");
-        conn.out.push(rest);
-        self.total_queued += rest.len();
+        conn.out.push(data);
+        self.total_queued += data.len();
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(id);
+        }
+        if conn.out.len() >= FLUSH_AT && !conn.writable {
+            self.flush(id);
+        }
+        let Some(conn) = conn_mut(&mut self.conns, id) else {
+            return Ok(()); // a write error closed it: the handler hears of it in on_close
+        };
         if conn.out.len() > limits.high_water && !conn.recv.held_by(Holder::Queue) {
             log::debug!("{id}: {} bytes queued: reading paused", conn.out.len());
             conn.recv.hold(Holder::Queue);
+            self.hold_input(id);
         }
-        self.after_write(id, false);
         Ok(())
     }
 
-    /// Writes what is queued for connection `key` until the kernel stops taking it.
-    pub(super) fn flush(&mut self, key: usize) {
+    /// Writes what is queued for every connection sent to since the last time: the turn's
+    /// end. One write each (vectored), more only where the kernel takes it piece by piece.
+    pub(super) fn flush_dirty(&mut self) {
+        while let Some(id) = self.dirty.pop() {
+            self.flush(id);
+        }
+    }
+
+    /// Writes what is queued for `id` now, if anything is, and the socket is not known to be
+    /// full (then its WRITABLE event does it).
+    pub(super) fn flush(&mut self, id: ConnId) {
+        let Some(conn) = conn_mut(&mut self.conns, id) else {
+            return;
+        };
+        conn.dirty = false;
+        if conn.out.is_empty() || conn.writable {
+            return;
+        }
+        self.write_out(id);
+    }
+
+    /// Writes what is queued for connection `key` until the kernel stops taking it: its
+    /// WRITABLE event.
+    pub(super) fn writable(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let id = conn.id(key);
+        self.write_out(id);
+    }
+
+    fn write_out(&mut self, id: ConnId) {
+        let Some(conn) = conn_mut(&mut self.conns, id) else {
+            return;
+        };
         if conn.out.is_empty() {
             return;
         }
+        let was_blocked = conn.writable;
         let listener = conn.listener as usize;
         let (left, failed) = write_queue(&mut conn.out, &mut conn.stream);
         if left > 0 {
@@ -199,13 +223,14 @@ impl<S> Core<S> {
         }
         match failed {
             Some(e) => self.request_close(id, CloseReason::from_io(e)),
-            None => self.after_write(id, true),
+            None => self.after_write(id, was_blocked),
         }
     }
 
-    /// Brings interest, backpressure and pending closes in line with the queue of `id`.
-    /// `flushed`: the queue was written from (so it may just have drained).
-    fn after_write(&mut self, id: ConnId, flushed: bool) {
+    /// Brings interest, backpressure and pending closes in line with the queue of `id`
+    /// after a write. `was_blocked`: WRITABLE was registered (the queue had backed up), so
+    /// a queue now empty is worth an `on_drained`.
+    fn after_write(&mut self, id: ConnId, was_blocked: bool) {
         let limits = self.limits;
         let Some(conn) = conn_mut(&mut self.conns, id) else {
             return;
@@ -231,7 +256,7 @@ impl<S> Core<S> {
                 "{id}: queue down to {} bytes: reading again",
                 conn.out.len()
             );
-            if conn.recv.release(Holder::Queue) {
+            if conn.recv.release(Holder::Queue) || (conn.offer_kept && conn.recv.wants_read()) {
                 self.ready.push(id);
             }
         }
@@ -247,7 +272,7 @@ impl<S> Core<S> {
         if conn.life.drained() {
             let reason = self.local_close_reason(id);
             self.request_close(id, reason);
-        } else if flushed {
+        } else if was_blocked {
             self.drained.push_back(id);
         }
     }

@@ -71,13 +71,16 @@ pub struct Stats {
     pub total: ListenerStats,
     /// Bytes queued for writing, over every connection, now.
     pub queued: usize,
+    /// Bytes of input kept for handlers (sent by peers, not used yet), over every
+    /// connection, now.
+    pub kept: usize,
     /// One entry per listener, in [`Server::listeners`](crate::Server::listeners) order.
     pub listeners: Vec<ListenerStats>,
 }
 
 impl Stats {
     /// The counters of `listeners`, summed into `total`.
-    pub(crate) fn of(listeners: Vec<ListenerStats>, queued: usize) -> Stats {
+    pub(crate) fn of(listeners: Vec<ListenerStats>, queued: usize, kept: usize) -> Stats {
         let mut total = ListenerStats::default();
         for l in &listeners {
             total.accepted += l.accepted;
@@ -91,6 +94,7 @@ impl Stats {
         Stats {
             total,
             queued,
+            kept,
             listeners,
         }
     }

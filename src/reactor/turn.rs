@@ -9,13 +9,15 @@ use mio::Events;
 
 use super::core;
 use super::deadlines::Verdict;
+use super::handler::Context;
+use super::handler::Handler;
+use super::timers::Due;
 use super::token::{self, Slot};
 use super::Server;
 use crate::addr::ProxyHeader;
 use crate::conn::{
-    client_of, CloseReason, ConnId, ConnInfo, ListenerId, Phase, Proxied, Relayed, Step,
+    client_of, CloseReason, ConnId, ConnInfo, Input, ListenerId, Phase, Proxied, Step,
 };
-use crate::handler::{Context, Handler};
 use crate::socket::Peer;
 
 /// Whether a short read proves the socket drained (see the module docs of `reactor`):
@@ -62,11 +64,17 @@ impl<H: Handler> Server<H> {
         self.check_deadlines();
         self.retry_accept();
         self.check_stop_deadline();
+        // Whatever callbacks sent and is not written yet: one write per connection.
+        self.core.flush_dirty();
+        self.settle();
         Ok(())
     }
 
     fn poll_timeout(&mut self, timeout: Option<Duration>) -> Option<Duration> {
-        if !self.core.ready.is_empty() || !self.core.ready_listeners.is_empty() {
+        if !self.core.ready.is_empty()
+            || !self.core.ready_listeners.is_empty()
+            || !self.core.to_close.is_empty()
+        {
             return Some(Duration::ZERO);
         }
         let listener_retry = self.core.listeners.iter().filter_map(|l| l.retry_at).min();
@@ -95,7 +103,7 @@ impl<H: Handler> Server<H> {
                     return;
                 };
                 if event.is_writable() {
-                    self.core.flush(key);
+                    self.core.writable(key);
                     self.settle();
                 }
                 // A failed flush may have closed it. (Its slot stays empty until the turn's
@@ -139,38 +147,47 @@ impl<H: Handler> Server<H> {
                 if self.handle.take_stop() {
                     self.core.request_stop();
                 }
-                self.handler.on_wake(&mut Context::new(&mut self.core));
+                let mut ctx = Context::new(&mut self.core, &mut self.states);
+                self.handler.on_wake(&mut ctx);
                 self.settle();
             }
             Slot::App(token) => {
-                self.handler
-                    .on_event(&mut Context::new(&mut self.core), token, event);
+                let mut ctx = Context::new(&mut self.core, &mut self.states);
+                self.handler.on_event(&mut ctx, token, event);
                 self.settle();
             }
         }
     }
 
-    /// Reads from connection `key` until `WouldBlock`, its budget runs out, or the handler
-    /// stops it. With `short_read_drains`, a read shorter than the buffer also ends it: only
-    /// when the event did not report end-of-stream, which a short read says nothing about.
+    /// Reads from connection `id` until `WouldBlock`, its budget runs out, or the handler
+    /// stops it (a hold: backpressure, a pause, a close), handing each read to `on_data`
+    /// after the input left unused before; then writes what `id` was sent meanwhile, in
+    /// one write. With `short_read_drains`, a read shorter than the buffer also ends it:
+    /// only when the event did not report end-of-stream, which a short read says nothing
+    /// about.
     fn read(&mut self, id: ConnId, short_read_drains: bool) {
-        let mut budget = self.core.limits.read_budget;
         if let Some(conn) = core::conn_mut(&mut self.core.conns, id) {
             if !conn.phase.handed() {
                 return self.read_preamble(id, short_read_drains);
             }
-            if !conn.life.open() || !conn.recv.readiness() {
-                return; // remembered for when reading resumes
-            }
         }
+        self.read_handed(id, short_read_drains, false);
+        self.core.flush(id);
+        self.settle();
+    }
+
+    /// The reading of [`read`](Server::read), for a connection the handler has: with
+    /// `drained`, the socket is known to hold nothing now, so only kept input is offered.
+    fn read_handed(&mut self, id: ConnId, short_read_drains: bool, drained: bool) {
+        let mut budget = self.core.limits.read_budget;
         loop {
             // By id: a callback may close it, and its slot must not be taken for it.
             let Some(conn) = core::conn_mut(&mut self.core.conns, id) else {
                 return;
             };
             if !conn.life.open() || !conn.recv.wants_read() {
-                // Stopped by the handler or by backpressure during this read: what may be
-                // left is read when that hold is released.
+                // Held by the handler or by backpressure (maybe during this read): what may
+                // be left is read when the hold is released.
                 conn.recv.readiness();
                 return;
             }
@@ -178,23 +195,28 @@ impl<H: Handler> Server<H> {
                 self.core.ready.push(id);
                 return;
             }
-            if let Phase::Proxied(relayed) = &mut conn.phase {
-                if !relayed.unread.is_empty() {
-                    // What came with the PROXY header while reading was held.
-                    let unread = std::mem::take(&mut relayed.unread);
-                    budget = budget.saturating_sub(unread.len());
-                    self.handler
-                        .on_data(&mut Context::new(&mut self.core), id, &unread);
-                    self.settle();
-                    continue;
-                }
+            if std::mem::take(&mut conn.offer_kept) && !conn.input.is_empty() {
+                // Bytes the handler was not shown since its input was held: first.
+                self.deliver(id, None);
+                continue;
             }
-            match conn.stream.read(&mut self.buf) {
+            if drained {
+                return;
+            }
+            // Into the loop's buffer, or, while input is kept, straight after it.
+            let room = self.buf.len();
+            let fresh = conn.input.is_empty();
+            let result = if fresh {
+                conn.stream.read(&mut self.buf)
+            } else {
+                conn.input.read_from(&mut conn.stream, room)
+            };
+            match result {
                 Ok(0) => {
                     conn.recv = crate::conn::Recv::Done;
                     log::debug!("{id}: peer closed its side");
-                    self.handler
-                        .on_peer_closed(&mut Context::new(&mut self.core), id);
+                    let mut ctx = Context::new(&mut self.core, &mut self.states);
+                    self.handler.on_peer_closed(&mut ctx, id);
                     self.settle();
                     return;
                 }
@@ -202,10 +224,11 @@ impl<H: Handler> Server<H> {
                     conn.timing.last_active = self.core.now;
                     conn.timing.first_byte = true;
                     self.core.listeners[conn.listener as usize].stats.bytes_in += n as u64;
-                    let drained = short_read_drains && n < self.buf.len();
-                    self.handler
-                        .on_data(&mut Context::new(&mut self.core), id, &self.buf[..n]);
-                    self.settle();
+                    let drained = short_read_drains && n < room;
+                    if !fresh {
+                        self.core.total_kept += n; // read into the kept bytes
+                    }
+                    self.deliver(id, fresh.then_some(n));
                     if drained {
                         return;
                     }
@@ -220,6 +243,64 @@ impl<H: Handler> Server<H> {
                 }
             }
         }
+    }
+
+    /// Calls `on_data` for `id` with its input: the first `fresh` bytes of the loop's
+    /// buffer (nothing was kept), or else the bytes kept for it. Then keeps what the handler
+    /// did not use (copying it out of the loop's buffer, the one copy input ever gets), or
+    /// closes the connection if that is more than the limit.
+    fn deliver(&mut self, id: ConnId, fresh: Option<usize>) {
+        let held = std::sync::Arc::clone(&self.core.held);
+        held.store(false, std::sync::atomic::Ordering::Relaxed);
+        let kept = match fresh {
+            Some(_) => crate::conn::Kept::default(),
+            None => match core::conn_mut(&mut self.core.conns, id) {
+                Some(conn) => std::mem::take(&mut conn.input),
+                None => return,
+            },
+        };
+        let kept_before = kept.len();
+        let bytes = match fresh {
+            Some(n) => &self.buf[..n],
+            None => kept.bytes(),
+        };
+        self.core.serving = Some(id);
+        let mut input = Input::new(bytes, &held);
+        let mut ctx = Context::new(&mut self.core, &mut self.states);
+        self.handler.on_data(&mut ctx, id, &mut input);
+        let used = input.used();
+        self.core.serving = None;
+        let max_input = self.core.limits.max_input;
+        let Some(conn) = core::conn_mut(&mut self.core.conns, id) else {
+            return;
+        };
+        match fresh {
+            Some(_) => conn.input.keep(&bytes[used..]),
+            None => {
+                // Put back what the handler left: `kept` was taken out of the connection for
+                // the call (the `Context` borrows every connection).
+                let mut rest = kept;
+                rest.consume(used);
+                debug_assert!(conn.input.is_empty(), "input arrived during on_data");
+                conn.input = rest;
+            }
+        }
+        if held.load(std::sync::atomic::Ordering::Relaxed) && !conn.input.is_empty() {
+            conn.offer_kept = true;
+        }
+        let kept = conn.input.len();
+        self.core.total_kept = self.core.total_kept - kept_before + kept;
+        if kept > max_input && conn.life.open() {
+            log::debug!("{id}: {kept} bytes of input unused, more than the {max_input} kept");
+            self.core.request_close(
+                id,
+                CloseReason::InputLimit {
+                    kept,
+                    limit: max_input,
+                },
+            );
+        }
+        self.settle();
     }
 
     /// Reads a connection's PROXY header: it is the reactor's until the header is complete
@@ -267,11 +348,11 @@ impl<H: Handler> Server<H> {
                 }
                 Step::Done(header, rest) => {
                     self.hand_over(id, header, rest);
-                    if drained {
-                        return; // the read was short: nothing more is there (see `read`)
-                    }
-                    // On as for any connection: the socket may hold more.
-                    return self.read(id, short_read_drains);
+                    // On as for any connection: the bytes that came with the header first,
+                    // then the socket, unless the read was short (nothing more is there).
+                    self.read_handed(id, short_read_drains, drained);
+                    self.core.flush(id);
+                    return self.settle();
                 }
             }
         }
@@ -279,8 +360,8 @@ impl<H: Handler> Server<H> {
     }
 
     /// A proxied connection's header is in: it becomes the client's connection (per-peer
-    /// limit, deadlines from now, `on_open`), then gets the bytes that came with the
-    /// header.
+    /// limit, deadlines from now, `on_open`); the bytes that came with the header are kept
+    /// as its first input, offered before anything more is read.
     fn hand_over(&mut self, id: ConnId, header: ProxyHeader, rest: Vec<u8>) {
         let core = &mut self.core;
         let now = core.now;
@@ -297,39 +378,20 @@ impl<H: Handler> Server<H> {
             return;
         }
         log::debug!("{id}: {balancer} relays {client}");
-        conn.phase = Phase::Proxied(Box::new(Relayed {
-            proxied: Proxied { balancer, header },
-            unread: Vec::new(),
-        }));
+        conn.phase = Phase::Proxied(Box::new(Proxied { balancer, header }));
         core.deadlines.reopen(id, &mut conn.timing, now);
+        if !rest.is_empty() {
+            conn.timing.first_byte = true;
+            conn.input.keep(&rest);
+            conn.offer_kept = true;
+            core.total_kept += rest.len();
+        }
         let info = ConnInfo {
             listener: ListenerId(conn.listener as usize),
             peer: client,
         };
-        self.handler
-            .on_open(&mut Context::new(&mut self.core), id, &info);
-        self.settle();
-        if rest.is_empty() {
-            return;
-        }
-        let Some(conn) = self.core.get_mut(id) else {
-            return;
-        };
-        if !conn.life.open() {
-            return;
-        }
-        conn.timing.first_byte = true;
-        if !conn.recv.wants_read() {
-            // Paused in on_open (or held by backpressure): kept, and delivered first when
-            // reading resumes; the readiness is remembered so that it does.
-            conn.recv.readiness();
-            if let Phase::Proxied(relayed) = &mut conn.phase {
-                relayed.unread = rest;
-            }
-            return;
-        }
-        self.handler
-            .on_data(&mut Context::new(&mut self.core), id, &rest);
+        let mut ctx = Context::new(&mut self.core, &mut self.states);
+        self.handler.on_open(&mut ctx, id, &info);
         self.settle();
     }
 
@@ -344,8 +406,8 @@ impl<H: Handler> Server<H> {
             // The header was bad or late, or the balancer left or failed before it was in.
             _ => stats.proxy_failed += 1,
         }
-        self.handler
-            .on_refused(&mut Context::new(&mut self.core), listener, peer, &reason);
+        let mut ctx = Context::new(&mut self.core, &mut self.states);
+        self.handler.on_refused(&mut ctx, listener, peer, &reason);
     }
 
     /// Carries out what callbacks asked for: closes (each reported to `on_close` while the
@@ -361,19 +423,21 @@ impl<H: Handler> Server<H> {
                     Some(conn) if !conn.phase.handed() => {
                         let (listener, peer) = (ListenerId(conn.listener as usize), conn.peer);
                         self.core.remove(id, &reason);
+                        self.states.remove(id.key);
                         self.refuse(listener, &peer, reason);
                     }
                     Some(_) => {
-                        self.handler
-                            .on_close(&mut Context::new(&mut self.core), id, &reason);
+                        let mut ctx = Context::new(&mut self.core, &mut self.states);
+                        self.handler.on_close(&mut ctx, id, &reason);
                         self.core.remove(id, &reason);
+                        self.states.remove(id.key);
                     }
                     None => {}
                 }
             } else if let Some(id) = self.core.drained.pop_front() {
                 if self.core.is_open(id) {
-                    self.handler
-                        .on_drained(&mut Context::new(&mut self.core), id);
+                    let mut ctx = Context::new(&mut self.core, &mut self.states);
+                    self.handler.on_drained(&mut ctx, id);
                 }
             } else {
                 break;
@@ -391,7 +455,8 @@ impl<H: Handler> Server<H> {
     fn begin_stop(&mut self) {
         log::debug!("stopping: {} connections to close", self.core.conns.len());
         self.core.stop_listening();
-        self.handler.on_stop(&mut Context::new(&mut self.core));
+        let mut ctx = Context::new(&mut self.core, &mut self.states);
+        self.handler.on_stop(&mut ctx);
         self.settle();
         self.core.close_all_after_flush();
         self.settle();
@@ -401,9 +466,16 @@ impl<H: Handler> Server<H> {
     /// re-armed from `on_timer`) waits for the next turn, after a poll.
     fn fire_timers(&mut self) {
         let mark = self.core.timers.mark();
-        while let Some((timer, value)) = self.core.timers.pop_due(self.core.now, mark) {
-            self.handler
-                .on_timer(&mut Context::new(&mut self.core), timer, value);
+        while let Some((timer, due)) = self.core.timers.pop_due(self.core.now, mark) {
+            let mut ctx = Context::new(&mut self.core, &mut self.states);
+            match due {
+                Due::Server(value) => self.handler.on_timer(&mut ctx, timer, value),
+                // Cancelled when it closed, so it is open (or closing in this very turn).
+                Due::Conn(conn, value) if ctx.is_open(conn) => {
+                    self.handler.on_conn_timer(&mut ctx, conn, timer, value)
+                }
+                Due::Conn(..) => {}
+            }
             self.settle();
         }
     }

@@ -217,14 +217,20 @@ impl dualstack::Handler for Recorder {
     type State = ();
     fn on_open(
         &mut self,
-        _: &mut dualstack::Context<'_>,
+        _: &mut dualstack::Context<'_, Self>,
         conn: dualstack::ConnId,
         info: &dualstack::ConnInfo,
     ) {
         self.seen.lock().unwrap().push(Seen::Open(conn, info.peer));
     }
 
-    fn on_data(&mut self, ctx: &mut dualstack::Context<'_>, conn: dualstack::ConnId, data: &[u8]) {
+    fn on_data(
+        &mut self,
+        ctx: &mut dualstack::Context<'_, Self>,
+        conn: dualstack::ConnId,
+        input: &mut dualstack::Input<'_>,
+    ) {
+        let data = input.take_all();
         self.seen.lock().unwrap().push(Seen::Data(conn, data.len()));
         if ctx.send(conn, data).is_err() {
             self.send_errors
@@ -234,14 +240,14 @@ impl dualstack::Handler for Recorder {
             .fetch_max(ctx.queued(conn), std::sync::atomic::Ordering::SeqCst);
     }
 
-    fn on_peer_closed(&mut self, ctx: &mut dualstack::Context<'_>, conn: dualstack::ConnId) {
+    fn on_peer_closed(&mut self, ctx: &mut dualstack::Context<'_, Self>, conn: dualstack::ConnId) {
         self.seen.lock().unwrap().push(Seen::PeerClosed(conn));
         ctx.close_after_flush(conn);
     }
 
     fn on_close(
         &mut self,
-        _: &mut dualstack::Context<'_>,
+        _: &mut dualstack::Context<'_, Self>,
         conn: dualstack::ConnId,
         reason: &dualstack::CloseReason,
     ) {

@@ -17,11 +17,14 @@ use crate::addr::{
     display_addr, normalize, Host, HostName, ListenSpec, SpecKind, ToListenSpec, UnixAddr,
 };
 use crate::error::Error;
+
+pub(crate) mod error;
 use crate::host::{HostCaps, Resolve, SystemResolver};
 use crate::plan::{
     plan, BindPlan, FamilyPolicy, PlanOptions, SkipReason, Skipped, SocketMode, WildcardStack,
 };
 use crate::socket::{AcceptOptions, Accepting, ListenAddr, ListenSocket};
+pub use error::BindError;
 
 /// How many times a port-0 spec with several sockets is retried on a fresh port when the
 /// port the first socket got is taken on another address.
@@ -305,7 +308,7 @@ impl ListenConfig {
                     ));
                 }
                 listeners.push(Listener {
-                    socket: taken.socket,
+                    socket: inherited_socket(taken.fd, &taken.addr),
                     local_addr: taken.addr,
                     mode: taken.mode,
                     spec: spec.clone(),
@@ -621,6 +624,25 @@ impl BoundSocket {
     }
 }
 
+/// The listening socket an inherited descriptor is, by the address it reported.
+#[cfg(unix)]
+fn inherited_socket(fd: crate::inherit::Owned, addr: &ListenAddr) -> ListenSocket {
+    match addr {
+        ListenAddr::Ip(_) => ListenSocket::Tcp(mio::net::TcpListener::from_std(
+            std::net::TcpListener::from(fd),
+        )),
+        _ => ListenSocket::Unix(crate::unix::UnixListener::inherited(
+            std::os::unix::net::UnixListener::from(fd),
+        )),
+    }
+}
+
+/// Nothing is inherited here.
+#[cfg(not(unix))]
+fn inherited_socket(fd: crate::inherit::Owned, _: &ListenAddr) -> ListenSocket {
+    match fd {}
+}
+
 /// Whether a socket on `addr` in `mode` would collide with `listener` (on Linux: the same
 /// port, and one of them covers the other's address).
 fn overlaps(listener: &Listener, addr: SocketAddr, mode: SocketMode) -> bool {
@@ -876,7 +898,16 @@ impl Listener {
     /// were, so that whoever passed it still has it and a later bind may take it.
     pub(crate) fn undo(self) {
         match self.give_back {
-            Some(give_back) => crate::inherit::give_back(self.socket, give_back),
+            #[cfg(unix)]
+            Some(give_back) => {
+                let fd = match self.socket {
+                    ListenSocket::Tcp(l) => std::os::fd::OwnedFd::from(l),
+                    ListenSocket::Unix(l) => std::os::fd::OwnedFd::from(l.into_mio()),
+                };
+                crate::inherit::give_back(fd, give_back);
+            }
+            #[cfg(not(unix))]
+            Some(give_back) => match give_back {},
             None => drop(self.socket),
         }
     }
@@ -931,82 +962,4 @@ pub(crate) fn connect_addr_for(local: &ListenAddr) -> ListenAddr {
         SocketAddr::V6(a) if a.ip().is_unspecified() => (Ipv6Addr::LOCALHOST, port).into(),
         other => *other,
     })
-}
-
-/// A socket of a spec that could not be opened. Every socket of that spec was closed.
-#[derive(Debug)]
-pub struct BindError {
-    /// Boxed, so that `Result<_, Error>` stays small on the success path.
-    spec: Box<ListenSpec>,
-    addr: ListenAddr,
-    mode: SocketMode,
-    detail: String,
-    source: io::Error,
-}
-
-impl BindError {
-    fn new(
-        spec: &ListenSpec,
-        addr: impl Into<ListenAddr>,
-        mode: SocketMode,
-        step: &str,
-        source: io::Error,
-    ) -> BindError {
-        let addr = addr.into();
-        let hint = match source.kind() {
-            io::ErrorKind::AddrInUse if mode == SocketMode::Unix => "",
-            io::ErrorKind::AddrInUse => "; another socket is listening there",
-            io::ErrorKind::AddrNotAvailable => {
-                "; this host has no such address (or not yet: still being configured?)"
-            }
-            io::ErrorKind::PermissionDenied if mode != SocketMode::Unix => {
-                "; ports below 1024 need privileges"
-            }
-            _ => "",
-        };
-        BindError {
-            spec: Box::new(spec.clone()),
-            addr: addr.clone(),
-            mode,
-            detail: format!("{step} {addr} ({mode}): {source}{hint}"),
-            source,
-        }
-    }
-
-    /// The spec whose sockets could not be opened.
-    pub fn spec(&self) -> &ListenSpec {
-        &self.spec
-    }
-
-    /// The address that failed.
-    pub fn addr(&self) -> &ListenAddr {
-        &self.addr
-    }
-
-    /// The mode the failed socket was to have.
-    pub fn mode(&self) -> SocketMode {
-        self.mode
-    }
-
-    /// The OS error.
-    pub fn io_error(&self) -> &io::Error {
-        &self.source
-    }
-}
-
-impl fmt::Display for BindError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot listen on {}: {}",
-            self.spec.quoted(),
-            self.detail
-        )
-    }
-}
-
-impl std::error::Error for BindError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
 }

@@ -1,0 +1,369 @@
+//! A key-value server that speaks Redis's protocol (RESP2), so `redis-cli` and
+//! `redis-benchmark` talk to it as to `redis-server`.
+//!
+//! Run with `cargo run --release --example kv -- [OPTIONS] [SPEC]...` (default
+//! `localhost:6380`), then `redis-cli -p 6380 set greeting hello`, `redis-cli -p 6380 get
+//! greeting`, or `redis-benchmark -p 6380 -t set,get -P 16 -q`.
+//!
+//! Commands: PING [msg], ECHO, SET key value [EX seconds | PX milliseconds], GET, DEL,
+//! EXISTS, INCR, MGET, MSET, DBSIZE, FLUSHALL, COMMAND (an empty answer, enough for
+//! `redis-cli`), QUIT; any other gets Redis's "unknown command" error and the connection
+//! goes on. Requests come as arrays of bulk strings or inline (`PING\r\n`), pipelined, split
+//! at any byte. A bulk string longer than `--max-bulk` (default 512 MiB, as Redis), or a
+//! line longer than 64 KiB, gets an error and a close: nothing of the claimed size is ever
+//! allocated. Keys expire through the server's timers.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use dualstack::{ConnId, Context, Handler, Input, TimerId};
+
+/// The longest line (an inline request, a `*` or `$` header), and the most arguments of one
+/// request, as Redis.
+const MAX_LINE: usize = 64 * 1024;
+const MAX_ARGS: i64 = 1024 * 1024;
+
+struct Entry {
+    value: Vec<u8>,
+    /// When it expires, and the timer that removes it then.
+    expiry: Option<(Instant, TimerId)>,
+}
+
+type Ctx<'a> = Context<'a, Kv>;
+
+struct Kv {
+    map: HashMap<Vec<u8>, Entry>,
+    /// The key each expiry timer removes.
+    expiring: HashMap<TimerId, Vec<u8>>,
+    max_bulk: usize,
+}
+
+/// A decimal integer as Redis reads one: an optional `-`, digits, no leading zero.
+fn integer(text: &[u8]) -> Option<i64> {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    let canonical = !digits.is_empty() && (digits[0] != b'0' || text == b"0");
+    if !canonical || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+/// Parses one request at the start of `buf` into `args`: `Ok(Some(len))` with its length,
+/// `Ok(None)` while it is incomplete, `Err` (Redis's words) for what no request begins with.
+fn request(
+    buf: &[u8],
+    max_bulk: usize,
+    args: &mut Vec<(usize, usize)>,
+) -> Result<Option<usize>, String> {
+    args.clear();
+    // The line at `at`: where its text ends (before CR LF, or LF), and where the next begins.
+    let line = |at: usize| match buf[at..]
+        .iter()
+        .take(MAX_LINE + 2)
+        .position(|&b| b == b'\n')
+    {
+        Some(lf) if lf > 0 && buf[at + lf - 1] == b'\r' => Ok(Some((at + lf - 1, at + lf + 1))),
+        Some(lf) => Ok(Some((at + lf, at + lf + 1))),
+        None if buf.len() - at > MAX_LINE + 1 => Err("too big inline request".to_owned()),
+        None => Ok(None),
+    };
+    let Some((end, next)) = line(0)? else {
+        return Ok(None);
+    };
+    if buf[0] != b'*' {
+        // Inline: words split by white space.
+        let mut start = 0;
+        for (i, b) in buf[..end].iter().chain(b" ").enumerate() {
+            if b.is_ascii_whitespace() {
+                if i > start {
+                    args.push((start, i));
+                }
+                start = i + 1;
+            }
+        }
+        return Ok(Some(next));
+    }
+    let count = integer(&buf[1..end])
+        .filter(|n| *n <= MAX_ARGS)
+        .ok_or("invalid multibulk length")?;
+    let mut at = next;
+    for _ in 0..count.max(0) {
+        let Some((end, next)) = line(at)? else {
+            return Ok(None);
+        };
+        if buf[at] != b'$' {
+            return Err(format!("expected '$', got '{}'", buf[at] as char));
+        }
+        let len = integer(&buf[at + 1..end])
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n <= max_bulk)
+            .ok_or("invalid bulk length")?;
+        if buf.len() < next + len + 2 {
+            return Ok(None); // the rest comes later: nothing of `len` is allocated
+        }
+        args.push((next, next + len));
+        at = next + len + 2;
+    }
+    Ok(Some(at))
+}
+
+fn bulk(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        Some(v) => {
+            let _ = write!(out, "${}\r\n", v.len());
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+        }
+        None => out.extend_from_slice(b"$-1\r\n"),
+    }
+}
+
+impl Kv {
+    /// The live value of `key` (one whose expiry passed is gone, even before its timer).
+    fn get(&self, key: &[u8], now: Instant) -> Option<&[u8]> {
+        let e = self.map.get(key)?;
+        e.expiry
+            .map_or(true, |(at, _)| at > now)
+            .then_some(e.value.as_slice())
+    }
+
+    fn set(&mut self, ctx: &mut Ctx<'_>, key: &[u8], value: Vec<u8>, ttl: Option<Duration>) {
+        self.del(ctx, key);
+        let expiry = ttl.map(|ttl| {
+            let timer = ctx.set_timer(ttl, 0);
+            self.expiring.insert(timer, key.to_vec());
+            (ctx.now() + ttl, timer)
+        });
+        self.map.insert(key.to_vec(), Entry { value, expiry });
+    }
+
+    /// Removes `key`; whether it was there (and live).
+    fn del(&mut self, ctx: &mut Ctx<'_>, key: &[u8]) -> bool {
+        let Some(e) = self.map.remove(key) else {
+            return false;
+        };
+        if let Some((_, timer)) = e.expiry {
+            ctx.cancel_timer(timer);
+            self.expiring.remove(&timer);
+        }
+        e.expiry.map_or(true, |(at, _)| at > ctx.now())
+    }
+
+    /// Runs one request, its reply (or Redis's error for it) appended to `out`; whether the
+    /// connection is to close.
+    fn command(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        args: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, String> {
+        let Some(name) = args.first() else {
+            return Ok(false);
+        }; // an empty request
+        let mut lower = [0u8; 16];
+        let name_len = name.len().min(16);
+        lower[..name_len].copy_from_slice(&name[..name_len]);
+        lower.make_ascii_lowercase();
+        let (n, now) = (args.len(), ctx.now());
+        let arity = |ok: bool, name: &str| match ok {
+            true => Ok(()),
+            false => Err(format!(
+                "-ERR wrong number of arguments for '{name}' command\r\n"
+            )),
+        };
+        let not_integer = || "-ERR value is not an integer or out of range\r\n".to_owned();
+        match &lower[..if name.len() > 16 { 0 } else { name_len }] {
+            b"ping" => {
+                arity(n <= 2, "ping")?;
+                match args.get(1) {
+                    Some(msg) => bulk(out, Some(msg)),
+                    None => out.extend_from_slice(b"+PONG\r\n"),
+                }
+            }
+            b"echo" => {
+                arity(n == 2, "echo")?;
+                bulk(out, Some(args[1]));
+            }
+            b"set" => {
+                arity(n >= 3, "set")?;
+                let ttl = match &args[3..] {
+                    [] => None,
+                    [unit, amount] => {
+                        let amount = integer(amount).ok_or_else(not_integer)?;
+                        let ms = match &unit.to_ascii_lowercase()[..] {
+                            b"ex" => amount.checked_mul(1000),
+                            b"px" => Some(amount),
+                            _ => return Err("-ERR syntax error\r\n".into()),
+                        };
+                        let ms = ms
+                            .filter(|ms| *ms > 0)
+                            .ok_or("-ERR invalid expire time in 'set' command\r\n")?;
+                        Some(Duration::from_millis(ms as u64))
+                    }
+                    _ => return Err("-ERR syntax error\r\n".into()),
+                };
+                self.set(ctx, args[1], args[2].to_vec(), ttl);
+                out.extend_from_slice(b"+OK\r\n");
+            }
+            b"get" => {
+                arity(n == 2, "get")?;
+                bulk(out, self.get(args[1], now));
+            }
+            b"del" => {
+                arity(n >= 2, "del")?;
+                let gone = args[1..].iter().filter(|key| self.del(ctx, key)).count();
+                let _ = write!(out, ":{gone}\r\n");
+            }
+            b"exists" => {
+                arity(n >= 2, "exists")?;
+                let found = args[1..]
+                    .iter()
+                    .filter(|key| self.get(key, now).is_some())
+                    .count();
+                let _ = write!(out, ":{found}\r\n");
+            }
+            b"incr" => {
+                arity(n == 2, "incr")?;
+                let old = self
+                    .get(args[1], now)
+                    .map_or(Some(0), integer)
+                    .ok_or_else(not_integer)?;
+                let new = old
+                    .checked_add(1)
+                    .ok_or("-ERR increment or decrement would overflow\r\n")?;
+                match self.map.get_mut(args[1]) {
+                    // A live key keeps its expiry, as in Redis.
+                    Some(e) if e.expiry.map_or(true, |(at, _)| at > now) => {
+                        e.value = new.to_string().into_bytes()
+                    }
+                    _ => self.set(ctx, args[1], new.to_string().into_bytes(), None),
+                }
+                let _ = write!(out, ":{new}\r\n");
+            }
+            b"mget" => {
+                arity(n >= 2, "mget")?;
+                let _ = write!(out, "*{}\r\n", n - 1);
+                for key in &args[1..] {
+                    bulk(out, self.get(key, now));
+                }
+            }
+            b"mset" => {
+                arity(n >= 3 && n % 2 == 1, "mset")?;
+                for pair in args[1..].chunks(2) {
+                    self.set(ctx, pair[0], pair[1].to_vec(), None);
+                }
+                out.extend_from_slice(b"+OK\r\n");
+            }
+            b"dbsize" => {
+                let _ = write!(out, ":{}\r\n", self.map.len());
+            }
+            b"flushall" => {
+                for (timer, _) in self.expiring.drain() {
+                    ctx.cancel_timer(timer);
+                }
+                self.map.clear();
+                out.extend_from_slice(b"+OK\r\n");
+            }
+            b"command" => out.extend_from_slice(b"*0\r\n"),
+            b"quit" => {
+                out.extend_from_slice(b"+OK\r\n");
+                return Ok(true);
+            }
+            _ => {
+                // Redis's words: the name, and arguments up to 128 characters.
+                let mut given = String::new();
+                for arg in &args[1..] {
+                    if given.len() >= 128 {
+                        break;
+                    }
+                    let arg: String = String::from_utf8_lossy(arg)
+                        .chars()
+                        .take(128 - given.len())
+                        .collect();
+                    given += &format!("'{arg}' ");
+                }
+                let shown: String = String::from_utf8_lossy(name).chars().take(128).collect();
+                let text =
+                    format!("-ERR unknown command '{shown}', with args beginning with: {given}");
+                return Err(text.replace(['\r', '\n'], " ") + "\r\n");
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl Handler for Kv {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        // One request at a time: while this client's replies wait for it to read them, its
+        // input is held (shows nothing), and the rest waits in the server.
+        let (mut args, mut out) = (Vec::new(), Vec::new());
+        loop {
+            let buf = input.bytes();
+            match request(buf, self.max_bulk, &mut args) {
+                Ok(Some(len)) => {
+                    let argv: Vec<&[u8]> = args.iter().map(|&(a, b)| &buf[a..b]).collect();
+                    out.clear();
+                    match self.command(ctx, &argv, &mut out) {
+                        Ok(quit) => {
+                            let _ = ctx.send(conn, &out);
+                            if quit {
+                                ctx.close_after_flush(conn);
+                            }
+                        }
+                        Err(e) => drop(ctx.send(conn, e.as_bytes())),
+                    }
+                    input.consume(len);
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = ctx.send(conn, format!("-ERR Protocol error: {e}\r\n").as_bytes());
+                    return ctx.close_after_flush(conn);
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self, _: &mut Context<'_, Self>, timer: TimerId, _: u64) {
+        if let Some(key) = self.expiring.remove(&timer) {
+            self.map.remove(&key);
+        }
+    }
+}
+
+fn main() {
+    let signals = common::signals("kv");
+    let opts = common::Options::parse(
+        "kv",
+        "kv: a key-value server that speaks Redis's protocol (redis-cli, redis-benchmark).",
+        "localhost:6380",
+        &[(
+            "--max-bulk",
+            "--max-bulk BYTES          the longest bulk string taken (default 512 MiB)",
+        )],
+    );
+    let max_bulk = opts
+        .extra("--max-bulk")
+        .map_or(512 << 20, |v| common::count("kv", "--max-bulk", v));
+    common::init_logging();
+    let kv = Kv {
+        map: HashMap::new(),
+        expiring: HashMap::new(),
+        max_bulk,
+    };
+    // A request may hold one bulk string of max_bulk bytes, with its headers.
+    let builder = opts
+        .builder()
+        .max_input(max_bulk.saturating_add(2 * MAX_LINE));
+    let mut server = common::bind("kv", builder, kv);
+    common::stop_on_signals("kv", &signals, &server);
+    common::announce("kv", &server);
+    if let Err(e) = server.run() {
+        log::error!("the server loop failed: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,332 @@
+//! A connection's input: what it sent that the handler has not used yet ([`Input`], what
+//! [`Handler::on_data`](crate::Handler::on_data) sees), and where the reactor keeps it
+//! between reads ([`Kept`]).
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::frame::{FrameError, Framing};
+
+/// The bytes a connection sent that the handler has not used yet: what came in this read,
+/// after whatever earlier calls left unused.
+///
+/// The handler uses what it can (a whole frame at a time with
+/// [`next_frame`](Input::next_frame), or by [`take`](Input::take),
+/// [`take_all`](Input::take_all) or [`consume`](Input::consume)); what it leaves stays, and
+/// comes again, first, with the next bytes. So a request split over reads, at any byte, is
+/// whole in a later call, and nothing is ever lost by returning early: bytes are used only
+/// when the handler says so.
+///
+/// While the connection's output is above its high-water mark (a reply larger than its
+/// request, many of them), and after the handler pauses reading or closes the connection,
+/// the input is *held*: it shows no bytes and no frame, so a loop over frames stops there;
+/// the rest is offered again once the output has drained below the low-water mark, or
+/// reading resumes. A client that asks for more than it reads is held, never cut off, and
+/// gets every reply in order.
+///
+/// ```
+/// use dualstack::frame::Lines;
+/// use dualstack::{ConnId, Context, Handler, Input};
+///
+/// /// Answers each line with its length.
+/// struct Lengths;
+///
+/// impl Handler for Lengths {
+///     type State = ();
+///
+///     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+///         loop {
+///             match input.next_frame(&Lines::new(1024)) {
+///                 Ok(Some(line)) => {
+///                     let _ = ctx.send(conn, format!("{}\n", line.len()).as_bytes());
+///                 }
+///                 Ok(None) => return, // the rest of a line comes later
+///                 Err(_) => return ctx.close(conn), // longer than 1024 bytes
+///             }
+///         }
+///     }
+/// }
+/// # let _server = dualstack::Server::builder().listen("127.0.0.1:0").bind(Lengths)?;
+/// # Ok::<(), dualstack::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Input<'a> {
+    bytes: &'a [u8],
+    used: usize,
+    held: &'a AtomicBool,
+}
+
+impl<'a> Input<'a> {
+    pub(crate) fn new(bytes: &'a [u8], held: &'a AtomicBool) -> Input<'a> {
+        Input {
+            bytes,
+            used: 0,
+            held,
+        }
+    }
+
+    /// The bytes not used yet; empty while the input is held.
+    pub fn bytes(&self) -> &'a [u8] {
+        if self.held.load(Ordering::Relaxed) {
+            &[]
+        } else {
+            &self.bytes[self.used..]
+        }
+    }
+
+    /// How many bytes are not used yet (0 while the input is held).
+    pub fn len(&self) -> usize {
+        self.bytes().len()
+    }
+
+    /// Whether no byte is left to use (or the input is held).
+    pub fn is_empty(&self) -> bool {
+        self.bytes().is_empty()
+    }
+
+    /// Whether the input is held: the connection's output is above its high-water mark, or
+    /// the handler paused reading or closed the connection. It shows no bytes then.
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Marks the next `n` bytes used (all that are left, if `n` is more).
+    pub fn consume(&mut self, n: usize) {
+        self.used += n.min(self.bytes.len() - self.used);
+    }
+
+    /// The next `n` bytes (fewer if fewer are left), marked used.
+    pub fn take(&mut self, n: usize) -> &'a [u8] {
+        let bytes = self.bytes();
+        let taken = &bytes[..n.min(bytes.len())];
+        self.used += taken.len();
+        taken
+    }
+
+    /// Every byte left, marked used.
+    pub fn take_all(&mut self) -> &'a [u8] {
+        self.take(usize::MAX)
+    }
+
+    /// The next whole frame `framing` finds, its bytes marked used, and its payload
+    /// returned; `Ok(None)` when no whole frame is there yet (its rest comes later) or the
+    /// input is held.
+    ///
+    /// # Errors
+    ///
+    /// What `framing` says: a frame longer than its maximum, or bytes no frame begins with.
+    /// Nothing is used then: close the connection, or skip the bad frame (as
+    /// [`skip_past`](Input::skip_past) does for a delimiter) and go on.
+    pub fn next_frame(&mut self, framing: &impl Framing) -> Result<Option<&'a [u8]>, FrameError> {
+        let bytes = self.bytes();
+        match framing.find(bytes)? {
+            // A frame must take a byte at least, and lie within what there is: a
+            // `Framing` that says otherwise is not believed.
+            Some(f) if f.len > 0 && f.start <= f.end && f.end <= f.len && f.len <= bytes.len() => {
+                self.used += f.len;
+                Ok(Some(&bytes[f.start..f.end]))
+            }
+            Some(_) => Err(FrameError::Invalid(
+                "the framing found a frame that is not within the input",
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Uses every byte up to and including the next `delimiter` and returns `true`, or, if
+    /// none has come yet, every byte there is and returns `false` (call it again with the
+    /// next input). The way past a line or record too long to take: drop it, and go on with
+    /// the next one. An empty delimiter uses nothing.
+    pub fn skip_past(&mut self, delimiter: &[u8]) -> bool {
+        let bytes = self.bytes();
+        if delimiter.is_empty() {
+            return true;
+        }
+        match bytes.windows(delimiter.len()).position(|w| w == delimiter) {
+            Some(at) => {
+                self.used += at + delimiter.len();
+                true
+            }
+            None => {
+                // Keep a partial delimiter at the end: it may be completed next time.
+                let keep = (1..delimiter.len())
+                    .rev()
+                    .find(|&k| k <= bytes.len() && delimiter.starts_with(&bytes[bytes.len() - k..]))
+                    .unwrap_or(0);
+                self.used += bytes.len() - keep;
+                false
+            }
+        }
+    }
+
+    /// How many bytes were used, of all this input showed.
+    pub(crate) fn used(&self) -> usize {
+        self.used
+    }
+}
+
+/// The bytes of a connection the handler has not used yet, kept between reads: `buf[start..]`.
+/// Reads go straight into its spare room while it holds anything, so bytes are copied into
+/// it once, when a read leaves some unused, and never again.
+///
+/// # Invariant
+///
+/// An empty `Kept` owns no allocation: an idle connection costs only this struct's words.
+#[derive(Debug, Default)]
+pub(crate) struct Kept {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Kept {
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The kept bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Keeps `rest`, the unused end of a read that went elsewhere (only when nothing is
+    /// kept: reads go into this buffer while it holds anything).
+    pub(crate) fn keep(&mut self, rest: &[u8]) {
+        debug_assert!(self.is_empty());
+        if !rest.is_empty() {
+            self.buf.clear();
+            self.start = 0;
+            self.buf.extend_from_slice(rest);
+        }
+    }
+
+    /// `n` kept bytes were used; frees the buffer once none is left.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start += n.min(self.len());
+        if self.is_empty() {
+            self.clear();
+        }
+    }
+
+    /// Reads once from `source` into the room after the kept bytes (making `room` bytes of
+    /// it, first moving the kept bytes to the front when the used prefix is at least half the
+    /// buffer). Returns what the read returned.
+    pub(crate) fn read_from(
+        &mut self,
+        source: &mut impl io::Read,
+        room: usize,
+    ) -> io::Result<usize> {
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + room, 0);
+        let result = source.read(&mut self.buf[len..]);
+        let n = *result.as_ref().unwrap_or(&0);
+        self.buf.truncate(len + n);
+        result
+    }
+
+    /// Drops everything kept; returns how many bytes that was.
+    pub(crate) fn clear(&mut self) -> usize {
+        let n = self.len();
+        self.buf = Vec::new();
+        self.start = 0;
+        n
+    }
+
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Lines;
+
+    #[test]
+    fn input_is_used_only_as_the_handler_says() {
+        let held = AtomicBool::new(false);
+        let mut input = Input::new(b"ab\ncd\nef", &held);
+        assert_eq!(input.next_frame(&Lines::new(9)), Ok(Some(&b"ab"[..])));
+        assert_eq!(input.take(1), b"c");
+        input.consume(2);
+        assert_eq!(input.bytes(), b"ef");
+        assert_eq!(input.next_frame(&Lines::new(9)), Ok(None));
+        assert_eq!(input.used(), 6, "ef stays for the next call");
+        input.consume(usize::MAX);
+        assert_eq!(input.used(), 8, "consume past the end uses what there is");
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn held_input_shows_nothing_and_uses_nothing_more() {
+        let held = AtomicBool::new(false);
+        let mut input = Input::new(b"a\nb\nc\n", &held);
+        assert_eq!(input.next_frame(&Lines::new(9)), Ok(Some(&b"a"[..])));
+        held.store(true, Ordering::Relaxed); // a send passed the high-water mark
+        assert!(input.is_held());
+        assert_eq!(input.next_frame(&Lines::new(9)), Ok(None));
+        assert_eq!(input.take_all(), b"");
+        assert_eq!(input.len(), 0);
+        assert_eq!(input.used(), 2, "b and c wait for the output to drain");
+    }
+
+    #[test]
+    fn a_framing_that_lies_is_not_believed() {
+        struct Liar;
+        impl Framing for Liar {
+            fn find(&self, _: &[u8]) -> Result<Option<crate::frame::Frame>, FrameError> {
+                Ok(Some(crate::frame::Frame::new(0, 10, 10)))
+            }
+        }
+        struct Empty;
+        impl Framing for Empty {
+            fn find(&self, _: &[u8]) -> Result<Option<crate::frame::Frame>, FrameError> {
+                Ok(Some(crate::frame::Frame::new(0, 0, 0)))
+            }
+        }
+        let held = AtomicBool::new(false);
+        let mut input = Input::new(b"abc", &held);
+        assert!(input.next_frame(&Liar).is_err());
+        assert!(input.next_frame(&Empty).is_err(), "would loop for ever");
+        assert_eq!(input.used(), 0);
+    }
+
+    #[test]
+    fn skip_past_drops_through_the_delimiter_or_keeps_a_partial_one() {
+        let held = AtomicBool::new(false);
+        let mut input = Input::new(b"junk\r\nnext", &held);
+        assert!(input.skip_past(b"\r\n"));
+        assert_eq!(input.bytes(), b"next");
+        let mut input = Input::new(b"junk\r", &held);
+        assert!(!input.skip_past(b"\r\n"));
+        assert_eq!(input.bytes(), b"\r", "the CR may begin the delimiter");
+        let mut input = Input::new(b"junk", &held);
+        assert!(!input.skip_past(b"\n"));
+        assert!(input.is_empty());
+        assert!(Input::new(b"x", &held).skip_past(b""));
+    }
+
+    #[test]
+    fn kept_bytes_are_read_into_and_freed_when_used() {
+        let mut kept = Kept::default();
+        kept.keep(b"par");
+        let mut source: &[u8] = b"tial line";
+        assert_eq!(kept.read_from(&mut source, 4).unwrap(), 4);
+        assert_eq!(kept.bytes(), b"partial");
+        kept.consume(3);
+        assert_eq!(kept.bytes(), b"tial");
+        assert_eq!(kept.read_from(&mut source, 64).unwrap(), 5);
+        assert_eq!(kept.bytes(), b"tial line");
+        kept.consume(100);
+        assert!(kept.is_empty());
+        assert_eq!(kept.capacity(), 0, "an idle connection must own no buffer");
+    }
+}

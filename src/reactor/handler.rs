@@ -1,0 +1,549 @@
+//! The application's side of the reactor: the [`Handler`] trait, the [`Context`] its
+//! callbacks act through, and [`Sender`], the sending half that [`Context::split`] lends
+//! beside one connection's value. They reach the `Core` only through its methods.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::event::{Event, Source};
+use mio::{Interest, Token};
+use slab::Slab;
+
+use super::core::Core;
+use super::output::SendError;
+use super::stats::{ListenerInfo, Stats};
+use super::timers::TimerId;
+use crate::conn::{CloseReason, ConnId, ConnInfo, Input, ListenerId, Proxied};
+use crate::socket::{ListenAddr, Peer};
+
+/// What the application does when things happen on the server.
+///
+/// Every method but [`on_data`](Handler::on_data) has a default. Callbacks run on the
+/// server's thread, one at a time, and act through the [`Context`] they are given: send to
+/// any connection, close, pause reading, set timers, stop the server. `Context<'_, Self>`
+/// reaches this handler's [`State`](Handler::State) for each connection.
+///
+/// # Implementing Handler
+///
+/// An echo server is one method:
+///
+/// ```
+/// use dualstack::{ConnId, Context, Handler, Input};
+///
+/// struct Echo;
+///
+/// impl Handler for Echo {
+///     type State = (); // nothing kept per connection
+///
+///     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+///         // Fails only when the connection is gone (reported to on_close anyway) or far
+///         // over its output limit, which one read's worth cannot be.
+///         let _ = ctx.send(conn, input.take_all());
+///     }
+/// }
+///
+/// let server = dualstack::Server::builder().listen("localhost:0").bind(Echo)?;
+/// assert_eq!(server.listeners().len(), 2); // 127.0.0.1 and ::1, one port
+/// # Ok::<(), dualstack::Error>(())
+/// ```
+///
+/// A line protocol with state per connection (the [`frame`](crate::frame) module has
+/// the framers):
+///
+/// ```
+/// use dualstack::frame::Lines;
+/// use dualstack::{ConnId, Context, Handler, Input};
+///
+/// #[derive(Default)]
+/// struct Counter {
+///     lines: u64,
+/// }
+///
+/// struct Count;
+///
+/// impl Handler for Count {
+///     type State = Counter;
+///
+///     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+///         // A line of up to 1 KiB at a time; a partial one waits in `input` for its rest.
+///         while let Ok(Some(_line)) = input.next_frame(&Lines::new(1024)) {
+///             let Some((counter, mut out)) = ctx.split(conn) else { return };
+///             counter.lines += 1;
+///             let _ = out.send(conn, format!("{}\n", counter.lines).as_bytes());
+///         }
+///     }
+/// }
+/// # let _server = dualstack::Server::builder().listen("127.0.0.1:0").bind(Count)?;
+/// # Ok::<(), dualstack::Error>(())
+/// ```
+///
+/// Callbacks never see a connection that is not open, except `on_close`, which is the last
+/// word about it: its [`ConnId`] is dead afterwards.
+///
+/// # When bytes reach the socket
+///
+/// [`Context::send`] only queues. What a connection was sent during its `on_data` calls of a
+/// turn leaves in one write (vectored where the queue holds several chunks) when the reactor
+/// is done reading that connection; what other callbacks sent (timers, `on_open`, sends to
+/// other connections) leaves at the end of the turn, one write per connection. A queue that
+/// reaches 64 KiB is written at once. So any number of small replies cost one system call,
+/// and a single reply leaves in the same turn its request arrived.
+pub trait Handler {
+    /// The handler's own value for each connection, kept by the server beside it: a
+    /// protocol's parser state, a user's name. It is made with `Default` when the
+    /// connection is accepted, reached with [`Context::state`], [`Context::state_mut`] or
+    /// [`Context::split`] while the connection lives (in `on_close` too, one last time), and
+    /// dropped after `on_close` (or, for a PROXY connection refused before `on_open`, with
+    /// it, unseen). `()` for a handler that needs none.
+    type State: Default;
+
+    /// A connection was accepted (on a PROXY listener: its header is in). `info` says by
+    /// which listener, and from which peer: the normalized client address (on a PROXY
+    /// listener, the one the header names), or a Unix-domain peer's credentials;
+    /// [`Context::local_addr`] gives the local address. A good moment to greet the peer,
+    /// or set a deadline with [`Context::set_conn_timer`].
+    fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, info: &ConnInfo) {
+        let _ = (ctx, conn, info);
+    }
+
+    /// Bytes arrived on `conn`: `input` holds them, after whatever earlier calls did not
+    /// use. Use what makes sense ([`Input::next_frame`], [`Input::take`],
+    /// [`Input::consume`]); the rest stays and comes again with the next bytes. Keeping
+    /// more than [`ServerBuilder::max_input`](crate::ServerBuilder::max_input) closes the
+    /// connection ([`CloseReason::InputLimit`]).
+    ///
+    /// While the connection's output is over its high-water mark (or reading is paused, or
+    /// the connection closing), `input` is held: it shows nothing, so a loop over frames
+    /// ends, and what is left is offered again once the output drained. Parse one request
+    /// at a time from `input`, and backpressure needs nothing more from the handler.
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>);
+
+    /// The peer closed its sending side (end of stream). Output can still be sent to it;
+    /// input it left unused ([`Context::unused_input`]) will never be completed.
+    ///
+    /// The default closes the connection once everything queued for it is written, with
+    /// [`CloseReason::PeerClosed`]. Override it to keep answering a half-closed peer, and
+    /// close when done.
+    fn on_peer_closed(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId) {
+        ctx.close_after_flush(conn);
+    }
+
+    /// Output for `conn` that the kernel could not take at once has now all been written:
+    /// a good moment to send more, for a handler that produces output at its own pace
+    /// (a large file, a stream). Not called for output that left at once.
+    fn on_drained(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId) {
+        let _ = (ctx, conn);
+    }
+
+    /// `conn` is closed, for `reason`: the last word about it. Its state and its peer
+    /// address can still be read through `ctx` during this call; nothing can be sent to it,
+    /// its timers are cancelled, and its id is dead once this returns.
+    fn on_close(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, reason: &CloseReason) {
+        let _ = (ctx, conn, reason);
+    }
+
+    /// A connection was closed before the handler heard of it, for `reason`: its peer had its
+    /// share of connections already ([`CloseReason::PeerLimit`]), or, on a PROXY listener,
+    /// the peer is not a trusted balancer ([`CloseReason::Untrusted`]), its header was bad
+    /// ([`CloseReason::ProxyHeader`]) or late ([`CloseReason::HeaderTimeout`]), or it left
+    /// (or the server stopped) before the header was complete. `peer` is the socket's peer,
+    /// or for a header refused by the per-peer limit the client the header named. No
+    /// `on_open` came before and no `on_close` follows, so handlers that pair the two need
+    /// not care; this is for logs and counters (see also [`Stats`](crate::Stats)).
+    fn on_refused(
+        &mut self,
+        ctx: &mut Context<'_, Self>,
+        listener: ListenerId,
+        peer: &Peer,
+        reason: &CloseReason,
+    ) {
+        let _ = (ctx, listener, peer, reason);
+    }
+
+    /// Another thread called [`ServerHandle::wake`](crate::ServerHandle::wake) (or `stop`).
+    fn on_wake(&mut self, ctx: &mut Context<'_, Self>) {
+        let _ = ctx;
+    }
+
+    /// The server is stopping ([`Context::stop`] or
+    /// [`ServerHandle::stop`](crate::ServerHandle::stop)); called once, as the stop begins.
+    ///
+    /// The listeners are already closed and timers set before are cancelled (they never
+    /// fire), but every connection is still open: this is the moment to send a goodbye, or
+    /// to close connections at once. When it returns, each connection closes as soon as its
+    /// queued output is written, with [`CloseReason::Shutdown`], and sends fail from then
+    /// on. Timers set here fire while connections drain. The shutdown timeout bounds the
+    /// whole drain.
+    ///
+    /// Dropping a [`Server`](crate::Server) is not a stop: its sockets close at once, with
+    /// no `on_stop` and no `on_close`.
+    fn on_stop(&mut self, ctx: &mut Context<'_, Self>) {
+        let _ = ctx;
+    }
+
+    /// A timer set with [`Context::set_timer`] is due; `value` is what was given then.
+    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, timer: TimerId, value: u64) {
+        let _ = (ctx, timer, value);
+    }
+
+    /// A timer set for `conn` with [`Context::set_conn_timer`] is due; `value` is what was
+    /// given then. Never called once `conn` has closed (its timers are cancelled with it).
+    /// "Finish your request within 5 s" is a timer set in `on_open`, cancelled when the
+    /// request is complete, and a close here.
+    fn on_conn_timer(
+        &mut self,
+        ctx: &mut Context<'_, Self>,
+        conn: ConnId,
+        timer: TimerId,
+        value: u64,
+    ) {
+        let _ = (ctx, conn, timer, value);
+    }
+
+    /// An event on a source the application registered with
+    /// [`Server::register`](crate::Server::register) or [`Context::register`]; `token` is the
+    /// application's own token.
+    fn on_event(&mut self, ctx: &mut Context<'_, Self>, token: Token, event: &Event) {
+        let _ = (ctx, token, event);
+    }
+}
+
+/// What a [`Handler`] callback can do: the server's operations, borrowed for the call.
+/// `Context<'_, H>` reaches handler `H`'s [`State`](Handler::State) for each connection;
+/// in a handler's methods it is `Context<'_, Self>`.
+pub struct Context<'a, H: Handler + ?Sized> {
+    core: &'a mut Core,
+    states: &'a mut Slab<H::State>,
+}
+
+impl<H: Handler + ?Sized> fmt::Debug for Context<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("now", &self.core.now())
+            .field("connections", &self.core.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, H: Handler + ?Sized> Context<'a, H> {
+    pub(crate) fn new(core: &'a mut Core, states: &'a mut Slab<H::State>) -> Context<'a, H> {
+        Context { core, states }
+    }
+
+    /// Queues `data` for `conn`. It is written with everything else `conn` is sent this
+    /// turn, in one write, when the server is done reading `conn` or at the end of the turn
+    /// (see [`Handler`], "When bytes reach the socket"); what the kernel does not take then
+    /// waits and is written as the socket takes more.
+    ///
+    /// When the queue passes the high-water mark the server holds `conn`'s input (the
+    /// [`Input`](crate::Input) of the current `on_data` shows nothing more) and stops reading
+    /// it until the queue is down to the low-water mark: a peer that does not read cannot
+    /// make it grow, and is held rather than cut off.
+    ///
+    /// # Errors
+    ///
+    /// - [`SendError::Closed`]: `conn` is closed or closing, or its writing side is shut down;
+    ///   also when this send made the server shed `conn` itself to stay under
+    ///   [`max_total_queued`](crate::ServerBuilder::max_total_queued). Nothing to do: the
+    ///   handler hears of the close in `on_close`.
+    /// - [`SendError::QueueFull`]: the bytes would pass the connection's hard limit on queued
+    ///   output ([`max_queued`](crate::ServerBuilder::max_queued)); a handler that keeps
+    ///   sending to a peer that does not read meets it. Close the connection, or wait for
+    ///   [`Handler::on_drained`] before sending more.
+    /// - [`SendError::TooLarge`]: the bytes alone are more than the server-wide cap. Send
+    ///   them in smaller pieces (as `on_drained` signals room).
+    ///
+    /// Every check runs before the bytes are queued: an `Err` means that not one byte of
+    /// `data` will reach the socket, so retrying cannot duplicate a prefix. When this send
+    /// pushes the total queued output past the cap, the connections holding the most are
+    /// closed first ([`CloseReason::Overloaded`](crate::CloseReason::Overloaded)), exactly
+    /// as many as needed.
+    pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
+        self.core.send(conn, data)
+    }
+
+    /// The handler's value for `conn` and the sending half of this context, at once: to
+    /// update a connection's state and send (to it or any other) without looking the state
+    /// up again after each send. `None` once `conn` is gone.
+    ///
+    /// ```
+    /// # use dualstack::{ConnId, Context, Handler, Input};
+    /// # #[derive(Default)] struct Client { name: String }
+    /// # struct Greeter;
+    /// # impl Handler for Greeter {
+    /// #     type State = Client;
+    /// fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+    ///     let Some((client, mut out)) = ctx.split(conn) else { return };
+    ///     client.name = String::from_utf8_lossy(input.take_all()).trim().to_owned();
+    ///     let _ = out.send(conn, b"hello, ");
+    ///     let _ = out.send(conn, client.name.as_bytes()); // the state, sent as it is
+    /// }
+    /// # }
+    /// # let _server = dualstack::Server::builder().listen("127.0.0.1:0").bind(Greeter)?;
+    /// # Ok::<(), dualstack::Error>(())
+    /// ```
+    pub fn split(&mut self, conn: ConnId) -> Option<(&mut H::State, Sender<'_>)> {
+        self.core.get(conn)?;
+        let state = self.states.get_mut(conn.key)?;
+        Some((state, Sender { core: self.core }))
+    }
+
+    /// Closes `conn` now; output still queued is dropped. `on_close` follows when the
+    /// current callback returns.
+    pub fn close(&mut self, conn: ConnId) {
+        self.core.close(conn);
+    }
+
+    /// Closes `conn` once its queued output is written. Nothing more is read from it (its
+    /// input is held), and [`send`](Context::send) to it fails from now on.
+    pub fn close_after_flush(&mut self, conn: ConnId) {
+        self.core.close_after_flush(conn);
+    }
+
+    /// Shuts down the writing side of `conn` (a TCP FIN) once its queued output is written;
+    /// reading goes on. [`send`](Context::send) fails from now on.
+    pub fn shutdown_write(&mut self, conn: ConnId) {
+        self.core.shutdown_write(conn);
+    }
+
+    /// Stops reading from `conn` until [`resume_reading`](Context::resume_reading): its
+    /// input is held (the current `on_data`'s shows nothing more), and the peer is then
+    /// held back by TCP flow control; nothing it sent is lost.
+    pub fn pause_reading(&mut self, conn: ConnId) {
+        self.core.set_paused(conn, true);
+    }
+
+    /// Reads from `conn` again after [`pause_reading`](Context::pause_reading); input left
+    /// unused is offered first.
+    pub fn resume_reading(&mut self, conn: ConnId) {
+        self.core.set_paused(conn, false);
+    }
+
+    /// Every open connection that is not closing, in no particular order (for a
+    /// broadcast: each one yielded can be sent to).
+    pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.core.sendable()
+    }
+
+    /// Whether `conn` is open (and not closing).
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.core.is_open(conn)
+    }
+
+    /// The handler's value for `conn` ([`Handler::State`]); `None` once it is gone.
+    pub fn state(&self, conn: ConnId) -> Option<&H::State> {
+        self.core.get(conn)?;
+        self.states.get(conn.key)
+    }
+
+    /// The handler's value for `conn`, mutably; `None` once it is gone. To send while
+    /// holding it, use [`split`](Context::split).
+    pub fn state_mut(&mut self, conn: ConnId) -> Option<&mut H::State> {
+        self.core.get(conn)?;
+        self.states.get_mut(conn.key)
+    }
+
+    /// The peer of `conn`: its address, normalized, or a Unix-domain peer's credentials;
+    /// `None` once it is gone.
+    pub fn peer(&self, conn: ConnId) -> Option<Peer> {
+        self.core.peer(conn)
+    }
+
+    /// How `conn` came through a load balancer, on a PROXY listener: the balancer's own
+    /// address and the header (the client's address is [`peer`](Context::peer), where
+    /// the client connected is `header.destination()`, and version 2's TLVs are there).
+    /// `None` for a direct connection.
+    pub fn proxied(&self, conn: ConnId) -> Option<&Proxied> {
+        self.core.proxied(conn)
+    }
+
+    /// The peer's IP address of `conn`, normalized; `None` once it is gone, or for a
+    /// Unix-domain peer.
+    pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.core.peer(conn)?.ip()
+    }
+
+    /// The local address of `conn`, normalized. For a connection accepted by a wildcard
+    /// listener this asks the kernel (one `getsockname`), since it depends on which address
+    /// the client reached; otherwise it is the listener's address.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotConnected`] if `conn` is closed; the OS error of `getsockname`.
+    pub fn local_addr(&self, conn: ConnId) -> io::Result<ListenAddr> {
+        self.core.local_addr(conn)
+    }
+
+    /// The socket of `conn`, to set options or ask the kernel about it (keep-alive,
+    /// `TCP_USER_TIMEOUT`, `TCP_INFO`, buffer sizes) with `socket2`; `None` once it is
+    /// gone. Reading, writing or shutting it down behind the server's back loses bytes or
+    /// confuses it: use the context for those.
+    ///
+    /// ```
+    /// # use dualstack::{ConnId, ConnInfo, Context, Handler, Input};
+    /// # struct Tuned;
+    /// # impl Handler for Tuned {
+    /// #     type State = ();
+    /// #     fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+    /// fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
+    ///     if let Some(socket) = ctx.socket(conn) {
+    ///         let _ = socket.set_keepalive(true);
+    ///     }
+    /// }
+    /// # }
+    /// # let _server = dualstack::Server::builder().listen("127.0.0.1:0").bind(Tuned)?;
+    /// # Ok::<(), dualstack::Error>(())
+    /// ```
+    pub fn socket(&self, conn: ConnId) -> Option<socket2::SockRef<'_>> {
+        self.core.socket(conn)
+    }
+
+    /// The listener that accepted `conn`; `None` once it is gone.
+    pub fn listener_of(&self, conn: ConnId) -> Option<ListenerId> {
+        self.core.listener_of(conn)
+    }
+
+    /// A listener of the server.
+    pub fn listener(&self, id: ListenerId) -> Option<&ListenerInfo> {
+        self.core.listener(id)
+    }
+
+    /// How many bytes are queued for `conn` and not written yet (0 if it is closed).
+    pub fn queued(&self, conn: ConnId) -> usize {
+        self.core.queued(conn)
+    }
+
+    /// How many bytes `conn` sent that the handler has not used (0 if it is closed), as
+    /// kept between calls: during `conn`'s own `on_data` they are in its
+    /// [`Input`](crate::Input) instead.
+    pub fn unused_input(&self, conn: ConnId) -> usize {
+        self.core.unused_input(conn)
+    }
+
+    /// Calls [`Handler::on_timer`] with `value` after `delay`, counted from
+    /// [`now`](Context::now). A delay too long for the clock (`Duration::MAX`) means a
+    /// century, which is to say never. A timer set from `on_timer` fires on a later turn,
+    /// after a poll, even with a zero delay.
+    pub fn set_timer(&mut self, delay: Duration, value: u64) -> TimerId {
+        self.core.set_timer(delay, value)
+    }
+
+    /// Calls [`Handler::on_conn_timer`] for `conn` with `value` after `delay` (as
+    /// [`set_timer`](Context::set_timer) counts it), unless `conn` closes first: its timers
+    /// are cancelled with it. `None` if `conn` is not open.
+    pub fn set_conn_timer(&mut self, conn: ConnId, delay: Duration, value: u64) -> Option<TimerId> {
+        self.core.set_conn_timer(conn, delay, value)
+    }
+
+    /// Cancels a timer of either kind; returns whether it was still pending.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.core.cancel_timer(timer)
+    }
+
+    /// Stops the server gracefully once this callback returns: no more accepting, pending
+    /// timers cancelled, [`Handler::on_stop`], then queued output flushed (up to the
+    /// shutdown timeout) and every connection closed with
+    /// [`CloseReason::Shutdown`](crate::CloseReason::Shutdown).
+    pub fn stop(&mut self) {
+        self.core.request_stop();
+    }
+
+    /// The time the current loop turn started: cheaper than `Instant::now()` and the clock
+    /// timers and timeouts use.
+    pub fn now(&self) -> Instant {
+        self.core.now()
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+
+    /// Registers an application source; its events come to [`Handler::on_event`] with
+    /// `token`. See [`Server::register`](crate::Server::register).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a token above the application range; the OS error.
+    pub fn register<T: Source + ?Sized>(
+        &mut self,
+        source: &mut T,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.core.register_app(source, token, interest, false)
+    }
+
+    /// Changes the interest of an application source.
+    ///
+    /// # Errors
+    ///
+    /// As for [`register`](Context::register).
+    pub fn reregister<T: Source + ?Sized>(
+        &mut self,
+        source: &mut T,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.core.register_app(source, token, interest, true)
+    }
+
+    /// Deregisters an application source.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    pub fn deregister<T: Source + ?Sized>(&mut self, source: &mut T) -> io::Result<()> {
+        self.core.deregister_app(source)
+    }
+}
+
+/// The sending half of a [`Context`], lent by [`Context::split`] beside one connection's
+/// value: send to any connection, see what is queued, close.
+pub struct Sender<'a> {
+    core: &'a mut Core,
+}
+
+impl fmt::Debug for Sender<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").finish_non_exhaustive()
+    }
+}
+
+impl Sender<'_> {
+    /// As [`Context::send`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Context::send`].
+    pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
+        self.core.send(conn, data)
+    }
+
+    /// As [`Context::queued`].
+    pub fn queued(&self, conn: ConnId) -> usize {
+        self.core.queued(conn)
+    }
+
+    /// As [`Context::is_open`].
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.core.is_open(conn)
+    }
+
+    /// As [`Context::connections`].
+    pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.core.sendable()
+    }
+
+    /// As [`Context::close`].
+    pub fn close(&mut self, conn: ConnId) {
+        self.core.close(conn);
+    }
+
+    /// As [`Context::close_after_flush`].
+    pub fn close_after_flush(&mut self, conn: ConnId) {
+        self.core.close_after_flush(conn);
+    }
+}

@@ -1,0 +1,133 @@
+//! Stopping a server on a signal, as a service is expected to stop (the cargo feature
+//! `signals`): the first SIGINT or SIGTERM (Ctrl-C or Ctrl-Break on Windows) stops the
+//! server gracefully and tells a waiting service manager `STOPPING=1`; a second one, while
+//! the graceful stop runs, ends the process at once with status 128 + the signal (130 after
+//! SIGINT or Ctrl-C, 143 after SIGTERM).
+//!
+//! ```no_run
+//! use dualstack::signals::Signals;
+//! use dualstack::{ConnId, Context, Handler, Input, Server};
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     type State = ();
+//!     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+//!         let _ = ctx.send(conn, input.take_all());
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // First thing: a signal during start-up (a slow name lookup) ends the process at once.
+//!     let signals = Signals::install()?;
+//!     let mut server = Server::builder().listen("localhost:7000").bind(Echo)?;
+//!     signals.stop(&server)?; // from now on, a signal stops this server gracefully
+//!     server.run()?; // returns once every connection is closed
+//!     Ok(())
+//! }
+//! ```
+
+use std::io;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use crate::reactor::{Handler, Server, ServerHandle};
+
+/// Where SIGINT and SIGTERM go: nowhere yet (the process ends at once, with status 0:
+/// nothing was served), or, once [`stop`](Signals::stop) named a server, to that server's
+/// graceful stop. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Signals {
+    handle: Arc<Mutex<Option<ServerHandle>>>,
+    /// While set, a signal ends the process at once with status 0 (Unix; on Windows the
+    /// Ctrl-C handler looks at `handle` instead).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    early: Arc<AtomicBool>,
+}
+
+impl Signals {
+    /// Catches SIGINT and SIGTERM (Ctrl-C, Ctrl-Break and a closing console on Windows)
+    /// from now on: until [`stop`](Signals::stop) names a server, one ends the process at
+    /// once with status 0. Call it first, before binding: a signal that arrives before the
+    /// handlers exist kills the process with the default action (status 130 or 143, and
+    /// no graceful anything). It opens no descriptor: until the library has checked the
+    /// inherited sockets, nothing may sit on a number a spec names (`fd:3`).
+    ///
+    /// # Errors
+    ///
+    /// The OS error of installing the handlers.
+    pub fn install() -> io::Result<Signals> {
+        let signals = Signals {
+            handle: Arc::default(),
+            early: Arc::new(AtomicBool::new(true)),
+        };
+        #[cfg(unix)]
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register_conditional_shutdown(signal, 0, signals.early.clone())?;
+        }
+        // Windows: Ctrl-C and Ctrl-Break (and the console closing, though Windows then ends
+        // the process soon after the handler returns, so that stop may not finish), through
+        // the ctrlc crate; the same contract.
+        #[cfg(windows)]
+        {
+            let target = signals.clone();
+            let count = std::sync::atomic::AtomicUsize::new(0);
+            ctrlc::set_handler(move || {
+                if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    target.deliver(2);
+                } else {
+                    std::process::exit(130);
+                }
+            })
+            .map_err(|e| io::Error::other(format!("cannot catch Ctrl-C: {e}")))?;
+        }
+        Ok(signals)
+    }
+
+    /// From now on the first signal stops `server` gracefully (its
+    /// [`ServerHandle::stop`], and `STOPPING=1` to a service manager that waits for it),
+    /// and a second ends the process at once with status 128 + the signal.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of making the thread's signal pipe (Unix).
+    pub fn stop<H: Handler>(&self, server: &Server<H>) -> io::Result<()> {
+        *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.handle());
+        #[cfg(unix)]
+        {
+            use signal_hook::consts::{SIGINT, SIGTERM};
+            let target = self.clone();
+            let mut caught = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+            // Only now that the waiting thread's handlers exist (a signal from here on
+            // reaches both: the early exit is still right, nothing was served).
+            self.early.store(false, std::sync::atomic::Ordering::SeqCst);
+            std::thread::Builder::new()
+                .name("dualstack-signals".to_owned())
+                .spawn(move || {
+                    let mut caught = caught.forever();
+                    if let Some(signal) = caught.next() {
+                        target.deliver(signal);
+                    }
+                    // A second signal while the graceful stop runs: stop now, as is
+                    // customary.
+                    if let Some(signal) = caught.next() {
+                        std::process::exit(128 + signal);
+                    }
+                })?;
+        }
+        Ok(())
+    }
+
+    fn deliver(&self, signal: i32) {
+        match &*self.handle.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(handle) => {
+                // Stop first: nothing that follows (a log line) may keep the stop from
+                // happening.
+                handle.stop();
+                let _ = crate::notify("STOPPING=1");
+                log::info!("signal {signal}: stopping (again to stop at once)");
+            }
+            // Before there is a server (a slow lookup, say): nothing to flush or close.
+            None => std::process::exit(0),
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The application's side of the reactor, over loopback: input kept until the handler uses
+//! it (framing at every split point, the input limit), backpressure that holds an
+//! amplifying client instead of cutting it off, per-connection timers, state and output at
+//! once, and a connection's socket.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use dualstack::frame::Lines;
+use dualstack::{CloseReason, ConnId, ConnInfo, Context, Handler, Input, Server, TimerId};
+
+/// Steps `server` until `done` holds, failing after [`util::TIMEOUT`].
+#[track_caller]
+fn step_until<H: Handler>(
+    server: &mut Server<H>,
+    what: &str,
+    mut done: impl FnMut(&mut Server<H>) -> bool,
+) {
+    let deadline = Instant::now() + util::TIMEOUT;
+    while !done(server) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        server.run_once(Some(Duration::from_millis(5))).unwrap();
+    }
+}
+
+/// Answers each line with `[line]\n`; records the lines and how each connection closed.
+#[derive(Default)]
+struct Bracket {
+    lines: Vec<Vec<u8>>,
+    closes: Vec<String>,
+}
+
+const LINE: Lines = Lines::new(64);
+
+impl Handler for Bracket {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        while let Ok(Some(line)) = input.next_frame(&LINE) {
+            self.lines.push(line.to_vec());
+            let _ = ctx.send(conn, b"[");
+            let _ = ctx.send(conn, line);
+            let _ = ctx.send(conn, b"]\n");
+        }
+    }
+
+    fn on_close(&mut self, _: &mut Context<'_, Self>, _: ConnId, reason: &CloseReason) {
+        self.closes.push(reason.to_string());
+    }
+}
+
+/// Issue #22: a line protocol without a buffer of its own, its bytes arriving one read at a
+/// time: every line is whole when the handler sees it, CRLF or LF, and nothing is lost or
+/// reordered. Each byte is made to arrive in its own read (the server reads it before the
+/// next is written).
+#[test]
+fn lines_split_at_every_byte_arrive_whole_in_order() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(Bracket::default())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let mut client = util::connect(addr);
+    let stream = b"one\r\ntwo\n\nthree and more\r\n";
+    for (i, byte) in stream.iter().enumerate() {
+        client.write_all(&[*byte]).unwrap();
+        let want = i as u64 + 1;
+        step_until(&mut server, "the byte to be read", |s| {
+            s.stats().total.bytes_in >= want
+        });
+    }
+    let want = b"[one]\n[two]\n[]\n[three and more]\n";
+    let mut back = vec![0; want.len()];
+    client.set_nonblocking(true).unwrap();
+    let mut got = 0;
+    step_until(&mut server, "the replies", |s| {
+        if let Ok(n) = client.read(&mut back[got..]) {
+            got += n;
+        }
+        let _ = s;
+        got == want.len()
+    });
+    assert_eq!(back, want);
+    let lines: Vec<&[u8]> = server.handler().lines.iter().map(Vec::as_slice).collect();
+    assert_eq!(lines, [&b"one"[..], b"two", b"", b"three and more"]);
+}
+
+/// Issue #22: input a handler never uses is kept up to the limit, then the connection
+/// closes with its own reason (and the limit counts kept bytes, not bytes read).
+#[test]
+fn unused_input_past_the_limit_closes_the_connection_with_its_own_reason() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .max_input(100)
+        .bind(Bracket::default())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    // Whole lines are used, however much comes: no close.
+    let mut fine = util::connect(addr);
+    let lines = b"0123456789\n".repeat(200);
+    fine.write_all(&lines).unwrap();
+    step_until(&mut server, "2,200 bytes of lines", |s| {
+        s.stats().total.bytes_in >= 2200
+    });
+    assert!(
+        server.handler().closes.is_empty(),
+        "{:?}",
+        server.handler().closes
+    );
+    // A line too long for LINE (64) is never taken: its bytes pile up past 100.
+    let mut stuck = util::connect(addr);
+    stuck.write_all(&[b'x'; 150]).unwrap();
+    step_until(&mut server, "the close", |s| !s.handler().closes.is_empty());
+    let closes = &server.handler().closes;
+    assert_eq!(closes.len(), 1, "{closes:?}");
+    assert!(
+        closes[0].contains("bytes of input the handler did not use, more than the 100 kept"),
+        "{closes:?}"
+    );
+}
+
+/// Answers each `GET N\n` with 1 KiB holding N: replies 256 times larger than requests.
+#[derive(Default)]
+struct Amplifier {
+    send_errors: usize,
+    closes: Vec<String>,
+}
+
+const REPLY: usize = 1024;
+
+impl Handler for Amplifier {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        while let Ok(Some(request)) = input.next_frame(&LINE) {
+            let n: u32 = std::str::from_utf8(&request[4..]).unwrap().parse().unwrap();
+            let mut reply = vec![b'.'; REPLY];
+            reply[..4].copy_from_slice(&n.to_be_bytes());
+            if ctx.send(conn, &reply).is_err() {
+                self.send_errors += 1;
+            }
+        }
+    }
+
+    fn on_close(&mut self, _: &mut Context<'_, Self>, _: ConnId, reason: &CloseReason) {
+        self.closes.push(reason.to_string());
+    }
+}
+
+/// Issue #22: one read of small requests for large replies made megabytes of output in one
+/// callback, and `send` hit the queue cap: the handler had to close the client. Now the
+/// input is held while the output is over its high-water mark: a client that sends 16 MiB
+/// worth of requests and reads nothing is held, not closed, with memory within the output
+/// and input limits, and once it reads it gets every reply, in order.
+#[test]
+fn an_amplifying_client_that_does_not_read_is_held_and_then_served_in_order() {
+    const REQUESTS: u32 = 16_384;
+    const MAX_INPUT: usize = 256 * 1024;
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .max_input(MAX_INPUT)
+        .bind(Amplifier::default())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let mut client = util::connect(addr);
+    let requests: Vec<u8> = (0..REQUESTS)
+        .flat_map(|n| format!("GET {n}\n").into_bytes())
+        .collect();
+    let total = requests.len() as u64;
+    // Written from a thread: the server stops reading, so the writes block at some point.
+    let mut writer = client.try_clone().unwrap();
+    let sent = std::thread::spawn(move || writer.write_all(&requests));
+    // Served until the server reads no more (held), for a while.
+    let (mut most_queued, mut most_kept, mut last_in, mut still) = (0, 0, 0, 0);
+    step_until(&mut server, "the server to hold the client", |s| {
+        let stats = s.stats();
+        most_queued = most_queued.max(stats.queued);
+        most_kept = most_kept.max(stats.kept);
+        still = if stats.total.bytes_in == last_in {
+            still + 1
+        } else {
+            0
+        };
+        last_in = stats.total.bytes_in;
+        still > 50
+    });
+    assert!(last_in < total, "everything was read: nothing was held");
+    assert!(server.handler().closes.is_empty(), "closed while held");
+    assert!(
+        most_queued <= 256 * 1024 + REPLY,
+        "{most_queued} bytes queued"
+    );
+    assert!(
+        most_kept <= MAX_INPUT + 64 * 1024,
+        "{most_kept} bytes of input kept"
+    );
+    // Now it reads: every reply, in order.
+    let reader = std::thread::spawn(move || {
+        let mut reply = vec![0; REPLY];
+        for n in 0..REQUESTS {
+            client.read_exact(&mut reply)?;
+            assert_eq!(reply[..4], n.to_be_bytes(), "reply {n} out of order");
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let deadline = Instant::now() + util::TIMEOUT * 4;
+    while !reader.is_finished() {
+        assert!(Instant::now() < deadline, "the replies did not all come");
+        server.run_once(Some(Duration::from_millis(5))).unwrap();
+    }
+    reader.join().unwrap().unwrap();
+    sent.join().unwrap().unwrap();
+    let h = server.handler();
+    assert_eq!(h.send_errors, 0, "a send was refused");
+    // (The reader thread dropped the client when it was done.)
+    assert!(
+        h.closes.iter().all(|c| c == "peer closed"),
+        "{:?}",
+        h.closes
+    );
+    assert_eq!(server.stats().total.bytes_in, total);
+}
+
+/// Sets a timer for each connection as it opens (value: the connection's order), closes
+/// the first at once; records the timers that fire.
+#[derive(Default)]
+struct Deadlines {
+    opened: u64,
+    fired: Vec<(ConnId, u64)>,
+    ids: Vec<ConnId>,
+}
+
+impl Handler for Deadlines {
+    type State = ();
+
+    fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
+        self.opened += 1;
+        self.ids.push(conn);
+        assert!(ctx
+            .set_conn_timer(conn, Duration::from_millis(50), self.opened)
+            .is_some());
+        if self.opened == 1 {
+            ctx.close(conn);
+        }
+    }
+
+    fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+
+    fn on_conn_timer(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: TimerId, value: u64) {
+        assert!(ctx.is_open(conn), "a timer for a closed connection");
+        self.fired.push((conn, value));
+    }
+}
+
+/// Issue #22: timers were global with a `u64`, so a per-connection deadline took a map and
+/// clean-up by hand. A connection's timer comes with its `ConnId`, and closing it cancels it.
+#[test]
+fn connection_timers_come_with_their_connection_and_die_with_it() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(Deadlines::default())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let _first = util::connect(addr);
+    step_until(&mut server, "the first open", |s| s.handler().opened == 1);
+    let _second = util::connect(addr);
+    step_until(&mut server, "the second open", |s| s.handler().opened == 2);
+    step_until(&mut server, "the second's timer", |s| {
+        !s.handler().fired.is_empty()
+    });
+    // Long enough for the first's timer too, had it not been cancelled.
+    let until = Instant::now() + Duration::from_millis(100);
+    step_until(&mut server, "a while", |_| Instant::now() > until);
+    let h = server.handler();
+    assert_eq!(h.fired, [(h.ids[1], 2)]);
+}
+
+/// Keeps a line count per connection and answers each line with it, through `split`.
+#[derive(Default)]
+struct Counter;
+
+#[derive(Default)]
+struct Count {
+    lines: u64,
+}
+
+impl Handler for Counter {
+    type State = Count;
+
+    fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
+        let socket = ctx.socket(conn).expect("open");
+        socket.set_keepalive(true).unwrap();
+        assert!(
+            socket.keepalive().unwrap(),
+            "not the connection's own socket"
+        );
+    }
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        while let Ok(Some(_)) = input.next_frame(&LINE) {
+            let (count, mut out) = ctx.split(conn).expect("open");
+            count.lines += 1;
+            out.send(conn, count.lines.to_string().as_bytes()).unwrap();
+            out.send(conn, b"\n").unwrap();
+        }
+    }
+}
+
+/// Issue #22: state and `send` could not be used together (`state_mut` borrowed the whole
+/// context). `split` lends both; `socket` lends the connection's socket for its options.
+#[test]
+fn split_lends_state_and_output_at_once_and_socket_the_connections_socket() {
+    let running = util::Running::start(Server::builder().listen("127.0.0.1:0"), Counter);
+    let mut a = util::connect(running.addr(0));
+    let mut b = util::connect(running.addr(0));
+    a.write_all(b"x\ny\n").unwrap();
+    b.write_all(b"z\n").unwrap();
+    a.write_all(b"w\n").unwrap();
+    let read = |c: &mut TcpStream, n: usize| {
+        let mut buf = vec![0; n];
+        c.read_exact(&mut buf).unwrap();
+        buf
+    };
+    assert_eq!(read(&mut a, 6), b"1\n2\n3\n");
+    assert_eq!(read(&mut b, 2), b"1\n");
+}
+
+/// Pauses reading after the first line of each read, resumes on a timer: the lines left in
+/// the input wait, and come in order after the resume.
+#[derive(Default)]
+struct Pauser {
+    lines: Vec<Vec<u8>>,
+}
+
+impl Handler for Pauser {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        while let Ok(Some(line)) = input.next_frame(&LINE) {
+            self.lines.push(line.to_vec());
+            ctx.pause_reading(conn);
+            ctx.set_conn_timer(conn, Duration::from_millis(10), 0);
+            assert!(input.is_held(), "paused, yet the input shows more");
+        }
+    }
+
+    fn on_conn_timer(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: TimerId, _: u64) {
+        ctx.resume_reading(conn);
+    }
+}
+
+/// Issue #22: a pause holds the input too (what was read but not used waits, in order).
+#[test]
+fn a_pause_holds_the_unused_input_until_reading_resumes() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(Pauser::default())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let mut client = util::connect(addr);
+    client.write_all(b"a\nb\nc\nd\n").unwrap();
+    step_until(&mut server, "four lines", |s| s.handler().lines.len() == 4);
+    let lines: Vec<&[u8]> = server.handler().lines.iter().map(Vec::as_slice).collect();
+    assert_eq!(lines, [&b"a"[..], b"b", b"c", b"d"]);
+}

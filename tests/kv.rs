@@ -1,0 +1,367 @@
+//! `examples/kv.rs`, the Redis-protocol key-value server, driven as Redis is: its replies
+//! compared byte for byte with `redis-server`'s (Debian's `redis-server`), `redis-cli` and
+//! `redis-benchmark` (Debian's `redis-tools`) as its clients, requests split at every byte,
+//! and its limits. Tests that need a program the machine lacks skip with one line saying so
+//! (`dualstack_support::Tool`); `.ci/run` installs them and requires them.
+//!
+//! Unix only: the real clients and servers are Unix programs, and the stop is a signal.
+
+#![cfg(unix)]
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dualstack_support::Tool;
+
+/// A server process (the kv example, or redis-server), killed by the PID we started when
+/// dropped.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The kv example on `127.0.0.1:0` with `args`, once it says where it listens.
+fn kv(args: &[&str]) -> Process {
+    let mut child = Command::new(util::example("kv"))
+        .args(args)
+        .arg("127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kv");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let (addr, _) = dualstack_support::parse_listening_line(&line)
+        .unwrap_or_else(|| panic!("kv printed {line:?}"));
+    Process { child, addr }
+}
+
+/// A free loopback port (for redis-server, which takes a number).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Debian's redis-server on loopback, with nothing saved to disk.
+fn redis_server() -> Process {
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--dir", "/tmp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + util::TIMEOUT;
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Process { child, addr }
+}
+
+/// Reads one whole RESP2 reply from `r` and returns its bytes.
+fn reply(r: &mut impl BufRead) -> Vec<u8> {
+    let mut line = Vec::new();
+    r.read_until(b'\n', &mut line).unwrap();
+    assert!(
+        line.ends_with(b"\r\n"),
+        "a reply line without CRLF: {line:?}"
+    );
+    let n = || -> i64 {
+        std::str::from_utf8(&line[1..line.len() - 2])
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    match line[0] {
+        b'$' if n() >= 0 => {
+            let mut body = vec![0; n() as usize + 2];
+            r.read_exact(&mut body).unwrap();
+            let mut whole = line.clone();
+            whole.extend(body);
+            whole
+        }
+        b'*' if n() > 0 => {
+            let mut whole = line.clone();
+            for _ in 0..n() {
+                whole.extend(reply(r));
+            }
+            whole
+        }
+        _ => line,
+    }
+}
+
+/// A request as an array of bulk strings.
+fn resp(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend(format!("${}\r\n{a}\r\n", a.len()).into_bytes());
+    }
+    out
+}
+
+/// Sends `requests` to `addr` written in pieces of `piece` bytes (each its own write, with a
+/// pause, so each is its own read), and returns the `replies` replies.
+fn exchange(addr: SocketAddr, requests: &[u8], piece: usize, replies: usize) -> Vec<Vec<u8>> {
+    let mut client = util::connect(addr);
+    client.set_nodelay(true).unwrap();
+    for chunk in requests.chunks(piece) {
+        client.write_all(chunk).unwrap();
+        if piece < requests.len() {
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    }
+    let mut r = BufReader::new(client);
+    (0..replies).map(|_| reply(&mut r)).collect()
+}
+
+/// The requests both servers must answer the same, each with one reply.
+fn script() -> Vec<Vec<u8>> {
+    let mut s: Vec<Vec<u8>> = [
+        &["PING"][..],
+        &["PING", "hello"],
+        &["ECHO", "a\r\nb"],
+        &["SET", "k", "v"],
+        &["GET", "k"],
+        &["GET", "missing"],
+        &["SET", "n", "41"],
+        &["INCR", "n"],
+        &["INCR", "fresh"],
+        &["INCR", "k"],
+        &["SET", "big", "9223372036854775807"],
+        &["INCR", "big"],
+        &["SET", "lead", "01"],
+        &["INCR", "lead"],
+        &["MSET", "a", "1", "b", "2"],
+        &["MGET", "a", "missing", "b"],
+        &["EXISTS", "a", "a", "missing"],
+        &["DEL", "a", "missing", "b"],
+        &["DBSIZE"],
+        &["SET", "t", "v", "EX", "100"],
+        &["SET", "t", "v", "PX", "0"],
+        &["SET", "t", "v", "EX", "x"],
+        &["SET", "t", "v", "XX", "1"],
+        &["SET", "t"],
+        &["GET"],
+        &["MSET", "a"],
+        &["MSET", "a", "1", "b"],
+        &["ECHO"],
+        &["PING", "a", "b"],
+        &["NOSUCH", "x", "y"],
+        &["nosuch"],
+        &["set", "lower", "case"],
+        &["get", "lower"],
+        &["FLUSHALL"],
+        &["DBSIZE"],
+    ]
+    .iter()
+    .map(|args| resp(args))
+    .collect();
+    s.push(b"PING\r\n".to_vec()); // inline
+    s.push(b"ECHO  spaced   \r\n".to_vec());
+    s.push(b"SET inline yes\nGET inline\n".to_vec()); // LF only, two requests
+    s
+}
+
+/// Issue #22: the replies of kv are redis-server's, byte for byte, for every request of the
+/// script, however the requests are split: whole, pipelined in one write, and one byte at
+/// a time.
+#[test]
+fn kv_answers_as_redis_server_does_at_every_split() {
+    if !Tool::REDIS_SERVER.usable() {
+        return;
+    }
+    let script = script();
+    let replies = script.len() + 1; // the last piece holds two requests
+    let stream = script.concat();
+    let redis = redis_server();
+    let want = exchange(redis.addr, &stream, stream.len(), replies);
+    drop(redis);
+    let server = kv(&[]);
+    for piece in [stream.len(), 7, 1] {
+        let _ = exchange(server.addr, &resp(&["FLUSHALL"]), usize::MAX, 1);
+        let got = exchange(server.addr, &stream, piece, replies);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                String::from_utf8_lossy(g),
+                String::from_utf8_lossy(w),
+                "reply {i} in pieces of {piece}"
+            );
+        }
+    }
+}
+
+/// Issue #22: `redis-cli` talks to kv as to Redis (it sends `COMMAND DOCS` first), and
+/// `redis-benchmark` runs its SET, GET, INCR and MSET tests, pipelined or not, without an
+/// error.
+#[test]
+fn redis_cli_and_redis_benchmark_drive_kv() {
+    if !Tool::all_usable(&[Tool::REDIS_CLI, Tool::REDIS_BENCHMARK]) {
+        return;
+    }
+    let server = kv(&[]);
+    let port = server.addr.port().to_string();
+    let cli = |args: &[&str]| {
+        let out = Command::new("timeout")
+            .args(["10", "redis-cli", "-p", &port])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(cli(&["set", "greeting", "hello"]), "OK\n");
+    assert_eq!(cli(&["get", "greeting"]), "hello\n");
+    assert_eq!(cli(&["incr", "visits"]), "1\n");
+    assert_eq!(cli(&["mget", "greeting", "nope"]), "hello\n\n");
+    for pipeline in ["1", "16"] {
+        let out = Command::new("timeout")
+            .args([
+                "60",
+                "redis-benchmark",
+                "-p",
+                &port,
+                "-q",
+                "-n",
+                "2000",
+                "-c",
+                "10",
+            ])
+            .args(["-t", "set,get,incr,mset", "-P", pipeline])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+        assert!(out.status.success(), "-P {pipeline}: {text}");
+        for test in ["SET", "GET", "INCR", "MSET"] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(test) && l.contains("requests per second")),
+                "-P {pipeline}: no {test} result in {text}"
+            );
+        }
+        assert!(!text.contains("ERR"), "-P {pipeline}: {text}");
+    }
+}
+
+/// Issue #22: a bulk string longer than `--max-bulk`, or a line longer than 64 KiB, gets an
+/// error and a close; a bulk string that only claims to be large makes the server allocate
+/// nothing of the claimed size.
+#[test]
+fn oversized_requests_get_an_error_and_a_close_without_an_allocation_of_their_size() {
+    let server = kv(&["--max-bulk", "10"]);
+    let closed_after = |request: &[u8], want: &str| {
+        let mut c = util::connect(server.addr);
+        c.write_all(request).unwrap();
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap(); // the close ends it
+        assert_eq!(
+            String::from_utf8_lossy(&all),
+            want,
+            "{:?}",
+            &request[..20.min(request.len())]
+        );
+    };
+    closed_after(
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$11\r\n",
+        "-ERR Protocol error: invalid bulk length\r\n",
+    );
+    let mut long = vec![b'x'; 70 * 1024];
+    long.extend(b"\r\n");
+    closed_after(&long, "-ERR Protocol error: too big inline request\r\n");
+    closed_after(
+        b"*2\r\n+x\r\n",
+        "-ERR Protocol error: expected '$', got '+'\r\n",
+    );
+    // Within the limit, still fine.
+    let ok = exchange(
+        server.addr,
+        &resp(&["SET", "k", "0123456789"]),
+        usize::MAX,
+        1,
+    );
+    assert_eq!(ok, [b"+OK\r\n".to_vec()]);
+    drop(server);
+
+    // The default limit is Redis's 512 MiB: a request that claims that much, and sends 4
+    // bytes of it, makes the server grow by about nothing.
+    let server = kv(&[]);
+    let pid = server.child.id();
+    let before = dualstack_support::rss(pid).expect("RSS");
+    let mut claims = Vec::new();
+    for _ in 0..20 {
+        let mut c = util::connect(server.addr);
+        c.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$536870912\r\nabcd")
+            .unwrap();
+        claims.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = dualstack_support::rss(pid).expect("RSS");
+    assert!(
+        after < before + 16 * 1024 * 1024,
+        "RSS grew from {before} to {after} bytes for 20 claims of 512 MiB"
+    );
+    let still = exchange(server.addr, &resp(&["PING"]), usize::MAX, 1);
+    assert_eq!(still, [b"+PONG\r\n".to_vec()]);
+}
+
+/// Issue #22: `EX` and `PX` expire keys through the server's timers: gone for GET once due,
+/// and from DBSIZE (the timer removed them, not only a lazy check).
+#[test]
+fn keys_expire_through_the_servers_timers() {
+    let server = kv(&[]);
+    let one = |args: &[&str]| exchange(server.addr, &resp(args), usize::MAX, 1).remove(0);
+    assert_eq!(one(&["SET", "short", "v", "PX", "100"]), b"+OK\r\n");
+    assert_eq!(one(&["SET", "long", "v", "EX", "100"]), b"+OK\r\n");
+    assert_eq!(one(&["SET", "reset", "v", "PX", "100"]), b"+OK\r\n");
+    assert_eq!(one(&["SET", "reset", "w"]), b"+OK\r\n"); // no expiry any more
+    assert_eq!(one(&["GET", "short"]), b"$1\r\nv\r\n");
+    assert_eq!(one(&["DBSIZE"]), b":3\r\n");
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(one(&["GET", "short"]), b"$-1\r\n");
+    assert_eq!(one(&["DBSIZE"]), b":2\r\n");
+    assert_eq!(one(&["GET", "reset"]), b"$1\r\nw\r\n");
+}
+
+/// Issue #22: QUIT answers and closes; an unknown command answers and the connection goes
+/// on.
+#[test]
+fn quit_closes_and_unknown_commands_do_not() {
+    let server = kv(&[]);
+    let mut c = util::connect(server.addr);
+    c.write_all(
+        &[
+            resp(&["WHAT"]),
+            resp(&["PING"]),
+            resp(&["QUIT"]),
+            resp(&["PING"]),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&all),
+        "-ERR unknown command 'WHAT', with args beginning with: \r\n+PONG\r\n+OK\r\n"
+    );
+}
