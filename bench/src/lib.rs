@@ -2,6 +2,7 @@
 //! clients send and verify, readers of /proc, and a flat JSON writer and reader (numbers and
 //! strings only).
 
+pub mod kv;
 pub mod mixed;
 
 use std::collections::BTreeMap;

@@ -179,6 +179,7 @@ impl Bins {
         for args in [
             &["build", "--release", "-p", "dualstack-bench", "--bins"][..],
             &["build", "--release", "-p", "dualstack", "--example", "echo"][..],
+            &["build", "--release", "-p", "dualstack", "--example", "kv"][..],
         ] {
             let ok = Command::new(&cargo)
                 .args(args)
@@ -203,6 +204,7 @@ impl Bins {
         match name {
             "mio" => self.release.join("mio_echo"),
             "tokio" => self.release.join("tokio_echo"),
+            "pieces" => self.release.join("pieces"),
             _ => self.release.join("examples").join("echo"),
         }
     }
@@ -223,7 +225,48 @@ struct Server {
 
 /// Whether `server` takes part in the Unix-domain rows.
 fn serves_unix(server: &str) -> bool {
-    server != "tokio"
+    server != "tokio" && server != "pieces"
+}
+
+/// The requests redis-benchmark sends per test of the key-value rows, and its clients (as
+/// the issue that set the targets says: `-n 200000 -c 50`).
+const KV_REQUESTS: u32 = 200_000;
+const KV_CLIENTS: u32 = 50;
+/// The pipeline depths of the key-value rows.
+const KV_PIPELINES: [u32; 2] = [1, 16];
+
+/// Whether the key-value rows can run: redis-server and redis-benchmark are here.
+fn kv_tools() -> bool {
+    ["redis-server", "redis-benchmark"].iter().all(|p| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// One pass of the key-value rows at `pipeline`, the servers in the order `run` gives:
+/// (server, its samples by test).
+fn kv_pass(
+    bins: &Bins,
+    run: usize,
+    pipeline: u32,
+    requests: u32,
+) -> Vec<(
+    &'static str,
+    BTreeMap<&'static str, dualstack_bench::kv::KvSample>,
+)> {
+    use dualstack_bench::kv::{benchmark, KvServer, SERVERS};
+    (0..SERVERS.len())
+        .map(|i| SERVERS[(i + run) % SERVERS.len()])
+        .map(|name| {
+            let server = KvServer::start(&bins.release, name)
+                .unwrap_or_else(|e| fail(&format!("start {name}: {e}")));
+            let samples = benchmark(&server, requests, KV_CLIENTS, pipeline)
+                .unwrap_or_else(|e| fail(&format!("{name} -P {pipeline}: {e}")));
+            (name, samples)
+        })
+        .collect()
 }
 
 impl Server {
@@ -429,10 +472,11 @@ fn measure(
 }
 
 /// The system calls the counter tells apart, as perf names their tracepoints.
-const SYSCALL_EVENTS: [&str; 4] = [
+const SYSCALL_EVENTS: [&str; 5] = [
     "raw_syscalls:sys_enter",
     "syscalls:sys_enter_recvfrom",
     "syscalls:sys_enter_sendto",
+    "syscalls:sys_enter_writev",
     "syscalls:sys_enter_epoll_wait",
 ];
 
@@ -690,6 +734,24 @@ fn main() {
             "dualstack v4 churn with PROXY v2 headers: {:.0} connections/s",
             s.get("conns_per_s")
         );
+        for each in ["--each", "--gathered"] {
+            let server = Server::start_with(&bins, "pieces", &[each, "64"]);
+            let s = measure(&bins, &server, "v4", &SCENARIOS[2], 1.0, &[], false);
+            println!(
+                "pieces {each} v4 pipelined: {:.0} round trips/s, {} bytes verified",
+                s.get("rt_per_s"),
+                s.get("bytes_verified")
+            );
+        }
+        if kv_tools() {
+            for (name, samples) in kv_pass(&bins, 0, 16, 2000) {
+                for (test, s) in samples {
+                    println!("{name} {test} -P 16: {:.0} requests/s", s.rps);
+                }
+            }
+        } else {
+            fail("redis-server or redis-benchmark not found (apt-get install redis-server redis-tools)");
+        }
         return;
     }
     let started = Instant::now();
@@ -809,8 +871,52 @@ fn main() {
             }
         }
     }
+    // Many sends or one: the pipelined scenario over IPv4, each message sent back by its
+    // own send against all of a read's in one, alternating which goes first; then the
+    // system calls of each, counted in runs of their own.
+    let mut pieces_runs: BTreeMap<(&'static str, bool), Vec<Sample>> = BTreeMap::new();
+    if o.only.is_empty() || o.only.iter().any(|n| n == "pieces") {
+        for run in 1..=o.runs {
+            for each in [run % 2 == 0, run % 2 == 1] {
+                let mode = if each { "--each" } else { "--gathered" };
+                for count in [false, true] {
+                    let server = Server::start_with(&bins, "pieces", &[mode, "64"]);
+                    let s = measure(&bins, &server, "v4", &SCENARIOS[2], o.seconds, &[], count);
+                    eprintln!(
+                        "run {run} pipelined v4 pieces {mode}{}: rt_per_s = {:.1}, cpu/op {:.0} ns, {:.2} syscalls/rt",
+                        if count { " (counted)" } else { "" },
+                        s.get("rt_per_s"),
+                        s.get("cpu_ns_per_op"),
+                        s.get("sys:total")
+                    );
+                    let key = if count { "counted" } else { "timed" };
+                    pieces_runs.entry((key, each)).or_default().push(s);
+                }
+            }
+        }
+    }
+    // The key-value rows: kv, redis-server and the tokio version under redis-benchmark.
+    let mut kv_runs: KvRuns = BTreeMap::new();
+    let kv_ran = (o.only.is_empty() || o.only.iter().any(|n| n == "kv")) && kv_tools();
+    if kv_ran {
+        for run in 1..=o.runs {
+            for pipeline in KV_PIPELINES {
+                for (name, samples) in kv_pass(&bins, run, pipeline, KV_REQUESTS) {
+                    for (test, s) in samples {
+                        eprintln!(
+                            "run {run} kv -P {pipeline} {name} {test}: {:.0} requests/s, cpu {:.0} ns/request",
+                            s.rps, s.cpu_ns
+                        );
+                        kv_runs.entry((pipeline, test, name)).or_default().push(s);
+                    }
+                }
+            }
+        }
+    }
     let report = Report {
         o: &o,
+        kv: kv_ran.then_some(&kv_runs),
+        pieces: &pieces_runs,
         proxy: &proxy_runs,
         results: &results,
         mixed: &mixed_runs,
@@ -836,8 +942,15 @@ fn main() {
     );
 }
 
+/// The key-value runs: (pipeline, test, server) to one sample per run.
+type KvRuns = BTreeMap<(u32, &'static str, &'static str), Vec<dualstack_bench::kv::KvSample>>;
+
 struct Report<'a> {
     o: &'a Opts,
+    /// The key-value runs, if they ran.
+    kv: Option<&'a KvRuns>,
+    /// Many sends or one: (timed or counted, each message by its own send) to samples.
+    pieces: &'a BTreeMap<(&'static str, bool), Vec<Sample>>,
     /// `churn` runs of the echo example, by whether each connection carried a PROXY header.
     proxy: &'a BTreeMap<bool, Vec<Sample>>,
     results: &'a BTreeMap<(usize, &'static str, &'static str), Vec<Sample>>,
@@ -848,6 +961,137 @@ struct Report<'a> {
 }
 
 impl Report<'_> {
+    /// The key-value section: kv against redis-server and the tokio version.
+    fn kv_section(&self) -> String {
+        use dualstack_bench::kv::TESTS;
+        let Some(kv) = self.kv else {
+            return "\n## Key-value server (Redis protocol)\n\nNot run: redis-server and redis-benchmark are needed (`apt-get install redis-server redis-tools`).\n".to_owned();
+        };
+        let runs =
+            |p: u32, t: &'static str, srv: &'static str| -> &[dualstack_bench::kv::KvSample] {
+                kv.get(&(p, t, srv)).map_or(&[], Vec::as_slice)
+            };
+        let ratios = |p: u32,
+                      t: &'static str,
+                      other: &'static str,
+                      f: fn(&dualstack_bench::kv::KvSample) -> f64|
+         -> Vec<f64> {
+            runs(p, t, "kv")
+                .iter()
+                .zip(runs(p, t, other))
+                .map(|(a, b)| f(a) / f(b))
+                .filter(|r| r.is_finite())
+                .collect()
+        };
+        let med = |p: u32,
+                   t: &'static str,
+                   srv: &'static str,
+                   f: fn(&dualstack_bench::kv::KvSample) -> f64| {
+            median(runs(p, t, srv).iter().map(f).collect())
+        };
+        let range = |r: &[f64]| {
+            if r.len() < 2 {
+                return String::new();
+            }
+            let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("({lo:.2}–{hi:.2})")
+        };
+        let rps: fn(&dualstack_bench::kv::KvSample) -> f64 = |s| s.rps;
+        let cpu: fn(&dualstack_bench::kv::KvSample) -> f64 = |s| s.cpu_ns;
+        let mut m = format!(
+            "\n## Key-value server (Redis protocol)\n\n\
+             `examples/kv.rs` (**kv**), Debian's `redis-server` 7 (**redis**, `--save '' \
+             --appendonly no`) and the same server written for tokio (**tokio**, \
+             `bench/src/bin/tokio_kv.rs`: a current-thread runtime, a task per connection, a \
+             `BufWriter` flushed when no whole request is left), each pinned to CPU 0; \
+             `redis-benchmark -n {KV_REQUESTS} -c {KV_CLIENTS} -P P -t TEST --csv` pinned to CPU \
+             1, the servers in rotating order. Requests per second as redis-benchmark reports \
+             them; ratios are taken within each run (median, and range over runs); CPU is the \
+             server's own time per request over the test.\n\n\
+             | test | P | kv | redis | tokio | kv / redis | kv / tokio | CPU ns/req kv | redis | tokio |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n"
+        );
+        for pipeline in KV_PIPELINES {
+            let (mut vs_redis, mut vs_tokio) = (Vec::new(), Vec::new());
+            for (test, _) in TESTS {
+                let (r, t) = (
+                    ratios(pipeline, test, "redis", rps),
+                    ratios(pipeline, test, "tokio_kv", rps),
+                );
+                m.push_str(&format!(
+                    "| {test} | {pipeline} | {:.0} | {:.0} | {:.0} | **{:.3}** {} | **{:.3}** {} | {:.0} | {:.0} | {:.0} |\n",
+                    med(pipeline, test, "kv", rps),
+                    med(pipeline, test, "redis", rps),
+                    med(pipeline, test, "tokio_kv", rps),
+                    median(r.clone()),
+                    range(&r),
+                    median(t.clone()),
+                    range(&t),
+                    med(pipeline, test, "kv", cpu),
+                    med(pipeline, test, "redis", cpu),
+                    med(pipeline, test, "tokio_kv", cpu),
+                ));
+                vs_redis.extend(r);
+                vs_tokio.extend(t);
+            }
+            m.push_str(&format!(
+                "| all | {pipeline} | | | | geomean **{:.3}** | geomean **{:.3}** | | | |\n",
+                geomean(vs_redis.into_iter()),
+                geomean(vs_tokio.into_iter())
+            ));
+        }
+        m
+    }
+
+    /// Many sends or one: the pipelined scenario against `pieces --each` and `--gathered`.
+    fn pieces_section(&self) -> String {
+        let (Some(each), Some(gathered)) = (
+            self.pieces.get(&("timed", true)),
+            self.pieces.get(&("timed", false)),
+        ) else {
+            return String::new();
+        };
+        let ratios: Vec<f64> = each
+            .iter()
+            .zip(gathered)
+            .map(|(a, b)| a.get("rt_per_s") / b.get("rt_per_s"))
+            .filter(|r| r.is_finite())
+            .collect();
+        let med = |runs: &[Sample], key: &str| median(runs.iter().map(|s| s.get(key)).collect());
+        let sys = |each: bool, key: &str| {
+            self.pieces
+                .get(&("counted", each))
+                .map_or(f64::NAN, |runs| med(runs, key))
+        };
+        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!(
+            "\n## Many sends or one\n\n\
+             The `pipelined` scenario (IPv4, 50 connections, 16 messages of 64 bytes in flight \
+             each) against `bench/src/bin/pieces.rs`: each message sent back by its own \
+             `Context::send` (**each**), or every whole message of a read in one send \
+             (**gathered**, by hand). Sends coalesce, so the first should cost what the second \
+             does. System calls per round trip are counted in runs of their own (`perf stat`).\n\n\
+             | | round trips/s | CPU ns/rt | syscalls/rt | writes (sendto, writev)/rt | reads (recvfrom)/rt |\n\
+             |---|---|---|---|---|---|\n\
+             | each | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} |\n\
+             | gathered | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} |\n\
+             | each / gathered | **{:.3}** ({lo:.2}–{hi:.2}) | | | | |\n",
+            med(each, "rt_per_s"),
+            med(each, "cpu_ns_per_op"),
+            sys(true, "sys:total"),
+            sys(true, "sys:sendto") + sys(true, "sys:writev"),
+            sys(true, "sys:recvfrom"),
+            med(gathered, "rt_per_s"),
+            med(gathered, "cpu_ns_per_op"),
+            sys(false, "sys:total"),
+            sys(false, "sys:sendto") + sys(false, "sys:writev"),
+            sys(false, "sys:recvfrom"),
+            median(ratios),
+        )
+    }
+
     fn runs(&self, si: usize, family: &'static str, server: &'static str) -> &[Sample] {
         self.results
             .get(&(si, family, server))
@@ -1061,6 +1305,8 @@ impl Report<'_> {
                 ));
             }
         }
+        m.push_str(&self.kv_section());
+        m.push_str(&self.pieces_section());
         m.push_str("\n## Latency (dualstack, µs)\n\n| scenario | family | p50 | p99 | p99.9 |\n|---|---|---|---|---|\n");
         for (si, sc) in SCENARIOS
             .iter()
