@@ -8,10 +8,13 @@
 //! Commands: PING [msg], ECHO, SET key value [EX seconds | PX milliseconds], GET, DEL,
 //! EXISTS, INCR, MGET, MSET, DBSIZE, FLUSHALL, COMMAND (an empty answer, enough for
 //! `redis-cli`), QUIT; any other gets Redis's "unknown command" error and the connection
-//! goes on. Requests come as arrays of bulk strings or inline (`PING\r\n`), pipelined, split
-//! at any byte. A bulk string longer than `--max-bulk` (default 512 MiB, as Redis), or a
-//! line longer than 64 KiB, gets an error and a close: nothing of the claimed size is ever
-//! allocated. Keys expire through the server's timers.
+//! goes on. Requests come as arrays of bulk strings or inline (`PING\r\n`, split at white
+//! space: Redis's quotes are not read), pipelined, split at any byte; a request in many reads
+//! is parsed once, on from where the last read left it. A bulk string longer than
+//! `--max-bulk` (default 512 MiB, as Redis), or a line longer than 64 KiB, gets an error and
+//! a close: nothing of the claimed size is ever allocated. A reply may be as long as the
+//! longest value (the output limit is set to it); an MGET whose reply would be longer gets
+//! `-ERR reply too large`. Keys expire through the server's timers.
 
 mod common;
 
@@ -39,6 +42,8 @@ struct Kv {
     /// The key each expiry timer removes.
     expiring: HashMap<TimerId, Vec<u8>>,
     max_bulk: usize,
+    /// The longest reply built (the output limit): a longer one is refused before it is.
+    max_reply: usize,
 }
 
 /// A decimal integer as Redis reads one: an optional `-`, digits, no leading zero.
@@ -51,63 +56,77 @@ fn integer(text: &[u8]) -> Option<i64> {
     std::str::from_utf8(text).ok()?.parse().ok()
 }
 
-/// Parses one request at the start of `buf` into `args`: `Ok(Some(len))` with its length,
-/// `Ok(None)` while it is incomplete, `Err` (Redis's words) for what no request begins with.
-fn request(
-    buf: &[u8],
-    max_bulk: usize,
-    args: &mut Vec<(usize, usize)>,
-) -> Result<Option<usize>, String> {
-    args.clear();
+/// How far the request at the start of a connection's input was parsed: the arguments
+/// found, where parsing goes on, how many are still to come (`None`: a request begins). A
+/// request that comes in many reads is parsed once, not again from its start at each.
+#[derive(Default)]
+struct Progress {
+    args: Vec<(usize, usize)>,
+    at: usize,
+    left: Option<i64>,
+}
+
+/// Parses the request at the start of `buf` on from where `p` says: `Ok(Some(len))` with its
+/// length and `p.args` its arguments, `Ok(None)` while it is incomplete, `Err` (Redis's
+/// words) for what no request begins with.
+fn request(buf: &[u8], max_bulk: usize, p: &mut Progress) -> Result<Option<usize>, String> {
     // The line at `at`: where its text ends (before CR LF, or LF), and where the next begins.
-    let line = |at: usize| match buf[at..]
+    let line = |at: usize, too_big: &str| match buf[at..]
         .iter()
         .take(MAX_LINE + 2)
         .position(|&b| b == b'\n')
     {
         Some(lf) if lf > 0 && buf[at + lf - 1] == b'\r' => Ok(Some((at + lf - 1, at + lf + 1))),
         Some(lf) => Ok(Some((at + lf, at + lf + 1))),
-        None if buf.len() - at > MAX_LINE + 1 => Err("too big inline request".to_owned()),
+        None if buf.len() - at > MAX_LINE + 1 => Err(too_big.to_owned()),
         None => Ok(None),
     };
-    let Some((end, next)) = line(0)? else {
-        return Ok(None);
-    };
-    if buf[0] != b'*' {
-        // Inline: words split by white space.
-        let mut start = 0;
-        for (i, b) in buf[..end].iter().chain(b" ").enumerate() {
-            if b.is_ascii_whitespace() {
-                if i > start {
-                    args.push((start, i));
-                }
-                start = i + 1;
-            }
-        }
-        return Ok(Some(next));
-    }
-    let count = integer(&buf[1..end])
-        .filter(|n| *n <= MAX_ARGS)
-        .ok_or("invalid multibulk length")?;
-    let mut at = next;
-    for _ in 0..count.max(0) {
-        let Some((end, next)) = line(at)? else {
+    if p.left.is_none() {
+        p.args.clear();
+        let too_big = match buf.first() {
+            Some(b'*') => "too big mbulk count string",
+            _ => "too big inline request",
+        };
+        let Some((end, next)) = line(0, too_big)? else {
             return Ok(None);
         };
-        if buf[at] != b'$' {
-            return Err(format!("expected '$', got '{}'", buf[at] as char));
+        if buf[0] != b'*' {
+            // Inline: words split by white space (Redis's quoting is not read).
+            let mut start = 0;
+            for (i, b) in buf[..end].iter().chain(b" ").enumerate() {
+                if b.is_ascii_whitespace() {
+                    if i > start {
+                        p.args.push((start, i));
+                    }
+                    start = i + 1;
+                }
+            }
+            return Ok(Some(next));
         }
-        let len = integer(&buf[at + 1..end])
+        let count = integer(&buf[1..end])
+            .filter(|n| *n <= MAX_ARGS)
+            .ok_or("invalid multibulk length")?;
+        (p.at, p.left) = (next, Some(count.max(0)));
+    }
+    while let Some(left @ 1..) = p.left {
+        let Some((end, next)) = line(p.at, "too big bulk count string")? else {
+            return Ok(None);
+        };
+        if buf[p.at] != b'$' {
+            return Err(format!("expected '$', got '{}'", buf[p.at] as char));
+        }
+        let len = integer(&buf[p.at + 1..end])
             .and_then(|n| usize::try_from(n).ok())
             .filter(|n| *n <= max_bulk)
             .ok_or("invalid bulk length")?;
         if buf.len() < next + len + 2 {
             return Ok(None); // the rest comes later: nothing of `len` is allocated
         }
-        args.push((next, next + len));
-        at = next + len + 2;
+        p.args.push((next, next + len));
+        (p.at, p.left) = (next + len + 2, Some(left - 1));
     }
-    Ok(Some(at))
+    p.left = None;
+    Ok(Some(p.at))
 }
 
 fn bulk(out: &mut Vec<u8>, value: Option<&[u8]>) {
@@ -198,8 +217,11 @@ impl Kv {
                             b"px" => Some(amount),
                             _ => return Err("-ERR syntax error\r\n".into()),
                         };
+                        // Redis's bounds: positive, and a Unix time in milliseconds then.
+                        let unix_ms = std::time::UNIX_EPOCH.elapsed().unwrap_or_default();
                         let ms = ms
                             .filter(|ms| *ms > 0)
+                            .filter(|ms| ms.checked_add(unix_ms.as_millis() as i64).is_some())
                             .ok_or("-ERR invalid expire time in 'set' command\r\n")?;
                         Some(Duration::from_millis(ms as u64))
                     }
@@ -248,6 +270,9 @@ impl Kv {
                 let _ = write!(out, "*{}\r\n", n - 1);
                 for key in &args[1..] {
                     bulk(out, self.get(key, now));
+                    if out.len() > self.max_reply {
+                        return Err("-ERR reply too large\r\n".into());
+                    }
                 }
             }
             b"mset" => {
@@ -258,6 +283,7 @@ impl Kv {
                 out.extend_from_slice(b"+OK\r\n");
             }
             b"dbsize" => {
+                arity(n == 1, "dbsize")?;
                 let _ = write!(out, ":{}\r\n", self.map.len());
             }
             b"flushall" => {
@@ -296,26 +322,48 @@ impl Kv {
 }
 
 impl Handler for Kv {
-    type State = ();
+    type State = Progress;
 
     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
         // One request at a time: while this client's replies wait for it to read them, its
         // input is held (shows nothing), and the rest waits in the server.
-        let (mut args, mut out) = (Vec::new(), Vec::new());
+        let Some(mut progress) = ctx.state_mut(conn).map(std::mem::take) else {
+            return;
+        };
+        self.serve(ctx, conn, input, &mut progress);
+        if let Some(state) = ctx.state_mut(conn) {
+            *state = progress; // a request's parsed part, for the next call
+        }
+    }
+
+    fn on_timer(&mut self, _: &mut Context<'_, Self>, timer: TimerId, _: u64) {
+        if let Some(key) = self.expiring.remove(&timer) {
+            self.map.remove(&key);
+        }
+    }
+}
+
+impl Kv {
+    fn serve(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &mut Input<'_>, p: &mut Progress) {
+        let mut out = Vec::new();
         loop {
             let buf = input.bytes();
-            match request(buf, self.max_bulk, &mut args) {
+            match request(buf, self.max_bulk, p) {
                 Ok(Some(len)) => {
-                    let argv: Vec<&[u8]> = args.iter().map(|&(a, b)| &buf[a..b]).collect();
+                    let argv: Vec<&[u8]> = p.args.iter().map(|&(a, b)| &buf[a..b]).collect();
                     out.clear();
                     match self.command(ctx, &argv, &mut out) {
                         Ok(quit) => {
-                            let _ = ctx.send(conn, &out);
+                            // Refused only when the client stopped reading its replies.
+                            if ctx.send(conn, &out).is_err() {
+                                return ctx.close(conn);
+                            }
                             if quit {
                                 ctx.close_after_flush(conn);
                             }
                         }
-                        Err(e) => drop(ctx.send(conn, e.as_bytes())),
+                        Err(e) if ctx.send(conn, e.as_bytes()).is_err() => return ctx.close(conn),
+                        Err(_) => {}
                     }
                     input.consume(len);
                 }
@@ -325,12 +373,6 @@ impl Handler for Kv {
                     return ctx.close_after_flush(conn);
                 }
             }
-        }
-    }
-
-    fn on_timer(&mut self, _: &mut Context<'_, Self>, timer: TimerId, _: u64) {
-        if let Some(key) = self.expiring.remove(&timer) {
-            self.map.remove(&key);
         }
     }
 }
@@ -350,15 +392,16 @@ fn main() {
         .extra("--max-bulk")
         .map_or(512 << 20, |v| common::count("kv", "--max-bulk", v));
     common::init_logging();
+    // A request may hold one bulk string of max_bulk bytes, with its headers; a reply
+    // (GET) one such value.
+    let largest = max_bulk.saturating_add(2 * MAX_LINE);
     let kv = Kv {
         map: HashMap::new(),
         expiring: HashMap::new(),
         max_bulk,
+        max_reply: largest.max(4 << 20),
     };
-    // A request may hold one bulk string of max_bulk bytes, with its headers.
-    let builder = opts
-        .builder()
-        .max_input(max_bulk.saturating_add(2 * MAX_LINE));
+    let builder = opts.builder().max_input(largest).max_queued(kv.max_reply);
     let mut server = common::bind("kv", builder, kv);
     common::stop_on_signals("kv", &signals, &server);
     common::announce("kv", &server);

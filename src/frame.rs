@@ -318,7 +318,8 @@ impl Framing for LengthPrefixed {
         if payload > self.max {
             return Err(too_long);
         }
-        let len = w + payload;
+        // A frame that could not be addressed (a maximum near usize::MAX) is too long.
+        let len = w.checked_add(payload).ok_or(too_long)?;
         Ok((buf.len() >= len).then_some(Frame::new(w, len, len)))
     }
 }
@@ -326,6 +327,17 @@ impl Framing for LengthPrefixed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review of #22: a peer's eight 0xff bytes under a maximum of `usize::MAX` overflowed
+    /// the frame's length (a panic in debug builds).
+    #[test]
+    fn a_length_past_the_address_space_is_too_long_not_an_overflow() {
+        let framing = LengthPrefixed::new(8, usize::MAX);
+        assert!(matches!(
+            framing.find(&[0xff; 8]),
+            Err(FrameError::TooLong { .. })
+        ));
+    }
 
     /// Feeds `stream` to `framing` split at every point, as a connection would receive it,
     /// taking frames as they complete; returns the payloads, or the first error, which

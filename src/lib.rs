@@ -27,7 +27,9 @@
 //!     type State = (); // what the server keeps per connection for the handler: nothing
 //!
 //!     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
-//!         let _ = ctx.send(conn, input.take_all()); // fails only if the connection is gone
+//!         // Refused only if the connection is gone, or its client stopped reading past the
+//!         // output limit (4 MiB; reading it stopped at 256 KiB): `SendError` says which.
+//!         let _ = ctx.send(conn, input.take_all());
 //!     }
 //! }
 //!
@@ -266,6 +268,9 @@ pub use socket2;
 /// What a server author needs, in one import: `use dualstack::prelude::*;`.
 pub mod prelude {
     pub use crate::frame::{Delimited, FrameError, Framing, LengthPrefixed, Lines};
-    pub use crate::{CloseReason, ConnId, ConnInfo, Context, Handler, Input, Server, ServerHandle};
+    pub use crate::{
+        CloseReason, ConnId, ConnInfo, Context, Handler, Input, SendError, Server, ServerHandle,
+        TimerId,
+    };
 }
 pub use socket::{ListenAddr, Peer, UnixPeer};

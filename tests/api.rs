@@ -366,3 +366,148 @@ fn a_pause_holds_the_unused_input_until_reading_resumes() {
     let lines: Vec<&[u8]> = server.handler().lines.iter().map(Vec::as_slice).collect();
     assert_eq!(lines, [&b"a"[..], b"b", b"c", b"d"]);
 }
+
+/// Sends one line per byte of input, counting refusals.
+#[derive(Default)]
+struct Burst {
+    refused: usize,
+}
+
+impl Handler for Burst {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        for _ in input.take_all() {
+            if ctx.send(conn, b"a reply of some thirty bytes.\n").is_err() {
+                self.refused += 1;
+            }
+        }
+    }
+}
+
+/// Issue #22 (new-user trial): with `max_queued` at 64 KiB, a burst of replies to a client
+/// that reads is delivered whole: before refusing, the queue is offered to the kernel, so
+/// the limit counts only what the peer has not taken. (It refused the send that crossed the
+/// limit while the queue merely waited for the read's end, cutting off clients that read.)
+/// A limit below the default water marks also moves them, instead of failing `bind`.
+#[test]
+fn a_small_queue_limit_holds_only_what_the_peer_has_not_taken() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .max_queued(64 * 1024)
+        .bind(Burst::default())
+        .expect("a limit below the default high-water mark is taken, the marks follow it");
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let mut client = util::connect(addr);
+    // Small enough that the client's socket takes all the replies (30 bytes each) without
+    // reading, large enough that one read's replies pass the limit.
+    let requests = 2500;
+    client.write_all(&vec![b'x'; requests]).unwrap();
+    let want = requests * 30;
+    let mut got = 0;
+    let mut buf = vec![0; 64 * 1024];
+    client.set_nonblocking(true).unwrap();
+    step_until(&mut server, "every reply", |s| {
+        while let Ok(n) = client.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got >= want || s.handler().refused > 0
+    });
+    assert_eq!(
+        server.handler().refused,
+        0,
+        "a send to a reading client was refused"
+    );
+    assert_eq!(got, want);
+}
+
+/// Answers each line with `[line]\n`; a line `p` pauses and resumes reading in the same call.
+struct PauseResume;
+
+impl Handler for PauseResume {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        while let Ok(Some(line)) = input.next_frame(&LINE) {
+            let _ = ctx.send(conn, &[b"[", line, b"]\n"].concat());
+            if line == b"p" {
+                ctx.pause_reading(conn);
+                ctx.resume_reading(conn);
+            }
+        }
+    }
+}
+
+/// Reads from a non-blocking `client` while stepping `server`, until `want` bytes came.
+#[track_caller]
+fn read_while_stepping<H: Handler>(
+    server: &mut Server<H>,
+    client: &mut TcpStream,
+    want: usize,
+) -> Vec<u8> {
+    client.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    step_until(server, "the replies", |_| {
+        while let Ok(n) = client.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.len() >= want
+    });
+    got
+}
+
+/// Review of #22: a hold released during the very call that set it (a pause and a resume)
+/// after a read that drained the socket leaves the kept lines to be offered at once. (They
+/// waited for the peer's next bytes, which a client waiting for its replies never sends.)
+#[test]
+fn a_pause_and_resume_in_one_call_leaves_nothing_stranded() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(PauseResume)
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let mut client = util::connect(addr);
+    client.write_all(b"p\nx\ny\n").unwrap();
+    let want = b"[p]\n[x]\n[y]\n";
+    let got = read_while_stepping(&mut server, &mut client, want.len());
+    assert_eq!(got, want);
+}
+
+/// Answers each line with 1 KiB.
+struct Kilo;
+
+impl Handler for Kilo {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        while let Ok(Some(_)) = input.next_frame(&LINE) {
+            let _ = ctx.send(conn, &[b'k'; 1024]);
+        }
+    }
+}
+
+/// Review of #22: input held because the client's replies wait for it is not input the
+/// handler declined: with `max_input` far below what the client pipelines, the client is
+/// held and served, not closed with `InputLimit`.
+#[test]
+fn held_input_does_not_count_against_the_input_limit() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .max_input(4096)
+        .bind(Kilo)
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    // A small window: the kernel takes little, so the queue backs up and holds the input.
+    let mut client = util::connect_small_window(addr);
+    let requests = 20_000;
+    client.write_all(&b"g\n".repeat(requests)).unwrap();
+    let got = read_while_stepping(&mut server, &mut client, requests * 1024);
+    assert_eq!(got.len(), requests * 1024);
+}

@@ -160,6 +160,9 @@ fn script() -> Vec<Vec<u8>> {
         &["SET", "t", "v", "EX", "100"],
         &["SET", "t", "v", "PX", "0"],
         &["SET", "t", "v", "EX", "x"],
+        &["SET", "t", "v", "PX", "9223372036854775807"], // past i64 once now is added
+        &["SET", "t", "v", "EX", "9223372036854775"],
+        &["DBSIZE", "extra"],
         &["SET", "t", "v", "XX", "1"],
         &["SET", "t"],
         &["GET"],
@@ -288,6 +291,15 @@ fn oversized_requests_get_an_error_and_a_close_without_an_allocation_of_their_si
     let mut long = vec![b'x'; 70 * 1024];
     long.extend(b"\r\n");
     closed_after(&long, "-ERR Protocol error: too big inline request\r\n");
+    // A header line of 64 KiB and no end: Redis's words for it.
+    closed_after(
+        &[&b"*"[..], &[b'1'; 70_000]].concat(),
+        "-ERR Protocol error: too big mbulk count string\r\n",
+    );
+    closed_after(
+        &[&b"*1\r\n$"[..], &[b'1'; 70_000]].concat(),
+        "-ERR Protocol error: too big bulk count string\r\n",
+    );
     closed_after(
         b"*2\r\n+x\r\n",
         "-ERR Protocol error: expected '$', got '+'\r\n",
@@ -322,6 +334,26 @@ fn oversized_requests_get_an_error_and_a_close_without_an_allocation_of_their_si
     );
     let still = exchange(server.addr, &resp(&["PING"]), usize::MAX, 1);
     assert_eq!(still, [b"+PONG\r\n".to_vec()]);
+}
+
+/// Issue #22 (review): a value longer than the default limit on queued output (4 MiB) comes
+/// back whole from GET. (The reply was refused and the refusal ignored: the client waited
+/// for ever.)
+#[test]
+fn a_value_larger_than_the_default_output_limit_comes_back_whole() {
+    let server = kv(&[]);
+    let value = "v".repeat(5 << 20);
+    let mut requests = resp(&["SET", "big", &value]);
+    requests.extend(resp(&["GET", "big"]));
+    let replies = exchange(server.addr, &requests, usize::MAX, 2);
+    assert_eq!(replies[0], b"+OK\r\n");
+    let want = format!("${}\r\n{value}\r\n", value.len());
+    assert!(
+        replies[1] == want.as_bytes(),
+        "GET gave {} bytes, not the {} of the value's reply",
+        replies[1].len(),
+        want.len()
+    );
 }
 
 /// Issue #22: `EX` and `PX` expire keys through the server's timers: gone for GET once due,

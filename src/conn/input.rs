@@ -2,7 +2,6 @@
 //! [`Handler::on_data`](crate::Handler::on_data) sees), and where the reactor keeps it
 //! between reads ([`Kept`]).
 
-use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::frame::{FrameError, Framing};
@@ -79,7 +78,9 @@ impl<'a> Input<'a> {
         self.bytes().len()
     }
 
-    /// Whether no byte is left to use (or the input is held).
+    /// Whether no byte is left to use, or the input is held (which shows nothing): ask
+    /// [`is_held`](Input::is_held) first to tell input held back from no partial request
+    /// waiting.
     pub fn is_empty(&self) -> bool {
         self.bytes().is_empty()
     }
@@ -90,7 +91,10 @@ impl<'a> Input<'a> {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// Marks the next `n` bytes used (all that are left, if `n` is more).
+    /// Marks the next `n` bytes used (all that are left, if `n` is more). It counts also
+    /// while the input is held, so a handler may parse a request from
+    /// [`bytes`](Input::bytes), send its reply (which may be what holds the input), and then
+    /// consume it.
     pub fn consume(&mut self, n: usize) {
         self.used += n.min(self.bytes.len() - self.used);
     }
@@ -165,9 +169,13 @@ impl<'a> Input<'a> {
     }
 }
 
+/// Kept bytes in a buffer larger than this, and under a quarter of it, move to one their
+/// size once some are used.
+const SHRINK_ABOVE: usize = 16 * 1024;
+
 /// The bytes of a connection the handler has not used yet, kept between reads: `buf[start..]`.
-/// Reads go straight into its spare room while it holds anything, so bytes are copied into
-/// it once, when a read leaves some unused, and never again.
+/// While it holds anything, what a read brings is added to it; it grows by what it holds,
+/// not by the size of a read.
 ///
 /// # Invariant
 ///
@@ -208,27 +216,23 @@ impl Kept {
         self.start += n.min(self.len());
         if self.is_empty() {
             self.clear();
+        } else if self.buf.capacity() > SHRINK_ABOVE && self.len() <= self.buf.capacity() / 4 {
+            // Most of a large buffer was used: what is left moves to one its size, so a
+            // partial frame after a large request does not pin the request's buffer.
+            self.buf = self.bytes().to_vec();
+            self.start = 0;
         }
     }
 
-    /// Reads once from `source` into the room after the kept bytes (making `room` bytes of
-    /// it, first moving the kept bytes to the front when the used prefix is at least half the
-    /// buffer). Returns what the read returned.
-    pub(crate) fn read_from(
-        &mut self,
-        source: &mut impl io::Read,
-        room: usize,
-    ) -> io::Result<usize> {
+    /// Adds bytes that came after the kept ones (first moving the kept bytes to the front
+    /// when the used prefix is at least half the buffer). The buffer grows only by what is
+    /// added, doubling at most, so a few kept bytes pin a few bytes.
+    pub(crate) fn append(&mut self, more: &[u8]) {
         if self.start > 0 && self.start >= self.buf.len() / 2 {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + room, 0);
-        let result = source.read(&mut self.buf[len..]);
-        let n = *result.as_ref().unwrap_or(&0);
-        self.buf.truncate(len + n);
-        result
+        self.buf.extend_from_slice(more);
     }
 
     /// Drops everything kept; returns how many bytes that was.
@@ -315,18 +319,35 @@ mod tests {
     }
 
     #[test]
-    fn kept_bytes_are_read_into_and_freed_when_used() {
+    fn kept_bytes_grow_by_what_comes_and_are_freed_when_used() {
         let mut kept = Kept::default();
         kept.keep(b"par");
-        let mut source: &[u8] = b"tial line";
-        assert_eq!(kept.read_from(&mut source, 4).unwrap(), 4);
+        kept.append(b"tial");
         assert_eq!(kept.bytes(), b"partial");
+        assert!(
+            kept.capacity() < 64,
+            "a few kept bytes pinned {} bytes",
+            kept.capacity()
+        );
         kept.consume(3);
         assert_eq!(kept.bytes(), b"tial");
-        assert_eq!(kept.read_from(&mut source, 64).unwrap(), 5);
+        kept.append(b" line");
         assert_eq!(kept.bytes(), b"tial line");
         kept.consume(100);
         assert!(kept.is_empty());
         assert_eq!(kept.capacity(), 0, "an idle connection must own no buffer");
+    }
+
+    #[test]
+    fn a_large_buffer_mostly_used_shrinks_to_what_is_left() {
+        let mut kept = Kept::default();
+        kept.keep(&[b'x'; 1 << 20]);
+        kept.consume((1 << 20) - 10);
+        assert_eq!(kept.bytes(), &[b'x'; 10]);
+        assert!(
+            kept.capacity() < 1024,
+            "10 bytes pinned {}",
+            kept.capacity()
+        );
     }
 }

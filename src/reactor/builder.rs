@@ -38,6 +38,8 @@ pub struct ServerBuilder {
     specs: Vec<(Result<ListenSpec, ParseError>, Option<ProxyProtocol>)>,
     listen: ListenConfig,
     limits: Limits,
+    /// The water marks were set by the caller: `max_queued` no longer moves them.
+    water_set: bool,
 }
 
 impl Default for ServerBuilder {
@@ -56,6 +58,7 @@ impl ServerBuilder {
             specs: Vec::new(),
             listen: ListenConfig::new(),
             limits: Limits::default(),
+            water_set: false,
         }
     }
 
@@ -192,17 +195,31 @@ impl ServerBuilder {
 
     /// Backpressure: stop reading a connection when more than `high` bytes are queued for
     /// it, read again when it is down to `low` (defaults 256 KiB and 64 KiB).
+    ///
+    /// `high` may not be above [`max_queued`](ServerBuilder::max_queued), nor `low` above
+    /// `high`: [`bind`](ServerBuilder::bind) refuses that.
     pub fn water_marks(mut self, low: usize, high: usize) -> ServerBuilder {
         self.limits.low_water = low;
         self.limits.high_water = high;
+        self.water_set = true;
         self
     }
 
-    /// The hard limit of queued output per connection (default 4 MiB): a
-    /// [`send`](crate::Context::send) beyond it fails with
-    /// [`SendError::QueueFull`](crate::SendError::QueueFull).
+    /// The hard limit of output queued for one connection that its peer has not taken
+    /// (default 4 MiB): a [`send`](crate::Context::send) that would pass it fails with
+    /// [`SendError::QueueFull`](crate::SendError::QueueFull). Before refusing, the queue is
+    /// offered to the kernel, so output merely waiting for the turn's end never counts
+    /// against a peer that reads; a single send longer than the limit is always refused.
+    ///
+    /// Unless [`water_marks`](ServerBuilder::water_marks) set them, the water marks follow a
+    /// limit below their defaults: high becomes the limit, low a quarter of it.
     pub fn max_queued(mut self, bytes: usize) -> ServerBuilder {
         self.limits.max_queued = bytes;
+        if !self.water_set {
+            let default = Limits::default();
+            self.limits.high_water = default.high_water.min(bytes);
+            self.limits.low_water = default.low_water.min(self.limits.high_water / 4);
+        }
         self
     }
 
@@ -210,7 +227,8 @@ impl ServerBuilder {
     /// not use stay for the next call (a request split over reads), up to this; past it the
     /// connection is closed with [`CloseReason::InputLimit`](crate::CloseReason::InputLimit).
     /// Set it above the largest request the protocol accepts (its largest frame); memory per
-    /// connection is bounded by it, plus one read.
+    /// connection is bounded by about twice it plus one read (the buffer grows by doubling);
+    /// input held back while the client's replies wait does not count against it.
     pub fn max_input(mut self, bytes: usize) -> ServerBuilder {
         self.limits.max_input = bytes;
         self

@@ -38,8 +38,9 @@ use crate::socket::{ListenAddr, Peer};
 ///     type State = (); // nothing kept per connection
 ///
 ///     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
-///         // Fails only when the connection is gone (reported to on_close anyway) or far
-///         // over its output limit, which one read's worth cannot be.
+///         // Refused only when the connection is gone (on_close hears of it) or its client
+///         // stopped reading past the output limit: reading it stops long before that (the
+///         // high-water mark), so an echo, which sends what it read, never meets the limit.
 ///         let _ = ctx.send(conn, input.take_all());
 ///     }
 /// }
@@ -437,7 +438,8 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
         self.core.set_conn_timer(conn, delay, value)
     }
 
-    /// Cancels a timer of either kind; returns whether it was still pending.
+    /// Cancels a timer of either kind; returns whether it was still pending. A cancelled
+    /// timer never fires, even one already due in this turn.
     pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
         self.core.cancel_timer(timer)
     }

@@ -29,9 +29,12 @@ pub enum SendError {
     /// The connection is closed, closing, or its writing side was shut down.
     Closed,
     /// Queuing the bytes would pass the connection's hard limit on queued output
-    /// ([`ServerBuilder::max_queued`](crate::ServerBuilder::max_queued)).
+    /// ([`ServerBuilder::max_queued`](crate::ServerBuilder::max_queued)), even after the
+    /// queue was offered to the kernel: the peer is not reading fast enough, or the bytes
+    /// alone are longer than the limit. The connection stays open; a handler usually closes
+    /// it, or sends again after [`on_drained`](crate::Handler::on_drained).
     QueueFull {
-        /// Bytes already queued.
+        /// Bytes already queued, which the kernel did not take.
         queued: usize,
         /// The limit.
         limit: usize,
@@ -124,6 +127,18 @@ impl Core {
         }
         if data.is_empty() {
             return Ok(());
+        }
+        if conn.out.len() + data.len() > limits.max_queued && !conn.writable {
+            // Part of the queue may only be waiting for the read's or turn's end: offered to
+            // the kernel now, the limit holds only what the peer has not taken (a limit at
+            // or below FLUSH_AT refused a burst to a peer that reads).
+            self.flush(id);
+        }
+        let Some(conn) = conn_mut(&mut self.conns, id) else {
+            return Err(SendError::Closed);
+        };
+        if !conn.sendable() {
+            return Err(SendError::Closed);
         }
         let queued = conn.out.len();
         if queued + data.len() > limits.max_queued {

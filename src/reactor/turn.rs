@@ -203,14 +203,12 @@ impl<H: Handler> Server<H> {
             if drained {
                 return;
             }
-            // Into the loop's buffer, or, while input is kept, straight after it.
+            // Into the loop's buffer; while input is kept, what came is added to it (a
+            // read straight into the kept buffer made room for a whole read, and two kept
+            // bytes pinned 64 KiB per connection).
             let room = self.buf.len();
             let fresh = conn.input.is_empty();
-            let result = if fresh {
-                conn.stream.read(&mut self.buf)
-            } else {
-                conn.input.read_from(&mut conn.stream, room)
-            };
+            let result = conn.stream.read(&mut self.buf);
             match result {
                 Ok(0) => {
                     conn.recv = crate::conn::Recv::Done;
@@ -226,10 +224,17 @@ impl<H: Handler> Server<H> {
                     self.core.listeners[conn.listener as usize].stats.bytes_in += n as u64;
                     let drained = short_read_drains && n < room;
                     if !fresh {
-                        self.core.total_kept += n; // read into the kept bytes
+                        conn.input.append(&self.buf[..n]);
+                        self.core.total_kept += n;
                     }
                     self.deliver(id, fresh.then_some(n));
-                    if drained {
+                    // A hold the handler released during the call (a pause and a resume, a
+                    // send that wrote its own queue) leaves kept bytes to offer: the loop's
+                    // top does it, though the socket is drained (else they waited for the
+                    // peer's next bytes, which a request/reply client never sends).
+                    if drained
+                        && !core::conn_mut(&mut self.core.conns, id).is_some_and(|c| c.offer_kept)
+                    {
                         return;
                     }
                     budget = budget.saturating_sub(n);
@@ -290,7 +295,11 @@ impl<H: Handler> Server<H> {
         }
         let kept = conn.input.len();
         self.core.total_kept = self.core.total_kept - kept_before + kept;
-        if kept > max_input && conn.life.open() {
+        // Input the handler was not shown (held: its replies wait for the peer to read
+        // them) is not input it declined: an amplifying client is held, not cut off. Memory
+        // stays bounded, as a held connection is not read.
+        let was_held = held.load(std::sync::atomic::Ordering::Relaxed);
+        if kept > max_input && conn.life.open() && !was_held {
             log::debug!("{id}: {kept} bytes of input unused, more than the {max_input} kept");
             self.core.request_close(
                 id,
