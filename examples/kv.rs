@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use dualstack::{ConnId, Context, Handler, Input, TimerId};
+use dualstack::{ConnId, Context, Handler, Input, Sender, TimerId};
 
 /// The longest line (an inline request, a `*` or `$` header), and the most arguments of one
 /// request, as Redis.
@@ -35,7 +35,7 @@ struct Entry {
     expiry: Option<(Instant, TimerId)>,
 }
 
-type Ctx<'a> = Context<'a, Kv>;
+type Ctx<'a> = Sender<'a>;
 
 struct Kv {
     map: HashMap<Vec<u8>, Entry>,
@@ -327,32 +327,17 @@ impl Handler for Kv {
     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
         // One request at a time: while this client's replies wait for it to read them, its
         // input is held (shows nothing), and the rest waits in the server.
-        let Some(mut progress) = ctx.state_mut(conn).map(std::mem::take) else {
+        let Some((progress, mut ctx)) = ctx.split(conn) else {
             return;
         };
-        self.serve(ctx, conn, input, &mut progress);
-        if let Some(state) = ctx.state_mut(conn) {
-            *state = progress; // a request's parsed part, for the next call
-        }
-    }
-
-    fn on_timer(&mut self, _: &mut Context<'_, Self>, timer: TimerId, _: u64) {
-        if let Some(key) = self.expiring.remove(&timer) {
-            self.map.remove(&key);
-        }
-    }
-}
-
-impl Kv {
-    fn serve(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &mut Input<'_>, p: &mut Progress) {
         let mut out = Vec::new();
         loop {
             let buf = input.bytes();
-            match request(buf, self.max_bulk, p) {
+            match request(buf, self.max_bulk, progress) {
                 Ok(Some(len)) => {
-                    let argv: Vec<&[u8]> = p.args.iter().map(|&(a, b)| &buf[a..b]).collect();
+                    let argv: Vec<&[u8]> = progress.args.iter().map(|&(a, b)| &buf[a..b]).collect();
                     out.clear();
-                    match self.command(ctx, &argv, &mut out) {
+                    match self.command(&mut ctx, &argv, &mut out) {
                         Ok(quit) => {
                             // Refused only when the client stopped reading its replies.
                             if ctx.send(conn, &out).is_err() {
@@ -367,12 +352,18 @@ impl Kv {
                     }
                     input.consume(len);
                 }
-                Ok(None) => return,
+                Ok(None) => return, // the rest comes later; `progress` keeps how far it got
                 Err(e) => {
                     let _ = ctx.send(conn, format!("-ERR Protocol error: {e}\r\n").as_bytes());
                     return ctx.close_after_flush(conn);
                 }
             }
+        }
+    }
+
+    fn on_timer(&mut self, _: &mut Context<'_, Self>, timer: TimerId, _: u64) {
+        if let Some(key) = self.expiring.remove(&timer) {
+            self.map.remove(&key);
         }
     }
 }

@@ -511,3 +511,42 @@ fn held_input_does_not_count_against_the_input_limit() {
     let got = read_while_stepping(&mut server, &mut client, requests * 1024);
     assert_eq!(got.len(), requests * 1024);
 }
+
+/// Answers a line too long with an error line, then closes once it is written.
+struct TooLong;
+
+impl Handler for TooLong {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        if input.next_frame(&LINE).is_err() {
+            let _ = ctx.send(conn, b"ERR line too long\n");
+            ctx.close_after_flush(conn);
+        }
+    }
+}
+
+/// New-user trial of #22: a close after the error line, with the rest of the client's long
+/// line still unread in the kernel, ends in a FIN after the line, not a reset (a socket
+/// closed with unread input resets, and the peer may lose what it had not read yet).
+#[test]
+fn an_error_line_then_a_close_arrives_whole_though_input_was_unread() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(TooLong)
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let mut client = util::connect(addr);
+    // Whole in the server's kernel before it reads (loopback takes 100 KB at once); the
+    // server reads 64 KiB of it, refuses the line, and closes with the rest unread.
+    client.write_all(&[b'x'; 100 * 1024]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    step_until(&mut server, "the close", |s| {
+        s.stats().total.open == 0 && s.stats().total.accepted == 1
+    });
+    client.set_nonblocking(false).unwrap();
+    let mut got = Vec::new();
+    let end = client.read_to_end(&mut got);
+    assert_eq!(String::from_utf8_lossy(&got), "ERR line too long\n");
+    assert!(end.is_ok(), "the stream ended in {end:?}, not a FIN");
+}

@@ -209,7 +209,9 @@ impl ServerBuilder {
     /// (default 4 MiB): a [`send`](crate::Context::send) that would pass it fails with
     /// [`SendError::QueueFull`](crate::SendError::QueueFull). Before refusing, the queue is
     /// offered to the kernel, so output merely waiting for the turn's end never counts
-    /// against a peer that reads; a single send longer than the limit is always refused.
+    /// against a peer that reads; a single send longer than the limit is always refused. The
+    /// kernel's send buffer holds more on top (megabytes, as it tunes itself); bound it with
+    /// `SO_SNDBUF` through [`Context::socket`](crate::Context::socket) where that matters.
     ///
     /// Unless [`water_marks`](ServerBuilder::water_marks) set them, the water marks follow a
     /// limit below their defaults: high becomes the limit, low a quarter of it.

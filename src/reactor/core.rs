@@ -348,6 +348,11 @@ impl Core {
         let Some(conn) = self.get(id) else { return };
         debug_assert!(conn.out.is_empty(), "request_close drops the queue");
         let mut conn = self.conns.remove(id.key);
+        if matches!(reason, CloseReason::Closed | CloseReason::Shutdown)
+            && conn.recv != crate::conn::Recv::Done
+        {
+            discard_unread(&mut conn.stream);
+        }
         // epoll and kqueue drop a descriptor from their sets when it is closed (epoll(7),
         // kqueue(2)), so there the deregister syscall would only add cost; elsewhere mio
         // requires it.
@@ -433,4 +438,25 @@ pub(crate) fn app_token(token: Token) -> io::Result<Token> {
             format!("application tokens must be at most {}", token::MAX_VALUE),
         )
     })
+}
+
+/// The most unread input a close discards: beyond it, the close may reset.
+const DISCARD_AT_CLOSE: usize = 256 * 1024;
+
+/// Reads and drops what the peer sent that was never read (input held, a request after the
+/// last one served), up to [`DISCARD_AT_CLOSE`]: a socket closed with unread bytes sends a
+/// reset instead of a FIN (RFC 2525, 2.17), and the peer's kernel may discard the replies
+/// it has not yet handed to its application (a `close_after_flush` error line lost). What
+/// arrives after the close can still draw a reset; a lingering close would need a deadline.
+fn discard_unread(stream: &mut impl io::Read) {
+    let mut scratch = [0u8; 16 * 1024];
+    let mut left = DISCARD_AT_CLOSE;
+    while left > 0 {
+        match stream.read(&mut scratch) {
+            Ok(0) => return,
+            Ok(n) => left = left.saturating_sub(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }

@@ -502,8 +502,9 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
     }
 }
 
-/// The sending half of a [`Context`], lent by [`Context::split`] beside one connection's
-/// value: send to any connection, see what is queued, close.
+/// The rest of a [`Context`], lent by [`Context::split`] beside one connection's value:
+/// everything but the handler's values (send to any connection, close, pause, timers, the
+/// turn's time).
 pub struct Sender<'a> {
     core: &'a mut Core,
 }
@@ -547,5 +548,35 @@ impl Sender<'_> {
     /// As [`Context::close_after_flush`].
     pub fn close_after_flush(&mut self, conn: ConnId) {
         self.core.close_after_flush(conn);
+    }
+
+    /// As [`Context::pause_reading`].
+    pub fn pause_reading(&mut self, conn: ConnId) {
+        self.core.set_paused(conn, true);
+    }
+
+    /// As [`Context::resume_reading`].
+    pub fn resume_reading(&mut self, conn: ConnId) {
+        self.core.set_paused(conn, false);
+    }
+
+    /// As [`Context::set_timer`].
+    pub fn set_timer(&mut self, delay: Duration, value: u64) -> TimerId {
+        self.core.set_timer(delay, value)
+    }
+
+    /// As [`Context::set_conn_timer`].
+    pub fn set_conn_timer(&mut self, conn: ConnId, delay: Duration, value: u64) -> Option<TimerId> {
+        self.core.set_conn_timer(conn, delay, value)
+    }
+
+    /// As [`Context::cancel_timer`].
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.core.cancel_timer(timer)
+    }
+
+    /// As [`Context::now`].
+    pub fn now(&self) -> Instant {
+        self.core.now()
     }
 }

@@ -21,6 +21,8 @@ use tokio::net::TcpStream;
 const MAX_LINE: usize = 64 * 1024;
 const MAX_ARGS: i64 = 1024 * 1024;
 const MAX_BULK: usize = 512 << 20;
+/// The longest reply built (kv's output limit: one value of the longest bulk string).
+const MAX_REPLY: usize = MAX_BULK + 2 * MAX_LINE;
 
 struct Entry {
     value: Vec<u8>,
@@ -48,59 +50,77 @@ fn integer(text: &[u8]) -> Option<i64> {
     std::str::from_utf8(text).ok()?.parse().ok()
 }
 
-/// Parses one request at the start of `buf` into `args`: `Ok(Some(len))` with its length,
-/// `Ok(None)` while it is incomplete, `Err` (Redis's words) for what no request begins with.
-fn request(buf: &[u8], args: &mut Vec<(usize, usize)>) -> Result<Option<usize>, String> {
-    args.clear();
+/// How far the request at the start of a connection's input was parsed: the arguments
+/// found, where parsing goes on, how many are still to come (`None`: a request begins). A
+/// request that comes in many reads is parsed once, not again from its start at each.
+#[derive(Default)]
+struct Progress {
+    args: Vec<(usize, usize)>,
+    at: usize,
+    left: Option<i64>,
+}
+
+/// Parses the request at the start of `buf` on from where `p` says: `Ok(Some(len))` with its
+/// length and `p.args` its arguments, `Ok(None)` while it is incomplete, `Err` (Redis's
+/// words) for what no request begins with.
+fn request(buf: &[u8], p: &mut Progress) -> Result<Option<usize>, String> {
     // The line at `at`: where its text ends (before CR LF, or LF), and where the next begins.
-    let line = |at: usize| match buf[at..]
+    let line = |at: usize, too_big: &str| match buf[at..]
         .iter()
         .take(MAX_LINE + 2)
         .position(|&b| b == b'\n')
     {
         Some(lf) if lf > 0 && buf[at + lf - 1] == b'\r' => Ok(Some((at + lf - 1, at + lf + 1))),
         Some(lf) => Ok(Some((at + lf, at + lf + 1))),
-        None if buf.len() - at > MAX_LINE + 1 => Err("too big inline request".to_owned()),
+        None if buf.len() - at > MAX_LINE + 1 => Err(too_big.to_owned()),
         None => Ok(None),
     };
-    let Some((end, next)) = line(0)? else {
-        return Ok(None);
-    };
-    if buf[0] != b'*' {
-        // Inline: words split by white space.
-        let mut start = 0;
-        for (i, b) in buf[..end].iter().chain(b" ").enumerate() {
-            if b.is_ascii_whitespace() {
-                if i > start {
-                    args.push((start, i));
-                }
-                start = i + 1;
-            }
-        }
-        return Ok(Some(next));
-    }
-    let count = integer(&buf[1..end])
-        .filter(|n| *n <= MAX_ARGS)
-        .ok_or("invalid multibulk length")?;
-    let mut at = next;
-    for _ in 0..count.max(0) {
-        let Some((end, next)) = line(at)? else {
+    if p.left.is_none() {
+        p.args.clear();
+        let too_big = match buf.first() {
+            Some(b'*') => "too big mbulk count string",
+            _ => "too big inline request",
+        };
+        let Some((end, next)) = line(0, too_big)? else {
             return Ok(None);
         };
-        if buf[at] != b'$' {
-            return Err(format!("expected '$', got '{}'", buf[at] as char));
+        if buf[0] != b'*' {
+            // Inline: words split by white space (Redis's quoting is not read).
+            let mut start = 0;
+            for (i, b) in buf[..end].iter().chain(b" ").enumerate() {
+                if b.is_ascii_whitespace() {
+                    if i > start {
+                        p.args.push((start, i));
+                    }
+                    start = i + 1;
+                }
+            }
+            return Ok(Some(next));
         }
-        let len = integer(&buf[at + 1..end])
+        let count = integer(&buf[1..end])
+            .filter(|n| *n <= MAX_ARGS)
+            .ok_or("invalid multibulk length")?;
+        (p.at, p.left) = (next, Some(count.max(0)));
+    }
+    while let Some(left @ 1..) = p.left {
+        let Some((end, next)) = line(p.at, "too big bulk count string")? else {
+            return Ok(None);
+        };
+        if buf[p.at] != b'$' {
+            return Err(format!("expected '$', got '{}'", buf[p.at] as char));
+        }
+        let len = integer(&buf[p.at + 1..end])
             .and_then(|n| usize::try_from(n).ok())
             .filter(|n| *n <= MAX_BULK)
             .ok_or("invalid bulk length")?;
         if buf.len() < next + len + 2 {
-            return Ok(None);
+            return Ok(None); // the rest comes later: nothing of `len` is allocated
         }
-        args.push((next, next + len));
-        at = next + len + 2;
+        p.args.push((next, next + len));
+        (p.at, p.left) = (next + len + 2, Some(left - 1));
     }
-    Ok(Some(at))
+    p.left = None;
+    Ok(Some(p.at))
 }
 
 fn bulk(out: &mut Vec<u8>, value: Option<&[u8]>) {
@@ -192,8 +212,11 @@ impl Db {
                             b"px" => Some(amount),
                             _ => return Err("-ERR syntax error\r\n".into()),
                         };
+                        // Redis's bounds: positive, and a Unix time in milliseconds then.
+                        let unix_ms = std::time::UNIX_EPOCH.elapsed().unwrap_or_default();
                         let ms = ms
                             .filter(|ms| *ms > 0)
+                            .filter(|ms| ms.checked_add(unix_ms.as_millis() as i64).is_some())
                             .ok_or("-ERR invalid expire time in 'set' command\r\n")?;
                         Some(Duration::from_millis(ms as u64))
                     }
@@ -242,6 +265,9 @@ impl Db {
                 let _ = write!(out, "*{}\r\n", n - 1);
                 for key in &args[1..] {
                     bulk(out, self.get(key, now));
+                    if out.len() > MAX_REPLY {
+                        return Err("-ERR reply too large\r\n".into());
+                    }
                 }
             }
             b"mset" => {
@@ -252,6 +278,7 @@ impl Db {
                 out.extend_from_slice(b"+OK\r\n");
             }
             b"dbsize" => {
+                arity(n == 1, "dbsize")?;
                 let _ = write!(out, ":{}\r\n", self.map.len());
             }
             b"flushall" => {
@@ -291,14 +318,15 @@ impl Db {
 async fn serve(stream: TcpStream, db: Shared) -> io::Result<()> {
     let (mut reader, writer) = stream.into_split();
     let mut writer = BufWriter::new(writer);
-    let (mut buf, mut args, mut out) = (Vec::with_capacity(64 * 1024), Vec::new(), Vec::new());
+    let (mut buf, mut out) = (Vec::with_capacity(64 * 1024), Vec::new());
+    let mut progress = Progress::default();
     loop {
         let mut used = 0;
         loop {
-            match request(&buf[used..], &mut args) {
+            match request(&buf[used..], &mut progress) {
                 Ok(Some(len)) => {
                     let req = &buf[used..used + len];
-                    let argv: Vec<&[u8]> = args.iter().map(|&(a, b)| &req[a..b]).collect();
+                    let argv: Vec<&[u8]> = progress.args.iter().map(|&(a, b)| &req[a..b]).collect();
                     out.clear();
                     let quit = db.lock().unwrap().command(&db, &argv, &mut out);
                     match quit {
