@@ -150,13 +150,16 @@ impl Kv {
     }
 
     fn set(&mut self, ctx: &mut Ctx<'_>, key: &[u8], value: Vec<u8>, ttl: Option<Duration>) {
-        self.del(ctx, key);
         let expiry = ttl.map(|ttl| {
             let timer = ctx.set_timer(ttl, 0);
             self.expiring.insert(timer, key.to_vec());
             (ctx.now() + ttl, timer)
         });
-        self.map.insert(key.to_vec(), Entry { value, expiry });
+        let old = self.map.insert(key.to_vec(), Entry { value, expiry });
+        if let Some((_, timer)) = old.and_then(|e| e.expiry) {
+            ctx.cancel_timer(timer); // the old value's expiry, not the new one's
+            self.expiring.remove(&timer);
+        }
     }
 
     /// Removes `key`; whether it was there (and live).
