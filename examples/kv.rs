@@ -395,7 +395,8 @@ fn main() {
         max_bulk,
         max_reply: largest.max(4 << 20),
     };
-    let builder = opts.builder().max_input(largest).max_queued(kv.max_reply);
+    // The largest reply may come while up to the high-water mark (256 KiB) is queued.
+    let builder = (opts.builder().max_input(largest)).max_queued(kv.max_reply + (256 << 10));
     let mut server = common::bind("kv", builder, kv);
     common::stop_on_signals("kv", &signals, &server);
     common::announce("kv", &server);

@@ -356,6 +356,29 @@ fn a_value_larger_than_the_default_output_limit_comes_back_whole() {
     );
 }
 
+/// Second review of #22: a client that reads slowly and asks for the largest value while
+/// replies are queued gets it, not a close (the output limit was the largest reply alone,
+/// with no room for what the high-water mark lets wait before it).
+#[test]
+fn the_largest_value_comes_to_a_slow_reader_with_replies_queued() {
+    let server = kv(&["--max-bulk", "4194304"]);
+    let big = "b".repeat(4 << 20);
+    let small = "s".repeat(150 * 1024);
+    let set = [resp(&["SET", "big", &big]), resp(&["SET", "s", &small])].concat();
+    assert_eq!(exchange(server.addr, &set, usize::MAX, 2).len(), 2);
+    let mut requests = resp(&["GET", "s"]).repeat(21);
+    requests.extend(resp(&["GET", "big"]));
+    let mut client = util::connect_small_window(server.addr);
+    client.write_all(&requests).unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // the replies back up
+    let mut r = BufReader::new(client);
+    let bulk_len = |v: &str| format!("${}\r\n{v}\r\n", v.len()).len();
+    for i in 0..21 {
+        assert_eq!(reply(&mut r).len(), bulk_len(&small), "reply {i}");
+    }
+    assert_eq!(reply(&mut r).len(), bulk_len(&big), "the largest value");
+}
+
 /// Issue #22: `EX` and `PX` expire keys through the server's timers: gone for GET once due,
 /// and from DBSIZE (the timer removed them, not only a lazy check).
 #[test]

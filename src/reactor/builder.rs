@@ -197,7 +197,9 @@ impl ServerBuilder {
     /// it, read again when it is down to `low` (defaults 256 KiB and 64 KiB).
     ///
     /// `high` may not be above [`max_queued`](ServerBuilder::max_queued), nor `low` above
-    /// `high`: [`bind`](ServerBuilder::bind) refuses that.
+    /// `high`: [`bind`](ServerBuilder::bind) refuses that. The queue can pass `high` by one
+    /// send (the one that crossed it), so leave room for it below `max_queued`: with less, a
+    /// handler that sends what it reads gets `QueueFull` from a peer that reads slowly.
     pub fn water_marks(mut self, low: usize, high: usize) -> ServerBuilder {
         self.limits.low_water = low;
         self.limits.high_water = high;
@@ -214,14 +216,11 @@ impl ServerBuilder {
     /// `SO_SNDBUF` through [`Context::socket`](crate::Context::socket) where that matters.
     ///
     /// Unless [`water_marks`](ServerBuilder::water_marks) set them, the water marks follow a
-    /// limit below their defaults: high becomes the limit, low a quarter of it.
+    /// small limit: high at most the limit less one read
+    /// ([`read_buffer_size`](ServerBuilder::read_buffer_size)), low at most a quarter of high,
+    /// so a handler that sends what it reads never meets the limit while its peer reads.
     pub fn max_queued(mut self, bytes: usize) -> ServerBuilder {
         self.limits.max_queued = bytes;
-        if !self.water_set {
-            let default = Limits::default();
-            self.limits.high_water = default.high_water.min(bytes);
-            self.limits.low_water = default.low_water.min(self.limits.high_water / 4);
-        }
         self
     }
 
@@ -289,10 +288,18 @@ impl ServerBuilder {
     /// [`bind`](ServerBuilder::bind), with the poller made by `poller` (a test can hand one
     /// in that fails to register a listener).
     fn bind_with<H: Handler>(
-        self,
+        mut self,
         poller: impl FnOnce() -> std::io::Result<super::Poller>,
         handler: H,
     ) -> Result<Server<H>, Error> {
+        if !self.water_set {
+            // Reading stops once the queue passes `high`, and the send that passed it may
+            // add one read's worth (an echo): `high` one read below the limit keeps a
+            // handler that sends what it reads clear of `QueueFull`.
+            let l = &mut self.limits;
+            l.high_water = l.high_water.min(l.max_queued.saturating_sub(l.read_buffer));
+            l.low_water = l.low_water.min(l.high_water / 4);
+        }
         self.limits.validate()?;
         if self.specs.is_empty() {
             return Err(ConfigError::NoListenSpec.into());

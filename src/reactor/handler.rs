@@ -39,8 +39,9 @@ use crate::socket::{ListenAddr, Peer};
 ///
 ///     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
 ///         // Refused only when the connection is gone (on_close hears of it) or its client
-///         // stopped reading past the output limit: reading it stops long before that (the
-///         // high-water mark), so an echo, which sends what it read, never meets the limit.
+///         // stopped reading past the output limit: reading it stops before that (the
+///         // high-water mark, at least one read below the limit unless set otherwise), so
+///         // an echo, which sends what it read, never meets the limit.
 ///         let _ = ctx.send(conn, input.take_all());
 ///     }
 /// }
@@ -503,8 +504,9 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
 }
 
 /// The rest of a [`Context`], lent by [`Context::split`] beside one connection's value:
-/// everything but the handler's values (send to any connection, close, pause, timers, the
-/// turn's time).
+/// sending to any connection, closing, pausing and resuming reading, timers of both kinds
+/// and the turn's time. (The rest of the `Context`, such as peers, sockets and stats, is
+/// reached before or after the split.)
 pub struct Sender<'a> {
     core: &'a mut Core,
 }

@@ -196,7 +196,10 @@ impl<H: Handler> Server<H> {
                 return;
             }
             if std::mem::take(&mut conn.offer_kept) && !conn.input.is_empty() {
-                // Bytes the handler was not shown since its input was held: first.
+                // Bytes the handler was not shown since its input was held: first. They count
+                // against the budget, so a handler that is refused again and again (a pause
+                // and a resume at each call) cannot keep the loop from other connections.
+                budget = budget.saturating_sub(conn.input.len().max(1));
                 self.deliver(id, None);
                 continue;
             }
@@ -274,6 +277,7 @@ impl<H: Handler> Server<H> {
         let mut ctx = Context::new(&mut self.core, &mut self.states);
         self.handler.on_data(&mut ctx, id, &mut input);
         let used = input.used();
+        let denied = input.denied();
         self.core.serving = None;
         let max_input = self.core.limits.max_input;
         let Some(conn) = core::conn_mut(&mut self.core.conns, id) else {
@@ -290,7 +294,10 @@ impl<H: Handler> Server<H> {
                 conn.input = rest;
             }
         }
-        if held.load(std::sync::atomic::Ordering::Relaxed) && !conn.input.is_empty() {
+        // Offered again once the hold ends only if the handler was refused some: bytes it saw
+        // and left (a partial request) wait for more input, or a handler that pauses after
+        // each call would be offered the same bytes for ever, and the socket never read.
+        if denied && !conn.input.is_empty() {
             conn.offer_kept = true;
         }
         let kept = conn.input.len();
