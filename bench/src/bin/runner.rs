@@ -144,7 +144,7 @@ fn opts() -> Opts {
     let known: Vec<&str> = SCENARIOS
         .iter()
         .map(|s| s.name)
-        .chain([MIXED.name, "churn-proxy"])
+        .chain([MIXED.name, "churn-proxy", "pieces", "kv"])
         .collect();
     if let Some(bad) = o.only.iter().find(|n| !known.contains(&n.as_str())) {
         fail(&format!(
