@@ -424,27 +424,9 @@ enum Pid {
     Unset,
 }
 
-/// The echo example with `passed` on fd 3, 4, … (and nothing else there), `LISTEN_FDS`,
-/// `names` as `LISTEN_FDNAMES` if given, and `args`.
-fn activated(passed: &[RawFd], names: Option<&str>, pid: Pid, args: &[&str]) -> Launched {
-    let mut command = Command::new("sh");
-    let script = match pid {
-        Pid::Child => "LISTEN_PID=$$ exec \"$0\" \"$@\"",
-        Pid::Other => "LISTEN_PID=1 exec \"$0\" \"$@\"",
-        Pid::Unset => "exec \"$0\" \"$@\"",
-    };
-    command
-        .arg("-c")
-        .arg(script)
-        .arg(echo_binary())
-        .args(args)
-        .env_remove("LISTEN_PID")
-        .env_remove("NOTIFY_SOCKET")
-        .env("LISTEN_FDS", passed.len().to_string());
-    match names {
-        Some(names) => command.env("LISTEN_FDNAMES", names),
-        None => command.env_remove("LISTEN_FDNAMES"),
-    };
+/// Puts `passed` on descriptors 3, 4, … of the child `command` starts (without
+/// close-on-exec), and nothing on the eight after them, as a service manager leaves them.
+fn pass_fds(command: &mut Command, passed: &[RawFd]) {
     assert!(passed.len() <= 8, "at most 8 descriptors");
     let mut fds = [-1; 8];
     fds[..passed.len()].copy_from_slice(passed);
@@ -476,6 +458,30 @@ fn activated(passed: &[RawFd], names: Option<&str>, pid: Pid, args: &[&str]) -> 
             Ok(())
         });
     }
+}
+
+/// The echo example with `passed` on fd 3, 4, … (and nothing else there), `LISTEN_FDS`,
+/// `names` as `LISTEN_FDNAMES` if given, and `args`.
+fn activated(passed: &[RawFd], names: Option<&str>, pid: Pid, args: &[&str]) -> Launched {
+    let mut command = Command::new("sh");
+    let script = match pid {
+        Pid::Child => "LISTEN_PID=$$ exec \"$0\" \"$@\"",
+        Pid::Other => "LISTEN_PID=1 exec \"$0\" \"$@\"",
+        Pid::Unset => "exec \"$0\" \"$@\"",
+    };
+    command
+        .arg("-c")
+        .arg(script)
+        .arg(echo_binary())
+        .args(args)
+        .env_remove("LISTEN_PID")
+        .env_remove("NOTIFY_SOCKET")
+        .env("LISTEN_FDS", passed.len().to_string());
+    match names {
+        Some(names) => command.env("LISTEN_FDNAMES", names),
+        None => command.env_remove("LISTEN_FDNAMES"),
+    };
+    pass_fds(&mut command, passed);
     spawn(command)
 }
 
@@ -880,32 +886,7 @@ fn child_test(name: &str, passed: &[RawFd], env: &[(&str, &str)]) -> (bool, Stri
         .env_remove("LISTEN_FDNAMES")
         .env("LISTEN_FDS", passed.len().to_string())
         .envs(env.iter().copied());
-    assert!(passed.len() <= 8, "at most 8 descriptors");
-    let mut fds = [-1; 8];
-    fds[..passed.len()].copy_from_slice(passed);
-    let count = passed.len();
-    // SAFETY: as in `activated`: only fcntl, dup2 and close, async-signal-safe, between
-    // fork and exec; nothing allocated, no lock taken.
-    unsafe {
-        command.pre_exec(move || {
-            let mut high = [-1; 8];
-            for i in 0..count {
-                high[i] = libc::fcntl(fds[i], libc::F_DUPFD_CLOEXEC, 100);
-                if high[i] < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (target, &fd) in (3..).zip(&high[..count]) {
-                if libc::dup2(fd, target) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for fd in 3 + count as RawFd..3 + count as RawFd + 8 {
-                libc::close(fd);
-            }
-            Ok(())
-        });
-    }
+    pass_fds(&mut command, passed);
     let out = command.output().expect("start this test binary as a child");
     let text = format!(
         "{}{}",

@@ -99,18 +99,7 @@ fn a_round_trip_costs_one_read_and_one_write() {
     // there and the count could not tell the two read loops apart.)
     let message = util::pattern(7, 0, 64);
     let (calls, text) = traced(&tid, || {
-        let mut echoed = vec![0u8; 64];
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for _ in 0..ROUND_TRIPS {
-            assert!(
-                Instant::now() < deadline,
-                "round trips under strace took too long"
-            );
-            client.write_all(&message).unwrap();
-            client.read_exact(&mut echoed).unwrap();
-            assert_eq!(echoed, message);
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        round_trips(&mut client, &message, &message, ROUND_TRIPS)
     });
     drop(client);
     server.stop();
@@ -187,15 +176,7 @@ fn many_sends_in_one_turn_leave_in_one_write() {
         .flat_map(|i| format!("[r{i:02}]\n").into_bytes())
         .collect();
     let (calls, text) = traced(&tid, || {
-        let mut got = vec![0u8; replies.len()];
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for _ in 0..ROUND_TRIPS {
-            assert!(Instant::now() < deadline, "too slow under strace");
-            client.write_all(&requests).unwrap();
-            client.read_exact(&mut got).unwrap();
-            assert_eq!(got, replies);
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        round_trips(&mut client, &requests, &replies, ROUND_TRIPS)
     });
     drop(client);
     server.stop();
@@ -208,6 +189,23 @@ fn many_sends_in_one_turn_leave_in_one_write() {
         "{writes} writes for {ROUND_TRIPS} round trips of {} sends each:\n{text}",
         3 * PIPELINE
     );
+}
+
+/// `count` times: writes `request`, reads back exactly `reply`, pauses 2 ms (so each round
+/// trip is a turn of its own); at most 60 s in all, however slow strace makes it.
+fn round_trips(client: &mut std::net::TcpStream, request: &[u8], reply: &[u8], count: u64) {
+    let mut got = vec![0u8; reply.len()];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for _ in 0..count {
+        assert!(
+            Instant::now() < deadline,
+            "round trips under strace took too long"
+        );
+        client.write_all(request).unwrap();
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(got, reply);
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 #[test]

@@ -334,15 +334,8 @@ impl ServerBuilder {
 // Unix only: the one test takes an inherited descriptor.
 #[cfg(all(test, unix))]
 mod tests {
+    use super::super::tests::Discard;
     use super::*;
-    use crate::{ConnId, Context, Input};
-
-    struct Discard;
-
-    impl Handler for Discard {
-        type State = ();
-        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
-    }
 
     /// Issue #21, item 3: a failure after the inherited descriptors were taken (here the
     /// poller refuses to register one, as it refuses a descriptor it has already) closed

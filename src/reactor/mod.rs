@@ -121,6 +121,9 @@ pub struct Server<H: Handler> {
     handler: H,
     /// The one read buffer of the loop, lent to `on_data` for each read.
     buf: Vec<u8>,
+    /// The core's "input held" flag, shared once here so that each `on_data` can lend it to
+    /// the `Input` while the `Context` borrows the core (no reference count per call).
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
     handle: ServerHandle,
     skipped: Vec<Skipped>,
 }
@@ -223,11 +226,13 @@ impl<H: Handler> Server<H> {
                 proxy,
             })
             .collect();
+        let core = Core::new(registry, slots, limits);
         Ok(Server {
             poll,
             events: Events::with_capacity(limits.events),
             buf: vec![0; limits.read_buffer],
-            core: Core::new(registry, slots, limits),
+            held: std::sync::Arc::clone(&core.held),
+            core,
             states: slab::Slab::new(),
             handler,
             handle,
@@ -338,7 +343,8 @@ mod tests {
     use crate::{Context, Input};
     use std::time::Instant;
 
-    struct Discard;
+    /// A handler that does nothing: for tests of the reactor's own behaviour.
+    pub(super) struct Discard;
 
     impl Handler for Discard {
         type State = ();

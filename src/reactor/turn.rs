@@ -258,7 +258,7 @@ impl<H: Handler> Server<H> {
     /// did not use (copying it out of the loop's buffer, the one copy input ever gets), or
     /// closes the connection if that is more than the limit.
     fn deliver(&mut self, id: ConnId, fresh: Option<usize>) {
-        let held = std::sync::Arc::clone(&self.core.held);
+        let held = &*self.held;
         held.store(false, std::sync::atomic::Ordering::Relaxed);
         let kept = match fresh {
             Some(_) => crate::conn::Kept::default(),
@@ -273,7 +273,7 @@ impl<H: Handler> Server<H> {
             None => kept.bytes(),
         };
         self.core.serving = Some(id);
-        let mut input = Input::new(bytes, &held);
+        let mut input = Input::new(bytes, held);
         let mut ctx = Context::new(&mut self.core, &mut self.states);
         self.handler.on_data(&mut ctx, id, &mut input);
         let used = input.used();
