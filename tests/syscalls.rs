@@ -16,6 +16,16 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Remembers the id of the thread calling (the server's), the first time.
+fn record_thread(slot: &Mutex<Option<String>>) {
+    let mut tid = slot.lock().unwrap();
+    if tid.is_none() {
+        // "/proc/thread-self" links to "PID/task/TID".
+        let link = std::fs::read_link("/proc/thread-self").expect("read /proc/thread-self");
+        *tid = link.file_name().map(|n| n.to_string_lossy().into_owned());
+    }
+}
+
 /// Echoes, and remembers the id of the thread the server runs on.
 struct TidEcho(Arc<Mutex<Option<String>>>);
 
@@ -27,14 +37,8 @@ impl dualstack::Handler for TidEcho {
         conn: dualstack::ConnId,
         input: &mut dualstack::Input<'_>,
     ) {
-        let data = input.take_all();
-        let mut tid = self.0.lock().unwrap();
-        if tid.is_none() {
-            // "/proc/thread-self" links to "PID/task/TID".
-            let link = std::fs::read_link("/proc/thread-self").expect("read /proc/thread-self");
-            *tid = link.file_name().map(|n| n.to_string_lossy().into_owned());
-        }
-        ctx.send(conn, data).expect("echo");
+        record_thread(&self.0);
+        ctx.send(conn, input.take_all()).expect("echo");
     }
 }
 
@@ -137,11 +141,7 @@ impl dualstack::Handler for PerPieceSender {
         conn: dualstack::ConnId,
         input: &mut dualstack::Input<'_>,
     ) {
-        let mut tid = self.0.lock().unwrap();
-        if tid.is_none() {
-            let link = std::fs::read_link("/proc/thread-self").expect("read /proc/thread-self");
-            *tid = link.file_name().map(|n| n.to_string_lossy().into_owned());
-        }
+        record_thread(&self.0);
         while let Ok(Some(line)) = input.next_frame(&dualstack::frame::Lines::new(64)) {
             ctx.send(conn, b"[").unwrap();
             ctx.send(conn, line).unwrap();

@@ -39,6 +39,29 @@ pub fn reference_options(listener: &mio::net::TcpListener) -> std::io::Result<()
     Ok(())
 }
 
+/// The listeners of `bind_from_args`, as the tokio references take them: TCP only, with the
+/// reference socket options, as std listeners for `tokio::net::TcpListener::from_std`.
+///
+/// # Errors
+///
+/// A Unix-domain spec (the tokio references speak TCP only), or an option that cannot be
+/// set.
+pub fn std_tcp_listeners(program: &str) -> std::io::Result<Vec<std::net::TcpListener>> {
+    bind_from_args(program)
+        .into_iter()
+        .map(|l| {
+            let l = l.into_tcp().map_err(|l| {
+                std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    format!("{l}: TCP only here"),
+                )
+            })?;
+            reference_options(&l)?;
+            Ok(l.into())
+        })
+        .collect()
+}
+
 /// Where the load generator connects: an IP socket address, or `unix:PATH`.
 #[derive(Clone, Debug)]
 pub enum Target {

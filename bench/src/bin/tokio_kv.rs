@@ -359,16 +359,7 @@ async fn serve(stream: TcpStream, db: Shared) -> io::Result<()> {
 }
 
 fn main() -> io::Result<()> {
-    let std_listeners: Vec<std::net::TcpListener> = dualstack_bench::bind_from_args("tokio_kv")
-        .into_iter()
-        .map(|l| {
-            let l = l.into_tcp().map_err(|l| {
-                io::Error::new(io::ErrorKind::Unsupported, format!("{l}: TCP only here"))
-            })?;
-            dualstack_bench::reference_options(&l)?;
-            Ok(l.into())
-        })
-        .collect::<io::Result<_>>()?;
+    let std_listeners = dualstack_bench::std_tcp_listeners("tokio_kv")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
