@@ -124,7 +124,8 @@
 //!   idle timeouts, connection limits, descriptor-exhaustion back-off and graceful stop; the
 //!   application's side of it, [`Handler`] and [`Context`], with [`Input`] and [`frame`].
 //! - **Signals** (`signals`, cargo feature `signals`): SIGINT and SIGTERM (Ctrl-C on
-//!   Windows) stop a server gracefully, a second ends the process.
+//!   Windows) stop a server gracefully, a second ends the process. The module exists only
+//!   with the feature: build these docs with `cargo doc --features signals` to see it.
 //!
 //! The listening layer is usable on its own:
 //!

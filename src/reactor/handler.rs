@@ -193,7 +193,10 @@ pub trait Handler {
     /// A timer set for `conn` with [`Context::set_conn_timer`] is due; `value` is what was
     /// given then. Never called once `conn` has closed (its timers are cancelled with it).
     /// "Finish your request within 5 s" is a timer set in `on_open`, cancelled when the
-    /// request is complete, and a close here.
+    /// request is complete, and a close here. While the input is held
+    /// ([`Input::is_held`](crate::Input::is_held)) the server, not the peer, is the one not
+    /// reading: cancel such a timer then, and arm it again when a partial request is left
+    /// unheld (`!input.is_held() && !input.is_empty()` at the end of `on_data`).
     fn on_conn_timer(
         &mut self,
         ctx: &mut Context<'_, Self>,
@@ -293,13 +296,18 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
     }
 
     /// Closes `conn` now; output still queued is dropped. `on_close` follows when the
-    /// current callback returns.
+    /// current callback returns. Input the peer sent that was never read is read and dropped
+    /// first (up to 256 KiB), so the peer sees a FIN; past that, or for bytes arriving after
+    /// the close, its kernel may answer with a reset, and the peer may then lose replies it
+    /// had not read yet.
     pub fn close(&mut self, conn: ConnId) {
         self.core.close(conn);
     }
 
-    /// Closes `conn` once its queued output is written. Nothing more is read from it (its
-    /// input is held), and [`send`](Context::send) to it fails from now on.
+    /// Closes `conn` once its queued output is written: the way to end with an error reply.
+    /// Nothing more is read from it (its input is held), and [`send`](Context::send) to it
+    /// fails from now on. The close then ends as [`close`](Context::close) describes: a FIN
+    /// after the replies, unless the peer sent more than 256 KiB that was never read.
     pub fn close_after_flush(&mut self, conn: ConnId) {
         self.core.close_after_flush(conn);
     }
