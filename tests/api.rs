@@ -660,3 +660,40 @@ fn an_echo_under_a_small_queue_limit_is_held_not_refused() {
     assert_eq!(server.handler().refused, 0, "sends refused");
     assert_eq!(got.len(), total);
 }
+
+/// Takes one line per call, answers it, pauses, and resumes from a timer 20 ms later; it
+/// never looks at its input again after the pause.
+struct OneThenPause;
+
+impl Handler for OneThenPause {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        if let Ok(Some(line)) = input.next_frame(&LINE) {
+            let _ = ctx.send(conn, &[b"got ", line, b"\n"].concat());
+            ctx.pause_reading(conn);
+            ctx.set_conn_timer(conn, Duration::from_millis(20), 0);
+        }
+    }
+
+    fn on_conn_timer(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: TimerId, _: u64) {
+        ctx.resume_reading(conn);
+    }
+}
+
+/// Third review of #22: a call that ends held leaves its unused input to be offered again
+/// when the hold ends, whether or not the handler looked at it after the hold (offering it
+/// only to a handler that asked stranded `b` and `c` here: the client waits for them).
+#[test]
+fn pipelined_requests_come_back_after_a_pause_the_handler_did_not_look_past() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(OneThenPause)
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let mut client = util::connect(addr);
+    client.write_all(b"a\nb\nc\n").unwrap();
+    let want = b"got a\ngot b\ngot c\n";
+    let got = read_while_stepping(&mut server, &mut client, want.len());
+    assert_eq!(got, want);
+}

@@ -2,7 +2,6 @@
 //! [`Handler::on_data`](crate::Handler::on_data) sees), and where the reactor keeps it
 //! between reads ([`Kept`]).
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::frame::{FrameError, Framing};
@@ -54,10 +53,6 @@ pub struct Input<'a> {
     bytes: &'a [u8],
     used: usize,
     held: &'a AtomicBool,
-    /// The handler asked for bytes while the input was held and some were left unused: they
-    /// are offered again once the hold ends (and only then: bytes the handler saw and left,
-    /// a partial request, wait for more input instead of coming back at once).
-    denied: Cell<bool>,
 }
 
 impl<'a> Input<'a> {
@@ -66,13 +61,7 @@ impl<'a> Input<'a> {
             bytes,
             used: 0,
             held,
-            denied: Cell::new(false),
         }
-    }
-
-    /// Whether the handler was refused bytes by a hold (see the field).
-    pub(crate) fn denied(&self) -> bool {
-        self.denied.get()
     }
 
     /// The bytes not used yet; empty while the input is held.
@@ -99,11 +88,7 @@ impl<'a> Input<'a> {
     /// Whether the input is held: the connection's output is above its high-water mark, or
     /// the handler paused reading or closed the connection. It shows no bytes then.
     pub fn is_held(&self) -> bool {
-        let held = self.held.load(Ordering::Relaxed);
-        if held && self.used < self.bytes.len() {
-            self.denied.set(true);
-        }
-        held
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Marks the next `n` bytes used (all that are left, if `n` is more). It counts also

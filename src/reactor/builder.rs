@@ -218,7 +218,9 @@ impl ServerBuilder {
     /// Unless [`water_marks`](ServerBuilder::water_marks) set them, the water marks follow a
     /// small limit: high at most the limit less one read
     /// ([`read_buffer_size`](ServerBuilder::read_buffer_size)), low at most a quarter of high,
-    /// so a handler that sends what it reads never meets the limit while its peer reads.
+    /// so a handler that sends what it reads never meets the limit while its peer reads. That
+    /// needs a limit above the read buffer (64 KiB by default): at or below it, both marks
+    /// are 0 (reading pauses while anything is queued), and one read's echo can be refused.
     pub fn max_queued(mut self, bytes: usize) -> ServerBuilder {
         self.limits.max_queued = bytes;
         self

@@ -328,8 +328,17 @@ impl Core {
         if paused {
             conn.recv.hold(Holder::App);
             self.hold_input(id);
-        } else if conn.recv.release(Holder::App) || conn.offer_kept {
-            self.ready.push(id);
+        } else {
+            let wake = conn.recv.release(Holder::App) || conn.offer_kept;
+            let unheld = conn.recv.wants_read() && conn.life.open();
+            if wake {
+                self.ready.push(id);
+            }
+            // A resume within the connection's own on_data, with nothing else holding it:
+            // the input shows its bytes again at once.
+            if unheld && self.serving == Some(id) {
+                self.held.store(false, Ordering::Relaxed);
+            }
         }
     }
 

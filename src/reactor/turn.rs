@@ -200,7 +200,7 @@ impl<H: Handler> Server<H> {
                 // against the budget, so a handler that is refused again and again (a pause
                 // and a resume at each call) cannot keep the loop from other connections.
                 budget = budget.saturating_sub(conn.input.len().max(1));
-                self.deliver(id, None);
+                self.deliver(id, None, true);
                 continue;
             }
             if drained {
@@ -230,7 +230,7 @@ impl<H: Handler> Server<H> {
                         conn.input.append(&self.buf[..n]);
                         self.core.total_kept += n;
                     }
-                    self.deliver(id, fresh.then_some(n));
+                    self.deliver(id, fresh.then_some(n), false);
                     // A hold the handler released during the call (a pause and a resume, a
                     // send that wrote its own queue) leaves kept bytes to offer: the loop's
                     // top does it, though the socket is drained (else they waited for the
@@ -257,7 +257,7 @@ impl<H: Handler> Server<H> {
     /// buffer (nothing was kept), or else the bytes kept for it. Then keeps what the handler
     /// did not use (copying it out of the loop's buffer, the one copy input ever gets), or
     /// closes the connection if that is more than the limit.
-    fn deliver(&mut self, id: ConnId, fresh: Option<usize>) {
+    fn deliver(&mut self, id: ConnId, fresh: Option<usize>, reoffer: bool) {
         let held = &*self.held;
         held.store(false, std::sync::atomic::Ordering::Relaxed);
         let kept = match fresh {
@@ -277,7 +277,6 @@ impl<H: Handler> Server<H> {
         let mut ctx = Context::new(&mut self.core, &mut self.states);
         self.handler.on_data(&mut ctx, id, &mut input);
         let used = input.used();
-        let denied = input.denied();
         self.core.serving = None;
         let max_input = self.core.limits.max_input;
         let Some(conn) = core::conn_mut(&mut self.core.conns, id) else {
@@ -294,10 +293,12 @@ impl<H: Handler> Server<H> {
                 conn.input = rest;
             }
         }
-        // Offered again once the hold ends only if the handler was refused some: bytes it saw
-        // and left (a partial request) wait for more input, or a handler that pauses after
-        // each call would be offered the same bytes for ever, and the socket never read.
-        if denied && !conn.input.is_empty() {
+        // What a call that ended held left is offered again once the hold ends: the handler
+        // may have stopped because of the hold. Not after a re-offer it used nothing of:
+        // those bytes (a partial request) wait for more input, or a handler that pauses
+        // after every call would be offered them for ever, and the socket never read.
+        let was_held = held.load(std::sync::atomic::Ordering::Relaxed);
+        if was_held && !conn.input.is_empty() && !(reoffer && used == 0) {
             conn.offer_kept = true;
         }
         let kept = conn.input.len();
@@ -305,7 +306,6 @@ impl<H: Handler> Server<H> {
         // Input the handler was not shown (held: its replies wait for the peer to read
         // them) is not input it declined: an amplifying client is held, not cut off. Memory
         // stays bounded, as a held connection is not read.
-        let was_held = held.load(std::sync::atomic::Ordering::Relaxed);
         if kept > max_input && conn.life.open() && !was_held {
             log::debug!("{id}: {kept} bytes of input unused, more than the {max_input} kept");
             self.core.request_close(
