@@ -32,6 +32,9 @@ pub enum Error {
     Config(ConfigError),
     /// The poller could not be made (or another I/O error outside any one socket).
     Io(io::Error),
+    /// A TLS listener's configuration cannot be used (feature `tls`).
+    #[cfg(feature = "tls")]
+    Tls(crate::tls::TlsError),
 }
 
 impl fmt::Display for Error {
@@ -43,6 +46,8 @@ impl fmt::Display for Error {
             Error::Inherit(e) => e.fmt(f),
             Error::Config(e) => write!(f, "invalid server configuration: {e}"),
             Error::Io(e) => e.fmt(f),
+            #[cfg(feature = "tls")]
+            Error::Tls(e) => write!(f, "TLS configuration: {e}"),
         }
     }
 }
@@ -56,6 +61,8 @@ impl StdError for Error {
             Error::Inherit(e) => Some(e),
             Error::Config(e) => Some(e),
             Error::Io(e) => Some(e),
+            #[cfg(feature = "tls")]
+            Error::Tls(e) => Some(e),
         }
     }
 }
@@ -93,5 +100,12 @@ impl From<ConfigError> for Error {
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Error {
         Error::Io(e)
+    }
+}
+
+#[cfg(feature = "tls")]
+impl From<crate::tls::TlsError> for Error {
+    fn from(e: crate::tls::TlsError) -> Error {
+        Error::Tls(e)
     }
 }

@@ -236,6 +236,7 @@ mod reactor;
 pub mod signals;
 mod socket;
 mod sys;
+mod tls;
 #[cfg(unix)]
 mod unix;
 
@@ -258,6 +259,13 @@ pub use reactor::{
     ConfigError, Context, Handler, ListenerInfo, ListenerStats, NoHandler, ProxyProtocol,
     SendError, Sender, Server, ServerBuilder, ServerHandle, Stats, TimerId,
 };
+/// The rustls crate this library serves TLS with (feature `tls`), for
+/// [`TlsConfig::from_rustls`].
+#[cfg(feature = "tls")]
+pub use rustls;
+pub use tls::TlsFailure;
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsError, TlsErrorKind, TlsInfo};
 
 /// mio, whose types ([`mio::Token`], [`mio::Interest`], [`mio::event::Event`], sources) are
 /// part of this API: an application registering its own sources uses this one, the same

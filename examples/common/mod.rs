@@ -21,7 +21,11 @@ use dualstack::{
 /// is below what the clock can tell apart from zero, longer than a year is a typo.
 const TIMEOUT_RANGE: (f64, f64) = (0.001, 365.0 * 24.0 * 3600.0);
 
+/// The example's name, for messages from where it is not passed.
+static NAME: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
 /// The options every example takes.
+#[derive(Clone)]
 pub struct Options {
     pub specs: Vec<String>,
     pub family: FamilyPolicy,
@@ -38,6 +42,13 @@ pub struct Options {
     pub proxy: bool,
     /// The balancers trusted to send one (default: loopback).
     pub proxy_from: Option<Vec<dualstack::Cidr>>,
+    /// TLS on every spec: certificate and key files, in pairs (the first is the default).
+    pub tls_certs: Vec<(String, Option<String>)>,
+    /// ALPN protocols offered, most preferred first.
+    pub tls_alpn: Vec<String>,
+    /// Client certificates required, issued under these CAs.
+    pub tls_client_ca: Option<String>,
+    pub tls_handshake_timeout: Option<Duration>,
     /// Options particular to one example, as `(name, value)`.
     pub extra: Vec<(String, String)>,
 }
@@ -78,6 +89,16 @@ OPTIONS:
                             set before any client can connect (default: the umask's)
   --proxy-protocol          every connection begins with a PROXY protocol header (v1 or
                             v2) from a load balancer; the client it names is the peer
+  --tls-cert FILE --tls-key FILE
+                            TLS on every spec: a certificate chain and its key (PEM);
+                            repeat the pair for more names (each certificate serves
+                            the names in its SAN list; the first is the default).
+                            SIGHUP reads the files again (a bad file is logged, and
+                            the running certificates stay)
+  --tls-alpn LIST           application protocols offered, as h2,http/1.1
+  --tls-client-ca FILE      require client certificates issued under these CAs (PEM)
+  --tls-handshake-timeout SECONDS
+                            close clients whose handshake is not done by then (10)
   --proxy-from CIDR[,CIDR...]
                             the balancers trusted to send one (default 127.0.0.0/8,::1);
                             other peers are closed without a byte read
@@ -95,7 +116,13 @@ impl Options {
     /// Parses `std::env::args`. `extra` names the example's own options that take a value
     /// (as `("--udp", "--udp ADDR  help text")`). Prints help and exits 0 for `-h`; prints one
     /// line and exits 2 for a mistake.
-    pub fn parse(name: &str, about: &str, default_spec: &str, extra: &[(&str, &str)]) -> Options {
+    pub fn parse(
+        name: &'static str,
+        about: &str,
+        default_spec: &str,
+        extra: &[(&str, &str)],
+    ) -> Options {
+        let _ = NAME.set(name);
         let mut opts = Options {
             specs: Vec::new(),
             family: FamilyPolicy::Any,
@@ -110,6 +137,10 @@ impl Options {
             unix_mode: None,
             proxy: false,
             proxy_from: None,
+            tls_certs: Vec::new(),
+            tls_alpn: Vec::new(),
+            tls_client_ca: None,
+            tls_handshake_timeout: None,
             extra: Vec::new(),
         };
         let args: Vec<String> = std::env::args_os()
@@ -182,6 +213,25 @@ impl Options {
                 }
                 "--read-budget" => opts.read_budget = Some(count(name, &arg, &value("a number"))),
                 "--proxy-protocol" => opts.proxy = true,
+                "--tls-cert" => opts.tls_certs.push((value("a file"), None)),
+                "--tls-key" => {
+                    let key = value("a file");
+                    match opts.tls_certs.last_mut() {
+                        Some((_, slot @ None)) => *slot = Some(key),
+                        _ => fail(name, &format!("--tls-key {}: each key follows its --tls-cert", quoted(&key))),
+                    }
+                }
+                "--tls-alpn" => {
+                    let list = value("a list");
+                    opts.tls_alpn = list.split(',').map(str::to_owned).collect();
+                    if opts.tls_alpn.iter().any(|p| p.is_empty() || p.len() > 255) {
+                        fail(name, &format!("--tls-alpn {}: each protocol is 1 to 255 bytes, separated by commas", quoted(&list)));
+                    }
+                }
+                "--tls-client-ca" => opts.tls_client_ca = Some(value("a file")),
+                "--tls-handshake-timeout" => {
+                    opts.tls_handshake_timeout = Some(seconds(name, &arg, &value("seconds"), TIMEOUT_RANGE));
+                }
                 "--proxy-from" => {
                     let v = value("networks, as 10.0.0.0/8,::1");
                     let nets: Result<Vec<dualstack::Cidr>, _> =
@@ -231,6 +281,19 @@ impl Options {
                 name,
                 "--unix-mode sets the mode of the socket files this server makes, and no spec makes one (give a unix:PATH spec; an inherited socket's mode is set by whoever made it, as systemd's SocketMode=)",
             );
+        }
+        if let Some((cert, None)) = opts.tls_certs.last() {
+            fail(
+                name,
+                &format!("--tls-cert {}: give its key with --tls-key", quoted(cert)),
+            );
+        }
+        if opts.tls_certs.is_empty()
+            && (!opts.tls_alpn.is_empty()
+                || opts.tls_client_ca.is_some()
+                || opts.tls_handshake_timeout.is_some())
+        {
+            fail(name, "--tls-alpn, --tls-client-ca and --tls-handshake-timeout set up TLS, and mean nothing without --tls-cert and --tls-key");
         }
         if opts.proxy_from.is_some() && !opts.proxy {
             fail(
@@ -288,13 +351,36 @@ impl Options {
                 None => p,
             }
         });
+        let tls = (!self.tls_certs.is_empty()).then(|| {
+            self.tls_config()
+                .unwrap_or_else(|e| fail(NAME.get().copied().unwrap_or("server"), &e.to_string()))
+        });
         for spec in &self.specs {
-            builder = match &proxy {
-                Some(p) => builder.listen_proxied(spec.as_str(), p.clone()),
-                None => builder.listen(spec.as_str()),
+            builder = match (&proxy, &tls) {
+                (Some(p), Some(t)) => {
+                    builder.listen_proxied_tls(spec.as_str(), p.clone(), t.clone())
+                }
+                (Some(p), None) => builder.listen_proxied(spec.as_str(), p.clone()),
+                (None, Some(t)) => builder.listen_tls(spec.as_str(), t.clone()),
+                (None, None) => builder.listen(spec.as_str()),
             };
         }
         builder
+    }
+
+    /// The TLS configuration the options describe, its files read now.
+    pub fn tls_config(&self) -> Result<dualstack::TlsConfig, dualstack::TlsError> {
+        let mut tls = dualstack::TlsConfig::new().alpn(&self.tls_alpn);
+        for (cert, key) in &self.tls_certs {
+            tls = tls.cert_files(cert, key.as_deref().unwrap_or_default())?;
+        }
+        if let Some(ca) = &self.tls_client_ca {
+            tls = tls.client_ca_file(ca)?;
+        }
+        if let Some(timeout) = self.tls_handshake_timeout {
+            tls = tls.handshake_timeout(timeout);
+        }
+        Ok(tls)
     }
 }
 
@@ -473,6 +559,14 @@ fn hint(l: &dualstack::ListenerInfo) -> String {
         .trim_start_matches('[')
         .trim_end_matches(']');
     let unspecified = ip.ip().is_unspecified();
+    if l.tls {
+        let target = match l.mode {
+            SocketMode::Ipv4 if unspecified => format!("127.0.0.1:{port}"),
+            SocketMode::Ipv6Only | SocketMode::DualStack if unspecified => format!("[::1]:{port}"),
+            _ => shown.clone(),
+        };
+        return format!("openssl s_client -quiet -connect {target}");
+    }
     match l.mode {
         SocketMode::Ipv4 if unspecified => format!("nc -4 127.0.0.1 {port}"),
         SocketMode::Ipv4 => format!("nc -4 {host} {port}"),
@@ -499,4 +593,29 @@ pub fn stop_on_signals<H: Handler>(
     signals
         .stop(server)
         .unwrap_or_else(|e| fail(name, &format!("cannot catch signals: {e}")));
+}
+
+/// With TLS options, SIGHUP reads the certificate files again and hands them to `server`
+/// (a file that does not work is logged, and the running certificates stay). Unix only.
+pub fn reload_tls_on_hangup<H: Handler>(name: &str, opts: &Options, server: &Server<H>) {
+    if opts.tls_certs.is_empty() {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        let mut hangups = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+            .unwrap_or_else(|e| fail(name, &format!("cannot catch SIGHUP: {e}")));
+        let handle = server.handle();
+        let opts = opts.clone();
+        std::thread::spawn(move || {
+            for _ in hangups.forever() {
+                match opts.tls_config().and_then(|tls| handle.reload_tls(&tls)) {
+                    Ok(()) => log::info!("SIGHUP: TLS certificates read again"),
+                    Err(e) => log::warn!("SIGHUP: {e}; the running certificates stay"),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (name, server);
 }

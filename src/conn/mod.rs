@@ -111,6 +111,16 @@ pub enum CloseReason {
         /// The limit.
         limit: usize,
     },
+    /// A TLS listener's client did not finish its handshake within the deadline
+    /// (`TlsConfig::handshake_timeout`, feature `tls`).
+    HandshakeTimeout,
+    /// TLS failed: a handshake or a record was refused, by us (the alert is sent) or by
+    /// the peer's alert.
+    Tls(crate::tls::TlsFailure),
+    /// A TLS peer ended its stream without `close_notify`: what came may be cut short (an
+    /// attacker can end a stream; only `close_notify` proves the end was the peer's). A
+    /// clean TLS end is [`PeerClosed`](CloseReason::PeerClosed), as for a plain stream.
+    Truncated,
 }
 
 impl fmt::Display for CloseReason {
@@ -132,6 +142,11 @@ impl fmt::Display for CloseReason {
                 f,
                 "{kept} bytes of input the handler did not use, more than the {limit} kept"
             ),
+            CloseReason::HandshakeTimeout => f.write_str("no complete TLS handshake in time"),
+            CloseReason::Tls(e) => e.fmt(f),
+            CloseReason::Truncated => {
+                f.write_str("the peer ended its TLS stream without close_notify")
+            }
         }
     }
 }
@@ -210,6 +225,8 @@ pub(crate) struct Conn {
     pub(crate) timing: Timing,
     /// Whether the handler has it yet, and how it came.
     pub(crate) phase: Phase,
+    /// A TLS listener's connection: its session (from accept to close).
+    pub(crate) tls: Option<Box<crate::tls::Session>>,
 }
 
 /// How far a connection is from the handler.
@@ -222,11 +239,21 @@ pub(crate) enum Phase {
     /// Accepted on a PROXY listener, its header not complete: the reactor reads it, and
     /// the handler has not heard of it (nor counted its peer).
     Preamble(Box<Preamble>),
+    /// A TLS listener's connection in its handshake (after the PROXY header, if it came
+    /// through a balancer): the reactor drives it, the handler has not heard of it, its
+    /// peer is counted.
+    Handshake(Option<Box<Proxied>>),
 }
 
 impl Phase {
     /// Whether the handler has heard of the connection.
     pub(crate) fn handed(&self) -> bool {
+        matches!(self, Phase::Open | Phase::Proxied(_))
+    }
+
+    /// Whether the connection's peer holds a share of the per-peer limit: from accept, or
+    /// from its PROXY header (which names the peer).
+    pub(crate) fn counted(&self) -> bool {
         !matches!(self, Phase::Preamble(_))
     }
 }
@@ -242,6 +269,11 @@ impl Conn {
     /// Whether a send may be taken: open, and writing not shut down.
     pub(crate) fn sendable(&self) -> bool {
         self.life.open() && self.send.open() && self.phase.handed()
+    }
+
+    /// Nothing waits to be written: neither queued plaintext nor (TLS) ciphertext.
+    pub(crate) fn flushed(&self) -> bool {
+        self.out.is_empty() && !self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 }
 

@@ -138,7 +138,7 @@ impl<H: Handler> Server<H> {
         if let Some(reason) = refused {
             core.listeners[index].stats.accepted += 1;
             drop(stream);
-            self.refuse(ListenerId(index), &peer, reason);
+            self.refuse(ListenerId(index), &peer, reason, false);
             self.settle();
             return;
         }
@@ -158,6 +158,22 @@ impl<H: Handler> Server<H> {
                 _ => {}
             }
         }
+        let tls = match core.listeners[index].tls.as_ref().map(|t| t.start()) {
+            None => None,
+            Some(Ok(session)) => Some(session),
+            Some(Err(e)) => {
+                log::warn!("connection from {peer} dropped: {e}");
+                if proxy.is_none() {
+                    core.peers.release(&peer);
+                }
+                core.listeners[index].stats.accepted += 1;
+                return;
+            }
+        };
+        let handshake_due = core.listeners[index]
+            .tls
+            .as_ref()
+            .map(|t| after(core.now, t.handshake_timeout()));
         let preamble = proxy.map(|(versions, due, _)| (Box::new(Preamble::new(versions)), due));
         let entry = core.conns.vacant_entry();
         let key = entry.key();
@@ -178,12 +194,16 @@ impl<H: Handler> Server<H> {
         core.next_generation = generation.wrapping_add(1);
         let id = ConnId { key, generation };
         let mut timing = Timing::new(core.now);
-        let phase = match preamble {
-            Some((preamble, due)) => {
+        let phase = match (preamble, handshake_due) {
+            (Some((preamble, due)), _) => {
                 core.deadlines.open_header(id, &mut timing, due);
                 Phase::Preamble(preamble)
             }
-            None => {
+            (None, Some(due)) => {
+                core.deadlines.open_header(id, &mut timing, due);
+                Phase::Handshake(None)
+            }
+            (None, None) => {
                 core.deadlines.open(id, &mut timing);
                 Phase::Open
             }
@@ -204,6 +224,7 @@ impl<H: Handler> Server<H> {
             writable: false,
             timing,
             phase,
+            tls,
         });
         // The handler's value, under the same key: both slabs take and give back the same
         // keys in the same order.
@@ -220,8 +241,10 @@ impl<H: Handler> Server<H> {
             core.listeners[index].info.local_addr,
             if handed {
                 ""
-            } else {
+            } else if proxy.is_some() {
                 ", awaiting its PROXY header"
+            } else {
+                ", awaiting its TLS handshake"
             }
         );
         if handed {

@@ -10,6 +10,26 @@ use crate::error::Error;
 use crate::listen::ListenConfig;
 use crate::socket::AcceptOptions;
 
+/// A spec as given, with its PROXY protocol and TLS settings.
+#[derive(Debug, Clone)]
+struct SpecEntry {
+    spec: Result<ListenSpec, ParseError>,
+    proxy: Option<ProxyProtocol>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConfig>,
+}
+
+impl SpecEntry {
+    fn new(spec: impl ToListenSpec, proxy: Option<ProxyProtocol>) -> SpecEntry {
+        SpecEntry {
+            spec: spec.to_listen_spec(),
+            proxy,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+}
+
 /// Builds a [`Server`]: where to listen, how, and within which limits.
 ///
 /// ```
@@ -34,8 +54,8 @@ use crate::socket::AcceptOptions;
 /// ```
 #[derive(Debug, Clone)]
 pub struct ServerBuilder {
-    /// Each spec, with its PROXY protocol settings if it has them.
-    specs: Vec<(Result<ListenSpec, ParseError>, Option<ProxyProtocol>)>,
+    /// Each spec, with its PROXY protocol and TLS settings if it has them.
+    specs: Vec<SpecEntry>,
     listen: ListenConfig,
     limits: Limits,
     /// The water marks were set by the caller: `max_queued` no longer moves them.
@@ -65,7 +85,7 @@ impl ServerBuilder {
     /// Adds a place to listen; each spec may open several sockets. A spec that does not
     /// parse is reported by [`bind`](ServerBuilder::bind).
     pub fn listen(mut self, spec: impl ToListenSpec) -> ServerBuilder {
-        self.specs.push((spec.to_listen_spec(), None));
+        self.specs.push(SpecEntry::new(spec, None));
         self
     }
 
@@ -92,7 +112,48 @@ impl ServerBuilder {
         spec: impl ToListenSpec,
         proxy: ProxyProtocol,
     ) -> ServerBuilder {
-        self.specs.push((spec.to_listen_spec(), Some(proxy)));
+        self.specs.push(SpecEntry::new(spec, Some(proxy)));
+        self
+    }
+
+    /// Adds a place to listen for TLS clients (feature `tls`): each connection's handshake
+    /// is done by the server, within [`TlsConfig::handshake_timeout`](crate::TlsConfig::handshake_timeout),
+    /// before `on_open`; the handler then reads and sends plaintext as on any connection,
+    /// and [`Context::tls`](crate::Context::tls) says what was negotiated. Any spec can be
+    /// TLS (TCP, Unix-domain, inherited). A graceful close sends `close_notify`; a peer's
+    /// end without one closes with [`CloseReason::Truncated`](crate::CloseReason::Truncated).
+    ///
+    /// ```no_run
+    /// use dualstack::{Server, TlsConfig};
+    /// let tls = TlsConfig::new().cert_files("cert.pem", "key.pem")?;
+    /// let _builder = Server::builder().listen_tls("localhost:8443", tls);
+    /// # Ok::<(), dualstack::TlsError>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn listen_tls(
+        mut self,
+        spec: impl ToListenSpec,
+        tls: crate::tls::TlsConfig,
+    ) -> ServerBuilder {
+        let mut entry = SpecEntry::new(spec, None);
+        entry.tls = Some(tls);
+        self.specs.push(entry);
+        self
+    }
+
+    /// A TLS listener behind a load balancer: the PROXY header, then the TLS handshake
+    /// (HAProxy `mode tcp` with `send-proxy-v2`). The handler sees the client the header
+    /// names as the peer, as with [`listen_proxied`](ServerBuilder::listen_proxied).
+    #[cfg(feature = "tls")]
+    pub fn listen_proxied_tls(
+        mut self,
+        spec: impl ToListenSpec,
+        proxy: ProxyProtocol,
+        tls: crate::tls::TlsConfig,
+    ) -> ServerBuilder {
+        let mut entry = SpecEntry::new(spec, Some(proxy));
+        entry.tls = Some(tls);
+        self.specs.push(entry);
         self
     }
 
@@ -308,12 +369,32 @@ impl ServerBuilder {
         }
         let mut specs = Vec::with_capacity(self.specs.len());
         let mut proxies_of_specs = Vec::with_capacity(self.specs.len());
-        for (spec, proxy) in self.specs {
-            if let Some(proxy) = &proxy {
+        let mut tls_of_specs: Vec<Option<crate::tls::Acceptor>> =
+            Vec::with_capacity(self.specs.len());
+        #[cfg(feature = "tls")]
+        let mut resumption = None;
+        for entry in self.specs {
+            if let Some(proxy) = &entry.proxy {
                 proxy.validate()?;
             }
-            specs.push(spec?);
-            proxies_of_specs.push(proxy);
+            specs.push(entry.spec?);
+            proxies_of_specs.push(entry.proxy);
+            #[cfg(feature = "tls")]
+            tls_of_specs.push(match &entry.tls {
+                Some(tls) => {
+                    let resumption = match &mut resumption {
+                        Some(r) => r,
+                        None => resumption.insert(
+                            crate::tls::Resumption::new()
+                                .map_err(|e| std::io::Error::other(e.to_string()))?,
+                        ),
+                    };
+                    Some(tls.build(resumption)?)
+                }
+                None => None,
+            });
+            #[cfg(not(feature = "tls"))]
+            tls_of_specs.push(None);
         }
         let listen = self.listen.accept_options(AcceptOptions {
             nodelay: self.limits.nodelay,
@@ -329,7 +410,24 @@ impl ServerBuilder {
             .iter()
             .map(|l| proxies_of_specs[l.origin].clone())
             .collect();
-        Server::new(poller, listeners, proxies, skipped, self.limits, handler)
+        let tls = listeners
+            .iter()
+            .map(|l| tls_of_specs[l.origin].clone())
+            .collect();
+        let server = Server::new(
+            poller,
+            listeners,
+            proxies,
+            tls,
+            skipped,
+            self.limits,
+            handler,
+        )?;
+        #[cfg(feature = "tls")]
+        if let Some(resumption) = resumption {
+            server.handle.enable_tls(resumption);
+        }
+        Ok(server)
     }
 }
 

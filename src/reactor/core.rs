@@ -48,6 +48,8 @@ pub(crate) struct ListenerSlot {
     pub(super) failing: bool,
     /// Its PROXY protocol settings: every connection begins with a header.
     pub(super) proxy: Option<super::proxy::ProxyProtocol>,
+    /// A TLS listener's settings (replaced by a reload, for new handshakes only).
+    pub(super) tls: Option<crate::tls::Acceptor>,
     /// What setting the options its connections inherit found (MPTCP: SO_OOBINLINE is set
     /// per connection).
     pub(super) accepting: crate::socket::Accepting,
@@ -102,6 +104,8 @@ pub(crate) struct Core {
     /// Shared with the `Input`, which the reactor lends beside the `Context` (an `Arc`, so
     /// that a `Server` stays `Send`; one thread only ever touches it).
     pub(super) held: Arc<AtomicBool>,
+    /// TLS handshake steps taken this turn (see `tls::HANDSHAKES_PER_TURN`).
+    pub(super) handshakes: usize,
 }
 
 impl Core {
@@ -129,6 +133,7 @@ impl Core {
             now: Instant::now(),
             serving: None,
             held: Arc::new(AtomicBool::new(false)),
+            handshakes: 0,
             limits,
         }
     }
@@ -301,6 +306,16 @@ impl Core {
 
     pub(crate) fn close_after_flush(&mut self, id: ConnId) {
         let Some(conn) = self.get_mut(id) else { return };
+        if conn.tls.is_some() && conn.phase.handed() {
+            // close_notify goes after what is queued: `after_write` sends it, then closes.
+            if conn.life.open() {
+                conn.life.close_after_flush(false);
+                let was_blocked = conn.writable;
+                self.hold_input(id);
+                self.after_write(id, was_blocked);
+            }
+            return;
+        }
         if conn.life.close_after_flush(conn.out.is_empty()) {
             let reason = self.local_close_reason(id);
             self.request_close(id, reason);
@@ -313,6 +328,15 @@ impl Core {
     pub(crate) fn shutdown_write(&mut self, id: ConnId) {
         let Some(conn) = self.get_mut(id) else { return };
         if !conn.life.open() {
+            return;
+        }
+        if conn.tls.is_some() {
+            // close_notify, then the FIN, after what is queued (`after_write`).
+            if conn.send.open() {
+                conn.send.shutdown(false);
+                let was_blocked = conn.writable;
+                self.after_write(id, was_blocked);
+            }
             return;
         }
         if conn.send.shutdown(conn.out.is_empty()) {
@@ -357,6 +381,25 @@ impl Core {
         let Some(conn) = self.get(id) else { return };
         debug_assert!(conn.out.is_empty(), "request_close drops the queue");
         let mut conn = self.conns.remove(id.key);
+        if let Some(tls) = &mut conn.tls {
+            // What TLS still owes the peer, as far as the socket takes it now: the alert of
+            // a failed handshake, or close_notify where the end is ours and orderly (a
+            // close that did not wait for the queue; `close_after_flush` sent it already).
+            let orderly = !matches!(
+                reason,
+                CloseReason::Reset
+                    | CloseReason::Error(_)
+                    | CloseReason::Tls(_)
+                    | CloseReason::Truncated
+                    | CloseReason::HandshakeTimeout
+            );
+            if orderly && conn.phase.handed() {
+                tls.close_notify();
+            }
+            if !matches!(reason, CloseReason::Reset | CloseReason::Error(_)) {
+                while tls.wants_write() && tls.write_tls(&mut conn.stream).is_ok_and(|n| n > 0) {}
+            }
+        }
         if matches!(reason, CloseReason::Closed | CloseReason::Shutdown)
             && conn.recv != crate::conn::Recv::Done
         {
@@ -379,8 +422,8 @@ impl Core {
         }
         self.deadlines.close(id, &conn.timing);
         self.timers.cancel_conn(id);
-        if conn.phase.handed() {
-            self.peers.release(&conn.peer); // counted when it was handed over
+        if conn.phase.counted() {
+            self.peers.release(&conn.peer); // counted at accept, or with its PROXY header
         }
         let unused = conn.input.len();
         self.total_kept -= unused;
@@ -402,6 +445,17 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Every TLS listener's new handshakes use `tls` from now on.
+    #[cfg(feature = "tls")]
+    pub(super) fn replace_tls(&mut self, tls: crate::tls::Acceptor) {
+        let mut n = 0;
+        for slot in self.listeners.iter_mut().filter(|l| l.tls.is_some()) {
+            slot.tls = Some(tls.clone());
+            n += 1;
+        }
+        log::info!("TLS configuration reloaded for {n} listeners");
     }
 
     /// Accepts from listener `index` at the turn's accepting point, once.

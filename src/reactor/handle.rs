@@ -34,6 +34,17 @@ pub struct ServerHandle {
 struct Inner {
     waker: Waker,
     stop: AtomicBool,
+    /// A TLS server's resumption state (kept across reloads), and the configuration a
+    /// reload handed in that the loop has not taken yet.
+    #[cfg(feature = "tls")]
+    tls: std::sync::Mutex<TlsReload>,
+}
+
+#[cfg(feature = "tls")]
+#[derive(Default)]
+struct TlsReload {
+    resumption: Option<crate::tls::Resumption>,
+    pending: Option<crate::tls::Acceptor>,
 }
 
 impl fmt::Debug for ServerHandle {
@@ -50,6 +61,8 @@ impl ServerHandle {
             inner: Arc::new(Inner {
                 waker: Waker::new(registry, token::WAKER_TOKEN)?,
                 stop: AtomicBool::new(false),
+                #[cfg(feature = "tls")]
+                tls: Default::default(),
             }),
         })
     }
@@ -74,6 +87,48 @@ impl ServerHandle {
     }
 
     /// Whether a stop was asked for since the last call (then clears it).
+    /// Replaces the TLS configuration of every TLS listener (feature `tls`), from any
+    /// thread: new handshakes use it from the loop's next turn; established connections
+    /// keep theirs; session resumption goes on working across it (the ticket keys and the
+    /// session cache are the server's, not the configuration's). Built and checked here,
+    /// before the swap: an error (a file that cannot be read, a key that does not belong to
+    /// its certificate…) names the file and leaves the running configuration as it was.
+    ///
+    /// ```no_run
+    /// fn reload(handle: &dualstack::ServerHandle) -> Result<(), dualstack::TlsError> {
+    ///     let tls = dualstack::TlsConfig::new().cert_files("cert.pem", "key.pem")?;
+    ///     handle.reload_tls(&tls) // a bad file: Err, and the old certificates stay
+    /// }
+    /// # let _ = reload;
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn reload_tls(&self, config: &crate::tls::TlsConfig) -> Result<(), crate::tls::TlsError> {
+        let mut tls = self.inner.tls.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(resumption) = &tls.resumption else {
+            return Err(crate::tls::TlsError::no_tls_listener());
+        };
+        tls.pending = Some(config.build(resumption)?);
+        drop(tls);
+        if let Err(e) = self.inner.waker.wake() {
+            log::warn!("cannot wake the server to reload its TLS configuration: {e}");
+        }
+        Ok(())
+    }
+
+    /// The server has TLS listeners, served with `resumption`.
+    #[cfg(feature = "tls")]
+    pub(crate) fn enable_tls(&self, resumption: crate::tls::Resumption) {
+        let mut tls = self.inner.tls.lock().unwrap_or_else(|e| e.into_inner());
+        tls.resumption = Some(resumption);
+    }
+
+    /// A configuration a reload handed in, once.
+    #[cfg(feature = "tls")]
+    pub(crate) fn take_tls(&self) -> Option<crate::tls::Acceptor> {
+        let mut tls = self.inner.tls.lock().unwrap_or_else(|e| e.into_inner());
+        tls.pending.take()
+    }
+
     pub(crate) fn take_stop(&self) -> bool {
         self.inner.stop.swap(false, Ordering::Acquire)
     }

@@ -369,6 +369,14 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
         self.core.proxied(conn)
     }
 
+    /// What the TLS handshake of `conn` settled (version, cipher suite, SNI name, ALPN,
+    /// the client's certificates): known from `on_open` on. `None` for a connection that is
+    /// not TLS (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn tls(&self, conn: ConnId) -> Option<&crate::tls::TlsInfo> {
+        self.core.get(conn)?.tls.as_ref()?.info()
+    }
+
     /// The peer's IP address of `conn`, normalized; `None` once it is gone, or for a
     /// Unix-domain peer.
     pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {

@@ -44,6 +44,7 @@ pub(crate) mod core;
 mod deadlines;
 mod handle;
 mod handler;
+mod handshake;
 pub(crate) mod limits;
 pub(crate) mod output;
 mod peers;
@@ -121,6 +122,9 @@ pub struct Server<H: Handler> {
     handler: H,
     /// The one read buffer of the loop, lent to `on_data` for each read.
     buf: Vec<u8>,
+    /// The plaintext of a TLS read's records: the loop's second buffer, lent to `on_data`
+    /// as `buf` is (empty until the first TLS read).
+    plain: Vec<u8>,
     /// The core's "input held" flag, shared once here so that each `on_data` can lend it to
     /// the `Input` while the `Context` borrows the core (no reference count per call).
     held: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -184,6 +188,7 @@ impl<H: Handler> Server<H> {
         poller: Poller,
         listeners: Vec<crate::listen::Listener>,
         proxies: Vec<Option<ProxyProtocol>>,
+        tls: Vec<Option<crate::tls::Acceptor>>,
         skipped: Vec<Skipped>,
         limits: Limits,
         handler: H,
@@ -211,12 +216,14 @@ impl<H: Handler> Server<H> {
         let slots = listeners
             .into_iter()
             .zip(proxies)
-            .map(|(listener, proxy)| ListenerSlot {
+            .zip(tls)
+            .map(|((listener, proxy), tls)| ListenerSlot {
                 info: ListenerInfo {
                     local_addr: listener.local_addr().clone(),
                     mode: listener.mode(),
                     spec: listener.spec().clone(),
                     proxy_protocol: proxy.is_some(),
+                    tls: tls.is_some(),
                 },
                 accepting: listener.accepting,
                 socket: Some(listener.into_socket()),
@@ -224,6 +231,7 @@ impl<H: Handler> Server<H> {
                 retry_at: None,
                 failing: false,
                 proxy,
+                tls,
             })
             .collect();
         let core = Core::new(registry, slots, limits);
@@ -231,6 +239,7 @@ impl<H: Handler> Server<H> {
             poll,
             events: Events::with_capacity(limits.events),
             buf: vec![0; limits.read_buffer],
+            plain: Vec::new(),
             held: std::sync::Arc::clone(&core.held),
             core,
             states: slab::Slab::new(),

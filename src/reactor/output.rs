@@ -11,7 +11,7 @@ use mio::Interest;
 
 use super::core::{conn_mut, Core};
 use super::token;
-use crate::conn::{CloseReason, ConnId, Holder, OutQueue};
+use crate::conn::{CloseReason, ConnId, Holder, OutQueue, Send};
 
 /// What a connection is always registered for. On Linux also PRIORITY (EPOLLPRI): `recv`
 /// stops at TCP's urgent mark, so a read can come back short with data behind it, and the
@@ -111,6 +111,37 @@ fn write_queue(out: &mut OutQueue, sink: &mut impl io::Write) -> (usize, Option<
     (written, None)
 }
 
+/// [`write_queue`] through a TLS session: waiting ciphertext first, then the queue
+/// encrypted (as much as the session's ciphertext limit takes at a time) and written, until
+/// both are empty or the socket stops taking it. Returns the plaintext that left the queue.
+fn write_queue_tls(
+    out: &mut OutQueue,
+    tls: &mut crate::tls::Session,
+    sink: &mut impl io::Write,
+) -> (usize, Option<io::Error>) {
+    let mut moved = 0;
+    loop {
+        while tls.wants_write() {
+            match tls.write_tls(sink) {
+                Ok(0) => return (moved, Some(io::ErrorKind::WriteZero.into())),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (moved, None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (moved, Some(e)),
+            }
+        }
+        if out.is_empty() {
+            return (moved, None);
+        }
+        match tls.encrypt(out) {
+            // The session's buffer was just emptied, so it takes something.
+            Ok(0) => return (moved, Some(io::ErrorKind::WriteZero.into())),
+            Ok(n) => moved += n,
+            Err(e) => return (moved, Some(e)),
+        }
+    }
+}
+
 impl Core {
     /// Queues `data` for `id`, to be written with everything else sent to it this turn: when
     /// the reactor is done reading it, or at the turn's end (at once past [`FLUSH_AT`]).
@@ -205,7 +236,7 @@ impl Core {
             return;
         };
         conn.dirty = false;
-        if conn.out.is_empty() || conn.writable {
+        if conn.flushed() || conn.writable {
             return;
         }
         self.write_out(id);
@@ -225,12 +256,15 @@ impl Core {
         let Some(conn) = conn_mut(&mut self.conns, id) else {
             return;
         };
-        if conn.out.is_empty() {
+        if conn.flushed() {
             return;
         }
         let was_blocked = conn.writable;
         let listener = conn.listener as usize;
-        let (left, failed) = write_queue(&mut conn.out, &mut conn.stream);
+        let (left, failed) = match &mut conn.tls {
+            Some(tls) => write_queue_tls(&mut conn.out, tls, &mut conn.stream),
+            None => write_queue(&mut conn.out, &mut conn.stream),
+        };
         if left > 0 {
             self.total_queued -= left;
             self.listeners[listener].stats.bytes_out += left as u64;
@@ -245,12 +279,12 @@ impl Core {
     /// Brings interest, backpressure and pending closes in line with the queue of `id`
     /// after a write. `was_blocked`: WRITABLE was registered (the queue had backed up), so
     /// a queue now empty is worth an `on_drained`.
-    fn after_write(&mut self, id: ConnId, was_blocked: bool) {
+    pub(super) fn after_write(&mut self, id: ConnId, was_blocked: bool) {
         let limits = self.limits;
         let Some(conn) = conn_mut(&mut self.conns, id) else {
             return;
         };
-        let want_writable = !conn.out.is_empty();
+        let want_writable = !conn.flushed();
         if want_writable != conn.writable {
             let interest = if want_writable {
                 CONN_INTEREST | Interest::WRITABLE
@@ -278,6 +312,15 @@ impl Core {
         if !conn.out.is_empty() {
             return;
         }
+        let ending = conn.send == Send::ShutAfterFlush || conn.life.drained();
+        if ending && conn.tls.as_mut().is_some_and(|t| t.close_notify()) {
+            // A TLS stream ends with close_notify, after everything sent: written like
+            // the rest, and this runs again once it is.
+            return self.write_out(id);
+        }
+        if !conn.flushed() {
+            return; // ciphertext waits for WRITABLE
+        }
         if conn.send.drained() {
             if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
                 self.request_close(id, CloseReason::from_io(e));
@@ -287,7 +330,7 @@ impl Core {
         if conn.life.drained() {
             let reason = self.local_close_reason(id);
             self.request_close(id, reason);
-        } else if was_blocked {
+        } else if was_blocked && conn.phase.handed() {
             self.drained.push_back(id);
         }
     }

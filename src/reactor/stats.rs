@@ -21,13 +21,18 @@ pub struct ListenerInfo {
     /// Every connection begins with a PROXY protocol header
     /// ([`ServerBuilder::listen_proxied`](crate::ServerBuilder::listen_proxied)).
     pub proxy_protocol: bool,
+    /// Its connections are TLS (`ServerBuilder::listen_tls`, feature `tls`).
+    pub tls: bool,
 }
 
 impl fmt::Display for ListenerInfo {
-    /// `ADDR (MODE)`, as in `[::]:7000 (dual-stack)` or `unix:/run/app.sock (unix)`: what a
-    /// server prints as `listening on …`.
+    /// `ADDR (MODE)`, as in `[::]:7000 (dual-stack)` or `unix:/run/app.sock (unix)`, and
+    /// `ADDR (MODE, tls)` for a TLS listener: what a server prints as `listening on …`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.local_addr, self.mode)
+        match self.tls {
+            true => write!(f, "{} ({}, tls)", self.local_addr, self.mode),
+            false => write!(f, "{} ({})", self.local_addr, self.mode),
+        }
     }
 }
 
@@ -44,13 +49,13 @@ impl ListenerInfo {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListenerStats {
     /// Connections accepted so far, those refused (`refused`, `proxy_untrusted`,
-    /// `proxy_failed`) included.
+    /// `proxy_failed`, `tls_failed`) included.
     pub accepted: u64,
     /// Connections open now.
     pub open: usize,
-    /// Bytes read from its connections.
+    /// Bytes read from its connections (for TLS, the plaintext the handler got).
     pub bytes_in: u64,
-    /// Bytes written to its connections.
+    /// Bytes written to its connections (for TLS, the plaintext the handler sent).
     pub bytes_out: u64,
     /// Connections refused because their peer already had its share
     /// ([`ServerBuilder::max_connections_per_peer`](crate::ServerBuilder::max_connections_per_peer)):
@@ -62,6 +67,9 @@ pub struct ListenerStats {
     /// On a PROXY listener: connections closed because their header was malformed, not
     /// complete in time, or never came (the peer left first).
     pub proxy_failed: u64,
+    /// On a TLS listener: connections closed in their handshake: refused (by either side),
+    /// not complete in time, or left by the client.
+    pub tls_failed: u64,
 }
 
 /// The server's counters: per listener, and their sums.
@@ -90,6 +98,7 @@ impl Stats {
             total.refused += l.refused;
             total.proxy_untrusted += l.proxy_untrusted;
             total.proxy_failed += l.proxy_failed;
+            total.tls_failed += l.tls_failed;
         }
         Stats {
             total,

@@ -20,6 +20,35 @@ use crate::conn::{
 };
 use crate::socket::Peer;
 
+/// A PROXY header named the client of connection `id`: it becomes the peer, if it has room
+/// under the per-peer limit (else the connection is closed). Returns (balancer, client).
+pub(super) fn admit_client(
+    core: &mut super::core::Core,
+    id: ConnId,
+    header: &ProxyHeader,
+) -> Option<(Peer, Peer)> {
+    let conn = core::conn_mut(&mut core.conns, id)?;
+    let balancer = conn.peer;
+    let client = client_of(balancer, header);
+    conn.peer = client;
+    if !core.peers.admit(&client) {
+        log::debug!("{id}: {client} (through {balancer}) already has its share of connections");
+        core.request_close(id, CloseReason::PeerLimit);
+        return None;
+    }
+    Some((balancer, client))
+}
+
+/// What [`Server::deliver`] offers the handler: the first bytes of the loop's buffer (a
+/// read, nothing kept), the plaintext a read's records held (TLS, nothing kept), or the
+/// bytes kept for the connection.
+#[derive(Debug, Clone, Copy)]
+enum Offer {
+    Read(usize),
+    Plain,
+    Kept,
+}
+
 /// Whether a short read proves the socket drained (see the module docs of `reactor`):
 /// Linux stream sockets only (TCP, and Unix-domain, whose every arrival wakes epoll too).
 const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
@@ -36,6 +65,7 @@ impl<H: Handler> Server<H> {
             Err(e) => return Err(e),
         }
         self.core.now = Instant::now();
+        self.core.handshakes = 0;
         let carried = self.core.ready.begin_turn();
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
@@ -147,6 +177,10 @@ impl<H: Handler> Server<H> {
                 if self.handle.take_stop() {
                     self.core.request_stop();
                 }
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.handle.take_tls() {
+                    self.core.replace_tls(tls);
+                }
                 let mut ctx = Context::new(&mut self.core, &mut self.states);
                 self.handler.on_wake(&mut ctx);
                 self.settle();
@@ -166,10 +200,10 @@ impl<H: Handler> Server<H> {
     /// only when the event did not report end-of-stream, which a short read says nothing
     /// about.
     fn read(&mut self, id: ConnId, short_read_drains: bool) {
-        if let Some(conn) = core::conn_mut(&mut self.core.conns, id) {
-            if !conn.phase.handed() {
-                return self.read_preamble(id, short_read_drains);
-            }
+        match core::conn_mut(&mut self.core.conns, id).map(|c| &c.phase) {
+            Some(Phase::Preamble(_)) => return self.read_preamble(id, short_read_drains),
+            Some(Phase::Handshake(_)) => return self.read_handshake(id, short_read_drains),
+            _ => {}
         }
         self.read_handed(id, short_read_drains, false);
         self.core.flush(id);
@@ -178,7 +212,7 @@ impl<H: Handler> Server<H> {
 
     /// The reading of [`read`](Server::read), for a connection the handler has: with
     /// `drained`, the socket is known to hold nothing now, so only kept input is offered.
-    fn read_handed(&mut self, id: ConnId, short_read_drains: bool, drained: bool) {
+    pub(super) fn read_handed(&mut self, id: ConnId, short_read_drains: bool, drained: bool) {
         let mut budget = self.core.limits.read_budget;
         loop {
             // By id: a callback may close it, and its slot must not be taken for it.
@@ -200,7 +234,7 @@ impl<H: Handler> Server<H> {
                 // against the budget, so a handler that is refused again and again (a pause
                 // and a resume at each call) cannot keep the loop from other connections.
                 budget = budget.saturating_sub(conn.input.len().max(1));
-                self.deliver(id, None, true);
+                self.deliver(id, Offer::Kept, true);
                 continue;
             }
             if drained {
@@ -213,6 +247,13 @@ impl<H: Handler> Server<H> {
             let fresh = conn.input.is_empty();
             let result = conn.stream.read(&mut self.buf);
             match result {
+                Ok(0) if conn.tls.is_some() => {
+                    // A clean end (close_notify) ends reading before the stream does.
+                    log::debug!("{id}: the peer ended its TLS stream without close_notify");
+                    self.core.request_close(id, CloseReason::Truncated);
+                    self.settle();
+                    return;
+                }
                 Ok(0) => {
                     conn.recv = crate::conn::Recv::Done;
                     log::debug!("{id}: peer closed its side");
@@ -224,13 +265,49 @@ impl<H: Handler> Server<H> {
                 Ok(n) => {
                     conn.timing.last_active = self.core.now;
                     conn.timing.first_byte = true;
-                    self.core.listeners[conn.listener as usize].stats.bytes_in += n as u64;
                     let drained = short_read_drains && n < room;
-                    if !fresh {
-                        conn.input.append(&self.buf[..n]);
-                        self.core.total_kept += n;
+                    // A TLS connection's records are decrypted into the loop's second
+                    // buffer (all of them: the session keeps no plaintext back).
+                    let (offer, peer_closed) = match &mut conn.tls {
+                        None => (Offer::Read(n), false),
+                        Some(tls) => {
+                            self.plain.clear();
+                            match tls.feed(&self.buf[..n], &mut self.plain) {
+                                Ok(fed) => (Offer::Plain, fed.peer_closed),
+                                Err(e) => {
+                                    log::debug!("{id}: {e}");
+                                    self.core.request_close(id, CloseReason::Tls(e));
+                                    self.settle();
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    let bytes = match offer {
+                        Offer::Plain => &self.plain[..],
+                        _ => &self.buf[..n],
+                    };
+                    let len = bytes.len();
+                    self.core.listeners[conn.listener as usize].stats.bytes_in += len as u64;
+                    if len > 0 {
+                        if !fresh {
+                            conn.input.append(bytes);
+                            self.core.total_kept += len;
+                        }
+                        self.deliver(id, if fresh { offer } else { Offer::Kept }, false);
                     }
-                    self.deliver(id, fresh.then_some(n), false);
+                    if peer_closed {
+                        // close_notify: the peer's side is done, cleanly.
+                        let Some(conn) = core::conn_mut(&mut self.core.conns, id) else {
+                            return;
+                        };
+                        conn.recv = crate::conn::Recv::Done;
+                        log::debug!("{id}: peer closed its side (close_notify)");
+                        let mut ctx = Context::new(&mut self.core, &mut self.states);
+                        self.handler.on_peer_closed(&mut ctx, id);
+                        self.settle();
+                        return;
+                    }
                     // A hold the handler released during the call (a pause and a resume, a
                     // send that wrote its own queue) leaves kept bytes to offer: the loop's
                     // top does it, though the socket is drained (else they waited for the
@@ -257,20 +334,22 @@ impl<H: Handler> Server<H> {
     /// buffer (nothing was kept), or else the bytes kept for it. Then keeps what the handler
     /// did not use (copying it out of the loop's buffer, the one copy input ever gets), or
     /// closes the connection if that is more than the limit.
-    fn deliver(&mut self, id: ConnId, fresh: Option<usize>, reoffer: bool) {
+    fn deliver(&mut self, id: ConnId, offer: Offer, reoffer: bool) {
         let held = &*self.held;
         held.store(false, std::sync::atomic::Ordering::Relaxed);
+        let fresh = !matches!(offer, Offer::Kept);
         let kept = match fresh {
-            Some(_) => crate::conn::Kept::default(),
-            None => match core::conn_mut(&mut self.core.conns, id) {
+            true => crate::conn::Kept::default(),
+            false => match core::conn_mut(&mut self.core.conns, id) {
                 Some(conn) => std::mem::take(&mut conn.input),
                 None => return,
             },
         };
         let kept_before = kept.len();
-        let bytes = match fresh {
-            Some(n) => &self.buf[..n],
-            None => kept.bytes(),
+        let bytes = match offer {
+            Offer::Read(n) => &self.buf[..n],
+            Offer::Plain => &self.plain[..],
+            Offer::Kept => kept.bytes(),
         };
         self.core.serving = Some(id);
         let mut input = Input::new(bytes, held);
@@ -283,8 +362,8 @@ impl<H: Handler> Server<H> {
             return;
         };
         match fresh {
-            Some(_) => conn.input.keep(&bytes[used..]),
-            None => {
+            true => conn.input.keep(&bytes[used..]),
+            false => {
                 // Put back what the handler left: `kept` was taken out of the connection for
                 // the call (the `Context` borrows every connection).
                 let mut rest = kept;
@@ -362,6 +441,10 @@ impl<H: Handler> Server<H> {
                     core.request_close(id, CloseReason::ProxyHeader(e));
                     break;
                 }
+                Step::Done(header, rest) if conn.tls.is_some() => {
+                    self.tls_after_header(id, header, rest, short_read_drains, drained);
+                    return self.settle();
+                }
                 Step::Done(header, rest) => {
                     self.hand_over(id, header, rest);
                     // On as for any connection: the bytes that came with the header first,
@@ -379,21 +462,15 @@ impl<H: Handler> Server<H> {
     /// limit, deadlines from now, `on_open`); the bytes that came with the header are kept
     /// as its first input, offered before anything more is read.
     fn hand_over(&mut self, id: ConnId, header: ProxyHeader, rest: Vec<u8>) {
+        let Some((balancer, client)) = admit_client(&mut self.core, id, &header) else {
+            return self.settle();
+        };
+        log::debug!("{id}: {balancer} relays {client}");
         let core = &mut self.core;
         let now = core.now;
         let Some(conn) = core::conn_mut(&mut core.conns, id) else {
             return;
         };
-        let balancer = conn.peer;
-        let client = client_of(balancer, &header);
-        conn.peer = client;
-        if !core.peers.admit(&client) {
-            log::debug!("{id}: {client} (through {balancer}) already has its share of connections");
-            core.request_close(id, CloseReason::PeerLimit);
-            self.settle();
-            return;
-        }
-        log::debug!("{id}: {balancer} relays {client}");
         conn.phase = Phase::Proxied(Box::new(Proxied { balancer, header }));
         core.deadlines.reopen(id, &mut conn.timing, now);
         if !rest.is_empty() {
@@ -413,12 +490,20 @@ impl<H: Handler> Server<H> {
 
     /// A connection that never reached `on_open`: counted by its reason (a stop counts as
     /// nothing), then told to the handler's `on_refused`.
-    pub(super) fn refuse(&mut self, listener: ListenerId, peer: &Peer, reason: CloseReason) {
+    pub(super) fn refuse(
+        &mut self,
+        listener: ListenerId,
+        peer: &Peer,
+        reason: CloseReason,
+        in_handshake: bool,
+    ) {
         let stats = &mut self.core.listeners[listener.0].stats;
         match reason {
             CloseReason::PeerLimit => stats.refused += 1,
             CloseReason::Untrusted => stats.proxy_untrusted += 1,
             CloseReason::Shutdown => {}
+            // The handshake failed, was late, or the client left or failed during it.
+            _ if in_handshake => stats.tls_failed += 1,
             // The header was bad or late, or the balancer left or failed before it was in.
             _ => stats.proxy_failed += 1,
         }
@@ -438,9 +523,10 @@ impl<H: Handler> Server<H> {
                     // handler hears of it as refused, not as closed.
                     Some(conn) if !conn.phase.handed() => {
                         let (listener, peer) = (ListenerId(conn.listener as usize), conn.peer);
+                        let in_handshake = matches!(conn.phase, Phase::Handshake(_));
                         self.core.remove(id, &reason);
                         self.states.remove(id.key);
-                        self.refuse(listener, &peer, reason);
+                        self.refuse(listener, &peer, reason, in_handshake);
                     }
                     Some(_) => {
                         let mut ctx = Context::new(&mut self.core, &mut self.states);
@@ -519,6 +605,10 @@ impl<H: Handler> Server<H> {
                         core.deadlines.idle_timeout().unwrap_or_default()
                     );
                     core.request_close(id, CloseReason::IdleTimeout);
+                }
+                Verdict::Header if matches!(conn.phase, Phase::Handshake(_)) => {
+                    log::debug!("{id}: no complete TLS handshake in time");
+                    core.request_close(id, CloseReason::HandshakeTimeout);
                 }
                 Verdict::Header => {
                     log::debug!("{id}: no complete PROXY header in time");

@@ -1,0 +1,196 @@
+//! The TLS phase of a connection, beside the PROXY preamble (`turn.rs`): from accept (or
+//! the PROXY header) to the end of the handshake the reactor drives the session, within
+//! the handshake deadline and a per-turn budget of handshake steps; then `on_open`, and the
+//! connection is read like any other, its records decrypted on the way in.
+
+use std::io::{self, Read};
+
+use super::core::conn_mut;
+use super::handler::{Context, Handler};
+use super::timers::after;
+use super::Server;
+use crate::addr::ProxyHeader;
+use crate::conn::{CloseReason, ConnId, ConnInfo, ListenerId, Phase, Proxied, Recv, Timing};
+use crate::tls::HANDSHAKES_PER_TURN;
+
+/// What a handshake step left to do.
+pub(super) enum Step {
+    /// The handshake needs more bytes from the client.
+    More,
+    /// The connection is the handler's now, or it closed: nothing more for this phase.
+    Done,
+}
+
+impl<H: Handler> Server<H> {
+    /// Reads a TLS connection in its handshake until `WouldBlock`, the handshake's end
+    /// (then on as for any connection), a failure, or the turn's handshake budget (then it
+    /// goes on the ready queue, read after the next turn's events). `short_read_drains` as
+    /// for [`read`](Server::read).
+    pub(super) fn read_handshake(&mut self, id: ConnId, short_read_drains: bool) {
+        loop {
+            if self.core.handshakes >= HANDSHAKES_PER_TURN {
+                self.core.ready.push(id);
+                return;
+            }
+            let core = &mut self.core;
+            let Some(conn) = conn_mut(&mut core.conns, id) else {
+                return;
+            };
+            if !conn.life.open() || !matches!(conn.phase, Phase::Handshake(_)) {
+                return;
+            }
+            let n = match conn.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    log::debug!("{id}: the client left during its TLS handshake");
+                    core.request_close(id, CloseReason::PeerClosed);
+                    return self.settle();
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    core.request_close(id, CloseReason::from_io(e));
+                    return self.settle();
+                }
+            };
+            let drained = short_read_drains && n < self.buf.len();
+            match self.handshake_step(id, n, short_read_drains, drained) {
+                Step::Done => return,
+                Step::More if drained => return,
+                Step::More => {}
+            }
+        }
+    }
+
+    /// Feeds the first `n` bytes of the loop's buffer to the handshake of `id`, writes what
+    /// it answers, and on its end hands the connection to the handler (`on_open`, then the
+    /// plaintext that came with the end, then reading on as for any connection).
+    pub(super) fn handshake_step(
+        &mut self,
+        id: ConnId,
+        n: usize,
+        short_read_drains: bool,
+        drained: bool,
+    ) -> Step {
+        self.core.handshakes += 1;
+        let core = &mut self.core;
+        let Some(conn) = conn_mut(&mut core.conns, id) else {
+            return Step::Done;
+        };
+        let Some(tls) = conn.tls.as_mut() else {
+            return Step::Done;
+        };
+        self.plain.clear();
+        let fed = match tls.feed(&self.buf[..n], &mut self.plain) {
+            Ok(fed) => fed,
+            Err(e) => {
+                log::debug!("{id} from {}: {e}", conn.peer);
+                // Its alert is written as it is removed.
+                core.request_close(id, CloseReason::Tls(e));
+                self.settle();
+                return Step::Done;
+            }
+        };
+        // The session's answer (ServerHello…, tickets), at once: the client waits for it.
+        core.flush(id);
+        if !fed.handshake_done {
+            self.settle();
+            return if self.core.is_open(id) {
+                Step::More
+            } else {
+                Step::Done
+            };
+        }
+        self.tls_open(id, fed.peer_closed);
+        self.read_handed(id, short_read_drains, drained);
+        self.core.flush(id);
+        self.settle();
+        Step::Done
+    }
+
+    /// The handshake of `id` is done: it becomes the handler's connection (deadlines from
+    /// now, `on_open`); the plaintext that came with the handshake's last flight is kept as
+    /// its first input.
+    fn tls_open(&mut self, id: ConnId, peer_closed: bool) {
+        let core = &mut self.core;
+        let now = core.now;
+        let Some(conn) = conn_mut(&mut core.conns, id) else {
+            return;
+        };
+        conn.phase = match std::mem::replace(&mut conn.phase, Phase::Open) {
+            Phase::Handshake(Some(proxied)) => Phase::Proxied(proxied),
+            _ => Phase::Open,
+        };
+        core.deadlines.reopen(id, &mut conn.timing, now);
+        if !self.plain.is_empty() {
+            conn.timing.first_byte = true;
+            conn.input.keep(&self.plain);
+            conn.offer_kept = true;
+            core.total_kept += self.plain.len();
+            core.listeners[conn.listener as usize].stats.bytes_in += self.plain.len() as u64;
+        }
+        if let Some(tls) = &conn.tls {
+            log::debug!("{id}: {} with {}", tls.summary(), conn.peer);
+        }
+        let info = ConnInfo {
+            listener: ListenerId(conn.listener as usize),
+            peer: conn.peer,
+        };
+        let mut ctx = Context::new(&mut self.core, &mut self.states);
+        self.handler.on_open(&mut ctx, id, &info);
+        self.settle();
+        if peer_closed {
+            if let Some(conn) = conn_mut(&mut self.core.conns, id) {
+                conn.recv = Recv::Done;
+                let mut ctx = Context::new(&mut self.core, &mut self.states);
+                self.handler.on_peer_closed(&mut ctx, id);
+                self.settle();
+            }
+        }
+    }
+
+    /// A TLS connection's PROXY header is in: the client it names is the peer (its share
+    /// counted now), the handshake deadline runs from now, and the bytes that came after
+    /// the header are the handshake's first.
+    pub(super) fn tls_after_header(
+        &mut self,
+        id: ConnId,
+        header: ProxyHeader,
+        rest: Vec<u8>,
+        short_read_drains: bool,
+        drained: bool,
+    ) {
+        let Some((balancer, client)) = super::turn::admit_client(&mut self.core, id, &header)
+        else {
+            return self.settle();
+        };
+        log::debug!("{id}: {balancer} relays {client}, awaiting its TLS handshake");
+        let core = &mut self.core;
+        let now = core.now;
+        let Some(conn) = conn_mut(&mut core.conns, id) else {
+            return;
+        };
+        conn.phase = Phase::Handshake(Some(Box::new(Proxied { balancer, header })));
+        let timeout = core.listeners[conn.listener as usize]
+            .tls
+            .as_ref()
+            .map(|t| t.handshake_timeout())
+            .unwrap_or_default();
+        core.deadlines.close(id, &conn.timing);
+        conn.timing = Timing::new(now);
+        core.deadlines
+            .open_header(id, &mut conn.timing, after(now, timeout));
+        if !rest.is_empty() {
+            // It came in the header's last read, so it fits the loop's buffer.
+            debug_assert!(rest.len() <= self.buf.len());
+            let n = rest.len().min(self.buf.len());
+            self.buf[..n].copy_from_slice(&rest[..n]);
+            if let Step::Done = self.handshake_step(id, n, short_read_drains, drained) {
+                return;
+            }
+        }
+        if !drained {
+            self.read_handshake(id, short_read_drains);
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! TLS terminated inside the loop: a listener's connections go through a handshake phase
+//! (after the PROXY header, if the listener has one) before the handler hears of them, and
+//! afterwards every read is decrypted before `on_data` sees it and every queued byte is
+//! encrypted as it is written. A TLS connection looks to a handler exactly like a plain one;
+//! [`Context::tls`](crate::Context::tls) says what was negotiated.
+//!
+//! rustls (0.23, ring provider) stays behind this module: `config.rs` turns a [`TlsConfig`]
+//! into a rustls `ServerConfig` (certificates chosen by SNI in `resolve.rs`), `session.rs`
+//! is the one place that drives a rustls connection (`feed` ciphertext in, plaintext out;
+//! `encrypt` a queue; `write_tls`). Without the `tls` feature, `off.rs` puts uninhabited
+//! types in their place, so the reactor's code is the same either way and compiles to
+//! nothing for TLS.
+
+use std::fmt;
+
+#[cfg(feature = "tls")]
+mod config;
+#[cfg(feature = "tls")]
+mod resolve;
+#[cfg(feature = "tls")]
+mod session;
+
+#[cfg(feature = "tls")]
+pub use config::{TlsConfig, TlsError, TlsErrorKind};
+#[cfg(feature = "tls")]
+pub use session::TlsInfo;
+#[cfg(feature = "tls")]
+pub(crate) use session::{Acceptor, Resumption, Session};
+
+#[cfg(not(feature = "tls"))]
+mod off;
+#[cfg(not(feature = "tls"))]
+pub(crate) use off::{Acceptor, Session};
+
+/// Why a TLS connection failed: the handshake or a record was refused (by us or by the
+/// peer's alert), in rustls's words. Given with [`CloseReason::Tls`](crate::CloseReason::Tls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFailure {
+    message: String,
+}
+
+impl TlsFailure {
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn new(message: String) -> TlsFailure {
+        TlsFailure { message }
+    }
+
+    /// rustls's description of the failure, e.g. `peer is incompatible:
+    /// NoApplicationProtocol` or `received fatal alert: UnknownCA`.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TLS: {}", self.message)
+    }
+}
+
+impl std::error::Error for TlsFailure {}
+
+/// What one [`Session::feed`] did besides giving plaintext.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fed {
+    /// The handshake completed within these bytes.
+    pub(crate) handshake_done: bool,
+    /// The peer's `close_notify` came: its side is done (bytes after it are ignored).
+    pub(crate) peer_closed: bool,
+}
+
+/// The most handshake steps (ciphertext fed to a connection still handshaking) one turn
+/// takes: a full handshake is private-key work inside the one thread, so a burst of new
+/// clients waits for later turns instead of delaying every established connection. The
+/// rest go on the ready queue, read after the next turn's events.
+pub(crate) const HANDSHAKES_PER_TURN: usize = 16;

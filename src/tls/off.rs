@@ -1,0 +1,52 @@
+//! Without the `tls` feature: the types the reactor names, with no values. Every method is
+//! unreachable (`match *self {}`), so the reactor's TLS paths compile to nothing.
+
+use std::io;
+use std::time::Duration;
+
+use super::{Fed, TlsFailure};
+use crate::conn::OutQueue;
+
+/// A listener's TLS settings: none exist without the feature.
+#[derive(Debug, Clone)]
+pub(crate) enum Acceptor {}
+
+/// A connection's TLS state: none exist without the feature.
+#[derive(Debug)]
+pub(crate) enum Session {}
+
+impl Acceptor {
+    pub(crate) fn start(&self) -> Result<Box<Session>, TlsFailure> {
+        match *self {}
+    }
+
+    pub(crate) fn handshake_timeout(&self) -> Duration {
+        match *self {}
+    }
+}
+
+impl Session {
+    pub(crate) fn feed(&mut self, _: &[u8], _: &mut Vec<u8>) -> Result<Fed, TlsFailure> {
+        match *self {}
+    }
+
+    pub(crate) fn wants_write(&self) -> bool {
+        match *self {}
+    }
+
+    pub(crate) fn write_tls(&mut self, _: &mut dyn io::Write) -> io::Result<usize> {
+        match *self {}
+    }
+
+    pub(crate) fn encrypt(&mut self, _: &mut OutQueue) -> io::Result<usize> {
+        match *self {}
+    }
+
+    pub(crate) fn close_notify(&mut self) -> bool {
+        match *self {}
+    }
+
+    pub(crate) fn summary(&self) -> String {
+        match *self {}
+    }
+}

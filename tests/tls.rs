@@ -1,0 +1,587 @@
+//! TLS listeners in process, with rustls clients: the handshake phase (SNI, ALPN, client
+//! certificates, the deadline, the per-listener settings), the data phase (echo, bulk
+//! under backpressure), how streams end (close_notify both ways, truncation), reload and
+//! resumption, and PROXY then TLS.
+
+#[path = "util/pki.rs"]
+mod pki;
+mod util;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dualstack::rustls;
+use dualstack::{
+    CloseReason, ConnId, ConnInfo, Context, Handler, Input, ListenerId, Peer, ProxyHeader,
+    ProxyProtocol, Server, ServerBuilder, TlsConfig, TlsInfo,
+};
+use pki::{Ca, Leaf};
+use util::Running;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Event {
+    Open(Peer, Option<TlsInfo>),
+    Close(String),
+    Refused(String),
+}
+
+/// An echo that records opens (with what TLS settled), closes and refusals. A line
+/// `close\n` is answered with `bye\n` and a close after flush.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<Event>>>);
+
+impl Log {
+    fn events(&self) -> Vec<Event> {
+        self.0.lock().unwrap().clone()
+    }
+
+    #[track_caller]
+    fn wait(&self, what: &str, pred: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+        let deadline = Instant::now() + util::TIMEOUT;
+        loop {
+            let events = self.events();
+            if pred(&events) {
+                return events;
+            }
+            assert!(Instant::now() < deadline, "no {what}: {events:?}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn opens(&self) -> Vec<TlsInfo> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Open(_, info) => info,
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Handler for Log {
+    type State = ();
+
+    fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, info: &ConnInfo) {
+        let tls = ctx.tls(conn).cloned();
+        self.0.lock().unwrap().push(Event::Open(info.peer, tls));
+    }
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        let data = input.take_all();
+        if data == b"half\n" {
+            // Our side ends (close_notify, then a FIN); the client's stays open.
+            let _ = ctx.send(conn, b"done sending\n");
+            ctx.shutdown_write(conn);
+            return;
+        }
+        if data == b"close\n" {
+            let _ = ctx.send(conn, b"bye\n");
+            ctx.close_after_flush(conn);
+            return;
+        }
+        let _ = ctx.send(conn, data);
+    }
+
+    fn on_close(&mut self, _: &mut Context<'_, Self>, _: ConnId, reason: &CloseReason) {
+        let text = match reason {
+            CloseReason::Truncated => "Truncated".to_owned(),
+            CloseReason::PeerClosed => "PeerClosed".to_owned(),
+            other => other.to_string(),
+        };
+        self.0.lock().unwrap().push(Event::Close(text));
+    }
+
+    fn on_refused(&mut self, _: &mut Context<'_, Self>, _: ListenerId, _: &Peer, r: &CloseReason) {
+        let text = match r {
+            CloseReason::HandshakeTimeout => "HandshakeTimeout".to_owned(),
+            CloseReason::Tls(e) => format!("Tls: {}", e.message()),
+            other => other.to_string(),
+        };
+        self.0.lock().unwrap().push(Event::Refused(text));
+    }
+}
+
+fn start(builder: ServerBuilder) -> (Running<Log>, Log, SocketAddr) {
+    let log = Log::default();
+    let server = Running::start(builder, log.clone());
+    let addr = server.addr(0);
+    (server, log, addr)
+}
+
+fn localhost() -> (Ca, Leaf) {
+    let ca = Ca::new("dualstack test CA");
+    let leaf = ca.leaf(&["localhost"]);
+    (ca, leaf)
+}
+
+#[track_caller]
+fn echo(tls: &mut pki::Tls, data: &[u8]) {
+    tls.write_all(data).unwrap();
+    let mut back = vec![0; data.len()];
+    tls.read_exact(&mut back).unwrap();
+    assert_eq!(back, data);
+}
+
+#[test]
+fn tls13_and_tls12_clients_are_served_and_the_handler_learns_what_was_settled() {
+    let (ca, leaf) = localhost();
+    let (_server, log, addr) =
+        start(Server::builder().listen_tls("127.0.0.1:0", leaf.config().alpn(["redis", "h2"])));
+    assert!(_server.listeners[0].tls);
+    assert!(_server.listeners[0].to_string().ends_with("(ipv4, tls)"));
+    for (versions, want) in [
+        (&[&rustls::version::TLS13][..], "TLSv1.3"),
+        (&[&rustls::version::TLS12][..], "TLSv1.2"),
+    ] {
+        let config = pki::client_config(&ca, &["h2"], None, versions);
+        let mut tls = pki::connect(config, "localhost", util::connect(addr)).unwrap();
+        echo(&mut tls, b"hello over TLS\n");
+        let info = log.wait("an open", |e| {
+            e.len() == 1 + usize::from(want == "TLSv1.2") * 2
+        });
+        let Event::Open(peer, Some(info)) = info
+            .iter()
+            .rev()
+            .find(|e| matches!(e, Event::Open(..)))
+            .unwrap()
+            .clone()
+        else {
+            panic!("no TLS info: {info:?}")
+        };
+        assert_eq!(peer, Peer::Ip(tls.sock.local_addr().unwrap()));
+        assert_eq!(info.version(), want);
+        assert_eq!(info.server_name(), Some("localhost"));
+        assert_eq!(info.alpn(), Some(&b"h2"[..]));
+        assert!(
+            info.cipher_suite().starts_with("TLS"),
+            "{}",
+            info.cipher_suite()
+        );
+        assert!(info.peer_certificates().is_empty());
+        tls.conn.send_close_notify();
+        tls.flush().unwrap();
+        log.wait("the clean close", |e| {
+            e.last() == Some(&Event::Close("PeerClosed".into()))
+        });
+    }
+}
+
+#[test]
+fn four_megabytes_each_way_under_backpressure_arrive_intact() {
+    let (ca, leaf) = localhost();
+    let (_server, _log, addr) = start(
+        Server::builder()
+            .listen_tls("127.0.0.1:0", leaf.config())
+            .water_marks(16 * 1024, 64 * 1024),
+    );
+    let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    let data = util::pattern(7, 0, 4 << 20);
+    // Write it all before reading anything back: the server's queue passes its high mark
+    // and reading stops, until the client reads.
+    let writer_data = data.clone();
+    let mut got = Vec::with_capacity(data.len());
+    let mut sent = 0;
+    tls.sock.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + util::TIMEOUT * 4;
+    while got.len() < data.len() {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {} bytes back",
+            got.len(),
+            data.len()
+        );
+        if sent < writer_data.len() {
+            let end = (sent + 16 * 1024).min(writer_data.len());
+            match tls.write(&writer_data[sent..end]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        let _ = tls.conn.write_tls(&mut tls.sock);
+        let mut buf = [0; 64 * 1024];
+        match tls.read(&mut buf) {
+            Ok(0) => panic!("closed after {} bytes", got.len()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_micros(200))
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    assert!(got == data, "the bytes changed on the way");
+}
+
+#[test]
+fn sni_picks_the_certificate_that_names_the_host_and_the_first_is_the_default() {
+    let ca = Ca::new("sni CA");
+    let default = ca.leaf(&["default.test"]);
+    let exact = ca.leaf(&["a.test"]);
+    let wild = ca.leaf(&["*.b.test"]);
+    let config = TlsConfig::new()
+        .cert_pem(default.cert_pem.as_bytes(), default.key_pem.as_bytes())
+        .unwrap()
+        .cert_pem(exact.cert_pem.as_bytes(), exact.key_pem.as_bytes())
+        .unwrap()
+        .cert_pem(wild.cert_pem.as_bytes(), wild.key_pem.as_bytes())
+        .unwrap();
+    let (_server, log, addr) = start(Server::builder().listen_tls("127.0.0.1:0", config));
+    for (name, want) in [
+        ("a.test", &exact),
+        ("x.b.test", &wild),
+        ("b.test", &default), // a wildcard covers one label, not the bare name
+        ("deep.x.b.test", &default),
+        ("unknown.test", &default),
+        ("default.test", &default),
+    ] {
+        let tls = pki::connect(pki::any_cert_client(), name, util::connect(addr)).unwrap();
+        let shown = tls.conn.peer_certificates().unwrap()[0].as_ref().to_vec();
+        assert!(shown == want.der, "{name} was shown another certificate");
+    }
+    // A client that names no server (an IP address is not sent as SNI) gets the default.
+    let tls = pki::connect(pki::any_cert_client(), "127.0.0.1", util::connect(addr)).unwrap();
+    assert!(tls.conn.peer_certificates().unwrap()[0].as_ref() == default.der);
+    log.wait("seven opens", |e| {
+        e.iter().filter(|e| matches!(e, Event::Open(..))).count() == 7
+    });
+    assert_eq!(log.opens().last().unwrap().server_name(), None);
+}
+
+#[test]
+fn alpn_is_refused_with_no_application_protocol_when_nothing_matches() {
+    let (ca, leaf) = localhost();
+    let (_server, log, addr) =
+        start(Server::builder().listen_tls("127.0.0.1:0", leaf.config().alpn(["redis"])));
+    let config = pki::client_config(&ca, &["h2"], None, rustls::ALL_VERSIONS);
+    let err = pki::connect(config, "localhost", util::connect(addr)).unwrap_err();
+    assert!(err.to_string().contains("NoApplicationProtocol"), "{err}");
+    let events = log.wait("a refusal", |e| !e.is_empty());
+    assert!(
+        matches!(&events[..], [Event::Refused(r)] if r.contains("doesn't support any known protocol")),
+        "{events:?}"
+    );
+    // A client that offers no ALPN at all is served, without a protocol.
+    let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    echo(&mut tls, b"x");
+    assert_eq!(log.opens()[0].alpn(), None);
+}
+
+#[test]
+fn client_certificates_are_required_verified_and_shown() {
+    let (ca, leaf) = localhost();
+    let clients = Ca::new("client CA");
+    let stranger = Ca::new("another CA");
+    let (_server, log, addr) = start(Server::builder().listen_tls(
+        "127.0.0.1:0",
+        leaf.config().client_ca_pem(clients.pem.as_bytes()).unwrap(),
+    ));
+    let alice = clients.client("alice");
+    let config = pki::client_config(&ca, &[], Some(&alice), rustls::ALL_VERSIONS);
+    let mut tls = pki::connect(config, "localhost", util::connect(addr)).unwrap();
+    echo(&mut tls, b"it is alice\n");
+    let info = &log.opens()[0];
+    assert!(info.peer_certificates()[0] == alice.der);
+    // No certificate, or one from another CA: refused in the handshake. (A TLS 1.3 client
+    // thinks it is done before the server has read its certificate: the refusal comes as
+    // an alert on its first read.)
+    let mallory = stranger.client("mallory");
+    for cert in [None, Some(&mallory)] {
+        let config = pki::client_config(&ca, &[], cert, rustls::ALL_VERSIONS);
+        let failed = match pki::connect(config, "localhost", util::connect(addr)) {
+            Err(_) => true,
+            Ok(mut tls) => {
+                let _ = tls.write_all(b"let me in\n");
+                let mut buf = [0; 16];
+                !matches!(tls.read(&mut buf), Ok(n) if n > 0)
+            }
+        };
+        assert!(failed, "a client without a good certificate was served");
+    }
+    let events = log.wait("two refusals", |e| {
+        e.iter().filter(|e| matches!(e, Event::Refused(_))).count() == 2
+    });
+    assert_eq!(log.opens().len(), 1, "{events:?}");
+}
+
+#[test]
+fn silent_and_dribbling_clients_meet_the_handshake_deadline_while_good_ones_are_served() {
+    let (ca, leaf) = localhost();
+    let timeout = Duration::from_millis(400);
+    let (_server, log, addr) = start(
+        Server::builder().listen_tls("127.0.0.1:0", leaf.config().handshake_timeout(timeout)),
+    );
+    let started = Instant::now();
+    let mut silent = util::connect(addr);
+    let mut dribbler = util::connect(addr);
+    // A real ClientHello, one byte every 50 ms: it would take many seconds to finish.
+    let mut hello = Vec::new();
+    let mut conn =
+        rustls::ClientConnection::new(pki::client(&ca), "localhost".try_into().unwrap()).unwrap();
+    conn.write_tls(&mut hello).unwrap();
+    let mut sent = 0;
+    let mut good = 0;
+    while started.elapsed() < timeout * 3 / 2 {
+        if sent < hello.len() && dribbler.write_all(&hello[sent..sent + 1]).is_ok() {
+            sent += 1;
+        }
+        // Meanwhile, complete clients are served at once.
+        let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+        echo(&mut tls, b"on time\n");
+        good += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        sent < hello.len(),
+        "the ClientHello went out whole; dribble slower"
+    );
+    for stream in [&mut silent, &mut dribbler] {
+        let mut buf = [0; 64];
+        let end = stream.read(&mut buf);
+        assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+    }
+    let events = log.wait("two late handshakes", |e| {
+        e.iter()
+            .filter(|e| **e == Event::Refused("HandshakeTimeout".into()))
+            .count()
+            == 2
+    });
+    assert_eq!(log.opens().len(), good, "{events:?}");
+    assert!(started.elapsed() >= timeout);
+}
+
+#[test]
+fn a_close_after_flush_ends_with_close_notify_and_the_reply_arrives() {
+    let (ca, leaf) = localhost();
+    let (_server, log, addr) = start(Server::builder().listen_tls("127.0.0.1:0", leaf.config()));
+    let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    tls.write_all(b"close\n").unwrap();
+    let mut got = Vec::new();
+    // A rustls client reads to a clean end only after close_notify (else UnexpectedEof).
+    tls.read_to_end(&mut got)
+        .expect("a clean end (close_notify)");
+    assert_eq!(got, b"bye\n");
+    log.wait("the close", |e| matches!(e.last(), Some(Event::Close(_))));
+}
+
+#[test]
+fn a_half_close_sends_close_notify_after_the_queue_and_the_client_may_still_send() {
+    let (ca, leaf) = localhost();
+    let (_server, log, addr) = start(Server::builder().listen_tls("127.0.0.1:0", leaf.config()));
+    let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    tls.write_all(b"half\n").unwrap();
+    let mut got = Vec::new();
+    tls.read_to_end(&mut got)
+        .expect("a clean end of the server's side (close_notify)");
+    assert_eq!(got, b"done sending\n");
+    // Our side is still open: the server reads it, and sees its clean end.
+    tls.write_all(b"still talking\n").unwrap();
+    tls.conn.send_close_notify();
+    tls.flush().unwrap();
+    log.wait("the close", |e| {
+        e.last() == Some(&Event::Close("PeerClosed".into()))
+    });
+}
+
+#[test]
+fn a_stop_sends_close_notify_to_every_tls_client() {
+    let (ca, leaf) = localhost();
+    let (server, _log, addr) = start(Server::builder().listen_tls("127.0.0.1:0", leaf.config()));
+    let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    echo(&mut tls, b"before the stop\n");
+    server.stop();
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest)
+        .expect("a clean end (close_notify)");
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn an_end_without_close_notify_is_truncation_and_with_it_a_clean_close() {
+    let (ca, leaf) = localhost();
+    let (_server, log, addr) = start(Server::builder().listen_tls("127.0.0.1:0", leaf.config()));
+    let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    echo(&mut tls, b"then I vanish\n");
+    tls.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    log.wait("a truncation", |e| {
+        e.last() == Some(&Event::Close("Truncated".into()))
+    });
+    let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    echo(&mut tls, b"goodbye, properly\n");
+    tls.conn.send_close_notify();
+    tls.flush().unwrap();
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest)
+        .expect("the server's close_notify back");
+    log.wait("a clean close", |e| {
+        e.last() == Some(&Event::Close("PeerClosed".into()))
+    });
+}
+
+#[test]
+fn a_reload_serves_new_handshakes_keeps_old_connections_and_resumes_sessions() {
+    let ca = Ca::new("reload CA");
+    let first = ca.leaf(&["localhost"]);
+    let second = ca.leaf(&["localhost"]);
+    let (server, log, addr) = start(Server::builder().listen_tls("127.0.0.1:0", first.config()));
+    // One client config, so its session cache carries a ticket across the reload.
+    let client = pki::client(&ca);
+    let mut old = pki::connect(client.clone(), "localhost", util::connect(addr)).unwrap();
+    echo(&mut old, b"first\n");
+    assert!(old.conn.peer_certificates().unwrap()[0].as_ref() == first.der);
+    server.handle.reload_tls(&second.config()).unwrap();
+    let deadline = Instant::now() + util::TIMEOUT;
+    let mut fresh = loop {
+        // A new client (no ticket), to see the certificate new handshakes get.
+        let tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+        if tls.conn.peer_certificates().unwrap()[0].as_ref() == second.der {
+            break tls;
+        }
+        assert!(Instant::now() < deadline, "the reload never took");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    echo(&mut fresh, b"second\n");
+    echo(&mut old, b"still the first\n");
+    // The first client comes back with its ticket: resumed, across the reload.
+    let mut again = pki::connect(client, "localhost", util::connect(addr)).unwrap();
+    echo(&mut again, b"resumed\n");
+    let opens = log.opens();
+    assert!(opens.last().unwrap().resumed(), "{opens:?}");
+    assert!(!opens[0].resumed());
+    // A configuration that does not work is refused before the swap, naming its file.
+    let dir = std::env::temp_dir().join(format!("dualstack-tls-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, _) = first.write(&dir, "first");
+    let (_, wrong_key) = second.write(&dir, "second");
+    let err = TlsConfig::new().cert_files(&cert, &wrong_key).unwrap_err();
+    assert!(
+        matches!(err.kind(), dualstack::TlsErrorKind::KeyMismatch { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("second.key"), "{err}");
+    assert!(err.to_string().contains("first.crt"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_proxy_header_then_tls_makes_the_headers_client_the_peer() {
+    let (ca, leaf) = localhost();
+    let (_server, log, addr) = start(Server::builder().listen_proxied_tls(
+        "127.0.0.1:0",
+        ProxyProtocol::new(),
+        leaf.config(),
+    ));
+    let client: SocketAddr = "203.0.113.5:40000".parse().unwrap();
+    let mut tcp = util::connect(addr);
+    tcp.write_all(&ProxyHeader::v2(client, addr).to_bytes())
+        .unwrap();
+    let mut tls = pki::connect(pki::client(&ca), "localhost", tcp).unwrap();
+    echo(&mut tls, b"through a balancer\n");
+    let events = log.events();
+    assert!(
+        matches!(&events[0], Event::Open(peer, Some(_)) if *peer == Peer::Ip(client)),
+        "{events:?}"
+    );
+    // Plaintext where TLS is expected is refused in the handshake.
+    let mut plain = util::connect(addr);
+    plain
+        .write_all(&ProxyHeader::v1(client, addr).to_bytes())
+        .unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut buf = [0; 256];
+    let _ = plain.read(&mut buf);
+    log.wait("a refusal", |e| {
+        e.iter()
+            .any(|e| matches!(e, Event::Refused(r) if r.starts_with("Tls")))
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn a_unix_socket_listener_is_tls_too() {
+    let (ca, leaf) = localhost();
+    let dir = std::env::temp_dir().join(format!("dualstack-tls-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s");
+    let log = Log::default();
+    let server = Running::start(
+        Server::builder().listen_tls(format!("unix:{}", path.display()), leaf.config()),
+        log.clone(),
+    );
+    assert!(
+        server.listeners[0].to_string().ends_with("(unix, tls)"),
+        "{}",
+        server.listeners[0]
+    );
+    let stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    stream.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    let conn =
+        rustls::ClientConnection::new(pki::client(&ca), "localhost".try_into().unwrap()).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, stream);
+    tls.write_all(b"over a unix socket\n").unwrap();
+    let mut back = [0; 19];
+    tls.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"over a unix socket\n");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_burst_of_handshakes_is_served_across_turns() {
+    let (ca, leaf) = localhost();
+    let (_server, log, addr) = start(Server::builder().listen_tls("127.0.0.1:0", leaf.config()));
+    // More than one turn's budget of handshakes at once: all are served.
+    let hellos: Vec<_> = (0..48)
+        .map(|_| {
+            let mut tcp = util::connect(addr);
+            let mut conn =
+                rustls::ClientConnection::new(pki::client(&ca), "localhost".try_into().unwrap())
+                    .unwrap();
+            conn.write_tls(&mut tcp).unwrap();
+            (conn, tcp)
+        })
+        .collect();
+    for (conn, tcp) in hellos {
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        echo(&mut tls, b"one of many\n");
+    }
+    assert_eq!(log.opens().len(), 48);
+}
+
+#[test]
+fn bad_configurations_are_refused_naming_what_is_wrong() {
+    let (_, leaf) = localhost();
+    let err = Server::builder()
+        .listen_tls("127.0.0.1:0", TlsConfig::new())
+        .bind(Log::default())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("at least one certificate"),
+        "{err}"
+    );
+    let err = TlsConfig::new()
+        .cert_pem(b"not pem", leaf.key_pem.as_bytes())
+        .unwrap_err();
+    assert_eq!(err.kind(), &dualstack::TlsErrorKind::NoCertificate);
+    let err = TlsConfig::new()
+        .cert_pem(leaf.cert_pem.as_bytes(), b"")
+        .unwrap_err();
+    assert_eq!(err.kind(), &dualstack::TlsErrorKind::NoKey);
+    let err = TlsConfig::new()
+        .cert_files("/nonexistent/cert.pem", "/nonexistent/key.pem")
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/cert.pem: cannot read it"),
+        "{err}"
+    );
+    // A server without TLS listeners has nothing to reload.
+    let server = Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(Log::default())
+        .unwrap();
+    let err = server.handle().reload_tls(&leaf.config()).unwrap_err();
+    assert_eq!(err.kind(), &dualstack::TlsErrorKind::NoTlsListener);
+}
