@@ -9,6 +9,8 @@
 
 #![cfg(unix)]
 
+#[path = "util/pki.rs"]
+mod pki;
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -1047,4 +1049,102 @@ fn chat_shows_unix_peers_by_their_credentials() {
         ]
     );
     drop(chat);
+}
+
+/// The examples' TLS options: a TLS echo says so on its listening line and serves TLS; SIGHUP
+/// reads the certificate files again (new handshakes get the new certificate, an open
+/// connection keeps going), and a file that does not work is logged while the running
+/// certificate stays. Bad TLS options are one line and status 2.
+#[test]
+fn echo_serves_tls_and_rereads_its_certificates_on_sighup() {
+    let dir = std::env::temp_dir().join(format!("dualstack-echo-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = pki::Ca::new("echo CA");
+    let (first, second) = (ca.leaf(&["localhost"]), ca.leaf(&["localhost"]));
+    let (cert, key) = first.write(&dir, "server");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let echo = Example::start(
+        "echo",
+        &[
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--tls-alpn",
+            "echo",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(echo.lines[0].ends_with("(ipv4, tls)"), "{:?}", echo.lines);
+    let addr = SocketAddr::from(([127, 0, 0, 1], echo.port()));
+    let shown = |tls: &pki::Tls| tls.conn.peer_certificates().unwrap()[0].as_ref().to_vec();
+    let hello = |tls: &mut pki::Tls| {
+        tls.write_all(b"hello\n").unwrap();
+        let mut back = [0; 6];
+        tls.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"hello\n");
+    };
+    let mut old = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    hello(&mut old);
+    assert!(shown(&old) == first.der);
+    second.write(&dir, "server");
+    echo.signal("HUP");
+    let deadline = Instant::now() + util::TIMEOUT;
+    loop {
+        let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+        hello(&mut tls);
+        if shown(&tls) == second.der {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not bring the new certificate"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    hello(&mut old);
+    // A key that is not the certificate's: logged, and the second certificate stays.
+    std::fs::write(key, &first.key_pem).unwrap();
+    echo.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    hello(&mut tls);
+    assert!(shown(&tls) == second.der);
+    echo.signal("TERM");
+    let (status, stderr, _) = echo.wait();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stderr.contains("SIGHUP: TLS certificates read again"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "SIGHUP: {key}: this key does not belong to the certificate in {cert}"
+        )),
+        "{stderr}"
+    );
+    for (args, says) in [
+        (
+            vec!["--tls-cert", "/nonexistent.pem", "--tls-key", key],
+            "/nonexistent.pem: cannot read it",
+        ),
+        (vec!["--tls-key", key], "each key follows its --tls-cert"),
+        (vec!["--tls-cert", cert], "give its key with --tls-key"),
+        (vec!["--tls-alpn", "h2"], "mean nothing without --tls-cert"),
+        (
+            vec!["--tls-cert", cert, "--tls-key", key, "--tls-alpn", "a,,b"],
+            "each protocol is 1 to 255 bytes",
+        ),
+    ] {
+        let out = Command::new(binary("echo"))
+            .args(&args)
+            .arg("127.0.0.1:0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

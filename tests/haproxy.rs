@@ -1,7 +1,8 @@
 //! PROXY protocol headers from real senders nobody here wrote: HAProxy (Debian's, `mode
 //! tcp`, `send-proxy` and `send-proxy-v2` with `proxy-v2-options crc32c,unique-id`, health
 //! checks on) in front of the echo and chat examples and of an in-process server, on both
-//! families and through a `v4v6` frontend; and `curl --haproxy-protocol`.
+//! families and through a `v4v6` frontend, and in front of a TLS listener (PROXY, then
+//! the client's own TLS); and `curl --haproxy-protocol`.
 //!
 //! A test skips with one line where the machine lacks `haproxy` or `curl`
 //! (`dualstack_support::Tool`); `.ci/run` installs them and requires them. Linux only: HAProxy is
@@ -9,6 +10,8 @@
 
 #![cfg(target_os = "linux")]
 
+#[path = "util/pki.rs"]
+mod pki;
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -353,6 +356,55 @@ fn haproxys_v2_tlvs_and_health_checks_arrive_as_sent() {
     assert!(
         opens.iter().any(|(_, v, ..)| *v == ProxyVersion::V1),
         "{opens:?}"
+    );
+    let stats = server.stop().stats();
+    assert_eq!(stats.total.proxy_failed, 0, "{stats:?}");
+}
+
+/// PROXY then TLS (HAProxy `mode tcp`, the TLS passing through it untouched): every client,
+/// through each kind of frontend, is served over TLS and seen by its own address; health
+/// checks (a header, then a close) keep the server UP.
+#[test]
+fn tls_behind_haproxy_sees_each_clients_own_address() {
+    if !Tool::HAPROXY.usable() {
+        return;
+    }
+    let dir = TempDir::new("haproxy-tls");
+    let ca = pki::Ca::new("haproxy CA");
+    let leaf = ca.leaf(&["localhost"]);
+    let seen = Seen::default();
+    let server = util::Running::start(
+        Server::builder().listen_proxied_tls("127.0.0.1:0", ProxyProtocol::new(), leaf.config()),
+        seen.clone(),
+    );
+    let (proxy, f) = haproxy(&dir, server.addr(0).port());
+    for addr in [
+        v4(f.v1),
+        v6(f.v1),
+        v4(f.v2),
+        v6(f.v2),
+        v4(f.v4v6),
+        v6(f.v4v6),
+    ] {
+        let tcp = util::connect(addr);
+        let me = tcp.local_addr().unwrap();
+        let mut tls = pki::connect(pki::client(&ca), "localhost", tcp)
+            .unwrap_or_else(|e| panic!("through {addr}: {e}"));
+        tls.write_all(b"through haproxy\n").unwrap();
+        let mut back = [0; 16];
+        tls.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"through haproxy\n");
+        let opens = seen.0.lock().unwrap().clone();
+        assert!(
+            opens.iter().any(|(p, ..)| *p == Peer::Ip(me)),
+            "through {addr}: no open from {me}: {opens:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let problems = proxy.stderr_now();
+    assert!(
+        !problems.iter().any(|l| l.contains("DOWN")),
+        "haproxy marked the server down: {problems:?}"
     );
     let stats = server.stop().stats();
     assert_eq!(stats.total.proxy_failed, 0, "{stats:?}");
