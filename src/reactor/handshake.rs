@@ -10,7 +10,7 @@ use super::handler::{Context, Handler};
 use super::timers::after;
 use super::Server;
 use crate::addr::ProxyHeader;
-use crate::conn::{CloseReason, ConnId, ConnInfo, ListenerId, Phase, Proxied, Recv, Timing};
+use crate::conn::{CloseReason, ConnId, ConnInfo, ListenerId, Phase, Proxied, Timing};
 use crate::tls::HANDSHAKES_PER_TURN;
 
 /// What a handshake step left to do.
@@ -101,7 +101,9 @@ impl<H: Handler> Server<H> {
                 Step::Done
             };
         }
-        self.tls_open(id, fed.peer_closed);
+        // A close_notify in the same flight is taken by `read_handed`, after the
+        // plaintext before it.
+        self.tls_open(id);
         self.read_handed(id, short_read_drains, drained);
         self.core.flush(id);
         self.settle();
@@ -111,7 +113,7 @@ impl<H: Handler> Server<H> {
     /// The handshake of `id` is done: it becomes the handler's connection (deadlines from
     /// now, `on_open`); the plaintext that came with the handshake's last flight is kept as
     /// its first input.
-    fn tls_open(&mut self, id: ConnId, peer_closed: bool) {
+    fn tls_open(&mut self, id: ConnId) {
         let core = &mut self.core;
         let now = core.now;
         let Some(conn) = conn_mut(&mut core.conns, id) else {
@@ -139,14 +141,6 @@ impl<H: Handler> Server<H> {
         let mut ctx = Context::new(&mut self.core, &mut self.states);
         self.handler.on_open(&mut ctx, id, &info);
         self.settle();
-        if peer_closed {
-            if let Some(conn) = conn_mut(&mut self.core.conns, id) {
-                conn.recv = Recv::Done;
-                let mut ctx = Context::new(&mut self.core, &mut self.states);
-                self.handler.on_peer_closed(&mut ctx, id);
-                self.settle();
-            }
-        }
     }
 
     /// A TLS connection's PROXY header is in: the client it names is the peer (its share

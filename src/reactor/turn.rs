@@ -237,7 +237,11 @@ impl<H: Handler> Server<H> {
                 self.deliver(id, Offer::Kept, true);
                 continue;
             }
-            if drained {
+            // A TLS peer's close_notify came with bytes before it: its end is taken here,
+            // like a plain stream's, once everything before it was offered (never ahead of
+            // input kept or held), and the socket is not read past it.
+            let clean_end = conn.tls.as_ref().is_some_and(|t| t.peer_closed());
+            if drained && !clean_end {
                 return;
             }
             // Into the loop's buffer; while input is kept, what came is added to it (a
@@ -245,10 +249,12 @@ impl<H: Handler> Server<H> {
             // bytes pinned 64 KiB per connection).
             let room = self.buf.len();
             let fresh = conn.input.is_empty();
-            let result = conn.stream.read(&mut self.buf);
+            let result = match clean_end {
+                true => Ok(0),
+                false => conn.stream.read(&mut self.buf),
+            };
             match result {
-                Ok(0) if conn.tls.is_some() => {
-                    // A clean end (close_notify) ends reading before the stream does.
+                Ok(0) if conn.tls.is_some() && !clean_end => {
                     log::debug!("{id}: the peer ended its TLS stream without close_notify");
                     self.core.request_close(id, CloseReason::Truncated);
                     self.settle();
@@ -256,7 +262,10 @@ impl<H: Handler> Server<H> {
                 }
                 Ok(0) => {
                     conn.recv = crate::conn::Recv::Done;
-                    log::debug!("{id}: peer closed its side");
+                    log::debug!(
+                        "{id}: peer closed its side{}",
+                        if clean_end { " (close_notify)" } else { "" }
+                    );
                     let mut ctx = Context::new(&mut self.core, &mut self.states);
                     self.handler.on_peer_closed(&mut ctx, id);
                     self.settle();
@@ -296,23 +305,13 @@ impl<H: Handler> Server<H> {
                         }
                         self.deliver(id, if fresh { offer } else { Offer::Kept }, false);
                     }
-                    if peer_closed {
-                        // close_notify: the peer's side is done, cleanly.
-                        let Some(conn) = core::conn_mut(&mut self.core.conns, id) else {
-                            return;
-                        };
-                        conn.recv = crate::conn::Recv::Done;
-                        log::debug!("{id}: peer closed its side (close_notify)");
-                        let mut ctx = Context::new(&mut self.core, &mut self.states);
-                        self.handler.on_peer_closed(&mut ctx, id);
-                        self.settle();
-                        return;
-                    }
                     // A hold the handler released during the call (a pause and a resume, a
                     // send that wrote its own queue) leaves kept bytes to offer: the loop's
                     // top does it, though the socket is drained (else they waited for the
                     // peer's next bytes, which a request/reply client never sends).
+                    // So does a close_notify: its end is taken at the loop's top.
                     if drained
+                        && !peer_closed
                         && !core::conn_mut(&mut self.core.conns, id).is_some_and(|c| c.offer_kept)
                     {
                         return;

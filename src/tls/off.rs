@@ -30,6 +30,10 @@ impl Session {
         match *self {}
     }
 
+    pub(crate) fn peer_closed(&self) -> bool {
+        match *self {}
+    }
+
     pub(crate) fn wants_write(&self) -> bool {
         match *self {}
     }

@@ -61,6 +61,7 @@ impl Acceptor {
             conn,
             info: None,
             notified: false,
+            peer_closed: false,
         }))
     }
 
@@ -74,6 +75,8 @@ pub(crate) struct Session {
     conn: ServerConnection,
     info: Option<TlsInfo>,
     notified: bool,
+    /// The peer's close_notify came (its plaintext before it was given out).
+    peer_closed: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -120,6 +123,7 @@ impl Session {
             }
             if state.peer_has_closed() {
                 fed.peer_closed = true;
+                self.peer_closed = true;
                 break;
             }
         }
@@ -128,6 +132,11 @@ impl Session {
             self.info = Some(TlsInfo::of(&self.conn));
         }
         Ok(fed)
+    }
+
+    /// The peer's close_notify came: its side is done, cleanly (nothing after it is read).
+    pub(crate) fn peer_closed(&self) -> bool {
+        self.peer_closed
     }
 
     /// Ciphertext is waiting for the socket.
