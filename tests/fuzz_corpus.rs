@@ -4,6 +4,8 @@
 
 #[path = "../fuzz/checks.rs"]
 mod checks;
+#[path = "../fuzz/tls_check.rs"]
+mod tls_check;
 
 use std::path::Path;
 
@@ -47,4 +49,9 @@ fn plan_corpus() {
 #[test]
 fn proxy_corpus() {
     run_corpus("proxy", checks::proxy_header);
+}
+
+#[test]
+fn tls_phase_corpus() {
+    run_corpus("tls_phase", tls_check::tls_phase);
 }
