@@ -63,7 +63,9 @@ fn server() -> SocketAddr {
 pub fn tls_phase(data: &[u8]) {
     let addr = server();
     let mut client = TcpStream::connect(addr).expect("the TLS listener is gone (a panic?)");
-    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     // The server may refuse the bytes before they are all written: a reset here is fine.
     let _ = client.write_all(data);
     let _ = client.shutdown(Shutdown::Write);

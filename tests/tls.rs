@@ -71,6 +71,14 @@ impl Handler for Log {
 
     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
         let data = input.take_all();
+        if data == b"bulk\n" || data == b"drop\n" {
+            // More than the socket takes at once: most of it stays queued.
+            let _ = ctx.send(conn, &vec![b'x'; 8 << 20]);
+            if data == b"drop\n" {
+                ctx.close(conn); // the queue is dropped
+            }
+            return;
+        }
         if data == b"half\n" {
             // Our side ends (close_notify, then a FIN); the client's stays open.
             let _ = ctx.send(conn, b"done sending\n");
@@ -396,6 +404,40 @@ fn a_stop_sends_close_notify_to_every_tls_client() {
     tls.read_to_end(&mut rest)
         .expect("a clean end (close_notify)");
     assert!(rest.is_empty());
+}
+
+/// Review of #23: a close that dropped queued output (a close without flushing, a stop's
+/// deadline) sent close_notify, so the client took a cut-off stream for a whole one. The
+/// client must see a truncation.
+#[test]
+fn a_close_that_drops_queued_output_is_a_truncation_to_the_client() {
+    let (ca, leaf) = localhost();
+    let log = Log::default();
+    let server = Running::start(
+        Server::builder()
+            .listen_tls("127.0.0.1:0", leaf.config())
+            .max_queued(16 << 20)
+            .shutdown_timeout(Duration::from_millis(300)),
+        log.clone(),
+    );
+    let addr = server.addr(0);
+    let cut_short = |tls: &mut pki::Tls| {
+        let mut got = Vec::new();
+        let end = tls.read_to_end(&mut got);
+        assert!(got.len() < 8 << 20, "everything came ({} bytes)", got.len());
+        let e = end.expect_err("a clean end (close_notify) after a cut-off stream");
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    };
+    let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    tls.write_all(b"drop\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    cut_short(&mut tls);
+    // A stop whose deadline passes with output queued for a client that does not read.
+    let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    tls.write_all(b"bulk\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    server.stop();
+    cut_short(&mut tls);
 }
 
 #[test]

@@ -296,6 +296,11 @@ impl Core {
                 let dropped = conn.out.clear();
                 self.total_queued -= dropped;
                 if dropped > 0 {
+                    if let Some(tls) = &mut conn.tls {
+                        // The stream did not end where the handler's output did: the peer
+                        // must not get a close_notify that says it did.
+                        tls.output_dropped();
+                    }
                     log::debug!("{id}: closing with {dropped} queued bytes undelivered");
                 }
                 self.to_close.push_back((id, reason));
@@ -383,15 +388,17 @@ impl Core {
         let mut conn = self.conns.remove(id.key);
         if let Some(tls) = &mut conn.tls {
             // What TLS still owes the peer, as far as the socket takes it now: the alert of
-            // a failed handshake, or close_notify where the end is ours and orderly (a
-            // close that did not wait for the queue; `close_after_flush` sent it already).
-            let orderly = !matches!(
+            // a failed handshake, or close_notify where the end is ours and orderly and no
+            // queued output was dropped (a close that did not wait for the queue;
+            // `close_after_flush` sent it already). A peer that loses the rest of the
+            // stream must see a truncation, not a clean end.
+            let orderly = matches!(
                 reason,
-                CloseReason::Reset
-                    | CloseReason::Error(_)
-                    | CloseReason::Tls(_)
-                    | CloseReason::Truncated
-                    | CloseReason::HandshakeTimeout
+                CloseReason::Closed
+                    | CloseReason::PeerClosed
+                    | CloseReason::Shutdown
+                    | CloseReason::IdleTimeout
+                    | CloseReason::FirstByteTimeout
             );
             if orderly && conn.phase.handed() {
                 tls.close_notify();

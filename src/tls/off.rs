@@ -46,6 +46,10 @@ impl Session {
         match *self {}
     }
 
+    pub(crate) fn output_dropped(&mut self) {
+        match *self {}
+    }
+
     pub(crate) fn close_notify(&mut self) -> bool {
         match *self {}
     }

@@ -155,7 +155,13 @@ impl Session {
         out.write_to(&mut self.conn.writer())
     }
 
-    /// Queues `close_notify`, once; says whether it did now.
+    /// Output the handler sent was dropped (a close that did not wait for the queue): no
+    /// close_notify from now on, so the peer sees the stream cut short.
+    pub(crate) fn output_dropped(&mut self) {
+        self.notified = true;
+    }
+
+    /// Queues `close_notify`, once, unless output was dropped; says whether it did now.
     pub(crate) fn close_notify(&mut self) -> bool {
         if std::mem::replace(&mut self.notified, true) {
             return false;
