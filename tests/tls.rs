@@ -725,3 +725,36 @@ fn a_request_and_close_notify_in_the_handshakes_last_flight_arrive_in_order() {
     sock.write_all(&flight).unwrap();
     slow.wait_for(&["hello", "again", "end"]);
 }
+
+/// Review of #23: ciphertext that never completes a record counted as activity, so a peer
+/// trickling one record held its slot past the first-byte and idle deadlines while the
+/// handler got nothing. Activity is plaintext.
+#[test]
+fn a_record_trickled_after_the_handshake_meets_the_first_byte_deadline() {
+    let (ca, leaf) = localhost();
+    let (_server, log, addr) = start(
+        Server::builder()
+            .listen_tls("127.0.0.1:0", leaf.config())
+            .first_byte_timeout(Duration::from_millis(400)),
+    );
+    let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    tls.conn.writer().write_all(&[b'x'; 5000]).unwrap();
+    let mut record = Vec::new();
+    while tls.conn.wants_write() {
+        tls.conn.write_tls(&mut record).unwrap();
+    }
+    let started = Instant::now();
+    for byte in record.iter().take(30) {
+        if tls.sock.write_all(&[*byte]).is_err() {
+            break; // closed: the deadline came
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let events = log.wait("the first-byte deadline", |e| {
+        e.contains(&Event::Close("first-byte timeout".into()))
+    });
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "{events:?}"
+    );
+}

@@ -272,8 +272,6 @@ impl<H: Handler> Server<H> {
                     return;
                 }
                 Ok(n) => {
-                    conn.timing.last_active = self.core.now;
-                    conn.timing.first_byte = true;
                     let drained = short_read_drains && n < room;
                     // A TLS connection's records are decrypted into the loop's second
                     // buffer (all of them: the session keeps no plaintext back).
@@ -297,6 +295,12 @@ impl<H: Handler> Server<H> {
                         _ => &self.buf[..n],
                     };
                     let len = bytes.len();
+                    // Activity is what the handler gets: a TLS peer that trickles a record
+                    // it never completes is silent (the first-byte and idle deadlines).
+                    if len > 0 {
+                        conn.timing.last_active = self.core.now;
+                        conn.timing.first_byte = true;
+                    }
                     self.core.listeners[conn.listener as usize].stats.bytes_in += len as u64;
                     if len > 0 {
                         if !fresh {
