@@ -40,7 +40,7 @@ fn main() {
     common::init_logging();
     let mut server = common::bind("echo", opts.builder(), Echo);
     common::stop_on_signals("echo", &signals, &server);
-    common::reload_tls_on_hangup("echo", &opts, &server);
+    common::reload_tls_on_hangup("echo", &signals, &opts, &server);
     common::announce("echo", &server);
     if let Err(e) = server.run() {
         log::error!("the server loop failed: {e}");

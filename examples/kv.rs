@@ -399,7 +399,7 @@ fn main() {
     let builder = (opts.builder().max_input(largest)).max_queued(kv.max_reply + (256 << 10));
     let mut server = common::bind("kv", builder, kv);
     common::stop_on_signals("kv", &signals, &server);
-    common::reload_tls_on_hangup("kv", &opts, &server);
+    common::reload_tls_on_hangup("kv", &signals, &opts, &server);
     common::announce("kv", &server);
     if let Err(e) = server.run() {
         log::error!("the server loop failed: {e}");

@@ -117,6 +117,38 @@ impl Signals {
         Ok(())
     }
 
+    /// Calls `reload` on a thread of its own at each SIGHUP, the customary "read your
+    /// configuration again" (with the `tls` feature, typically: read the certificate files
+    /// into a `TlsConfig` and hand it to [`ServerHandle::reload_tls`]). Without it, SIGHUP
+    /// ends the process. Windows has no SIGHUP: there this does nothing.
+    ///
+    /// ```no_run
+    /// # fn main() -> std::io::Result<()> {
+    /// let signals = dualstack::signals::Signals::install()?;
+    /// signals.on_hangup(|| log::info!("SIGHUP: configuration read again"))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The OS error of making the thread's signal pipe (Unix).
+    pub fn on_hangup(&self, mut reload: impl FnMut() + Send + 'static) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            let mut caught = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+            std::thread::Builder::new()
+                .name("dualstack-sighup".to_owned())
+                .spawn(move || {
+                    for _ in caught.forever() {
+                        reload();
+                    }
+                })?;
+        }
+        #[cfg(not(unix))]
+        let _ = &mut reload;
+        Ok(())
+    }
+
     fn deliver(&self, signal: i32) {
         match &*self.handle.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(handle) => {

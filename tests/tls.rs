@@ -758,3 +758,75 @@ fn a_record_trickled_after_the_handshake_meets_the_first_byte_deadline() {
         "{events:?}"
     );
 }
+
+/// Review of #23: one reload gave every TLS listener the same configuration, so renewing
+/// the public listener's certificate silently turned client-certificate checks off on the
+/// mTLS one. Listeners with different settings refuse a reload of all at once, and are
+/// reloaded each with its own.
+#[test]
+fn listeners_with_different_settings_are_reloaded_each_with_its_own() {
+    let (ca, leaf) = localhost();
+    let staff = Ca::new("staff CA");
+    let renewed = ca.leaf(&["localhost"]);
+    let (server, _log, _) = start(
+        Server::builder()
+            .listen_tls("127.0.0.1:0", leaf.config())
+            .listen_tls(
+                "127.0.0.1:0",
+                leaf.config().client_ca_pem(staff.pem.as_bytes()).unwrap(),
+            )
+            .listen("127.0.0.1:0"),
+    );
+    let (public, mtls) = (server.addr(0), server.addr(1));
+    let anonymous_served = |addr| {
+        let Ok(mut tls) = pki::connect(pki::client(&ca), "localhost", util::connect(addr)) else {
+            return false;
+        };
+        let _ = tls.write_all(b"hi\n");
+        let mut buf = [0; 3];
+        tls.read_exact(&mut buf).is_ok()
+    };
+    assert!(!anonymous_served(mtls));
+    let err = server.handle.reload_tls(&renewed.config()).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        &dualstack::TlsErrorKind::ListenersDiffer,
+        "{err}"
+    );
+    let err = server
+        .handle
+        .reload_tls_of(&[2], &renewed.config())
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        &dualstack::TlsErrorKind::NotTlsListener(Some(2))
+    );
+    server
+        .handle
+        .reload_tls_of(&[0], &renewed.config())
+        .unwrap();
+    let deadline = Instant::now() + util::TIMEOUT;
+    loop {
+        let tls = pki::connect(pki::client(&ca), "localhost", util::connect(public)).unwrap();
+        if tls.conn.peer_certificates().unwrap()[0].as_ref() == renewed.der {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reload never took");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(anonymous_served(public));
+    assert!(
+        !anonymous_served(mtls),
+        "the mTLS listener lost its client CA"
+    );
+    // Given the same settings again, the two are one group: a reload of all is taken.
+    let staff_renewed = renewed
+        .config()
+        .client_ca_pem(staff.pem.as_bytes())
+        .unwrap();
+    server
+        .handle
+        .reload_tls_of(&[0, 1], &staff_renewed)
+        .unwrap();
+    server.handle.reload_tls(&staff_renewed).unwrap();
+}

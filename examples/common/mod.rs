@@ -106,7 +106,8 @@ OPTIONS:
   --                        what follows is a SPEC, even if it begins with \"-\"
 
 Each listening socket is printed on stdout as `listening on ADDR (MODE)`, MODE being
-ipv4, ipv6-only or dual-stack as the kernel reports it, or unix. Logs go to stderr; set RUST_LOG
+ipv4, ipv6-only or dual-stack as the kernel reports it, or unix; with TLS options,
+`(MODE, tls)`. Logs go to stderr; set RUST_LOG
 to a level (error, warn, info, debug, trace), TARGET=LEVEL directives, or both, separated
 by commas (RUST_LOG=warn,dualstack=debug). SIGINT or SIGTERM stops the server gracefully.
 A spec or option that cannot be used exits with status 2. Timeouts are 0.001 to 31536000
@@ -597,25 +598,23 @@ pub fn stop_on_signals<H: Handler>(
 
 /// With TLS options, SIGHUP reads the certificate files again and hands them to `server`
 /// (a file that does not work is logged, and the running certificates stay). Unix only.
-pub fn reload_tls_on_hangup<H: Handler>(name: &str, opts: &Options, server: &Server<H>) {
+pub fn reload_tls_on_hangup<H: Handler>(
+    name: &str,
+    signals: &dualstack::signals::Signals,
+    opts: &Options,
+    server: &Server<H>,
+) {
     if opts.tls_certs.is_empty() {
         return;
     }
-    #[cfg(unix)]
-    {
-        let mut hangups = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
-            .unwrap_or_else(|e| fail(name, &format!("cannot catch SIGHUP: {e}")));
-        let handle = server.handle();
-        let opts = opts.clone();
-        std::thread::spawn(move || {
-            for _ in hangups.forever() {
-                match opts.tls_config().and_then(|tls| handle.reload_tls(&tls)) {
-                    Ok(()) => log::info!("SIGHUP: TLS certificates read again"),
-                    Err(e) => log::warn!("SIGHUP: {e}; the running certificates stay"),
-                }
-            }
-        });
-    }
-    #[cfg(not(unix))]
-    let _ = (name, server);
+    let handle = server.handle();
+    let opts = opts.clone();
+    signals
+        .on_hangup(
+            move || match opts.tls_config().and_then(|tls| handle.reload_tls(&tls)) {
+                Ok(()) => log::info!("SIGHUP: TLS certificates read again"),
+                Err(e) => log::warn!("SIGHUP: {e}; the running certificates stay"),
+            },
+        )
+        .unwrap_or_else(|e| fail(name, &format!("cannot catch SIGHUP: {e}")));
 }

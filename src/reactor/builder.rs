@@ -373,6 +373,9 @@ impl ServerBuilder {
             Vec::with_capacity(self.specs.len());
         #[cfg(feature = "tls")]
         let mut resumption = None;
+        #[cfg(feature = "tls")]
+        let tls_configs: Vec<Option<crate::tls::TlsConfig>> =
+            self.specs.iter().map(|e| e.tls.clone()).collect();
         for entry in self.specs {
             if let Some(proxy) = &entry.proxy {
                 proxy.validate()?;
@@ -414,6 +417,18 @@ impl ServerBuilder {
             .iter()
             .map(|l| tls_of_specs[l.origin].clone())
             .collect();
+        // Which listeners share their TLS settings (a reload of all of them at once is
+        // refused when they differ): specs with equal configurations are one group.
+        #[cfg(feature = "tls")]
+        let groups: Vec<Option<usize>> = {
+            let group_of_spec: Vec<Option<usize>> = (0..tls_configs.len())
+                .map(|i| {
+                    let config = tls_configs[i].as_ref()?;
+                    (0..=i).find(|&j| tls_configs[j].as_ref().is_some_and(|c| c.same_as(config)))
+                })
+                .collect();
+            listeners.iter().map(|l| group_of_spec[l.origin]).collect()
+        };
         let server = Server::new(
             poller,
             listeners,
@@ -425,7 +440,7 @@ impl ServerBuilder {
         )?;
         #[cfg(feature = "tls")]
         if let Some(resumption) = resumption {
-            server.handle.enable_tls(resumption);
+            server.handle.enable_tls(resumption, groups);
         }
         Ok(server)
     }

@@ -454,15 +454,15 @@ impl Core {
         }
     }
 
-    /// Every TLS listener's new handshakes use `tls` from now on.
+    /// New handshakes on `listeners` (TLS listeners) use `tls` from now on.
     #[cfg(feature = "tls")]
-    pub(super) fn replace_tls(&mut self, tls: crate::tls::Acceptor) {
-        let mut n = 0;
-        for slot in self.listeners.iter_mut().filter(|l| l.tls.is_some()) {
-            slot.tls = Some(tls.clone());
-            n += 1;
+    pub(super) fn replace_tls(&mut self, listeners: &[usize], tls: crate::tls::Acceptor) {
+        for &i in listeners {
+            if let Some(slot) = self.listeners.get_mut(i).filter(|l| l.tls.is_some()) {
+                slot.tls = Some(tls.clone());
+            }
         }
-        log::info!("TLS configuration reloaded for {n} listeners");
+        log::info!("TLS configuration reloaded for listeners {listeners:?}");
     }
 
     /// Accepts from listener `index` at the turn's accepting point, once.

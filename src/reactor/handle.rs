@@ -44,7 +44,11 @@ struct Inner {
 #[derive(Default)]
 struct TlsReload {
     resumption: Option<crate::tls::Resumption>,
-    pending: Option<crate::tls::Acceptor>,
+    /// Per listener: `None` if not TLS, else its configuration's group (listeners with
+    /// equal settings share one).
+    groups: Vec<Option<usize>>,
+    next_group: usize,
+    pending: Vec<(Vec<usize>, crate::tls::Acceptor)>,
 }
 
 impl fmt::Debug for ServerHandle {
@@ -86,28 +90,124 @@ impl ServerHandle {
         self.inner.waker.wake()
     }
 
-    /// Whether a stop was asked for since the last call (then clears it).
-    /// Replaces the TLS configuration of every TLS listener (feature `tls`), from any
-    /// thread: new handshakes use it from the loop's next turn; established connections
+    /// Replaces the TLS configuration of the server's TLS listeners (feature `tls`), from
+    /// any thread: the whole configuration (certificates, ALPN, client CAs, handshake
+    /// deadline), for new handshakes from the loop's next turn; established connections
     /// keep theirs; session resumption goes on working across it (the ticket keys and the
-    /// session cache are the server's, not the configuration's). Built and checked here,
-    /// before the swap: an error (a file that cannot be read, a key that does not belong to
-    /// its certificate…) names the file and leaves the running configuration as it was.
+    /// session cache are the server's, not the configuration's). A configuration whose
+    /// files did not read or match failed already where it was built
+    /// ([`TlsConfig::cert_files`](crate::TlsConfig::cert_files)…), so nothing is swapped
+    /// then; replace a certificate and its key together (write both, then reload; a
+    /// watcher that reloads on each file's change sees the first one alone and fails on
+    /// the pair until the second is written).
+    ///
+    /// # Errors
+    ///
+    /// [`TlsErrorKind::NoTlsListener`](crate::TlsErrorKind::NoTlsListener): the server has
+    /// none. [`TlsErrorKind::ListenersDiffer`](crate::TlsErrorKind::ListenersDiffer): its TLS
+    /// listeners were given different configurations (an mTLS listener beside a public
+    /// one), which one configuration cannot replace without turning one into the other:
+    /// reload each with [`reload_tls_of`](ServerHandle::reload_tls_of).
     ///
     /// ```no_run
     /// fn reload(handle: &dualstack::ServerHandle) -> Result<(), dualstack::TlsError> {
-    ///     let tls = dualstack::TlsConfig::new().cert_files("cert.pem", "key.pem")?;
-    ///     handle.reload_tls(&tls) // a bad file: Err, and the old certificates stay
+    ///     let tls = dualstack::TlsConfig::new().cert_files("cert.pem", "key.pem")?; // read now
+    ///     handle.reload_tls(&tls) // on Err, the old certificates stay
     /// }
     /// # let _ = reload;
     /// ```
     #[cfg(feature = "tls")]
     pub fn reload_tls(&self, config: &crate::tls::TlsConfig) -> Result<(), crate::tls::TlsError> {
+        self.reload(None, config)
+    }
+
+    /// [`reload_tls`](ServerHandle::reload_tls) for the TLS listeners `listeners` only: their
+    /// indexes in [`Server::listeners`](crate::Server::listeners) (and
+    /// [`ListenerId::index`](crate::ListenerId::index)); the others keep their
+    /// configuration.
+    ///
+    /// ```no_run
+    /// # use dualstack::{ConnId, Context, Handler, Input, Server, TlsConfig};
+    /// # struct App;
+    /// # impl Handler for App {
+    /// #     type State = ();
+    /// #     fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+    /// # }
+    /// let public = TlsConfig::new().cert_files("site.pem", "site.key")?;
+    /// let internal = public.clone().client_ca_file("staff-ca.pem")?;
+    /// let server = Server::builder()
+    ///     .listen_tls(":443", public)
+    ///     .listen_tls(":8443", internal)
+    ///     .bind(App)?;
+    /// // Later, with new certificates: each listener keeps its own settings.
+    /// let public = TlsConfig::new().cert_files("site.pem", "site.key")?;
+    /// let internal = public.clone().client_ca_file("staff-ca.pem")?;
+    /// let (mut outside, mut staff) = (Vec::new(), Vec::new());
+    /// for (i, l) in server.listeners().iter().enumerate() {
+    ///     let port = l.local_addr.ip().map(|a| a.port());
+    ///     if port == Some(443) { outside.push(i) } else { staff.push(i) }
+    /// }
+    /// server.handle().reload_tls_of(&outside, &public)?;
+    /// server.handle().reload_tls_of(&staff, &internal)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`TlsErrorKind::NotTlsListener`](crate::TlsErrorKind::NotTlsListener): one of them is
+    /// not a TLS listener of this server (or none was named).
+    #[cfg(feature = "tls")]
+    pub fn reload_tls_of(
+        &self,
+        listeners: &[usize],
+        config: &crate::tls::TlsConfig,
+    ) -> Result<(), crate::tls::TlsError> {
+        self.reload(Some(listeners), config)
+    }
+
+    #[cfg(feature = "tls")]
+    fn reload(
+        &self,
+        listeners: Option<&[usize]>,
+        config: &crate::tls::TlsConfig,
+    ) -> Result<(), crate::tls::TlsError> {
+        use crate::tls::TlsError;
         let mut tls = self.inner.tls.lock().unwrap_or_else(|e| e.into_inner());
         let Some(resumption) = &tls.resumption else {
-            return Err(crate::tls::TlsError::no_tls_listener());
+            return Err(TlsError::no_tls_listener());
         };
-        tls.pending = Some(config.build(resumption)?);
+        let targets: Vec<usize> = match listeners {
+            None => {
+                let mut groups = tls.groups.iter().flatten();
+                let first = groups.next();
+                if groups.any(|g| Some(g) != first) {
+                    return Err(TlsError::listeners_differ());
+                }
+                (0..tls.groups.len())
+                    .filter(|&i| tls.groups[i].is_some())
+                    .collect()
+            }
+            Some(ids) => {
+                let bad = ids
+                    .iter()
+                    .find(|&&i| tls.groups.get(i).copied().flatten().is_none());
+                if let Some(&i) = bad {
+                    return Err(TlsError::not_tls_listener(Some(i)));
+                }
+                if ids.is_empty() {
+                    return Err(TlsError::not_tls_listener(None));
+                }
+                ids.to_vec()
+            }
+        };
+        let acceptor = config.build(resumption)?;
+        // The listeners reloaded together have one configuration from now on.
+        let group = tls.next_group;
+        tls.next_group += 1;
+        for &i in &targets {
+            tls.groups[i] = Some(group);
+        }
+        tls.pending.push((targets, acceptor));
         drop(tls);
         if let Err(e) = self.inner.waker.wake() {
             log::warn!("cannot wake the server to reload its TLS configuration: {e}");
@@ -115,20 +215,28 @@ impl ServerHandle {
         Ok(())
     }
 
-    /// The server has TLS listeners, served with `resumption`.
+    /// The server has TLS listeners, served with `resumption`; `groups` says, per
+    /// listener, which configuration it has (`None`: not TLS; equal: the same settings).
     #[cfg(feature = "tls")]
-    pub(crate) fn enable_tls(&self, resumption: crate::tls::Resumption) {
+    pub(crate) fn enable_tls(
+        &self,
+        resumption: crate::tls::Resumption,
+        groups: Vec<Option<usize>>,
+    ) {
         let mut tls = self.inner.tls.lock().unwrap_or_else(|e| e.into_inner());
+        tls.next_group = groups.iter().flatten().max().map_or(0, |g| g + 1);
+        tls.groups = groups;
         tls.resumption = Some(resumption);
     }
 
-    /// A configuration a reload handed in, once.
+    /// The configurations reloads handed in, in order, each with the listeners it is for.
     #[cfg(feature = "tls")]
-    pub(crate) fn take_tls(&self) -> Option<crate::tls::Acceptor> {
+    pub(crate) fn take_tls(&self) -> Vec<(Vec<usize>, crate::tls::Acceptor)> {
         let mut tls = self.inner.tls.lock().unwrap_or_else(|e| e.into_inner());
-        tls.pending.take()
+        std::mem::take(&mut tls.pending)
     }
 
+    /// Whether a stop was asked for since the last call (then clears it).
     pub(crate) fn take_stop(&self) -> bool {
         self.inner.stop.swap(false, Ordering::Acquire)
     }

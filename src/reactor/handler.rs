@@ -150,7 +150,11 @@ pub trait Handler {
     /// share of connections already ([`CloseReason::PeerLimit`]), or, on a PROXY listener,
     /// the peer is not a trusted balancer ([`CloseReason::Untrusted`]), its header was bad
     /// ([`CloseReason::ProxyHeader`]) or late ([`CloseReason::HeaderTimeout`]), or it left
-    /// (or the server stopped) before the header was complete. `peer` is the socket's peer,
+    /// (or the server stopped) before the header was complete; or, on a TLS listener, its
+    /// handshake failed ([`CloseReason::Tls`]: refused by either side, as for a wrong ALPN
+    /// or a missing client certificate), was not done in time
+    /// ([`CloseReason::HandshakeTimeout`]), or the client left during it
+    /// ([`CloseReason::PeerClosed`], [`CloseReason::Reset`]). `peer` is the socket's peer,
     /// or for a header refused by the per-peer limit the client the header named. No
     /// `on_open` came before and no `on_close` follows, so handlers that pair the two need
     /// not care; this is for logs and counters (see also [`Stats`](crate::Stats)).

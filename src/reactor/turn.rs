@@ -178,8 +178,8 @@ impl<H: Handler> Server<H> {
                     self.core.request_stop();
                 }
                 #[cfg(feature = "tls")]
-                if let Some(tls) = self.handle.take_tls() {
-                    self.core.replace_tls(tls);
+                for (listeners, tls) in self.handle.take_tls() {
+                    self.core.replace_tls(&listeners, tls);
                 }
                 let mut ctx = Context::new(&mut self.core, &mut self.states);
                 self.handler.on_wake(&mut ctx);

@@ -220,6 +220,33 @@ impl TlsConfig {
         self
     }
 
+    /// Whether `other` has the same settings: the same certificate chains, ALPN list,
+    /// client CAs and deadline (or the same rustls configuration).
+    pub(crate) fn same_as(&self, other: &TlsConfig) -> bool {
+        let chains = |c: &TlsConfig| -> Vec<Vec<rustls::pki_types::CertificateDer<'static>>> {
+            c.certs.iter().map(|(k, _)| k.cert.clone()).collect()
+        };
+        let cas = |c: &TlsConfig| {
+            c.client_ca.as_ref().map(|(roots, _)| {
+                roots
+                    .roots
+                    .iter()
+                    .map(|r| r.subject.as_ref().to_vec())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let rustls_same = match (&self.rustls, &other.rustls) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        rustls_same
+            && chains(self) == chains(other)
+            && self.alpn == other.alpn
+            && cas(self) == cas(other)
+            && self.timeout == other.timeout
+    }
+
     /// The rustls configuration, with `resumption` (the server's ticket keys and session
     /// cache, kept across reloads) unless the caller gave a whole one.
     pub(crate) fn build(&self, resumption: &Resumption) -> Result<Acceptor, TlsError> {
@@ -330,6 +357,12 @@ pub enum TlsErrorKind {
     },
     /// The server has no TLS listener to reload.
     NoTlsListener,
+    /// A reload named a listener (by its index) that is not one of the server's TLS
+    /// listeners, or (`None`) named none.
+    NotTlsListener(Option<usize>),
+    /// The server's TLS listeners have different configurations: reload each group with
+    /// `ServerHandle::reload_tls_of`.
+    ListenersDiffer,
 }
 
 impl TlsError {
@@ -337,6 +370,20 @@ impl TlsError {
         TlsError {
             origin: origin.to_string(),
             kind,
+        }
+    }
+
+    pub(crate) fn not_tls_listener(id: Option<usize>) -> TlsError {
+        TlsError {
+            origin: String::new(),
+            kind: TlsErrorKind::NotTlsListener(id),
+        }
+    }
+
+    pub(crate) fn listeners_differ() -> TlsError {
+        TlsError {
+            origin: String::new(),
+            kind: TlsErrorKind::ListenersDiffer,
         }
     }
 
@@ -380,6 +427,13 @@ impl fmt::Display for TlsError {
                 )
             }
             TlsErrorKind::NoTlsListener => f.write_str("the server has no TLS listener to reload"),
+            TlsErrorKind::NotTlsListener(None) => f.write_str("no listener named to reload"),
+            TlsErrorKind::NotTlsListener(Some(i)) => {
+                write!(f, "listener {i} is not a TLS listener of this server")
+            }
+            TlsErrorKind::ListenersDiffer => f.write_str(
+                "the TLS listeners have different configurations; reload each with reload_tls_of",
+            ),
         }
     }
 }

@@ -45,8 +45,9 @@ impl TlsFailure {
         TlsFailure { message }
     }
 
-    /// rustls's description of the failure, e.g. `peer is incompatible:
-    /// NoApplicationProtocol` or `received fatal alert: UnknownCA`.
+    /// rustls's description of the failure, for logs (its wording is rustls's, and may
+    /// change with it): e.g. `peer doesn't support any known protocol` (no ALPN protocol in
+    /// common), `received fatal alert: UnknownCA`, `peer sent no certificates`.
     pub fn message(&self) -> &str {
         &self.message
     }
