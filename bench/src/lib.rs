@@ -4,6 +4,7 @@
 
 pub mod kv;
 pub mod mixed;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

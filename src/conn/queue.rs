@@ -10,6 +10,44 @@ const CHUNK: usize = 64 * 1024;
 /// than a socket buffer takes at once anyway).
 const MAX_SLICES: usize = 64;
 
+/// The most written chunks a thread keeps for reuse (see [`SPARE`]).
+const SPARES: usize = 2;
+
+std::thread_local! {
+    /// Chunks written and emptied, kept for the next queue that needs one on this thread
+    /// (a loop and its connections live on one thread): a connection that echoes each read
+    /// otherwise allocated 64 KiB and freed it again at every read, and the allocator gave
+    /// the memory back to the kernel and took it again each time (two `brk` calls and the
+    /// page faults of the fresh pages per read). At most [`SPARES`] chunks per thread; an
+    /// empty queue still owns nothing.
+    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A chunk for `data`: a spare one if the thread has it, else one of exactly its size.
+fn new_chunk(data: &[u8]) -> Vec<u8> {
+    let spare = SPARE.with(|s| s.borrow_mut().pop());
+    match spare {
+        Some(mut chunk) => {
+            chunk.extend_from_slice(data);
+            chunk
+        }
+        None => data.to_vec(),
+    }
+}
+
+/// A written chunk: kept as a spare if it is a full-sized one and the thread has room.
+fn recycle(mut chunk: Vec<u8>) {
+    if chunk.capacity() >= CHUNK && chunk.capacity() <= 2 * CHUNK {
+        chunk.clear();
+        SPARE.with(|s| {
+            let mut spare = s.borrow_mut();
+            if spare.len() < SPARES {
+                spare.push(chunk);
+            }
+        });
+    }
+}
+
 /// Bytes waiting to be written, in order: the chunks, the first from `start` on.
 ///
 /// Sends within a turn append to the last chunk (one `memcpy`), so many small replies leave
@@ -45,7 +83,7 @@ impl OutQueue {
         }
         match self.chunks.back_mut() {
             Some(last) if last.len() + data.len() <= CHUNK => last.extend_from_slice(data),
-            _ => self.chunks.push_back(data.to_vec()),
+            _ => self.chunks.push_back(new_chunk(data)),
         }
         self.len += data.len();
     }
@@ -86,7 +124,9 @@ impl OutQueue {
                 return;
             }
             n -= left;
-            self.chunks.pop_front();
+            if let Some(chunk) = self.chunks.pop_front() {
+                recycle(chunk);
+            }
             self.start = 0;
         }
         if self.len == 0 {
@@ -97,7 +137,9 @@ impl OutQueue {
     /// Drops everything queued; returns how many bytes that was.
     pub(crate) fn clear(&mut self) -> usize {
         let n = self.len;
-        self.chunks = VecDeque::new();
+        std::mem::take(&mut self.chunks)
+            .into_iter()
+            .for_each(recycle);
         self.start = 0;
         self.len = 0;
         n

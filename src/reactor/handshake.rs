@@ -126,10 +126,11 @@ impl<H: Handler> Server<H> {
         core.deadlines.reopen(id, &mut conn.timing, now);
         if !self.plain.is_empty() {
             conn.timing.first_byte = true;
-            conn.input.keep(&self.plain);
+            let plain = self.plain.bytes();
+            conn.input.keep(plain);
             conn.offer_kept = true;
-            core.total_kept += self.plain.len();
-            core.listeners[conn.listener as usize].stats.bytes_in += self.plain.len() as u64;
+            core.total_kept += plain.len();
+            core.listeners[conn.listener as usize].stats.bytes_in += plain.len() as u64;
         }
         if let Some(tls) = &conn.tls {
             log::debug!("{id}: {} with {}", tls.summary(), conn.peer);

@@ -124,7 +124,7 @@ pub struct Server<H: Handler> {
     buf: Vec<u8>,
     /// The plaintext of a TLS read's records: the loop's second buffer, lent to `on_data`
     /// as `buf` is (empty until the first TLS read).
-    plain: Vec<u8>,
+    plain: crate::tls::Plain,
     /// The core's "input held" flag, shared once here so that each `on_data` can lend it to
     /// the `Input` while the `Context` borrows the core (no reference count per call).
     held: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -239,7 +239,7 @@ impl<H: Handler> Server<H> {
             poll,
             events: Events::with_capacity(limits.events),
             buf: vec![0; limits.read_buffer],
-            plain: Vec::new(),
+            plain: Default::default(),
             held: std::sync::Arc::clone(&core.held),
             core,
             states: slab::Slab::new(),

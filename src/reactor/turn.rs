@@ -291,7 +291,7 @@ impl<H: Handler> Server<H> {
                         }
                     };
                     let bytes = match offer {
-                        Offer::Plain => &self.plain[..],
+                        Offer::Plain => self.plain.bytes(),
                         _ => &self.buf[..n],
                     };
                     let len = bytes.len();
@@ -351,7 +351,7 @@ impl<H: Handler> Server<H> {
         let kept_before = kept.len();
         let bytes = match offer {
             Offer::Read(n) => &self.buf[..n],
-            Offer::Plain => &self.plain[..],
+            Offer::Plain => self.plain.bytes(),
             Offer::Kept => kept.bytes(),
         };
         self.core.serving = Some(id);

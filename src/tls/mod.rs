@@ -61,6 +61,39 @@ impl fmt::Display for TlsFailure {
 
 impl std::error::Error for TlsFailure {}
 
+/// The plaintext of one read's records: the loop's second buffer. Its memory is kept and
+/// never zeroed again (`clear` only forgets the length), so a read costs no `memset`.
+#[derive(Debug, Default)]
+pub(crate) struct Plain {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Plain {
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `n` more bytes at the end, to be filled (grown, zeroed, only past what it ever held).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn extend(&mut self, n: usize) -> &mut [u8] {
+        let end = self.len + n;
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
+        }
+        let start = std::mem::replace(&mut self.len, end);
+        &mut self.buf[start..end]
+    }
+}
+
 /// What one [`Session::feed`] did besides giving plaintext.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Fed {

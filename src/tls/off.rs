@@ -26,7 +26,7 @@ impl Acceptor {
 }
 
 impl Session {
-    pub(crate) fn feed(&mut self, _: &[u8], _: &mut Vec<u8>) -> Result<Fed, TlsFailure> {
+    pub(crate) fn feed(&mut self, _: &[u8], _: &mut super::Plain) -> Result<Fed, TlsFailure> {
         match *self {}
     }
 

@@ -97,7 +97,7 @@ impl Session {
     pub(crate) fn feed(
         &mut self,
         mut bytes: &[u8],
-        plain: &mut Vec<u8>,
+        plain: &mut super::Plain,
     ) -> Result<Fed, TlsFailure> {
         let was_handshaking = self.conn.is_handshaking();
         let mut fed = Fed::default();
@@ -114,11 +114,9 @@ impl Session {
                 .map_err(|e| TlsFailure::new(e.to_string()))?;
             let n = state.plaintext_bytes_to_read();
             if n > 0 {
-                let start = plain.len();
-                plain.resize(start + n, 0);
                 self.conn
                     .reader()
-                    .read_exact(&mut plain[start..])
+                    .read_exact(plain.extend(n))
                     .map_err(|e| TlsFailure::new(e.to_string()))?;
             }
             if state.peer_has_closed() {

@@ -1,0 +1,374 @@
+//! The TLS rows: the echo example with `--tls-cert`, the tokio-rustls reference
+//! (`tokio_tls_echo`, current-thread) and the hand-written rustls + mio loop
+//! (`mio_tls_echo`), the same rustls, provider, certificate (ECDSA P-256) and resumption
+//! setup for all three. Each server runs pinned to core 0; this program's clients run on
+//! core 1 (start it with `taskset -c 1`, as the runner does its load generator).
+//!
+//! ```text
+//! taskset -c 1 target/release/tls_bench [--seconds S] [--idle N] [--only bulk|full|resumed|idle]
+//!         [--server echo|tokio_tls_echo|mio_tls_echo]
+//! ```
+//!
+//! Rows, each with the server's CPU time per unit of work (from /proc/PID/task/*/schedstat,
+//! so a row is a measure of the server even where the clients limit the rate):
+//! - `bulk`: 8 connections, each writing 64 KiB of a byte pattern and reading the echo back
+//!   (checked byte for byte), for S seconds after a second of warm-up: MiB/s.
+//! - `full handshakes`: 4 clients, each connecting, completing a TLS 1.3 handshake (X25519,
+//!   ECDSA P-256, no resumption), one 64-byte round trip and a close_notify, again: per
+//!   second. The clients skip certificate verification (their cost is not the server's).
+//! - `resumed handshakes`: the same with tickets (every handshake after the first resumed).
+//! - `idle memory`: N connections, each after a handshake and one round trip, held: the
+//!   server's RSS growth per connection; and the same for plain TCP (the echo example
+//!   without TLS), for the TLS connection's extra cost.
+//!
+//! Prints a Markdown table of figures and ratios (dualstack / other) on stdout.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bin_dir() -> PathBuf {
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Starts `name` on core 0: `echo` is the library's example (with TLS unless `plain`).
+fn start(name: &str, cert: &Path, key: &Path, plain: bool) -> Server {
+    let dir = bin_dir();
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"]);
+    if name == "echo" {
+        cmd.arg(dir.join("examples/echo"));
+        if !plain {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+    } else {
+        cmd.arg(dir.join(name));
+    }
+    let mut child = cmd
+        .arg("127.0.0.1:0")
+        .env("TLS_CERT", cert)
+        .env("TLS_KEY", key)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("a listening line");
+    let port = dualstack_support::parse_listening_line(&line)
+        .unwrap_or_else(|| panic!("{name}: {line:?}"))
+        .0
+        .port();
+    Server { child, port }
+}
+
+/// The server's CPU time so far, over all its threads.
+fn cpu(pid: u32) -> Duration {
+    let mut total = 0u64;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+                total += text
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    Duration::from_nanos(total)
+}
+
+fn rss(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+#[derive(Debug)]
+struct AnyCert;
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        dualstack_bench::tls::provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn client_config(resume: bool) -> Arc<rustls::ClientConfig> {
+    let mut config = rustls::ClientConfig::builder_with_provider(dualstack_bench::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert))
+        .with_no_client_auth();
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    Arc::new(config)
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn connect(port: u16, config: &Arc<rustls::ClientConfig>) -> Tls {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_nodelay(true).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn =
+        rustls::ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).expect("handshake");
+    }
+    tls
+}
+
+fn round_trip(tls: &mut Tls, data: &[u8], back: &mut [u8]) {
+    tls.write_all(data).expect("write");
+    tls.read_exact(back).expect("read the echo");
+    assert!(back == data, "the echo differs");
+}
+
+/// Runs `work` on `threads` threads for `seconds` after a second of warm-up; returns the
+/// units done in the measured window and the server's CPU time over it.
+fn measure(
+    pid: u32,
+    threads: usize,
+    seconds: f64,
+    work: impl Fn(usize, &AtomicBool, &AtomicU64) + Send + Sync + 'static,
+) -> (f64, Duration, f64) {
+    let work = Arc::new(work);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let (work, stop, done) = (work.clone(), stop.clone(), done.clone());
+            std::thread::spawn(move || work(i, &stop, &done))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let (n0, c0, t0) = (done.load(Ordering::Relaxed), cpu(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let (n1, c1, t1) = (done.load(Ordering::Relaxed), cpu(pid), Instant::now());
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().expect("a client thread failed");
+    }
+    ((n1 - n0) as f64, c1 - c0, (t1 - t0).as_secs_f64())
+}
+
+fn bulk(port: u16, pid: u32, seconds: f64) -> (f64, f64) {
+    let config = client_config(false);
+    let (bytes, cpu, wall) = measure(pid, 8, seconds, move |i, stop, done| {
+        let mut tls = connect(port, &config);
+        let data: Vec<u8> = (0..64 * 1024).map(|j| (j * 7 + i * 13) as u8).collect();
+        let mut back = vec![0; data.len()];
+        while !stop.load(Ordering::Relaxed) {
+            round_trip(&mut tls, &data, &mut back);
+            done.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+    });
+    let mib = bytes / (1024.0 * 1024.0);
+    (mib / wall, cpu.as_secs_f64() * 1e3 / mib)
+}
+
+fn handshakes(port: u16, pid: u32, seconds: f64, resume: bool) -> (f64, f64) {
+    let config = client_config(resume);
+    let resumed = Arc::new(AtomicU64::new(0));
+    let counted = resumed.clone();
+    let (n, cpu, wall) = measure(pid, 4, seconds, move |_, stop, done| {
+        let mut back = [0u8; 64];
+        while !stop.load(Ordering::Relaxed) {
+            let mut tls = connect(port, &config);
+            if resume && tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                resumed.fetch_add(1, Ordering::Relaxed);
+            }
+            round_trip(&mut tls, &[7u8; 64], &mut back);
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    if resume {
+        // Every handshake but each client's first is a resumption, or the row is wrong.
+        let r = counted.load(Ordering::Relaxed) as f64;
+        assert!(
+            r >= n * 0.9,
+            "only {r} of about {n} handshakes were resumed"
+        );
+    }
+    (n / wall, cpu.as_secs_f64() * 1e6 / n)
+}
+
+/// RSS growth per held connection (bytes).
+fn idle(port: u16, pid: u32, count: usize, tls: bool) -> f64 {
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss(pid);
+    let config = client_config(false);
+    let mut back = [0u8; 16];
+    let mut held: Vec<Box<dyn std::any::Any>> = Vec::with_capacity(count);
+    for _ in 0..count {
+        if tls {
+            let mut t = connect(port, &config);
+            round_trip(&mut t, b"0123456789abcdef", &mut back);
+            held.push(Box::new(t));
+        } else {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"0123456789abcdef").unwrap();
+            s.read_exact(&mut back).unwrap();
+            held.push(Box::new(s));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss(pid);
+    drop(held);
+    (after.saturating_sub(before)) as f64 / count as f64
+}
+
+fn main() {
+    let mut seconds = 5.0;
+    let mut idle_count = 800;
+    let mut only: Option<String> = None;
+    let mut servers = vec!["echo", "tokio_tls_echo", "mio_tls_echo"];
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().expect("a value");
+        match flag.as_str() {
+            "--seconds" => seconds = value.parse().expect("seconds"),
+            "--idle" => idle_count = value.parse().expect("a count"),
+            "--only" => only = Some(value),
+            "--server" => servers.retain(|s| *s == value),
+            other => panic!("unknown option {other}"),
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("dualstack-tls-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_pem, key_pem) = dualstack_bench::tls::localhost_cert();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, cert_pem).unwrap();
+    std::fs::write(&key, key_pem).unwrap();
+    let mut rows: Vec<(&str, Vec<f64>)> = Vec::new();
+    for name in servers {
+        let s = start(name, &cert, &key, false);
+        let pid = s.child.id();
+        let row = |r: &str| only.as_deref().is_none_or(|o| o == r);
+        let nan = (f64::NAN, f64::NAN);
+        let (mibs, ms_per_mib) = if row("bulk") {
+            bulk(s.port, pid, seconds)
+        } else {
+            nan
+        };
+        let (full, us_full) = if row("full") {
+            handshakes(s.port, pid, seconds, false)
+        } else {
+            nan
+        };
+        let (resumed, us_resumed) = if row("resumed") {
+            handshakes(s.port, pid, seconds, true)
+        } else {
+            nan
+        };
+        let per_conn = if row("idle") {
+            idle(s.port, pid, idle_count, true)
+        } else {
+            f64::NAN
+        };
+        eprintln!(
+            "{name}: bulk {mibs:.1} MiB/s ({ms_per_mib:.2} ms CPU/MiB), full {full:.0}/s ({us_full:.0} us), resumed {resumed:.0}/s ({us_resumed:.0} us), idle {per_conn:.0} B/conn"
+        );
+        rows.push((
+            name,
+            vec![
+                mibs, ms_per_mib, full, us_full, resumed, us_resumed, per_conn,
+            ],
+        ));
+    }
+    let plain = {
+        let s = start("echo", &cert, &key, true);
+        idle(s.port, s.child.id(), idle_count, false)
+    };
+    if rows.len() < 3 {
+        return; // one server asked for: its line above is the result
+    }
+    let ours = rows[0].1.clone();
+    println!("| server | bulk MiB/s | CPU ms/MiB | full handshakes/s | CPU µs/handshake | resumed/s | CPU µs/resumed | idle B/conn |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, v) in &rows {
+        println!(
+            "| {name} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            v[0], v[1], v[2], v[3], v[4], v[5], v[6]
+        );
+    }
+    println!("| echo, plain TCP | | | | | | | {plain:.0} |");
+    for (name, v) in rows.iter().skip(1) {
+        println!(
+            "\necho/{name}: bulk {:.3}× (CPU/MiB {:.3}×), full handshakes {:.3}× (CPU/handshake {:.3}×), resumed {:.3}× (CPU {:.3}×), idle memory {:.3}×",
+            ours[0] / v[0],
+            ours[1] / v[1],
+            ours[2] / v[2],
+            ours[3] / v[3],
+            ours[4] / v[4],
+            ours[5] / v[5],
+            ours[6] / v[6],
+        );
+    }
+    println!(
+        "\nTLS over plain per idle connection: {:.0} B",
+        ours[6] - plain
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
