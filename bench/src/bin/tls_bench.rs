@@ -5,7 +5,7 @@
 //! core 1 (start it with `taskset -c 1`, as the runner does its load generator).
 //!
 //! ```text
-//! taskset -c 1 target/release/tls_bench [--seconds S] [--idle N] [--only bulk|full|resumed|idle]
+//! taskset -c 1 target/release/tls_bench [--seconds S] [--idle N] [--only bulk|full|resumed|idle|mixed]
 //!         [--server echo|tokio_tls_echo|mio_tls_echo]
 //! ```
 //!
@@ -20,6 +20,9 @@
 //! - `idle memory`: N connections, each after a handshake and one round trip, held: the
 //!   server's RSS growth per connection; and the same for plain TCP (the echo example
 //!   without TLS), for the TLS connection's extra cost.
+//!
+//! - `mixed`: the p99 round trip of 50 established clients (64 bytes, 20 times a second
+//!   each), alone and with 200 full handshakes a second arriving.
 //!
 //! Prints a Markdown table of figures and ratios (dualstack / other) on stdout.
 
@@ -254,6 +257,72 @@ fn handshakes(port: u16, pid: u32, seconds: f64, resume: bool) -> (f64, f64) {
     (n / wall, cpu.as_secs_f64() * 1e6 / n)
 }
 
+/// The p50 and p99 round-trip latency (µs) of 50 established TLS clients, each sending 64
+/// bytes 20 times a second (10 threads of 5), over `seconds`; with `handshakes_per_second`
+/// new clients completing full handshakes meanwhile (paced, from one more thread).
+fn mixed(port: u16, seconds: f64, handshakes_per_second: f64) -> (f64, f64, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let config = client_config(false);
+    let churn = (handshakes_per_second > 0.0).then(|| {
+        let (stop, config) = (stop.clone(), config.clone());
+        std::thread::spawn(move || {
+            let interval = Duration::from_secs_f64(1.0 / handshakes_per_second);
+            let mut next = Instant::now();
+            let mut done = 0u64;
+            let mut back = [0u8; 8];
+            while !stop.load(Ordering::Relaxed) {
+                let mut tls = connect(port, &config);
+                round_trip(&mut tls, b"12345678", &mut back);
+                done += 1;
+                next += interval;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            done
+        })
+    });
+    let started = Instant::now();
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            let (stop, config) = (stop.clone(), config.clone());
+            std::thread::spawn(move || {
+                let mut conns: Vec<Tls> = (0..5).map(|_| connect(port, &config)).collect();
+                let mut back = [0u8; 64];
+                let mut times = Vec::new();
+                let mut next = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    for tls in &mut conns {
+                        let t = Instant::now();
+                        round_trip(tls, &[5u8; 64], &mut back);
+                        times.push(t.elapsed().as_micros() as u32);
+                    }
+                    next += Duration::from_millis(50);
+                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                times
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    let mut all: Vec<u32> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let rate = churn.map_or(0.0, |c| {
+        c.join().unwrap() as f64 / started.elapsed().as_secs_f64()
+    });
+    all.sort_unstable();
+    (
+        dualstack_bench::percentile(&all, 50.0),
+        dualstack_bench::percentile(&all, 99.0),
+        rate,
+    )
+}
+
 /// RSS growth per held connection (bytes).
 fn idle(port: u16, pid: u32, count: usize, tls: bool) -> f64 {
     std::thread::sleep(Duration::from_millis(300));
@@ -327,6 +396,17 @@ fn main() {
         } else {
             f64::NAN
         };
+        let (calm_p50, calm_p99, busy_p99, rate) = if row("mixed") {
+            let (p50, p99, _) = mixed(s.port, seconds, 0.0);
+            let (_, busy_p99, rate) = mixed(s.port, seconds, 200.0);
+            (p50, p99, busy_p99, rate)
+        } else {
+            (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
+        };
+        eprintln!(
+            "{name}: 50 small clients p50 {calm_p50:.0} us, p99 {calm_p99:.0} us; with {rate:.0} handshakes/s p99 {busy_p99:.0} us ({:.2}x)",
+            busy_p99 / calm_p99
+        );
         eprintln!(
             "{name}: bulk {mibs:.1} MiB/s ({ms_per_mib:.2} ms CPU/MiB), full {full:.0}/s ({us_full:.0} us), resumed {resumed:.0}/s ({us_resumed:.0} us), idle {per_conn:.0} B/conn"
         );
@@ -345,15 +425,15 @@ fn main() {
         return; // one server asked for: its line above is the result
     }
     let ours = rows[0].1.clone();
-    println!("| server | bulk MiB/s | CPU ms/MiB | full handshakes/s | CPU µs/handshake | resumed/s | CPU µs/resumed | idle B/conn |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| server | bulk MiB/s | CPU ms/MiB | full handshakes/s | CPU µs/handshake | resumed/s | CPU µs/resumed | idle B/conn | p99 µs, 50 clients | p99 µs, + 200 handshakes/s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (name, v) in &rows {
         println!(
-            "| {name} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
-            v[0], v[1], v[2], v[3], v[4], v[5], v[6]
+            "| {name} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
         );
     }
-    println!("| echo, plain TCP | | | | | | | {plain:.0} |");
+    println!("| echo, plain TCP | | | | | | | {plain:.0} | | |");
     for (name, v) in rows.iter().skip(1) {
         println!(
             "\necho/{name}: bulk {:.3}× (CPU/MiB {:.3}×), full handshakes {:.3}× (CPU/handshake {:.3}×), resumed {:.3}× (CPU {:.3}×), idle memory {:.3}×",
