@@ -413,7 +413,7 @@ fn main() {
         rows.push((
             name,
             vec![
-                mibs, ms_per_mib, full, us_full, resumed, us_resumed, per_conn,
+                mibs, ms_per_mib, full, us_full, resumed, us_resumed, per_conn, calm_p99, busy_p99,
             ],
         ));
     }
