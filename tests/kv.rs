@@ -8,6 +8,8 @@
 
 #![cfg(unix)]
 
+#[path = "util/pki.rs"]
+mod pki;
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -264,6 +266,64 @@ fn redis_cli_and_redis_benchmark_drive_kv() {
         }
         assert!(!text.contains("ERR"), "-P {pipeline}: {text}");
     }
+}
+
+/// Issue #23: kv over TLS (`--tls-cert`, ALPN `redis`), driven by `redis-cli --tls` and
+/// `redis-benchmark --tls` (Debian's are built with TLS), verifying the certificate
+/// against the test CA.
+#[test]
+fn redis_cli_and_redis_benchmark_drive_kv_over_tls() {
+    if !Tool::all_usable(&[Tool::REDIS_CLI, Tool::REDIS_BENCHMARK]) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dualstack-kv-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = pki::Ca::new("kv CA");
+    let (cert, key) = ca.leaf(&["localhost"]).write(&dir, "kv");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let server = kv(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let port = server.addr.port().to_string();
+    let tls = [
+        "--tls",
+        "--sni",
+        "localhost",
+        "--cacert",
+        ca_file.to_str().unwrap(),
+    ];
+    let cli = |args: &[&str]| {
+        let out = Command::new("timeout")
+            .args(["10", "redis-cli", "-h", "localhost", "-p", &port])
+            .args(tls)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(cli(&["set", "greeting", "hello over TLS"]), "OK\n");
+    assert_eq!(cli(&["get", "greeting"]), "hello over TLS\n");
+    let out = Command::new("timeout")
+        .args(["60", "redis-benchmark", "-h", "localhost", "-p", &port])
+        .args(tls)
+        .args(["-q", "-n", "2000", "-c", "10", "-t", "set,get", "-P", "16"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    assert!(out.status.success(), "{text}");
+    for test in ["SET", "GET"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(test) && l.contains("requests per second")),
+            "no {test} result in {text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Issue #22: a bulk string longer than `--max-bulk`, or a line longer than 64 KiB, gets an
