@@ -231,6 +231,7 @@ mod host;
 mod inherit;
 mod listen;
 mod plan;
+mod proxy;
 mod reactor;
 #[cfg(feature = "signals")]
 pub mod signals;
@@ -240,11 +241,9 @@ mod tls;
 #[cfg(unix)]
 mod unix;
 
-pub use addr::proxy::tlv as proxy_tlv;
 pub use addr::{
     display_addr, normalize, Cidr, CidrError, DisplayAddr, Host, HostName, ListenSpec, ParseError,
-    ParseErrorKind, ProxyAddresses, ProxyCommand, ProxyError, ProxyErrorKind, ProxyHeader,
-    ProxyParsed, ProxySsl, ProxyVersion, ProxyVersions, SpecKind, ToListenSpec, UnixAddr, Zone,
+    ParseErrorKind, SpecKind, ToListenSpec, UnixAddr, Zone,
 };
 pub use conn::{CloseReason, ConnId, ConnInfo, Input, ListenerId, Proxied};
 pub use error::Error;
@@ -254,6 +253,11 @@ pub use listen::{bind, BindError, Bound, ListenConfig, Listener};
 pub use plan::{
     plan, BindPlan, FamilyPolicy, PlanError, PlanErrorKind, PlanOptions, PlannedSocket, SkipReason,
     Skipped, SocketMode, WildcardStack,
+};
+pub use proxy::tlv as proxy_tlv;
+pub use proxy::{
+    ProxyAddresses, ProxyCommand, ProxyError, ProxyErrorKind, ProxyHeader, ProxyParsed, ProxySsl,
+    ProxyVersion, ProxyVersions,
 };
 pub use reactor::{
     ConfigError, Context, Handler, ListenerInfo, ListenerStats, NoHandler, ProxyProtocol,

@@ -11,7 +11,6 @@ mod cidr;
 mod error;
 mod normalize;
 mod parse;
-pub(crate) mod proxy;
 mod spec;
 
 pub(crate) use cidr::mask;
@@ -19,8 +18,4 @@ pub use cidr::{Cidr, CidrError};
 pub use error::{ParseError, ParseErrorKind};
 pub(crate) use normalize::is_scoped;
 pub use normalize::{display_addr, normalize, DisplayAddr};
-pub use proxy::{
-    ProxyAddresses, ProxyCommand, ProxyError, ProxyErrorKind, ProxyHeader, ProxyParsed, ProxySsl,
-    ProxyVersion, ProxyVersions,
-};
 pub use spec::{Host, HostName, ListenSpec, SpecKind, ToListenSpec, UnixAddr, Zone};

@@ -10,7 +10,7 @@ use std::fmt;
 use std::io;
 use std::time::Instant;
 
-use crate::addr::ProxyError;
+use crate::proxy::ProxyError;
 use crate::socket::{Peer, Stream};
 
 pub use input::Input;

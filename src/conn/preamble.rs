@@ -2,7 +2,7 @@
 //! so far, the step taken with each read), and after ([`Proxied`]: the balancer and the
 //! header). Pure: no socket.
 
-use crate::addr::{ProxyError, ProxyHeader, ProxyParsed, ProxyVersions};
+use crate::proxy::{ProxyError, ProxyHeader, ProxyParsed, ProxyVersions};
 use crate::socket::Peer;
 
 /// A connection that came through a balancer: the balancer's address (the socket's peer)
@@ -68,7 +68,7 @@ pub(crate) fn client_of(balancer: Peer, header: &ProxyHeader) -> Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::addr::ProxyErrorKind;
+    use crate::proxy::ProxyErrorKind;
 
     fn preamble() -> Preamble {
         Preamble::new(ProxyVersions::BOTH)

@@ -9,8 +9,8 @@ use super::core::conn_mut;
 use super::handler::{Context, Handler};
 use super::timers::after;
 use super::Server;
-use crate::addr::ProxyHeader;
 use crate::conn::{CloseReason, ConnId, ConnInfo, ListenerId, Phase, Proxied, Timing};
+use crate::proxy::ProxyHeader;
 use crate::tls::HANDSHAKES_PER_TURN;
 
 /// What a handshake step left to do.

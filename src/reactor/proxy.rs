@@ -11,7 +11,8 @@
 
 use std::time::Duration;
 
-use crate::addr::{Cidr, ProxyVersions};
+use crate::addr::Cidr;
+use crate::proxy::ProxyVersions;
 use crate::socket::Peer;
 
 /// The PROXY protocol settings of a listener: see

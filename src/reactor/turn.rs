@@ -14,10 +14,10 @@ use super::handler::Handler;
 use super::timers::Due;
 use super::token::{self, Slot};
 use super::Server;
-use crate::addr::ProxyHeader;
 use crate::conn::{
     client_of, CloseReason, ConnId, ConnInfo, Input, ListenerId, Phase, Proxied, Step,
 };
+use crate::proxy::ProxyHeader;
 use crate::socket::Peer;
 
 /// A PROXY header named the client of connection `id`: it becomes the peer, if it has room
