@@ -112,8 +112,14 @@ impl Handler for Log {
     }
 }
 
+std::thread_local! {
+    /// The handshake threads of the servers this test starts (`on_threads`).
+    static THREADS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn start(builder: ServerBuilder) -> (Running<Log>, Log, SocketAddr) {
     let log = Log::default();
+    let builder = builder.tls_handshake_threads(THREADS.get());
     let server = Running::start(builder, log.clone());
     let addr = server.addr(0);
     (server, log, addr)
@@ -829,4 +835,102 @@ fn listeners_with_different_settings_are_reloaded_each_with_its_own() {
         .reload_tls_of(&[0, 1], &staff_renewed)
         .unwrap();
     server.handle.reload_tls(&staff_renewed).unwrap();
+}
+
+/// Runs `test` with its servers' handshakes on two threads of their own
+/// (`ServerBuilder::tls_handshake_threads`): every behaviour the test checks holds there too.
+fn on_threads(test: fn()) {
+    THREADS.set(2);
+    test();
+}
+
+#[test]
+fn on_threads_versions_and_what_was_settled() {
+    on_threads(tls13_and_tls12_clients_are_served_and_the_handler_learns_what_was_settled);
+}
+
+#[test]
+fn on_threads_sni() {
+    on_threads(sni_picks_the_certificate_that_names_the_host_and_the_first_is_the_default);
+}
+
+#[test]
+fn on_threads_alpn_refused() {
+    on_threads(alpn_is_refused_with_no_application_protocol_when_nothing_matches);
+}
+
+#[test]
+fn on_threads_client_certificates() {
+    on_threads(client_certificates_are_required_verified_and_shown);
+}
+
+#[test]
+fn on_threads_the_handshake_deadline() {
+    on_threads(silent_and_dribbling_clients_meet_the_handshake_deadline_while_good_ones_are_served);
+}
+
+#[test]
+fn on_threads_a_burst() {
+    on_threads(a_burst_of_handshakes_is_served_across_turns);
+}
+
+#[test]
+fn on_threads_proxy_then_tls() {
+    on_threads(a_proxy_header_then_tls_makes_the_headers_client_the_peer);
+}
+
+#[test]
+fn on_threads_reload_and_resumption() {
+    on_threads(a_reload_serves_new_handshakes_keeps_old_connections_and_resumes_sessions);
+}
+
+#[test]
+fn on_threads_bulk() {
+    on_threads(four_megabytes_each_way_under_backpressure_arrive_intact);
+}
+
+/// A handshake thread's wake is the server's own business: `on_wake` is the application's
+/// (its `ServerHandle::wake`), and a handler that counts wakes sees none from handshakes.
+#[test]
+fn handshake_threads_do_not_call_on_wake() {
+    #[derive(Clone, Default)]
+    struct Wakes(Arc<std::sync::atomic::AtomicUsize>);
+    impl Handler for Wakes {
+        type State = ();
+        fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+            let _ = ctx.send(conn, input.take_all());
+        }
+        fn on_wake(&mut self, _: &mut Context<'_, Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let (ca, leaf) = localhost();
+    let wakes = Wakes::default();
+    let server = Running::start(
+        Server::builder()
+            .listen_tls("127.0.0.1:0", leaf.config())
+            .tls_handshake_threads(1),
+        wakes.clone(),
+    );
+    for _ in 0..10 {
+        let mut tls =
+            pki::connect(pki::client(&ca), "localhost", util::connect(server.addr(0))).unwrap();
+        echo(&mut tls, b"hi\n");
+    }
+    assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    server.handle.wake().unwrap();
+    let deadline = Instant::now() + util::TIMEOUT;
+    while wakes.0.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "on_wake never came");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let err = Server::builder()
+        .listen_tls("127.0.0.1:0", leaf.config())
+        .tls_handshake_threads(65)
+        .bind(Log::default())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("65 TLS handshake threads"),
+        "{err}"
+    );
 }

@@ -49,6 +49,8 @@ pub struct Options {
     /// Client certificates required, issued under these CAs.
     pub tls_client_ca: Option<String>,
     pub tls_handshake_timeout: Option<Duration>,
+    /// Threads that do handshake steps off the loop.
+    pub tls_handshake_threads: Option<usize>,
     /// Options particular to one example, as `(name, value)`.
     pub extra: Vec<(String, String)>,
 }
@@ -99,6 +101,8 @@ OPTIONS:
   --tls-client-ca FILE      require client certificates issued under these CAs (PEM)
   --tls-handshake-timeout SECONDS
                             close clients whose handshake is not done by then (10)
+  --tls-handshake-threads N do handshakes on N threads of their own, so that the loop
+                            goes on serving meanwhile (default 0: the loop does them)
   --proxy-from CIDR[,CIDR...]
                             the balancers trusted to send one (default 127.0.0.0/8,::1);
                             other peers are closed without a byte read
@@ -142,6 +146,7 @@ impl Options {
             tls_alpn: Vec::new(),
             tls_client_ca: None,
             tls_handshake_timeout: None,
+            tls_handshake_threads: None,
             extra: Vec::new(),
         };
         let args: Vec<String> = std::env::args_os()
@@ -230,6 +235,9 @@ impl Options {
                     }
                 }
                 "--tls-client-ca" => opts.tls_client_ca = Some(value("a file")),
+                "--tls-handshake-threads" => {
+                    opts.tls_handshake_threads = Some(count(name, &arg, &value("a number")));
+                }
                 "--tls-handshake-timeout" => {
                     opts.tls_handshake_timeout = Some(seconds(name, &arg, &value("seconds"), TIMEOUT_RANGE));
                 }
@@ -292,9 +300,10 @@ impl Options {
         if opts.tls_certs.is_empty()
             && (!opts.tls_alpn.is_empty()
                 || opts.tls_client_ca.is_some()
-                || opts.tls_handshake_timeout.is_some())
+                || opts.tls_handshake_timeout.is_some()
+                || opts.tls_handshake_threads.is_some())
         {
-            fail(name, "--tls-alpn, --tls-client-ca and --tls-handshake-timeout set up TLS, and mean nothing without --tls-cert and --tls-key");
+            fail(name, "--tls-alpn, --tls-client-ca and --tls-handshake-timeout/-threads set up TLS, and mean nothing without --tls-cert and --tls-key");
         }
         if opts.proxy_from.is_some() && !opts.proxy {
             fail(
@@ -344,6 +353,9 @@ impl Options {
         }
         if let Some(bytes) = self.read_budget {
             builder = builder.read_budget(bytes);
+        }
+        if let Some(threads) = self.tls_handshake_threads {
+            builder = builder.tls_handshake_threads(threads);
         }
         let proxy = self.proxy.then(|| {
             let p = dualstack::ProxyProtocol::new();

@@ -141,6 +141,19 @@ impl ServerBuilder {
         self
     }
 
+    /// Takes TLS handshake steps off the loop, onto `threads` threads of their own (feature
+    /// `tls`; default 0: the loop does them). A full handshake is private-key and
+    /// key-exchange work (0.1 to 1 ms, by the machine); done in the loop, every request
+    /// that arrives meanwhile waits for it. With threads, the loop hands a connection's
+    /// session to one, goes on serving, and takes it back when the step is done; nothing
+    /// else leaves the loop (the connection is not read while its session is away, and the
+    /// handler sees nothing of it). At most 64.
+    #[cfg(feature = "tls")]
+    pub fn tls_handshake_threads(mut self, threads: usize) -> ServerBuilder {
+        self.limits.handshake_threads = threads;
+        self
+    }
+
     /// A TLS listener behind a load balancer: the PROXY header, then the TLS handshake
     /// (HAProxy `mode tcp` with `send-proxy-v2`). The handler sees the client the header
     /// names as the peer, as with [`listen_proxied`](ServerBuilder::listen_proxied).

@@ -106,6 +106,8 @@ pub(crate) struct Core {
     pub(super) held: Arc<AtomicBool>,
     /// TLS handshake steps taken this turn (see `tls::HANDSHAKES_PER_TURN`).
     pub(super) handshakes: usize,
+    /// Threads that take handshake steps off the loop, if the server has them.
+    pub(super) tls_pool: Option<crate::tls::Pool>,
 }
 
 impl Core {
@@ -134,6 +136,7 @@ impl Core {
             serving: None,
             held: Arc::new(AtomicBool::new(false)),
             handshakes: 0,
+            tls_pool: None,
             limits,
         }
     }

@@ -34,6 +34,10 @@ pub struct ServerHandle {
 struct Inner {
     waker: Waker,
     stop: AtomicBool,
+    /// `wake`, `stop` or a reload woke the loop: `on_wake` follows.
+    woken: AtomicBool,
+    /// A TLS handshake thread finished a step: the loop takes it back (no `on_wake`).
+    handshakes: AtomicBool,
     /// A TLS server's resumption state (kept across reloads), and the configuration a
     /// reload handed in that the loop has not taken yet.
     #[cfg(feature = "tls")]
@@ -65,6 +69,8 @@ impl ServerHandle {
             inner: Arc::new(Inner {
                 waker: Waker::new(registry, token::WAKER_TOKEN)?,
                 stop: AtomicBool::new(false),
+                woken: AtomicBool::new(false),
+                handshakes: AtomicBool::new(false),
                 #[cfg(feature = "tls")]
                 tls: Default::default(),
             }),
@@ -76,6 +82,7 @@ impl ServerHandle {
     /// so is calling it after the server is gone.
     pub fn stop(&self) {
         self.inner.stop.store(true, Ordering::Release);
+        self.inner.woken.store(true, Ordering::Release);
         if let Err(e) = self.inner.waker.wake() {
             log::warn!("cannot wake the server to stop it: {e}");
         }
@@ -87,7 +94,27 @@ impl ServerHandle {
     ///
     /// The OS error of the waker.
     pub fn wake(&self) -> io::Result<()> {
+        self.inner.woken.store(true, Ordering::Release);
         self.inner.waker.wake()
+    }
+
+    /// A TLS handshake thread has a finished step for the loop.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn handshake_done(&self) {
+        self.inner.handshakes.store(true, Ordering::Release);
+        if let Err(e) = self.inner.waker.wake() {
+            log::warn!("cannot wake the server for a finished TLS handshake step: {e}");
+        }
+    }
+
+    /// Whether a handshake thread woke the loop since the last call (then clears it).
+    pub(crate) fn take_handshakes(&self) -> bool {
+        self.inner.handshakes.swap(false, Ordering::Acquire)
+    }
+
+    /// Whether `wake`, `stop` or a reload woke the loop since the last call (then clears it).
+    pub(crate) fn take_woken(&self) -> bool {
+        self.inner.woken.swap(false, Ordering::Acquire)
     }
 
     /// Replaces the TLS configuration of the server's TLS listeners (feature `tls`), from
@@ -209,6 +236,7 @@ impl ServerHandle {
         }
         tls.pending.push((targets, acceptor));
         drop(tls);
+        self.inner.woken.store(true, Ordering::Release);
         if let Err(e) = self.inner.waker.wake() {
             log::warn!("cannot wake the server to reload its TLS configuration: {e}");
         }

@@ -39,6 +39,10 @@ impl<H: Handler> Server<H> {
             if !conn.life.open() || !matches!(conn.phase, Phase::Handshake(_)) {
                 return;
             }
+            if conn.tls.is_none() {
+                // Its session is with a handshake thread: read when it is back.
+                return;
+            }
             let n = match conn.stream.read(&mut self.buf) {
                 Ok(0) => {
                     log::debug!("{id}: the client left during its TLS handshake");
@@ -77,11 +81,65 @@ impl<H: Handler> Server<H> {
         let Some(conn) = conn_mut(&mut core.conns, id) else {
             return Step::Done;
         };
+        if let Some(pool) = &core.tls_pool {
+            // To a thread; the loop goes on, and takes it back in `finish_handshakes`.
+            let Some(session) = conn.tls.take() else {
+                return Step::Done;
+            };
+            match pool.send(id, session, &self.buf[..n]) {
+                Ok(()) => return Step::Done,
+                // The threads are gone (they never are while the server lives): inline.
+                Err(session) => conn.tls = Some(session),
+            }
+        }
         let Some(tls) = conn.tls.as_mut() else {
             return Step::Done;
         };
         self.plain.clear();
-        let fed = match tls.feed(&self.buf[..n], &mut self.plain) {
+        let fed = tls.feed(&self.buf[..n], &mut self.plain);
+        self.after_feed(id, fed, short_read_drains, drained)
+    }
+
+    /// Sessions the handshake threads are done with: each goes back to its connection (if
+    /// it is still there), and the handshake goes on from what the step gave.
+    pub(super) fn finish_handshakes(&mut self) {
+        while let Some(done) = self.core.tls_pool.as_ref().and_then(|p| p.next_done()) {
+            let crate::tls::Done {
+                id,
+                session,
+                plain,
+                fed,
+            } = done;
+            let Some(conn) = conn_mut(&mut self.core.conns, id) else {
+                continue; // closed meanwhile (its deadline, a stop): the session goes
+            };
+            if !matches!(conn.phase, Phase::Handshake(_)) || conn.tls.is_some() {
+                continue;
+            }
+            conn.tls = Some(session);
+            self.plain = plain;
+            if let Step::More = self.after_feed(id, fed, false, false) {
+                // Whatever came while the session was away.
+                self.read_handshake(id, false);
+            }
+        }
+    }
+
+    /// A handshake step's outcome for `id`: a failure closes it (its alert is written as it
+    /// is removed); otherwise the session's answer is written, and at the handshake's end
+    /// the connection is the handler's.
+    fn after_feed(
+        &mut self,
+        id: ConnId,
+        fed: Result<crate::tls::Fed, crate::tls::TlsFailure>,
+        short_read_drains: bool,
+        drained: bool,
+    ) -> Step {
+        let core = &mut self.core;
+        let Some(conn) = conn_mut(&mut core.conns, id) else {
+            return Step::Done;
+        };
+        let fed = match fed {
             Ok(fed) => fed,
             Err(e) => {
                 log::debug!("{id} from {}: {e}", conn.peer);

@@ -30,6 +30,8 @@ pub(crate) struct Limits {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) nodelay: bool,
     pub(crate) events: usize,
+    /// Threads that take TLS handshake steps off the loop (0: the loop does them).
+    pub(crate) handshake_threads: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +52,7 @@ impl Default for Limits {
             shutdown_timeout: Duration::from_secs(5),
             nodelay: true,
             events: 1024,
+            handshake_threads: 0,
         }
     }
 }
@@ -68,6 +71,9 @@ impl Limits {
         }
         if self.read_budget == 0 {
             return Err(ZeroReadBudget);
+        }
+        if self.handshake_threads > MAX_HANDSHAKE_THREADS {
+            return Err(HandshakeThreads(self.handshake_threads));
         }
         if self.low_water > self.high_water {
             return Err(WaterMarksReversed {
@@ -149,7 +155,12 @@ pub enum ConfigError {
     ProxyTrustsNobody,
     /// A PROXY listener's header timeout is 0: every connection would time out.
     ProxyZeroHeaderTimeout,
+    /// More TLS handshake threads than 64.
+    HandshakeThreads(usize),
 }
+
+/// The most TLS handshake threads a server takes.
+pub(crate) const MAX_HANDSHAKE_THREADS: usize = 64;
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -190,6 +201,10 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::ZeroConnectionLimit => f.write_str(
                 "the connection limit must be at least 1: with 0 the server never accepts",
+            ),
+            ConfigError::HandshakeThreads(n) => write!(
+                f,
+                "{n} TLS handshake threads; at most {MAX_HANDSHAKE_THREADS} (0: the loop does them)"
             ),
             ConfigError::TotalCapBelowHighWater { cap, high } => write!(
                 f,

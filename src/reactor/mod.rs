@@ -199,6 +199,23 @@ impl<H: Handler> Server<H> {
             handle,
         } = poller;
         let mut listeners = listeners;
+        // The TLS handshake threads first: if they cannot be made, nothing was registered,
+        // and the listeners are undone as for any failure here.
+        #[cfg(feature = "tls")]
+        let tls_pool = match limits.handshake_threads > 0 && tls.iter().any(Option::is_some) {
+            true => match crate::tls::Pool::start(limits.handshake_threads, &handle) {
+                Ok(pool) => Some(pool),
+                Err(e) => {
+                    listeners
+                        .into_iter()
+                        .for_each(crate::listen::Listener::undo);
+                    return Err(crate::Error::Io(e));
+                }
+            },
+            false => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        let tls_pool = None;
         for (index, listener) in listeners.iter_mut().enumerate() {
             if let Err(e) = registry.register(
                 listener.socket_mut(),
@@ -234,7 +251,8 @@ impl<H: Handler> Server<H> {
                 tls,
             })
             .collect();
-        let core = Core::new(registry, slots, limits);
+        let mut core = Core::new(registry, slots, limits);
+        core.tls_pool = tls_pool;
         Ok(Server {
             poll,
             events: Events::with_capacity(limits.events),

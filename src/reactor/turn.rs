@@ -174,6 +174,12 @@ impl<H: Handler> Server<H> {
             }
             Slot::Listener(index) => self.core.accept_soon(index),
             Slot::Waker => {
+                if self.handle.take_handshakes() {
+                    self.finish_handshakes();
+                }
+                if !self.handle.take_woken() {
+                    return; // only a handshake thread: not the application's wake
+                }
                 if self.handle.take_stop() {
                     self.core.request_stop();
                 }

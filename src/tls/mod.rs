@@ -16,6 +16,8 @@ use std::fmt;
 #[cfg(feature = "tls")]
 mod config;
 #[cfg(feature = "tls")]
+pub(crate) mod pool;
+#[cfg(feature = "tls")]
 mod resolve;
 #[cfg(feature = "tls")]
 mod session;
@@ -30,7 +32,11 @@ pub(crate) use session::{Acceptor, Resumption, Session};
 #[cfg(not(feature = "tls"))]
 mod off;
 #[cfg(not(feature = "tls"))]
+pub(crate) use off::Pool;
+#[cfg(not(feature = "tls"))]
 pub(crate) use off::{Acceptor, Session};
+#[cfg(feature = "tls")]
+pub(crate) use pool::Pool;
 
 /// Why a TLS connection failed: the handshake or a record was refused (by us or by the
 /// peer's alert), in rustls's words. Given with [`CloseReason::Tls`](crate::CloseReason::Tls).
@@ -92,6 +98,15 @@ impl Plain {
         let start = std::mem::replace(&mut self.len, end);
         &mut self.buf[start..end]
     }
+}
+
+/// A handshake step a thread did (`pool.rs`): the session of `id` back, the plaintext and
+/// the outcome of feeding it.
+pub(crate) struct Done {
+    pub(crate) id: crate::conn::ConnId,
+    pub(crate) session: Box<Session>,
+    pub(crate) plain: Plain,
+    pub(crate) fed: Result<Fed, TlsFailure>,
 }
 
 /// What one [`Session::feed`] did besides giving plaintext.

@@ -11,9 +11,28 @@ use crate::conn::OutQueue;
 #[derive(Debug, Clone)]
 pub(crate) enum Acceptor {}
 
+/// Handshake threads: none exist without the feature.
+#[derive(Debug)]
+pub(crate) enum Pool {}
+
 /// A connection's TLS state: none exist without the feature.
 #[derive(Debug)]
 pub(crate) enum Session {}
+
+impl Pool {
+    pub(crate) fn send(
+        &self,
+        _: crate::conn::ConnId,
+        _: Box<Session>,
+        _: &[u8],
+    ) -> Result<(), Box<Session>> {
+        match *self {}
+    }
+
+    pub(crate) fn next_done(&self) -> Option<super::Done> {
+        match *self {}
+    }
+}
 
 impl Acceptor {
     pub(crate) fn start(&self) -> Result<Box<Session>, TlsFailure> {

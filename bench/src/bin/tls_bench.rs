@@ -21,6 +21,8 @@
 //!   server's RSS growth per connection; and the same for plain TCP (the echo example
 //!   without TLS), for the TLS connection's extra cost.
 //!
+//! - `echo-threads`: the echo example with `--tls-handshake-threads 1` (handshake steps on a
+//!   thread of their own, pinned like the server to core 0).
 //! - `mixed`: the p99 round trip of 50 established clients (64 bytes, 20 times a second
 //!   each), alone and with 200 full handshakes a second arriving.
 //!
@@ -61,10 +63,13 @@ fn start(name: &str, cert: &Path, key: &Path, plain: bool) -> Server {
     let dir = bin_dir();
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "0"]);
-    if name == "echo" {
+    if name.starts_with("echo") {
         cmd.arg(dir.join("examples/echo"));
         if !plain {
             cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+        if name == "echo-threads" {
+            cmd.args(["--tls-handshake-threads", "1"]);
         }
     } else {
         cmd.arg(dir.join(name));
@@ -352,7 +357,7 @@ fn main() {
     let mut seconds = 5.0;
     let mut idle_count = 800;
     let mut only: Option<String> = None;
-    let mut servers = vec!["echo", "tokio_tls_echo", "mio_tls_echo"];
+    let mut servers = vec!["echo", "tokio_tls_echo", "mio_tls_echo", "echo-threads"];
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().expect("a value");
@@ -421,7 +426,7 @@ fn main() {
         let s = start("echo", &cert, &key, true);
         idle(s.port, s.child.id(), idle_count, false)
     };
-    if rows.len() < 3 {
+    if rows.len() < 4 {
         return; // one server asked for: its line above is the result
     }
     let ours = rows[0].1.clone();
@@ -434,7 +439,7 @@ fn main() {
         );
     }
     println!("| echo, plain TCP | | | | | | | {plain:.0} | | |");
-    for (name, v) in rows.iter().skip(1) {
+    for (name, v) in rows.iter().skip(1).take(2) {
         println!(
             "\necho/{name}: bulk {:.3}× (CPU/MiB {:.3}×), full handshakes {:.3}× (CPU/handshake {:.3}×), resumed {:.3}× (CPU {:.3}×), idle memory {:.3}×",
             ours[0] / v[0],
