@@ -4,7 +4,8 @@
 //! taking an inherited descriptor and reading its identity (`fstat`), giving a Unix-domain
 //! socket its mode as the kernel makes its file (`unshare(CLONE_FS)`, `umask`, `fchmod` on
 //! Linux), and the calls relative to a directory descriptor that find, change and remove
-//! that file (`fstatat`, `fchmodat`, `unlinkat`, `flock`).
+//! that file (`fstatat`, `fchmodat`, `unlinkat`, `flock`), and the TLS handshake threads'
+//! scheduling class (`sched_setscheduler`, Linux).
 //!
 //! This is the only module allowed `unsafe`. Every block states why it is sound. On platforms
 //! without these calls (Windows, here) names are unsupported and a numeric zone must be used.
@@ -13,6 +14,29 @@ use std::io;
 use std::net::IpAddr;
 #[cfg(unix)]
 use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Makes the calling thread the least urgent to the scheduler (Linux: `SCHED_IDLE`), so a
+/// thread of the loop's that wakes always preempts it at once. For the TLS handshake
+/// threads: on a core they share with the loop, a request must not wait for a handshake's
+/// key work to end its time slice. Elsewhere, or if refused, nothing changes.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+#[allow(unsafe_code)]
+pub(crate) fn yield_to_the_loop() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler reads the `sched_param` it is given for the duration
+        // of the call only (a valid, initialized local); pid 0 names the calling thread.
+        // It has no other effect on memory, and a failure is only a return value.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if rc != 0 {
+            log::debug!(
+                "a TLS handshake thread keeps its priority: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+}
 
 /// The index of the interface called `name`.
 ///

@@ -43,31 +43,36 @@ impl Pool {
             let (queue, finished, handle) = (queue.clone(), finished.clone(), handle.clone());
             std::thread::Builder::new()
                 .name(format!("dualstack-tls-{i}"))
-                .spawn(move || loop {
-                    // The loop's end of the queue is gone with the server: so is this thread.
-                    let job = match queue.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-                        Ok(job) => job,
-                        Err(_) => return,
-                    };
-                    let Job {
-                        id,
-                        mut session,
-                        bytes,
-                    } = job;
-                    let mut plain = Plain::default();
-                    let fed = session.feed(&bytes, &mut plain);
-                    if finished
-                        .send(Done {
+                .spawn(move || {
+                    // Established connections first: on a core shared with the loop, its
+                    // wake-ups preempt this work at once.
+                    crate::sys::yield_to_the_loop();
+                    loop {
+                        // The loop's end of the queue is gone with the server: so is this thread.
+                        let job = match queue.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        };
+                        let Job {
                             id,
-                            session,
-                            plain,
-                            fed,
-                        })
-                        .is_err()
-                    {
-                        return;
+                            mut session,
+                            bytes,
+                        } = job;
+                        let mut plain = Plain::default();
+                        let fed = session.feed(&bytes, &mut plain);
+                        if finished
+                            .send(Done {
+                                id,
+                                session,
+                                plain,
+                                fed,
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                        handle.handshake_done();
                     }
-                    handle.handshake_done();
                 })?;
         }
         Ok(Pool { jobs, done })
