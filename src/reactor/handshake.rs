@@ -117,7 +117,11 @@ impl<H: Handler> Server<H> {
                 continue;
             }
             conn.tls = Some(session);
-            self.plain = plain;
+            // Into the loop's own buffer (a few bytes at most, usually none): replacing it
+            // with the thread's would drop its grown capacity, to be zeroed again.
+            self.plain.clear();
+            let bytes = plain.bytes();
+            self.plain.extend(bytes.len()).copy_from_slice(bytes);
             if let Step::More = self.after_feed(id, fed, false, false) {
                 // Whatever came while the session was away.
                 self.read_handshake(id, false);
