@@ -934,3 +934,30 @@ fn handshake_threads_do_not_call_on_wake() {
         "{err}"
     );
 }
+
+/// Issue #23: a connection in its handshake holds its place under `max_connections`: with
+/// one place, a silent client keeps the next one in the backlog until its handshake
+/// deadline frees the place.
+#[test]
+fn a_handshake_in_progress_counts_against_max_connections() {
+    let (ca, leaf) = localhost();
+    let timeout = Duration::from_millis(400);
+    let (_server, log, addr) = start(
+        Server::builder()
+            .listen_tls("127.0.0.1:0", leaf.config().handshake_timeout(timeout))
+            .max_connections(1),
+    );
+    let _silent = util::connect(addr);
+    std::thread::sleep(Duration::from_millis(50)); // accepted: it holds the one place
+    let started = Instant::now();
+    let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    echo(&mut tls, b"after the silent one\n");
+    assert!(
+        started.elapsed() >= timeout - Duration::from_millis(100),
+        "served after {:?}, while the silent client held the only place",
+        started.elapsed()
+    );
+    log.wait("the silent client's deadline", |e| {
+        e.contains(&Event::Refused("HandshakeTimeout".into()))
+    });
+}
