@@ -185,6 +185,7 @@ fn main() {
     let mut server = common::bind("chat", opts.builder(), Chat);
     common::stop_on_signals("chat", &signals, &server);
     common::reload_tls_on_hangup("chat", &signals, &opts, &server);
+    common::hand_over_on_usr2("chat", &signals, &opts, &server);
     common::announce("chat", &server);
     if let Err(e) = server.run() {
         log::error!("the server loop failed: {e}");

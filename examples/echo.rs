@@ -41,6 +41,7 @@ fn main() {
     let mut server = common::bind("echo", opts.builder(), Echo);
     common::stop_on_signals("echo", &signals, &server);
     common::reload_tls_on_hangup("echo", &signals, &opts, &server);
+    common::hand_over_on_usr2("echo", &signals, &opts, &server);
     common::announce("echo", &server);
     if let Err(e) = server.run() {
         log::error!("the server loop failed: {e}");

@@ -400,6 +400,7 @@ fn main() {
     let mut server = common::bind("kv", builder, kv);
     common::stop_on_signals("kv", &signals, &server);
     common::reload_tls_on_hangup("kv", &signals, &opts, &server);
+    common::hand_over_on_usr2("kv", &signals, &opts, &server);
     common::announce("kv", &server);
     if let Err(e) = server.run() {
         log::error!("the server loop failed: {e}");

@@ -142,6 +142,17 @@ impl std::error::Error for InheritError {
     }
 }
 
+/// The error for `spec`, an `sd-listen` spec of a process a hand-over started, for which
+/// the predecessor (process `from`) passed no socket.
+pub(crate) fn not_handed(spec: &ListenSpec, from: u32) -> InheritError {
+    InheritError::new(
+        spec,
+        None,
+        InheritErrorKind::NoSuchName,
+        format!("this process was started by a hand-over from process {from}, which passed no socket for this spec (the predecessor listened on other specs)"),
+    )
+}
+
 /// The error for descriptor `fd`, named by `spec` and, before it, by `first`.
 pub(crate) fn twice(spec: &ListenSpec, fd: i32, first: &ListenSpec) -> InheritError {
     InheritError::new(
@@ -228,6 +239,21 @@ fn activation(spec: &ListenSpec) -> Result<Vec<(i32, String)>, InheritError> {
         std::process::id(),
         crate::sys::own_pidfd_id(),
     )
+}
+
+/// The sockets passed in `LISTEN_FDS`, with their `LISTEN_FDNAMES` names (for a
+/// hand-over's successor, which names them its own way).
+#[cfg(unix)]
+pub(crate) fn passed(spec: &ListenSpec) -> Result<Vec<(i32, String)>, InheritError> {
+    activation(spec)
+}
+
+/// Whether the socket `id` at `fd` is reserved, taken or opened by a bind of this process.
+#[cfg(unix)]
+pub(crate) fn in_use(fd: i32, id: Option<(u64, u64)>) -> bool {
+    registry()
+        .get(&fd)
+        .is_some_and(|r| Some(r.id) == id && r.state != Use::Free)
 }
 
 /// The variables of `sd_listen_fds(3)`, as read.
@@ -409,6 +435,37 @@ pub(crate) struct Checked {
 /// Nothing passes [`check`] here.
 #[cfg(not(unix))]
 pub(crate) enum Checked {}
+
+#[cfg(unix)]
+impl Checked {
+    /// Where it listens, as the kernel says.
+    pub(crate) fn addr(&self) -> &ListenAddr {
+        &self.addr
+    }
+
+    /// Its family and `IPV6_V6ONLY`, read back.
+    pub(crate) fn mode(&self) -> SocketMode {
+        self.mode
+    }
+
+    /// Its number.
+    pub(crate) fn fd(&self) -> i32 {
+        self.fd
+    }
+}
+
+#[cfg(not(unix))]
+impl Checked {
+    pub(crate) fn addr(&self) -> &ListenAddr {
+        match *self {}
+    }
+    pub(crate) fn mode(&self) -> SocketMode {
+        match *self {}
+    }
+    pub(crate) fn fd(&self) -> i32 {
+        match *self {}
+    }
+}
 
 /// A descriptor's own flags, and the options a server sets, as they were when the library
 /// found it.
@@ -830,10 +887,25 @@ pub(crate) struct GiveBack {
     flags: Option<Flags>,
 }
 
+#[cfg(unix)]
+impl GiveBack {
+    /// The descriptor's number.
+    pub(crate) fn fd(&self) -> i32 {
+        self.fd
+    }
+}
+
 /// Not on this platform.
 #[cfg(not(unix))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum GiveBack {}
+
+#[cfg(not(unix))]
+impl GiveBack {
+    pub(crate) fn fd(&self) -> i32 {
+        match *self {}
+    }
+}
 
 /// Takes a checked and prepared descriptor: from here it is the listener's, recorded as
 /// taken (by number and identity).
@@ -951,6 +1023,11 @@ pub(crate) fn own(_: &ListenSpec, checked: Checked) -> Result<Inherited, Inherit
 /// datagram to the socket `NOTIFY_SOCKET` names (a path, or `@name` for an abstract one).
 /// Returns whether it was sent: `false` when `NOTIFY_SOCKET` is not set (no manager waits).
 ///
+/// In a hand-over ([`ServerHandle::hand_over`](crate::ServerHandle::hand_over)): a
+/// successor's first `READY=1` goes to its predecessor, which then tells the service
+/// manager the new main pid; a process that has handed its service over sends nothing
+/// more (returns `false`): its `STOPPING=1` would stop the successor's service.
+///
 /// ```
 /// // Outside a service manager this does nothing.
 /// std::env::remove_var("NOTIFY_SOCKET");
@@ -962,6 +1039,15 @@ pub(crate) fn own(_: &ListenSpec, checked: Checked) -> Result<Inherited, Inherit
 ///
 /// The error of sending the datagram, or `Unsupported` off Unix.
 pub fn notify(state: &str) -> io::Result<bool> {
+    if crate::handover::handed_over() {
+        return Ok(false);
+    }
+    #[cfg(unix)]
+    if state.lines().any(|l| l == "READY=1") {
+        if let Some(sent) = crate::handover::passed::ready(state) {
+            return sent.map(|()| true);
+        }
+    }
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(false);
     };

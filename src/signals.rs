@@ -149,6 +149,56 @@ impl Signals {
         Ok(())
     }
 
+    /// At each SIGUSR2 (nginx's signal for it), hands `server`'s listening sockets to a
+    /// successor as `how` says ([`ServerHandle::hand_over`]): a restart or an upgrade
+    /// that drops no connection; the outcome is logged. Without it, SIGUSR2 ends the
+    /// process. Windows has no SIGUSR2 (and no hand-over): there this does nothing.
+    ///
+    /// ```no_run
+    /// # use dualstack::{ConnId, Context, Handler, Input, Server};
+    /// # struct App;
+    /// # impl Handler for App {
+    /// #     type State = ();
+    /// #     fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let signals = dualstack::signals::Signals::install()?;
+    /// let mut server = Server::builder().listen("localhost:7000").bind(App)?;
+    /// signals.stop(&server)?;
+    /// signals.hand_over_on_usr2(&server, dualstack::HandOver::new())?;
+    /// dualstack::notify("READY=1")?; // what a successor's predecessor waits for
+    /// server.run()?; // after a hand-over: returns once the connections drained
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The OS error of making the thread's signal pipe (Unix).
+    pub fn hand_over_on_usr2<H: Handler>(
+        &self,
+        server: &Server<H>,
+        how: crate::HandOver,
+    ) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            let handle = server.handle();
+            let mut caught = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR2])?;
+            std::thread::Builder::new()
+                .name("dualstack-sigusr2".to_owned())
+                .spawn(move || {
+                    for _ in caught.forever() {
+                        match handle.hand_over(how.clone()) {
+                            Ok(()) => log::info!("SIGUSR2: handing the listening sockets over"),
+                            Err(e) => log::warn!("SIGUSR2: {e}"),
+                        }
+                    }
+                })?;
+        }
+        #[cfg(not(unix))]
+        let _ = (server, how);
+        Ok(())
+    }
+
     fn deliver(&self, signal: i32) {
         match &*self.handle.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(handle) => {

@@ -331,6 +331,16 @@ pub(crate) enum ListenSocket {
 }
 
 impl ListenSocket {
+    /// Handed to a successor: a Unix-domain socket's file is no longer this process's to
+    /// remove.
+    pub(crate) fn disown(&mut self) {
+        match self {
+            ListenSocket::Tcp(_) => {}
+            #[cfg(unix)]
+            ListenSocket::Unix(l) => l.disown(),
+        }
+    }
+
     /// Accepts one connection: its socket and its peer, normalized.
     pub(crate) fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {

@@ -607,3 +607,77 @@ pub(crate) fn set_exclusive_address_use(socket: &socket2::Socket) -> io::Result<
     }
     Ok(())
 }
+
+/// A duplicate of `fd` at descriptor number `min` or above, close-on-exec
+/// (`fcntl(F_DUPFD_CLOEXEC)`): for a hand-over, which moves the copies to 3, 4, … in the
+/// successor, and must not find a copy already sitting on one of those numbers.
+///
+/// # Errors
+///
+/// The OS error of `fcntl` (`EMFILE`, `EINVAL` for a `min` past the limit).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn dup_at_least(
+    fd: std::os::fd::BorrowedFd<'_>,
+    min: i32,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor for the open one the borrow keeps
+    // alive, touching no memory of ours; it returns the new number or -1.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` was just made by fcntl, is open, and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
+}
+
+/// Makes `command`'s child, between `fork` and `exec`, move each descriptor of `from` to
+/// number `first + i` (`dup2`, whose copy is not close-on-exec, so it crosses `exec`), and
+/// then mark every descriptor above those close-on-exec (Linux's `close_range` with
+/// `CLOSE_RANGE_CLOEXEC`, where the kernel has it): only the passed descriptors cross.
+/// Every number in `from` must be above `first + from.len()` (see [`dup_at_least`]), so
+/// no `dup2` overwrites a descriptor still to be moved.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn pass_descriptors(command: &mut std::process::Command, from: Vec<i32>, first: i32) {
+    use std::os::unix::process::CommandExt;
+    debug_assert!(from.iter().all(|&fd| fd >= first + from.len() as i32));
+    let past = first + from.len() as i32;
+    // SAFETY: the closure runs in the child after fork, where only async-signal-safe calls
+    // are allowed: it calls dup2 and close_range (system calls), reads the vector captured
+    // before the fork (no allocation, no lock), and builds an io::Error from errno (a
+    // plain value). The numbers it overwrites (`first..past`) are the child's copies of
+    // whatever the parent had there, all close-on-exec (the standard library and this
+    // library open everything close-on-exec), so nothing the child still needs before
+    // exec is lost; std's own error pipe is close-on-exec and stays open until exec.
+    unsafe {
+        command.pre_exec(move || {
+            for (i, &fd) in from.iter().enumerate() {
+                if libc::dup2(fd, first + i as i32) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            {
+                // Best effort: kernels before 5.11 lack it, and everything the library and
+                // std open is close-on-exec anyway.
+                let _ = libc::syscall(
+                    libc::SYS_close_range,
+                    past as libc::c_uint,
+                    libc::c_uint::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
+            }
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            let _ = past;
+            Ok(())
+        });
+    }
+}
+
+/// The pid of this process's parent.
+#[cfg(unix)]
+pub(crate) fn parent_pid() -> u32 {
+    std::os::unix::process::parent_id()
+}

@@ -44,6 +44,8 @@ struct File {
     /// The process that made it: a child that inherited the listener through `fork` and
     /// drops it leaves the file to the parent, whose socket it still is.
     pid: u32,
+    /// Handed over by a predecessor: removed only once this process said it is ready.
+    handed: bool,
 }
 
 /// How a bind failed: the step, and the error.
@@ -108,6 +110,41 @@ impl UnixListener {
         }
     }
 
+    /// A listener a hand-over's predecessor passed, for the socket file at `path`: the file
+    /// is removed when the listener goes, as if this process had made it, but only once
+    /// this process has told the predecessor it is ready (a successor that gives up must
+    /// leave the predecessor's file alone), and only if it is still the file found now.
+    pub(crate) fn handed(listener: std::os::unix::net::UnixListener, path: &Path) -> UnixListener {
+        let file = (|| {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let name = path.file_name()?.to_owned();
+            let dir = std::fs::File::open(dir).ok()?;
+            let (dev, ino, is_socket, _) =
+                crate::sys::stat_at(std::os::fd::AsFd::as_fd(&dir), &name).ok()?;
+            is_socket.then(|| File {
+                dir,
+                name,
+                path: path.to_owned(),
+                id: (dev, ino),
+                pid: std::process::id(),
+                handed: true,
+            })
+        })();
+        UnixListener {
+            inner: mio::net::UnixListener::from_std(listener),
+            owned: Owned(file),
+        }
+    }
+
+    /// This listener's socket is handed to a successor, which removes its file when it is
+    /// done with it: this process no longer does.
+    pub(crate) fn disown(&mut self) {
+        self.owned.0 = None;
+    }
+
     /// The mio listener; the socket file is no longer removed when it goes.
     pub(crate) fn into_mio(self) -> mio::net::UnixListener {
         let UnixListener { inner, mut owned } = self;
@@ -131,9 +168,10 @@ impl Drop for Owned {
             path,
             id,
             pid,
+            handed,
         }) = self.0.take()
         {
-            if pid != std::process::id() {
+            if pid != std::process::id() || (handed && !crate::handover::passed::ready_sent()) {
                 return;
             }
             match crate::sys::stat_at(dir.as_fd(), &name) {
@@ -283,6 +321,7 @@ fn bind_path(
         path: path.to_owned(),
         id: (dev, ino),
         pid: std::process::id(),
+        handed: false,
     })
 }
 

@@ -51,6 +51,8 @@ pub struct Options {
     pub tls_handshake_timeout: Option<Duration>,
     /// Threads that do handshake steps off the loop.
     pub tls_handshake_threads: Option<usize>,
+    /// After a hand-over (SIGUSR2): how long this process's connections may go on.
+    pub drain_timeout: Option<Duration>,
     /// Options particular to one example, as `(name, value)`.
     pub extra: Vec<(String, String)>,
 }
@@ -103,6 +105,8 @@ OPTIONS:
                             close clients whose handshake is not done by then (10)
   --tls-handshake-threads N do handshakes on N threads of their own, so that the loop
                             goes on serving meanwhile (default 0: the loop does them)
+  --drain-timeout SECONDS   after a hand-over (SIGUSR2), how long this process's
+                            connections may go on before they are closed (30)
   --proxy-from CIDR[,CIDR...]
                             the balancers trusted to send one (default 127.0.0.0/8,::1);
                             other peers are closed without a byte read
@@ -114,6 +118,8 @@ ipv4, ipv6-only or dual-stack as the kernel reports it, or unix; with TLS option
 `(MODE, tls)`. Logs go to stderr; set RUST_LOG
 to a level (error, warn, info, debug, trace), TARGET=LEVEL directives, or both, separated
 by commas (RUST_LOG=warn,dualstack=debug). SIGINT or SIGTERM stops the server gracefully.
+SIGUSR2 starts this program again with the listening sockets, and once it is ready, this
+process stops accepting and drains: a restart or an upgrade that drops no connection.
 A spec or option that cannot be used exits with status 2. Timeouts are 0.001 to 31536000
 seconds.";
 
@@ -147,6 +153,7 @@ impl Options {
             tls_client_ca: None,
             tls_handshake_timeout: None,
             tls_handshake_threads: None,
+            drain_timeout: None,
             extra: Vec::new(),
         };
         let args: Vec<String> = std::env::args_os()
@@ -240,6 +247,9 @@ impl Options {
                 }
                 "--tls-handshake-timeout" => {
                     opts.tls_handshake_timeout = Some(seconds(name, &arg, &value("seconds"), TIMEOUT_RANGE));
+                }
+                "--drain-timeout" => {
+                    opts.drain_timeout = Some(seconds(name, &arg, &value("seconds"), TIMEOUT_RANGE));
                 }
                 "--proxy-from" => {
                     let v = value("networks, as 10.0.0.0/8,::1");
@@ -606,6 +616,24 @@ pub fn stop_on_signals<H: Handler>(
     signals
         .stop(server)
         .unwrap_or_else(|e| fail(name, &format!("cannot catch signals: {e}")));
+}
+
+/// SIGUSR2 hands the listening sockets to this program started again (the binary on disk
+/// now, the same arguments), which says READY=1 through `announce`; this process then
+/// drains and `run` returns. Unix only.
+pub fn hand_over_on_usr2<H: Handler>(
+    name: &str,
+    signals: &dualstack::signals::Signals,
+    opts: &Options,
+    server: &Server<H>,
+) {
+    let mut how = dualstack::HandOver::new();
+    if let Some(drain) = opts.drain_timeout {
+        how = how.drain_timeout(drain);
+    }
+    signals
+        .hand_over_on_usr2(server, how)
+        .unwrap_or_else(|e| fail(name, &format!("cannot catch SIGUSR2: {e}")));
 }
 
 /// With TLS options, SIGHUP reads the certificate files again and hands them to `server`

@@ -227,9 +227,26 @@ impl ListenConfig {
     /// one reserved here. Dropping the result releases the reservations.
     pub(crate) fn check_inherited(&self, specs: Vec<ListenSpec>) -> Result<CheckedSpecs, Error> {
         let mut inherited: Vec<Vec<crate::inherit::Checked>> = Vec::with_capacity(specs.len());
+        let mut handed: Vec<Option<u32>> = Vec::with_capacity(specs.len());
         let mut named: Vec<(i32, usize)> = Vec::new();
+        let texts: Vec<String> = specs.iter().map(ListenSpec::to_string).collect();
         for (i, spec) in specs.iter().enumerate() {
-            let fds = crate::inherit::descriptors(spec)?;
+            // A successor of a hand-over takes the sockets its predecessor passed for this
+            // spec (the same text, the same place among equal specs) before anything else.
+            let occurrence = texts[..i].iter().filter(|t| **t == texts[i]).count();
+            let fds = match handover_group(spec, occurrence) {
+                Some((fds, from)) if !fds.is_empty() => {
+                    handed.push(Some(from));
+                    fds
+                }
+                Some((_, from)) if matches!(spec.kind(), SpecKind::Activated { .. }) => {
+                    return Err(crate::inherit::not_handed(spec, from).into());
+                }
+                _ => {
+                    handed.push(None);
+                    crate::inherit::descriptors(spec)?
+                }
+            };
             for &fd in &fds {
                 if let Some(&(_, first)) = named.iter().find(|(f, _)| *f == fd) {
                     return Err(crate::inherit::twice(spec, fd, &specs[first]).into());
@@ -242,7 +259,11 @@ impl ListenConfig {
                     .collect::<Result<_, _>>()?,
             );
         }
-        Ok(CheckedSpecs { specs, inherited })
+        Ok(CheckedSpecs {
+            specs,
+            inherited,
+            handed,
+        })
     }
 
     /// The second half of [`bind_all`](ListenConfig::bind_all): our own sockets are opened,
@@ -254,6 +275,7 @@ impl ListenConfig {
         let CheckedSpecs {
             specs,
             mut inherited,
+            handed,
         } = checked;
         // Probed once, and only if a spec needs it.
         let mut caps = self.caps;
@@ -261,20 +283,43 @@ impl ListenConfig {
         let mut logged = Vec::new();
         // Our own sockets, one group per spec, in spec order.
         let mut own: Vec<Vec<Listener>> = Vec::with_capacity(specs.len());
-        for spec in &specs {
+        for (i, spec) in specs.iter().enumerate() {
             let mine = match spec.kind() {
                 SpecKind::Ip { .. } => {
                     let caps = *caps.get_or_insert_with(HostCaps::probe);
-                    let plan = plan(spec, self.options, &caps, &*self.resolver)?;
-                    let opened = self.open(&plan, &own)?;
-                    for s in plan.skipped.into_iter().chain(opened.skipped) {
+                    let mut plan = plan(spec, self.options, &caps, &*self.resolver)?;
+                    let planned_skips = std::mem::take(&mut plan.skipped);
+                    let missing = match handed[i] {
+                        Some(from) => adopt(&plan, &mut inherited[i], from, &mut logged)?,
+                        None => Some(plan),
+                    };
+                    let mut opened = match missing {
+                        Some(missing) => self.open(&missing, &own)?,
+                        None => Opened {
+                            listeners: Vec::new(),
+                            skipped: Vec::new(),
+                            notes: Vec::new(),
+                        },
+                    };
+                    for l in &mut opened.listeners {
+                        // A plan for the sockets a hand-over did not pass names the port
+                        // the passed ones have; the listener keeps the spec as written.
+                        l.spec = spec.clone();
+                    }
+                    for s in planned_skips.into_iter().chain(opened.skipped) {
                         logged.push(format!("listen spec {}: {s}", spec.quoted()));
                         skipped.push(s);
                     }
                     logged.extend(opened.notes);
                     opened.listeners
                 }
-                SpecKind::Unix(addr) => vec![self.open_unix(spec, addr)?],
+                SpecKind::Unix(addr) => match handed[i] {
+                    Some(from) => {
+                        adopt_unix(spec, addr, &mut inherited[i], from, &mut logged)?;
+                        Vec::new()
+                    }
+                    None => vec![self.open_unix(spec, addr)?],
+                },
                 _ => Vec::new(),
             };
             own.push(mine);
@@ -307,8 +352,20 @@ impl ListenConfig {
                         taken.addr
                     ));
                 }
+                if let Some(from) = handed[origin] {
+                    log::info!(
+                        "listen spec {}: took over fd {} ({} ({})) from process {from}",
+                        spec.quoted(),
+                        taken.give_back.fd(),
+                        taken.addr,
+                        taken.mode
+                    );
+                }
                 listeners.push(Listener {
-                    socket: inherited_socket(taken.fd, &taken.addr),
+                    socket: match handed[origin] {
+                        Some(_) => handed_socket(taken.fd, &taken.addr),
+                        None => inherited_socket(taken.fd, &taken.addr),
+                    },
                     local_addr: taken.addr,
                     mode: taken.mode,
                     spec: spec.clone(),
@@ -589,6 +646,8 @@ impl ListenConfig {
 pub(crate) struct CheckedSpecs {
     specs: Vec<ListenSpec>,
     inherited: Vec<Vec<crate::inherit::Checked>>,
+    /// For each spec: the pid of the predecessor that handed its sockets over, if one did.
+    handed: Vec<Option<u32>>,
 }
 
 /// What opening one plan gave: the listeners, the addresses skipped, and warnings to log.
@@ -635,6 +694,163 @@ fn inherited_socket(fd: crate::inherit::Owned, addr: &ListenAddr) -> ListenSocke
             std::os::unix::net::UnixListener::from(fd),
         )),
     }
+}
+
+/// The listening socket a predecessor handed over, by the address it reported: for a
+/// Unix-domain socket at a path, the file becomes this process's to remove once it has told
+/// the predecessor it is ready (until then, a successor that gives up leaves it alone).
+#[cfg(unix)]
+fn handed_socket(fd: crate::inherit::Owned, addr: &ListenAddr) -> ListenSocket {
+    match addr {
+        ListenAddr::Unix(UnixAddr::Path(path)) => ListenSocket::Unix(
+            crate::unix::UnixListener::handed(std::os::unix::net::UnixListener::from(fd), path),
+        ),
+        _ => inherited_socket(fd, addr),
+    }
+}
+
+/// Nothing is handed over here.
+#[cfg(not(unix))]
+fn handed_socket(fd: crate::inherit::Owned, _: &ListenAddr) -> ListenSocket {
+    match fd {}
+}
+
+/// The sockets of `plan` that a hand-over did not pass, as a plan of their own (on the
+/// port the passed ones have), or `None` when every one was passed. Each planned socket
+/// takes the passed socket with its address; a passed socket with the address but another
+/// mode or port is an error that names both (a hand-over never changes a socket, and a
+/// socket bound beside it would not get its clients); passed sockets no planned socket
+/// has the address of are left out of `passed` (closed once this process is ready).
+#[cfg_attr(not(unix), allow(unreachable_code, unused_variables))]
+fn adopt(
+    plan: &BindPlan,
+    passed: &mut Vec<crate::inherit::Checked>,
+    from: u32,
+    logged: &mut Vec<String>,
+) -> Result<Option<BindPlan>, BindError> {
+    let mut used = vec![false; passed.len()];
+    let mut missing = Vec::new();
+    let mut port = None;
+    for planned in &plan.sockets {
+        let same = |a: SocketAddr| {
+            a.ip() == planned.addr.ip()
+                && match (a, planned.addr) {
+                    (SocketAddr::V6(a), SocketAddr::V6(p)) => a.scope_id() == p.scope_id(),
+                    _ => true,
+                }
+        };
+        let Some(j) = passed.iter().position(|c| c.addr().ip().is_some_and(same)) else {
+            missing.push(*planned);
+            continue;
+        };
+        let c = &passed[j];
+        let got = c.addr().ip().expect("matched by its IP address");
+        let want_port = match (plan.port(), port) {
+            (0, None) => got.port(),
+            (0, Some(p)) => p,
+            (p, _) => p,
+        };
+        if c.mode() != planned.mode || got.port() != want_port {
+            let mut want = planned.addr;
+            want.set_port(want_port);
+            return Err(BindError {
+                spec: Box::new(plan.spec.clone()),
+                addr: ListenAddr::Ip(want),
+                mode: planned.mode,
+                detail: format!(
+                    "process {from} handed over fd {} as {} ({}), where this process plans {} ({}): a hand-over passes sockets as they are; listen as the predecessor did, or restart without a hand-over",
+                    c.fd(),
+                    display_addr(got),
+                    c.mode(),
+                    display_addr(want),
+                    planned.mode
+                ),
+                source: io::Error::from(io::ErrorKind::AddrInUse),
+            });
+        }
+        port = Some(got.port());
+        used[j] = true;
+    }
+    let mut j = 0;
+    passed.retain(|c| {
+        let keep = used[j];
+        j += 1;
+        if !keep {
+            logged.push(format!(
+                "listen spec {}: process {from} handed over fd {} ({} ({})), which this process does not plan: left out, and closed once this process is ready",
+                plan.spec.quoted(),
+                c.fd(),
+                c.addr(),
+                c.mode()
+            ));
+        }
+        keep
+    });
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let spec = match (port, plan.spec.host()) {
+        (Some(port), Some(host)) if plan.port() == 0 => ListenSpec::new(host.clone(), port),
+        _ => plan.spec.clone(),
+    };
+    Ok(Some(BindPlan {
+        spec,
+        sockets: missing,
+        skipped: Vec::new(),
+    }))
+}
+
+/// The passed socket of a Unix-domain spec: the one at its address, or an error that names
+/// both (then nothing is bound at the path: it is the predecessor's, and still served).
+#[cfg_attr(not(unix), allow(unreachable_code, unused_variables))]
+fn adopt_unix(
+    spec: &ListenSpec,
+    addr: &UnixAddr,
+    passed: &mut Vec<crate::inherit::Checked>,
+    from: u32,
+    logged: &mut Vec<String>,
+) -> Result<(), BindError> {
+    let want = ListenAddr::Unix(addr.clone());
+    let Some(j) = passed.iter().position(|c| *c.addr() == want) else {
+        let got: Vec<String> = passed
+            .iter()
+            .map(|c| format!("fd {} ({})", c.fd(), c.addr()))
+            .collect();
+        return Err(BindError {
+            spec: Box::new(spec.clone()),
+            addr: want.clone(),
+            mode: SocketMode::Unix,
+            detail: format!(
+                "process {from} handed over {} for this spec, where this process plans {want}: a hand-over passes sockets as they are",
+                got.join(", ")
+            ),
+            source: io::Error::from(io::ErrorKind::AddrInUse),
+        });
+    };
+    let keep = passed.swap_remove(j);
+    for c in passed.drain(..) {
+        logged.push(format!(
+            "listen spec {}: process {from} handed over fd {} ({}) too, which this process does not plan: left out, and closed once this process is ready",
+            spec.quoted(),
+            c.fd(),
+            c.addr()
+        ));
+    }
+    passed.push(keep);
+    Ok(())
+}
+
+/// The sockets a hand-over's predecessor passed for the `occurrence`-th spec equal to
+/// `spec`, and its pid; `None` when this process is no successor.
+#[cfg(unix)]
+fn handover_group(spec: &ListenSpec, occurrence: usize) -> Option<(Vec<i32>, u32)> {
+    crate::handover::passed::group(spec, occurrence)
+}
+
+/// No hand-over here.
+#[cfg(not(unix))]
+fn handover_group(_: &ListenSpec, _: usize) -> Option<(Vec<i32>, u32)> {
+    None
 }
 
 /// Nothing is inherited here.

@@ -37,6 +37,10 @@ use crate::socket::{ListenAddr, ListenSocket, Peer};
 
 /// One listening socket of the server.
 pub(crate) struct ListenerSlot {
+    /// Which of the server's equal specs its spec is (0: the first): with the spec, what
+    /// names the socket in a hand-over.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(super) occurrence: usize,
     /// `None` once the server stopped accepting for good.
     pub(super) socket: Option<ListenSocket>,
     pub(super) info: ListenerInfo,
@@ -108,6 +112,13 @@ pub(crate) struct Core {
     pub(super) handshakes: usize,
     /// Threads that take handshake steps off the loop, if the server has them.
     pub(super) tls_pool: Option<crate::tls::Pool>,
+    /// A hand-over whose successor is starting.
+    pub(super) hand_over: Option<crate::handover::Pending>,
+    /// The listening sockets handed to a successor: no longer accepted from, kept open
+    /// until the server is dropped.
+    pub(super) retired: Vec<ListenSocket>,
+    /// Handed over: the connections may go on until then, and the graceful stop follows.
+    pub(super) draining: Option<Instant>,
 }
 
 impl Core {
@@ -137,6 +148,9 @@ impl Core {
             held: Arc::new(AtomicBool::new(false)),
             handshakes: 0,
             tls_pool: None,
+            hand_over: None,
+            retired: Vec::new(),
+            draining: None,
             limits,
         }
     }
@@ -485,6 +499,19 @@ impl Core {
             }
         }
         self.timers.clear();
+    }
+
+    /// A successor took the listening sockets over: they are no longer accepted from, but
+    /// stay open (a Unix-domain socket's file is the successor's now).
+    pub(super) fn retire_listeners(&mut self) {
+        for slot in &mut self.listeners {
+            if let Some(mut socket) = slot.socket.take() {
+                let _ = self.registry.deregister(&mut socket);
+                socket.disown();
+                self.retired.push(socket);
+            }
+        }
+        self.ready_listeners.clear();
     }
 
     /// The second half of a stop: every connection closes once its output is written.

@@ -38,10 +38,25 @@ struct Inner {
     woken: AtomicBool,
     /// A TLS handshake thread finished a step: the loop takes it back (no `on_wake`).
     handshakes: AtomicBool,
+    /// A hand-over asked for, or its outcome known: the loop looks (no `on_wake`).
+    hand_over_news: AtomicBool,
+    /// The hand-over asked for and not begun, and whether one is under way or done.
+    hand_over: std::sync::Mutex<HandOverState>,
     /// A TLS server's resumption state (kept across reloads), and the configuration a
     /// reload handed in that the loop has not taken yet.
     #[cfg(feature = "tls")]
     tls: std::sync::Mutex<TlsReload>,
+}
+
+/// Where a server is with handing its sockets over.
+#[derive(Default)]
+struct HandOverState {
+    /// Asked for, not begun yet.
+    request: Option<crate::handover::HandOver>,
+    /// Asked for, or under way: another is refused.
+    busy: bool,
+    /// Done, or the server is stopping: every later one is refused.
+    over: bool,
 }
 
 #[cfg(feature = "tls")]
@@ -71,6 +86,8 @@ impl ServerHandle {
                 stop: AtomicBool::new(false),
                 woken: AtomicBool::new(false),
                 handshakes: AtomicBool::new(false),
+                hand_over_news: AtomicBool::new(false),
+                hand_over: Default::default(),
                 #[cfg(feature = "tls")]
                 tls: Default::default(),
             }),
@@ -96,6 +113,139 @@ impl ServerHandle {
     pub fn wake(&self) -> io::Result<()> {
         self.inner.woken.store(true, Ordering::Release);
         self.inner.waker.wake()
+    }
+
+    /// Hands this server's listening sockets to a successor process and, once it is ready,
+    /// stops accepting and drains: a restart or an upgrade that refuses and resets no
+    /// connection (Unix). Returns at once; the server's thread starts the successor, and
+    /// [`Handler::on_hand_over`](crate::Handler::on_hand_over) hears what became of it
+    /// (it is logged too).
+    ///
+    /// The successor ([`HandOver::new`](crate::HandOver::new): this program as the file on
+    /// disk is now, with this process's arguments) gets the listening sockets on
+    /// descriptors 3, 4, … (`LISTEN_FDS`, `LISTEN_FDNAMES` naming each one's spec) and
+    /// nothing else of this process's descriptors. Its binds take, for each socket they
+    /// plan, the passed socket of the same spec and address (its mode and port checked:
+    /// a difference is a bind error naming both), bind only what was not passed, and close
+    /// passed sockets nothing planned once it is ready. It must say `READY=1` through
+    /// [`notify`](crate::notify) once it serves, within the ready timeout.
+    ///
+    /// Then this server tells a service manager the new main pid (`MAINPID=`), stops
+    /// accepting (its copies of the sockets stay open until it is dropped; both processes
+    /// accept from the same sockets, so no queued connection is lost, and a Unix-domain
+    /// socket's file stays, now the successor's to remove), and drains: its connections go
+    /// on until they end or the drain timeout passes; then the graceful stop
+    /// ([`Handler::on_stop`](crate::Handler::on_stop), each connection closed once its
+    /// output is written) ends [`Server::run`](crate::Server::run).
+    ///
+    /// A successor that ends, or is not ready in time, is killed, and this server goes on
+    /// as before; a later hand-over may try again. A stop while the successor starts kills
+    /// it too.
+    ///
+    /// ```no_run
+    /// # use dualstack::{ConnId, Context, Handler, Input, Server};
+    /// # struct App;
+    /// # impl Handler for App {
+    /// #     type State = ();
+    /// #     fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+    /// # }
+    /// let mut server = Server::builder().listen("localhost:7000").bind(App)?;
+    /// dualstack::notify("READY=1")?; // a successor's first READY=1 reaches its predecessor
+    /// let handle = server.handle();
+    /// // From another thread (a SIGUSR2 handler, an admin command):
+    /// handle.hand_over(dualstack::HandOver::new())?;
+    /// server.run()?; // returns once the successor is ready and the connections drained
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`HandOverErrorKind::Busy`](crate::HandOverErrorKind::Busy) while another hand-over
+    /// runs; [`Stopping`](crate::HandOverErrorKind::Stopping) once the server handed over
+    /// or began to stop; [`Unsupported`](crate::HandOverErrorKind::Unsupported) off Unix.
+    /// What goes wrong later comes to `on_hand_over`.
+    pub fn hand_over(
+        &self,
+        how: crate::handover::HandOver,
+    ) -> Result<(), crate::handover::HandOverError> {
+        #[cfg(not(unix))]
+        {
+            let _ = how;
+            Err(crate::handover::unsupported())
+        }
+        #[cfg(unix)]
+        {
+            use crate::handover::{HandOverError, HandOverErrorKind};
+            let mut state = self
+                .inner
+                .hand_over
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if state.over || self.inner.stop.load(Ordering::Acquire) {
+                return Err(HandOverError::new(
+                    HandOverErrorKind::Stopping,
+                    "this server handed over already, or is stopping: it has no sockets to pass",
+                ));
+            }
+            if state.busy {
+                return Err(HandOverError::new(
+                    HandOverErrorKind::Busy,
+                    "a hand-over is running already; one at a time (wait for its outcome)",
+                ));
+            }
+            state.busy = true;
+            state.request = Some(how);
+            drop(state);
+            self.hand_over_news();
+            Ok(())
+        }
+    }
+
+    /// Something for the loop about a hand-over: a request, or an outcome.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn hand_over_news(&self) {
+        self.inner.hand_over_news.store(true, Ordering::Release);
+        if let Err(e) = self.inner.waker.wake() {
+            log::warn!("cannot wake the server for a hand-over: {e}");
+        }
+    }
+
+    /// Whether there is hand-over news since the last call (then clears it).
+    pub(crate) fn take_hand_over_news(&self) -> bool {
+        self.inner.hand_over_news.swap(false, Ordering::Acquire)
+    }
+
+    /// The hand-over asked for and not begun, if any.
+    pub(crate) fn take_hand_over_request(&self) -> Option<crate::handover::HandOver> {
+        self.inner
+            .hand_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .request
+            .take()
+    }
+
+    /// The hand-over under way ended: `done` if the successor took over (no other may
+    /// follow), else another may be tried.
+    pub(crate) fn hand_over_ended(&self, done: bool) {
+        let mut state = self
+            .inner
+            .hand_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        state.busy = false;
+        state.over |= done;
+    }
+
+    /// The server stops: no hand-over from now on.
+    pub(crate) fn no_more_hand_overs(&self) {
+        let mut state = self
+            .inner
+            .hand_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        state.over = true;
+        state.request = None;
     }
 
     /// A TLS handshake thread has a finished step for the loop.

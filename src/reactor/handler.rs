@@ -189,6 +189,14 @@ pub trait Handler {
         let _ = ctx;
     }
 
+    /// What became of a hand-over ([`ServerHandle::hand_over`](crate::ServerHandle::hand_over)):
+    /// the successor started, it is ready (this server no longer accepts, and its
+    /// connections drain: a moment to close idle ones), or it failed (this server goes on as
+    /// before). Each is logged as well; the default does nothing more.
+    fn on_hand_over(&mut self, ctx: &mut Context<'_, Self>, event: &crate::HandOverEvent) {
+        let _ = (ctx, event);
+    }
+
     /// A timer set with [`Context::set_timer`] is due; `value` is what was given then.
     fn on_timer(&mut self, ctx: &mut Context<'_, Self>, timer: TimerId, value: u64) {
         let _ = (ctx, timer, value);

@@ -44,6 +44,7 @@ pub(crate) mod core;
 mod deadlines;
 mod handle;
 mod handler;
+mod handover;
 mod handshake;
 pub(crate) mod limits;
 pub(crate) mod output;
@@ -230,11 +231,27 @@ impl<H: Handler> Server<H> {
                 return Err(error);
             }
         }
+        // Which of the equal specs each listener's is (a hand-over names sockets by it).
+        let occurrences: Vec<usize> = listeners
+            .iter()
+            .map(|l| {
+                let text = l.spec().to_string();
+                let mut earlier: Vec<usize> = listeners
+                    .iter()
+                    .filter(|o| o.origin < l.origin && o.spec().to_string() == text)
+                    .map(|o| o.origin)
+                    .collect();
+                earlier.dedup();
+                earlier.len()
+            })
+            .collect();
         let slots = listeners
             .into_iter()
             .zip(proxies)
             .zip(tls)
-            .map(|((listener, proxy), tls)| ListenerSlot {
+            .zip(occurrences)
+            .map(|(((listener, proxy), tls), occurrence)| ListenerSlot {
+                occurrence,
                 info: ListenerInfo {
                     local_addr: listener.local_addr().clone(),
                     mode: listener.mode(),

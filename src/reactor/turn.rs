@@ -94,6 +94,7 @@ impl<H: Handler> Server<H> {
         self.check_deadlines();
         self.retry_accept();
         self.check_stop_deadline();
+        self.check_drain();
         // Whatever callbacks sent and is not written yet: one write per connection.
         self.core.flush_dirty();
         self.settle();
@@ -114,6 +115,7 @@ impl<H: Handler> Server<H> {
             self.core.backoff.resume_at(),
             listener_retry,
             self.core.stopping,
+            self.core.draining,
         ]
         .into_iter()
         .flatten()
@@ -176,6 +178,9 @@ impl<H: Handler> Server<H> {
             Slot::Waker => {
                 if self.handle.take_handshakes() {
                     self.finish_handshakes();
+                }
+                if self.handle.take_hand_over_news() {
+                    self.hand_over_news();
                 }
                 if !self.handle.take_woken() {
                     return; // only a handshake thread: not the application's wake
@@ -565,6 +570,7 @@ impl<H: Handler> Server<H> {
     /// connection closes once its output is written, within the shutdown timeout.
     fn begin_stop(&mut self) {
         log::debug!("stopping: {} connections to close", self.core.conns.len());
+        self.end_hand_overs();
         self.core.stop_listening();
         let mut ctx = Context::new(&mut self.core, &mut self.states);
         self.handler.on_stop(&mut ctx);
