@@ -123,9 +123,13 @@
 //!   listeners under their tokens, connections in a slab, with read budgets, backpressure,
 //!   idle timeouts, connection limits, descriptor-exhaustion back-off and graceful stop; the
 //!   application's side of it, [`Handler`] and [`Context`], with [`Input`] and [`frame`].
+//! - **Hand-over** ([`ServerHandle::hand_over`], [`HandOver`]): a restart or an upgrade
+//!   that drops no connection: the listening sockets go to a successor process, which
+//!   takes them by spec; the old process stops accepting and drains (Unix).
 //! - **Signals** (`signals`, cargo feature `signals`): SIGINT and SIGTERM (Ctrl-C on
-//!   Windows) stop a server gracefully, a second ends the process. The module exists only
-//!   with the feature: build these docs with `cargo doc --features signals` to see it.
+//!   Windows) stop a server gracefully, a second ends the process; SIGUSR2 can hand over.
+//!   The module exists only with the feature: build these docs with
+//!   `cargo doc --features signals` to see it.
 //!
 //! The listening layer is usable on its own:
 //!
