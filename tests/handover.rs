@@ -8,6 +8,8 @@
 //! parent ended is still ours to wait for and to kill by its pid.
 #![cfg(target_os = "linux")]
 
+#[path = "util/pki.rs"]
+mod pki;
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -752,6 +754,50 @@ fn a_socket_from_systemd_socket_activate_is_handed_on() {
         let mut s = util::connect(("127.0.0.1", port));
         assert_eq!(util::round_trip(&mut s, b"two"), b"two");
     }
+}
+
+/// A TLS listener hands over with its socket; the successor reads the certificate files
+/// itself (so a certificate renewed on disk is the successor's), and a TLS connection
+/// open on the old process goes on while it drains.
+#[test]
+fn a_tls_listener_is_handed_over_and_the_successor_reads_its_own_certificates() {
+    let dir = tempdir("tls");
+    let ca = pki::Ca::new("hand-over CA");
+    let (first, second) = (ca.leaf(&["localhost"]), ca.leaf(&["localhost"]));
+    let (cert, key) = first.write(&dir, "server");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let mut echo = Echo::start(&[
+        "--drain-timeout",
+        "5",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "127.0.0.1:0",
+    ]);
+    let lines = echo.listening();
+    assert!(lines[0].ends_with("(ipv4, tls)"), "{lines:?}");
+    let addr = addrs(&lines)[0];
+    let hello = |tls: &mut pki::Tls, what: &[u8]| {
+        tls.write_all(what).unwrap();
+        let mut back = vec![0; what.len()];
+        tls.read_exact(&mut back).unwrap();
+        assert_eq!(back, what);
+    };
+    let shown = |tls: &pki::Tls| tls.conn.peer_certificates().unwrap()[0].as_ref().to_vec();
+    let mut old = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    hello(&mut old, b"before");
+    assert!(shown(&old) == first.der);
+    second.write(&dir, "server");
+    let (_, after) = echo.hand_over();
+    assert_eq!(after, lines);
+    let mut new = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    hello(&mut new, b"successor");
+    assert!(
+        shown(&new) == second.der,
+        "the successor serves the old certificate"
+    );
+    hello(&mut old, b"still on the old process");
 }
 
 impl Echo {
