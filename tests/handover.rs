@@ -1158,6 +1158,34 @@ fn failed_successors_leave_the_server_serving_and_a_later_hand_over_works() {
     kill(serving);
 }
 
+/// A successor that cannot be started at all is reported at once, naming the program, and
+/// the server goes on; so does a hand-over asked for with a timeout no clock can add.
+#[test]
+fn a_program_that_cannot_start_is_reported_and_the_server_goes_on() {
+    if as_successor().is_some() {
+        return;
+    }
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(recording())
+        .unwrap();
+    let v4 = echo_addr(&server, 0);
+    server
+        .handle()
+        .hand_over(
+            HandOver::new()
+                .command("/nonexistent/successor", ["--flag"])
+                .ready_timeout(Duration::MAX)
+                .drain_timeout(Duration::MAX),
+        )
+        .unwrap();
+    run_until(&mut server, 1);
+    let event = &server.handler().events[0];
+    assert!(event.starts_with("failed: Spawn"), "{event}");
+    assert!(event.contains("/nonexistent/successor"), "{event}");
+    assert!(echoes_while(&mut server, v4));
+}
+
 /// A socket whose mode the successor would change is not rebound beside it: the bind fails
 /// with an error that names both, and the predecessor goes on.
 #[test]

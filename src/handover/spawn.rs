@@ -126,6 +126,27 @@ pub(crate) fn start(
         copies.iter().map(AsRawFd::as_raw_fd).collect(),
         FIRST,
     );
+    // The waiting thread first: if it cannot be made, no successor is started (one
+    // nobody waits for could neither be reported nor killed).
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let (give, take) = mpsc::channel::<std::process::Child>();
+    let now = Instant::now();
+    // A timeout too long for the clock to add is a year: as good as never.
+    let deadline = now
+        .checked_add(how.ready_timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
+    let stop = Arc::clone(&cancel);
+    std::thread::Builder::new()
+        .name("dualstack-handover".to_owned())
+        .spawn(move || {
+            // No child: the spawn failed, and the caller reports it.
+            let Ok(child) = take.recv() else { return };
+            let outcome = wait(child, ours, deadline, &stop);
+            let _ = tx.send(outcome);
+            wake();
+        })
+        .map_err(|e| io("cannot start the thread that waits for the successor", e))?;
     let child = command.spawn().map_err(|e| {
         HandOverError::new(
             HandOverErrorKind::Spawn,
@@ -135,29 +156,7 @@ pub(crate) fn start(
     })?;
     drop(copies);
     let pid = child.id();
-    let cancel = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel();
-    let now = Instant::now();
-    // A timeout too long for the clock to add is a year: as good as never.
-    let deadline = now
-        .checked_add(how.ready_timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
-    let stop = Arc::clone(&cancel);
-    let waiting = std::thread::Builder::new()
-        .name("dualstack-handover".to_owned())
-        .spawn(move || {
-            let outcome = wait(child, ours, deadline, &stop);
-            let _ = tx.send(outcome);
-            wake();
-        });
-    if let Err(e) = waiting {
-        // Nothing waits for it: it must not serve half-handed.
-        // (The child went into the closure, which was dropped unrun.)
-        return Err(io(
-            "cannot start the thread that waits for the successor",
-            e,
-        ));
-    }
+    let _ = give.send(child);
     Ok(Pending {
         pid,
         drain_timeout: how.drain_timeout,
