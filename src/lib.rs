@@ -252,7 +252,7 @@ pub use addr::{
 };
 pub use conn::{CloseReason, ConnId, ConnInfo, Input, ListenerId, Proxied};
 pub use error::Error;
-pub use handover::{HandOver, HandOverError, HandOverErrorKind, HandOverEvent};
+pub use handover::{predecessor, HandOver, HandOverError, HandOverErrorKind, HandOverEvent};
 pub use host::{has_dual_stack_ipv6, HostCaps, Resolve, SystemResolver};
 pub use inherit::{notify, InheritError, InheritErrorKind};
 pub use listen::{bind, BindError, Bound, ListenConfig, Listener};

@@ -331,6 +331,16 @@ pub(crate) enum ListenSocket {
 }
 
 impl ListenSocket {
+    /// The socket file a Unix-domain listener made and owns (device and inode).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn file_id(&self) -> Option<(u64, u64)> {
+        match self {
+            ListenSocket::Tcp(_) => None,
+            #[cfg(unix)]
+            ListenSocket::Unix(l) => l.file_id(),
+        }
+    }
+
     /// Handed to a successor: a Unix-domain socket's file is no longer this process's to
     /// remove.
     pub(crate) fn disown(&mut self) {

@@ -632,6 +632,34 @@ pub(crate) fn dup_at_least(
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
 }
 
+/// Descriptors of `/dev/null` on every free number from 3 up to `past` (close-on-exec,
+/// closed when dropped): while they are held, nothing the process opens lands below
+/// `past`, in particular the pipe through which the standard library learns that a child's
+/// `exec` failed, which the child's moves to `3..past` ([`pass_descriptors`]) must not
+/// overwrite. (Another thread that closes a descriptor below `past` meanwhile reopens a
+/// hole; the spawn that follows then reports a failed `exec` as an early end.)
+///
+/// # Errors
+///
+/// The OS error of opening `/dev/null` or of `fcntl`.
+#[cfg(unix)]
+pub(crate) fn fill_below(past: i32) -> io::Result<Vec<std::os::fd::OwnedFd>> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let null = std::fs::File::open("/dev/null")?;
+    let mut held = Vec::new();
+    loop {
+        let copy = dup_at_least(null.as_fd(), 3)?;
+        if copy.as_raw_fd() >= past {
+            break;
+        }
+        held.push(copy);
+    }
+    if null.as_raw_fd() < past {
+        held.push(null.into());
+    }
+    Ok(held)
+}
+
 /// Makes `command`'s child, between `fork` and `exec`, move each descriptor of `from` to
 /// number `first + i` (`dup2`, whose copy is not close-on-exec, so it crosses `exec`), and
 /// then mark every descriptor above those close-on-exec (Linux's `close_range` with
@@ -650,7 +678,9 @@ pub(crate) fn pass_descriptors(command: &mut std::process::Command, from: Vec<i3
     // plain value). The numbers it overwrites (`first..past`) are the child's copies of
     // whatever the parent had there, all close-on-exec (the standard library and this
     // library open everything close-on-exec), so nothing the child still needs before
-    // exec is lost; std's own error pipe is close-on-exec and stays open until exec.
+    // exec is lost, provided the caller held every number below `past` open when the
+    // child was made ([`fill_below`]): then the standard library's own pipe for a failed
+    // exec is above them, and stays open until exec.
     unsafe {
         command.pre_exec(move || {
             for (i, &fd) in from.iter().enumerate() {
@@ -673,6 +703,21 @@ pub(crate) fn pass_descriptors(command: &mut std::process::Command, from: Vec<i3
             let _ = past;
             Ok(())
         });
+    }
+}
+
+/// Sends SIGKILL to every process of process group `pgid` (a hand-over's successor, made
+/// the leader of a group of its own, and whatever it started). Best effort.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn kill_group(pgid: u32) {
+    if let Ok(pgid) = i32::try_from(pgid) {
+        if pgid > 1 {
+            // SAFETY: kill takes a process group (negative) and a signal by value and
+            // touches no memory; `pgid` above 1 never names this process's own group by
+            // accident (0) nor every process (-1).
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
     }
 }
 

@@ -110,11 +110,17 @@ impl UnixListener {
         }
     }
 
-    /// A listener a hand-over's predecessor passed, for the socket file at `path`: the file
-    /// is removed when the listener goes, as if this process had made it, but only once
-    /// this process has told the predecessor it is ready (a successor that gives up must
-    /// leave the predecessor's file alone), and only if it is still the file found now.
-    pub(crate) fn handed(listener: std::os::unix::net::UnixListener, path: &Path) -> UnixListener {
+    /// A listener a hand-over's predecessor passed, for the socket file at `path`, which
+    /// the predecessor made as the file `made` (device and inode) names: if it is still
+    /// that file, it is removed when the listener goes, as if this process had made it,
+    /// but only once this process has told the predecessor it is ready (a successor that
+    /// gives up must leave the predecessor's file alone). A file the predecessor did not
+    /// make (systemd's), or one that replaced it, is never removed.
+    pub(crate) fn handed(
+        listener: std::os::unix::net::UnixListener,
+        path: &Path,
+        made: Option<(u64, u64)>,
+    ) -> UnixListener {
         let file = (|| {
             let dir = path
                 .parent()
@@ -124,7 +130,7 @@ impl UnixListener {
             let dir = std::fs::File::open(dir).ok()?;
             let (dev, ino, is_socket, _) =
                 crate::sys::stat_at(std::os::fd::AsFd::as_fd(&dir), &name).ok()?;
-            is_socket.then(|| File {
+            (is_socket && Some((dev, ino)) == made).then(|| File {
                 dir,
                 name,
                 path: path.to_owned(),
@@ -137,6 +143,12 @@ impl UnixListener {
             inner: mio::net::UnixListener::from_std(listener),
             owned: Owned(file),
         }
+    }
+
+    /// The socket file this listener made (device and inode), if it made one and still
+    /// owns it.
+    pub(crate) fn file_id(&self) -> Option<(u64, u64)> {
+        self.owned.0.as_ref().map(|f| f.id)
     }
 
     /// This listener's socket is handed to a successor, which removes its file when it is

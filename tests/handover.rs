@@ -573,6 +573,85 @@ fn an_abstract_socket_is_handed_over() {
     assert_eq!(&b, b"abstract");
 }
 
+/// A socket file that replaced the one the predecessor made (another service's, bound at
+/// the path since) is never the successor's to remove.
+#[test]
+fn a_socket_file_the_predecessor_did_not_make_is_left_alone() {
+    let dir = tempdir("other-file");
+    let path = dir.join("s.sock");
+    let spec = format!("unix:{}", path.display());
+    let mut echo = Echo::start(&["--drain-timeout", "1", &spec]);
+    echo.listening();
+    std::fs::remove_file(&path).unwrap();
+    let other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let (pid, _) = echo.hand_over();
+    signal(pid, libc::SIGTERM);
+    let deadline = Instant::now() + util::TIMEOUT;
+    while !gone(pid) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(path.exists(), "the successor removed another socket's file");
+    drop(other);
+}
+
+/// The successor is the program as the file on disk is now: a binary replaced since the
+/// server started is the new one. A file that cannot be run is a start failure, reported
+/// as such, and the server goes on. A successor that ends while its predecessor drains is
+/// reaped: no zombie.
+#[test]
+fn the_program_replaced_on_disk_is_the_successor_and_one_that_cannot_run_is_reported() {
+    let dir = tempdir("replaced");
+    let program = dir.join("echo");
+    std::fs::copy(util::example("echo"), &program).unwrap();
+    reap_orphans();
+    let mut command = Command::new(&program);
+    command
+        .args(["--drain-timeout", "20", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut echo = Echo::adopt(command.spawn().unwrap());
+    let addr = addrs(&echo.listening())[0];
+    // Replaced as package managers do: a new file renamed over the old one.
+    let new = dir.join("echo.new");
+    std::fs::copy(util::example("echo"), &new).unwrap();
+    std::fs::rename(&new, &program).unwrap();
+    let mut held = util::connect(addr);
+    assert_eq!(util::round_trip(&mut held, b"held"), b"held");
+    let old = echo.pid;
+    let (successor, _) = echo.hand_over();
+    let exe = std::fs::read_link(format!("/proc/{successor}/exe")).unwrap();
+    assert_eq!(
+        exe, program,
+        "the successor does not run the file on disk now"
+    );
+    // Not runnable any more: the next hand-over fails to start, and says so.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o600)).unwrap();
+    signal(successor, libc::SIGUSR2);
+    let line = echo.expect_log("hand-over failed");
+    assert!(line.contains("cannot start"), "{line}");
+    assert!(line.contains("Permission denied"), "{line}");
+    let mut s = util::connect(addr);
+    assert_eq!(util::round_trip(&mut s, b"goes on"), b"goes on");
+    // The successor ends while its predecessor still drains (the held connection): the
+    // predecessor reaps it.
+    signal(successor, libc::SIGKILL);
+    let deadline = Instant::now() + util::TIMEOUT;
+    while std::path::Path::new(&format!("/proc/{successor}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the successor is a zombie of its draining predecessor"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!gone(old), "the predecessor should still drain");
+    assert_eq!(util::round_trip(&mut held, b"still"), b"still");
+}
+
 /// Each successor of ten hand-overs has as many descriptors as the first successor: nothing
 /// of a predecessor leaks into its successor (the readiness channel, copies of the
 /// sockets). (The first process may have more: what the test harness left open without
@@ -912,7 +991,7 @@ fn said_file(parent: u32, name: &str) -> PathBuf {
 
 /// In a successor (this binary run again by a hand-over): `Some(parent pid)`.
 fn as_successor() -> Option<u32> {
-    std::env::var_os("DUALSTACK_HANDOVER").map(|_| std::os::unix::process::parent_id())
+    std::env::var_os("DUALSTACK_HANDOVER").and(dualstack::predecessor())
 }
 
 fn echo_addr(server: &Server<Recording>, i: usize) -> SocketAddr {
@@ -956,7 +1035,12 @@ fn successor_exits_at_once() {
 #[test]
 #[ignore = "a successor the hand-over tests run"]
 fn successor_never_ready() {
-    if as_successor().is_some() {
+    if let Some(parent) = as_successor() {
+        std::fs::write(
+            said_file(parent, "successor_never_ready"),
+            std::process::id().to_string(),
+        )
+        .unwrap();
         let _server = Server::builder()
             .listen("127.0.0.1:0")
             .bind(Recording {
@@ -1155,6 +1239,218 @@ fn failed_successors_leave_the_server_serving_and_a_later_hand_over_works() {
     // The successor serves the spec it planned; the socket it did not plan is closed.
     assert!(echoes(v4), "the successor does not serve 127.0.0.1");
     assert!(util::cannot_connect(v6), "[::1] is still served, by nobody");
+    kill(serving);
+}
+
+/// Successor: says READY=1 before it binds (refused, as it would close every passed
+/// socket), then binds and says it again.
+#[test]
+#[ignore = "a successor the hand-over tests run"]
+fn successor_ready_before_binding() {
+    if let Some(parent) = as_successor() {
+        let early = dualstack::notify("READY=1").map_err(|e| e.kind());
+        std::fs::write(
+            said_file(parent, "successor_ready_before_binding"),
+            format!("{early:?}"),
+        )
+        .unwrap();
+        let mut server = Server::builder()
+            .listen("127.0.0.1:0")
+            .bind(recording())
+            .unwrap();
+        dualstack::notify("READY=1").unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            server.run_once(Some(Duration::from_millis(50))).unwrap();
+        }
+        std::process::exit(0);
+    }
+}
+
+/// A `READY=1` before any bind is refused, not sent: it would have closed the passed
+/// sockets and moved the service to a new port. Said after the bind, it goes through,
+/// and the successor serves the same port.
+#[test]
+fn a_ready_before_any_bind_is_refused_and_the_port_stays() {
+    if as_successor().is_some() {
+        return;
+    }
+    reap_orphans();
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(recording())
+        .unwrap();
+    let v4 = echo_addr(&server, 0);
+    server
+        .handle()
+        .hand_over(successor("successor_ready_before_binding"))
+        .unwrap();
+    run_until(&mut server, 2);
+    assert_eq!(server.handler().events[1], "ready");
+    let said = std::fs::read_to_string(said_file(
+        std::process::id(),
+        "successor_ready_before_binding",
+    ))
+    .unwrap();
+    assert_eq!(said, "Err(InvalidInput)");
+    let serving = server.handler().pids[0];
+    server.run().unwrap();
+    drop(server);
+    assert!(
+        echoes(v4),
+        "the successor does not serve the port it was passed"
+    );
+    kill(serving);
+}
+
+/// A wrapper that does not `exec` (a shell script) between the two: the server it starts
+/// still takes the sockets (the channel's maker is the predecessor), and when it is never
+/// ready, the whole process group goes, not the wrapper alone.
+#[test]
+fn a_wrapper_that_does_not_exec_works_and_its_server_goes_with_it_on_failure() {
+    if as_successor().is_some() {
+        return;
+    }
+    reap_orphans();
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(recording())
+        .unwrap();
+    let v4 = echo_addr(&server, 0);
+    let exe = std::env::current_exe().unwrap();
+    let wrapped = |name: &str| {
+        let line = format!(
+            "{} --ignored --exact {name} --nocapture --test-threads=1 --quiet; true",
+            exe.display()
+        );
+        HandOver::new()
+            .command("sh", ["-c", line.as_str()])
+            .ready_timeout(Duration::from_secs(2))
+            .drain_timeout(Duration::from_millis(300))
+    };
+    server
+        .handle()
+        .hand_over(wrapped("successor_never_ready"))
+        .unwrap();
+    run_until(&mut server, 2);
+    assert!(
+        server.handler().events[1].starts_with("failed: NotReady"),
+        "{:?}",
+        server.handler().events
+    );
+    let inner: u32 =
+        std::fs::read_to_string(said_file(std::process::id(), "successor_never_ready"))
+            .unwrap()
+            .parse()
+            .unwrap();
+    let deadline = Instant::now() + util::TIMEOUT;
+    while !gone(inner) {
+        assert!(
+            Instant::now() < deadline,
+            "the wrapped successor {inner} outlived its failed hand-over"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(echoes_while(&mut server, v4));
+    server
+        .handle()
+        .hand_over(wrapped("successor_serves_the_first_spec_only"))
+        .unwrap();
+    run_until(&mut server, 4);
+    assert_eq!(
+        server.handler().events[3],
+        "ready",
+        "{:?}",
+        server.handler().events
+    );
+    let shell = server.handler().pids[1];
+    server.run().unwrap();
+    drop(server);
+    assert!(echoes(v4), "the wrapped successor does not serve");
+    // SAFETY: as in `kill`: the group this test's hand-over made.
+    unsafe { libc::kill(-(shell as i32), libc::SIGKILL) };
+    kill(shell);
+}
+
+/// Successor: takes over the last two of six specs only (so the numbers 3 to 6 of the
+/// other four, and the channel's, are free once it is ready: the socket pair of its own
+/// hand-over takes two of them, and two stay free below where that hand-over moves its
+/// sockets), then hands over to a file that cannot be run, and writes what it heard.
+#[test]
+#[ignore = "a successor the hand-over tests run"]
+fn successor_takes_two_of_six_and_hands_over_to_nothing() {
+    if let Some(parent) = as_successor() {
+        let mut server = Server::builder()
+            .listen("127.0.0.5:0")
+            .listen("127.0.0.6:0")
+            .bind(recording())
+            .unwrap();
+        dualstack::notify("READY=1").unwrap();
+        let not_a_program = said_file(parent, "not-a-program");
+        std::fs::write(&not_a_program, "not a program").unwrap();
+        server
+            .handle()
+            .hand_over(HandOver::new().command(&not_a_program, [""; 0]))
+            .unwrap();
+        let end = Instant::now() + util::TIMEOUT;
+        while !server
+            .handler()
+            .events
+            .iter()
+            .any(|e| e.starts_with("failed"))
+            && Instant::now() < end
+        {
+            server.run_once(Some(Duration::from_millis(10))).unwrap();
+        }
+        std::fs::write(
+            said_file(
+                parent,
+                "successor_takes_two_of_six_and_hands_over_to_nothing",
+            ),
+            server.handler().events.join("\n"),
+        )
+        .unwrap();
+        std::process::exit(0);
+    }
+}
+
+/// An exec that fails is reported as a start failure (`Spawn`, with the OS's reason), even
+/// in a process whose free descriptor numbers lie below the ones a hand-over moves the
+/// sockets to (where the standard library's pipe for a failed exec could land and be
+/// overwritten: then the failure looked like a start and an early exit).
+#[test]
+fn a_failed_exec_is_reported_as_such_with_free_numbers_below_the_passed_ones() {
+    if as_successor().is_some() {
+        return;
+    }
+    reap_orphans();
+    let mut builder = Server::builder();
+    for i in 1..=6 {
+        builder = builder.listen(format!("127.0.0.{i}:0").as_str());
+    }
+    let mut server = builder.bind(recording()).unwrap();
+    server
+        .handle()
+        .hand_over(successor(
+            "successor_takes_two_of_six_and_hands_over_to_nothing",
+        ))
+        .unwrap();
+    run_until(&mut server, 2);
+    assert_eq!(server.handler().events[1], "ready");
+    let serving = server.handler().pids[0];
+    let file = said_file(
+        std::process::id(),
+        "successor_takes_two_of_six_and_hands_over_to_nothing",
+    );
+    let deadline = Instant::now() + util::TIMEOUT * 2;
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "the successor said nothing");
+        server.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let said = std::fs::read_to_string(&file).unwrap();
+    assert!(said.starts_with("failed: Spawn"), "{said}");
+    assert!(said.contains("Permission denied"), "{said}");
     kill(serving);
 }
 

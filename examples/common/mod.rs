@@ -531,7 +531,16 @@ pub fn announce<H: Handler>(name: &str, server: &Server<H>) {
     for l in server.listeners() {
         text.push_str(&format!("listening on {l}\n"));
     }
-    print_or_fail(name, &text);
+    if dualstack::predecessor().is_some() {
+        // A successor of a hand-over writes to its predecessor's stdout, which whoever
+        // started that one may have closed long ago: no reason to fail the hand-over.
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            log::warn!("cannot write the listening lines to stdout: {e}");
+        }
+    } else {
+        print_or_fail(name, &text);
+    }
     let status = text.trim_end().replace('\n', "; ");
     if let Err(e) = dualstack::notify(&format!("READY=1\nSTATUS={status}")) {
         log::warn!("cannot tell the service manager it is ready: {e}");

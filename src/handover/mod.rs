@@ -5,7 +5,8 @@
 //! 1. The predecessor starts the successor (by default its own program, as the file on disk
 //!    is now, with its own arguments) with its listening sockets on descriptors 3, 4, …
 //!    (`LISTEN_FDS`, `LISTEN_FDNAMES` naming each socket's spec), a private channel for
-//!    `READY=1`, and `DUALSTACK_HANDOVER`; nothing else crosses `exec`.
+//!    `READY=1`, and `DUALSTACK_HANDOVER`; no other descriptor but the standard streams
+//!    crosses `exec`.
 //! 2. The successor's binds take the passed socket each planned socket matches (same spec,
 //!    same address; the mode and the port checked) instead of binding one, bind only what
 //!    is missing, and close what matches nothing once ready. It says `READY=1`
@@ -58,9 +59,12 @@ impl Default for HandOver {
 
 impl HandOver {
     /// The successor is this program (the file at its path now, so a binary replaced on
-    /// disk is the new one) with this process's arguments, environment and working
-    /// directory; it has 30 s to say `READY=1`, and this process's connections then have
-    /// 30 s to end before they are closed gracefully.
+    /// disk is the new one) with this process's arguments and working directory, and its
+    /// environment but for the hand-over's own variables (`LISTEN_PID` and
+    /// `LISTEN_PIDFDID` removed; `LISTEN_FDS`, `LISTEN_FDNAMES`, `DUALSTACK_HANDOVER` and
+    /// `DUALSTACK_HANDOVER_FILES` set, and left set in the successor); it has 30 s to say
+    /// `READY=1`, and this process's connections then have 30 s to end before they are
+    /// closed gracefully.
     pub fn new() -> HandOver {
         HandOver {
             program: None,
@@ -181,6 +185,17 @@ pub enum HandOverEvent {
     },
     /// The hand-over failed; this server goes on as before, and may try again.
     Failed(HandOverError),
+}
+
+/// The pid of the process that handed this one its listening sockets
+/// ([`ServerHandle::hand_over`](crate::ServerHandle::hand_over)), if one did: `None` in a
+/// process started any other way (and off Unix). Read once, when a bind or
+/// [`notify`](crate::notify) first looks.
+pub fn predecessor() -> Option<u32> {
+    #[cfg(unix)]
+    return passed::predecessor();
+    #[cfg(not(unix))]
+    None
 }
 
 /// This process handed its service over: it no longer speaks for it to the service

@@ -7,9 +7,13 @@
 //! names each `OCCURRENCE/SPEC` (the spec as the predecessor displays it, and which of its
 //! equal specs it was, from 0; `:` and `\` escaped with `\` as systemd escapes them);
 //! `DUALSTACK_HANDOVER` is `PID:FD`, the predecessor's pid and the descriptor of the
-//! channel that `READY=1` goes back on. The variables count only when `PID` is this
-//! process's parent: a process the successor starts in turn inherits them, and must not
-//! take them for its own.
+//! channel that `READY=1` goes back on; `DUALSTACK_HANDOVER_FILES` (`I=DEV:INO,…`) names
+//! the socket files the predecessor made, by the index of their socket, so the successor
+//! takes over the removal of those files and of no other. The variables count only when
+//! the channel is there and was made by `PID` (its peer's credentials say so on Linux;
+//! elsewhere `PID` must be the parent): a process the successor starts in turn inherits
+//! the variables, not the channel, and must not take them for its own; a wrapper between
+//! the two that keeps the descriptors open is fine.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -31,6 +35,8 @@ struct Entry {
     spec: String,
     /// Its identity when the table was read: a socket at this number later is another.
     id: Option<(u64, u64)>,
+    /// The socket file the predecessor made for it (device and inode), if it made one.
+    file: Option<(u64, u64)>,
 }
 
 /// What the predecessor passed.
@@ -40,6 +46,8 @@ struct Table {
     entries: Vec<Entry>,
     /// The channel `READY=1` goes back on; `None` once used.
     ready: Option<OwnedFd>,
+    /// A bind looked for its sockets here: `READY=1` before that would close them all.
+    consulted: bool,
 }
 
 /// `None` until read; then `Some(None)` when this process is no successor.
@@ -53,6 +61,22 @@ static READY_SENT: AtomicBool = AtomicBool::new(false);
 /// Whether this process has told its predecessor it is ready.
 pub(crate) fn ready_sent() -> bool {
     READY_SENT.load(Ordering::Acquire)
+}
+
+/// The pid of the process that handed this one its sockets, if one did.
+pub(crate) fn predecessor() -> Option<u32> {
+    with_table(|table| table.map(|t| t.from))
+}
+
+/// The socket file the predecessor made for the socket it passed at `fd`, if it made one.
+pub(crate) fn file_of(fd: i32) -> Option<(u64, u64)> {
+    with_table(|table| {
+        table?
+            .entries
+            .iter()
+            .find(|e| e.fd == fd)
+            .and_then(|e| e.file)
+    })
 }
 
 fn with_table<T>(f: impl FnOnce(Option<&mut Table>) -> T) -> T {
@@ -75,9 +99,23 @@ fn read() -> Option<Table> {
         log::warn!("{VARIABLE}={value:?} is not PID:FD: not taken for a hand-over");
         return None;
     };
-    if from != crate::sys::parent_pid() {
-        // Inherited from a process further up: not for this one.
-        log::debug!("{VARIABLE} names process {from}, not this process's parent: ignored");
+    // The channel must be there, and be the predecessor's: a process further down
+    // inherits the variables, but not the channel (close-on-exec here at once).
+    let maker = crate::sys::with_inherited(ready_fd, |fd| {
+        let channel = socket2::SockRef::from(&fd).r#type().ok() == Some(socket2::Type::SEQPACKET);
+        let pid = crate::sys::peer_credentials(&fd)
+            .ok()
+            .and_then(|(_, _, pid)| pid);
+        (channel, pid)
+    });
+    let trusted = match maker {
+        Ok((true, Some(pid))) => pid == from,
+        // No pid from the kernel here: the parent must be the predecessor.
+        Ok((true, None)) => from == crate::sys::parent_pid(),
+        _ => false,
+    };
+    if !trusted {
+        log::debug!("{VARIABLE}={value:?}: fd {ready_fd} is not a readiness channel process {from} made: ignored");
         return None;
     }
     let spec = ListenSpec::checked(SpecKind::Activated { name: None });
@@ -88,8 +126,18 @@ fn read() -> Option<Table> {
             Vec::new()
         }
     };
+    let files: Vec<(usize, (u64, u64))> = std::env::var("DUALSTACK_HANDOVER_FILES")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|f| {
+            let (i, id) = f.split_once('=')?;
+            let (dev, ino) = id.split_once(':')?;
+            Some((i.parse().ok()?, (dev.parse().ok()?, ino.parse().ok()?)))
+        })
+        .collect();
     let mut entries = Vec::with_capacity(passed.len());
-    for (fd, name) in passed {
+    for (index, (fd, name)) in passed.into_iter().enumerate() {
+        let file = files.iter().find(|(i, _)| *i == index).map(|(_, id)| *id);
         crate::sys::set_cloexec_if_socket(fd);
         let id = crate::sys::with_inherited(fd, crate::sys::identity)
             .ok()
@@ -103,6 +151,7 @@ fn read() -> Option<Table> {
                 occurrence,
                 spec,
                 id,
+                file,
             }),
             None => log::warn!(
                 "hand-over from process {from}: fd {fd} is named {name:?}, not OCCURRENCE/SPEC: not taken"
@@ -110,19 +159,12 @@ fn read() -> Option<Table> {
         }
     }
     crate::sys::set_cloexec_if_socket(ready_fd);
-    let ready = crate::sys::with_inherited(ready_fd, |fd| {
-        socket2::SockRef::from(&fd).r#type().ok() == Some(socket2::Type::SEQPACKET)
-    })
-    .unwrap_or(false)
-    .then(|| crate::sys::take_inherited(ready_fd).ok())
-    .flatten();
-    if ready.is_none() {
-        log::warn!("hand-over from process {from}: fd {ready_fd} is not its readiness channel; READY=1 cannot reach it");
-    }
+    let ready = crate::sys::take_inherited(ready_fd).ok();
     Some(Table {
         from,
         entries,
         ready,
+        consulted: false,
     })
 }
 
@@ -132,6 +174,7 @@ pub(crate) fn group(spec: &ListenSpec, occurrence: usize) -> Option<(Vec<i32>, u
     let text = spec.to_string();
     with_table(|table| {
         let table = table?;
+        table.consulted = true;
         let fds = table
             .entries
             .iter()
@@ -145,10 +188,18 @@ pub(crate) fn group(spec: &ListenSpec, occurrence: usize) -> Option<(Vec<i32>, u
 /// Sends `state` (which says `READY=1`) to the predecessor, once: `None` when this process
 /// is no successor, or said it already (then it goes to the service manager as usual).
 /// Passed sockets no bind of this process took are closed then, and logged: the
-/// predecessor stops accepting on its copies, so nobody would ever accept from them.
+/// predecessor stops accepting on its copies, so nobody would ever accept from them. A
+/// `READY=1` before any bind looked at the passed sockets is refused (not sent): it would
+/// close them all, and the service would move to whatever the binds open later.
 pub(crate) fn ready(state: &str) -> Option<io::Result<()>> {
     with_table(|table| {
         let table = table?;
+        if table.ready.is_some() && !table.consulted {
+            return Some(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("READY=1 before any bind of this process took the sockets process {} handed over: not sent (bind first, then say READY=1)", table.from),
+            )));
+        }
         let channel = table.ready.take()?;
         let sent = socket2::SockRef::from(&channel.as_fd()).send(state.as_bytes());
         drop(channel);

@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -81,9 +82,13 @@ fn program(how: &HandOver) -> io::Result<(OsString, Vec<OsString>)> {
 
 /// Starts the successor with `sockets` (each with its name) on descriptors 3, 4, …, and a
 /// thread that waits for its `READY=1` and calls `wake` once it has an outcome.
+/// A listening socket to pass: the socket, its name, and the socket file it made (device
+/// and inode) if it made one.
+pub(crate) type Passing<'a> = (BorrowedFd<'a>, String, Option<(u64, u64)>);
+
 pub(crate) fn start(
     how: &HandOver,
-    sockets: &[(BorrowedFd<'_>, String)],
+    sockets: &[Passing<'_>],
     wake: impl Fn() + Send + 'static,
 ) -> Result<Pending, HandOverError> {
     let io =
@@ -98,7 +103,7 @@ pub(crate) fn start(
     let count = sockets.len() as i32 + 1;
     let above = FIRST + count;
     let mut copies: Vec<OwnedFd> = Vec::with_capacity(sockets.len() + 1);
-    for (fd, _) in sockets {
+    for (fd, _, _) in sockets {
         copies.push(
             crate::sys::dup_at_least(*fd, above)
                 .map_err(|e| io("cannot copy a listening socket for the successor", e))?,
@@ -109,7 +114,12 @@ pub(crate) fn start(
             .map_err(|e| io("cannot copy the readiness channel", e))?,
     );
     drop(theirs);
-    let names: Vec<&str> = sockets.iter().map(|(_, n)| n.as_str()).collect();
+    let names: Vec<&str> = sockets.iter().map(|(_, n, _)| n.as_str()).collect();
+    let files: Vec<String> = sockets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, _, file))| file.map(|(dev, ino)| format!("{i}={dev}:{ino}")))
+        .collect();
     let mut command = std::process::Command::new(&program);
     command
         .args(&args)
@@ -117,6 +127,7 @@ pub(crate) fn start(
         .env_remove("LISTEN_PIDFDID")
         .env("LISTEN_FDS", sockets.len().to_string())
         .env("LISTEN_FDNAMES", names.join(":"))
+        .env("DUALSTACK_HANDOVER_FILES", files.join(","))
         .env(
             super::passed::VARIABLE,
             format!("{}:{}", std::process::id(), FIRST + sockets.len() as i32),
@@ -142,12 +153,33 @@ pub(crate) fn start(
         .spawn(move || {
             // No child: the spawn failed, and the caller reports it.
             let Ok(child) = take.recv() else { return };
-            let outcome = wait(child, ours, deadline, &stop);
+            let mut child = child;
+            let outcome = wait(&mut child, ours, deadline, &stop);
+            let ready = outcome.is_ok();
+            if !ready {
+                // Whatever it started too (a wrapper's server): nothing of a failed
+                // successor may go on holding the sockets.
+                crate::sys::kill_group(child.id());
+            }
             let _ = tx.send(outcome);
             wake();
+            if ready {
+                // It serves now: reaped when it ends, if this process is still there then
+                // (no zombie while this one drains, or goes on as an embedder's).
+                let _ = child.wait();
+            }
         })
         .map_err(|e| io("cannot start the thread that waits for the successor", e))?;
-    let child = command.spawn().map_err(|e| {
+    // Every number the child moves descriptors to is held here while it is made, so the
+    // standard library's pipe for a failed exec lands above them.
+    let held = crate::sys::fill_below(above)
+        .map_err(|e| io("cannot keep the successor's descriptor numbers free", e))?;
+    // A process group of its own: a failed successor is killed with whatever it started
+    // (a wrapper script that does not exec, and the server it runs).
+    command.process_group(0);
+    let spawned = command.spawn();
+    drop(held);
+    let child = spawned.map_err(|e| {
         HandOverError::new(
             HandOverErrorKind::Spawn,
             format!("cannot start {:?}", program),
@@ -168,20 +200,21 @@ pub(crate) fn start(
 /// Waits for `READY=1` on `channel` from `child`, until `deadline` or a cancellation.
 /// Anything but `READY=1` kills the child (and reaps it).
 fn wait(
-    mut child: std::process::Child,
+    child: &mut std::process::Child,
     channel: socket2::Socket,
     deadline: Instant,
     cancel: &AtomicBool,
 ) -> Result<u32, HandOverError> {
     let pid = child.id();
     fn kill(child: &mut std::process::Child, error: HandOverError) -> Result<u32, HandOverError> {
+        crate::sys::kill_group(child.id());
         let _ = child.kill();
         let _ = child.wait();
         Err(error)
     }
     if let Err(e) = channel.set_read_timeout(Some(TICK)) {
         return kill(
-            &mut child,
+            child,
             HandOverError::new(
                 HandOverErrorKind::Io,
                 "cannot wait on the readiness channel",
@@ -192,7 +225,7 @@ fn wait(
     let mut buf = [0u8; 4096];
     loop {
         if cancel.load(Ordering::Acquire) {
-            return kill(&mut child, HandOverError::new(
+            return kill(child, HandOverError::new(
                 HandOverErrorKind::Cancelled,
                 format!("the server stopped while its successor (pid {pid}) was starting; the successor was killed"),
             ));
@@ -208,7 +241,7 @@ fn wait(
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                return kill(&mut child, HandOverError::new(
+                return kill(child, HandOverError::new(
                     HandOverErrorKind::NotReady,
                     format!("the successor (pid {pid}) closed its readiness channel without saying READY=1, and was killed"),
                 ));
@@ -226,7 +259,7 @@ fn wait(
                 ) => {}
             Err(e) => {
                 return kill(
-                    &mut child,
+                    child,
                     HandOverError::new(
                         HandOverErrorKind::Io,
                         format!("cannot read the readiness channel of the successor (pid {pid}), which was killed"),
@@ -239,7 +272,7 @@ fn wait(
             return Err(exited(pid, status));
         }
         if Instant::now() >= deadline {
-            return kill(&mut child, HandOverError::new(
+            return kill(child, HandOverError::new(
                 HandOverErrorKind::NotReady,
                 format!("the successor (pid {pid}) did not say READY=1 in time (it must call dualstack::notify(\"READY=1\") once it serves), and was killed"),
             ));

@@ -363,7 +363,7 @@ impl ListenConfig {
                 }
                 listeners.push(Listener {
                     socket: match handed[origin] {
-                        Some(_) => handed_socket(taken.fd, &taken.addr),
+                        Some(_) => handed_socket(taken.fd, &taken.addr, taken.give_back.fd()),
                         None => inherited_socket(taken.fd, &taken.addr),
                     },
                     local_addr: taken.addr,
@@ -700,18 +700,22 @@ fn inherited_socket(fd: crate::inherit::Owned, addr: &ListenAddr) -> ListenSocke
 /// Unix-domain socket at a path, the file becomes this process's to remove once it has told
 /// the predecessor it is ready (until then, a successor that gives up leaves it alone).
 #[cfg(unix)]
-fn handed_socket(fd: crate::inherit::Owned, addr: &ListenAddr) -> ListenSocket {
+fn handed_socket(fd: crate::inherit::Owned, addr: &ListenAddr, number: i32) -> ListenSocket {
     match addr {
-        ListenAddr::Unix(UnixAddr::Path(path)) => ListenSocket::Unix(
-            crate::unix::UnixListener::handed(std::os::unix::net::UnixListener::from(fd), path),
-        ),
+        ListenAddr::Unix(UnixAddr::Path(path)) => {
+            ListenSocket::Unix(crate::unix::UnixListener::handed(
+                std::os::unix::net::UnixListener::from(fd),
+                path,
+                crate::handover::passed::file_of(number),
+            ))
+        }
         _ => inherited_socket(fd, addr),
     }
 }
 
 /// Nothing is handed over here.
 #[cfg(not(unix))]
-fn handed_socket(fd: crate::inherit::Owned, _: &ListenAddr) -> ListenSocket {
+fn handed_socket(fd: crate::inherit::Owned, _: &ListenAddr, _: i32) -> ListenSocket {
     match fd {}
 }
 

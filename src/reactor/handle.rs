@@ -123,24 +123,33 @@ impl ServerHandle {
     ///
     /// The successor ([`HandOver::new`](crate::HandOver::new): this program as the file on
     /// disk is now, with this process's arguments) gets the listening sockets on
-    /// descriptors 3, 4, … (`LISTEN_FDS`, `LISTEN_FDNAMES` naming each one's spec) and
-    /// nothing else of this process's descriptors. Its binds take, for each socket they
-    /// plan, the passed socket of the same spec and address (its mode and port checked:
-    /// a difference is a bind error naming both), bind only what was not passed, and close
+    /// descriptors 3, 4, … (`LISTEN_FDS`, `LISTEN_FDNAMES` naming each one's spec), its
+    /// standard streams, and no other descriptor of this process; it runs in a process
+    /// group of its own (a terminal's Ctrl-C no longer reaches it: stop it by its pid, or
+    /// through the service manager). Its binds take, for each socket they plan, the
+    /// passed socket of the same spec and address (its mode and port checked: a
+    /// difference is a bind error naming both), bind only what was not passed, and close
     /// passed sockets nothing planned once it is ready. It must say `READY=1` through
-    /// [`notify`](crate::notify) once it serves, within the ready timeout.
+    /// [`notify`](crate::notify) after every bind, within the ready timeout (a `READY=1`
+    /// before any bind is refused). A wrapper script in between works if it keeps
+    /// descriptors 3 and up open (`exec` the server).
     ///
-    /// Then this server tells a service manager the new main pid (`MAINPID=`), stops
-    /// accepting (its copies of the sockets stay open until it is dropped; both processes
-    /// accept from the same sockets, so no queued connection is lost, and a Unix-domain
-    /// socket's file stays, now the successor's to remove), and drains: its connections go
-    /// on until they end or the drain timeout passes; then the graceful stop
-    /// ([`Handler::on_stop`](crate::Handler::on_stop), each connection closed once its
-    /// output is written) ends [`Server::run`](crate::Server::run).
+    /// Then this process tells a service manager the new main pid (`MAINPID=`), stops
+    /// accepting (its copies of the sockets stay open until the server is dropped; both
+    /// processes accept from the same sockets, so no queued connection is lost, and a
+    /// Unix-domain socket's file stays, now the successor's to remove), and drains: its
+    /// connections go on until they end or the drain timeout passes; then the graceful
+    /// stop ([`Handler::on_stop`](crate::Handler::on_stop), each connection closed once its
+    /// output is written) ends [`Server::run`](crate::Server::run). The successor replaces
+    /// the whole process: from then on this process sends the service manager nothing
+    /// ([`notify`](crate::notify) returns `false`), so hand over a process with one server.
     ///
-    /// A successor that ends, or is not ready in time, is killed, and this server goes on
-    /// as before; a later hand-over may try again. A stop while the successor starts kills
-    /// it too.
+    /// A successor that ends before it is ready is reaped, one not ready in time is killed
+    /// (with its process group), and this server goes on as before; a later hand-over may
+    /// try again. A stop while the successor starts kills it too. A successor that dies
+    /// after it said `READY=1` leaves the sockets with nobody accepting: clients wait in
+    /// the backlogs until a new server takes them (a service manager restarting it), or
+    /// are reset when this process, the last holder, exits.
     ///
     /// ```no_run
     /// # use dualstack::{ConnId, Context, Handler, Input, Server};
@@ -150,7 +159,8 @@ impl ServerHandle {
     /// #     fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
     /// # }
     /// let mut server = Server::builder().listen("localhost:7000").bind(App)?;
-    /// dualstack::notify("READY=1")?; // a successor's first READY=1 reaches its predecessor
+    /// // After every bind: a successor's first READY=1 reaches its predecessor.
+    /// dualstack::notify("READY=1")?;
     /// let handle = server.handle();
     /// // From another thread (a SIGUSR2 handler, an admin command):
     /// handle.hand_over(dualstack::HandOver::new())?;

@@ -192,7 +192,9 @@ pub trait Handler {
     /// What became of a hand-over ([`ServerHandle::hand_over`](crate::ServerHandle::hand_over)):
     /// the successor started, it is ready (this server no longer accepts, and its
     /// connections drain: a moment to close idle ones), or it failed (this server goes on as
-    /// before). Each is logged as well; the default does nothing more.
+    /// before, unless it is stopping: a stop while the successor started fails it with
+    /// [`HandOverErrorKind::Cancelled`](crate::HandOverErrorKind::Cancelled)). Each is
+    /// logged as well; the default does nothing more.
     fn on_hand_over(&mut self, ctx: &mut Context<'_, Self>, event: &crate::HandOverEvent) {
         let _ = (ctx, event);
     }

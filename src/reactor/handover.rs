@@ -46,7 +46,8 @@ impl<H: Handler> Server<H> {
                 .iter()
                 .filter_map(|l| {
                     let name = crate::handover::passed::name(&l.info.spec, l.occurrence);
-                    Some((l.socket.as_ref()?.as_fd(), name))
+                    let socket = l.socket.as_ref()?;
+                    Some((socket.as_fd(), name, socket.file_id()))
                 })
                 .collect();
             let handle = self.handle.clone();
