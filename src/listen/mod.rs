@@ -723,8 +723,11 @@ fn handed_socket(fd: crate::inherit::Owned, _: &ListenAddr, _: i32) -> ListenSoc
 /// port the passed ones have), or `None` when every one was passed. Each planned socket
 /// takes the passed socket with its address; a passed socket with the address but another
 /// mode or port is an error that names both (a hand-over never changes a socket, and a
-/// socket bound beside it would not get its clients); passed sockets no planned socket
-/// has the address of are left out of `passed` (closed once this process is ready).
+/// socket bound beside it would not get its clients). Planned sockets nothing was passed
+/// for are bound (the host has an address more); passed sockets no planned socket has the
+/// address of are left out of `passed` (closed once this process is ready: the host has
+/// an address less); both at once is an error naming both (the spec means another
+/// address now).
 #[cfg_attr(not(unix), allow(unreachable_code, unused_variables))]
 fn adopt(
     plan: &BindPlan,
@@ -774,6 +777,33 @@ fn adopt(
         }
         port = Some(got.port());
         used[j] = true;
+    }
+    // A passed socket this plan has no address for, where the plan also has an address
+    // nothing was passed for: the spec now means another address (a name that resolves
+    // elsewhere). Taking the new one beside the old would move clients silently: an
+    // error that names both.
+    if let (Some(planned), Some(j)) = (missing.first(), used.iter().position(|u| !u)) {
+        let c = &passed[j];
+        let mut want = planned.addr;
+        want.set_port(match plan.port() {
+            // The port the socket would have had: the passed ones'.
+            0 => c.addr().ip().map_or(0, |a| a.port()),
+            p => p,
+        });
+        return Err(BindError {
+            spec: Box::new(plan.spec.clone()),
+            addr: ListenAddr::Ip(want),
+            mode: planned.mode,
+            detail: format!(
+                "process {from} handed over fd {} as {} ({}), where this process plans {} ({}) instead: the spec means another address now; restart without a hand-over to move it",
+                c.fd(),
+                c.addr(),
+                c.mode(),
+                display_addr(want),
+                planned.mode
+            ),
+            source: io::Error::from(io::ErrorKind::AddrNotAvailable),
+        });
     }
     let mut j = 0;
     passed.retain(|c| {
