@@ -248,3 +248,23 @@ fn a_stop_deadline_closes_connections_that_never_drain() {
         "the stop waited for a peer that never reads"
     );
 }
+
+/// Issue #24: there is no hand-over on Windows (no descriptor inheritance of this kind):
+/// asking for one is a clear error naming the platform, and the server goes on.
+#[cfg(not(unix))]
+#[test]
+fn a_hand_over_is_refused_where_there_is_none() {
+    struct Quiet;
+    impl Handler for Quiet {
+        type State = ();
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+    }
+    let server = Server::builder().listen("127.0.0.1:0").bind(Quiet).unwrap();
+    let e = server
+        .handle()
+        .hand_over(dualstack::HandOver::new())
+        .unwrap_err();
+    assert_eq!(e.kind(), dualstack::HandOverErrorKind::Unsupported);
+    assert!(e.to_string().contains(std::env::consts::OS), "{e}");
+    assert_eq!(dualstack::predecessor(), None);
+}
