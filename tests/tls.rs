@@ -961,3 +961,34 @@ fn a_handshake_in_progress_counts_against_max_connections() {
         e.contains(&Event::Refused("HandshakeTimeout".into()))
     });
 }
+
+/// Issue #23: early data (0-RTT) is off. A client that would send a request in its first
+/// flight on resumption (where nothing stops a replay of it) is not allowed to: the tickets
+/// the server gives allow no early data, the resumed handshake accepts none, and the
+/// request goes after the handshake, as on any connection.
+#[test]
+fn early_data_is_never_allowed_and_the_request_goes_after_the_handshake() {
+    let (ca, leaf) = localhost();
+    let (_server, log, addr) = start(Server::builder().listen_tls("127.0.0.1:0", leaf.config()));
+    let mut config = (*pki::client_config(&ca, &[], None, &[&rustls::version::TLS13])).clone();
+    config.enable_early_data = true;
+    let config = Arc::new(config);
+    // The first connection brings a ticket (read with the echo).
+    let mut first = pki::connect(config.clone(), "localhost", util::connect(addr)).unwrap();
+    echo(&mut first, b"first\n");
+    drop(first);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+    assert!(
+        conn.early_data().is_none(),
+        "the server's ticket allows early data"
+    );
+    let mut tls = rustls::StreamOwned::new(conn, util::connect(addr));
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    assert!(!tls.conn.is_early_data_accepted());
+    echo(&mut tls, b"after the handshake\n");
+    let opens = log.opens();
+    assert!(opens.last().unwrap().resumed(), "{opens:?}");
+}

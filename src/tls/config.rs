@@ -286,6 +286,9 @@ impl TlsConfig {
             keys: self.certs.iter().map(|(k, _)| Arc::clone(k)).collect(),
         }));
         config.alpn_protocols = self.alpn.clone();
+        // No early data (0-RTT: a replayable request). Twice guarded: no size for it, and
+        // rustls allows it only with stateful resumption, while tickets here are stateless.
+        // tests/tls.rs `early_data_is_never_allowed_…` fails if both guards go.
         config.max_early_data_size = 0;
         config.ticketer = Arc::clone(&resumption.ticketer);
         config.session_storage = Arc::clone(&resumption.cache);
