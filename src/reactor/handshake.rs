@@ -251,3 +251,92 @@ impl<H: Handler> Server<H> {
         }
     }
 }
+
+#[cfg(all(test, feature = "tls"))]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::conn::ConnId;
+    use crate::reactor::{Context, Handler, ServerBuilder};
+    use crate::tls::HANDSHAKES_PER_TURN;
+    use crate::Input;
+
+    struct Discard;
+
+    impl Handler for Discard {
+        type State = ();
+        fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+    }
+
+    /// Issue #23: handshakes are CPU work inside the loop, so one turn takes at most
+    /// `HANDSHAKES_PER_TURN` handshake steps; a burst waits on the ready queue for the
+    /// next turns, and the turn ends (timers, writes, other connections) in between.
+    #[test]
+    #[allow(deprecated)] // ring's default_provider, as src/tls/config.rs uses it
+    fn a_burst_of_client_hellos_takes_one_budget_of_steps_per_turn() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let tls = crate::TlsConfig::new()
+            .cert_pem(
+                cert.cert.pem().as_bytes(),
+                cert.signing_key.serialize_pem().as_bytes(),
+            )
+            .unwrap();
+        let mut server = ServerBuilder::new()
+            .listen_tls("127.0.0.1:0", tls)
+            .bind(Discard)
+            .unwrap();
+        let addr = server.listeners()[0].local_addr.ip().unwrap();
+        let burst = 2 * HANDSHAKES_PER_TURN + HANDSHAKES_PER_TURN / 2;
+        let client = std::sync::Arc::new(
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        );
+        let _clients: Vec<_> = (0..burst)
+            .map(|_| {
+                let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+                let mut conn =
+                    rustls::ClientConnection::new(client.clone(), "localhost".try_into().unwrap())
+                        .unwrap();
+                conn.write_tls(&mut tcp).unwrap();
+                (conn, tcp)
+            })
+            .collect();
+        // Accepted (at the turn's accepting point, after its reads), then read.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.core.conns.len() < burst {
+            assert!(Instant::now() < deadline, "the burst was not accepted");
+            server.run_once(Some(Duration::from_millis(10))).unwrap();
+            assert_eq!(
+                server.core.handshakes, 0,
+                "a step before the accepting point"
+            );
+        }
+        // Every hello is in by now: each turn takes one budget, the rest wait.
+        std::thread::sleep(Duration::from_millis(50));
+        let mut steps = Vec::new();
+        while steps.iter().sum::<usize>() < burst {
+            assert!(Instant::now() < deadline, "steps per turn: {steps:?}");
+            server.run_once(Some(Duration::from_millis(10))).unwrap();
+            assert!(
+                server.core.handshakes <= HANDSHAKES_PER_TURN,
+                "{} steps in one turn",
+                server.core.handshakes
+            );
+            steps.push(server.core.handshakes);
+        }
+        assert_eq!(
+            steps[..3],
+            [
+                HANDSHAKES_PER_TURN,
+                HANDSHAKES_PER_TURN,
+                HANDSHAKES_PER_TURN / 2
+            ],
+            "{steps:?}"
+        );
+    }
+}
