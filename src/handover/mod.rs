@@ -63,8 +63,9 @@ impl HandOver {
     /// environment but for the hand-over's own variables (`LISTEN_PID` and
     /// `LISTEN_PIDFDID` removed; `LISTEN_FDS`, `LISTEN_FDNAMES`, `DUALSTACK_HANDOVER` and
     /// `DUALSTACK_HANDOVER_FILES` set, and left set in the successor); it has 30 s to say
-    /// `READY=1`, and this process's connections then have 30 s to end before they are
-    /// closed gracefully.
+    /// `READY=1` (it calls [`notify`](crate::notify)`("READY=1")` after its binds, with or
+    /// without a service manager: that is how this process learns it serves), and this
+    /// process's connections then have 30 s to end before they are closed gracefully.
     pub fn new() -> HandOver {
         HandOver {
             program: None,
