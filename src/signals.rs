@@ -153,8 +153,7 @@ impl Signals {
     /// successor as `how` says ([`ServerHandle::hand_over`]): a restart or an upgrade
     /// that refuses and resets no connection; the outcome is logged (at info; failures at
     /// warn). The successor must call [`notify`](crate::notify)`("READY=1")` after its
-    /// binds, service manager or not; it runs in a process group of its own, so a
-    /// terminal's Ctrl-C no longer reaches it. Without this, SIGUSR2 ends the process.
+    /// binds, service manager or not. Without this, SIGUSR2 ends the process.
     /// Windows has no SIGUSR2 (and no hand-over): there this does nothing.
     ///
     /// ```no_run

@@ -721,6 +721,46 @@ pub(crate) fn kill_group(pgid: u32) {
     }
 }
 
+/// Whether child `pid` has ended, without reaping it (`waitid` with `WNOWAIT`): its pid
+/// stays its own until it is reaped.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[allow(unsafe_code)]
+pub(crate) fn has_ended(pid: u32) -> bool {
+    let pid = libc::id_t::from(pid);
+    // SAFETY: a zeroed siginfo_t is a valid value of it (plain integers and unions of them).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes into `info`, which lives across the call; WNOWAIT leaves the
+    // child waitable, WNOHANG makes it return at once.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: si_pid reads the field waitid filled (0 when no child changed state).
+    rc == 0 && unsafe { info.si_pid() } != 0
+}
+
+/// Moves this process into the process group of process `pid` (best effort: a session
+/// leader, or a group in another session, is refused by the kernel, and nothing changes).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn join_group_of(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: getpgid and setpgid take pids by value and touch no memory of ours; a
+    // failure is only a return value.
+    unsafe {
+        let group = libc::getpgid(pid);
+        if group > 0 {
+            libc::setpgid(0, group);
+        }
+    }
+}
+
 /// The pid of this process's parent.
 #[cfg(unix)]
 pub(crate) fn parent_pid() -> u32 {

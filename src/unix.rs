@@ -221,6 +221,30 @@ impl std::os::fd::AsFd for UnixListener {
     }
 }
 
+/// Removes the socket file at `path` if it is the file `made` (device and inode) names
+/// (through its directory's descriptor; best effort, logged at debug).
+pub(crate) fn remove_if_made(path: &Path, made: (u64, u64)) {
+    use std::os::fd::AsFd;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let (Some(name), Ok(dir)) = (path.file_name(), std::fs::File::open(dir)) else {
+        return;
+    };
+    match crate::sys::stat_at(dir.as_fd(), name) {
+        Ok((dev, ino, true, _)) if (dev, ino) == made => {
+            if let Err(e) = crate::sys::unlink_at(dir.as_fd(), name) {
+                log::debug!("cannot remove {}: {e}", path.display());
+            }
+        }
+        _ => log::debug!(
+            "{} is not the socket file made for it: left alone",
+            path.display()
+        ),
+    }
+}
+
 /// The address of abstract name `name`: a `sun_path` that starts with a NUL byte (Linux).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn abstract_addr(name: &[u8]) -> io::Result<SockAddr> {

@@ -80,6 +80,8 @@ struct Echo {
     pids: Vec<u32>,
     /// The first `listening on` line, where a test keeps it.
     first_line: String,
+    /// The first process's process group, which every successor joins once ready.
+    group: i32,
 }
 
 impl Echo {
@@ -143,6 +145,8 @@ impl Echo {
             log: Vec::new(),
             pids: vec![pid],
             first_line: String::new(),
+            // SAFETY: getpgid reads nothing of ours.
+            group: unsafe { libc::getpgid(pid as i32) },
         }
     }
 
@@ -190,6 +194,19 @@ impl Echo {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no pid in {line:?}"));
         let lines = self.listening();
+        // Once ready, the successor is in its predecessor's process group.
+        // SAFETY: getpgid reads nothing of ours.
+        let group = |pid: u32| unsafe { libc::getpgid(pid as i32) };
+        let want = self.group;
+        let deadline = Instant::now() + util::TIMEOUT;
+        while group(pid) != want {
+            assert!(
+                Instant::now() < deadline,
+                "successor {pid} is in group {}, not {want}",
+                group(pid)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.pid = pid;
         self.pids.push(pid);
         (pid, lines)
@@ -652,6 +669,101 @@ fn the_program_replaced_on_disk_is_the_successor_and_one_that_cannot_run_is_repo
     assert_eq!(util::round_trip(&mut held, b"still"), b"still");
 }
 
+/// A copy of the echo example at `dir/echo` (started from there, so a hand-over starts
+/// whatever `dir/echo` is then), the real one beside it at `dir/echo.real`.
+fn echo_copy(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let program = dir.join("echo");
+    let real = dir.join("echo.real");
+    std::fs::copy(util::example("echo"), &program).unwrap();
+    std::fs::copy(util::example("echo"), &real).unwrap();
+    (program, real)
+}
+
+/// Replaces `program` with a shell script whose body is `body`.
+fn replace_with_script(program: &std::path::Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let new = program.with_extension("new");
+    std::fs::write(&new, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&new, program).unwrap();
+}
+
+/// A wrapper that starts the server as its child (no `exec`): the service manager is told
+/// the server's pid, which sent READY=1 (a manager that signals the wrapper would leave the
+/// server orphaned), and the log names it.
+#[test]
+fn a_wrappers_server_is_the_main_pid_the_manager_hears() {
+    let dir = tempdir("wrapper-pid");
+    let (program, real) = echo_copy(&dir);
+    let path = dir.join("notify");
+    let manager = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    reap_orphans();
+    let mut command = Command::new(&program);
+    command
+        .args(["--drain-timeout", "1", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("NOTIFY_SOCKET", &path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut echo = Echo::adopt(command.spawn().unwrap());
+    echo.listening();
+    let mut buf = vec![0; 4096];
+    let n = manager.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("READY=1"));
+    replace_with_script(&program, &format!("{} \"$@\"\nexit $?", real.display()));
+    let (pid, _) = echo.hand_over();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(exe, real, "the pid reported is not the server's");
+    let n = manager.recv(&mut buf).unwrap();
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), format!("MAINPID={pid}"));
+    // The wrapper, its parent, goes when the test ends (it is in the successor's first
+    // group, which the server left for its predecessor's).
+    let wrapper = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap()
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok()))
+        .unwrap();
+    echo.pids.push(wrapper);
+}
+
+/// A Unix-domain socket the successor does not plan is closed once it is ready, and its
+/// file, which the predecessor made and left to it, goes with it.
+#[test]
+fn a_unix_socket_the_successor_drops_leaves_no_file() {
+    let dir = tempdir("dropped-unix");
+    let (program, real) = echo_copy(&dir);
+    let path = dir.join("a.sock");
+    let spec = format!("unix:{}", path.display());
+    reap_orphans();
+    let mut command = Command::new(&program);
+    command
+        .args(["--drain-timeout", "1", &spec, "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut echo = Echo::adopt(command.spawn().unwrap());
+    echo.listening();
+    assert!(path.exists());
+    // The new version listens on TCP only.
+    replace_with_script(
+        &program,
+        &format!("exec {} --drain-timeout 1 127.0.0.1:0", real.display()),
+    );
+    let old = echo.pid;
+    let (_, lines) = echo.hand_over();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let deadline = Instant::now() + util::TIMEOUT;
+    while !gone(old) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!path.exists(), "the dropped socket's file stays");
+}
+
 /// Each successor of ten hand-overs has as many descriptors as the first successor: nothing
 /// of a predecessor leaks into its successor (the readiness channel, copies of the
 /// sockets). (The first process may have more: what the test harness left open without
@@ -905,6 +1017,8 @@ impl Echo {
             log: Vec::new(),
             pids: vec![pid],
             first_line: String::new(),
+            // SAFETY: getpgid reads nothing of ours.
+            group: unsafe { libc::getpgid(pid as i32) },
         }
     }
 }
@@ -932,7 +1046,10 @@ fn tempdir(what: &str) -> PathBuf {
 /// An echo handler that records what became of its hand-overs.
 struct Recording {
     events: Vec<String>,
+    /// The pids of the successors started.
     pids: Vec<u32>,
+    /// The pids that said READY=1 (a wrapper's server, where there is a wrapper).
+    ready: Vec<u32>,
 }
 
 impl Handler for Recording {
@@ -946,7 +1063,10 @@ impl Handler for Recording {
                 self.pids.push(*pid);
                 self.events.push("started".into());
             }
-            HandOverEvent::Ready { .. } => self.events.push("ready".into()),
+            HandOverEvent::Ready { pid } => {
+                self.events.push("ready".into());
+                self.ready.push(*pid);
+            }
             HandOverEvent::Failed(e) => self.events.push(format!("failed: {:?}: {e}", e.kind())),
             _ => self.events.push(format!("{event:?}")),
         }
@@ -1043,10 +1163,7 @@ fn successor_never_ready() {
         .unwrap();
         let _server = Server::builder()
             .listen("127.0.0.1:0")
-            .bind(Recording {
-                events: Vec::new(),
-                pids: Vec::new(),
-            })
+            .bind(recording())
             .unwrap();
         std::thread::sleep(Duration::from_secs(30));
         std::process::exit(4);
@@ -1064,10 +1181,7 @@ fn successor_plans_separate_stacks() {
             .listen_config(
                 dualstack::ListenConfig::new().wildcard_stack(dualstack::WildcardStack::Separate),
             )
-            .bind(Recording {
-                events: Vec::new(),
-                pids: Vec::new(),
-            });
+            .bind(recording());
         let said = match result {
             Ok(_) => "bound".to_owned(),
             Err(e) => e.to_string(),
@@ -1085,10 +1199,7 @@ fn successor_serves_the_first_spec_only() {
     if as_successor().is_some() {
         let mut server = Server::builder()
             .listen("127.0.0.1:0")
-            .bind(Recording {
-                events: Vec::new(),
-                pids: Vec::new(),
-            })
+            .bind(recording())
             .unwrap();
         dualstack::notify("READY=1").unwrap();
         let end = Instant::now() + Duration::from_secs(20);
@@ -1172,6 +1283,7 @@ fn recording() -> Recording {
     Recording {
         events: Vec::new(),
         pids: Vec::new(),
+        ready: Vec::new(),
     }
 }
 
@@ -1364,11 +1476,15 @@ fn a_wrapper_that_does_not_exec_works_and_its_server_goes_with_it_on_failure() {
         server.handler().events
     );
     let shell = server.handler().pids[1];
+    let inner = server.handler().ready[0];
+    assert_ne!(
+        inner, shell,
+        "the wrapper's pid was reported, not its server's"
+    );
     server.run().unwrap();
     drop(server);
     assert!(echoes(v4), "the wrapped successor does not serve");
-    // SAFETY: as in `kill`: the group this test's hand-over made.
-    unsafe { libc::kill(-(shell as i32), libc::SIGKILL) };
+    kill(inner);
     kill(shell);
 }
 

@@ -181,7 +181,8 @@ pub enum HandOverEvent {
     },
     /// The successor said `READY=1`: this server has stopped accepting and drains.
     Ready {
-        /// Its process id.
+        /// The pid of the server that said it (the successor itself, or the server a
+        /// wrapper it was started as runs).
         pid: u32,
     },
     /// The hand-over failed; this server goes on as before, and may try again.

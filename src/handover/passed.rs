@@ -201,7 +201,17 @@ pub(crate) fn ready(state: &str) -> Option<io::Result<()>> {
             )));
         }
         let channel = table.ready.take()?;
-        let sent = socket2::SockRef::from(&channel.as_fd()).send(state.as_bytes());
+        // With this process's pid: a wrapper between the two may be what the predecessor
+        // started, and the service manager must learn the server's pid.
+        let message = match state.lines().any(|l| l.starts_with("MAINPID=")) {
+            true => state.to_owned(),
+            false => format!(
+                "{}\nMAINPID={}",
+                state.trim_end_matches('\n'),
+                std::process::id()
+            ),
+        };
+        let sent = socket2::SockRef::from(&channel.as_fd()).send(message.as_bytes());
         drop(channel);
         READY_SENT.store(true, Ordering::Release);
         for e in std::mem::take(&mut table.entries) {
@@ -220,7 +230,25 @@ pub(crate) fn ready(state: &str) -> Option<io::Result<()>> {
                 e.spec,
                 e.fd
             );
-            drop(crate::sys::take_inherited(e.fd));
+            let Ok(socket) = crate::sys::take_inherited(e.fd) else {
+                continue;
+            };
+            let path = socket2::SockRef::from(&socket)
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(std::path::Path::to_owned));
+            drop(socket);
+            // Its file, if the predecessor made it: the predecessor left it to this
+            // process, which serves nothing there.
+            if let (Some(path), Some(made)) = (path, e.file) {
+                crate::unix::remove_if_made(&path, made);
+            }
+        }
+        if sent.is_ok() {
+            // The predecessor's process group from now on, as a child of it would be: a
+            // terminal's Ctrl-C, or a supervisor that signals the group, reaches it. (Its
+            // own group until now, so that a failed start was killed with what it began.)
+            crate::sys::join_group_of(table.from);
         }
         Some(sent.map(drop))
     })

@@ -156,11 +156,6 @@ pub(crate) fn start(
             let mut child = child;
             let outcome = wait(&mut child, ours, deadline, &stop);
             let ready = outcome.is_ok();
-            if !ready {
-                // Whatever it started too (a wrapper's server): nothing of a failed
-                // successor may go on holding the sockets.
-                crate::sys::kill_group(child.id());
-            }
             let _ = tx.send(outcome);
             wake();
             if ready {
@@ -236,7 +231,7 @@ fn wait(
                 // the exit to be seen.
                 let until = Instant::now() + Duration::from_secs(1);
                 while Instant::now() < until {
-                    if let Ok(Some(status)) = child.try_wait() {
+                    if let Some(status) = reap_ended(child) {
                         return Err(exited(pid, status));
                     }
                     std::thread::sleep(Duration::from_millis(5));
@@ -249,7 +244,14 @@ fn wait(
             Ok(n) => {
                 let message = String::from_utf8_lossy(&buf[..n]);
                 if message.lines().any(|l| l == "READY=1") {
-                    return Ok(pid);
+                    // The server's own pid, which a wrapper that did not exec is not.
+                    let server = message
+                        .lines()
+                        .find_map(|l| l.strip_prefix("MAINPID="))
+                        .and_then(|p| p.parse::<u32>().ok())
+                        .filter(|p| *p > 1)
+                        .unwrap_or(pid);
+                    return Ok(server);
                 }
             }
             Err(e)
@@ -268,7 +270,7 @@ fn wait(
                 )
             }
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = reap_ended(child) {
             return Err(exited(pid, status));
         }
         if Instant::now() >= deadline {
@@ -278,6 +280,27 @@ fn wait(
             ));
         }
     }
+}
+
+/// If `child` has ended: its process group is killed first (what it started, a wrapper's
+/// server, must not go on holding the sockets; while the ended child is not reaped, its
+/// pid, the group's id, cannot be anyone else's), then it is reaped, and its status
+/// returned.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn reap_ended(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    if !crate::sys::has_ended(child.id()) {
+        return None;
+    }
+    crate::sys::kill_group(child.id());
+    child.wait().ok()
+}
+
+/// See the Linux version. Without a way to look at an ended child before reaping it here,
+/// what a successor that ended started is left alone (its group's id could be anyone's
+/// once it is reaped).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn reap_ended(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    child.try_wait().ok().flatten()
 }
 
 fn exited(pid: u32, status: std::process::ExitStatus) -> HandOverError {

@@ -124,15 +124,18 @@ impl ServerHandle {
     /// The successor ([`HandOver::new`](crate::HandOver::new): this program as the file on
     /// disk is now, with this process's arguments) gets the listening sockets on
     /// descriptors 3, 4, … (`LISTEN_FDS`, `LISTEN_FDNAMES` naming each one's spec), its
-    /// standard streams, and no other descriptor of this process; it runs in a process
-    /// group of its own (a terminal's Ctrl-C no longer reaches it: stop it by its pid, or
-    /// through the service manager). Its binds take, for each socket they plan, the
+    /// standard streams, and no other descriptor of this process. It starts in a process
+    /// group of its own (a failed one is killed with whatever it started), and joins this
+    /// process's group once it is ready, as a child of it would be (a terminal's Ctrl-C, or
+    /// a supervisor that signals the group, reaches it). Its binds take, for each socket they plan, the
     /// passed socket of the same spec and address (its mode and port checked: a
     /// difference is a bind error naming both), bind only what was not passed, and close
     /// passed sockets nothing planned once it is ready. It must say `READY=1` through
     /// [`notify`](crate::notify) after every bind, within the ready timeout (a `READY=1`
-    /// before any bind is refused). A wrapper script in between works if it keeps
-    /// descriptors 3 and up open (`exec` the server).
+    /// before any bind is refused; [`notify`](crate::notify) adds the server's pid). A
+    /// wrapper script in between works if it keeps descriptors 3 and up open, whether it
+    /// `exec`s the server or starts it as a child: the pid the server sends with `READY=1`
+    /// is the one reported and given to the service manager.
     ///
     /// Then this process tells a service manager the new main pid (`MAINPID=`), stops
     /// accepting (its copies of the sockets stay open until the server is dropped; both
