@@ -1024,9 +1024,11 @@ pub(crate) fn own(_: &ListenSpec, checked: Checked) -> Result<Inherited, Inherit
 /// Returns whether it was sent: `false` when `NOTIFY_SOCKET` is not set (no manager waits).
 ///
 /// In a hand-over ([`ServerHandle::hand_over`](crate::ServerHandle::hand_over)): a
-/// successor's first `READY=1` goes to its predecessor (say it after every bind: one
-/// before any bind is refused with `InvalidInput`, since it would close every socket the
-/// predecessor passed), which then tells the service manager the new main pid; a process
+/// successor's first `READY=1` goes to its predecessor, with this process's pid (say it
+/// after every bind: one before any bind of this library looked at the passed sockets is
+/// refused with `InvalidInput`, since it would close every one of them; a successor that
+/// takes them without this library's binds cannot say it), which then tells the service
+/// manager the new main pid; a process
 /// that has handed its service over sends nothing more (returns `false`), whichever of its
 /// servers handed over: its `STOPPING=1` would stop the successor's service.
 ///
