@@ -85,7 +85,11 @@ impl Signals {
 
     /// From now on the first signal stops `server` gracefully (its
     /// [`ServerHandle::stop`], and `STOPPING=1` to a service manager that waits for it),
-    /// and a second ends the process at once with status 128 + the signal.
+    /// and a second ends the process at once with status 128 + the signal. Graceful as
+    /// [`Context::stop`](crate::Context::stop) says: no more accepting, `on_stop`, then
+    /// each connection closed once its queued output is written (within the shutdown
+    /// timeout); it does not wait for clients to finish. To let them finish while a new
+    /// process serves, hand over instead ([`hand_over_on_usr2`](Signals::hand_over_on_usr2)).
     ///
     /// # Errors
     ///
@@ -119,13 +123,43 @@ impl Signals {
 
     /// Calls `reload` on a thread of its own at each SIGHUP, the customary "read your
     /// configuration again" (with the `tls` feature, typically: read the certificate files
-    /// into a `TlsConfig` and hand it to [`ServerHandle::reload_tls`]). Without it, SIGHUP
-    /// ends the process. Windows has no SIGHUP: there this does nothing.
+    /// into a `TlsConfig` and hand it to [`ServerHandle::reload_tls`]). Until it is called,
+    /// SIGHUP ends the process; it needs no server, so it may follow
+    /// [`install`](Signals::install) at once. Windows has no SIGHUP: there this does nothing.
     ///
     /// ```no_run
     /// # fn main() -> std::io::Result<()> {
     /// let signals = dualstack::signals::Signals::install()?;
     /// signals.on_hangup(|| log::info!("SIGHUP: configuration read again"))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// With TLS: one function builds the configuration at start and at each reload (a
+    /// reload replaces all of it, ALPN and client CAs too), and the closure owns a handle:
+    ///
+    /// ```no_run
+    /// # use dualstack::prelude::*;
+    /// # struct App;
+    /// # impl Handler for App {
+    /// #     type State = ();
+    /// #     fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
+    /// # }
+    /// use dualstack::{TlsConfig, TlsError};
+    ///
+    /// fn tls() -> Result<TlsConfig, TlsError> {
+    ///     Ok(TlsConfig::new().cert_files("site.pem", "site.key")?.alpn(["h2", "http/1.1"]))
+    /// }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let signals = dualstack::signals::Signals::install()?;
+    /// let mut server = Server::builder().listen_tls(":8443", tls()?).bind(App)?;
+    /// let handle = server.handle();
+    /// signals.on_hangup(move || match tls().and_then(|t| handle.reload_tls(&t)) {
+    ///     Ok(()) => log::info!("SIGHUP: certificates read again"),
+    ///     Err(e) => log::warn!("SIGHUP: {e}; the running certificates stay"),
+    /// })?;
+    /// signals.stop(&server)?;
+    /// server.run()?;
     /// # Ok(()) }
     /// ```
     ///

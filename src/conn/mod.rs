@@ -69,6 +69,13 @@ pub struct ConnInfo {
     pub peer: Peer,
 }
 
+impl fmt::Display for ConnInfo {
+    /// `PEER on listener N`, as in `127.0.0.1:50000 on listener 0`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} on {}", self.peer, self.listener)
+    }
+}
+
 /// Why a connection closed.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -297,5 +304,14 @@ mod tests {
             CloseReason::from_io(io::ErrorKind::TimedOut.into()),
             CloseReason::Error(_)
         ));
+    }
+
+    #[test]
+    fn conn_info_reads_as_a_log_line() {
+        let info = ConnInfo {
+            listener: ListenerId(2),
+            peer: Peer::Ip("[::1]:50000".parse().unwrap()),
+        };
+        assert_eq!(info.to_string(), "[::1]:50000 on listener 2");
     }
 }

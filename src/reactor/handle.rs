@@ -289,7 +289,9 @@ impl ServerHandle {
     /// ([`TlsConfig::cert_files`](crate::TlsConfig::cert_files)…), so nothing is swapped
     /// then; replace a certificate and its key together (write both, then reload; a
     /// watcher that reloads on each file's change sees the first one alone and fails on
-    /// the pair until the second is written).
+    /// the pair until the second is written). Since a reload replaces everything, build
+    /// the configuration at start and at each reload with one function
+    /// ([`Signals::on_hangup`](crate::signals::Signals::on_hangup) shows it).
     ///
     /// # Errors
     ///

@@ -105,8 +105,9 @@ impl TlsConfig {
     }
 
     /// Adds a certificate chain (PEM, leaf first) and its private key (PEM: PKCS#8, PKCS#1
-    /// or SEC1), read now. Refused, naming the file: unreadable, no certificate or no key in
-    /// it, a key rustls cannot use, or a key that does not belong to the certificate.
+    /// or SEC1), read now (a relative path from the process's working directory at this
+    /// call). Refused, naming the file: unreadable, no certificate or no key in it, a key
+    /// rustls cannot use, or a key that does not belong to the certificate.
     pub fn cert_files(
         self,
         cert: impl AsRef<Path>,

@@ -245,7 +245,8 @@ impl TlsInfo {
         self.server_name.as_deref()
     }
 
-    /// The application protocol both sides agreed on (ALPN), if any.
+    /// The application protocol both sides agreed on (ALPN), if any, as bytes (ALPN names
+    /// are byte strings); to print it: `tls.alpn().map(String::from_utf8_lossy)`.
     pub fn alpn(&self) -> Option<&[u8]> {
         self.alpn.as_deref()
     }
