@@ -43,6 +43,7 @@ fn main() {
     common::reload_tls_on_hangup("echo", &signals, &opts, &server);
     common::hand_over_on_usr2("echo", &signals, &opts, &server);
     common::announce("echo", &server);
+    common::store_listeners(&opts, &server);
     if let Err(e) = server.run() {
         log::error!("the server loop failed: {e}");
         std::process::exit(1);

@@ -402,6 +402,7 @@ fn main() {
     common::reload_tls_on_hangup("kv", &signals, &opts, &server);
     common::hand_over_on_usr2("kv", &signals, &opts, &server);
     common::announce("kv", &server);
+    common::store_listeners(&opts, &server);
     if let Err(e) = server.run() {
         log::error!("the server loop failed: {e}");
         std::process::exit(1);

@@ -144,12 +144,12 @@ impl std::error::Error for InheritError {
 
 /// The error for `spec`, an `sd-listen` spec of a process a hand-over started, for which
 /// the predecessor (process `from`) passed no socket.
-pub(crate) fn not_handed(spec: &ListenSpec, from: u32) -> InheritError {
+pub(crate) fn not_handed(spec: &ListenSpec, from: &str) -> InheritError {
     InheritError::new(
         spec,
         None,
         InheritErrorKind::NoSuchName,
-        format!("this process was started by a hand-over from process {from}, which passed no socket for this spec (the predecessor listened on other specs)"),
+        format!("this process was started by a hand-over from {from}, which passed no socket for this spec (the predecessor listened on other specs)"),
     )
 }
 
@@ -195,9 +195,14 @@ pub(crate) fn descriptors(spec: &ListenSpec) -> Result<Vec<i32>, InheritError> {
         SpecKind::Fd(fd) => Ok(vec![*fd]),
         SpecKind::Activated { name } => {
             let passed = activation(spec)?;
+            // (`sd-listen` alone: every socket but those this library stored under its
+            // own names, `ds.…`, which go back to the specs that stored them.)
             let chosen: Vec<i32> = passed
                 .iter()
-                .filter(|(_, n)| name.as_ref().map_or(true, |want| n == want))
+                .filter(|(_, n)| match name {
+                    Some(want) => n == want,
+                    None => !is_stored_name(n),
+                })
                 .map(|(fd, _)| *fd)
                 .collect();
             // (`activation` passes at least one socket, so only a name can choose none.)
@@ -217,6 +222,18 @@ pub(crate) fn descriptors(spec: &ListenSpec) -> Result<Vec<i32>, InheritError> {
         }
         _ => Ok(Vec::new()),
     }
+}
+
+/// Whether `name` is one this library gives the sockets it passes on or stores.
+#[cfg(unix)]
+fn is_stored_name(name: &str) -> bool {
+    crate::handover::passed::parse_name(name).is_some()
+}
+
+/// See the Unix version.
+#[cfg(not(unix))]
+fn is_stored_name(_: &str) -> bool {
+    false
 }
 
 /// The sockets systemd passed, with their names, from the environment.
@@ -1052,42 +1069,56 @@ pub fn notify(state: &str) -> io::Result<bool> {
             return sent.map(|()| true);
         }
     }
+    #[cfg(unix)]
+    return send_to_manager(state, None);
+    #[cfg(not(unix))]
+    match std::env::var_os("NOTIFY_SOCKET") {
+        _ if state.is_empty() => Ok(false),
+        None => Ok(false),
+        Some(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "NOTIFY_SOCKET is a Unix-domain socket",
+        )),
+    }
+}
+
+/// Sends `state` to the service manager's `NOTIFY_SOCKET` as it is (no hand-over rule
+/// applies), with descriptor `fd` (`SCM_RIGHTS`) if given: `Ok(false)` when no manager
+/// listens.
+#[cfg(unix)]
+pub(crate) fn send_to_manager(
+    state: &str,
+    fd: Option<std::os::fd::BorrowedFd<'_>>,
+) -> io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(false);
     };
-    #[cfg(unix)]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        let socket = std::os::unix::net::UnixDatagram::unbound()?;
-        let bytes = target.as_bytes();
-        match bytes.strip_prefix(b"@") {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            Some(name) => {
-                use std::os::linux::net::SocketAddrExt;
-                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-                socket.send_to_addr(state.as_bytes(), &addr)?;
-            }
-            #[cfg(not(any(target_os = "linux", target_os = "android")))]
-            Some(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "an abstract NOTIFY_SOCKET exists only on Linux",
-                ))
-            }
-            None => {
-                socket.send_to(state.as_bytes(), std::path::Path::new(&target))?;
-            }
+    let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    let bytes = target.as_bytes();
+    match bytes.strip_prefix(b"@") {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.connect_addr(&addr)?;
         }
-        Ok(true)
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        Some(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "an abstract NOTIFY_SOCKET exists only on Linux",
+            ))
+        }
+        None => socket.connect(std::path::Path::new(&target))?,
     }
-    #[cfg(not(unix))]
-    {
-        let _ = (target, state);
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "NOTIFY_SOCKET is a Unix-domain socket",
-        ))
+    match fd {
+        Some(fd) => crate::sys::send_with_fd(&socket, state.as_bytes(), fd)?,
+        None => {
+            socket.send(state.as_bytes())?;
+        }
     }
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -761,6 +761,60 @@ pub(crate) fn join_group_of(pid: u32) {
     }
 }
 
+/// Sends `bytes` on connected datagram socket `socket` with descriptor `fd` attached
+/// (`SCM_RIGHTS`): how a service manager's descriptor store is given a socket.
+///
+/// # Errors
+///
+/// The OS error of `sendmsg`.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn send_with_fd(
+    socket: &std::os::unix::net::UnixDatagram,
+    bytes: &[u8],
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    // A control buffer for one descriptor, aligned for cmsghdr (u64 words).
+    let mut control = [0u64; 8];
+    // SAFETY: CMSG_SPACE computes a size from a constant; no memory is touched.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    assert!(
+        space <= std::mem::size_of_val(&control),
+        "the control buffer is too small"
+    );
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: a zeroed msghdr is a valid value of it (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` points to `control`, which holds `space` bytes (checked above), so
+    // CMSG_FIRSTHDR returns a pointer inside it, at which one cmsghdr and the int after it
+    // (CMSG_DATA) fit; they are written with unaligned writes. sendmsg reads `msg`, the
+    // iovec (which points to `bytes`, alive and only read) and `control`, all alive for
+    // the call; `raw` is an open descriptor the borrow keeps open.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() {
+            return Err(io::Error::other("no room for the control message"));
+        }
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), raw);
+        if libc::sendmsg(socket.as_raw_fd(), &msg, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// The pid of this process's parent.
 #[cfg(unix)]
 pub(crate) fn parent_pid() -> u32 {

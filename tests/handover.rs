@@ -764,6 +764,186 @@ fn a_unix_socket_the_successor_drops_leaves_no_file() {
     assert!(!path.exists(), "the dropped socket's file stays");
 }
 
+/// One datagram and the descriptors it carries (`SCM_RIGHTS`), as a service manager
+/// receives `FDSTORE=1`.
+fn recv_with_fds(socket: &std::os::unix::net::UnixDatagram) -> (String, Vec<std::os::fd::OwnedFd>) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut buf = vec![0u8; 4096];
+    let mut control = [0u64; 32];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; it points to `iov` and `control`, alive for the
+    // call; recvmsg writes into them within their lengths.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: as above.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
+    let mut fds = Vec::new();
+    // SAFETY: the CMSG macros walk the control buffer recvmsg filled, within
+    // msg_controllen; each SCM_RIGHTS payload holds ints, read unaligned; each descriptor
+    // is new in this process and owned here.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+                let count = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<libc::c_int>();
+                for i in 0..count {
+                    let fd = std::ptr::read_unaligned(data.add(i));
+                    fds.push(std::os::fd::OwnedFd::from_raw_fd(fd));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    (
+        String::from_utf8_lossy(&buf[..n as usize]).into_owned(),
+        fds,
+    )
+}
+
+/// A service manager's descriptor store (`FDSTORE=1`, `--fd-store`): the sockets it keeps
+/// hold clients in the backlog while no process runs (a plain restart refuses nobody), the
+/// next start takes them back by spec, on the same port, and serves the client that
+/// waited; a stored socket the new start no longer plans is closed, and the manager told
+/// to forget it (`FDSTOREREMOVE=1`).
+#[test]
+fn a_restart_takes_the_sockets_back_from_the_descriptor_store() {
+    use std::os::fd::{AsFd, AsRawFd};
+    let dir = tempdir("fdstore");
+    let path = dir.join("notify");
+    let manager = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    let notify = path.to_str().unwrap().to_owned();
+    let abstract_name = format!("@dualstack-fdstore-{}", std::process::id());
+    let mut first = Echo::start_with(
+        &["--fd-store", "127.0.0.1:0", &abstract_name],
+        &[("NOTIFY_SOCKET", &notify)],
+    );
+    let lines = first.listening();
+    let addr = addrs(&lines[..1])[0];
+    assert!(recv_with_fds(&manager).0.starts_with("READY=1"));
+    let mut stored = Vec::new();
+    for _ in 0..2 {
+        let (message, mut fds) = recv_with_fds(&manager);
+        let name = message
+            .strip_prefix("FDSTORE=1\nFDNAME=")
+            .unwrap_or_else(|| panic!("{message:?}"))
+            .to_owned();
+        assert_eq!(fds.len(), 1, "{message}");
+        stored.push((name, fds.remove(0)));
+    }
+    // A plain restart: the process ends; the manager (this test) holds the sockets.
+    signal(first.pid, libc::SIGTERM);
+    let deadline = Instant::now() + util::TIMEOUT;
+    while first.first.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut waiting = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+        .expect("refused while no process ran");
+    waiting.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    waiting.write_all(b"waited").unwrap();
+    // The next start gets them as systemd passes them: at 3, 4, … with their names and
+    // LISTEN_PID its own; it plans the TCP spec only.
+    let copies: Vec<std::os::fd::OwnedFd> = stored
+        .iter()
+        .map(|(_, fd)| {
+            // SAFETY: F_DUPFD_CLOEXEC makes a copy at 100 or above; the result is owned.
+            let copy = unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) };
+            assert!(copy >= 100);
+            // SAFETY: just made, owned here only.
+            unsafe { std::os::fd::FromRawFd::from_raw_fd(copy) }
+        })
+        .collect();
+    // And, as from a socket unit, a socket of its own named `web`, for `sd-listen`: that
+    // spec takes it, and none of the stored ones (they go back to their own specs).
+    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let web_addr = web.local_addr().unwrap();
+    // SAFETY: as above.
+    let web_copy = unsafe { libc::fcntl(web.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) };
+    assert!(web_copy >= 100);
+    // SAFETY: just made, owned here only.
+    let web_copy: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(web_copy) };
+    let mut raw: Vec<i32> = copies.iter().map(|c| c.as_raw_fd()).collect();
+    raw.push(web_copy.as_raw_fd());
+    let mut names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
+    names.push("web");
+    let script = format!(
+        "LISTEN_PID=$$ exec {} --fd-store 127.0.0.1:0 sd-listen",
+        util::example("echo").display()
+    );
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", &script])
+        .env("RUST_LOG", "info")
+        .env("NOTIFY_SOCKET", &notify)
+        .env("LISTEN_FDS", raw.len().to_string())
+        .env("LISTEN_FDNAMES", names.join(":"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: dup2 is async-signal-safe; the sources are at 100 and above, above
+        // every target.
+        unsafe {
+            command.pre_exec(move || {
+                for (i, fd) in raw.iter().enumerate() {
+                    if libc::dup2(*fd, 3 + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+    let second = Echo::adopt(command.spawn().unwrap());
+    drop(copies);
+    drop(web_copy);
+    let again = second.listening();
+    assert_eq!(
+        again,
+        [lines[0].clone(), format!("listening on {web_addr} (ipv4)")],
+        "not the stored socket, or sd-listen took a stored one"
+    );
+    let mut back = [0; 6];
+    waiting.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"waited");
+    // What the manager heard: STOPPING=1 from the first, then from the second the
+    // abstract socket forgotten, READY=1, and the TCP one stored again.
+    let mut heard = Vec::new();
+    let deadline = Instant::now() + util::TIMEOUT;
+    while heard.len() < 4 && Instant::now() < deadline {
+        let (message, _) = recv_with_fds(&manager);
+        heard.push(message);
+    }
+    let abstract_stored = &stored
+        .iter()
+        .find(|(n, _)| n.contains("%40") || n.contains('@'))
+        .unwrap()
+        .0;
+    assert!(
+        heard.contains(&format!("FDSTOREREMOVE=1\nFDNAME={abstract_stored}")),
+        "{heard:?}"
+    );
+    assert!(heard.iter().any(|m| m.starts_with("READY=1")), "{heard:?}");
+    assert!(
+        heard
+            .iter()
+            .any(|m| m.starts_with("FDSTORE=1\nFDNAME=") && !m.contains(abstract_stored.as_str())),
+        "{heard:?}"
+    );
+    drop(second);
+}
+
 /// Each successor of ten hand-overs has as many descriptors as the first successor: nothing
 /// of a predecessor leaks into its successor (the readiness channel, copies of the
 /// sockets). (The first process may have more: what the test harness left open without

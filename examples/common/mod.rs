@@ -53,6 +53,8 @@ pub struct Options {
     pub tls_handshake_threads: Option<usize>,
     /// After a hand-over (SIGUSR2): how long this process's connections may go on.
     pub drain_timeout: Option<Duration>,
+    /// Give the service manager the listening sockets to keep across restarts.
+    pub fd_store: bool,
     /// Options particular to one example, as `(name, value)`.
     pub extra: Vec<(String, String)>,
 }
@@ -107,6 +109,9 @@ OPTIONS:
                             goes on serving meanwhile (default 0: the loop does them)
   --drain-timeout SECONDS   after a hand-over (SIGUSR2), how long this process's
                             connections may go on before they are closed (30)
+  --fd-store                give the service manager (NOTIFY_SOCKET) the listening
+                            sockets to keep across restarts (systemd's
+                            FileDescriptorStoreMax=); a restart takes them back
   --proxy-from CIDR[,CIDR...]
                             the balancers trusted to send one (default 127.0.0.0/8,::1);
                             other peers are closed without a byte read
@@ -154,6 +159,7 @@ impl Options {
             tls_handshake_timeout: None,
             tls_handshake_threads: None,
             drain_timeout: None,
+            fd_store: false,
             extra: Vec::new(),
         };
         let args: Vec<String> = std::env::args_os()
@@ -248,6 +254,7 @@ impl Options {
                 "--tls-handshake-timeout" => {
                     opts.tls_handshake_timeout = Some(seconds(name, &arg, &value("seconds"), TIMEOUT_RANGE));
                 }
+                "--fd-store" => opts.fd_store = true,
                 "--drain-timeout" => {
                     opts.drain_timeout = Some(seconds(name, &arg, &value("seconds"), TIMEOUT_RANGE));
                 }
@@ -625,6 +632,18 @@ pub fn stop_on_signals<H: Handler>(
     signals
         .stop(server)
         .unwrap_or_else(|e| fail(name, &format!("cannot catch signals: {e}")));
+}
+
+/// With `--fd-store`, gives the service manager the listening sockets to keep across
+/// restarts (after READY=1, which `announce` sent).
+pub fn store_listeners<H: Handler>(opts: &Options, server: &Server<H>) {
+    if !opts.fd_store {
+        return;
+    }
+    match server.store_listeners() {
+        Ok(n) => log::info!("{n} listening sockets given to the service manager to keep"),
+        Err(e) => log::warn!("cannot give the service manager the listening sockets: {e}"),
+    }
 }
 
 /// SIGUSR2 hands the listening sockets to this program started again (the binary on disk

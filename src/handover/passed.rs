@@ -4,8 +4,9 @@
 //!
 //! The contract (see [`crate::handover`] for the predecessor's side): descriptors 3, 4, …
 //! are the predecessor's listening sockets, `LISTEN_FDS` counts them and `LISTEN_FDNAMES`
-//! names each `OCCURRENCE/SPEC` (the spec as the predecessor displays it, and which of its
-//! equal specs it was, from 0; `:` and `\` escaped with `\` as systemd escapes them);
+//! names each `ds.OCCURRENCE.SPEC` (which of the predecessor's equal specs it was, from 0,
+//! and the spec as the predecessor displays it, percent-encoded: names keep the rules of
+//! systemd's `FDNAME=`, so the same names serve its descriptor store, [`read_store`]);
 //! `DUALSTACK_HANDOVER` is `PID:FD`, the predecessor's pid and the descriptor of the
 //! channel that `READY=1` goes back on; `DUALSTACK_HANDOVER_FILES` (`I=DEV:INO,…`) names
 //! the socket files the predecessor made, by the index of their socket, so the successor
@@ -37,12 +38,32 @@ struct Entry {
     id: Option<(u64, u64)>,
     /// The socket file the predecessor made for it (device and inode), if it made one.
     file: Option<(u64, u64)>,
+    /// Its name, as passed (what the descriptor store knows it by).
+    name: String,
+}
+
+/// Where the passed sockets came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A predecessor's hand-over, from this pid.
+    Process(u32),
+    /// The service manager's descriptor store (`FDSTORE=1`), on a restart.
+    Store,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Process(pid) => write!(f, "process {pid}"),
+            Source::Store => f.write_str("the service manager's descriptor store"),
+        }
+    }
 }
 
 /// What the predecessor passed.
 #[derive(Debug)]
 struct Table {
-    from: u32,
+    from: Source,
     entries: Vec<Entry>,
     /// The channel `READY=1` goes back on; `None` once used.
     ready: Option<OwnedFd>,
@@ -65,7 +86,10 @@ pub(crate) fn ready_sent() -> bool {
 
 /// The pid of the process that handed this one its sockets, if one did.
 pub(crate) fn predecessor() -> Option<u32> {
-    with_table(|table| table.map(|t| t.from))
+    with_table(|table| match table?.from {
+        Source::Process(pid) => Some(pid),
+        Source::Store => None,
+    })
 }
 
 /// The socket file the predecessor made for the socket it passed at `fd`, if it made one.
@@ -85,10 +109,13 @@ fn with_table<T>(f: impl FnOnce(Option<&mut Table>) -> T) -> T {
     f(table.as_mut())
 }
 
-/// Reads the hand-over variables, once per process. The passed sockets and the channel are
-/// made close-on-exec at once: a process this one starts must not inherit them.
+/// Reads the hand-over variables, once per process, or else what the service manager's
+/// descriptor store passed back. The passed sockets and the channel are made
+/// close-on-exec at once: a process this one starts must not inherit them.
 fn read() -> Option<Table> {
-    let value = std::env::var(VARIABLE).ok()?;
+    let Ok(value) = std::env::var(VARIABLE) else {
+        return read_store();
+    };
     let parsed = value.split_once(':').and_then(|(pid, fd)| {
         Some((
             pid.parse::<u32>().ok()?,
@@ -118,11 +145,12 @@ fn read() -> Option<Table> {
         log::debug!("{VARIABLE}={value:?}: fd {ready_fd} is not a readiness channel process {from} made: ignored");
         return None;
     }
+    let from = Source::Process(from);
     let spec = ListenSpec::checked(SpecKind::Activated { name: None });
     let passed = match crate::inherit::passed(&spec) {
         Ok(passed) => passed,
         Err(e) => {
-            log::warn!("hand-over from process {from}: {e}; no socket taken over");
+            log::warn!("hand-over from {from}: {e}; no socket taken over");
             Vec::new()
         }
     };
@@ -138,23 +166,10 @@ fn read() -> Option<Table> {
     let mut entries = Vec::with_capacity(passed.len());
     for (index, (fd, name)) in passed.into_iter().enumerate() {
         let file = files.iter().find(|(i, _)| *i == index).map(|(_, id)| *id);
-        crate::sys::set_cloexec_if_socket(fd);
-        let id = crate::sys::with_inherited(fd, crate::sys::identity)
-            .ok()
-            .and_then(Result::ok);
-        let parsed = name
-            .split_once('/')
-            .and_then(|(n, spec)| Some((n.parse::<usize>().ok()?, spec.to_owned())));
-        match parsed {
-            Some((occurrence, spec)) => entries.push(Entry {
-                fd,
-                occurrence,
-                spec,
-                id,
-                file,
-            }),
+        match entry(fd, &name, file) {
+            Some(e) => entries.push(e),
             None => log::warn!(
-                "hand-over from process {from}: fd {fd} is named {name:?}, not OCCURRENCE/SPEC: not taken"
+                "hand-over from {from}: fd {fd} is named {name:?}, not ds.OCCURRENCE.SPEC: not taken"
             ),
         }
     }
@@ -168,20 +183,65 @@ fn read() -> Option<Table> {
     })
 }
 
-/// The descriptors the predecessor passed for the `occurrence`-th spec equal to `spec`
-/// (from 0), and the predecessor's pid; `None` when this process is no successor.
-pub(crate) fn group(spec: &ListenSpec, occurrence: usize) -> Option<(Vec<i32>, u32)> {
+/// The sockets the service manager passed back from its descriptor store (those with this
+/// library's names, [`name`]), when `LISTEN_PID` names this process: a restart of a
+/// service that stored its listeners (`Server::store_listeners`).
+fn read_store() -> Option<Table> {
+    if std::env::var("LISTEN_PID").ok()?.trim() != std::process::id().to_string() {
+        return None;
+    }
+    let spec = ListenSpec::checked(SpecKind::Activated { name: None });
+    let passed = crate::inherit::passed(&spec).ok()?;
+    let entries: Vec<Entry> = passed
+        .into_iter()
+        .filter_map(|(fd, name)| {
+            let e = entry(fd, &name, None)?;
+            crate::sys::set_cloexec_if_socket(fd);
+            Some(e)
+        })
+        .collect();
+    (!entries.is_empty()).then_some(Table {
+        from: Source::Store,
+        entries,
+        ready: None,
+        consulted: false,
+    })
+}
+
+/// The entry for socket `fd`, passed as `name`, if the name is one of this library's.
+fn entry(fd: i32, name: &str, file: Option<(u64, u64)>) -> Option<Entry> {
+    let (occurrence, spec) = parse_name(name)?;
+    let id = crate::sys::with_inherited(fd, crate::sys::identity)
+        .ok()
+        .and_then(Result::ok);
+    Some(Entry {
+        fd,
+        occurrence,
+        spec,
+        id,
+        file,
+        name: name.to_owned(),
+    })
+}
+
+/// The descriptors passed for the `occurrence`-th spec equal to `spec` (from 0), and
+/// where they came from: `None` when this process is no successor, or when the descriptor
+/// store passed nothing for this spec (then it binds as on any start).
+pub(crate) fn group(spec: &ListenSpec, occurrence: usize) -> Option<(Vec<i32>, String)> {
     let text = spec.to_string();
     with_table(|table| {
         let table = table?;
         table.consulted = true;
-        let fds = table
+        let fds: Vec<i32> = table
             .entries
             .iter()
             .filter(|e| e.occurrence == occurrence && e.spec == text)
             .map(|e| e.fd)
             .collect();
-        Some((fds, table.from))
+        if fds.is_empty() && table.from == Source::Store {
+            return None;
+        }
+        Some((fds, table.from.to_string()))
     })
 }
 
@@ -194,10 +254,18 @@ pub(crate) fn group(spec: &ListenSpec, occurrence: usize) -> Option<(Vec<i32>, u
 pub(crate) fn ready(state: &str) -> Option<io::Result<()>> {
     with_table(|table| {
         let table = table?;
+        if table.from == Source::Store {
+            // A restart: READY=1 goes to the manager as usual; stored sockets no bind took
+            // are closed, and the manager is told to forget them.
+            if table.consulted {
+                close_leftovers(table);
+            }
+            return None;
+        }
         if table.ready.is_some() && !table.consulted {
             return Some(Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("READY=1 before any bind of this process took the sockets process {} handed over: not sent (bind first, then say READY=1)", table.from),
+                format!("READY=1 before any bind of this process took the sockets {} handed over: not sent (bind first, then say READY=1)", table.from),
             )));
         }
         let channel = table.ready.take()?;
@@ -214,48 +282,141 @@ pub(crate) fn ready(state: &str) -> Option<io::Result<()>> {
         let sent = socket2::SockRef::from(&channel.as_fd()).send(message.as_bytes());
         drop(channel);
         READY_SENT.store(true, Ordering::Release);
-        for e in std::mem::take(&mut table.entries) {
-            if crate::inherit::in_use(e.fd, e.id) {
-                continue;
-            }
-            let now = crate::sys::with_inherited(e.fd, crate::sys::identity)
-                .ok()
-                .and_then(Result::ok);
-            if now.is_none() || now != e.id {
-                continue;
-            }
-            log::warn!(
-                "hand-over from process {}: no listen spec of this process matches the socket passed for {} (fd {}): closed",
-                table.from,
-                e.spec,
-                e.fd
-            );
-            let Ok(socket) = crate::sys::take_inherited(e.fd) else {
-                continue;
-            };
-            let path = socket2::SockRef::from(&socket)
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(std::path::Path::to_owned));
-            drop(socket);
-            // Its file, if the predecessor made it: the predecessor left it to this
-            // process, which serves nothing there.
-            if let (Some(path), Some(made)) = (path, e.file) {
-                crate::unix::remove_if_made(&path, made);
-            }
-        }
+        close_leftovers(table);
         if sent.is_ok() {
             // The predecessor's process group from now on, as a child of it would be: a
             // terminal's Ctrl-C, or a supervisor that signals the group, reaches it. (Its
             // own group until now, so that a failed start was killed with what it began.)
-            crate::sys::join_group_of(table.from);
+            if let Source::Process(pid) = table.from {
+                crate::sys::join_group_of(pid);
+            }
         }
         Some(sent.map(drop))
     })
 }
 
-/// A spec as a name in `LISTEN_FDNAMES`: `OCCURRENCE/SPEC`, `\` and `:` escaped.
+/// Closes the passed sockets no bind of this process took (logged), removes the socket
+/// files the predecessor made for them, and tells the service manager to forget any that
+/// came from its descriptor store.
+fn close_leftovers(table: &mut Table) {
+    for e in std::mem::take(&mut table.entries) {
+        if crate::inherit::in_use(e.fd, e.id) {
+            continue;
+        }
+        let now = crate::sys::with_inherited(e.fd, crate::sys::identity)
+            .ok()
+            .and_then(Result::ok);
+        if now.is_none() || now != e.id {
+            continue;
+        }
+        log::warn!(
+            "{}: no listen spec of this process matches the socket passed for {} (fd {}): closed",
+            table.from,
+            e.spec,
+            e.fd
+        );
+        let Ok(socket) = crate::sys::take_inherited(e.fd) else {
+            continue;
+        };
+        let path = socket2::SockRef::from(&socket)
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(std::path::Path::to_owned));
+        drop(socket);
+        // Its file, if the predecessor made it: the predecessor left it to this process,
+        // which serves nothing there.
+        if let (Some(path), Some(made)) = (path, e.file) {
+            crate::unix::remove_if_made(&path, made);
+        }
+        if table.from == Source::Store {
+            let forget = format!("FDSTOREREMOVE=1\nFDNAME={}", e.name);
+            if let Err(e) = crate::inherit::send_to_manager(&forget, None) {
+                log::warn!("cannot tell the service manager to forget a stored socket: {e}");
+            }
+        }
+    }
+}
+
+/// A spec as a name in `LISTEN_FDNAMES` (and the descriptor store's `FDNAME=`, whose rules
+/// it keeps: at most 255 printable ASCII characters, no `:`): `ds.OCCURRENCE.SPEC`, the
+/// spec percent-encoded (`:` is `%3A`).
 pub(crate) fn name(spec: &ListenSpec, occurrence: usize) -> String {
-    let text = spec.to_string().replace('\\', "\\\\").replace(':', "\\:");
-    format!("{occurrence}/{text}")
+    let mut name = format!("ds.{occurrence}.");
+    for b in spec.to_string().bytes() {
+        match b {
+            b'a'..=b'z'
+            | b'A'..=b'Z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'/'
+            | b'['
+            | b']'
+            | b'@'
+            | b','
+            | b'='
+            | b'+'
+            | b'~' => name.push(b as char),
+            _ => name.push_str(&format!("%{b:02X}")),
+        }
+    }
+    name
+}
+
+/// The occurrence and spec of a name [`name`] made; `None` for any other name.
+pub(crate) fn parse_name(name: &str) -> Option<(usize, String)> {
+    let rest = name.strip_prefix("ds.")?;
+    let (occurrence, encoded) = rest.split_once('.')?;
+    let occurrence = occurrence.parse().ok()?;
+    let mut bytes = Vec::with_capacity(encoded.len());
+    let mut it = encoded.bytes();
+    while let Some(b) = it.next() {
+        if b == b'%' {
+            let hex = [it.next()?, it.next()?];
+            bytes.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            bytes.push(b);
+        }
+    }
+    Some((occurrence, String::from_utf8(bytes).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_keep_the_descriptor_stores_rules() {
+        let specs = [
+            "localhost:0",
+            "[fe80::1%25eth0]:7000",
+            "unix:/run/a b:c\\d%e.sock",
+            "@abstract",
+            "sd-listen:web",
+            "fd:3",
+            ":8080",
+        ];
+        for text in specs {
+            let spec: ListenSpec = text.parse().unwrap();
+            for occurrence in [0, 7] {
+                let n = name(&spec, occurrence);
+                assert!(
+                    n.len() <= 255 && n.bytes().all(|b| b.is_ascii_graphic() && b != b':'),
+                    "{n}"
+                );
+                assert_eq!(parse_name(&n), Some((occurrence, spec.to_string())), "{n}");
+            }
+        }
+        for other in [
+            "web",
+            "ds.",
+            "ds.x.y",
+            "ds.0.%",
+            "ds.0.%zz",
+            "0/localhost:0",
+        ] {
+            assert_eq!(parse_name(other), None, "{other}");
+        }
+    }
 }

@@ -227,7 +227,7 @@ impl ListenConfig {
     /// one reserved here. Dropping the result releases the reservations.
     pub(crate) fn check_inherited(&self, specs: Vec<ListenSpec>) -> Result<CheckedSpecs, Error> {
         let mut inherited: Vec<Vec<crate::inherit::Checked>> = Vec::with_capacity(specs.len());
-        let mut handed: Vec<Option<u32>> = Vec::with_capacity(specs.len());
+        let mut handed: Vec<Option<String>> = Vec::with_capacity(specs.len());
         let mut named: Vec<(i32, usize)> = Vec::new();
         let texts: Vec<String> = specs.iter().map(ListenSpec::to_string).collect();
         for (i, spec) in specs.iter().enumerate() {
@@ -240,7 +240,7 @@ impl ListenConfig {
                     fds
                 }
                 Some((_, from)) if matches!(spec.kind(), SpecKind::Activated { .. }) => {
-                    return Err(crate::inherit::not_handed(spec, from).into());
+                    return Err(crate::inherit::not_handed(spec, &from).into());
                 }
                 _ => {
                     handed.push(None);
@@ -289,7 +289,7 @@ impl ListenConfig {
                     let caps = *caps.get_or_insert_with(HostCaps::probe);
                     let mut plan = plan(spec, self.options, &caps, &*self.resolver)?;
                     let planned_skips = std::mem::take(&mut plan.skipped);
-                    let missing = match handed[i] {
+                    let missing = match &handed[i] {
                         Some(from) => adopt(&plan, &mut inherited[i], from, &mut logged)?,
                         None => Some(plan),
                     };
@@ -313,7 +313,7 @@ impl ListenConfig {
                     logged.extend(opened.notes);
                     opened.listeners
                 }
-                SpecKind::Unix(addr) => match handed[i] {
+                SpecKind::Unix(addr) => match &handed[i] {
                     Some(from) => {
                         adopt_unix(spec, addr, &mut inherited[i], from, &mut logged)?;
                         Vec::new()
@@ -352,9 +352,9 @@ impl ListenConfig {
                         taken.addr
                     ));
                 }
-                if let Some(from) = handed[origin] {
+                if let Some(from) = &handed[origin] {
                     log::info!(
-                        "listen spec {}: took over fd {} ({} ({})) from process {from}",
+                        "listen spec {}: took over fd {} ({} ({})) from {from}",
                         spec.quoted(),
                         taken.give_back.fd(),
                         taken.addr,
@@ -362,7 +362,7 @@ impl ListenConfig {
                     );
                 }
                 listeners.push(Listener {
-                    socket: match handed[origin] {
+                    socket: match &handed[origin] {
                         Some(_) => handed_socket(taken.fd, &taken.addr, taken.give_back.fd()),
                         None => inherited_socket(taken.fd, &taken.addr),
                     },
@@ -647,7 +647,7 @@ pub(crate) struct CheckedSpecs {
     specs: Vec<ListenSpec>,
     inherited: Vec<Vec<crate::inherit::Checked>>,
     /// For each spec: the pid of the predecessor that handed its sockets over, if one did.
-    handed: Vec<Option<u32>>,
+    handed: Vec<Option<String>>,
 }
 
 /// What opening one plan gave: the listeners, the addresses skipped, and warnings to log.
@@ -732,7 +732,7 @@ fn handed_socket(fd: crate::inherit::Owned, _: &ListenAddr, _: i32) -> ListenSoc
 fn adopt(
     plan: &BindPlan,
     passed: &mut Vec<crate::inherit::Checked>,
-    from: u32,
+    from: &str,
     logged: &mut Vec<String>,
 ) -> Result<Option<BindPlan>, BindError> {
     let mut used = vec![false; passed.len()];
@@ -765,7 +765,7 @@ fn adopt(
                 addr: ListenAddr::Ip(want),
                 mode: planned.mode,
                 detail: format!(
-                    "process {from} handed over fd {} as {} ({}), where this process plans {} ({}): a hand-over passes sockets as they are; listen as the predecessor did, or restart without a hand-over",
+                    "{from} handed over fd {} as {} ({}), where this process plans {} ({}): a hand-over passes sockets as they are; listen as the predecessor did, or restart without a hand-over",
                     c.fd(),
                     display_addr(got),
                     c.mode(),
@@ -795,7 +795,7 @@ fn adopt(
             addr: ListenAddr::Ip(want),
             mode: planned.mode,
             detail: format!(
-                "process {from} handed over fd {} as {} ({}), where this process plans {} ({}) instead: the spec means another address now; restart without a hand-over to move it",
+                "{from} handed over fd {} as {} ({}), where this process plans {} ({}) instead: the spec means another address now; restart without a hand-over to move it",
                 c.fd(),
                 c.addr(),
                 c.mode(),
@@ -811,7 +811,7 @@ fn adopt(
         j += 1;
         if !keep {
             logged.push(format!(
-                "listen spec {}: process {from} handed over fd {} ({} ({})), which this process does not plan: left out, and closed once this process is ready",
+                "listen spec {}: {from} handed over fd {} ({} ({})), which this process does not plan: left out, and closed once this process is ready",
                 plan.spec.quoted(),
                 c.fd(),
                 c.addr(),
@@ -841,7 +841,7 @@ fn adopt_unix(
     spec: &ListenSpec,
     addr: &UnixAddr,
     passed: &mut Vec<crate::inherit::Checked>,
-    from: u32,
+    from: &str,
     logged: &mut Vec<String>,
 ) -> Result<(), BindError> {
     let want = ListenAddr::Unix(addr.clone());
@@ -855,7 +855,7 @@ fn adopt_unix(
             addr: want.clone(),
             mode: SocketMode::Unix,
             detail: format!(
-                "process {from} handed over {} for this spec, where this process plans {want}: a hand-over passes sockets as they are",
+                "{from} handed over {} for this spec, where this process plans {want}: a hand-over passes sockets as they are",
                 got.join(", ")
             ),
             source: io::Error::from(io::ErrorKind::AddrInUse),
@@ -864,7 +864,7 @@ fn adopt_unix(
     let keep = passed.swap_remove(j);
     for c in passed.drain(..) {
         logged.push(format!(
-            "listen spec {}: process {from} handed over fd {} ({}) too, which this process does not plan: left out, and closed once this process is ready",
+            "listen spec {}: {from} handed over fd {} ({}) too, which this process does not plan: left out, and closed once this process is ready",
             spec.quoted(),
             c.fd(),
             c.addr()
@@ -877,13 +877,13 @@ fn adopt_unix(
 /// The sockets a hand-over's predecessor passed for the `occurrence`-th spec equal to
 /// `spec`, and its pid; `None` when this process is no successor.
 #[cfg(unix)]
-fn handover_group(spec: &ListenSpec, occurrence: usize) -> Option<(Vec<i32>, u32)> {
+fn handover_group(spec: &ListenSpec, occurrence: usize) -> Option<(Vec<i32>, String)> {
     crate::handover::passed::group(spec, occurrence)
 }
 
 /// No hand-over here.
 #[cfg(not(unix))]
-fn handover_group(_: &ListenSpec, _: usize) -> Option<(Vec<i32>, u32)> {
+fn handover_group(_: &ListenSpec, _: usize) -> Option<(Vec<i32>, String)> {
     None
 }
 

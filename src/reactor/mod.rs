@@ -295,6 +295,59 @@ impl<H: Handler> Server<H> {
             .collect()
     }
 
+    /// Gives the service manager (`NOTIFY_SOCKET`) a copy of each listening socket for its
+    /// descriptor store (`FDSTORE=1`, each named by its spec), so that a plain restart
+    /// (`systemctl restart`) keeps them: the manager holds them while no process runs
+    /// (clients wait in the backlog instead of being refused), and passes them back to the
+    /// next start, whose binds take each by its spec and address as after a hand-over
+    /// ([`ServerHandle::hand_over`]), and close (and have the manager forget) those it no
+    /// longer plans, once it says `READY=1`. Call it after `READY=1`; again after a
+    /// restart is harmless (the manager keeps one copy of a socket). The unit needs
+    /// `FileDescriptorStoreMax=` above 0 (the default is 0: the manager then drops them).
+    ///
+    /// Stored: sockets of host and port specs, and abstract Unix-domain ones. Not stored:
+    /// Unix-domain sockets with a file (the file goes when the server stops, and a socket
+    /// without it serves nobody), and sockets the manager passed itself (`sd-listen`,
+    /// `fd:N`: it has them). Returns how many were stored: 0 without a manager, or off
+    /// Unix.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of sending one to the manager.
+    pub fn store_listeners(&self) -> io::Result<usize> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsFd;
+            if std::env::var_os("NOTIFY_SOCKET").is_none() || crate::handover::handed_over() {
+                return Ok(0);
+            }
+            let mut stored = 0;
+            for l in &self.core.listeners {
+                let Some(socket) = &l.socket else { continue };
+                let storable = match &l.info.local_addr {
+                    crate::socket::ListenAddr::Ip(_) => {
+                        matches!(l.info.spec.kind(), crate::addr::SpecKind::Ip { .. })
+                    }
+                    crate::socket::ListenAddr::Unix(crate::addr::UnixAddr::Abstract(_)) => {
+                        matches!(l.info.spec.kind(), crate::addr::SpecKind::Unix(_))
+                    }
+                    _ => false,
+                };
+                if !storable {
+                    continue;
+                }
+                let name = crate::handover::passed::name(&l.info.spec, l.occurrence);
+                let message = format!("FDSTORE=1\nFDNAME={name}");
+                if crate::inherit::send_to_manager(&message, Some(socket.as_fd()))? {
+                    stored += 1;
+                }
+            }
+            Ok(stored)
+        }
+        #[cfg(not(unix))]
+        Ok(0)
+    }
+
     /// Addresses the specs produced that were not bound, with the reason.
     pub fn skipped(&self) -> &[Skipped] {
         &self.skipped
