@@ -308,8 +308,9 @@ impl<H: Handler> Server<H> {
     /// Stored: sockets of host and port specs, and abstract Unix-domain ones. Not stored:
     /// Unix-domain sockets with a file (the file goes when the server stops, and a socket
     /// without it serves nobody), and sockets the manager passed itself (`sd-listen`,
-    /// `fd:N`: it has them). Returns how many were stored: 0 without a manager, or off
-    /// Unix.
+    /// `fd:N`: it has them), and a socket whose spec makes a name longer than the 255
+    /// bytes a manager takes (logged). Returns how many were stored: 0 without a manager,
+    /// or off Unix.
     ///
     /// # Errors
     ///
@@ -337,6 +338,15 @@ impl<H: Handler> Server<H> {
                     continue;
                 }
                 let name = crate::handover::passed::name(&l.info.spec, l.occurrence);
+                if name.len() > 255 {
+                    // systemd's limit for a name (FDNAME_MAX): it would refuse the socket.
+                    log::warn!(
+                        "{} is not stored: its spec, {}, makes a name longer than the 255 bytes a service manager takes",
+                        l.info.local_addr,
+                        l.info.spec
+                    );
+                    continue;
+                }
                 let message = format!("FDSTORE=1\nFDNAME={name}");
                 if crate::inherit::send_to_manager(&message, Some(socket.as_fd()))? {
                     stored += 1;
