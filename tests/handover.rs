@@ -944,6 +944,37 @@ fn a_restart_takes_the_sockets_back_from_the_descriptor_store() {
     drop(second);
 }
 
+/// A socket whose spec would make a name longer than a service manager takes (255 bytes)
+/// is not stored, and the log says so; the others are.
+#[test]
+fn a_socket_whose_name_is_too_long_for_the_store_is_left_out() {
+    let dir = tempdir("fdstore-long");
+    let path = dir.join("notify");
+    let manager = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    // 100 bytes, each written %25 in a name.
+    let long = format!("@{}", "%".repeat(100));
+    let mut echo = Echo::start_with(
+        &["--fd-store", "127.0.0.1:0", &long],
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    );
+    echo.listening();
+    assert!(recv_with_fds(&manager).0.starts_with("READY=1"));
+    let (message, fds) = recv_with_fds(&manager);
+    assert!(
+        message.starts_with("FDSTORE=1\nFDNAME=ds.0.127.0.0.1%3A0"),
+        "{message}"
+    );
+    assert_eq!(fds.len(), 1);
+    echo.expect_log("is not stored");
+    manager.set_nonblocking(true).unwrap();
+    let mut buf = [0; 512];
+    assert!(
+        manager.recv(&mut buf).is_err(),
+        "a second socket was stored"
+    );
+}
+
 /// Each successor of ten hand-overs has as many descriptors as the first successor: nothing
 /// of a predecessor leaks into its successor (the readiness channel, copies of the
 /// sockets). (The first process may have more: what the test harness left open without
