@@ -1072,10 +1072,9 @@ pub fn notify(state: &str) -> io::Result<bool> {
     #[cfg(unix)]
     return send_to_manager(state, None);
     #[cfg(not(unix))]
-    match std::env::var_os("NOTIFY_SOCKET") {
-        _ if state.is_empty() => Ok(false),
-        None => Ok(false),
-        Some(_) => Err(io::Error::new(
+    match (std::env::var_os("NOTIFY_SOCKET"), state) {
+        (None, _) => Ok(false),
+        (Some(_), _) => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "NOTIFY_SOCKET is a Unix-domain socket",
         )),

@@ -808,11 +808,16 @@ pub(crate) fn send_with_fd(
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), raw);
-        if libc::sendmsg(socket.as_raw_fd(), &msg, 0) < 0 {
-            return Err(io::Error::last_os_error());
+        loop {
+            if libc::sendmsg(socket.as_raw_fd(), &msg, 0) >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
     }
-    Ok(())
 }
 
 /// The pid of this process's parent.

@@ -852,7 +852,8 @@ fn a_restart_takes_the_sockets_back_from_the_descriptor_store() {
     waiting.set_read_timeout(Some(util::TIMEOUT)).unwrap();
     waiting.write_all(b"waited").unwrap();
     // The next start gets them as systemd passes them: at 3, 4, … with their names and
-    // LISTEN_PID its own; it plans the TCP spec only.
+    // LISTEN_PID its own (here in a syntax systemd's parser takes too, `+PID`); it plans
+    // the TCP spec only.
     let copies: Vec<std::os::fd::OwnedFd> = stored
         .iter()
         .map(|(_, fd)| {
@@ -877,7 +878,7 @@ fn a_restart_takes_the_sockets_back_from_the_descriptor_store() {
     let mut names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
     names.push("web");
     let script = format!(
-        "LISTEN_PID=$$ exec {} --fd-store 127.0.0.1:0 sd-listen",
+        "LISTEN_PID=+$$ exec {} --fd-store 127.0.0.1:0 sd-listen",
         util::example("echo").display()
     );
     let mut command = Command::new("sh");
@@ -944,6 +945,186 @@ fn a_restart_takes_the_sockets_back_from_the_descriptor_store() {
     drop(second);
 }
 
+/// The stored sockets a service manager received, by name.
+fn stored_sockets(
+    manager: &std::os::unix::net::UnixDatagram,
+    count: usize,
+) -> Vec<(String, std::os::fd::OwnedFd)> {
+    (0..count)
+        .map(|_| {
+            let (message, mut fds) = recv_with_fds(manager);
+            let name = message
+                .strip_prefix("FDSTORE=1\nFDNAME=")
+                .unwrap_or_else(|| panic!("{message:?}"))
+                .to_owned();
+            assert_eq!(fds.len(), 1, "{message}");
+            (name, fds.remove(0))
+        })
+        .collect()
+}
+
+/// The echo example started as systemd starts a service with a descriptor store: the
+/// stored sockets at 3, 4, …, `LISTEN_FDS`, `LISTEN_FDNAMES`, `LISTEN_PID` its own.
+fn start_from_store(
+    stored: &[(String, std::os::fd::OwnedFd)],
+    notify: &str,
+    args: &[&str],
+) -> Echo {
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::unix::process::CommandExt;
+    let copies: Vec<std::os::fd::OwnedFd> = stored
+        .iter()
+        .map(|(_, fd)| fd.as_fd().try_clone_to_owned().unwrap())
+        .collect();
+    // Moved above every target first, so no move overwrites one still to be moved.
+    let raw: Vec<i32> = copies
+        .iter()
+        .map(|c| {
+            // SAFETY: F_DUPFD_CLOEXEC copies an open descriptor to 100 or above.
+            let fd = unsafe { libc::fcntl(c.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) };
+            assert!(fd >= 100);
+            fd
+        })
+        .collect();
+    let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
+    let script = format!(
+        "LISTEN_PID=$$ exec {} {}",
+        util::example("echo").display(),
+        args.join(" ")
+    );
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", &script])
+        .env("RUST_LOG", "info")
+        .env("NOTIFY_SOCKET", notify)
+        .env("LISTEN_FDS", raw.len().to_string())
+        .env("LISTEN_FDNAMES", names.join(":"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let moves = raw.clone();
+    // SAFETY: dup2 is async-signal-safe; the sources are at 100 and above.
+    unsafe {
+        command.pre_exec(move || {
+            for (i, fd) in moves.iter().enumerate() {
+                if libc::dup2(*fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let echo = Echo::adopt(command.spawn().unwrap());
+    for fd in raw {
+        // SAFETY: our own copies, closed once the child has them.
+        unsafe { libc::close(fd) };
+    }
+    echo
+}
+
+/// Stops `echo`'s process and waits for it.
+fn stop(echo: &mut Echo) {
+    signal(echo.pid, libc::SIGTERM);
+    let deadline = Instant::now() + util::TIMEOUT;
+    while !gone(echo.pid) {
+        assert!(Instant::now() < deadline, "{} did not stop", echo.pid);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// What a manager hears within a short while.
+fn heard(manager: &std::os::unix::net::UnixDatagram, at_least: usize) -> Vec<String> {
+    let mut heard = Vec::new();
+    let deadline = Instant::now() + util::TIMEOUT;
+    while heard.len() < at_least && Instant::now() < deadline {
+        heard.push(recv_with_fds(manager).0);
+    }
+    heard
+}
+
+/// Each socket of a spec has a name of its own in the store (the store forgets by name):
+/// a restart that plans `localhost:0` on IPv4 only takes 127.0.0.1 back, on its port, and
+/// has the manager forget [::1] only.
+#[test]
+fn a_restart_forgets_only_the_stored_sockets_it_no_longer_plans() {
+    if !util::has_ipv6() {
+        return;
+    }
+    let dir = tempdir("fdstore-names");
+    let path = dir.join("notify");
+    let manager = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    let notify = path.to_str().unwrap().to_owned();
+    let mut first = Echo::start_with(
+        &["--fd-store", "localhost:0"],
+        &[("NOTIFY_SOCKET", &notify)],
+    );
+    let lines = first.listening();
+    assert!(recv_with_fds(&manager).0.starts_with("READY=1"));
+    let stored = stored_sockets(&manager, 2);
+    assert_ne!(stored[0].0, stored[1].0, "two sockets under one name");
+    stop(&mut first);
+    assert!(heard(&manager, 1)[0].starts_with("STOPPING=1"));
+    let second = start_from_store(
+        &stored,
+        &notify,
+        &["--fd-store", "--family", "v4", "localhost:0"],
+    );
+    assert_eq!(second.listening(), lines[..1]);
+    let heard = heard(&manager, 3);
+    let v6 = &stored
+        .iter()
+        .find(|(n, _)| n.starts_with("ds.0.1."))
+        .unwrap()
+        .0;
+    let forgotten: Vec<&String> = heard
+        .iter()
+        .filter(|m| m.starts_with("FDSTOREREMOVE"))
+        .collect();
+    assert_eq!(
+        forgotten,
+        [&format!("FDSTOREREMOVE=1\nFDNAME={v6}")],
+        "{heard:?}"
+    );
+    drop(second);
+}
+
+/// Unlike a hand-over, a restart may change a socket: a stored dual-stack `:0` restarted
+/// with one socket per family is closed and forgotten before the new ones are bound, and
+/// the new start serves them.
+#[test]
+fn a_restart_may_change_a_stored_sockets_mode() {
+    if !util::has_ipv6() {
+        return;
+    }
+    let dir = tempdir("fdstore-mode");
+    let path = dir.join("notify");
+    let manager = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    let notify = path.to_str().unwrap().to_owned();
+    let mut first = Echo::start_with(&["--fd-store", ":0"], &[("NOTIFY_SOCKET", &notify)]);
+    let lines = first.listening();
+    assert!(lines[0].ends_with("(dual-stack)"), "{lines:?}");
+    assert!(recv_with_fds(&manager).0.starts_with("READY=1"));
+    let stored = stored_sockets(&manager, 1);
+    stop(&mut first);
+    let second = start_from_store(&stored, &notify, &["--fd-store", "--separate-stacks", ":0"]);
+    let again = second.listening();
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert!(again[1].ends_with("(ipv6-only)"), "{again:?}");
+    let heard = heard(&manager, 3);
+    assert!(
+        heard.contains(&format!("FDSTOREREMOVE=1\nFDNAME={}", stored[0].0)),
+        "{heard:?}"
+    );
+    for addr in addrs(&again) {
+        let port = addr.port();
+        let mut s = util::connect(("127.0.0.1", port));
+        assert_eq!(util::round_trip(&mut s, b"mode"), b"mode");
+    }
+    drop(second);
+}
+
 /// A socket whose spec would make a name longer than a service manager takes (255 bytes)
 /// is not stored, and the log says so; the others are.
 #[test]
@@ -962,7 +1143,7 @@ fn a_socket_whose_name_is_too_long_for_the_store_is_left_out() {
     assert!(recv_with_fds(&manager).0.starts_with("READY=1"));
     let (message, fds) = recv_with_fds(&manager);
     assert!(
-        message.starts_with("FDSTORE=1\nFDNAME=ds.0.127.0.0.1%3A0"),
+        message.starts_with("FDSTORE=1\nFDNAME=ds.0.0.127.0.0.1%3A0"),
         "{message}"
     );
     assert_eq!(fds.len(), 1);

@@ -4,8 +4,9 @@
 //!
 //! The contract (see [`crate::handover`] for the predecessor's side): descriptors 3, 4, …
 //! are the predecessor's listening sockets, `LISTEN_FDS` counts them and `LISTEN_FDNAMES`
-//! names each `ds.OCCURRENCE.SPEC` (which of the predecessor's equal specs it was, from 0,
-//! and the spec as the predecessor displays it, percent-encoded: names keep the rules of
+//! names each `ds.OCCURRENCE.INDEX.SPEC` (which of the predecessor's equal specs it was,
+//! from 0, which of that spec's sockets, and the spec as the predecessor displays it,
+//! percent-encoded: names keep the rules of
 //! systemd's `FDNAME=`, so the same names serve its descriptor store, [`read_store`]);
 //! `DUALSTACK_HANDOVER` is `PID:FD`, the predecessor's pid and the descriptor of the
 //! channel that `READY=1` goes back on; `DUALSTACK_HANDOVER_FILES` (`I=DEV:INO,…`) names
@@ -169,7 +170,7 @@ fn read() -> Option<Table> {
         match entry(fd, &name, file) {
             Some(e) => entries.push(e),
             None => log::warn!(
-                "hand-over from {from}: fd {fd} is named {name:?}, not ds.OCCURRENCE.SPEC: not taken"
+                "hand-over from {from}: fd {fd} is named {name:?}, not ds.OCCURRENCE.INDEX.SPEC: not taken"
             ),
         }
     }
@@ -187,11 +188,17 @@ fn read() -> Option<Table> {
 /// library's names, [`name`]), when `LISTEN_PID` names this process: a restart of a
 /// service that stored its listeners (`Server::store_listeners`).
 fn read_store() -> Option<Table> {
-    if std::env::var("LISTEN_PID").ok()?.trim() != std::process::id().to_string() {
-        return None;
-    }
+    // LISTEN_PID read as for any activation (systemd's number syntax; absent: taken as
+    // they are, for wrappers that cannot know the pid).
     let spec = ListenSpec::checked(SpecKind::Activated { name: None });
-    let passed = crate::inherit::passed(&spec).ok()?;
+    let passed = match crate::inherit::passed(&spec) {
+        Ok(passed) => passed,
+        Err(e) if e.kind() == crate::inherit::InheritErrorKind::NotActivated => return None,
+        Err(e) => {
+            log::debug!("no stored sockets taken back: {e}");
+            return None;
+        }
+    };
     let entries: Vec<Entry> = passed
         .into_iter()
         .filter_map(|(fd, name)| {
@@ -227,7 +234,7 @@ fn entry(fd: i32, name: &str, file: Option<(u64, u64)>) -> Option<Entry> {
 /// The descriptors passed for the `occurrence`-th spec equal to `spec` (from 0), and
 /// where they came from: `None` when this process is no successor, or when the descriptor
 /// store passed nothing for this spec (then it binds as on any start).
-pub(crate) fn group(spec: &ListenSpec, occurrence: usize) -> Option<(Vec<i32>, String)> {
+pub(crate) fn group(spec: &ListenSpec, occurrence: usize) -> Option<(Vec<i32>, String, bool)> {
     let text = spec.to_string();
     with_table(|table| {
         let table = table?;
@@ -241,7 +248,9 @@ pub(crate) fn group(spec: &ListenSpec, occurrence: usize) -> Option<(Vec<i32>, S
         if fds.is_empty() && table.from == Source::Store {
             return None;
         }
-        Some((fds, table.from.to_string()))
+        // A hand-over passes sockets as they are; a restart may change them.
+        let strict = matches!(table.from, Source::Process(_));
+        Some((fds, table.from.to_string(), strict))
     })
 }
 
@@ -295,6 +304,37 @@ pub(crate) fn ready(state: &str) -> Option<io::Result<()>> {
     })
 }
 
+/// Closes passed socket `fd` (if it is still the one passed) and, if it came from the
+/// service manager's descriptor store, has the manager forget it: a restart that no longer
+/// plans it, or plans it differently, before it binds in its place.
+pub(crate) fn forget(fd: i32) {
+    with_table(|table| {
+        let Some(table) = table else { return };
+        let Some(i) = table.entries.iter().position(|e| e.fd == fd) else {
+            return;
+        };
+        let e = table.entries.remove(i);
+        let now = crate::sys::with_inherited(e.fd, crate::sys::identity)
+            .ok()
+            .and_then(Result::ok);
+        if now.is_none() || now != e.id || crate::inherit::in_use(e.fd, e.id) {
+            return;
+        }
+        drop(crate::sys::take_inherited(e.fd));
+        if table.from == Source::Store {
+            forget_stored(&e.name);
+        }
+    })
+}
+
+/// Tells the service manager to drop the stored socket called `name`.
+fn forget_stored(name: &str) {
+    let forget = format!("FDSTOREREMOVE=1\nFDNAME={name}");
+    if let Err(e) = crate::inherit::send_to_manager(&forget, None) {
+        log::warn!("cannot tell the service manager to forget stored socket {name}: {e}");
+    }
+}
+
 /// Closes the passed sockets no bind of this process took (logged), removes the socket
 /// files the predecessor made for them, and tells the service manager to forget any that
 /// came from its descriptor store.
@@ -329,19 +369,18 @@ fn close_leftovers(table: &mut Table) {
             crate::unix::remove_if_made(&path, made);
         }
         if table.from == Source::Store {
-            let forget = format!("FDSTOREREMOVE=1\nFDNAME={}", e.name);
-            if let Err(e) = crate::inherit::send_to_manager(&forget, None) {
-                log::warn!("cannot tell the service manager to forget a stored socket: {e}");
-            }
+            forget_stored(&e.name);
         }
     }
 }
 
-/// A spec as a name in `LISTEN_FDNAMES` (and the descriptor store's `FDNAME=`, whose rules
-/// it keeps: at most 255 printable ASCII characters, no `:`): `ds.OCCURRENCE.SPEC`, the
-/// spec percent-encoded (`:` is `%3A`).
-pub(crate) fn name(spec: &ListenSpec, occurrence: usize) -> String {
-    let mut name = format!("ds.{occurrence}.");
+/// The name of the `index`-th socket of the `occurrence`-th spec equal to `spec`, in
+/// `LISTEN_FDNAMES` and the descriptor store's `FDNAME=` (one name per socket: the store
+/// forgets by name): `ds.OCCURRENCE.INDEX.SPEC`, the spec percent-encoded (`:` is `%3A`),
+/// so printable ASCII without `:` as `FDNAME=` wants; its 255-byte limit is the caller's
+/// to check.
+pub(crate) fn name(spec: &ListenSpec, occurrence: usize, index: usize) -> String {
+    let mut name = format!("ds.{occurrence}.{index}.");
     for b in spec.to_string().bytes() {
         match b {
             b'a'..=b'z'
@@ -367,8 +406,10 @@ pub(crate) fn name(spec: &ListenSpec, occurrence: usize) -> String {
 /// The occurrence and spec of a name [`name`] made; `None` for any other name.
 pub(crate) fn parse_name(name: &str) -> Option<(usize, String)> {
     let rest = name.strip_prefix("ds.")?;
-    let (occurrence, encoded) = rest.split_once('.')?;
+    let (occurrence, rest) = rest.split_once('.')?;
     let occurrence = occurrence.parse().ok()?;
+    let (index, encoded) = rest.split_once('.')?;
+    index.parse::<usize>().ok()?;
     let mut bytes = Vec::with_capacity(encoded.len());
     let mut it = encoded.bytes();
     while let Some(b) = it.next() {
@@ -400,7 +441,7 @@ mod tests {
         for text in specs {
             let spec: ListenSpec = text.parse().unwrap();
             for occurrence in [0, 7] {
-                let n = name(&spec, occurrence);
+                let n = name(&spec, occurrence, 3);
                 assert!(
                     n.len() <= 255 && n.bytes().all(|b| b.is_ascii_graphic() && b != b':'),
                     "{n}"

@@ -227,7 +227,7 @@ impl ListenConfig {
     /// one reserved here. Dropping the result releases the reservations.
     pub(crate) fn check_inherited(&self, specs: Vec<ListenSpec>) -> Result<CheckedSpecs, Error> {
         let mut inherited: Vec<Vec<crate::inherit::Checked>> = Vec::with_capacity(specs.len());
-        let mut handed: Vec<Option<String>> = Vec::with_capacity(specs.len());
+        let mut handed: Vec<Option<(String, bool)>> = Vec::with_capacity(specs.len());
         let mut named: Vec<(i32, usize)> = Vec::new();
         let texts: Vec<String> = specs.iter().map(ListenSpec::to_string).collect();
         for (i, spec) in specs.iter().enumerate() {
@@ -235,11 +235,11 @@ impl ListenConfig {
             // spec (the same text, the same place among equal specs) before anything else.
             let occurrence = texts[..i].iter().filter(|t| **t == texts[i]).count();
             let fds = match handover_group(spec, occurrence) {
-                Some((fds, from)) if !fds.is_empty() => {
-                    handed.push(Some(from));
+                Some((fds, from, strict)) if !fds.is_empty() => {
+                    handed.push(Some((from, strict)));
                     fds
                 }
-                Some((_, from)) if matches!(spec.kind(), SpecKind::Activated { .. }) => {
+                Some((_, from, _)) if matches!(spec.kind(), SpecKind::Activated { .. }) => {
                     return Err(crate::inherit::not_handed(spec, &from).into());
                 }
                 _ => {
@@ -290,7 +290,9 @@ impl ListenConfig {
                     let mut plan = plan(spec, self.options, &caps, &*self.resolver)?;
                     let planned_skips = std::mem::take(&mut plan.skipped);
                     let missing = match &handed[i] {
-                        Some(from) => adopt(&plan, &mut inherited[i], from, &mut logged)?,
+                        Some((from, strict)) => {
+                            adopt(&plan, &mut inherited[i], from, *strict, &mut logged)?
+                        }
                         None => Some(plan),
                     };
                     let mut opened = match missing {
@@ -314,11 +316,19 @@ impl ListenConfig {
                     opened.listeners
                 }
                 SpecKind::Unix(addr) => match &handed[i] {
-                    Some(from) => {
-                        adopt_unix(spec, addr, &mut inherited[i], from, &mut logged)?;
+                    Some((from, strict))
+                        if adopt_unix(
+                            spec,
+                            addr,
+                            &mut inherited[i],
+                            from,
+                            *strict,
+                            &mut logged,
+                        )? =>
+                    {
                         Vec::new()
                     }
-                    None => vec![self.open_unix(spec, addr)?],
+                    _ => vec![self.open_unix(spec, addr)?],
                 },
                 _ => Vec::new(),
             };
@@ -352,7 +362,7 @@ impl ListenConfig {
                         taken.addr
                     ));
                 }
-                if let Some(from) = &handed[origin] {
+                if let Some((from, _)) = &handed[origin] {
                     log::info!(
                         "listen spec {}: took over fd {} ({} ({})) from {from}",
                         spec.quoted(),
@@ -647,7 +657,7 @@ pub(crate) struct CheckedSpecs {
     specs: Vec<ListenSpec>,
     inherited: Vec<Vec<crate::inherit::Checked>>,
     /// For each spec: the pid of the predecessor that handed its sockets over, if one did.
-    handed: Vec<Option<String>>,
+    handed: Vec<Option<(String, bool)>>,
 }
 
 /// What opening one plan gave: the listeners, the addresses skipped, and warnings to log.
@@ -733,6 +743,7 @@ fn adopt(
     plan: &BindPlan,
     passed: &mut Vec<crate::inherit::Checked>,
     from: &str,
+    strict: bool,
     logged: &mut Vec<String>,
 ) -> Result<Option<BindPlan>, BindError> {
     let mut used = vec![false; passed.len()];
@@ -757,6 +768,12 @@ fn adopt(
             (0, Some(p)) => p,
             (p, _) => p,
         };
+        if (c.mode() != planned.mode || got.port() != want_port) && !strict {
+            // A restart from the descriptor store may change a socket: the stored one goes
+            // (below), and the planned one is bound.
+            missing.push(*planned);
+            continue;
+        }
         if c.mode() != planned.mode || got.port() != want_port {
             let mut want = planned.addr;
             want.set_port(want_port);
@@ -782,7 +799,8 @@ fn adopt(
     // nothing was passed for: the spec now means another address (a name that resolves
     // elsewhere). Taking the new one beside the old would move clients silently: an
     // error that names both.
-    if let (Some(planned), Some(j)) = (missing.first(), used.iter().position(|u| !u)) {
+    let replaced = (missing.first(), used.iter().position(|u| !u));
+    if let (Some(planned), Some(j), true) = (replaced.0, replaced.1, strict) {
         let c = &passed[j];
         let mut want = planned.addr;
         want.set_port(match plan.port() {
@@ -806,20 +824,30 @@ fn adopt(
         });
     }
     let mut j = 0;
+    let mut unused = Vec::new();
     passed.retain(|c| {
         let keep = used[j];
         j += 1;
         if !keep {
+            let when = match strict {
+                true => "closed once this process is ready",
+                false => "closed now, and the manager told to forget it",
+            };
             logged.push(format!(
-                "listen spec {}: {from} handed over fd {} ({} ({})), which this process does not plan: left out, and closed once this process is ready",
+                "listen spec {}: {from} handed over fd {} ({} ({})), which this process does not plan: left out, {when}",
                 plan.spec.quoted(),
                 c.fd(),
                 c.addr(),
                 c.mode()
             ));
+            unused.push(c.fd());
         }
         keep
     });
+    if !strict {
+        // Closed before anything is bound in their place.
+        unused.into_iter().for_each(forget_stored);
+    }
     if missing.is_empty() {
         return Ok(None);
     }
@@ -842,10 +870,18 @@ fn adopt_unix(
     addr: &UnixAddr,
     passed: &mut Vec<crate::inherit::Checked>,
     from: &str,
+    strict: bool,
     logged: &mut Vec<String>,
-) -> Result<(), BindError> {
+) -> Result<bool, BindError> {
     let want = ListenAddr::Unix(addr.clone());
-    let Some(j) = passed.iter().position(|c| *c.addr() == want) else {
+    let found = passed.iter().position(|c| *c.addr() == want);
+    if found.is_none() && !strict {
+        // From the descriptor store, for an address this spec no longer means: it goes.
+        let fds: Vec<i32> = passed.drain(..).map(|c| c.fd()).collect();
+        fds.into_iter().for_each(forget_stored);
+        return Ok(false);
+    }
+    let Some(j) = found else {
         let got: Vec<String> = passed
             .iter()
             .map(|c| format!("fd {} ({})", c.fd(), c.addr()))
@@ -871,19 +907,30 @@ fn adopt_unix(
         ));
     }
     passed.push(keep);
-    Ok(())
+    Ok(true)
 }
+
+/// Closes stored socket `fd`, which this process does not serve, and has the service
+/// manager forget it.
+#[cfg(unix)]
+fn forget_stored(fd: i32) {
+    crate::handover::passed::forget(fd);
+}
+
+/// Nothing is stored here.
+#[cfg(not(unix))]
+fn forget_stored(_: i32) {}
 
 /// The sockets a hand-over's predecessor passed for the `occurrence`-th spec equal to
 /// `spec`, and its pid; `None` when this process is no successor.
 #[cfg(unix)]
-fn handover_group(spec: &ListenSpec, occurrence: usize) -> Option<(Vec<i32>, String)> {
+fn handover_group(spec: &ListenSpec, occurrence: usize) -> Option<(Vec<i32>, String, bool)> {
     crate::handover::passed::group(spec, occurrence)
 }
 
 /// No hand-over here.
 #[cfg(not(unix))]
-fn handover_group(_: &ListenSpec, _: usize) -> Option<(Vec<i32>, String)> {
+fn handover_group(_: &ListenSpec, _: usize) -> Option<(Vec<i32>, String, bool)> {
     None
 }
 

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::core::ListenerSlot;
 use super::{timers, Context, Handler, Server};
 use crate::handover::{HandOver, HandOverError, HandOverErrorKind, HandOverEvent};
 
@@ -44,8 +45,9 @@ impl<H: Handler> Server<H> {
                 .core
                 .listeners
                 .iter()
-                .filter_map(|l| {
-                    let name = crate::handover::passed::name(&l.info.spec, l.occurrence);
+                .enumerate()
+                .filter_map(|(i, l)| {
+                    let name = socket_name(&self.core.listeners, i);
                     let socket = l.socket.as_ref()?;
                     Some((socket.as_fd(), name, socket.file_id()))
                 })
@@ -140,4 +142,19 @@ impl<H: Handler> Server<H> {
         self.core.request_stop();
         self.settle();
     }
+}
+
+/// The name listener `i` of `listeners` is passed or stored under: its spec, which of the
+/// server's equal specs that is, and which of that spec's sockets it is.
+#[cfg_attr(not(unix), allow(dead_code))]
+pub(super) fn socket_name(listeners: &[ListenerSlot], i: usize) -> String {
+    let l = &listeners[i];
+    let index = listeners[..i]
+        .iter()
+        .filter(|o| o.occurrence == l.occurrence && o.info.spec == l.info.spec)
+        .count();
+    #[cfg(unix)]
+    return crate::handover::passed::name(&l.info.spec, l.occurrence, index);
+    #[cfg(not(unix))]
+    format!("{}.{}.{index}", l.info.spec, l.occurrence)
 }

@@ -296,25 +296,30 @@ impl<H: Handler> Server<H> {
     }
 
     /// Gives the service manager (`NOTIFY_SOCKET`) a copy of each listening socket for its
-    /// descriptor store (`FDSTORE=1`, each named by its spec), so that a plain restart
-    /// (`systemctl restart`) keeps them: the manager holds them while no process runs
-    /// (clients wait in the backlog instead of being refused), and passes them back to the
-    /// next start, whose binds take each by its spec and address as after a hand-over
-    /// ([`ServerHandle::hand_over`]), and close (and have the manager forget) those it no
-    /// longer plans, once it says `READY=1`. Call it after `READY=1`; again after a
-    /// restart is harmless (the manager keeps one copy of a socket). The unit needs
-    /// `FileDescriptorStoreMax=` above 0 (the default is 0: the manager then drops them).
+    /// descriptor store (`FDSTORE=1`, each named by its spec and place), so that a plain
+    /// restart (`systemctl restart`) keeps them: the manager holds them while no process
+    /// runs (clients wait in the backlog instead of being refused), and passes them back
+    /// to the next start, whose binds take each by its spec and address as after a
+    /// hand-over ([`ServerHandle::hand_over`]). Unlike a hand-over, a restart may change a
+    /// socket (another mode, port or address): the stored one is closed, and the manager
+    /// told to forget it (`FDSTOREREMOVE=1`), before the new one is bound; stored sockets
+    /// it no longer plans go the same way once it says `READY=1`. Call it once every
+    /// listener is up (after `READY=1`); again after a restart is harmless with systemd,
+    /// which keeps one copy of a socket. The unit needs `FileDescriptorStoreMax=` above 0
+    /// (the default, 0, makes systemd drop them); with hand-overs too, `NotifyAccess=all`,
+    /// since a successor may store before systemd has taken its `MAINPID=`.
     ///
     /// Stored: sockets of host and port specs, and abstract Unix-domain ones. Not stored:
     /// Unix-domain sockets with a file (the file goes when the server stops, and a socket
     /// without it serves nobody), and sockets the manager passed itself (`sd-listen`,
     /// `fd:N`: it has them), and a socket whose spec makes a name longer than the 255
-    /// bytes a manager takes (logged). Returns how many were stored: 0 without a manager,
-    /// or off Unix.
+    /// bytes a manager takes (logged). Returns how many were sent (whether the manager
+    /// kept them is its own affair): 0 without a manager, in a process that handed its
+    /// service over, or off Unix.
     ///
     /// # Errors
     ///
-    /// The OS error of sending one to the manager.
+    /// The OS error of sending, when none could be sent (each failure is logged).
     pub fn store_listeners(&self) -> io::Result<usize> {
         #[cfg(unix)]
         {
@@ -323,7 +328,8 @@ impl<H: Handler> Server<H> {
                 return Ok(0);
             }
             let mut stored = 0;
-            for l in &self.core.listeners {
+            let mut failed = None;
+            for (i, l) in self.core.listeners.iter().enumerate() {
                 let Some(socket) = &l.socket else { continue };
                 let storable = match &l.info.local_addr {
                     crate::socket::ListenAddr::Ip(_) => {
@@ -337,7 +343,7 @@ impl<H: Handler> Server<H> {
                 if !storable {
                     continue;
                 }
-                let name = crate::handover::passed::name(&l.info.spec, l.occurrence);
+                let name = handover::socket_name(&self.core.listeners, i);
                 if name.len() > 255 {
                     // systemd's limit for a name (FDNAME_MAX): it would refuse the socket.
                     log::warn!(
@@ -348,11 +354,22 @@ impl<H: Handler> Server<H> {
                     continue;
                 }
                 let message = format!("FDSTORE=1\nFDNAME={name}");
-                if crate::inherit::send_to_manager(&message, Some(socket.as_fd()))? {
-                    stored += 1;
+                match crate::inherit::send_to_manager(&message, Some(socket.as_fd())) {
+                    Ok(true) => stored += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        log::warn!(
+                            "{}: not given to the service manager: {e}",
+                            l.info.local_addr
+                        );
+                        failed.get_or_insert(e);
+                    }
                 }
             }
-            Ok(stored)
+            match failed {
+                Some(e) if stored == 0 => Err(e),
+                _ => Ok(stored),
+            }
         }
         #[cfg(not(unix))]
         Ok(0)
