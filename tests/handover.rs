@@ -78,8 +78,6 @@ struct Echo {
     log: Vec<String>,
     /// Every process that ever served, in order.
     pids: Vec<u32>,
-    /// The first `listening on` line, where a test keeps it.
-    first_line: String,
     /// The first process's process group, which every successor joins once ready.
     group: i32,
 }
@@ -122,32 +120,7 @@ impl Echo {
                 });
             }
         }
-        let mut first = command.spawn().expect("start the echo example");
-        let lines = |pipe: Box<dyn Read + Send>| {
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            rx
-        };
-        let stdout = lines(Box::new(first.stdout.take().unwrap()));
-        let stderr = lines(Box::new(first.stderr.take().unwrap()));
-        let pid = first.id();
-        Echo {
-            first,
-            pid,
-            stdout,
-            stderr,
-            log: Vec::new(),
-            pids: vec![pid],
-            first_line: String::new(),
-            // SAFETY: getpgid reads nothing of ours.
-            group: unsafe { libc::getpgid(pid as i32) },
-        }
+        Echo::adopt(command.spawn().expect("start the echo example"))
     }
 
     /// The `listening on` lines a process prints at start (all at once, flushed).
@@ -1259,7 +1232,6 @@ fn the_service_manager_hears_the_new_main_pid_before_the_old_process_exits() {
         &[("NOTIFY_SOCKET", &socket)],
     );
     let lines = echo.listening();
-    echo.first_line = lines[0].clone();
     let mut buf = vec![0; 4096];
     let mut next = || {
         let n = manager.recv(&mut buf).expect("a message for the manager");
@@ -1282,7 +1254,7 @@ fn the_service_manager_hears_the_new_main_pid_before_the_old_process_exits() {
     }
     // A signal to an old process while it drains stops it, and it must not say
     // STOPPING=1: that would be its successor's service stopping.
-    let addr = addrs(&[echo_line(&echo)])[0];
+    let addr = addrs(&lines)[0];
     let mut held = util::connect(addr);
     assert_eq!(util::round_trip(&mut held, b"held"), b"held");
     let old = echo.pid;
@@ -1421,15 +1393,10 @@ impl Echo {
             stderr,
             log: Vec::new(),
             pids: vec![pid],
-            first_line: String::new(),
             // SAFETY: getpgid reads nothing of ours.
             group: unsafe { libc::getpgid(pid as i32) },
         }
     }
-}
-
-fn echo_line(echo: &Echo) -> String {
-    echo.first_line.clone()
 }
 
 /// A fresh directory under the system's temporary one.
