@@ -28,15 +28,15 @@
 //!
 //! Prints a Markdown table of figures and ratios (dualstack / other) on stdout.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::ServerName;
+use dualstack_bench::tls::{client_config, connect, Tls};
 
 struct Server {
     child: Child,
@@ -74,22 +74,7 @@ fn start(name: &str, cert: &Path, key: &Path, plain: bool) -> Server {
     } else {
         cmd.arg(dir.join(name));
     }
-    let mut child = cmd
-        .arg("127.0.0.1:0")
-        .env("TLS_CERT", cert)
-        .env("TLS_KEY", key)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {name}: {e}"));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("a listening line");
-    let port = dualstack_support::parse_listening_line(&line)
-        .unwrap_or_else(|| panic!("{name}: {line:?}"))
-        .0
-        .port();
+    let (child, port) = dualstack_bench::tls::start_server(&mut cmd, name, cert, key);
     Server { child, port }
 }
 
@@ -117,72 +102,6 @@ fn rss(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .unwrap_or(0)
         * 1024
-}
-
-#[derive(Debug)]
-struct AnyCert;
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        dualstack_bench::tls::provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-fn client_config(resume: bool) -> Arc<rustls::ClientConfig> {
-    let mut config = rustls::ClientConfig::builder_with_provider(dualstack_bench::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert))
-        .with_no_client_auth();
-    if !resume {
-        config.resumption = rustls::client::Resumption::disabled();
-    }
-    Arc::new(config)
-}
-
-type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
-fn connect(port: u16, config: &Arc<rustls::ClientConfig>) -> Tls {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    tcp.set_nodelay(true).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let conn =
-        rustls::ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap())
-            .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).expect("handshake");
-    }
-    tls
 }
 
 fn round_trip(tls: &mut Tls, data: &[u8], back: &mut [u8]) {
@@ -377,11 +296,7 @@ fn main() {
         }
     }
     let dir = std::env::temp_dir().join(format!("dualstack-tls-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_pem, key_pem) = dualstack_bench::tls::localhost_cert();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, cert_pem).unwrap();
-    std::fs::write(&key, key_pem).unwrap();
+    let (cert, key) = dualstack_bench::tls::write_localhost_cert(&dir);
     let mut rows: Vec<(&str, Vec<f64>)> = Vec::new();
     for name in servers {
         let s = start(name, &cert, &key, false);
