@@ -79,6 +79,13 @@ impl Handler for Log {
             }
             return;
         }
+        if data == b"mix\n" {
+            for piece in mix() {
+                ctx.send(conn, &piece)
+                    .expect("the queue limit is not reached");
+            }
+            return;
+        }
         if data == b"half\n" {
             // Our side ends (close_notify, then a FIN); the client's stays open.
             let _ = ctx.send(conn, b"done sending\n");
@@ -181,6 +188,43 @@ fn tls13_and_tls12_clients_are_served_and_the_handler_learns_what_was_settled() 
             e.last() == Some(&Event::Close("PeerClosed".into()))
         });
     }
+}
+
+/// What `mix\n` sends, in one call: small and large pieces, so that a large one finds the
+/// queue empty (encrypted from the handler's slice), larger than the session takes at once
+/// (the rest queued), and behind queued bytes (queued too, never ahead of them).
+fn mix() -> Vec<Vec<u8>> {
+    [100, 17 << 10, 300 << 10, 20 << 10, 16 << 10, 5, 64 << 10]
+        .into_iter()
+        .enumerate()
+        .map(|(i, len)| util::pattern(i as u64, 0, len))
+        .collect()
+}
+
+#[test]
+fn large_and_small_sends_arrive_whole_and_in_order_whether_queued_or_encrypted_at_once() {
+    let (ca, leaf) = localhost();
+    let (server, _log, addr) = start(Server::builder().listen_tls("127.0.0.1:0", leaf.config()));
+    let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    let want = mix().concat();
+    for round in 0..3 {
+        tls.write_all(b"mix\n").unwrap();
+        tls.flush().unwrap();
+        if round == 1 {
+            // The client reads nothing for a while: the socket fills and the rest waits.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut got = vec![0; want.len()];
+        tls.read_exact(&mut got).unwrap();
+        assert!(got == want, "round {round}: the bytes changed on the way");
+    }
+    let stats = server.stop().stats();
+    assert_eq!(
+        stats.total.bytes_out,
+        3 * want.len() as u64,
+        "bytes counted out"
+    );
+    assert_eq!(stats.queued, 0, "bytes left counted as queued");
 }
 
 #[test]

@@ -93,6 +93,11 @@ pub(super) fn shed_order(
 /// turn's worth of output first (one write per read of a 64 KiB echo, as before coalescing).
 pub(super) const FLUSH_AT: usize = 64 * 1024;
 
+/// A TLS send this large or larger skips the queue when nothing waits in it (see
+/// [`Core::send`]): the largest record's plaintext, so records stay full either way, while
+/// smaller sends still gather into one record per turn.
+const ENCRYPT_NOW_AT: usize = 16 * 1024;
+
 /// Writes `out` into `sink` until it is empty or the sink stops taking it (WouldBlock).
 /// Returns how many bytes left, counted even when an error ended the loop (issue #12, item
 /// 9: bytes written before an error stayed in the total queued count for good), and that
@@ -201,13 +206,24 @@ impl Core {
             }
         }
         let conn = conn_mut(&mut self.conns, id).expect("checked above");
-        conn.out.push(data);
-        self.total_queued += data.len();
+        // A TLS send of a record or more, with nothing queued before it, is encrypted from
+        // the handler's slice: the queue would only hold it to copy it into the session.
+        let mut direct = 0;
+        if data.len() >= ENCRYPT_NOW_AT && conn.out.is_empty() {
+            if let Some(tls) = &mut conn.tls {
+                direct = tls.encrypt_slice(data);
+                self.listeners[conn.listener as usize].stats.bytes_out += direct as u64;
+                conn.timing.last_active = self.now;
+            }
+        }
+        let rest = &data[direct..];
+        conn.out.push(rest);
+        self.total_queued += rest.len();
         if !conn.dirty {
             conn.dirty = true;
             self.dirty.push(id);
         }
-        if conn.out.len() >= FLUSH_AT && !conn.writable {
+        if conn.out.len() + direct >= FLUSH_AT && !conn.writable {
             self.flush(id);
         }
         let Some(conn) = conn_mut(&mut self.conns, id) else {

@@ -153,6 +153,14 @@ impl Session {
         out.write_to(&mut self.conn.writer())
     }
 
+    /// Encrypts the start of `data` straight from the caller's slice, without a queue: as
+    /// much as the ciphertext limit takes (0 while it is full). For a send of a record's size
+    /// or more, where the queue would hold it only to copy it here.
+    pub(crate) fn encrypt_slice(&mut self, data: &[u8]) -> usize {
+        // rustls's writer never fails; it takes less, or nothing, at the limit.
+        io::Write::write(&mut self.conn.writer(), data).unwrap_or(0)
+    }
+
     /// Output the handler sent was dropped (a close that did not wait for the queue): no
     /// close_notify from now on, so the peer sees the stream cut short.
     pub(crate) fn output_dropped(&mut self) {
