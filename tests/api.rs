@@ -697,3 +697,82 @@ fn pipelined_requests_come_back_after_a_pause_the_handler_did_not_look_past() {
     let got = read_while_stepping(&mut server, &mut client, want.len());
     assert_eq!(got, want);
 }
+
+/// Each byte `m` is answered with [`mixed_pieces`], one send each.
+struct Mixer;
+
+/// Small and large pieces: a large one that finds the queue empty leaves from the handler's
+/// slice, written at once (the kernel takes part of the 6 MiB one at most, the rest is
+/// queued); one behind queued bytes is queued too, never written ahead of them.
+fn mixed_pieces() -> Vec<Vec<u8>> {
+    [
+        100,
+        17 << 10,
+        300 << 10,
+        20 << 10,
+        16 << 10,
+        5,
+        64 << 10,
+        6 << 20,
+        16 << 10,
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, len)| util::pattern(i as u64, 0, len))
+    .collect()
+}
+
+impl Handler for Mixer {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        for _ in input.take_all() {
+            for piece in mixed_pieces() {
+                ctx.send(conn, &piece).expect("within the queue limit");
+            }
+        }
+    }
+}
+
+#[test]
+fn large_and_small_sends_arrive_whole_and_in_order_whether_written_at_once_or_queued() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .max_queued(32 << 20)
+        .bind(Mixer)
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let want = mixed_pieces().concat();
+    for (round, small_window) in [(0, false), (1, true), (2, true)] {
+        let mut client = if small_window {
+            // The kernel takes a little of the first large piece: the rest is queued.
+            util::connect_small_window(addr)
+        } else {
+            util::connect(addr)
+        };
+        client.write_all(b"mm").unwrap();
+        client.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0; 64 * 1024];
+        step_until(&mut server, "every piece, twice", |_| {
+            while let Ok(n) = client.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            got.len() >= 2 * want.len()
+        });
+        assert!(
+            got[..want.len()] == want[..] && got[want.len()..] == want[..],
+            "round {round}: the bytes changed on the way"
+        );
+    }
+    let stats = server.stats();
+    assert_eq!(
+        stats.total.bytes_out,
+        6 * want.len() as u64,
+        "bytes counted out"
+    );
+    assert_eq!(stats.queued, 0, "bytes left counted as queued");
+}

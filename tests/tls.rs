@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use dualstack::rustls;
 use dualstack::{
     CloseReason, ConnId, ConnInfo, Context, Handler, Input, ListenerId, Peer, ProxyHeader,
-    ProxyProtocol, Server, ServerBuilder, TlsConfig, TlsInfo,
+    ProxyProtocol, Server, ServerBuilder, TimerId, TlsConfig, TlsInfo,
 };
 use pki::{Ca, Leaf};
 use util::Running;
@@ -79,6 +79,12 @@ impl Handler for Log {
             }
             return;
         }
+        if data == b"one\n" {
+            // A single send of a record's size or more, from a timer: no read of the
+            // connection flushes it, only the turn's end.
+            ctx.set_conn_timer(conn, Duration::from_millis(1), 0);
+            return;
+        }
         if data == b"mix\n" {
             for piece in mix() {
                 ctx.send(conn, &piece)
@@ -98,6 +104,10 @@ impl Handler for Log {
             return;
         }
         let _ = ctx.send(conn, data);
+    }
+
+    fn on_conn_timer(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: TimerId, _: u64) {
+        let _ = ctx.send(conn, &util::pattern(9, 0, 20 << 10));
     }
 
     fn on_close(&mut self, _: &mut Context<'_, Self>, _: ConnId, reason: &CloseReason) {
@@ -218,10 +228,18 @@ fn large_and_small_sends_arrive_whole_and_in_order_whether_queued_or_encrypted_a
         tls.read_exact(&mut got).unwrap();
         assert!(got == want, "round {round}: the bytes changed on the way");
     }
+    tls.write_all(b"one\n").unwrap();
+    tls.flush().unwrap();
+    let mut one = vec![0; 20 << 10];
+    tls.read_exact(&mut one).unwrap();
+    assert!(
+        one == util::pattern(9, 0, 20 << 10),
+        "the single send changed"
+    );
     let stats = server.stop().stats();
     assert_eq!(
         stats.total.bytes_out,
-        3 * want.len() as u64,
+        3 * want.len() as u64 + one.len() as u64,
         "bytes counted out"
     );
     assert_eq!(stats.queued, 0, "bytes left counted as queued");

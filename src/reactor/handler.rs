@@ -90,8 +90,10 @@ use crate::socket::{ListenAddr, Peer};
 /// turn leaves in one write (vectored where the queue holds several chunks) when the reactor
 /// is done reading that connection; what other callbacks sent (timers, `on_open`, sends to
 /// other connections) leaves at the end of the turn, one write per connection. A queue that
-/// reaches 64 KiB is written at once. So any number of small replies cost one system call,
-/// and a single reply leaves in the same turn its request arrived.
+/// reaches 64 KiB is written at once, and a single send of 16 KiB or more that finds the queue
+/// empty is written at once from your slice, without a copy (encrypted at once for TLS). So
+/// any number of small replies cost one system call, and a single reply leaves in the same
+/// turn its request arrived.
 pub trait Handler {
     /// The handler's own value for each connection, kept by the server beside it: a
     /// protocol's parser state, a user's name. It is made with `Default` when the
@@ -253,8 +255,9 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
 
     /// Queues `data` for `conn`. It is written with everything else `conn` is sent this
     /// turn, in one write, when the server is done reading `conn` or at the end of the turn
-    /// (see [`Handler`], "When bytes reach the socket"); what the kernel does not take then
-    /// waits and is written as the socket takes more.
+    /// (see [`Handler`], "When bytes reach the socket"; 16 KiB or more into an empty queue is
+    /// written at once); what the kernel does not take then waits and is written as the
+    /// socket takes more.
     ///
     /// When the queue passes the high-water mark the server holds `conn`'s input (the
     /// [`Input`](crate::Input) of the current `on_data` shows nothing more) and stops reading

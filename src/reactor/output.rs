@@ -93,19 +93,20 @@ pub(super) fn shed_order(
 /// turn's worth of output first (one write per read of a 64 KiB echo, as before coalescing).
 pub(super) const FLUSH_AT: usize = 64 * 1024;
 
-/// A TLS send this large or larger skips the queue when nothing waits in it (see
-/// [`Core::send`]): the largest record's plaintext, so records stay full either way, while
-/// smaller sends still gather into one record per turn.
-const ENCRYPT_NOW_AT: usize = 16 * 1024;
+/// A send this large or larger skips the queue when nothing waits in it (see
+/// [`Core::send`]): one system call per 16 KiB or more costs less than copying them, and for
+/// TLS it is the largest record's plaintext, so records stay full either way. Smaller sends
+/// still gather into one write (one record) per turn.
+pub(crate) const SEND_NOW_AT: usize = 16 * 1024;
 
-/// Writes `out` into `sink` until it is empty or the sink stops taking it (WouldBlock).
-/// Returns how many bytes left, counted even when an error ended the loop (issue #12, item
-/// 9: bytes written before an error stayed in the total queued count for good), and that
-/// error, if one did.
-fn write_queue(out: &mut OutQueue, sink: &mut impl io::Write) -> (usize, Option<io::Error>) {
+/// Calls `write` until it has nothing left to write (`None`) or the sink stops taking it
+/// (WouldBlock). Returns how many bytes left, counted even when an error ended the loop
+/// (issue #12, item 9: bytes written before an error stayed in the total queued count for
+/// good), and that error, if one did.
+fn write_while(mut write: impl FnMut() -> Option<io::Result<usize>>) -> (usize, Option<io::Error>) {
     let mut written = 0;
-    while !out.is_empty() {
-        match out.write_to(sink) {
+    while let Some(result) = write() {
+        match result {
             Ok(0) => return (written, Some(io::ErrorKind::WriteZero.into())),
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -114,6 +115,27 @@ fn write_queue(out: &mut OutQueue, sink: &mut impl io::Write) -> (usize, Option<
         }
     }
     (written, None)
+}
+
+/// Writes `out` into `sink` until it is empty or the sink stops taking it (see
+/// [`write_while`]).
+fn write_queue(out: &mut OutQueue, sink: &mut impl io::Write) -> (usize, Option<io::Error>) {
+    write_while(|| (!out.is_empty()).then(|| out.write_to(sink)))
+}
+
+/// Writes `data` into `sink` until all of it is written or the sink stops taking it (see
+/// [`write_while`]).
+fn write_slice(data: &[u8], sink: &mut impl io::Write) -> (usize, Option<io::Error>) {
+    let mut done = 0;
+    write_while(|| {
+        (done < data.len()).then(|| {
+            let result = sink.write(&data[done..]);
+            if let Ok(n) = result {
+                done += n;
+            }
+            result
+        })
+    })
 }
 
 /// [`write_queue`] through a TLS session: waiting ciphertext first, then the queue
@@ -149,7 +171,8 @@ fn write_queue_tls(
 
 impl Core {
     /// Queues `data` for `id`, to be written with everything else sent to it this turn: when
-    /// the reactor is done reading it, or at the turn's end (at once past [`FLUSH_AT`]).
+    /// the reactor is done reading it, or at the turn's end (at once past [`FLUSH_AT`]). A
+    /// send of [`SEND_NOW_AT`] or more that finds the queue empty is written at once instead.
     ///
     /// Every check that can refuse the bytes runs before they are queued, so an `Err`
     /// always means that nothing of `data` will reach the socket.
@@ -206,24 +229,44 @@ impl Core {
             }
         }
         let conn = conn_mut(&mut self.conns, id).expect("checked above");
-        // A TLS send of a record or more, with nothing queued before it, is encrypted from
-        // the handler's slice: the queue would only hold it to copy it into the session.
+        // A send of [`SEND_NOW_AT`] or more with nothing queued before it (and a socket not
+        // known to be full) leaves from the handler's slice: written at once, or encrypted
+        // into the TLS session; the queue would only hold it to copy it there.
         let mut direct = 0;
-        if data.len() >= ENCRYPT_NOW_AT && conn.out.is_empty() {
-            if let Some(tls) = &mut conn.tls {
-                direct = tls.encrypt_slice(data);
+        if data.len() >= SEND_NOW_AT && conn.out.is_empty() && !conn.writable {
+            let failed = match &mut conn.tls {
+                Some(tls) => {
+                    direct = tls.encrypt_slice(data);
+                    None
+                }
+                None => {
+                    let (n, failed) = write_slice(data, &mut conn.stream);
+                    direct = n;
+                    failed
+                }
+            };
+            if direct > 0 {
                 self.listeners[conn.listener as usize].stats.bytes_out += direct as u64;
                 conn.timing.last_active = self.now;
             }
+            if let Some(e) = failed {
+                // The handler hears of it in on_close, as of any write error.
+                self.request_close(id, CloseReason::from_io(e));
+                return Ok(());
+            }
         }
+        let conn = conn_mut(&mut self.conns, id).expect("checked above");
         let rest = &data[direct..];
         conn.out.push(rest);
         self.total_queued += rest.len();
-        if !conn.dirty {
+        if !conn.dirty && !conn.flushed() {
             conn.dirty = true;
             self.dirty.push(id);
         }
-        if conn.out.len() + direct >= FLUSH_AT && !conn.writable {
+        if conn.tls.is_none() && direct > 0 && !conn.out.is_empty() {
+            // The kernel took only part: the rest waits for WRITABLE.
+            self.after_write(id, false);
+        } else if conn.out.len() + direct >= FLUSH_AT && !conn.writable {
             self.flush(id);
         }
         let Some(conn) = conn_mut(&mut self.conns, id) else {
