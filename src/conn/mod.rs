@@ -17,7 +17,7 @@ pub use input::Input;
 pub(crate) use input::Kept;
 pub use preamble::Proxied;
 pub(crate) use preamble::{client_of, Preamble, Step};
-pub(crate) use queue::OutQueue;
+pub(crate) use queue::{OutQueue, Spares};
 pub(crate) use state::{Holder, Life, Recv, Send};
 
 /// Names one connection for as long as it is open.

@@ -97,6 +97,8 @@ pub(crate) struct Core {
     pub(super) peers: PeerCounts,
     /// Bytes queued over every connection (closing ones hold none: see `request_close`).
     pub(super) total_queued: usize,
+    /// Written chunks of output queues, kept for the next sends.
+    pub(super) spares: crate::conn::Spares,
     /// Bytes of input kept over every connection (as they were after each `on_data`).
     pub(super) total_kept: usize,
     /// The time the current turn started.
@@ -142,6 +144,7 @@ impl Core {
             stopping: None,
             peers: PeerCounts::new(limits.max_per_peer, limits.ipv6_peer_prefix),
             total_queued: 0,
+            spares: Default::default(),
             total_kept: 0,
             now: Instant::now(),
             serving: None,
@@ -310,7 +313,7 @@ impl Core {
     pub(crate) fn request_close(&mut self, id: ConnId, reason: CloseReason) {
         if let Some(conn) = conn_mut(&mut self.conns, id) {
             if conn.life.close() {
-                let dropped = conn.out.clear();
+                let dropped = conn.out.clear(&mut self.spares);
                 self.total_queued -= dropped;
                 if dropped > 0 {
                     if let Some(tls) = &mut conn.tls {
@@ -524,6 +527,7 @@ impl Core {
 }
 
 /// The connection `id` names, borrowing only the slab (so other fields stay usable).
+#[inline]
 pub(super) fn conn_mut(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
     conns
         .get_mut(id.key)

@@ -11,7 +11,7 @@ use mio::Interest;
 
 use super::core::{conn_mut, Core};
 use super::token;
-use crate::conn::{CloseReason, ConnId, Holder, OutQueue, Send};
+use crate::conn::{CloseReason, ConnId, Holder, OutQueue, Send, Spares};
 
 /// What a connection is always registered for. On Linux also PRIORITY (EPOLLPRI): `recv`
 /// stops at TCP's urgent mark, so a read can come back short with data behind it, and the
@@ -119,8 +119,12 @@ fn write_while(mut write: impl FnMut() -> Option<io::Result<usize>>) -> (usize, 
 
 /// Writes `out` into `sink` until it is empty or the sink stops taking it (see
 /// [`write_while`]).
-fn write_queue(out: &mut OutQueue, sink: &mut impl io::Write) -> (usize, Option<io::Error>) {
-    write_while(|| (!out.is_empty()).then(|| out.write_to(sink)))
+fn write_queue(
+    out: &mut OutQueue,
+    sink: &mut impl io::Write,
+    spares: &mut Spares,
+) -> (usize, Option<io::Error>) {
+    write_while(|| (!out.is_empty()).then(|| out.write_to(sink, spares)))
 }
 
 /// Writes `data` into `sink` until all of it is written or the sink stops taking it (see
@@ -145,6 +149,7 @@ fn write_queue_tls(
     out: &mut OutQueue,
     tls: &mut crate::tls::Session,
     sink: &mut impl io::Write,
+    spares: &mut Spares,
 ) -> (usize, Option<io::Error>) {
     let mut moved = 0;
     loop {
@@ -160,7 +165,7 @@ fn write_queue_tls(
         if out.is_empty() {
             return (moved, None);
         }
-        match tls.encrypt(out) {
+        match tls.encrypt(out, spares) {
             // The session's buffer was just emptied, so it takes something.
             Ok(0) => return (moved, Some(io::ErrorKind::WriteZero.into())),
             Ok(n) => moved += n,
@@ -257,7 +262,7 @@ impl Core {
         }
         let conn = conn_mut(&mut self.conns, id).expect("checked above");
         let rest = &data[direct..];
-        conn.out.push(rest);
+        conn.out.push(rest, &mut self.spares);
         self.total_queued += rest.len();
         if !conn.dirty && !conn.flushed() {
             conn.dirty = true;
@@ -321,8 +326,8 @@ impl Core {
         let was_blocked = conn.writable;
         let listener = conn.listener as usize;
         let (left, failed) = match &mut conn.tls {
-            Some(tls) => write_queue_tls(&mut conn.out, tls, &mut conn.stream),
-            None => write_queue(&mut conn.out, &mut conn.stream),
+            Some(tls) => write_queue_tls(&mut conn.out, tls, &mut conn.stream, &mut self.spares),
+            None => write_queue(&mut conn.out, &mut conn.stream, &mut self.spares),
         };
         if left > 0 {
             self.total_queued -= left;
@@ -455,8 +460,9 @@ mod tests {
     #[test]
     fn bytes_written_before_an_error_are_counted() {
         let mut out = OutQueue::default();
-        out.push(&[7; 100]);
-        let (counted, err) = write_queue(&mut out, &mut Failing { budget: 10 });
+        let mut spares = Spares::default();
+        out.push(&[7; 100], &mut spares);
+        let (counted, err) = write_queue(&mut out, &mut Failing { budget: 10 }, &mut spares);
         assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::ConnectionReset));
         assert_eq!(
             counted, 10,

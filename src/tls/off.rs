@@ -5,7 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use super::{Fed, TlsFailure};
-use crate::conn::OutQueue;
+use crate::conn::{OutQueue, Spares};
 
 /// A listener's TLS settings: none exist without the feature.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ impl Session {
         match *self {}
     }
 
-    pub(crate) fn encrypt(&mut self, _: &mut OutQueue) -> io::Result<usize> {
+    pub(crate) fn encrypt(&mut self, _: &mut OutQueue, _: &mut Spares) -> io::Result<usize> {
         match *self {}
     }
 

@@ -10,7 +10,7 @@ use rustls::server::{ProducesTickets, ServerConnection, StoresServerSessions};
 use rustls::{ProtocolVersion, ServerConfig};
 
 use super::{Fed, TlsFailure};
-use crate::conn::OutQueue;
+use crate::conn::{OutQueue, Spares};
 
 /// The most ciphertext a connection holds that the socket has not taken (rustls's own
 /// buffer; the plaintext behind it waits in the connection's output queue, where the
@@ -149,8 +149,8 @@ impl Session {
 
     /// Encrypts what `out` holds, as much as the ciphertext limit takes (`Ok(0)`: none
     /// fits until [`write_tls`](Session::write_tls) made room); the bytes leave `out`.
-    pub(crate) fn encrypt(&mut self, out: &mut OutQueue) -> io::Result<usize> {
-        out.write_to(&mut self.conn.writer())
+    pub(crate) fn encrypt(&mut self, out: &mut OutQueue, spares: &mut Spares) -> io::Result<usize> {
+        out.write_to(&mut self.conn.writer(), spares)
     }
 
     /// Encrypts the start of `data` straight from the caller's slice, without a queue: as
