@@ -348,9 +348,16 @@ mod tests {
         for round in 0..3 {
             q.push(b"+OK\r\n", &mut spares);
             assert_eq!(q.capacity(), SMALL, "round {round}: a small chunk");
-            assert!(spares.small.is_empty(), "round {round}: the spare was taken");
+            assert!(
+                spares.small.is_empty(),
+                "round {round}: the spare was taken"
+            );
             q.write_to(&mut sink, &mut spares).unwrap();
-            assert_eq!(q.capacity(), 0, "round {round}: the empty queue owns nothing");
+            assert_eq!(
+                q.capacity(),
+                0,
+                "round {round}: the empty queue owns nothing"
+            );
             assert_eq!(spares.small.len(), 1, "round {round}: the chunk is kept");
         }
         // A chunk that grew past the small size is not kept as a small one.

@@ -6,7 +6,7 @@
 //! the runner's `perf stat` rows).
 //!
 //! ```text
-//! taskset -c 1 target/release/instr_bench [--units N] [--only tls-bulk|bulk|many|pipelined]
+//! taskset -c 1 target/release/instr_bench [--units N] [--only tls-bulk|handshakes|bulk|many|pipelined]
 //!         [--server NAME]
 //! ```
 //!
@@ -15,6 +15,9 @@
 //! start-up, its handshakes and its stop. Rows:
 //! - `tls-bulk`: the echo example with `--tls-cert`, `mio_tls_echo`, `tokio_tls_echo`; 4
 //!   connections, each writing 64 KiB and reading the echo back (checked), N times; per MiB.
+//! - `handshakes`: the same three servers and the echo with `--tls-handshake-threads 1`
+//!   (`echo-threads`); 4 clients, each a full TLS 1.3 handshake (no resumption), one 64-byte
+//!   round trip and a close_notify, N times; per handshake.
 //! - `bulk`: the same over plain TCP against `echo`, `mio_echo`, `tokio_echo`; per MiB.
 //! - `many`: 50 connections, each one 64-byte message in flight, N round trips each; per
 //!   round trip.
@@ -41,7 +44,7 @@ const BULK: usize = 64 * 1024;
 
 struct Row {
     name: &'static str,
-    servers: [&'static str; 3],
+    servers: &'static [&'static str],
     tls: bool,
     /// What one unit is, for the table.
     unit: &'static str,
@@ -51,18 +54,26 @@ struct Row {
     rounds: usize,
 }
 
-const ROWS: [Row; 4] = [
+const ROWS: [Row; 5] = [
     Row {
         name: "tls-bulk",
-        servers: ["echo", "mio_tls_echo", "tokio_tls_echo"],
+        servers: &["echo", "mio_tls_echo", "tokio_tls_echo"],
         tls: true,
         unit: "MiB",
         units_per_round: 4.0 * BULK as f64 / (1024.0 * 1024.0),
         rounds: 64,
     },
     Row {
+        name: "handshakes",
+        servers: &["echo", "echo-threads", "mio_tls_echo", "tokio_tls_echo"],
+        tls: true,
+        unit: "handshake",
+        units_per_round: 4.0,
+        rounds: 10,
+    },
+    Row {
         name: "bulk",
-        servers: ["echo", "mio_echo", "tokio_echo"],
+        servers: &["echo", "mio_echo", "tokio_echo"],
         tls: false,
         unit: "MiB",
         units_per_round: 4.0 * BULK as f64 / (1024.0 * 1024.0),
@@ -70,7 +81,7 @@ const ROWS: [Row; 4] = [
     },
     Row {
         name: "many",
-        servers: ["echo", "mio_echo", "tokio_echo"],
+        servers: &["echo", "mio_echo", "tokio_echo"],
         tls: false,
         unit: "round trip",
         units_per_round: 50.0,
@@ -78,7 +89,7 @@ const ROWS: [Row; 4] = [
     },
     Row {
         name: "pipelined",
-        servers: ["echo", "mio_echo", "tokio_echo"],
+        servers: &["echo", "mio_echo", "tokio_echo"],
         tls: false,
         unit: "message",
         units_per_round: 50.0 * 16.0,
@@ -123,10 +134,13 @@ fn start(name: &str, tls: bool, cert: &Path, key: &Path, log: Option<PathBuf>) -
         };
         cmd.arg(format!("--log-file={}", log.display()));
     }
-    if name == "echo" {
+    if name.starts_with("echo") {
         cmd.arg(dir.join("examples/echo"));
         if tls {
             cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+        if name == "echo-threads" {
+            cmd.args(["--tls-handshake-threads", "1"]);
         }
     } else {
         cmd.arg(dir.join(name));
@@ -169,7 +183,7 @@ fn plain(port: u16) -> TcpStream {
 /// Runs `round` on `conns` connections' threads, `rounds` times each.
 fn clients(row: &Row, port: u16, rounds: usize) {
     let conns = match row.name {
-        "tls-bulk" | "bulk" => 4,
+        "tls-bulk" | "bulk" | "handshakes" => 4,
         _ => 50,
     };
     let tls = row.tls;
@@ -179,11 +193,23 @@ fn clients(row: &Row, port: u16, rounds: usize) {
             std::thread::spawn(move || {
                 let (size, pieces) = match name {
                     "tls-bulk" | "bulk" => (BULK, 1),
-                    "many" => (64, 1),
+                    "many" | "handshakes" => (64, 1),
                     _ => (64, 16),
                 };
                 let data: Vec<u8> = (0..size * pieces).map(|j| (j * 7 + i * 13) as u8).collect();
                 let mut back = vec![0; data.len()];
+                if name == "handshakes" {
+                    let config = client_config(false);
+                    for _ in 0..rounds {
+                        let mut t = connect(port, &config);
+                        t.write_all(&data).expect("write");
+                        t.read_exact(&mut back).expect("read the echo");
+                        assert!(back == data, "the echo differs");
+                        t.conn.send_close_notify();
+                        let _ = t.flush();
+                    }
+                    return;
+                }
                 let mut stream: Box<dyn ReadWrite> = if tls {
                     let t = connect(port, &client_config(false));
                     t.sock
@@ -234,7 +260,7 @@ fn main() {
         .filter(|r| only.as_deref().is_none_or(|o| o == r.name))
     {
         let mut first = None;
-        for name in row.servers {
+        for &name in row.servers {
             if server_only.as_deref().is_some_and(|s| s != name) {
                 continue;
             }
