@@ -147,7 +147,10 @@ impl ServerBuilder {
     /// that arrives meanwhile waits for it. With threads, the loop hands a connection's
     /// session to one, goes on serving, and takes it back when the step is done; nothing
     /// else leaves the loop (the connection is not read while its session is away, and the
-    /// handler sees nothing of it). On Linux the threads run in the `SCHED_IDLE` class: on
+    /// handler sees nothing of it). Only steps that may be key work go: the ClientHello,
+    /// and every step of TLS 1.2, of a server that verifies client certificates, or of a
+    /// [`TlsConfig::from_rustls`](crate::TlsConfig::from_rustls) configuration; a TLS 1.3
+    /// client's Finished is checked in the loop. On Linux the threads run in the `SCHED_IDLE` class: on
     /// a core they share with the loop, the loop preempts them whenever it has work (so a
     /// loop kept busy all the time leaves handshakes to their deadline). With one thread,
     /// the p99 of established clients under 200 full handshakes a second went from 6.5×

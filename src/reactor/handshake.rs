@@ -81,7 +81,8 @@ impl<H: Handler> Server<H> {
         let Some(conn) = conn_mut(&mut core.conns, id) else {
             return Step::Done;
         };
-        if let Some(pool) = &core.tls_pool {
+        let key_work = conn.tls.as_ref().is_some_and(|t| t.wants_thread());
+        if let Some(pool) = core.tls_pool.as_ref().filter(|_| key_work) {
             // To a thread; the loop goes on, and takes it back in `finish_handshakes`.
             let Some(session) = conn.tls.take() else {
                 return Step::Done;
@@ -337,6 +338,152 @@ mod tests {
                 HANDSHAKES_PER_TURN / 2
             ],
             "{steps:?}"
+        );
+    }
+
+    /// Takes any server certificate: these tests look at the server's steps, not at trust.
+    #[derive(Debug)]
+    struct AnyCert;
+
+    impl rustls::client::danger::ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            #[allow(deprecated)] // ring's default_provider, as src/tls/config.rs uses it
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    /// Completes one handshake of a `version` client against a server with a handshake
+    /// thread and `tls`; returns the steps the loop handed to the thread.
+    #[allow(deprecated)] // ring's default_provider, as src/tls/config.rs uses it
+    fn steps_on_threads(
+        tls: crate::TlsConfig,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> u64 {
+        let mut server = ServerBuilder::new()
+            .listen_tls("127.0.0.1:0", tls)
+            .tls_handshake_threads(1)
+            .bind(Discard)
+            .unwrap();
+        let addr = server.listeners()[0].local_addr.ip().unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert))
+        .with_no_client_auth();
+        let mut conn = rustls::ClientConnection::new(
+            std::sync::Arc::new(client),
+            "localhost".try_into().unwrap(),
+        )
+        .unwrap();
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Until the client is done and the server has taken its last flight.
+        while conn.is_handshaking() || !opened(&server) {
+            assert!(Instant::now() < deadline, "the handshake did not end");
+            while conn.wants_write() {
+                match conn.write_tls(&mut tcp) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("client write: {e}"),
+                }
+            }
+            server.run_once(Some(Duration::from_millis(5))).unwrap();
+            match conn.read_tls(&mut tcp) {
+                Ok(0) => panic!("the server closed"),
+                Ok(_) => {
+                    conn.process_new_packets().unwrap();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("client read: {e}"),
+            }
+        }
+        server.core.tls_pool.as_ref().unwrap().sent()
+    }
+
+    /// The one connection has left its handshake phase.
+    fn opened(server: &crate::Server<Discard>) -> bool {
+        server
+            .core
+            .conns
+            .iter()
+            .any(|(_, c)| !matches!(c.phase, crate::conn::Phase::Handshake(_)))
+    }
+
+    /// Issue #23: with a handshake thread, only steps that may be key work leave the loop
+    /// (each costs two hand-offs): in TLS 1.3 without client certificates, the ClientHello
+    /// alone; the client's Finished is a MAC, checked in the loop. In TLS 1.2 (its
+    /// ClientKeyExchange is key work), and where the configuration is the caller's (it may
+    /// verify client certificates), every step.
+    #[test]
+    fn only_steps_that_may_be_key_work_go_to_the_handshake_thread() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+        let ours = || {
+            crate::TlsConfig::new()
+                .cert_pem(cert_pem.as_bytes(), key_pem.as_bytes())
+                .unwrap()
+        };
+        assert_eq!(
+            steps_on_threads(ours(), &rustls::version::TLS13),
+            1,
+            "TLS 1.3"
+        );
+        assert_eq!(
+            steps_on_threads(ours(), &rustls::version::TLS12),
+            2,
+            "TLS 1.2"
+        );
+        use rustls::pki_types::pem::PemObject;
+        #[allow(deprecated)]
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![
+                    rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap(),
+                ],
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let theirs = crate::TlsConfig::from_rustls(std::sync::Arc::new(config));
+        assert_eq!(
+            steps_on_threads(theirs, &rustls::version::TLS13),
+            2,
+            "a caller's config"
         );
     }
 }

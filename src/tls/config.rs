@@ -255,6 +255,8 @@ impl TlsConfig {
             return Ok(Acceptor {
                 config: Arc::clone(config),
                 timeout: self.timeout,
+                // Whether it verifies clients is not told: every step may be key work.
+                light_finish: false,
             });
         }
         if self.certs.is_empty() {
@@ -296,6 +298,7 @@ impl TlsConfig {
         Ok(Acceptor {
             config: Arc::new(config),
             timeout: self.timeout,
+            light_finish: self.client_ca.is_none(),
         })
     }
 }

@@ -25,6 +25,8 @@ struct Job {
 pub(crate) struct Pool {
     jobs: mpsc::Sender<Job>,
     done: mpsc::Receiver<Done>,
+    /// Steps handed to the threads so far.
+    sent: std::cell::Cell<u64>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -75,7 +77,11 @@ impl Pool {
                     }
                 })?;
         }
-        Ok(Pool { jobs, done })
+        Ok(Pool {
+            jobs,
+            done,
+            sent: std::cell::Cell::new(0),
+        })
     }
 
     /// Hands a step to a thread; gives the session back if the threads are gone.
@@ -90,7 +96,14 @@ impl Pool {
             session,
             bytes: bytes.to_vec(),
         };
+        self.sent.set(self.sent.get() + 1);
         self.jobs.send(job).map_err(|e| e.0.session)
+    }
+
+    /// Steps handed to the threads so far.
+    #[cfg(test)]
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent.get()
     }
 
     /// A finished step, if one is waiting.

@@ -23,6 +23,9 @@ const CIPHERTEXT_LIMIT: usize = 64 * 1024;
 pub(crate) struct Acceptor {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) timeout: Duration,
+    /// The configuration verifies no client certificates (known only for one built here):
+    /// in TLS 1.3 the client's steps after the server's first flight are then cheap.
+    pub(crate) light_finish: bool,
 }
 
 impl std::fmt::Debug for Acceptor {
@@ -62,6 +65,8 @@ impl Acceptor {
             info: None,
             notified: false,
             peer_closed: false,
+            light_finish: self.light_finish,
+            answered: false,
         }))
     }
 
@@ -77,6 +82,10 @@ pub(crate) struct Session {
     notified: bool,
     /// The peer's close_notify came (its plaintext before it was given out).
     peer_closed: bool,
+    /// From the acceptor: no client certificates to verify.
+    light_finish: bool,
+    /// The session has answered a ClientHello (a flight, or a HelloRetryRequest).
+    answered: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -125,11 +134,27 @@ impl Session {
                 break;
             }
         }
+        if self.conn.wants_write() {
+            self.answered = true;
+        }
         if was_handshaking && !self.conn.is_handshaking() {
             fed.handshake_done = true;
             self.info = Some(TlsInfo::of(&self.conn));
         }
         Ok(fed)
+    }
+
+    /// Whether the next handshake step may be key work, worth a handshake thread: the
+    /// ClientHello (in as many pieces as it comes), and every step of a TLS 1.2 handshake
+    /// (its ClientKeyExchange), after a HelloRetryRequest (the second ClientHello), or of
+    /// a server that verifies client certificates (their signature and chain). What is
+    /// left of a TLS 1.3 handshake after the server's flight is the client's Finished, a
+    /// MAC: done in the loop, it saves the two hand-offs a step costs.
+    pub(crate) fn wants_thread(&self) -> bool {
+        !self.answered
+            || !self.light_finish
+            || self.conn.protocol_version() != Some(ProtocolVersion::TLSv1_3)
+            || self.conn.handshake_kind() == Some(rustls::HandshakeKind::FullWithHelloRetryRequest)
     }
 
     /// The peer's close_notify came: its side is done, cleanly (nothing after it is read).
