@@ -1081,6 +1081,18 @@ pub fn notify(state: &str) -> io::Result<bool> {
     }
 }
 
+/// [`notify`] for a state that is not `READY=1`, without waiting if the manager's queue is
+/// full (`WouldBlock` then): for a signal's `STOPPING=1`, which must not hold up the stop.
+pub(crate) fn notify_without_waiting(state: &str) -> io::Result<bool> {
+    if crate::handover::handed_over() {
+        return Ok(false);
+    }
+    #[cfg(unix)]
+    return send_to_manager_as(state, None, false);
+    #[cfg(not(unix))]
+    notify(state)
+}
+
 /// Sends `state` to the service manager's `NOTIFY_SOCKET` as it is (no hand-over rule
 /// applies), with descriptor `fd` (`SCM_RIGHTS`) if given: `Ok(false)` when no manager
 /// listens.
@@ -1088,6 +1100,16 @@ pub fn notify(state: &str) -> io::Result<bool> {
 pub(crate) fn send_to_manager(
     state: &str,
     fd: Option<std::os::fd::BorrowedFd<'_>>,
+) -> io::Result<bool> {
+    send_to_manager_as(state, fd, true)
+}
+
+/// [`send_to_manager`], waiting for room in the manager's queue or not (`WouldBlock`).
+#[cfg(unix)]
+fn send_to_manager_as(
+    state: &str,
+    fd: Option<std::os::fd::BorrowedFd<'_>>,
+    wait: bool,
 ) -> io::Result<bool> {
     use std::os::unix::ffi::OsStrExt;
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
@@ -1111,6 +1133,7 @@ pub(crate) fn send_to_manager(
         }
         None => socket.connect(std::path::Path::new(&target))?,
     }
+    socket.set_nonblocking(!wait)?;
     match fd {
         Some(fd) => crate::sys::send_with_fd(&socket, state.as_bytes(), fd)?,
         None => {

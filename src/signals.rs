@@ -238,10 +238,12 @@ impl Signals {
     fn deliver(&self, signal: i32) {
         match &*self.handle.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(handle) => {
-                // Stop first: nothing that follows (a log line) may keep the stop from
-                // happening.
+                // The manager hears it before the stop is asked for: a server with nothing
+                // to drain can end the process at once, and a datagram sent after that is
+                // never sent. Sent without waiting (a manager whose queue is full loses
+                // it), so that nothing keeps the stop from happening.
+                let _ = crate::inherit::notify_without_waiting("STOPPING=1");
                 handle.stop();
-                let _ = crate::notify("STOPPING=1");
                 log::info!("signal {signal}: stopping (again to stop at once)");
             }
             // Before there is a server (a slow lookup, say): nothing to flush or close.
