@@ -776,3 +776,75 @@ fn large_and_small_sends_arrive_whole_and_in_order_whether_written_at_once_or_qu
     );
     assert_eq!(stats.queued, 0, "bytes left counted as queued");
 }
+
+/// The first connection (`A`) is paused at once, so its peer's reset is not read; a line
+/// from any other sets a timer whose send to `A` fails at the turn's end; `A`'s `on_close`
+/// tells the others.
+#[cfg(unix)]
+#[derive(Default)]
+struct Farewell {
+    a: Option<ConnId>,
+    others: Vec<ConnId>,
+}
+
+#[cfg(unix)]
+impl Handler for Farewell {
+    type State = ();
+
+    fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
+        if self.a.is_none() {
+            self.a = Some(conn);
+            ctx.pause_reading(conn);
+        } else {
+            self.others.push(conn);
+        }
+    }
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, _: ConnId, input: &mut Input<'_>) {
+        input.take_all();
+        ctx.set_timer(Duration::from_millis(20), 0);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: TimerId, _: u64) {
+        if let Some(a) = self.a {
+            let _ = ctx.send(a, &[0; 100]);
+        }
+    }
+
+    fn on_close(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &CloseReason) {
+        if Some(conn) == self.a {
+            for &other in &self.others {
+                let _ = ctx.send(other, b"gone\n");
+            }
+        }
+    }
+}
+
+/// Review of #22: a write that failed at the turn's end closed its connection after the
+/// turn's writes, so what its `on_close` sent to others waited for some later event (here,
+/// none ever comes). Over a Unix socket: a peer's close is an end of stream, which a paused
+/// connection does not read, and the next write fails at once (EPIPE).
+#[cfg(unix)]
+#[test]
+fn what_on_close_sends_after_a_failed_write_at_the_turns_end_is_written_in_that_turn() {
+    use std::os::unix::net::UnixStream;
+    let dir = util::TempDir::new("farewell");
+    let path = dir.join("s");
+    let server = util::Running::start(
+        Server::builder().listen(format!("unix:{}", path.display()).as_str()),
+        Farewell::default(),
+    );
+    let a = UnixStream::connect(&path).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut b = UnixStream::connect(&path).unwrap();
+    b.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(a);
+    std::thread::sleep(Duration::from_millis(50));
+    b.write_all(b"go\n").unwrap();
+    let mut got = [0; 5];
+    b.read_exact(&mut got)
+        .expect("A's farewell, though no event followed the write that failed");
+    assert_eq!(&got, b"gone\n");
+    drop(server);
+}

@@ -95,9 +95,16 @@ impl<H: Handler> Server<H> {
         self.retry_accept();
         self.check_stop_deadline();
         self.check_drain();
-        // Whatever callbacks sent and is not written yet: one write per connection.
-        self.core.flush_dirty();
-        self.settle();
+        // Whatever callbacks sent and is not written yet: one write per connection. A write
+        // that fails closes its connection, and what its on_close sends (to the others) is
+        // written too, not left for a turn that may not come until some other event.
+        loop {
+            self.core.flush_dirty();
+            self.settle();
+            if self.core.dirty.is_empty() {
+                break;
+            }
+        }
         Ok(())
     }
 
