@@ -86,14 +86,17 @@ use crate::socket::{ListenAddr, Peer};
 ///
 /// # When bytes reach the socket
 ///
-/// [`Context::send`] only queues. What a connection was sent during its `on_data` calls of a
-/// turn leaves in one write (vectored where the queue holds several chunks) when the reactor
-/// is done reading that connection; what other callbacks sent (timers, `on_open`, sends to
-/// other connections) leaves at the end of the turn, one write per connection. A queue that
-/// reaches 64 KiB is written at once, and a single send of 16 KiB or more that finds the queue
-/// empty is written at once from your slice, without a copy (encrypted at once for TLS). So
-/// any number of small replies cost one system call, and a single reply leaves in the same
-/// turn its request arrived.
+/// Small sends are queued and coalesce: what a connection was sent during its `on_data`
+/// calls of a turn leaves in one write (vectored where the queue holds several chunks) when
+/// the reactor is done reading that connection; what other callbacks sent (timers,
+/// `on_open`, sends to other connections) leaves at the end of the turn, one write per
+/// connection. A queue that reaches 64 KiB is written at once. A single send of 16 KiB or
+/// more that finds the queue empty leaves during the call, from your slice, without a copy:
+/// written at once on a plain connection (what the kernel does not take is queued), and
+/// encrypted at once on a TLS one (what the session's 64 KiB of ciphertext does not take is
+/// queued; the records are written with the rest, at the read's or the turn's end). So any
+/// number of small replies cost one system call, and a single reply leaves in the same turn
+/// its request arrived.
 pub trait Handler {
     /// The handler's own value for each connection, kept by the server beside it: a
     /// protocol's parser state, a user's name. It is made with `Default` when the
@@ -253,11 +256,11 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
         Context { core, states }
     }
 
-    /// Queues `data` for `conn`. It is written with everything else `conn` is sent this
-    /// turn, in one write, when the server is done reading `conn` or at the end of the turn
-    /// (see [`Handler`], "When bytes reach the socket"; 16 KiB or more into an empty queue is
-    /// written at once); what the kernel does not take then waits and is written as the
-    /// socket takes more.
+    /// Sends `data` to `conn`. A small send is queued and written with everything else
+    /// `conn` is sent this turn, in one write, when the server is done reading `conn` or at
+    /// the end of the turn; a send of 16 KiB or more into an empty queue leaves during the
+    /// call (see [`Handler`], "When bytes reach the socket"). What the kernel does not take
+    /// waits in the queue and is written as the socket takes more.
     ///
     /// When the queue passes the high-water mark the server holds `conn`'s input (the
     /// [`Input`](crate::Input) of the current `on_data` shows nothing more) and stops reading
@@ -445,7 +448,9 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
         self.core.listener(id)
     }
 
-    /// How many bytes are queued for `conn` and not written yet (0 if it is closed).
+    /// How many bytes are queued for `conn` and not written yet (0 if it is closed). On a
+    /// TLS connection, plaintext already encrypted into the session (up to 64 KiB of records
+    /// waiting for the socket) is no longer counted.
     pub fn queued(&self, conn: ConnId) -> usize {
         self.core.queued(conn)
     }

@@ -240,10 +240,13 @@ impl Core {
         let mut direct = 0;
         if data.len() >= SEND_NOW_AT && conn.out.is_empty() && !conn.writable {
             let failed = match &mut conn.tls {
-                Some(tls) => {
-                    direct = tls.encrypt_slice(data);
-                    None
-                }
+                Some(tls) => match tls.encrypt_slice(data) {
+                    Ok(n) => {
+                        direct = n;
+                        None
+                    }
+                    Err(e) => Some(e),
+                },
                 None => {
                     let (n, failed) = write_slice(data, &mut conn.stream);
                     direct = n;

@@ -179,11 +179,11 @@ impl Session {
     }
 
     /// Encrypts the start of `data` straight from the caller's slice, without a queue: as
-    /// much as the ciphertext limit takes (0 while it is full). For a send of a record's size
+    /// much as the ciphertext limit takes (0 while it is full), or the session's error (it
+    /// failed before, or the record sequence ran out). For a send of a record's size
     /// or more, where the queue would hold it only to copy it here.
-    pub(crate) fn encrypt_slice(&mut self, data: &[u8]) -> usize {
-        // rustls's writer never fails; it takes less, or nothing, at the limit.
-        io::Write::write(&mut self.conn.writer(), data).unwrap_or(0)
+    pub(crate) fn encrypt_slice(&mut self, data: &[u8]) -> io::Result<usize> {
+        io::Write::write(&mut self.conn.writer(), data)
     }
 
     /// Output the handler sent was dropped (a close that did not wait for the queue): no
