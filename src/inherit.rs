@@ -1083,6 +1083,7 @@ pub fn notify(state: &str) -> io::Result<bool> {
 
 /// [`notify`] for a state that is not `READY=1`, without waiting if the manager's queue is
 /// full (`WouldBlock` then): for a signal's `STOPPING=1`, which must not hold up the stop.
+#[cfg(feature = "signals")]
 pub(crate) fn notify_without_waiting(state: &str) -> io::Result<bool> {
     if crate::handover::handed_over() {
         return Ok(false);
