@@ -6,7 +6,7 @@
 //! the runner's `perf stat` rows).
 //!
 //! ```text
-//! taskset -c 1 target/release/instr_bench [--units N] [--only tls-bulk|handshakes|bulk|many|pipelined]
+//! taskset -c 1 target/release/instr_bench [--units N] [--only tls-bulk|handshakes|bulk|many|pipelined|kv-P1|kv-P16]
 //!         [--server NAME]
 //! ```
 //!
@@ -27,6 +27,10 @@
 //! With `INSTR_PROFILE=DIR` the servers run under callgrind instead and leave their
 //! profiles in DIR, for `callgrind_annotate` (the counts are the same).
 //!
+//! - `kv-P1`, `kv-P16`: the key-value example, Debian's `redis-server` (`--save ''
+//!   --appendonly no`) and `tokio_kv`, driven by `redis-benchmark -t set,get,incr,mset -c
+//!   50 -P 1` (or 16), N requests of each test; per request.
+//!
 //! Under valgrind a server runs some 20–50 times slower, so the clients are always ahead of
 //! it and each read finds more waiting than it would natively: the figures compare servers
 //! at the same work, not at their native batch sizes.
@@ -34,8 +38,8 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use dualstack_bench::perf::SyscallCounter;
 use dualstack_bench::tls::{client_config, connect};
@@ -54,7 +58,7 @@ struct Row {
     rounds: usize,
 }
 
-const ROWS: [Row; 5] = [
+const ROWS: [Row; 7] = [
     Row {
         name: "tls-bulk",
         servers: &["echo", "mio_tls_echo", "tokio_tls_echo"],
@@ -95,6 +99,22 @@ const ROWS: [Row; 5] = [
         units_per_round: 50.0 * 16.0,
         rounds: 50,
     },
+    Row {
+        name: "kv-P1",
+        servers: &["kv", "redis", "tokio_kv"],
+        tls: false,
+        unit: "request",
+        units_per_round: 4.0,
+        rounds: 2000,
+    },
+    Row {
+        name: "kv-P16",
+        servers: &["kv", "redis", "tokio_kv"],
+        tls: false,
+        unit: "request",
+        units_per_round: 4.0,
+        rounds: 10000,
+    },
 ];
 
 fn bin_dir() -> PathBuf {
@@ -134,7 +154,31 @@ fn start(name: &str, tls: bool, cert: &Path, key: &Path, log: Option<PathBuf>) -
         };
         cmd.arg(format!("--log-file={}", log.display()));
     }
-    if name.starts_with("echo") {
+    if name == "redis" {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = cmd
+            .arg("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (Debian's redis-server package)");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        return Server { child, port, log };
+    }
+    if name == "kv" {
+        cmd.arg(dir.join("examples/kv"));
+    } else if name.starts_with("echo") {
         cmd.arg(dir.join("examples/echo"));
         if tls {
             cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
@@ -180,8 +224,20 @@ fn plain(port: u16) -> TcpStream {
     s
 }
 
-/// Runs `round` on `conns` connections' threads, `rounds` times each.
+/// Runs `round` on `conns` connections' threads, `rounds` times each (for the key-value
+/// rows: `redis-benchmark`, `rounds` requests of each of its four tests).
 fn clients(row: &Row, port: u16, rounds: usize) {
+    if let Some(pipeline) = row.name.strip_prefix("kv-P") {
+        let run = Command::new("redis-benchmark")
+            .args(["-q", "-p", &port.to_string(), "-t", "set,get,incr,mset"])
+            .args(["-n", &rounds.to_string(), "-c", "50", "-P", pipeline])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .expect("run redis-benchmark (Debian's redis-tools package)");
+        assert!(run.success(), "redis-benchmark failed");
+        return;
+    }
     let conns = match row.name {
         "tls-bulk" | "bulk" | "handshakes" => 4,
         _ => 50,
