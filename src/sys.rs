@@ -743,21 +743,27 @@ pub(crate) fn has_ended(pid: u32) -> bool {
     rc == 0 && unsafe { info.si_pid() } != 0
 }
 
-/// Moves this process into the process group of process `pid` (best effort: a session
-/// leader, or a group in another session, is refused by the kernel, and nothing changes).
+/// The process group of process `pid`, while it lives.
 #[cfg(unix)]
 #[allow(unsafe_code)]
-pub(crate) fn join_group_of(pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    // SAFETY: getpgid and setpgid take pids by value and touch no memory of ours; a
-    // failure is only a return value.
+pub(crate) fn group_of(pid: u32) -> Option<i32> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: getpgid takes a pid by value and touches no memory of ours; a failure (no such
+    // process) is only a return value.
+    let group = unsafe { libc::getpgid(pid) };
+    (group > 0).then_some(group)
+}
+
+/// Moves this process into process group `group` (best effort: a session leader, or a
+/// group in another session or with no process left, is refused by the kernel, and nothing
+/// changes).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn join_group(group: i32) {
+    // SAFETY: setpgid takes ids by value and touches no memory of ours; a failure is only
+    // a return value.
     unsafe {
-        let group = libc::getpgid(pid);
-        if group > 0 {
-            libc::setpgid(0, group);
-        }
+        libc::setpgid(0, group);
     }
 }
 

@@ -288,17 +288,21 @@ pub(crate) fn ready(state: &str) -> Option<io::Result<()>> {
                 std::process::id()
             ),
         };
+        // The predecessor's group, asked while it surely lives (it waits for this message;
+        // once it has it, it may drain, exit and be reaped before this process asks).
+        let group = match table.from {
+            Source::Process(pid) => crate::sys::group_of(pid),
+            _ => None,
+        };
         let sent = socket2::SockRef::from(&channel.as_fd()).send(message.as_bytes());
         drop(channel);
         READY_SENT.store(true, Ordering::Release);
         close_leftovers(table);
-        if sent.is_ok() {
+        if let (true, Some(group)) = (sent.is_ok(), group) {
             // The predecessor's process group from now on, as a child of it would be: a
             // terminal's Ctrl-C, or a supervisor that signals the group, reaches it. (Its
             // own group until now, so that a failed start was killed with what it began.)
-            if let Source::Process(pid) = table.from {
-                crate::sys::join_group_of(pid);
-            }
+            crate::sys::join_group(group);
         }
         Some(sent.map(drop))
     })
