@@ -848,3 +848,59 @@ fn what_on_close_sends_after_a_failed_write_at_the_turns_end_is_written_in_that_
     assert_eq!(&got, b"gone\n");
     drop(server);
 }
+
+/// On each read: sends 100-byte pieces until one is refused, noting after each send
+/// whether the input became held and how much was queued.
+#[derive(Default)]
+struct Filler {
+    /// Queued bytes when the input was first seen held.
+    held_at: Option<usize>,
+    /// Queued bytes when a send was first refused.
+    refused_at: Option<usize>,
+}
+
+impl Handler for Filler {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        input.take_all();
+        for _ in 0..100_000 {
+            if ctx.send(conn, &[b'f'; 100]).is_err() {
+                self.refused_at.get_or_insert(ctx.queued(conn));
+                return;
+            }
+            if input.is_held() {
+                self.held_at.get_or_insert(ctx.queued(conn));
+            }
+        }
+    }
+}
+
+/// Small sends into a queue the peer does not drain keep to the connection's limits, the
+/// usual case of `send` included: the input is held past the high-water mark at once, and
+/// nothing is queued past `max_queued` (both below the 64 KiB at which a queue is written).
+#[test]
+fn small_sends_keep_to_the_high_water_mark_and_the_queue_limit() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .water_marks(1024, 4096)
+        .max_queued(8192)
+        .bind(Filler::default())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let mut client = util::connect_small_window(addr);
+    client.write_all(b"go").unwrap();
+    step_until(&mut server, "a refused send", |s| {
+        s.handler().refused_at.is_some()
+    });
+    let held_at = server.handler().held_at.expect("the input was never held");
+    assert!(
+        (4096..4096 + 100).contains(&held_at),
+        "held with {held_at} bytes queued"
+    );
+    let refused_at = server.handler().refused_at.unwrap();
+    assert!(
+        refused_at <= 8192,
+        "{refused_at} bytes queued, over the limit"
+    );
+}

@@ -65,6 +65,7 @@ impl<'a> Input<'a> {
     }
 
     /// The bytes not used yet; empty while the input is held.
+    #[inline]
     pub fn bytes(&self) -> &'a [u8] {
         if self.is_held() {
             &[]
@@ -74,6 +75,7 @@ impl<'a> Input<'a> {
     }
 
     /// How many bytes are not used yet (0 while the input is held).
+    #[inline]
     pub fn len(&self) -> usize {
         self.bytes().len()
     }
@@ -81,12 +83,14 @@ impl<'a> Input<'a> {
     /// Whether no byte is left to use, or the input is held (which shows nothing): ask
     /// [`is_held`](Input::is_held) first to tell input held back from no partial request
     /// waiting.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.bytes().is_empty()
     }
 
     /// Whether the input is held: the connection's output is above its high-water mark, or
     /// the handler paused reading or closed the connection. It shows no bytes then.
+    #[inline]
     pub fn is_held(&self) -> bool {
         self.held.load(Ordering::Relaxed)
     }
@@ -95,11 +99,13 @@ impl<'a> Input<'a> {
     /// while the input is held, so a handler may parse a request from
     /// [`bytes`](Input::bytes), send its reply (which may be what holds the input), and then
     /// consume it.
+    #[inline]
     pub fn consume(&mut self, n: usize) {
         self.used += n.min(self.bytes.len() - self.used);
     }
 
     /// The next `n` bytes (fewer if fewer are left), marked used.
+    #[inline]
     pub fn take(&mut self, n: usize) -> &'a [u8] {
         let bytes = self.bytes();
         let taken = &bytes[..n.min(bytes.len())];
@@ -108,6 +114,7 @@ impl<'a> Input<'a> {
     }
 
     /// Every byte left, marked used.
+    #[inline]
     pub fn take_all(&mut self) -> &'a [u8] {
         self.take(usize::MAX)
     }

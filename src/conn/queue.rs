@@ -104,6 +104,7 @@ impl OutQueue {
         self.len == 0
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, data: &[u8], spares: &mut Spares) {
         if data.is_empty() {
             return;

@@ -181,8 +181,8 @@ impl Core {
     ///
     /// Every check that can refuse the bytes runs before they are queued, so an `Err`
     /// always means that nothing of `data` will reach the socket.
+    #[inline]
     pub(crate) fn send(&mut self, id: ConnId, data: &[u8]) -> Result<(), SendError> {
-        let limits = self.limits;
         let Some(conn) = conn_mut(&mut self.conns, id) else {
             return Err(SendError::Closed);
         };
@@ -192,6 +192,37 @@ impl Core {
         if data.is_empty() {
             return Ok(());
         }
+        // The usual send: small, within the connection's limit, no server-wide cap. Queued
+        // with no more checks than it needs (a reply per request is called per message).
+        let queued = conn.out.len() + data.len();
+        if data.len() < SEND_NOW_AT
+            && queued < FLUSH_AT
+            && queued <= self.limits.max_queued
+            && self.limits.max_total_queued.is_none()
+        {
+            conn.out.push(data, &mut self.spares);
+            self.total_queued += data.len();
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(id);
+            }
+            if queued > self.limits.high_water && !conn.recv.held_by(Holder::Queue) {
+                log::debug!("{id}: {queued} bytes queued: reading paused");
+                conn.recv.hold(Holder::Queue);
+                self.hold_input(id);
+            }
+            return Ok(());
+        }
+        self.send_checked(id, data)
+    }
+
+    /// [`send`](Core::send) past its usual case: a large send, a queue near a limit, or a
+    /// server-wide cap.
+    fn send_checked(&mut self, id: ConnId, data: &[u8]) -> Result<(), SendError> {
+        let limits = self.limits;
+        let Some(conn) = conn_mut(&mut self.conns, id) else {
+            return Err(SendError::Closed);
+        };
         if conn.out.len() + data.len() > limits.max_queued && !conn.writable {
             // Part of the queue may only be waiting for the read's or turn's end: offered to
             // the kernel now, the limit holds only what the peer has not taken (a limit at

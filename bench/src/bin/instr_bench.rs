@@ -22,7 +22,8 @@
 //! - `many`: 50 connections, each one 64-byte message in flight, N round trips each; per
 //!   round trip.
 //! - `pipelined`: 50 connections, each writing 16 messages of 64 bytes at once and reading
-//!   them back, N times; per message.
+//!   them back, N times; per message. Also against `pieces --each` (each message sent back
+//!   by its own `Context::send`) and `pieces --gathered` (one send per read).
 //!
 //! With `INSTR_PROFILE=DIR` the servers run under callgrind instead and leave their
 //! profiles in DIR, for `callgrind_annotate` (the counts are the same).
@@ -93,7 +94,13 @@ const ROWS: [Row; 7] = [
     },
     Row {
         name: "pipelined",
-        servers: &["echo", "mio_echo", "tokio_echo"],
+        servers: &[
+            "echo",
+            "mio_echo",
+            "tokio_echo",
+            "pieces-each",
+            "pieces-gathered",
+        ],
         tls: false,
         unit: "message",
         units_per_round: 50.0 * 16.0,
@@ -176,7 +183,11 @@ fn start(name: &str, tls: bool, cert: &Path, key: &Path, log: Option<PathBuf>) -
         }
         return Server { child, port, log };
     }
-    if name == "kv" {
+    if let Some(how) = name.strip_prefix("pieces-") {
+        cmd.arg(dir.join("pieces"))
+            .arg(format!("--{how}"))
+            .arg("64");
+    } else if name == "kv" {
         cmd.arg(dir.join("examples/kv"));
     } else if name.starts_with("echo") {
         cmd.arg(dir.join("examples/echo"));
