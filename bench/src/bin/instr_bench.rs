@@ -24,13 +24,12 @@
 //! - `pipelined`: 50 connections, each writing 16 messages of 64 bytes at once and reading
 //!   them back, N times; per message. Also against `pieces --each` (each message sent back
 //!   by its own `Context::send`) and `pieces --gathered` (one send per read).
-//!
-//! With `INSTR_PROFILE=DIR` the servers run under callgrind instead and leave their
-//! profiles in DIR, for `callgrind_annotate` (the counts are the same).
-//!
 //! - `kv-P1`, `kv-P16`: the key-value example, Debian's `redis-server` (`--save ''
 //!   --appendonly no`) and `tokio_kv`, driven by `redis-benchmark -t set,get,incr,mset -c
 //!   50 -P 1` (or 16), N requests of each test; per request.
+//!
+//! With `INSTR_PROFILE=DIR` the servers run under callgrind instead and leave their
+//! profiles in DIR, for `callgrind_annotate` (the counts are the same).
 //!
 //! Under valgrind a server runs some 20–50 times slower, so the clients are always ahead of
 //! it and each read finds more waiting than it would natively: the figures compare servers
