@@ -152,3 +152,24 @@ pub fn write_localhost_cert(dir: &Path) -> (std::path::PathBuf, std::path::PathB
     std::fs::write(&key, key_pem).unwrap();
     (cert, key)
 }
+
+/// Adds to `cmd` the program of server `name`, from the directory of this running binary:
+/// `echo` is the library's example (with `cert`/`key` as its certificate when `tls`;
+/// `echo-threads` the same with one handshake thread), any other name a bench binary.
+pub fn server_program(cmd: &mut Command, name: &str, tls: bool, cert: &Path, key: &Path) {
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .expect("the directory of this binary");
+    if !name.starts_with("echo") {
+        cmd.arg(dir.join(name));
+        return;
+    }
+    cmd.arg(dir.join("examples/echo"));
+    if tls {
+        cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+    }
+    if name == "echo-threads" {
+        cmd.args(["--tls-handshake-threads", "1"]);
+    }
+}

@@ -150,14 +150,14 @@ impl ServerBuilder {
     /// handler sees nothing of it). Only steps that may be key work go: the ClientHello,
     /// and every step of TLS 1.2, of a server that verifies client certificates, or of a
     /// [`TlsConfig::from_rustls`](crate::TlsConfig::from_rustls) configuration; a TLS 1.3
-    /// client's Finished is checked in the loop. On Linux the threads run in the `SCHED_IDLE` class: on
-    /// a core they share with the loop, the loop preempts them whenever it has work (so a
-    /// loop kept busy all the time leaves handshakes to their deadline). With one thread,
-    /// the p99 of established clients under 200 full handshakes a second went from 6.5×
-    /// its quiet value to 0.7× (`BENCHMARKS.md`). How many: one takes as many full
-    /// handshakes a second as a core does (about 900 on the machine that measured it, at
-    /// 1.1 ms each); add one per that many you expect at peak, up to the cores you can give
-    /// them. At most 64.
+    /// client's Finished is checked in the loop. On Linux the threads run in the
+    /// `SCHED_IDLE` class: on a core they share with the loop, the loop preempts them
+    /// whenever it has work (so a loop kept busy all the time leaves handshakes to their
+    /// deadline). With one thread, the p99 of established clients under 200 full
+    /// handshakes a second went from 6.5× its quiet value to 0.7× (`BENCHMARKS.md`). How
+    /// many: one takes as many full handshakes a second as a core does (about 900 on the
+    /// machine that measured it, at 1.1 ms each); add one per that many you expect at peak,
+    /// up to the cores you can give them. At most 64.
     #[cfg(feature = "tls")]
     pub fn tls_handshake_threads(mut self, threads: usize) -> ServerBuilder {
         self.limits.handshake_threads = threads;

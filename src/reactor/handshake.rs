@@ -81,8 +81,9 @@ impl<H: Handler> Server<H> {
         let Some(conn) = conn_mut(&mut core.conns, id) else {
             return Step::Done;
         };
-        let key_work = conn.tls.as_ref().is_some_and(|t| t.wants_thread());
-        if let Some(pool) = core.tls_pool.as_ref().filter(|_| key_work) {
+        // Only a step that may be key work is worth the two hand-offs.
+        let pool = core.tls_pool.as_ref();
+        if let Some(pool) = pool.filter(|_| conn.tls.as_ref().is_some_and(|t| t.wants_thread())) {
             // To a thread; the loop goes on, and takes it back in `finish_handshakes`.
             let Some(session) = conn.tls.take() else {
                 return Step::Done;
@@ -261,6 +262,7 @@ mod tests {
     use crate::reactor::{Context, Handler, ServerBuilder};
     use crate::tls::HANDSHAKES_PER_TURN;
     use crate::Input;
+    use rustls::pki_types::pem::PemObject;
 
     struct Discard;
 
@@ -341,43 +343,21 @@ mod tests {
         );
     }
 
-    /// Takes any server certificate: these tests look at the server's steps, not at trust.
-    #[derive(Debug)]
-    struct AnyCert;
-
-    impl rustls::client::danger::ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            #[allow(deprecated)] // ring's default_provider, as src/tls/config.rs uses it
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
+    /// A CA (PEM) and a `localhost` leaf it signed (chain PEM, key PEM), so the test
+    /// clients verify the server as any client would.
+    fn ca_and_leaf() -> (String, String, String) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        (ca_pem, leaf.pem(), key.serialize_pem())
     }
 
     /// Completes one handshake of a `version` client against a server with a handshake
@@ -385,6 +365,7 @@ mod tests {
     #[allow(deprecated)] // ring's default_provider, as src/tls/config.rs uses it
     fn steps_on_threads(
         tls: crate::TlsConfig,
+        ca_pem: &str,
         version: &'static rustls::SupportedProtocolVersion,
     ) -> u64 {
         let mut server = ServerBuilder::new()
@@ -393,13 +374,16 @@ mod tests {
             .bind(Discard)
             .unwrap();
         let addr = server.listeners()[0].local_addr.ip().unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+            .unwrap();
         let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_protocol_versions(&[version])
         .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert))
+        .with_root_certificates(roots)
         .with_no_client_auth();
         let mut conn = rustls::ClientConnection::new(
             std::sync::Arc::new(client),
@@ -448,24 +432,22 @@ mod tests {
     /// verify client certificates), every step.
     #[test]
     fn only_steps_that_may_be_key_work_go_to_the_handshake_thread() {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+        let (ca_pem, cert_pem, key_pem) = ca_and_leaf();
         let ours = || {
             crate::TlsConfig::new()
                 .cert_pem(cert_pem.as_bytes(), key_pem.as_bytes())
                 .unwrap()
         };
         assert_eq!(
-            steps_on_threads(ours(), &rustls::version::TLS13),
+            steps_on_threads(ours(), &ca_pem, &rustls::version::TLS13),
             1,
             "TLS 1.3"
         );
         assert_eq!(
-            steps_on_threads(ours(), &rustls::version::TLS12),
+            steps_on_threads(ours(), &ca_pem, &rustls::version::TLS12),
             2,
             "TLS 1.2"
         );
-        use rustls::pki_types::pem::PemObject;
         #[allow(deprecated)]
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -481,7 +463,7 @@ mod tests {
             .unwrap();
         let theirs = crate::TlsConfig::from_rustls(std::sync::Arc::new(config));
         assert_eq!(
-            steps_on_threads(theirs, &rustls::version::TLS13),
+            steps_on_threads(theirs, &ca_pem, &rustls::version::TLS13),
             2,
             "a caller's config"
         );

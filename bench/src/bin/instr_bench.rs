@@ -123,14 +123,6 @@ const ROWS: [Row; 7] = [
     },
 ];
 
-fn bin_dir() -> PathBuf {
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 struct Server {
     child: Child,
     port: u16,
@@ -141,7 +133,6 @@ struct Server {
 /// Starts `name` on core 0, under valgrind if `log` names its log file, and waits for its
 /// listening line.
 fn start(name: &str, tls: bool, cert: &Path, key: &Path, log: Option<PathBuf>) -> Server {
-    let dir = bin_dir();
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "0"]);
     if let Some(log) = &log {
@@ -182,22 +173,16 @@ fn start(name: &str, tls: bool, cert: &Path, key: &Path, log: Option<PathBuf>) -
         }
         return Server { child, port, log };
     }
-    if let Some(how) = name.strip_prefix("pieces-") {
-        cmd.arg(dir.join("pieces"))
-            .arg(format!("--{how}"))
-            .arg("64");
-    } else if name == "kv" {
-        cmd.arg(dir.join("examples/kv"));
-    } else if name.starts_with("echo") {
-        cmd.arg(dir.join("examples/echo"));
-        if tls {
-            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+    let program = |cmd: &mut Command, name, tls| {
+        dualstack_bench::tls::server_program(cmd, name, tls, cert, key)
+    };
+    match name.strip_prefix("pieces-") {
+        Some(how) => {
+            program(&mut cmd, "pieces", false);
+            cmd.arg(format!("--{how}")).arg("64");
         }
-        if name == "echo-threads" {
-            cmd.args(["--tls-handshake-threads", "1"]);
-        }
-    } else {
-        cmd.arg(dir.join(name));
+        None if name == "kv" => program(&mut cmd, "examples/kv", false),
+        None => program(&mut cmd, name, tls),
     }
     let (child, port) = dualstack_bench::tls::start_server(&mut cmd, name, cert, key);
     Server { child, port, log }

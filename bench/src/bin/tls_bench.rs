@@ -30,7 +30,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,30 +50,11 @@ impl Drop for Server {
     }
 }
 
-fn bin_dir() -> PathBuf {
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// Starts `name` on core 0: `echo` is the library's example (with TLS unless `plain`).
 fn start(name: &str, cert: &Path, key: &Path, plain: bool) -> Server {
-    let dir = bin_dir();
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "0"]);
-    if name.starts_with("echo") {
-        cmd.arg(dir.join("examples/echo"));
-        if !plain {
-            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
-        }
-        if name == "echo-threads" {
-            cmd.args(["--tls-handshake-threads", "1"]);
-        }
-    } else {
-        cmd.arg(dir.join(name));
-    }
+    dualstack_bench::tls::server_program(&mut cmd, name, !plain, cert, key);
     let (child, port) = dualstack_bench::tls::start_server(&mut cmd, name, cert, key);
     Server { child, port }
 }
