@@ -155,7 +155,8 @@ pub fn write_localhost_cert(dir: &Path) -> (std::path::PathBuf, std::path::PathB
 
 /// Adds to `cmd` the program of server `name`, from the directory of this running binary:
 /// `echo` is the library's example (with `cert`/`key` as its certificate when `tls`;
-/// `echo-threads` the same with one handshake thread), any other name a bench binary.
+/// `echo-in-loop` the same with its handshakes in the loop, no thread), any other name a
+/// bench binary.
 pub fn server_program(cmd: &mut Command, name: &str, tls: bool, cert: &Path, key: &Path) {
     let dir = std::env::current_exe()
         .ok()
@@ -169,7 +170,7 @@ pub fn server_program(cmd: &mut Command, name: &str, tls: bool, cert: &Path, key
     if tls {
         cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
     }
-    if name == "echo-threads" {
-        cmd.args(["--tls-handshake-threads", "1"]);
+    if name == "echo-in-loop" {
+        cmd.args(["--tls-handshake-threads", "0"]);
     }
 }

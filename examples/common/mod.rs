@@ -105,8 +105,9 @@ OPTIONS:
   --tls-client-ca FILE      require client certificates issued under these CAs (PEM)
   --tls-handshake-timeout SECONDS
                             close clients whose handshake is not done by then (10)
-  --tls-handshake-threads N do handshakes on N threads of their own, so that the loop
-                            goes on serving meanwhile (default 0: the loop does them)
+  --tls-handshake-threads N do handshakes' key work on N threads of their own, so that
+                            the loop goes on serving meanwhile (default 1; 0: the
+                            loop does it)
   --drain-timeout SECONDS   after a hand-over (SIGUSR2), how long this process's
                             connections may go on before they are closed (30)
   --fd-store                give the service manager (NOTIFY_SOCKET) the listening
@@ -249,7 +250,11 @@ impl Options {
                 }
                 "--tls-client-ca" => opts.tls_client_ca = Some(value("a file")),
                 "--tls-handshake-threads" => {
-                    opts.tls_handshake_threads = Some(count(name, &arg, &value("a number")));
+                    let text = value("a number");
+                    let threads = text.parse().unwrap_or_else(|_| {
+                        fail(name, &format!("--tls-handshake-threads {}: expected a whole number (0: none, the loop does the handshakes)", quoted(&text)))
+                    });
+                    opts.tls_handshake_threads = Some(threads);
                 }
                 "--tls-handshake-timeout" => {
                     opts.tls_handshake_timeout = Some(seconds(name, &arg, &value("seconds"), TIMEOUT_RANGE));

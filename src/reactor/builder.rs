@@ -142,22 +142,26 @@ impl ServerBuilder {
     }
 
     /// Takes TLS handshake steps off the loop, onto `threads` threads of their own (feature
-    /// `tls`; default 0: the loop does them). A full handshake is private-key and
-    /// key-exchange work (0.1 to 1 ms, by the machine); done in the loop, every request
-    /// that arrives meanwhile waits for it. With threads, the loop hands a connection's
-    /// session to one, goes on serving, and takes it back when the step is done; nothing
-    /// else leaves the loop (the connection is not read while its session is away, and the
-    /// handler sees nothing of it). Only steps that may be key work go: the ClientHello,
-    /// and every step of TLS 1.2, of a server that verifies client certificates, or of a
+    /// `tls`; default 1, started only when the server has a TLS listener; 0: the loop does
+    /// every step). A full handshake is private-key and key-exchange work (0.1 to 1 ms, by
+    /// the machine); done in the loop, every request that arrives meanwhile waits for it.
+    /// With threads, the loop hands a connection's session to one, goes on serving, and
+    /// takes it back when the step is done; nothing else leaves the loop (the connection is
+    /// not read while its session is away, and the handler sees nothing of it). Only steps
+    /// that may be key work go: the ClientHello, and every step of TLS 1.2, of a server
+    /// that verifies client certificates, or of a
     /// [`TlsConfig::from_rustls`](crate::TlsConfig::from_rustls) configuration; a TLS 1.3
     /// client's Finished is checked in the loop. On Linux the threads run in the
     /// `SCHED_IDLE` class: on a core they share with the loop, the loop preempts them
-    /// whenever it has work (so a loop kept busy all the time leaves handshakes to their
-    /// deadline). With one thread, the p99 of established clients under 200 full
-    /// handshakes a second went from 6.5× its quiet value to 0.7× (`BENCHMARKS.md`). How
-    /// many: one takes as many full handshakes a second as a core does (about 900 on the
-    /// machine that measured it, at 1.1 ms each); add one per that many you expect at peak,
-    /// up to the cores you can give them. At most 64.
+    /// whenever it has work. A step no thread has started within 50 ms (the machine is
+    /// busy with other work, or a thread died) is taken back and done by the loop, so a
+    /// handshake never waits on a thread for longer. With one thread, the p99 of
+    /// established clients under 200 full handshakes a second is 0.7× its quiet value,
+    /// against 6.5× with every step in the loop (`BENCHMARKS.md`), at the same handshake
+    /// rate. How many: one takes as many full handshakes a second as a core does (about
+    /// 900 on the machine that measured it, at 1.1 ms each); add one per that many you
+    /// expect at peak, up to the cores you can give them. 0 suits a program that must not
+    /// start threads. At most 64.
     #[cfg(feature = "tls")]
     pub fn tls_handshake_threads(mut self, threads: usize) -> ServerBuilder {
         self.limits.handshake_threads = threads;

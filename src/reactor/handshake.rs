@@ -88,11 +88,8 @@ impl<H: Handler> Server<H> {
             let Some(session) = conn.tls.take() else {
                 return Step::Done;
             };
-            match pool.send(id, session, &self.buf[..n]) {
-                Ok(()) => return Step::Done,
-                // The threads are gone (they never are while the server lives): inline.
-                Err(session) => conn.tls = Some(session),
-            }
+            pool.send(id, session, &self.buf[..n], core.now);
+            return Step::Done;
         }
         let Some(tls) = conn.tls.as_mut() else {
             return Step::Done;
@@ -112,22 +109,52 @@ impl<H: Handler> Server<H> {
                 plain,
                 fed,
             } = done;
-            let Some(conn) = conn_mut(&mut self.core.conns, id) else {
-                continue; // closed meanwhile (its deadline, a stop): the session goes
-            };
-            if !matches!(conn.phase, Phase::Handshake(_)) || conn.tls.is_some() {
-                continue;
-            }
-            conn.tls = Some(session);
             // Into the loop's own buffer (a few bytes at most, usually none): replacing it
             // with the thread's would drop its grown capacity, to be zeroed again.
             self.plain.clear();
             let bytes = plain.bytes();
             self.plain.extend(bytes.len()).copy_from_slice(bytes);
-            if let Step::More = self.after_feed(id, fed, false, false) {
-                // Whatever came while the session was away.
-                self.read_handshake(id, false);
-            }
+            self.resume_handshake(id, session, fed);
+        }
+    }
+
+    /// Steps no handshake thread started within `STEAL_AFTER` (the threads get no CPU, or
+    /// died): the loop takes them back and does them, within the turn's handshake budget,
+    /// so that a handshake never waits on a thread for longer.
+    pub(super) fn take_back_handshakes(&mut self) {
+        let now = self.core.now;
+        while self.core.handshakes < HANDSHAKES_PER_TURN {
+            let Some((id, mut session, bytes)) =
+                self.core.tls_pool.as_ref().and_then(|p| p.steal(now))
+            else {
+                return;
+            };
+            self.core.handshakes += 1;
+            self.plain.clear();
+            let fed = session.feed(&bytes, &mut self.plain);
+            self.resume_handshake(id, session, fed);
+        }
+    }
+
+    /// A step done away from the connection (by a thread, or taken back): its session goes
+    /// back to `id` (if it is still there) and the handshake goes on from `fed`, with the
+    /// step's plaintext in the loop's second buffer.
+    fn resume_handshake(
+        &mut self,
+        id: ConnId,
+        session: Box<crate::tls::Session>,
+        fed: Result<crate::tls::Fed, crate::tls::TlsFailure>,
+    ) {
+        let Some(conn) = conn_mut(&mut self.core.conns, id) else {
+            return; // closed meanwhile (its deadline, a stop): the session goes
+        };
+        if !matches!(conn.phase, Phase::Handshake(_)) || conn.tls.is_some() {
+            return;
+        }
+        conn.tls = Some(session);
+        if let Step::More = self.after_feed(id, fed, false, false) {
+            // Whatever came while the session was away.
+            self.read_handshake(id, false);
         }
     }
 
@@ -286,6 +313,7 @@ mod tests {
             .unwrap();
         let mut server = ServerBuilder::new()
             .listen_tls("127.0.0.1:0", tls)
+            .tls_handshake_threads(0) // every step in the loop
             .bind(Discard)
             .unwrap();
         let addr = server.listeners()[0].local_addr.ip().unwrap();
@@ -361,18 +389,27 @@ mod tests {
     }
 
     /// Completes one handshake of a `version` client against a server with a handshake
-    /// thread and `tls`; returns the steps the loop handed to the thread.
+    /// thread (by default; `threadless`: a pool whose threads never come) and `tls`;
+    /// returns the steps the loop handed to the pool, and how many it took back.
     #[allow(deprecated)] // ring's default_provider, as src/tls/config.rs uses it
     fn steps_on_threads(
         tls: crate::TlsConfig,
         ca_pem: &str,
         version: &'static rustls::SupportedProtocolVersion,
-    ) -> u64 {
+        threadless: bool,
+    ) -> (u64, u64) {
         let mut server = ServerBuilder::new()
             .listen_tls("127.0.0.1:0", tls)
-            .tls_handshake_threads(1)
             .bind(Discard)
             .unwrap();
+        assert!(
+            server.core.tls_pool.is_some(),
+            "no handshake thread by default"
+        );
+        if threadless {
+            server.core.tls_pool = Some(crate::tls::Pool::without_threads());
+        }
+        let wait = Duration::from_millis(if threadless { 1000 } else { 5 });
         let addr = server.listeners()[0].local_addr.ip().unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots
@@ -403,7 +440,8 @@ mod tests {
                     Err(e) => panic!("client write: {e}"),
                 }
             }
-            server.run_once(Some(Duration::from_millis(5))).unwrap();
+            // Threadless, the loop must wake by itself to take a step back.
+            server.run_once(Some(wait)).unwrap();
             match conn.read_tls(&mut tcp) {
                 Ok(0) => panic!("the server closed"),
                 Ok(_) => {
@@ -413,7 +451,7 @@ mod tests {
                 Err(e) => panic!("client read: {e}"),
             }
         }
-        server.core.tls_pool.as_ref().unwrap().sent()
+        server.core.tls_pool.as_ref().unwrap().counts()
     }
 
     /// The one connection has left its handshake phase.
@@ -439,12 +477,12 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(
-            steps_on_threads(ours(), &ca_pem, &rustls::version::TLS13),
+            steps_on_threads(ours(), &ca_pem, &rustls::version::TLS13, false).0,
             1,
             "TLS 1.3"
         );
         assert_eq!(
-            steps_on_threads(ours(), &ca_pem, &rustls::version::TLS12),
+            steps_on_threads(ours(), &ca_pem, &rustls::version::TLS12, false).0,
             2,
             "TLS 1.2"
         );
@@ -463,9 +501,43 @@ mod tests {
             .unwrap();
         let theirs = crate::TlsConfig::from_rustls(std::sync::Arc::new(config));
         assert_eq!(
-            steps_on_threads(theirs, &ca_pem, &rustls::version::TLS13),
+            steps_on_threads(theirs, &ca_pem, &rustls::version::TLS13, false).0,
             2,
             "a caller's config"
+        );
+    }
+
+    /// Issue #23: a step no thread starts (the threads get no CPU on a busy machine, or one
+    /// died) is done by the loop once it waited `STEAL_AFTER`: the handshake completes,
+    /// where it used to wait for its deadline. The loop wakes for it by itself (each poll
+    /// here may wait a second). Each of the two TLS 1.2 steps waits and is taken back.
+    #[test]
+    fn a_step_no_thread_starts_is_done_by_the_loop() {
+        let (ca_pem, cert_pem, key_pem) = ca_and_leaf();
+        let ours = || {
+            crate::TlsConfig::new()
+                .cert_pem(cert_pem.as_bytes(), key_pem.as_bytes())
+                .unwrap()
+        };
+        let started = Instant::now();
+        assert_eq!(
+            steps_on_threads(ours(), &ca_pem, &rustls::version::TLS13, true),
+            (1, 1),
+            "TLS 1.3"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= crate::tls::STEAL_AFTER,
+            "taken back before it was due"
+        );
+        assert!(
+            took < Duration::from_millis(900),
+            "the loop slept past it: {took:?}"
+        );
+        assert_eq!(
+            steps_on_threads(ours(), &ca_pem, &rustls::version::TLS12, true),
+            (2, 2),
+            "TLS 1.2"
         );
     }
 }

@@ -30,7 +30,8 @@ pub(crate) struct Limits {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) nodelay: bool,
     pub(crate) events: usize,
-    /// Threads that take TLS handshake steps off the loop (0: the loop does them).
+    /// Threads that take TLS handshake steps off the loop (0: the loop does them; 1 by
+    /// default, started only for a server with a TLS listener).
     pub(crate) handshake_threads: usize,
 }
 
@@ -52,7 +53,7 @@ impl Default for Limits {
             shutdown_timeout: Duration::from_secs(5),
             nodelay: true,
             events: 1024,
-            handshake_threads: 0,
+            handshake_threads: 1,
         }
     }
 }

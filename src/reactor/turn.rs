@@ -90,6 +90,7 @@ impl<H: Handler> Server<H> {
         for index in std::mem::take(&mut self.core.ready_listeners) {
             self.accept(index);
         }
+        self.take_back_handshakes();
         self.fire_timers();
         self.check_deadlines();
         self.retry_accept();
@@ -123,6 +124,7 @@ impl<H: Handler> Server<H> {
             listener_retry,
             self.core.stopping,
             self.core.draining,
+            self.core.tls_pool.as_ref().and_then(|p| p.next_steal()),
         ]
         .into_iter()
         .flatten()

@@ -37,6 +37,8 @@ pub(crate) use off::Pool;
 pub(crate) use off::{Acceptor, Session};
 #[cfg(feature = "tls")]
 pub(crate) use pool::Pool;
+#[cfg(all(test, feature = "tls"))]
+pub(crate) use pool::STEAL_AFTER;
 
 /// Why a TLS connection failed: the handshake or a record was refused (by us or by the
 /// peer's alert), in rustls's words. Given with [`CloseReason::Tls`](crate::CloseReason::Tls).

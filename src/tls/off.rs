@@ -2,7 +2,7 @@
 //! unreachable (`match *self {}`), so the reactor's TLS paths compile to nothing.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Fed, TlsFailure};
 use crate::conn::{OutQueue, Spares};
@@ -20,12 +20,15 @@ pub(crate) enum Pool {}
 pub(crate) enum Session {}
 
 impl Pool {
-    pub(crate) fn send(
-        &self,
-        _: crate::conn::ConnId,
-        _: Box<Session>,
-        _: &[u8],
-    ) -> Result<(), Box<Session>> {
+    pub(crate) fn send(&self, _: crate::conn::ConnId, _: Box<Session>, _: &[u8], _: Instant) {
+        match *self {}
+    }
+
+    pub(crate) fn steal(&self, _: Instant) -> Option<(crate::conn::ConnId, Box<Session>, Vec<u8>)> {
+        match *self {}
+    }
+
+    pub(crate) fn next_steal(&self) -> Option<Instant> {
         match *self {}
     }
 
