@@ -211,3 +211,88 @@ fn total_queued_output_stays_under_its_cap_by_closing_the_biggest_holders() {
         .expect("its own output, in full");
     assert_eq!(util::round_trip(&mut reader, b"ok"), b"ok");
 }
+
+/// Sends one block to each client as it connects: `sizes[i]` bytes to the i-th, with the
+/// server's send buffer `buffers[i]` bytes; records what stayed queued after each send and
+/// every close.
+struct Blocks {
+    sizes: [usize; 2],
+    buffers: [usize; 2],
+    opened: Arc<Mutex<Vec<(ConnId, usize)>>>,
+    closes: Arc<Mutex<Vec<(ConnId, String)>>>,
+}
+
+impl Handler for Blocks {
+    type State = ();
+    fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
+        let i = self.opened.lock().unwrap().len().min(1);
+        if let Some(socket) = ctx.socket(conn) {
+            socket.set_send_buffer_size(self.buffers[i]).unwrap();
+        }
+        ctx.send(conn, &vec![b'a' + i as u8; self.sizes[i]])
+            .expect("within every limit");
+        let queued = ctx.queued(conn);
+        self.opened.lock().unwrap().push((conn, queued));
+    }
+    fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, input: &mut Input<'_>) {
+        input.take_all();
+    }
+    fn on_close(&mut self, _: &mut Context<'_, Self>, conn: ConnId, reason: &CloseReason) {
+        self.closes.lock().unwrap().push((conn, reason.to_string()));
+    }
+}
+
+/// A large send into an empty queue leaves from the handler's slice, so under
+/// `max_total_queued` it needs room only for what the kernel leaves of it: a peer that
+/// reads takes it all, and nobody else is shed for bytes that were never queued. (Other
+/// connections were closed to make room for the whole send before it was written.)
+#[test]
+fn a_large_send_the_kernel_takes_sheds_nobody_under_the_total_cap() {
+    const CAP: usize = 256 * 1024;
+    const SLEEPER: usize = 200 * 1024;
+    const READER: usize = 96 * 1024;
+    let opened = Arc::new(Mutex::new(Vec::new()));
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let server = Running::start(
+        Server::builder()
+            .listen("127.0.0.1:0")
+            .max_total_queued(CAP),
+        Blocks {
+            sizes: [SLEEPER, READER],
+            // The sleeper's kernel takes little, the reader's all of its block.
+            buffers: [4096, 4 * 1024 * 1024],
+            opened: opened.clone(),
+            closes: closes.clone(),
+        },
+    );
+    let addr = server.addr(0);
+    let wait_opened = |n: usize| {
+        let deadline = Instant::now() + util::TIMEOUT;
+        while opened.lock().unwrap().len() < n {
+            assert!(Instant::now() < deadline, "{n} connections were not opened");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let mut sleeper = util::connect_small_window(addr);
+    wait_opened(1);
+    let held = opened.lock().unwrap()[0].1;
+    assert!(
+        held + READER > CAP,
+        "the sleeper holds {held} bytes: the reader's block fits beside it, nothing to show"
+    );
+    let mut reader = util::connect(addr);
+    wait_opened(2);
+    assert_eq!(
+        opened.lock().unwrap()[1].1,
+        0,
+        "the kernel did not take the reader's whole block: nothing to show"
+    );
+    let mut block = vec![0; READER];
+    reader.read_exact(&mut block).unwrap();
+    assert!(block.iter().all(|&b| b == b'b'));
+    // The sleeper was not shed: everything it was sent arrives once it reads.
+    let mut block = vec![0; SLEEPER];
+    sleeper.read_exact(&mut block).unwrap();
+    assert!(block.iter().all(|&b| b == b'a'));
+    assert_eq!(*closes.lock().unwrap(), []);
+}

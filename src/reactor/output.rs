@@ -242,6 +242,10 @@ impl Core {
                 limit: limits.max_queued,
             });
         }
+        // A send that leaves from the handler's slice (below) needs room under the
+        // server-wide cap only for what the kernel leaves of it: for that send the cap is
+        // checked after the write, or other connections were shed for bytes never queued.
+        let direct = data.len() >= SEND_NOW_AT && queued == 0 && !conn.writable;
         if let Some(cap) = limits.max_total_queued {
             if data.len() > cap {
                 return Err(SendError::TooLarge {
@@ -249,43 +253,32 @@ impl Core {
                     limit: cap,
                 });
             }
-            if self.total_queued + data.len() > cap {
-                // Much of what is queued may only be waiting for the turn's end: written
-                // now, it is not held against anyone.
-                self.flush_dirty();
-            }
-            if self.total_queued + data.len() > cap {
-                // `data.len() <= cap`, so closing every other holder always makes room. The
-                // sender is a candidate only while it holds a queue: if it is shed, its
-                // queue (and this send) is dropped, and `Err` still means "not one byte".
-                self.shed(cap - data.len());
-                if !self.get(id).is_some_and(|c| c.sendable()) {
-                    return Err(SendError::Closed);
-                }
+            if !direct {
+                self.make_room(id, cap, data.len())?;
             }
         }
         let conn = conn_mut(&mut self.conns, id).expect("checked above");
         // A send of [`SEND_NOW_AT`] or more with nothing queued before it (and a socket not
         // known to be full) leaves from the handler's slice: written at once, or encrypted
         // into the TLS session; the queue would only hold it to copy it there.
-        let mut direct = 0;
-        if data.len() >= SEND_NOW_AT && conn.out.is_empty() && !conn.writable {
+        let mut sent = 0;
+        if direct {
             let failed = match &mut conn.tls {
                 Some(tls) => match tls.encrypt_slice(data) {
                     Ok(n) => {
-                        direct = n;
+                        sent = n;
                         None
                     }
                     Err(e) => Some(e),
                 },
                 None => {
                     let (n, failed) = write_slice(data, &mut conn.stream);
-                    direct = n;
+                    sent = n;
                     failed
                 }
             };
-            if direct > 0 {
-                self.listeners[conn.listener as usize].stats.bytes_out += direct as u64;
+            if sent > 0 {
+                self.listeners[conn.listener as usize].stats.bytes_out += sent as u64;
                 conn.timing.last_active = self.now;
             }
             if let Some(e) = failed {
@@ -293,19 +286,26 @@ impl Core {
                 self.request_close(id, CloseReason::from_io(e));
                 return Ok(());
             }
+            if let Some(cap) = limits.max_total_queued {
+                // Room for the rest, which is queued whatever happens now (the send may
+                // have taken bytes); the sender holds no queue, so it is never the one shed.
+                let _ = self.make_room(id, cap, data.len() - sent);
+            }
         }
-        let conn = conn_mut(&mut self.conns, id).expect("checked above");
-        let rest = &data[direct..];
+        let Some(conn) = conn_mut(&mut self.conns, id) else {
+            return Ok(()); // never: the sender held no queue to shed
+        };
+        let rest = &data[sent..];
         conn.out.push(rest, &mut self.spares);
         self.total_queued += rest.len();
         if !conn.dirty && !conn.flushed() {
             conn.dirty = true;
             self.dirty.push(id);
         }
-        if conn.tls.is_none() && direct > 0 && !conn.out.is_empty() {
+        if conn.tls.is_none() && sent > 0 && !conn.out.is_empty() {
             // The kernel took only part: the rest waits for WRITABLE.
             self.after_write(id, false);
-        } else if conn.out.len() + direct >= FLUSH_AT && !conn.writable {
+        } else if conn.out.len() + sent >= FLUSH_AT && !conn.writable {
             self.flush(id);
         }
         let Some(conn) = conn_mut(&mut self.conns, id) else {
@@ -315,6 +315,27 @@ impl Core {
             log::debug!("{id}: {} bytes queued: reading paused", conn.out.len());
             conn.recv.hold(Holder::Queue);
             self.hold_input(id);
+        }
+        Ok(())
+    }
+
+    /// Makes room under the server-wide `cap` for `len` more queued bytes (`len <= cap`):
+    /// first by writing what only waits for the turn's end, then by closing the
+    /// connections that hold the most. `Err` if that closed `id` itself: a sender is a
+    /// candidate only while it holds a queue, and then its queue (and this send) is
+    /// dropped, so `Err` still means "not one byte".
+    fn make_room(&mut self, id: ConnId, cap: usize, len: usize) -> Result<(), SendError> {
+        if self.total_queued + len > cap {
+            // Much of what is queued may only be waiting for the turn's end: written now,
+            // it is not held against anyone.
+            self.flush_dirty();
+        }
+        if self.total_queued + len > cap {
+            // `len <= cap`, so closing every other holder always makes room.
+            self.shed(cap - len);
+            if !self.get(id).is_some_and(|c| c.sendable()) {
+                return Err(SendError::Closed);
+            }
         }
         Ok(())
     }
