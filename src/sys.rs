@@ -5,7 +5,7 @@
 //! socket its mode as the kernel makes its file (`unshare(CLONE_FS)`, `umask`, `fchmod` on
 //! Linux), and the calls relative to a directory descriptor that find, change and remove
 //! that file (`fstatat`, `fchmodat`, `unlinkat`, `flock`), and the TLS handshake threads'
-//! scheduling class (`sched_setscheduler`, Linux).
+//! scheduling class (`gettid`, `sched_setscheduler`, Linux).
 //!
 //! This is the only module allowed `unsafe`. Every block states why it is sound. On platforms
 //! without these calls (Windows, here) names are unsupported and a numeric zone must be used.
@@ -36,6 +36,56 @@ pub(crate) fn yield_to_the_loop() {
             );
         }
     }
+}
+
+/// The calling thread's id for [`hurry`] (Linux: `gettid`; 0 elsewhere, where `hurry` does
+/// nothing).
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+#[allow(unsafe_code)]
+pub(crate) fn thread_id() -> i32 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: gettid takes no arguments, touches no memory and cannot fail.
+        unsafe { libc::gettid() }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    0
+}
+
+/// Gives thread `tid` of this process (from [`thread_id`]) the ordinary scheduling class
+/// back (Linux: `SCHED_OTHER`), undoing [`yield_to_the_loop`] for a handshake thread that
+/// started a step and got no CPU since: it then competes for the core like any thread, and
+/// the step ends. The thread calls `yield_to_the_loop` again after it. Elsewhere, or if
+/// refused, nothing changes.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+#[allow(unsafe_code)]
+pub(crate) fn hurry(tid: i32) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if tid > 0 {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: as in `yield_to_the_loop`: a valid, initialized local read for the call
+        // only. Memory is not involved otherwise; a wrong id would only make the call fail
+        // or reschedule that thread (the pool calls it for a thread it knows to be in a
+        // step, under the lock the thread takes to leave it).
+        let rc = unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &param) };
+        if rc != 0 {
+            log::debug!(
+                "a TLS handshake thread keeps its class: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = tid;
+}
+
+/// The scheduling class of thread `tid` of this process (`sched_getscheduler`): what the
+/// handshake threads' tests check.
+#[cfg(all(test, feature = "tls", any(target_os = "linux", target_os = "android")))]
+#[allow(unsafe_code)]
+pub(crate) fn class_of(tid: i32) -> i32 {
+    // SAFETY: sched_getscheduler only reads the id it is given; a failure is -1.
+    unsafe { libc::sched_getscheduler(tid) }
 }
 
 /// The index of the interface called `name`.

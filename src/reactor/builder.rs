@@ -153,9 +153,14 @@ impl ServerBuilder {
     /// [`TlsConfig::from_rustls`](crate::TlsConfig::from_rustls) configuration; a TLS 1.3
     /// client's Finished is checked in the loop. On Linux the threads run in the
     /// `SCHED_IDLE` class: on a core they share with the loop, the loop preempts them
-    /// whenever it has work. A step no thread has started within 50 ms (the machine is
-    /// busy with other work, or a thread died) is taken back and done by the loop, so a
-    /// handshake never waits on a thread for longer. With one thread, the p99 of
+    /// whenever it has work. Where other work keeps the machine busy they may get no CPU,
+    /// so the loop watches them: a step no thread has started within 50 ms is taken back
+    /// and done by the loop, which then does every step itself for a second before it
+    /// tries the threads again; a thread that started a step 50 ms ago and has not
+    /// finished it gets the ordinary scheduling class until the step ends. A starved
+    /// thread thus costs a handshake about 50 ms, once a second, instead of holding it to
+    /// its deadline (with a busy loop on a shared core, full handshakes a second were at
+    /// 0.95× the loop's own rate). With one thread, the p99 of
     /// established clients under 200 full handshakes a second is 0.7× its quiet value,
     /// against 6.5× with every step in the loop (`BENCHMARKS.md`), at the same handshake
     /// rate. How many: one takes as many full handshakes a second as a core does (about

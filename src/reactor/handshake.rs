@@ -81,14 +81,18 @@ impl<H: Handler> Server<H> {
         let Some(conn) = conn_mut(&mut core.conns, id) else {
             return Step::Done;
         };
-        // Only a step that may be key work is worth the two hand-offs.
+        // Only a step that may be key work is worth the two hand-offs, and only while the
+        // threads get the CPU to do them (see `tls::pool`).
+        let now = core.now;
         let pool = core.tls_pool.as_ref();
-        if let Some(pool) = pool.filter(|_| conn.tls.as_ref().is_some_and(|t| t.wants_thread())) {
+        let pool = pool
+            .filter(|p| conn.tls.as_ref().is_some_and(|t| t.wants_thread()) && p.takes_steps(now));
+        if let Some(pool) = pool {
             // To a thread; the loop goes on, and takes it back in `finish_handshakes`.
             let Some(session) = conn.tls.take() else {
                 return Step::Done;
             };
-            pool.send(id, session, &self.buf[..n], core.now);
+            pool.send(id, session, &self.buf[..n], now);
             return Step::Done;
         }
         let Some(tls) = conn.tls.as_mut() else {
@@ -120,7 +124,8 @@ impl<H: Handler> Server<H> {
 
     /// Steps no handshake thread started within `STEAL_AFTER` (the threads get no CPU, or
     /// died): the loop takes them back and does them, within the turn's handshake budget,
-    /// so that a handshake never waits on a thread for longer.
+    /// ahead of this turn's new steps (it runs first in the turn). And threads that started
+    /// a step that long ago and did not finish it are hurried (see `tls::pool`).
     pub(super) fn take_back_handshakes(&mut self) {
         let now = self.core.now;
         while self.core.handshakes < HANDSHAKES_PER_TURN {
@@ -298,12 +303,17 @@ mod tests {
         fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
     }
 
-    /// Issue #23: handshakes are CPU work inside the loop, so one turn takes at most
-    /// `HANDSHAKES_PER_TURN` handshake steps; a burst waits on the ready queue for the
-    /// next turns, and the turn ends (timers, writes, other connections) in between.
-    #[test]
+    /// A server with `threads` handshake threads (`None`: a pool whose threads never come),
+    /// `burst` clients that sent their ClientHello, every one of them accepted and its hello
+    /// in, no step taken yet.
     #[allow(deprecated)] // ring's default_provider, as src/tls/config.rs uses it
-    fn a_burst_of_client_hellos_takes_one_budget_of_steps_per_turn() {
+    fn hellos_in(
+        threads: Option<usize>,
+        burst: usize,
+    ) -> (
+        crate::Server<Discard>,
+        Vec<(rustls::ClientConnection, std::net::TcpStream)>,
+    ) {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let tls = crate::TlsConfig::new()
             .cert_pem(
@@ -313,11 +323,13 @@ mod tests {
             .unwrap();
         let mut server = ServerBuilder::new()
             .listen_tls("127.0.0.1:0", tls)
-            .tls_handshake_threads(0) // every step in the loop
+            .tls_handshake_threads(threads.unwrap_or(1))
             .bind(Discard)
             .unwrap();
+        if threads.is_none() {
+            server.core.tls_pool = Some(crate::tls::Pool::without_threads());
+        }
         let addr = server.listeners()[0].local_addr.ip().unwrap();
-        let burst = 2 * HANDSHAKES_PER_TURN + HANDSHAKES_PER_TURN / 2;
         let client = std::sync::Arc::new(
             rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
                 rustls::crypto::ring::default_provider(),
@@ -327,7 +339,7 @@ mod tests {
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth(),
         );
-        let _clients: Vec<_> = (0..burst)
+        let clients: Vec<_> = (0..burst)
             .map(|_| {
                 let mut tcp = std::net::TcpStream::connect(addr).unwrap();
                 let mut conn =
@@ -347,8 +359,21 @@ mod tests {
                 "a step before the accepting point"
             );
         }
-        // Every hello is in by now: each turn takes one budget, the rest wait.
+        // Every hello is in by now.
         std::thread::sleep(Duration::from_millis(50));
+        (server, clients)
+    }
+
+    /// Issue #23: handshakes are CPU work inside the loop, so one turn takes at most
+    /// `HANDSHAKES_PER_TURN` handshake steps; a burst waits on the ready queue for the
+    /// next turns, and the turn ends (timers, writes, other connections) in between.
+    #[test]
+    fn a_burst_of_client_hellos_takes_one_budget_of_steps_per_turn() {
+        let burst = 2 * HANDSHAKES_PER_TURN + HANDSHAKES_PER_TURN / 2;
+        // Every step in the loop.
+        let (mut server, _clients) = hellos_in(Some(0), burst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Each turn takes one budget, the rest wait.
         let mut steps = Vec::new();
         while steps.iter().sum::<usize>() < burst {
             assert!(Instant::now() < deadline, "steps per turn: {steps:?}");
@@ -368,6 +393,25 @@ mod tests {
                 HANDSHAKES_PER_TURN / 2
             ],
             "{steps:?}"
+        );
+    }
+
+    /// Issue #23 (review): steps the threads did not take in time are taken back first in
+    /// a turn, ahead of new ClientHellos, which would otherwise take the whole budget of
+    /// every turn while 16 or more come, and leave the due steps waiting.
+    #[test]
+    fn steps_due_to_be_taken_back_come_before_new_hellos() {
+        let (mut server, _clients) = hellos_in(None, 3 * HANDSHAKES_PER_TURN);
+        server.run_once(Some(Duration::from_millis(10))).unwrap();
+        let counts = || server.core.tls_pool.as_ref().unwrap().counts();
+        assert_eq!(counts(), (HANDSHAKES_PER_TURN as u64, 0), "the first turn");
+        std::thread::sleep(crate::tls::STEAL_AFTER + Duration::from_millis(10));
+        server.run_once(Some(Duration::from_millis(10))).unwrap();
+        let counts = server.core.tls_pool.as_ref().unwrap().counts();
+        assert_eq!(
+            counts,
+            (HANDSHAKES_PER_TURN as u64, HANDSHAKES_PER_TURN as u64),
+            "the second turn: the due steps, not new hellos"
         );
     }
 
@@ -391,7 +435,6 @@ mod tests {
     /// Completes one handshake of a `version` client against a server with a handshake
     /// thread (by default; `threadless`: a pool whose threads never come) and `tls`;
     /// returns the steps the loop handed to the pool, and how many it took back.
-    #[allow(deprecated)] // ring's default_provider, as src/tls/config.rs uses it
     fn steps_on_threads(
         tls: crate::TlsConfig,
         ca_pem: &str,
@@ -409,7 +452,22 @@ mod tests {
         if threadless {
             server.core.tls_pool = Some(crate::tls::Pool::without_threads());
         }
+        // Threadless, the loop must wake by itself to take a step back.
         let wait = Duration::from_millis(if threadless { 1000 } else { 5 });
+        handshake(&mut server, ca_pem, version, wait, |_| {});
+        server.core.tls_pool.as_ref().unwrap().counts()
+    }
+
+    /// Drives one handshake of a `version` client against `server` to its end, polling at
+    /// most `wait` at a time and calling `each` after each poll.
+    #[allow(deprecated)] // ring's default_provider, as src/tls/config.rs uses it
+    fn handshake(
+        server: &mut crate::Server<Discard>,
+        ca_pem: &str,
+        version: &'static rustls::SupportedProtocolVersion,
+        wait: Duration,
+        mut each: impl FnMut(&mut crate::Server<Discard>),
+    ) {
         let addr = server.listeners()[0].local_addr.ip().unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots
@@ -431,7 +489,7 @@ mod tests {
         tcp.set_nonblocking(true).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         // Until the client is done and the server has taken its last flight.
-        while conn.is_handshaking() || !opened(&server) {
+        while conn.is_handshaking() || !opened(server) {
             assert!(Instant::now() < deadline, "the handshake did not end");
             while conn.wants_write() {
                 match conn.write_tls(&mut tcp) {
@@ -440,8 +498,8 @@ mod tests {
                     Err(e) => panic!("client write: {e}"),
                 }
             }
-            // Threadless, the loop must wake by itself to take a step back.
             server.run_once(Some(wait)).unwrap();
+            each(server);
             match conn.read_tls(&mut tcp) {
                 Ok(0) => panic!("the server closed"),
                 Ok(_) => {
@@ -451,7 +509,6 @@ mod tests {
                 Err(e) => panic!("client read: {e}"),
             }
         }
-        server.core.tls_pool.as_ref().unwrap().counts()
     }
 
     /// The one connection has left its handshake phase.
@@ -510,7 +567,9 @@ mod tests {
     /// Issue #23: a step no thread starts (the threads get no CPU on a busy machine, or one
     /// died) is done by the loop once it waited `STEAL_AFTER`: the handshake completes,
     /// where it used to wait for its deadline. The loop wakes for it by itself (each poll
-    /// here may wait a second). Each of the two TLS 1.2 steps waits and is taken back.
+    /// here may wait a second). After a step was taken back, the loop does the next ones
+    /// itself for `LOOP_FOR` (TLS 1.2's second step is not handed over), then tries the
+    /// threads again.
     #[test]
     fn a_step_no_thread_starts_is_done_by_the_loop() {
         let (ca_pem, cert_pem, key_pem) = ca_and_leaf();
@@ -536,8 +595,57 @@ mod tests {
         );
         assert_eq!(
             steps_on_threads(ours(), &ca_pem, &rustls::version::TLS12, true),
-            (2, 2),
+            (1, 1),
             "TLS 1.2"
+        );
+    }
+
+    /// Issue #23: a handshake thread that started a step and gets no CPU (here: held in it)
+    /// is given the ordinary scheduling class once the step is `STEAL_AFTER` old, and goes
+    /// back to the lowest one after it. The step is not taken back (it has begun).
+    #[test]
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn a_thread_stuck_in_a_step_is_hurried_and_yields_again_after_it() {
+        let (ca_pem, cert_pem, key_pem) = ca_and_leaf();
+        let tls = crate::TlsConfig::new()
+            .cert_pem(cert_pem.as_bytes(), key_pem.as_bytes())
+            .unwrap();
+        let mut server = ServerBuilder::new()
+            .listen_tls("127.0.0.1:0", tls)
+            .bind(Discard)
+            .unwrap();
+        let pool = server.core.tls_pool.as_ref().unwrap();
+        pool.stall(true);
+        let mut hurried = false;
+        let mut entered = None;
+        handshake(
+            &mut server,
+            &ca_pem,
+            &rustls::version::TLS13,
+            Duration::from_millis(5),
+            |server| {
+                let pool = server.core.tls_pool.as_ref().unwrap();
+                let Some(tid) = pool.in_step() else {
+                    return;
+                };
+                let since = *entered.get_or_insert_with(Instant::now);
+                if crate::sys::class_of(tid) == libc::SCHED_OTHER {
+                    assert!(since.elapsed() + Duration::from_millis(10) >= crate::tls::STEAL_AFTER);
+                    hurried = true;
+                    pool.stall(false);
+                } else {
+                    assert_eq!(crate::sys::class_of(tid), libc::SCHED_IDLE, "in its step");
+                }
+            },
+        );
+        assert!(hurried, "the stuck thread was never hurried");
+        let pool = server.core.tls_pool.as_ref().unwrap();
+        assert_eq!(pool.counts(), (1, 0), "the begun step was taken back");
+        let tid = pool.tids()[0];
+        assert_eq!(
+            crate::sys::class_of(tid),
+            libc::SCHED_IDLE,
+            "after its step"
         );
     }
 }

@@ -66,6 +66,9 @@ impl<H: Handler> Server<H> {
         }
         self.core.now = Instant::now();
         self.core.handshakes = 0;
+        // Handshake steps the threads did not take in time: before this turn's new ones,
+        // which would otherwise take the budget whenever 16 or more ClientHellos come.
+        self.take_back_handshakes();
         let carried = self.core.ready.begin_turn();
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
@@ -90,7 +93,6 @@ impl<H: Handler> Server<H> {
         for index in std::mem::take(&mut self.core.ready_listeners) {
             self.accept(index);
         }
-        self.take_back_handshakes();
         self.fire_timers();
         self.check_deadlines();
         self.retry_accept();

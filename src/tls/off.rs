@@ -32,6 +32,10 @@ impl Pool {
         match *self {}
     }
 
+    pub(crate) fn takes_steps(&self, _: Instant) -> bool {
+        match *self {}
+    }
+
     pub(crate) fn next_done(&self) -> Option<super::Done> {
         match *self {}
     }

@@ -7,10 +7,14 @@
 //! wakes it. The session is the connection's alone while it is away: the loop does not read
 //! that connection meanwhile.
 //!
-//! A step no thread has started within [`STEAL_AFTER`] (the threads get no CPU: they run
-//! at the lowest priority, and other work keeps the machine busy; or one died) is taken
-//! back by the loop and done there, so a handshake never waits for a thread longer than
-//! that.
+//! The threads run at the lowest priority (Linux's `SCHED_IDLE`), so that the loop
+//! preempts them on a core they share; on a machine busy with other work they may get no
+//! CPU at all. So the loop watches the steps it handed over:
+//! - a step no thread has started within [`STEAL_AFTER`] is taken back and done by the
+//!   loop, and for the next [`LOOP_FOR`] the loop does every step itself;
+//! - a thread that started a step [`STEAL_AFTER`] ago and has not finished it is given the
+//!   ordinary scheduling class until the step ends (`sys::hurry`), so it gets its share of
+//!   the core like any thread.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -21,8 +25,13 @@ use super::{Done, Plain, Session};
 use crate::conn::ConnId;
 use crate::reactor::ServerHandle;
 
-/// How long a step waits for a thread to start it before the loop does it itself.
+/// How long a step may wait for a thread to start it, or to finish it once started, before
+/// the loop steps in.
 pub(crate) const STEAL_AFTER: Duration = Duration::from_millis(50);
+
+/// After a step was taken back, how long the loop does every step itself before it tries
+/// the threads again.
+pub(crate) const LOOP_FOR: Duration = Duration::from_secs(1);
 
 /// A step: the session of `id`, the ciphertext to feed it, and when it was handed over.
 struct Job {
@@ -32,10 +41,22 @@ struct Job {
     queued: Instant,
 }
 
-/// The steps no thread has taken yet; `closed` once the loop's pool is gone.
+/// A thread, as the loop sees it.
+#[derive(Default, Clone, Copy)]
+struct Worker {
+    /// Its id for `sys::hurry` (0 until it has started, or where there is none).
+    tid: i32,
+    /// When it started the step it is in, if it is in one.
+    since: Option<Instant>,
+    /// It was given the ordinary class for this step.
+    hurried: bool,
+}
+
+/// The steps no thread has taken yet, the threads, and `closed` once the pool is gone.
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
+    workers: Vec<Worker>,
     closed: bool,
 }
 
@@ -44,6 +65,9 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Signalled for each step queued, and when the pool closes.
     ready: Condvar,
+    /// Tests hold a thread in its step while this is set.
+    #[cfg(test)]
+    stall: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -60,6 +84,8 @@ pub(crate) struct Pool {
     /// Steps handed over and not yet back (finished or taken back): while none are, the
     /// loop does not look at the queue.
     away: Cell<usize>,
+    /// Until when the loop does every step itself (a step was taken back).
+    in_loop_until: Cell<Option<Instant>>,
     /// Steps handed to the threads, and steps the loop took back (what the tests count).
     #[cfg(test)]
     counts: Cell<(u64, u64)>,
@@ -76,8 +102,9 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// `threads` threads (at least one) that wake the loop through `handle` after each step.
     pub(crate) fn start(threads: usize, handle: &ServerHandle) -> std::io::Result<Pool> {
-        let (pool, finished) = Pool::new();
-        for i in 0..threads.max(1) {
+        let threads = threads.max(1);
+        let (pool, finished) = Pool::new(threads);
+        for i in 0..threads {
             let (shared, finished, handle) =
                 (pool.shared.clone(), finished.clone(), handle.clone());
             std::thread::Builder::new()
@@ -86,15 +113,29 @@ impl Pool {
                     // Established connections first: on a core shared with the loop, its
                     // wake-ups preempt this work at once.
                     crate::sys::yield_to_the_loop();
+                    shared.lock().workers[i].tid = crate::sys::thread_id();
                     while let Some(Job {
                         id,
                         mut session,
                         bytes,
                         ..
-                    }) = next_job(&shared)
+                    }) = next_job(&shared, i)
                     {
+                        #[cfg(test)]
+                        while shared.stall.load(std::sync::atomic::Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
                         let mut plain = Plain::default();
                         let fed = session.feed(&bytes, &mut plain);
+                        let hurried = {
+                            let mut queue = shared.lock();
+                            let worker = &mut queue.workers[i];
+                            worker.since = None;
+                            std::mem::take(&mut worker.hurried)
+                        };
+                        if hurried {
+                            crate::sys::yield_to_the_loop();
+                        }
                         let done = Done {
                             id,
                             session,
@@ -111,12 +152,15 @@ impl Pool {
         Ok(pool)
     }
 
-    fn new() -> (Pool, mpsc::Sender<Done>) {
+    fn new(threads: usize) -> (Pool, mpsc::Sender<Done>) {
         let (finished, done) = mpsc::channel::<Done>();
+        let shared = Shared::default();
+        shared.lock().workers = vec![Worker::default(); threads];
         let pool = Pool {
-            shared: Arc::default(),
+            shared: Arc::new(shared),
             done,
             away: Cell::new(0),
+            in_loop_until: Cell::new(None),
             #[cfg(test)]
             counts: Cell::new((0, 0)),
         };
@@ -126,9 +170,21 @@ impl Pool {
     /// A pool whose threads never come: every step waits for the loop to take it back.
     #[cfg(test)]
     pub(crate) fn without_threads() -> Pool {
-        let (pool, finished) = Pool::new();
+        let (pool, finished) = Pool::new(0);
         std::mem::forget(finished); // the channel stays open, as with threads alive
         pool
+    }
+
+    /// Whether steps go to the threads now: not for [`LOOP_FOR`] after one was taken back.
+    pub(crate) fn takes_steps(&self, now: Instant) -> bool {
+        match self.in_loop_until.get() {
+            Some(until) if now < until => false,
+            Some(_) => {
+                self.in_loop_until.set(None);
+                true
+            }
+            None => true,
+        }
     }
 
     /// Hands a step to a thread (`now`: when, for [`steal`](Pool::steal)).
@@ -148,13 +204,23 @@ impl Pool {
     }
 
     /// The oldest step, if no thread has started it and it waited [`STEAL_AFTER`] by
-    /// `now`: the loop does it instead. The session of a connection, and the ciphertext to
-    /// feed it.
+    /// `now`: the loop does it instead (the session of a connection, and the ciphertext
+    /// to feed it), and every step for the next [`LOOP_FOR`]. Also hurries each thread
+    /// that started a step [`STEAL_AFTER`] ago (see the module's docs).
     pub(crate) fn steal(&self, now: Instant) -> Option<(ConnId, Box<Session>, Vec<u8>)> {
         if self.away.get() == 0 {
             return None;
         }
         let mut queue = self.shared.lock();
+        for worker in &mut queue.workers {
+            if let Some(since) = worker.since.filter(|_| !worker.hurried) {
+                if since + STEAL_AFTER <= now {
+                    // Under the lock the thread takes to leave the step: it is in it.
+                    crate::sys::hurry(worker.tid);
+                    worker.hurried = true;
+                }
+            }
+        }
         let due = queue
             .jobs
             .front()
@@ -162,25 +228,54 @@ impl Pool {
         let job = due.then(|| queue.jobs.pop_front()).flatten()?;
         drop(queue);
         self.away.set(self.away.get() - 1);
+        self.in_loop_until.set(Some(now + LOOP_FOR));
         #[cfg(test)]
         self.counts
             .set((self.counts.get().0, self.counts.get().1 + 1));
         Some((job.id, job.session, job.bytes))
     }
 
-    /// When the oldest step not started by a thread is due to be taken back, if any.
+    /// When [`steal`](Pool::steal) next has something to do, if ever.
     pub(crate) fn next_steal(&self) -> Option<Instant> {
         if self.away.get() == 0 {
             return None;
         }
         let queue = self.shared.lock();
-        queue.jobs.front().map(|job| job.queued + STEAL_AFTER)
+        let started = queue
+            .workers
+            .iter()
+            .filter(|w| !w.hurried)
+            .filter_map(|w| w.since);
+        let queued = queue.jobs.front().map(|job| job.queued);
+        started.chain(queued).min().map(|since| since + STEAL_AFTER)
     }
 
     /// Steps handed to the threads so far, and how many of them the loop took back.
     #[cfg(test)]
     pub(crate) fn counts(&self) -> (u64, u64) {
         self.counts.get()
+    }
+
+    /// Holds the threads in the steps they start (`true`) or lets them go on.
+    #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn stall(&self, on: bool) {
+        self.shared
+            .stall
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The id of a thread in a step, if one is.
+    #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn in_step(&self) -> Option<i32> {
+        let queue = self.shared.lock();
+        let worker = queue.workers.iter().find(|w| w.since.is_some());
+        worker.map(|w| w.tid)
+    }
+
+    /// The threads' ids.
+    #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn tids(&self) -> Vec<i32> {
+        self.shared.lock().workers.iter().map(|w| w.tid).collect()
     }
 
     /// A finished step, if one is waiting.
@@ -191,14 +286,15 @@ impl Pool {
     }
 }
 
-/// A thread's next step; `None` once the pool is gone.
-fn next_job(shared: &Shared) -> Option<Job> {
+/// Thread `i`'s next step (marked started); `None` once the pool is gone.
+fn next_job(shared: &Shared, i: usize) -> Option<Job> {
     let mut queue = shared.lock();
     loop {
         if queue.closed {
             return None;
         }
         if let Some(job) = queue.jobs.pop_front() {
+            queue.workers[i].since = Some(Instant::now());
             return Some(job);
         }
         queue = shared.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
@@ -210,5 +306,48 @@ impl Drop for Pool {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.ready.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #23: a queued step is taken back once it waited `STEAL_AFTER` (not before,
+    /// and the loop is told when to wake for it); then the loop does every step itself
+    /// for `LOOP_FOR`, and hands them over again after.
+    #[test]
+    fn a_step_is_taken_back_when_due_and_the_loop_keeps_the_next_ones_for_a_while() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let config = crate::TlsConfig::new()
+            .cert_pem(
+                cert.cert.pem().as_bytes(),
+                cert.signing_key.serialize_pem().as_bytes(),
+            )
+            .unwrap();
+        let acceptor = config
+            .build(&super::super::Resumption::new().unwrap())
+            .unwrap();
+        let pool = Pool::without_threads();
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        assert_eq!(pool.next_steal(), None, "nothing handed over");
+        let id = ConnId {
+            key: 3,
+            generation: 1,
+        };
+        pool.send(id, acceptor.start().unwrap(), b"hello", t0);
+        assert_eq!(pool.next_steal(), Some(t0 + STEAL_AFTER));
+        assert!(pool.steal(t0 + STEAL_AFTER - ms(1)).is_none(), "early");
+        assert!(pool.takes_steps(t0 + STEAL_AFTER - ms(1)));
+        let t1 = t0 + STEAL_AFTER;
+        let (back, _, bytes) = pool.steal(t1).expect("due");
+        assert_eq!((back, &bytes[..]), (id, &b"hello"[..]));
+        assert_eq!(pool.counts(), (1, 1));
+        assert_eq!(pool.next_steal(), None, "nothing left away");
+        assert!(!pool.takes_steps(t1));
+        assert!(!pool.takes_steps(t1 + LOOP_FOR - ms(1)));
+        assert!(pool.takes_steps(t1 + LOOP_FOR));
+        assert!(pool.takes_steps(t1), "tried again once LOOP_FOR passed");
     }
 }
