@@ -648,4 +648,27 @@ mod tests {
             "after its step"
         );
     }
+
+    /// Issue #23 (review): a thread that panics in a step is forgotten by the loop, so its
+    /// id (which the kernel may give to another thread by then) is never hurried.
+    #[test]
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn a_thread_that_panics_in_a_step_is_forgotten() {
+        let (mut server, _clients) = hellos_in(Some(1), 1);
+        let pool = server.core.tls_pool.as_ref().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.tids() == [0] {
+            assert!(Instant::now() < deadline, "the thread never started");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        pool.panic_next();
+        server.run_once(Some(Duration::from_millis(10))).unwrap();
+        let pool = server.core.tls_pool.as_ref().unwrap();
+        assert_eq!(pool.counts(), (1, 0), "the hello was not handed over");
+        while pool.tids() != [0] {
+            assert!(Instant::now() < deadline, "the dead thread is still known");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(pool.in_step(), None);
+    }
 }

@@ -68,6 +68,9 @@ struct Shared {
     /// Tests hold a thread in its step while this is set.
     #[cfg(test)]
     stall: std::sync::atomic::AtomicBool,
+    /// Tests make the next step panic.
+    #[cfg(test)]
+    panic: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -114,6 +117,9 @@ impl Pool {
                     // wake-ups preempt this work at once.
                     crate::sys::yield_to_the_loop();
                     shared.lock().workers[i].tid = crate::sys::thread_id();
+                    // However the thread ends (a panic in a step too), the loop stops seeing
+                    // it: a dead thread's id may be another's by then, not to be hurried.
+                    let _gone = Gone(&shared, i);
                     while let Some(Job {
                         id,
                         mut session,
@@ -124,6 +130,13 @@ impl Pool {
                         #[cfg(test)]
                         while shared.stall.load(std::sync::atomic::Ordering::SeqCst) {
                             std::thread::sleep(Duration::from_millis(1));
+                        }
+                        #[cfg(test)]
+                        if shared
+                            .panic
+                            .swap(false, std::sync::atomic::Ordering::SeqCst)
+                        {
+                            panic!("a step that panics (a test)");
                         }
                         let mut plain = Plain::default();
                         let fed = session.feed(&bytes, &mut plain);
@@ -264,6 +277,14 @@ impl Pool {
             .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Makes the next step a thread takes panic.
+    #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn panic_next(&self) {
+        self.shared
+            .panic
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The id of a thread in a step, if one is.
     #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
     pub(crate) fn in_step(&self) -> Option<i32> {
@@ -283,6 +304,15 @@ impl Pool {
         let done = self.done.try_recv().ok()?;
         self.away.set(self.away.get().saturating_sub(1));
         Some(done)
+    }
+}
+
+/// Forgets thread `i` when dropped: as the thread ends, or unwinds from a panic.
+struct Gone<'a>(&'a Shared, usize);
+
+impl Drop for Gone<'_> {
+    fn drop(&mut self) {
+        self.0.lock().workers[self.1] = Worker::default();
     }
 }
 
