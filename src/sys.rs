@@ -55,13 +55,17 @@ pub(crate) fn thread_id() -> i32 {
 /// Gives thread `tid` of this process (from [`thread_id`]) the ordinary scheduling class
 /// back (Linux: `SCHED_OTHER`), undoing [`yield_to_the_loop`] for a handshake thread that
 /// started a step and got no CPU since: it then competes for the core like any thread, and
-/// the step ends. The thread calls `yield_to_the_loop` again after it. Elsewhere, or if
-/// refused, nothing changes.
+/// the step ends. The thread calls `yield_to_the_loop` again after it. Whether it was
+/// done: leaving `SCHED_IDLE` takes `CAP_SYS_NICE` (or an `RLIMIT_NICE` of 20), which an
+/// unprivileged process lacks. Elsewhere nothing is done (the threads never yielded).
 #[cfg_attr(not(feature = "tls"), allow(dead_code))]
 #[allow(unsafe_code)]
-pub(crate) fn hurry(tid: i32) {
+pub(crate) fn hurry(tid: i32) -> bool {
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    if tid > 0 {
+    {
+        if tid <= 0 {
+            return false;
+        }
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: as in `yield_to_the_loop`: a valid, initialized local read for the call
         // only. Memory is not involved otherwise; a wrong id would only make the call fail
@@ -74,9 +78,13 @@ pub(crate) fn hurry(tid: i32) {
                 io::Error::last_os_error()
             );
         }
+        rc == 0
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = tid;
+    {
+        let _ = tid;
+        false
+    }
 }
 
 /// The scheduling class of thread `tid` of this process (`sched_getscheduler`): what the

@@ -106,8 +106,8 @@ OPTIONS:
   --tls-handshake-timeout SECONDS
                             close clients whose handshake is not done by then (10)
   --tls-handshake-threads N do handshakes' key work on N threads of their own, so that
-                            the loop goes on serving meanwhile (default 1; 0: the
-                            loop does it)
+                            the loop goes on serving meanwhile (default 0: the loop
+                            does it)
   --drain-timeout SECONDS   after a hand-over (SIGUSR2), how long this process's
                             connections may go on before they are closed (30)
   --fd-store                give the service manager (NOTIFY_SOCKET) the listening

@@ -142,31 +142,34 @@ impl ServerBuilder {
     }
 
     /// Takes TLS handshake steps off the loop, onto `threads` threads of their own (feature
-    /// `tls`; default 1, started only when the server has a TLS listener; 0: the loop does
-    /// every step). A full handshake is private-key and key-exchange work (0.1 to 1 ms, by
-    /// the machine); done in the loop, every request that arrives meanwhile waits for it.
-    /// With threads, the loop hands a connection's session to one, goes on serving, and
-    /// takes it back when the step is done; nothing else leaves the loop (the connection is
-    /// not read while its session is away, and the handler sees nothing of it). Only steps
-    /// that may be key work go: the ClientHello, and every step of TLS 1.2, of a server
-    /// that verifies client certificates, or of a
+    /// `tls`; default 0: the loop does every step). A full handshake is key-exchange and
+    /// private-key work: about 0.3 ms with X25519 and ECDSA P-256 on the machine that
+    /// measured it, 1.1 ms with P-384 (which rustls's own clients offer first); done in
+    /// the loop, every request that arrives meanwhile waits for it. With threads, the loop
+    /// hands a connection's session to one, goes on serving, and takes it back when the
+    /// step is done; nothing else leaves the loop (the connection is not read while its
+    /// session is away, and the handler sees nothing of it). Only steps that may be key
+    /// work go: the ClientHello, and every step of TLS 1.2, of a server that verifies
+    /// client certificates, or of a
     /// [`TlsConfig::from_rustls`](crate::TlsConfig::from_rustls) configuration; a TLS 1.3
-    /// client's Finished is checked in the loop. On Linux the threads run in the
-    /// `SCHED_IDLE` class: on a core they share with the loop, the loop preempts them
-    /// whenever it has work. Where other work keeps the machine busy they may get no CPU,
-    /// so the loop watches them: a step no thread has started within 50 ms is taken back
-    /// and done by the loop, which then does every step itself for a second before it
-    /// tries the threads again; a thread that started a step 50 ms ago and has not
-    /// finished it gets the ordinary scheduling class until the step ends. A starved
-    /// thread thus costs a handshake about 50 ms, once a second, instead of holding it to
-    /// its deadline (with a busy loop on a shared core, full handshakes a second were at
-    /// 0.95× the loop's own rate). With one thread, the p99 of
-    /// established clients under 200 full handshakes a second is 0.7× its quiet value,
-    /// against 6.5× with every step in the loop (`BENCHMARKS.md`), at the same handshake
-    /// rate. How many: one takes as many full handshakes a second as a core does (about
-    /// 900 on the machine that measured it, at 1.1 ms each); add one per that many you
-    /// expect at peak, up to the cores you can give them. 0 suits a program that must not
-    /// start threads. At most 64.
+    /// client's Finished is checked in the loop.
+    ///
+    /// The trade: under 200 full handshakes a second, the p99 of 50 established clients was
+    /// 1.2× its quiet value in the loop with X25519 (6.5× with P-384), 0.7–1.0× with one
+    /// thread; but on a core the thread shares with the loop, the loop wakes for every
+    /// packet while the thread works, and full handshakes a second fell to 0.7–0.9×
+    /// (X25519) or about 0.9× (P-384) the loop's (`BENCHMARKS.md`). Threads pay where handshakes are expensive (P-384, RSA,
+    /// client certificates) or where they get cores of their own: one takes as many
+    /// handshakes a second as a core does.
+    ///
+    /// On Linux the threads run in the `SCHED_IDLE` class, so that on a core they share the
+    /// loop preempts them whenever it has work. Where other work keeps the machine busy
+    /// they may get no CPU, so the loop watches them: a step no thread started within 50 ms
+    /// is taken back and done by the loop (which then keeps every step for a second, if no
+    /// thread started any meanwhile); a thread that started a step 50 ms ago and has not
+    /// finished it gets the ordinary class until the step ends, where the process may
+    /// grant it (`CAP_SYS_NICE`; otherwise the loop keeps the next steps for a second and
+    /// that step waits for its thread, within the handshake deadline). At most 64.
     #[cfg(feature = "tls")]
     pub fn tls_handshake_threads(mut self, threads: usize) -> ServerBuilder {
         self.limits.handshake_threads = threads;

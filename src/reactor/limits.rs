@@ -30,8 +30,8 @@ pub(crate) struct Limits {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) nodelay: bool,
     pub(crate) events: usize,
-    /// Threads that take TLS handshake steps off the loop (0: the loop does them; 1 by
-    /// default, started only for a server with a TLS listener).
+    /// Threads that take TLS handshake steps off the loop (0, the default: the loop does
+    /// them).
     pub(crate) handshake_threads: usize,
 }
 
@@ -53,7 +53,7 @@ impl Default for Limits {
             shutdown_timeout: Duration::from_secs(5),
             nodelay: true,
             events: 1024,
-            handshake_threads: 1,
+            handshake_threads: 0,
         }
     }
 }

@@ -20,7 +20,13 @@ pub(crate) enum Pool {}
 pub(crate) enum Session {}
 
 impl Pool {
-    pub(crate) fn send(&self, _: crate::conn::ConnId, _: Box<Session>, _: &[u8], _: Instant) {
+    pub(crate) fn send(
+        &self,
+        _: crate::conn::ConnId,
+        _: Box<Session>,
+        _: &[u8],
+        _: Instant,
+    ) -> Result<(), Box<Session>> {
         match *self {}
     }
 

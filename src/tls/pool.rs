@@ -11,10 +11,16 @@
 //! preempts them on a core they share; on a machine busy with other work they may get no
 //! CPU at all. So the loop watches the steps it handed over:
 //! - a step no thread has started within [`STEAL_AFTER`] is taken back and done by the
-//!   loop, and for the next [`LOOP_FOR`] the loop does every step itself;
+//!   loop; if no thread started any step meanwhile (they are starved, not busy), the loop
+//!   also does every step itself for the next [`LOOP_FOR`];
 //! - a thread that started a step [`STEAL_AFTER`] ago and has not finished it is given the
 //!   ordinary scheduling class until the step ends (`sys::hurry`), so it gets its share of
-//!   the core like any thread.
+//!   the core like any thread; where that is not permitted (no `CAP_SYS_NICE`), the loop
+//!   does every step itself for the next [`LOOP_FOR`], and the step waits for its thread.
+//!
+//! The loop never waits for the queue's lock (a thread preempted while it holds it could
+//! hold the loop for as long as it gets no CPU): it does the step itself instead, or looks
+//! again a millisecond later.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -52,11 +58,13 @@ struct Worker {
     hurried: bool,
 }
 
-/// The steps no thread has taken yet, the threads, and `closed` once the pool is gone.
+/// The steps no thread has taken yet, the threads, when one last started a step, and
+/// `closed` once the pool is gone.
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
     workers: Vec<Worker>,
+    last_start: Option<Instant>,
     closed: bool,
 }
 
@@ -77,6 +85,15 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // A thread that panicked in a step held no lock then: the queue is whole.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The lock if it is free now: what the loop takes.
+    fn try_lock(&self) -> Option<MutexGuard<'_, Queue>> {
+        match self.queue.try_lock() {
+            Ok(queue) => Some(queue),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 }
 
@@ -200,36 +217,50 @@ impl Pool {
         }
     }
 
-    /// Hands a step to a thread (`now`: when, for [`steal`](Pool::steal)).
-    pub(crate) fn send(&self, id: ConnId, session: Box<Session>, bytes: &[u8], now: Instant) {
-        let job = Job {
+    /// Hands a step to a thread (`now`: when, for [`steal`](Pool::steal)); gives the
+    /// session back if a thread holds the queue's lock now (the loop does the step).
+    pub(crate) fn send(
+        &self,
+        id: ConnId,
+        session: Box<Session>,
+        bytes: &[u8],
+        now: Instant,
+    ) -> Result<(), Box<Session>> {
+        let Some(mut queue) = self.shared.try_lock() else {
+            return Err(session);
+        };
+        queue.jobs.push_back(Job {
             id,
             session,
             bytes: bytes.to_vec(),
             queued: now,
-        };
-        self.shared.lock().jobs.push_back(job);
+        });
+        drop(queue);
         self.shared.ready.notify_one();
         self.away.set(self.away.get() + 1);
         #[cfg(test)]
         self.counts
             .set((self.counts.get().0 + 1, self.counts.get().1));
+        Ok(())
     }
 
     /// The oldest step, if no thread has started it and it waited [`STEAL_AFTER`] by
     /// `now`: the loop does it instead (the session of a connection, and the ciphertext
-    /// to feed it), and every step for the next [`LOOP_FOR`]. Also hurries each thread
-    /// that started a step [`STEAL_AFTER`] ago (see the module's docs).
+    /// to feed it), and every step for the next [`LOOP_FOR`] if the threads are starved.
+    /// Also hurries each thread that started a step [`STEAL_AFTER`] ago (see the module's
+    /// docs).
     pub(crate) fn steal(&self, now: Instant) -> Option<(ConnId, Box<Session>, Vec<u8>)> {
         if self.away.get() == 0 {
             return None;
         }
-        let mut queue = self.shared.lock();
+        let mut queue = self.shared.try_lock()?;
         for worker in &mut queue.workers {
             if let Some(since) = worker.since.filter(|_| !worker.hurried) {
                 if since + STEAL_AFTER <= now {
                     // Under the lock the thread takes to leave the step: it is in it.
-                    crate::sys::hurry(worker.tid);
+                    if !crate::sys::hurry(worker.tid) {
+                        self.in_loop_until.set(Some(now + LOOP_FOR));
+                    }
                     worker.hurried = true;
                 }
             }
@@ -239,9 +270,13 @@ impl Pool {
             .front()
             .is_some_and(|job| job.queued + STEAL_AFTER <= now);
         let job = due.then(|| queue.jobs.pop_front()).flatten()?;
+        // Starved, not busy: no thread started a step since this one was queued.
+        let starved = queue.last_start.map_or(true, |start| start < job.queued);
         drop(queue);
         self.away.set(self.away.get() - 1);
-        self.in_loop_until.set(Some(now + LOOP_FOR));
+        if starved {
+            self.in_loop_until.set(Some(now + LOOP_FOR));
+        }
         #[cfg(test)]
         self.counts
             .set((self.counts.get().0, self.counts.get().1 + 1));
@@ -253,7 +288,9 @@ impl Pool {
         if self.away.get() == 0 {
             return None;
         }
-        let queue = self.shared.lock();
+        let Some(queue) = self.shared.try_lock() else {
+            return Some(Instant::now() + Duration::from_millis(1)); // a thread holds it
+        };
         let started = queue
             .workers
             .iter()
@@ -293,6 +330,19 @@ impl Pool {
         worker.map(|w| w.tid)
     }
 
+    /// Pretends a thread `tid` started a step at `since` and is in it (`in_step`), or
+    /// started one then and is done.
+    #[cfg(test)]
+    fn pretend(&self, tid: i32, since: Instant, in_step: bool) {
+        let mut queue = self.shared.lock();
+        queue.workers = vec![Worker {
+            tid,
+            since: in_step.then_some(since),
+            hurried: false,
+        }];
+        queue.last_start = Some(since);
+    }
+
     /// The threads' ids.
     #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
     pub(crate) fn tids(&self) -> Vec<i32> {
@@ -324,7 +374,9 @@ fn next_job(shared: &Shared, i: usize) -> Option<Job> {
             return None;
         }
         if let Some(job) = queue.jobs.pop_front() {
-            queue.workers[i].since = Some(Instant::now());
+            let now = Instant::now();
+            queue.workers[i].since = Some(now);
+            queue.last_start = Some(now);
             return Some(job);
         }
         queue = shared.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
@@ -366,7 +418,9 @@ mod tests {
             key: 3,
             generation: 1,
         };
-        pool.send(id, acceptor.start().unwrap(), b"hello", t0);
+        assert!(pool
+            .send(id, acceptor.start().unwrap(), b"hello", t0)
+            .is_ok());
         assert_eq!(pool.next_steal(), Some(t0 + STEAL_AFTER));
         assert!(pool.steal(t0 + STEAL_AFTER - ms(1)).is_none(), "early");
         assert!(pool.takes_steps(t0 + STEAL_AFTER - ms(1)));
@@ -379,5 +433,78 @@ mod tests {
         assert!(!pool.takes_steps(t1 + LOOP_FOR - ms(1)));
         assert!(pool.takes_steps(t1 + LOOP_FOR));
         assert!(pool.takes_steps(t1), "tried again once LOOP_FOR passed");
+    }
+
+    /// A session for the tests' steps.
+    fn session() -> Box<Session> {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let config = crate::TlsConfig::new()
+            .cert_pem(
+                cert.cert.pem().as_bytes(),
+                cert.signing_key.serialize_pem().as_bytes(),
+            )
+            .unwrap();
+        let resumption = super::super::Resumption::new().unwrap();
+        config.build(&resumption).unwrap().start().unwrap()
+    }
+
+    const ID: ConnId = ConnId {
+        key: 1,
+        generation: 1,
+    };
+
+    /// Issue #23 (review): a step taken back while the threads are busy (one started a step
+    /// after it was queued) leaves the next steps to them: only starved threads make the
+    /// loop keep the steps for `LOOP_FOR`, or a burst of handshakes would switch the
+    /// threads off exactly when they help.
+    #[test]
+    fn busy_threads_keep_their_steps_and_only_starved_ones_lose_them() {
+        let pool = Pool::without_threads();
+        let t0 = Instant::now();
+        assert!(pool.send(ID, session(), b"", t0).is_ok());
+        pool.pretend(0, t0 + Duration::from_millis(1), false);
+        let t1 = t0 + STEAL_AFTER;
+        assert!(pool.steal(t1).is_some(), "due");
+        assert!(pool.takes_steps(t1), "busy threads lost their steps");
+    }
+
+    /// Issue #23 (review): a thread in a step for `STEAL_AFTER` that cannot be hurried (no
+    /// permission, or no such thread: id 0 here) makes the loop keep the next steps for
+    /// `LOOP_FOR`; it is tried once, not at every turn.
+    #[test]
+    fn a_thread_that_cannot_be_hurried_makes_the_loop_keep_the_steps() {
+        let pool = Pool::without_threads();
+        let t0 = Instant::now();
+        assert!(pool.send(ID, session(), b"", t0 + STEAL_AFTER).is_ok());
+        pool.pretend(0, t0, true);
+        let t1 = t0 + STEAL_AFTER;
+        assert_eq!(pool.next_steal(), Some(t1));
+        assert!(pool.steal(t1).is_none(), "the queued step is not due yet");
+        assert!(
+            !pool.takes_steps(t1),
+            "the steps stayed with a stuck thread"
+        );
+        assert_eq!(
+            pool.next_steal(),
+            Some(t1 + STEAL_AFTER),
+            "the stuck thread again"
+        );
+    }
+
+    /// Issue #23 (review): the loop never waits for the queue's lock: while a thread holds
+    /// it, a step is not handed over (the loop does it), nothing is taken back, and the
+    /// loop looks again within a millisecond.
+    #[test]
+    fn the_loop_never_waits_for_the_queues_lock() {
+        let pool = Pool::without_threads();
+        let t0 = Instant::now();
+        assert!(pool.send(ID, session(), b"", t0).is_ok());
+        let held = pool.shared.lock();
+        assert!(pool.send(ID, session(), b"", t0).is_err(), "handed over");
+        assert!(pool.steal(t0 + STEAL_AFTER).is_none(), "taken back");
+        let next = pool.next_steal().expect("a time to look again");
+        assert!(next <= Instant::now() + Duration::from_millis(1));
+        drop(held);
+        assert!(pool.steal(t0 + STEAL_AFTER).is_some());
     }
 }

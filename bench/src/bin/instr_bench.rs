@@ -15,8 +15,8 @@
 //! start-up, its handshakes and its stop. Rows:
 //! - `tls-bulk`: the echo example with `--tls-cert`, `mio_tls_echo`, `tokio_tls_echo`; 4
 //!   connections, each writing 64 KiB and reading the echo back (checked), N times; per MiB.
-//! - `handshakes`: the same three servers and the echo with `--tls-handshake-threads 0`
-//!   (`echo-in-loop`: no handshake thread, which the echo has by default); 4 clients, each a full TLS 1.3 handshake (no resumption), one 64-byte
+//! - `handshakes`: the same three servers and the echo with `--tls-handshake-threads 1`
+//!   (`echo-threads`); 4 clients, each a full TLS 1.3 handshake (no resumption), one 64-byte
 //!   round trip and a close_notify, N times; per handshake.
 //! - `bulk`: the same over plain TCP against `echo`, `mio_echo`, `tokio_echo`; per MiB.
 //! - `many`: 50 connections, each one 64-byte message in flight, N round trips each; per
@@ -69,7 +69,7 @@ const ROWS: [Row; 7] = [
     },
     Row {
         name: "handshakes",
-        servers: &["echo", "echo-in-loop", "mio_tls_echo", "tokio_tls_echo"],
+        servers: &["echo", "echo-threads", "mio_tls_echo", "tokio_tls_echo"],
         tls: true,
         unit: "handshake",
         units_per_round: 4.0,

@@ -21,9 +21,8 @@
 //!   server's RSS growth per connection; and the same for plain TCP (the echo example
 //!   without TLS), for the TLS connection's extra cost.
 //!
-//! - `echo` has one handshake thread (the library's default), pinned like the server to
-//!   core 0; `echo-in-loop` is the echo example with `--tls-handshake-threads 0` (every
-//!   handshake step in the loop).
+//! - `echo-threads`: the echo example with `--tls-handshake-threads 1` (handshake steps on a
+//!   thread of their own, pinned like the server to core 0).
 //! - `mixed`: the p99 round trip of 50 established clients (64 bytes, 20 times a second
 //!   each), alone and with 200 full handshakes a second arriving.
 //!
@@ -265,7 +264,7 @@ fn main() {
     let mut seconds = 5.0;
     let mut idle_count = 800;
     let mut only: Option<String> = None;
-    let mut servers = vec!["echo", "tokio_tls_echo", "mio_tls_echo", "echo-in-loop"];
+    let mut servers = vec!["echo", "tokio_tls_echo", "mio_tls_echo", "echo-threads"];
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().expect("a value");
