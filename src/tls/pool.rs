@@ -400,16 +400,6 @@ mod tests {
     /// for `LOOP_FOR`, and hands them over again after.
     #[test]
     fn a_step_is_taken_back_when_due_and_the_loop_keeps_the_next_ones_for_a_while() {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let config = crate::TlsConfig::new()
-            .cert_pem(
-                cert.cert.pem().as_bytes(),
-                cert.signing_key.serialize_pem().as_bytes(),
-            )
-            .unwrap();
-        let acceptor = config
-            .build(&super::super::Resumption::new().unwrap())
-            .unwrap();
         let pool = Pool::without_threads();
         let ms = Duration::from_millis;
         let t0 = Instant::now();
@@ -418,9 +408,7 @@ mod tests {
             key: 3,
             generation: 1,
         };
-        assert!(pool
-            .send(id, acceptor.start().unwrap(), b"hello", t0)
-            .is_ok());
+        assert!(pool.send(id, session(), b"hello", t0).is_ok());
         assert_eq!(pool.next_steal(), Some(t0 + STEAL_AFTER));
         assert!(pool.steal(t0 + STEAL_AFTER - ms(1)).is_none(), "early");
         assert!(pool.takes_steps(t0 + STEAL_AFTER - ms(1)));
