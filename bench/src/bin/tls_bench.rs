@@ -5,7 +5,7 @@
 //! core 1 (start it with `taskset -c 1`, as the runner does its load generator).
 //!
 //! ```text
-//! taskset -c 1 target/release/tls_bench [--seconds S] [--idle N] [--only bulk|full|resumed|idle|mixed]
+//! taskset -c 1 target/release/tls_bench [--seconds S] [--idle N] [--rounds R] [--only bulk|full|resumed|idle|mixed]
 //!         [--server echo|tokio_tls_echo|mio_tls_echo]
 //! ```
 //!
@@ -26,7 +26,10 @@
 //! - `mixed`: the p99 round trip of 50 established clients (64 bytes, 20 times a second
 //!   each), alone and with 200 full handshakes a second arriving.
 //!
-//! Prints a Markdown table of figures and ratios (dualstack / other) on stdout.
+//! Prints a Markdown table of figures and ratios (dualstack / other) on stdout. With
+//! `--rounds R`, every server is measured R times, each round in an order rotated by one
+//! (no server always first on a machine that drifts): the table gives medians, and each
+//! ratio is taken within a round, then given as the median and range over rounds.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -260,9 +263,72 @@ fn idle(port: u16, pid: u32, count: usize, tls: bool) -> f64 {
     (after.saturating_sub(before)) as f64 / count as f64
 }
 
+/// The median of `values` (NaN where there are none).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// One server's figures, in the table's column order.
+fn server_row(
+    name: &str,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    seconds: f64,
+    idle_count: usize,
+    only: Option<&str>,
+) -> Vec<f64> {
+    let s = start(name, cert, key, false);
+    let pid = s.child.id();
+    let row = |r: &str| only.is_none_or(|o| o == r);
+    let nan = (f64::NAN, f64::NAN);
+    let (mibs, ms_per_mib) = if row("bulk") {
+        bulk(s.port, pid, seconds)
+    } else {
+        nan
+    };
+    let (full, us_full) = if row("full") {
+        handshakes(s.port, pid, seconds, false)
+    } else {
+        nan
+    };
+    let (resumed, us_resumed) = if row("resumed") {
+        handshakes(s.port, pid, seconds, true)
+    } else {
+        nan
+    };
+    let per_conn = if row("idle") {
+        idle(s.port, pid, idle_count, true)
+    } else {
+        f64::NAN
+    };
+    let (calm_p50, calm_p99, busy_p99, rate) = if row("mixed") {
+        let (p50, p99, _) = mixed(s.port, seconds, 0.0);
+        let (_, busy_p99, rate) = mixed(s.port, seconds, 200.0);
+        (p50, p99, busy_p99, rate)
+    } else {
+        (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
+    };
+    eprintln!(
+        "{name}: 50 small clients p50 {calm_p50:.0} us, p99 {calm_p99:.0} us; with {rate:.0} handshakes/s p99 {busy_p99:.0} us ({:.2}x)",
+        busy_p99 / calm_p99
+    );
+    eprintln!(
+        "{name}: bulk {mibs:.1} MiB/s ({ms_per_mib:.2} ms CPU/MiB), full {full:.0}/s ({us_full:.0} us), resumed {resumed:.0}/s ({us_resumed:.0} us), idle {per_conn:.0} B/conn"
+    );
+    vec![
+        mibs, ms_per_mib, full, us_full, resumed, us_resumed, per_conn, calm_p99, busy_p99,
+    ]
+}
+
 fn main() {
     let mut seconds = 5.0;
     let mut idle_count = 800;
+    let mut rounds = 1;
     let mut only: Option<String> = None;
     let mut servers = vec!["echo", "tokio_tls_echo", "mio_tls_echo", "echo-threads"];
     let mut args = std::env::args().skip(1);
@@ -271,6 +337,7 @@ fn main() {
         match flag.as_str() {
             "--seconds" => seconds = value.parse().expect("seconds"),
             "--idle" => idle_count = value.parse().expect("a count"),
+            "--rounds" => rounds = value.parse::<usize>().expect("a count").max(1),
             "--only" => only = Some(value),
             "--server" => servers.retain(|s| *s == value),
             other => panic!("unknown option {other}"),
@@ -278,53 +345,29 @@ fn main() {
     }
     let dir = std::env::temp_dir().join(format!("dualstack-tls-bench-{}", std::process::id()));
     let (cert, key) = dualstack_bench::tls::write_localhost_cert(&dir);
-    let mut rows: Vec<(&str, Vec<f64>)> = Vec::new();
-    for name in servers {
-        let s = start(name, &cert, &key, false);
-        let pid = s.child.id();
-        let row = |r: &str| only.as_deref().is_none_or(|o| o == r);
-        let nan = (f64::NAN, f64::NAN);
-        let (mibs, ms_per_mib) = if row("bulk") {
-            bulk(s.port, pid, seconds)
-        } else {
-            nan
-        };
-        let (full, us_full) = if row("full") {
-            handshakes(s.port, pid, seconds, false)
-        } else {
-            nan
-        };
-        let (resumed, us_resumed) = if row("resumed") {
-            handshakes(s.port, pid, seconds, true)
-        } else {
-            nan
-        };
-        let per_conn = if row("idle") {
-            idle(s.port, pid, idle_count, true)
-        } else {
-            f64::NAN
-        };
-        let (calm_p50, calm_p99, busy_p99, rate) = if row("mixed") {
-            let (p50, p99, _) = mixed(s.port, seconds, 0.0);
-            let (_, busy_p99, rate) = mixed(s.port, seconds, 200.0);
-            (p50, p99, busy_p99, rate)
-        } else {
-            (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
-        };
-        eprintln!(
-            "{name}: 50 small clients p50 {calm_p50:.0} us, p99 {calm_p99:.0} us; with {rate:.0} handshakes/s p99 {busy_p99:.0} us ({:.2}x)",
-            busy_p99 / calm_p99
-        );
-        eprintln!(
-            "{name}: bulk {mibs:.1} MiB/s ({ms_per_mib:.2} ms CPU/MiB), full {full:.0}/s ({us_full:.0} us), resumed {resumed:.0}/s ({us_resumed:.0} us), idle {per_conn:.0} B/conn"
-        );
-        rows.push((
-            name,
-            vec![
-                mibs, ms_per_mib, full, us_full, resumed, us_resumed, per_conn, calm_p99, busy_p99,
-            ],
-        ));
+    // Each round measures every server, in an order rotated by one from the last round's,
+    // so that no server is always first (or last) on a machine that drifts.
+    let mut runs: Vec<Vec<Vec<f64>>> = vec![Vec::new(); servers.len()];
+    for round in 0..rounds {
+        for k in 0..servers.len() {
+            let i = (k + round) % servers.len();
+            let figures = server_row(
+                servers[i],
+                &cert,
+                &key,
+                seconds,
+                idle_count,
+                only.as_deref(),
+            );
+            runs[i].push(figures);
+        }
     }
+    let column = |i: usize, c: usize| median(&mut runs[i].iter().map(|v| v[c]).collect::<Vec<_>>());
+    let rows: Vec<(&str, Vec<f64>)> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (*name, (0..9).map(|c| column(i, c)).collect()))
+        .collect();
     let plain = {
         let s = start("echo", &cert, &key, true);
         idle(s.port, s.child.id(), idle_count, false)
@@ -333,6 +376,7 @@ fn main() {
         return; // one server asked for: its line above is the result
     }
     let ours = rows[0].1.clone();
+    println!("Medians over {rounds} round(s):\n");
     println!("| server | bulk MiB/s | CPU ms/MiB | full handshakes/s | CPU µs/handshake | resumed/s | CPU µs/resumed | idle B/conn | p99 µs, 50 clients | p99 µs, + 200 handshakes/s |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (name, v) in &rows {
@@ -342,16 +386,28 @@ fn main() {
         );
     }
     println!("| echo, plain TCP | | | | | | | {plain:.0} | | |");
-    for (name, v) in rows.iter().skip(1).take(2) {
+    // Ratios within each round (the same minutes of the machine), then their median and
+    // range over rounds.
+    let ratio = |other: usize, c: usize| {
+        let mut r: Vec<f64> = (0..rounds)
+            .map(|k| runs[0][k][c] / runs[other][k][c])
+            .collect();
+        let m = median(&mut r);
+        match rounds {
+            1 => format!("{m:.3}×"),
+            _ => format!("{m:.3}× ({:.2}–{:.2})", r[0], r[rounds - 1]),
+        }
+    };
+    for (i, (name, _)) in rows.iter().enumerate().skip(1).take(2) {
         println!(
-            "\necho/{name}: bulk {:.3}× (CPU/MiB {:.3}×), full handshakes {:.3}× (CPU/handshake {:.3}×), resumed {:.3}× (CPU {:.3}×), idle memory {:.3}×",
-            ours[0] / v[0],
-            ours[1] / v[1],
-            ours[2] / v[2],
-            ours[3] / v[3],
-            ours[4] / v[4],
-            ours[5] / v[5],
-            ours[6] / v[6],
+            "\necho/{name}: bulk {} (CPU/MiB {}), full handshakes {} (CPU/handshake {}), resumed {} (CPU {}), idle memory {}",
+            ratio(i, 0),
+            ratio(i, 1),
+            ratio(i, 2),
+            ratio(i, 3),
+            ratio(i, 4),
+            ratio(i, 5),
+            ratio(i, 6),
         );
     }
     println!(
