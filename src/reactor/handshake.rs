@@ -190,8 +190,20 @@ impl<H: Handler> Server<H> {
                 return Step::Done;
             }
         };
-        // The session's answer (ServerHello…, tickets), at once: the client waits for it.
-        core.flush(id);
+        // TLS 1.3 ends with the client's Finished, and what the session has to say after it
+        // is its tickets, which no client waits for: they leave with the handler's first
+        // output (tokio-rustls's way too), one write fewer per connection. Anything else
+        // (the ServerHello flight, TLS 1.2's Finished) at once: the client waits for it.
+        let tickets_only = fed.handshake_done
+            && conn
+                .tls
+                .as_ref()
+                .and_then(|t| t.info())
+                .map(|i| i.version())
+                == Some("TLSv1.3");
+        if !tickets_only {
+            core.flush(id);
+        }
         if !fed.handshake_done {
             self.settle();
             return if self.core.is_open(id) {
@@ -204,7 +216,10 @@ impl<H: Handler> Server<H> {
         // plaintext before it.
         self.tls_open(id);
         self.read_handed(id, short_read_drains, drained);
-        self.core.flush(id);
+        // The handler sent something (`dirty`): it leaves now, tickets first.
+        if !tickets_only || conn_mut(&mut self.core.conns, id).is_some_and(|c| c.dirty) {
+            self.core.flush(id);
+        }
         self.settle();
         Step::Done
     }
@@ -467,7 +482,7 @@ mod tests {
         version: &'static rustls::SupportedProtocolVersion,
         wait: Duration,
         mut each: impl FnMut(&mut crate::Server<Discard>),
-    ) {
+    ) -> (rustls::ClientConnection, std::net::TcpStream) {
         let addr = server.listeners()[0].local_addr.ip().unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots
@@ -509,6 +524,7 @@ mod tests {
                 Err(e) => panic!("client read: {e}"),
             }
         }
+        (conn, tcp)
     }
 
     /// The one connection has left its handshake phase.
@@ -691,5 +707,70 @@ mod tests {
             std::thread::sleep(Duration::from_millis(2));
         }
         assert_eq!(pool.in_step(), None);
+    }
+
+    /// A TLS 1.3 server's tickets wait for the connection's next write instead of leaving
+    /// alone as the client's Finished is read: no client waits for them, and with the
+    /// handler's first reply they take no write of their own. (Here the handler sends
+    /// nothing, so they leave at the flush that follows the client's first bytes.)
+    #[test]
+    fn tls13_tickets_leave_with_the_next_write_not_alone() {
+        use std::io::{Read, Write};
+        let (ca_pem, cert_pem, key_pem) = ca_and_leaf();
+        let tls = crate::TlsConfig::new()
+            .cert_pem(cert_pem.as_bytes(), key_pem.as_bytes())
+            .unwrap();
+        let mut server = ServerBuilder::new()
+            .listen_tls("127.0.0.1:0", tls)
+            .bind(Discard)
+            .unwrap();
+        let wait = Duration::from_millis(5);
+        let (mut conn, mut tcp) =
+            handshake(&mut server, &ca_pem, &rustls::version::TLS13, wait, |_| {});
+        for _ in 0..5 {
+            server.run_once(Some(wait)).unwrap();
+        }
+        let mut buf = [0; 4096];
+        match tcp.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the tickets left alone: {other:?}"),
+        }
+        conn.writer().write_all(b"hello\n").unwrap();
+        conn.write_tls(&mut tcp).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "the tickets never came");
+            server.run_once(Some(wait)).unwrap();
+            match conn.read_tls(&mut tcp) {
+                Ok(n) if n > 0 => break,
+                Ok(_) => panic!("the server closed"),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("client read: {e}"),
+            }
+        }
+        conn.process_new_packets()
+            .expect("tickets a client accepts");
+    }
+
+    /// TLS 1.2 ends with the server's Finished, which the client waits for: it leaves at
+    /// once (the handshake would not end otherwise; `handshake` drives it).
+    #[test]
+    fn tls12_ends_with_the_servers_finished_at_once() {
+        let (ca_pem, cert_pem, key_pem) = ca_and_leaf();
+        let tls = crate::TlsConfig::new()
+            .cert_pem(cert_pem.as_bytes(), key_pem.as_bytes())
+            .unwrap();
+        let mut server = ServerBuilder::new()
+            .listen_tls("127.0.0.1:0", tls)
+            .bind(Discard)
+            .unwrap();
+        let (conn, _tcp) = handshake(
+            &mut server,
+            &ca_pem,
+            &rustls::version::TLS12,
+            Duration::from_millis(5),
+            |_| {},
+        );
+        assert!(!conn.is_handshaking());
     }
 }

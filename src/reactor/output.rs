@@ -142,9 +142,10 @@ fn write_slice(data: &[u8], sink: &mut impl io::Write) -> (usize, Option<io::Err
     })
 }
 
-/// [`write_queue`] through a TLS session: waiting ciphertext first, then the queue
-/// encrypted (as much as the session's ciphertext limit takes at a time) and written, until
-/// both are empty or the socket stops taking it. Returns the plaintext that left the queue.
+/// [`write_queue`] through a TLS session: the queue encrypted (as much as the session's
+/// ciphertext limit takes at a time) behind the ciphertext already waiting there (tickets,
+/// say), and both written in one vectored write, until the queue is empty or the socket
+/// stops taking it. Returns the plaintext that left the queue.
 fn write_queue_tls(
     out: &mut OutQueue,
     tls: &mut crate::tls::Session,
@@ -153,6 +154,18 @@ fn write_queue_tls(
 ) -> (usize, Option<io::Error>) {
     let mut moved = 0;
     loop {
+        if !out.is_empty() {
+            // Ok(0): the session's buffer is full; the write below makes room.
+            match tls.encrypt(out, spares) {
+                Ok(n) => moved += n,
+                Err(e) => return (moved, Some(e)),
+            }
+        }
+        if !tls.wants_write() {
+            // Nothing waits, so the queue is empty, or an empty session took none of it.
+            let stuck = (!out.is_empty()).then(|| io::ErrorKind::WriteZero.into());
+            return (moved, stuck);
+        }
         while tls.wants_write() {
             match tls.write_tls(sink) {
                 Ok(0) => return (moved, Some(io::ErrorKind::WriteZero.into())),
@@ -164,12 +177,6 @@ fn write_queue_tls(
         }
         if out.is_empty() {
             return (moved, None);
-        }
-        match tls.encrypt(out, spares) {
-            // The session's buffer was just emptied, so it takes something.
-            Ok(0) => return (moved, Some(io::ErrorKind::WriteZero.into())),
-            Ok(n) => moved += n,
-            Err(e) => return (moved, Some(e)),
         }
     }
 }
@@ -539,5 +546,102 @@ mod tests {
         assert_eq!(shed_order(holders.clone(), 750, 750), []);
         assert_eq!(shed_order(holders.clone(), 750, 0).len(), 4);
         assert_eq!(shed_order(Vec::new(), 0, 0), []);
+    }
+
+    /// Counts the writes it is given, and keeps what they carry.
+    #[derive(Default)]
+    #[cfg(feature = "tls")]
+    struct Counted {
+        writes: usize,
+        bytes: Vec<u8>,
+    }
+
+    #[cfg(feature = "tls")]
+    impl io::Write for Counted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes += 1;
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+            self.writes += 1;
+            bufs.iter().for_each(|b| self.bytes.extend_from_slice(b));
+            Ok(bufs.iter().map(|b| b.len()).sum())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Issue #23: what waits in a TLS session (here a TLS 1.3 server's tickets, left there
+    /// as the handshake ends) and the reply queued after it leave in one write: each used to
+    /// be written on its own, a system call more per connection.
+    #[test]
+    #[cfg(feature = "tls")]
+    #[allow(deprecated)] // ring's default_provider, as src/tls/config.rs uses it
+    fn waiting_tls_records_and_the_queue_leave_in_one_write() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let config = crate::TlsConfig::new()
+            .cert_pem(
+                cert.cert.pem().as_bytes(),
+                cert.signing_key.serialize_pem().as_bytes(),
+            )
+            .unwrap();
+        let mut session = config
+            .build(&crate::tls::Resumption::new().unwrap())
+            .unwrap()
+            .start()
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(
+                cert.cert.der().to_vec(),
+            ))
+            .unwrap();
+        let client_config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut client = rustls::ClientConnection::new(
+            std::sync::Arc::new(client_config),
+            "localhost".try_into().unwrap(),
+        )
+        .unwrap();
+        let mut plain = crate::tls::Plain::default();
+        // The handshake, in memory, up to the server's reading of the client's Finished.
+        let mut done = false;
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            done = session.feed(&wire, &mut plain).unwrap().handshake_done;
+            if done {
+                break;
+            }
+            let mut wire = Vec::new();
+            while session.wants_write() {
+                session.write_tls(&mut wire).unwrap();
+            }
+            client.read_tls(&mut &wire[..]).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        assert!(done, "the handshake did not end");
+        assert!(session.wants_write(), "no tickets wait");
+        let mut out = OutQueue::default();
+        let mut spares = Spares::default();
+        out.push(b"hello\n", &mut spares);
+        let mut sink = Counted::default();
+        let (moved, failed) = write_queue_tls(&mut out, &mut session, &mut sink, &mut spares);
+        assert!(failed.is_none(), "{failed:?}");
+        assert_eq!((moved, sink.writes), (6, 1), "plaintext moved, writes");
+        client.read_tls(&mut &sink.bytes[..]).unwrap();
+        client.process_new_packets().unwrap();
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut client.reader(), &mut got);
+        assert_eq!(got, b"hello\n");
     }
 }
