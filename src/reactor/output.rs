@@ -580,23 +580,10 @@ mod tests {
     #[cfg(feature = "tls")]
     #[allow(deprecated)] // ring's default_provider, as src/tls/config.rs uses it
     fn waiting_tls_records_and_the_queue_leave_in_one_write() {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let config = crate::TlsConfig::new()
-            .cert_pem(
-                cert.cert.pem().as_bytes(),
-                cert.signing_key.serialize_pem().as_bytes(),
-            )
-            .unwrap();
-        let mut session = config
-            .build(&crate::tls::Resumption::new().unwrap())
-            .unwrap()
-            .start()
-            .unwrap();
+        let (mut session, cert) = crate::tls::test_session();
         let mut roots = rustls::RootCertStore::empty();
         roots
-            .add(rustls::pki_types::CertificateDer::from(
-                cert.cert.der().to_vec(),
-            ))
+            .add(rustls::pki_types::CertificateDer::from(cert))
             .unwrap();
         let client_config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),

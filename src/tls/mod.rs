@@ -125,3 +125,19 @@ pub(crate) struct Fed {
 /// clients waits for later turns instead of delaying every established connection. The
 /// rest go on the ready queue, read after the next turn's events.
 pub(crate) const HANDSHAKES_PER_TURN: usize = 16;
+
+/// For the tests: a new session of a server with a self-signed certificate for
+/// `localhost`, and that certificate (DER), for a client's roots.
+#[cfg(all(test, feature = "tls"))]
+pub(crate) fn test_session() -> (Box<Session>, Vec<u8>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let config = crate::TlsConfig::new()
+        .cert_pem(
+            cert.cert.pem().as_bytes(),
+            cert.signing_key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+    let resumption = Resumption::new().unwrap();
+    let session = config.build(&resumption).unwrap().start().unwrap();
+    (session, cert.cert.der().to_vec())
+}

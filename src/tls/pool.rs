@@ -425,15 +425,7 @@ mod tests {
 
     /// A session for the tests' steps.
     fn session() -> Box<Session> {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let config = crate::TlsConfig::new()
-            .cert_pem(
-                cert.cert.pem().as_bytes(),
-                cert.signing_key.serialize_pem().as_bytes(),
-            )
-            .unwrap();
-        let resumption = super::super::Resumption::new().unwrap();
-        config.build(&resumption).unwrap().start().unwrap()
+        super::super::test_session().0
     }
 
     const ID: ConnId = ConnId {
