@@ -194,13 +194,7 @@ impl<H: Handler> Server<H> {
         // is its tickets, which no client waits for: they leave with the handler's first
         // output (tokio-rustls's way too), one write fewer per connection. Anything else
         // (the ServerHello flight, TLS 1.2's Finished) at once: the client waits for it.
-        let tickets_only = fed.handshake_done
-            && conn
-                .tls
-                .as_ref()
-                .and_then(|t| t.info())
-                .map(|i| i.version())
-                == Some("TLSv1.3");
+        let tickets_only = fed.handshake_done && conn.tls.as_ref().is_some_and(|t| t.is_tls13());
         if !tickets_only {
             core.flush(id);
         }

@@ -221,6 +221,11 @@ impl Session {
         }
     }
 
+    /// The connection speaks TLS 1.3 (known from the ServerHello on).
+    pub(crate) fn is_tls13(&self) -> bool {
+        self.conn.protocol_version() == Some(ProtocolVersion::TLSv1_3)
+    }
+
     /// What the handshake settled, once it is done.
     pub(crate) fn info(&self) -> Option<&TlsInfo> {
         self.info.as_ref()
