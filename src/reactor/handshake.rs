@@ -304,6 +304,7 @@ mod tests {
 
     use crate::conn::ConnId;
     use crate::reactor::{Context, Handler, ServerBuilder};
+    use crate::tls::testing::{ca_and_leaf, client, localhost};
     use crate::tls::HANDSHAKES_PER_TURN;
     use crate::Input;
     use rustls::pki_types::pem::PemObject;
@@ -315,24 +316,9 @@ mod tests {
         fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
     }
 
-    /// A server with `threads` handshake threads (`None`: a pool whose threads never come),
-    /// `burst` clients that sent their ClientHello, every one of them accepted and its hello
-    /// in, no step taken yet.
-    #[allow(deprecated)] // ring's default_provider, as src/tls/config.rs uses it
-    fn hellos_in(
-        threads: Option<usize>,
-        burst: usize,
-    ) -> (
-        crate::Server<Discard>,
-        Vec<(rustls::ClientConnection, std::net::TcpStream)>,
-    ) {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let tls = crate::TlsConfig::new()
-            .cert_pem(
-                cert.cert.pem().as_bytes(),
-                cert.signing_key.serialize_pem().as_bytes(),
-            )
-            .unwrap();
+    /// A `localhost` server with `tls` and `threads` handshake threads (`Some(0)`, the
+    /// default: none; `None`: a pool whose threads never come).
+    fn server(tls: crate::TlsConfig, threads: Option<usize>) -> crate::Server<Discard> {
         let mut server = ServerBuilder::new()
             .listen_tls("127.0.0.1:0", tls)
             .tls_handshake_threads(threads.unwrap_or(1))
@@ -341,16 +327,22 @@ mod tests {
         if threads.is_none() {
             server.core.tls_pool = Some(crate::tls::Pool::without_threads());
         }
+        server
+    }
+
+    /// A server with `threads` handshake threads (as [`server`]), `burst` clients that sent
+    /// their ClientHello, every one of them accepted and its hello in, no step taken yet.
+    fn hellos_in(
+        threads: Option<usize>,
+        burst: usize,
+    ) -> (
+        crate::Server<Discard>,
+        Vec<(rustls::ClientConnection, std::net::TcpStream)>,
+    ) {
+        let (tls, ca_pem) = localhost();
+        let mut server = server(tls, threads);
         let addr = server.listeners()[0].local_addr.ip().unwrap();
-        let client = std::sync::Arc::new(
-            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-        );
+        let client = client(&ca_pem, rustls::DEFAULT_VERSIONS);
         let clients: Vec<_> = (0..burst)
             .map(|_| {
                 let mut tcp = std::net::TcpStream::connect(addr).unwrap();
@@ -427,23 +419,6 @@ mod tests {
         );
     }
 
-    /// A CA (PEM) and a `localhost` leaf it signed (chain PEM, key PEM), so the test
-    /// clients verify the server as any client would.
-    fn ca_and_leaf() -> (String, String, String) {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        (ca_pem, leaf.pem(), key.serialize_pem())
-    }
-
     /// Completes one handshake of a `version` client against a server with a handshake
     /// thread (`threadless`: a pool whose threads never come) and `tls`;
     /// returns the steps the loop handed to the pool, and how many it took back.
@@ -453,14 +428,7 @@ mod tests {
         version: &'static rustls::SupportedProtocolVersion,
         threadless: bool,
     ) -> (u64, u64) {
-        let mut server = ServerBuilder::new()
-            .listen_tls("127.0.0.1:0", tls)
-            .tls_handshake_threads(1)
-            .bind(Discard)
-            .unwrap();
-        if threadless {
-            server.core.tls_pool = Some(crate::tls::Pool::without_threads());
-        }
+        let mut server = server(tls, if threadless { None } else { Some(1) });
         // Threadless, the loop must wake by itself to take a step back.
         let wait = Duration::from_millis(if threadless { 1000 } else { 5 });
         handshake(&mut server, ca_pem, version, wait, |_| {});
@@ -469,7 +437,6 @@ mod tests {
 
     /// Drives one handshake of a `version` client against `server` to its end, polling at
     /// most `wait` at a time and calling `each` after each poll.
-    #[allow(deprecated)] // ring's default_provider, as src/tls/config.rs uses it
     fn handshake(
         server: &mut crate::Server<Discard>,
         ca_pem: &str,
@@ -478,19 +445,8 @@ mod tests {
         mut each: impl FnMut(&mut crate::Server<Discard>),
     ) -> (rustls::ClientConnection, std::net::TcpStream) {
         let addr = server.listeners()[0].local_addr.ip().unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-            .unwrap();
-        let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         let mut conn = rustls::ClientConnection::new(
-            std::sync::Arc::new(client),
+            client(ca_pem, &[version]),
             "localhost".try_into().unwrap(),
         )
         .unwrap();
@@ -538,22 +494,19 @@ mod tests {
     #[test]
     fn only_steps_that_may_be_key_work_go_to_the_handshake_thread() {
         let (ca_pem, cert_pem, key_pem) = ca_and_leaf();
-        let tls = crate::TlsConfig::new()
-            .cert_pem(cert_pem.as_bytes(), key_pem.as_bytes())
-            .unwrap();
+        let ours = || {
+            crate::TlsConfig::new()
+                .cert_pem(cert_pem.as_bytes(), key_pem.as_bytes())
+                .unwrap()
+        };
         let server = ServerBuilder::new()
-            .listen_tls("127.0.0.1:0", tls)
+            .listen_tls("127.0.0.1:0", ours())
             .bind(Discard)
             .unwrap();
         assert!(
             server.core.tls_pool.is_none(),
             "a handshake thread by default"
         );
-        let ours = || {
-            crate::TlsConfig::new()
-                .cert_pem(cert_pem.as_bytes(), key_pem.as_bytes())
-                .unwrap()
-        };
         assert_eq!(
             steps_on_threads(ours(), &ca_pem, &rustls::version::TLS13, false).0,
             1,
@@ -593,15 +546,10 @@ mod tests {
     /// threads again.
     #[test]
     fn a_step_no_thread_starts_is_done_by_the_loop() {
-        let (ca_pem, cert_pem, key_pem) = ca_and_leaf();
-        let ours = || {
-            crate::TlsConfig::new()
-                .cert_pem(cert_pem.as_bytes(), key_pem.as_bytes())
-                .unwrap()
-        };
+        let (tls, ca_pem) = localhost();
         let started = Instant::now();
         assert_eq!(
-            steps_on_threads(ours(), &ca_pem, &rustls::version::TLS13, true),
+            steps_on_threads(tls.clone(), &ca_pem, &rustls::version::TLS13, true),
             (1, 1),
             "TLS 1.3"
         );
@@ -615,7 +563,7 @@ mod tests {
             "the loop slept past it: {took:?}"
         );
         assert_eq!(
-            steps_on_threads(ours(), &ca_pem, &rustls::version::TLS12, true),
+            steps_on_threads(tls, &ca_pem, &rustls::version::TLS12, true),
             (1, 1),
             "TLS 1.2"
         );
@@ -636,15 +584,8 @@ mod tests {
             eprintln!("skipped: this process may not leave SCHED_IDLE (no CAP_SYS_NICE)");
             return;
         }
-        let (ca_pem, cert_pem, key_pem) = ca_and_leaf();
-        let tls = crate::TlsConfig::new()
-            .cert_pem(cert_pem.as_bytes(), key_pem.as_bytes())
-            .unwrap();
-        let mut server = ServerBuilder::new()
-            .listen_tls("127.0.0.1:0", tls)
-            .tls_handshake_threads(1)
-            .bind(Discard)
-            .unwrap();
+        let (tls, ca_pem) = localhost();
+        let mut server = server(tls, Some(1));
         let pool = server.core.tls_pool.as_ref().unwrap();
         pool.stall(true);
         let mut hurried = false;
@@ -710,14 +651,8 @@ mod tests {
     #[test]
     fn tls13_tickets_leave_with_the_next_write_not_alone() {
         use std::io::{Read, Write};
-        let (ca_pem, cert_pem, key_pem) = ca_and_leaf();
-        let tls = crate::TlsConfig::new()
-            .cert_pem(cert_pem.as_bytes(), key_pem.as_bytes())
-            .unwrap();
-        let mut server = ServerBuilder::new()
-            .listen_tls("127.0.0.1:0", tls)
-            .bind(Discard)
-            .unwrap();
+        let (tls, ca_pem) = localhost();
+        let mut server = server(tls, Some(0));
         let wait = Duration::from_millis(5);
         let (mut conn, mut tcp) =
             handshake(&mut server, &ca_pem, &rustls::version::TLS13, wait, |_| {});
@@ -750,14 +685,8 @@ mod tests {
     /// once (the handshake would not end otherwise; `handshake` drives it).
     #[test]
     fn tls12_ends_with_the_servers_finished_at_once() {
-        let (ca_pem, cert_pem, key_pem) = ca_and_leaf();
-        let tls = crate::TlsConfig::new()
-            .cert_pem(cert_pem.as_bytes(), key_pem.as_bytes())
-            .unwrap();
-        let mut server = ServerBuilder::new()
-            .listen_tls("127.0.0.1:0", tls)
-            .bind(Discard)
-            .unwrap();
+        let (tls, ca_pem) = localhost();
+        let mut server = server(tls, Some(0));
         let (conn, _tcp) = handshake(
             &mut server,
             &ca_pem,

@@ -578,25 +578,11 @@ mod tests {
     /// be written on its own, a system call more per connection.
     #[test]
     #[cfg(feature = "tls")]
-    #[allow(deprecated)] // ring's default_provider, as src/tls/config.rs uses it
     fn waiting_tls_records_and_the_queue_leave_in_one_write() {
-        let (mut session, cert) = crate::tls::test_session();
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(rustls::pki_types::CertificateDer::from(cert))
-            .unwrap();
-        let client_config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let mut client = rustls::ClientConnection::new(
-            std::sync::Arc::new(client_config),
-            "localhost".try_into().unwrap(),
-        )
-        .unwrap();
+        let (mut session, ca_pem) = crate::tls::testing::session();
+        let client_config = crate::tls::testing::client(&ca_pem, &[&rustls::version::TLS13]);
+        let mut client =
+            rustls::ClientConnection::new(client_config, "localhost".try_into().unwrap()).unwrap();
         let mut plain = crate::tls::Plain::default();
         // The handshake, in memory, up to the server's reading of the client's Finished.
         let mut done = false;

@@ -126,18 +126,64 @@ pub(crate) struct Fed {
 /// rest go on the ready queue, read after the next turn's events.
 pub(crate) const HANDSHAKES_PER_TURN: usize = 16;
 
-/// For the tests: a new session of a server with a self-signed certificate for
-/// `localhost`, and that certificate (DER), for a client's roots.
+/// For the crate's tests: a CA, a server configuration for `localhost` it signed, clients
+/// that trust it, and sessions of that server.
 #[cfg(all(test, feature = "tls"))]
-pub(crate) fn test_session() -> (Box<Session>, Vec<u8>) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let config = crate::TlsConfig::new()
-        .cert_pem(
-            cert.cert.pem().as_bytes(),
-            cert.signing_key.serialize_pem().as_bytes(),
-        )
-        .unwrap();
-    let resumption = Resumption::new().unwrap();
-    let session = config.build(&resumption).unwrap().start().unwrap();
-    (session, cert.cert.der().to_vec())
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use rustls::pki_types::pem::PemObject;
+
+    /// A CA (PEM) and a `localhost` leaf it signed (chain PEM, key PEM), so the test
+    /// clients verify the server as any client would.
+    pub(crate) fn ca_and_leaf() -> (String, String, String) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        (ca_pem, leaf.pem(), key.serialize_pem())
+    }
+
+    /// A server configuration for `localhost`, and the PEM of the CA that signed it.
+    pub(crate) fn localhost() -> (crate::TlsConfig, String) {
+        let (ca_pem, cert_pem, key_pem) = ca_and_leaf();
+        let tls = crate::TlsConfig::new()
+            .cert_pem(cert_pem.as_bytes(), key_pem.as_bytes())
+            .unwrap();
+        (tls, ca_pem)
+    }
+
+    /// A client configuration that trusts `ca_pem` and speaks `versions`.
+    #[allow(deprecated)] // ring's default_provider, as src/tls/config.rs uses it
+    pub(crate) fn client(
+        ca_pem: &str,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    /// A new session of a `localhost` server, and the PEM of the CA that signed it.
+    pub(crate) fn session() -> (Box<super::Session>, String) {
+        let (config, ca_pem) = localhost();
+        let resumption = super::Resumption::new().unwrap();
+        (config.build(&resumption).unwrap().start().unwrap(), ca_pem)
+    }
 }

@@ -425,7 +425,7 @@ mod tests {
 
     /// A session for the tests' steps.
     fn session() -> Box<Session> {
-        super::super::test_session().0
+        super::super::testing::session().0
     }
 
     const ID: ConnId = ConnId {
