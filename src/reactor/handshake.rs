@@ -107,8 +107,15 @@ impl<H: Handler> Server<H> {
     }
 
     /// Sessions the handshake threads are done with: each goes back to its connection (if
-    /// it is still there), and the handshake goes on from what the step gave.
+    /// it is still there), and the handshake goes on from what the step gave. A connection
+    /// whose thread panicked in its step lost its session: it is closed.
     pub(super) fn finish_handshakes(&mut self) {
+        while let Some(id) = self.core.tls_pool.as_ref().and_then(|p| p.next_lost()) {
+            log::warn!("{id}: its handshake thread panicked in its step");
+            let panicked = io::Error::other("its handshake thread panicked");
+            self.core.request_close(id, CloseReason::Error(panicked));
+            self.settle();
+        }
         while let Some(done) = self.core.tls_pool.as_ref().and_then(|p| p.next_done()) {
             let crate::tls::Done {
                 id,
@@ -622,11 +629,15 @@ mod tests {
     }
 
     /// Issue #23 (review): a thread that panics in a step is forgotten by the loop, so its
-    /// id (which the kernel may give to another thread by then) is never hurried.
+    /// id (which the kernel may give to another thread by then) is never hurried; and the
+    /// connection whose session it took with it is closed at once, not at its handshake
+    /// deadline, and no longer counted as away (the loop would look at the queue every
+    /// turn for ever).
     #[test]
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn a_thread_that_panics_in_a_step_is_forgotten() {
         let (mut server, _clients) = hellos_in(Some(1), 1);
+        let start = Instant::now();
         let pool = server.core.tls_pool.as_ref().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while pool.tids() == [0] {
@@ -642,6 +653,18 @@ mod tests {
             std::thread::sleep(Duration::from_millis(2));
         }
         assert_eq!(pool.in_step(), None);
+        let timeout = crate::tls::DEFAULT_HANDSHAKE_TIMEOUT;
+        while !server.core.conns.is_empty() {
+            assert!(
+                Instant::now() < deadline.min(start + timeout / 2),
+                "the connection waits for its deadline"
+            );
+            server.run_once(Some(Duration::from_millis(10))).unwrap();
+        }
+        assert_eq!(
+            format!("{:?}", server.core.tls_pool.unwrap()),
+            "Pool { away: 0, .. }"
+        );
     }
 
     /// A TLS 1.3 server's tickets wait for the connection's next write instead of leaving

@@ -16,7 +16,7 @@ use super::resolve::BySni;
 use super::session::{Acceptor, Resumption};
 
 /// The handshake deadline unless [`TlsConfig::handshake_timeout`] says otherwise.
-const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS listener's settings (feature `tls`): one or more certificate chains with their
 /// keys, the application protocols offered (ALPN), optional client-certificate

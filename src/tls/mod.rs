@@ -22,6 +22,8 @@ mod resolve;
 #[cfg(feature = "tls")]
 mod session;
 
+#[cfg(all(test, feature = "tls"))]
+pub(crate) use config::DEFAULT_HANDSHAKE_TIMEOUT;
 #[cfg(feature = "tls")]
 pub use config::{TlsConfig, TlsError, TlsErrorKind};
 #[cfg(feature = "tls")]

@@ -45,6 +45,10 @@ impl Pool {
     pub(crate) fn next_done(&self) -> Option<super::Done> {
         match *self {}
     }
+
+    pub(crate) fn next_lost(&self) -> Option<crate::conn::ConnId> {
+        match *self {}
+    }
 }
 
 impl Acceptor {

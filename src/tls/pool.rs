@@ -54,17 +54,21 @@ struct Worker {
     tid: i32,
     /// When it started the step it is in, if it is in one.
     since: Option<Instant>,
+    /// The connection whose step it is in.
+    step_of: Option<ConnId>,
     /// It was given the ordinary class for this step.
     hurried: bool,
 }
 
-/// The steps no thread has taken yet, the threads, when one last started a step, and
-/// `closed` once the pool is gone.
+/// The steps no thread has taken yet, the threads, when one last started a step, the
+/// connections whose step a thread took with it as it panicked, and `closed` once the pool
+/// is gone.
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
     workers: Vec<Worker>,
     last_start: Option<Instant>,
+    lost: Vec<ConnId>,
     closed: bool,
 }
 
@@ -135,8 +139,9 @@ impl Pool {
                     crate::sys::yield_to_the_loop();
                     shared.lock().workers[i].tid = crate::sys::thread_id();
                     // However the thread ends (a panic in a step too), the loop stops seeing
-                    // it: a dead thread's id may be another's by then, not to be hurried.
-                    let _gone = Gone(&shared, i);
+                    // it: a dead thread's id may be another's by then, not to be hurried;
+                    // and the loop hears of the step it was in (its session is gone).
+                    let _gone = Gone(&shared, i, &handle);
                     while let Some(Job {
                         id,
                         mut session,
@@ -161,6 +166,7 @@ impl Pool {
                             let mut queue = shared.lock();
                             let worker = &mut queue.workers[i];
                             worker.since = None;
+                            worker.step_of = None;
                             std::mem::take(&mut worker.hurried)
                         };
                         if hurried {
@@ -338,6 +344,7 @@ impl Pool {
         queue.workers = vec![Worker {
             tid,
             since: in_step.then_some(since),
+            step_of: None,
             hurried: false,
         }];
         queue.last_start = Some(since);
@@ -355,14 +362,33 @@ impl Pool {
         self.away.set(self.away.get().saturating_sub(1));
         Some(done)
     }
+
+    /// A connection whose step a thread took with it as it panicked: its session is gone,
+    /// and the loop closes it.
+    pub(crate) fn next_lost(&self) -> Option<ConnId> {
+        if self.away.get() == 0 {
+            return None;
+        }
+        let id = self.shared.try_lock()?.lost.pop()?;
+        self.away.set(self.away.get() - 1);
+        Some(id)
+    }
 }
 
-/// Forgets thread `i` when dropped: as the thread ends, or unwinds from a panic.
-struct Gone<'a>(&'a Shared, usize);
+/// Forgets thread `i` when dropped, as the thread ends or unwinds from a panic, and tells
+/// the loop of the step it was in, if any.
+struct Gone<'a>(&'a Shared, usize, &'a ServerHandle);
 
 impl Drop for Gone<'_> {
     fn drop(&mut self) {
-        self.0.lock().workers[self.1] = Worker::default();
+        let mut queue = self.0.lock();
+        let lost = queue.workers[self.1].step_of;
+        queue.workers[self.1] = Worker::default();
+        queue.lost.extend(lost);
+        drop(queue);
+        if lost.is_some() {
+            self.2.handshake_done();
+        }
     }
 }
 
@@ -376,6 +402,7 @@ fn next_job(shared: &Shared, i: usize) -> Option<Job> {
         if let Some(job) = queue.jobs.pop_front() {
             let now = Instant::now();
             queue.workers[i].since = Some(now);
+            queue.workers[i].step_of = Some(job.id);
             queue.last_start = Some(now);
             return Some(job);
         }
