@@ -106,6 +106,21 @@ impl OutQueue {
 
     #[inline]
     pub(crate) fn push(&mut self, data: &[u8], spares: &mut Spares) {
+        // The usual push: into the one chunk there is, which has room (a reply per request
+        // comes here per message: inlined into the send, no list looked at).
+        if self.rest.is_none() && !self.head.is_empty() && self.head.len() + data.len() <= CHUNK {
+            self.head.extend_from_slice(data);
+            self.len += data.len();
+            return;
+        }
+        self.push_more(data, spares);
+    }
+
+    /// [`push`](OutQueue::push) past its usual case: the first chunk, a chunk full, or a
+    /// list of chunks.
+    #[cold]
+    #[inline(never)]
+    fn push_more(&mut self, data: &[u8], spares: &mut Spares) {
         if data.is_empty() {
             return;
         }

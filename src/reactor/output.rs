@@ -188,7 +188,7 @@ impl Core {
     ///
     /// Every check that can refuse the bytes runs before they are queued, so an `Err`
     /// always means that nothing of `data` will reach the socket.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn send(&mut self, id: ConnId, data: &[u8]) -> Result<(), SendError> {
         let Some(conn) = conn_mut(&mut self.conns, id) else {
             return Err(SendError::Closed);
@@ -224,7 +224,10 @@ impl Core {
     }
 
     /// [`send`](Core::send) past its usual case: a large send, a queue near a limit, or a
-    /// server-wide cap.
+    /// server-wide cap. Kept out of line, so the usual send stays small enough to inline
+    /// into the handler's loop.
+    #[cold]
+    #[inline(never)]
     fn send_checked(&mut self, id: ConnId, data: &[u8]) -> Result<(), SendError> {
         let limits = self.limits;
         let Some(conn) = conn_mut(&mut self.conns, id) else {
