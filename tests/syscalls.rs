@@ -9,6 +9,8 @@
 
 #![cfg(target_os = "linux")]
 
+#[path = "util/pki.rs"]
+mod pki;
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -188,6 +190,62 @@ fn many_sends_in_one_turn_leave_in_one_write() {
         writes >= ROUND_TRIPS && writes <= ROUND_TRIPS + slack,
         "{writes} writes for {ROUND_TRIPS} round trips of {} sends each:\n{text}",
         3 * PIPELINE
+    );
+}
+
+/// Issue #23: a TLS 1.3 connection costs the server three writes: its handshake flight,
+/// the first reply with the session's tickets (which used to leave alone as the client's
+/// Finished was read: four writes), and its `close_notify`.
+#[test]
+#[ignore = "needs strace and ptrace rights (CI runs it as root)"]
+fn a_tls13_connection_costs_three_writes() {
+    const CONNECTIONS: u64 = 40;
+    let ca = pki::Ca::new("dualstack syscalls CA");
+    let leaf = ca.leaf(&["localhost"]);
+    let tid = Arc::new(Mutex::new(None));
+    let server = util::Running::start(
+        dualstack::Server::builder().listen_tls("127.0.0.1:0", leaf.config()),
+        TidEcho(tid.clone()),
+    );
+    let client = pki::client_config(&ca, &[], None, &[&dualstack::rustls::version::TLS13]);
+    let addr = server.addr(0);
+    let message = util::pattern(9, 0, 64);
+    // Connects, echoes one message, closes with close_notify and waits for the server's.
+    let one = || {
+        let tcp = util::connect(addr);
+        tcp.set_nodelay(true).unwrap();
+        let mut tls = pki::connect(client.clone(), "localhost", tcp).expect("handshake");
+        tls.write_all(&message).unwrap();
+        let mut back = vec![0; message.len()];
+        tls.read_exact(&mut back).unwrap();
+        assert_eq!(back, message);
+        tls.conn.send_close_notify();
+        tls.flush().unwrap();
+        let mut rest = Vec::new();
+        let _ = tls.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "bytes after the echo: {rest:?}");
+    };
+    one();
+    let tid = tid.lock().unwrap().clone().expect("the server's thread id");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (calls, text) = traced(&tid, || {
+        for _ in 0..CONNECTIONS {
+            assert!(
+                Instant::now() < deadline,
+                "connections under strace took too long"
+            );
+            one();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    server.stop();
+
+    let of = |name: &str| calls.iter().find(|(n, _)| n == name).map_or(0, |c| c.1);
+    let writes = of("sendto") + of("write") + of("writev") + of("sendmsg");
+    let slack = CONNECTIONS / 10;
+    assert!(
+        writes >= 3 * CONNECTIONS && writes <= 3 * CONNECTIONS + slack,
+        "{writes} writes for {CONNECTIONS} TLS 1.3 connections:\n{text}"
     );
 }
 
