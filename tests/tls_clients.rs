@@ -250,6 +250,34 @@ fn gnutls_cli_socat_and_python_are_served() {
     }
 }
 
+/// Issue #23 (review): GnuTLS asks for its session right after a TLS 1.3 handshake and
+/// waits a round trip for a ticket; a client that has sent nothing yet must get its tickets
+/// then (they had waited for the client's first bytes, and `--resume` never resumed).
+#[test]
+fn gnutls_cli_resumes_a_tls13_session() {
+    if !Tool::GNUTLS_CLI.usable() {
+        return;
+    }
+    let files = Files::new("resume");
+    let server = start(Server::builder().listen_tls("127.0.0.1:0", files.config.clone()));
+    let mut cmd = Command::new("gnutls-cli");
+    cmd.args(["--priority", "NORMAL:-VERS-ALL:+VERS-TLS1.3", "--resume"])
+        .args(["--x509cafile"])
+        .arg(&files.ca)
+        .args([
+            "--verify-hostname",
+            "localhost",
+            "--sni-hostname",
+            "localhost",
+        ])
+        .args(["-p", &server.addr(0).port().to_string(), "127.0.0.1"]);
+    let out = run(cmd, INPUT);
+    assert!(
+        out.contains("This is a resumed session") && out.contains("\nhello\nbye\n"),
+        "gnutls-cli --resume: {out}"
+    );
+}
+
 #[test]
 fn an_inherited_socket_is_served_over_tls() {
     use std::os::fd::IntoRawFd;
