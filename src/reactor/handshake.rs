@@ -107,15 +107,9 @@ impl<H: Handler> Server<H> {
     }
 
     /// Sessions the handshake threads are done with: each goes back to its connection (if
-    /// it is still there), and the handshake goes on from what the step gave. A connection
-    /// whose thread panicked in its step lost its session: it is closed.
+    /// it is still there), and the handshake goes on from what the step gave.
     pub(super) fn finish_handshakes(&mut self) {
-        while let Some(id) = self.core.tls_pool.as_ref().and_then(|p| p.next_lost()) {
-            log::warn!("{id}: its handshake thread panicked in its step");
-            let panicked = io::Error::other("its handshake thread panicked");
-            self.core.request_close(id, CloseReason::Error(panicked));
-            self.settle();
-        }
+        self.close_lost_handshakes();
         while let Some(done) = self.core.tls_pool.as_ref().and_then(|p| p.next_done()) {
             let crate::tls::Done {
                 id,
@@ -132,11 +126,24 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// Connections whose handshake thread panicked in their step: their session is gone,
+    /// and they are closed.
+    fn close_lost_handshakes(&mut self) {
+        while let Some(id) = self.core.tls_pool.as_ref().and_then(|p| p.next_lost()) {
+            log::warn!("{id}: its handshake thread panicked in its step");
+            let panicked = io::Error::other("its handshake thread panicked");
+            self.core.request_close(id, CloseReason::Error(panicked));
+            self.settle();
+        }
+    }
+
     /// Steps no handshake thread started within `STEAL_AFTER` (the threads get no CPU, or
     /// died): the loop takes them back and does them, within the turn's handshake budget,
     /// ahead of this turn's new steps (it runs first in the turn). And threads that started
     /// a step that long ago and did not finish it are hurried (see `tls::pool`).
     pub(super) fn take_back_handshakes(&mut self) {
+        // Every turn, not only at a thread's wake: the queue's lock may have been busy then.
+        self.close_lost_handshakes();
         let now = self.core.now;
         while self.core.handshakes < HANDSHAKES_PER_TURN {
             let Some((id, mut session, bytes)) =
@@ -673,6 +680,22 @@ mod tests {
         assert_eq!(
             format!("{:?}", server.core.tls_pool.unwrap()),
             "Pool { away: 0, .. }"
+        );
+    }
+
+    /// Issue #23 (review): a connection whose handshake thread panicked in its step is
+    /// closed in the next turn even if no wake says so (the queue's lock may have been
+    /// busy when the thread's wake came): every turn looks.
+    #[test]
+    fn a_connection_whose_step_was_lost_is_closed_without_a_wake() {
+        let (mut server, _clients) = hellos_in(None, 1);
+        let (key, conn) = server.core.conns.iter().next().unwrap();
+        let id = conn.id(key);
+        server.core.tls_pool.as_ref().unwrap().lose(id);
+        server.run_once(Some(Duration::from_millis(10))).unwrap();
+        assert!(
+            server.core.conns.is_empty(),
+            "the connection is still there"
         );
     }
 

@@ -289,7 +289,8 @@ impl Pool {
         Some((job.id, job.session, job.bytes))
     }
 
-    /// When [`steal`](Pool::steal) next has something to do, if ever.
+    /// When [`steal`](Pool::steal) or [`next_lost`](Pool::next_lost) next has something to
+    /// do, if ever.
     pub(crate) fn next_steal(&self) -> Option<Instant> {
         if self.away.get() == 0 {
             return None;
@@ -297,6 +298,9 @@ impl Pool {
         let Some(queue) = self.shared.try_lock() else {
             return Some(Instant::now() + Duration::from_millis(1)); // a thread holds it
         };
+        if !queue.lost.is_empty() {
+            return Some(Instant::now()); // a connection to close (see `next_lost`)
+        }
         let started = queue
             .workers
             .iter()
@@ -348,6 +352,14 @@ impl Pool {
             hurried: false,
         }];
         queue.last_start = Some(since);
+    }
+
+    /// Pretends a thread panicked in the step of `id` (as `Gone` reports it), without a
+    /// wake.
+    #[cfg(test)]
+    pub(crate) fn lose(&self, id: ConnId) {
+        self.shared.lock().lost.push(id);
+        self.away.set(self.away.get() + 1);
     }
 
     /// The threads' ids.
@@ -448,6 +460,25 @@ mod tests {
         assert!(!pool.takes_steps(t1 + LOOP_FOR - ms(1)));
         assert!(pool.takes_steps(t1 + LOOP_FOR));
         assert!(pool.takes_steps(t1), "tried again once LOOP_FOR passed");
+    }
+
+    /// A step lost to a panic is reported even if the queue's lock was busy when the
+    /// thread's wake came: the loop is told to look again (at once, or a millisecond later
+    /// while the lock is held), and the step is no longer counted as away.
+    #[test]
+    fn a_lost_step_is_looked_for_again_until_it_is_taken() {
+        let pool = Pool::without_threads();
+        pool.lose(ID);
+        let held = pool.shared.lock();
+        let now = Instant::now();
+        assert_eq!(pool.next_lost(), None, "the lock is busy");
+        let again = pool.next_steal().expect("a time to look again");
+        assert!(again > now && again <= Instant::now() + Duration::from_millis(1));
+        drop(held);
+        assert!(pool.next_steal().expect("at once") <= Instant::now());
+        assert_eq!(pool.next_lost(), Some(ID));
+        assert_eq!(pool.next_lost(), None);
+        assert_eq!(pool.next_steal(), None, "nothing away");
     }
 
     /// A session for the tests' steps.
