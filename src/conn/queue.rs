@@ -107,8 +107,10 @@ impl OutQueue {
     #[inline]
     pub(crate) fn push(&mut self, data: &[u8], spares: &mut Spares) {
         // The usual push: into the one chunk there is, which has room (a reply per request
-        // comes here per message: inlined into the send, no list looked at).
-        if self.rest.is_none() && !self.head.is_empty() && self.head.len() + data.len() <= CHUNK {
+        // comes here per message: inlined into the send). The list may be there and empty,
+        // after a burst of chunks was written (it is kept for the next).
+        let one_chunk = self.rest.as_deref().map_or(true, VecDeque::is_empty);
+        if one_chunk && !self.head.is_empty() && self.head.len() + data.len() <= CHUNK {
             self.head.extend_from_slice(data);
             self.len += data.len();
             return;
