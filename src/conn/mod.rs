@@ -17,6 +17,8 @@ pub use input::Input;
 pub(crate) use input::Kept;
 pub use preamble::Proxied;
 pub(crate) use preamble::{client_of, Preamble, Step};
+#[cfg(test)]
+pub(crate) use queue::tests::Counting;
 pub(crate) use queue::{OutQueue, Spares};
 pub(crate) use state::{Holder, Life, Recv, Send};
 

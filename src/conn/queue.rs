@@ -225,7 +225,7 @@ impl OutQueue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A sink that takes at most `limit` bytes per call, like a full socket buffer.
@@ -311,11 +311,12 @@ mod tests {
         assert!(q.is_empty());
     }
 
-    /// A sink that takes everything, counting its calls.
+    /// A sink that takes everything, counting its calls (the output's tests count writes
+    /// with it too).
     #[derive(Default)]
-    struct Counting {
-        calls: usize,
-        got: Vec<u8>,
+    pub(crate) struct Counting {
+        pub(crate) calls: usize,
+        pub(crate) got: Vec<u8>,
     }
 
     impl Write for Counting {

@@ -551,31 +551,6 @@ mod tests {
         assert_eq!(shed_order(Vec::new(), 0, 0), []);
     }
 
-    /// Counts the writes it is given, and keeps what they carry.
-    #[derive(Default)]
-    #[cfg(feature = "tls")]
-    struct Counted {
-        writes: usize,
-        bytes: Vec<u8>,
-    }
-
-    #[cfg(feature = "tls")]
-    impl io::Write for Counted {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.writes += 1;
-            self.bytes.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-            self.writes += 1;
-            bufs.iter().for_each(|b| self.bytes.extend_from_slice(b));
-            Ok(bufs.iter().map(|b| b.len()).sum())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// Issue #23: what waits in a TLS session (here a TLS 1.3 server's tickets, left there
     /// as the handshake ends) and the reply queued after it leave in one write: each used to
     /// be written on its own, a system call more per connection.
@@ -610,11 +585,11 @@ mod tests {
         let mut out = OutQueue::default();
         let mut spares = Spares::default();
         out.push(b"hello\n", &mut spares);
-        let mut sink = Counted::default();
+        let mut sink = crate::conn::Counting::default();
         let (moved, failed) = write_queue_tls(&mut out, &mut session, &mut sink, &mut spares);
         assert!(failed.is_none(), "{failed:?}");
-        assert_eq!((moved, sink.writes), (6, 1), "plaintext moved, writes");
-        client.read_tls(&mut &sink.bytes[..]).unwrap();
+        assert_eq!((moved, sink.calls), (6, 1), "plaintext moved, writes");
+        client.read_tls(&mut &sink.got[..]).unwrap();
         client.process_new_packets().unwrap();
         let mut got = Vec::new();
         let _ = std::io::Read::read_to_end(&mut client.reader(), &mut got);
