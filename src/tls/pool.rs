@@ -52,10 +52,8 @@ struct Job {
 struct Worker {
     /// Its id for `sys::hurry` (0 until it has started, or where there is none).
     tid: i32,
-    /// When it started the step it is in, if it is in one.
-    since: Option<Instant>,
-    /// The connection whose step it is in.
-    step_of: Option<ConnId>,
+    /// The connection whose step it is in, and when it started it, if it is in one.
+    step: Option<(ConnId, Instant)>,
     /// It was given the ordinary class for this step.
     hurried: bool,
 }
@@ -165,8 +163,7 @@ impl Pool {
                         let hurried = {
                             let mut queue = shared.lock();
                             let worker = &mut queue.workers[i];
-                            worker.since = None;
-                            worker.step_of = None;
+                            worker.step = None;
                             std::mem::take(&mut worker.hurried)
                         };
                         if hurried {
@@ -261,7 +258,7 @@ impl Pool {
         }
         let mut queue = self.shared.try_lock()?;
         for worker in &mut queue.workers {
-            if let Some(since) = worker.since.filter(|_| !worker.hurried) {
+            if let Some((_, since)) = worker.step.filter(|_| !worker.hurried) {
                 if since + STEAL_AFTER <= now {
                     // Under the lock the thread takes to leave the step: it is in it.
                     if !crate::sys::hurry(worker.tid) {
@@ -305,7 +302,7 @@ impl Pool {
             .workers
             .iter()
             .filter(|w| !w.hurried)
-            .filter_map(|w| w.since);
+            .filter_map(|w| w.step.map(|(_, since)| since));
         let queued = queue.jobs.front().map(|job| job.queued);
         started.chain(queued).min().map(|since| since + STEAL_AFTER)
     }
@@ -336,7 +333,7 @@ impl Pool {
     #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
     pub(crate) fn in_step(&self) -> Option<i32> {
         let queue = self.shared.lock();
-        let worker = queue.workers.iter().find(|w| w.since.is_some());
+        let worker = queue.workers.iter().find(|w| w.step.is_some());
         worker.map(|w| w.tid)
     }
 
@@ -347,8 +344,13 @@ impl Pool {
         let mut queue = self.shared.lock();
         queue.workers = vec![Worker {
             tid,
-            since: in_step.then_some(since),
-            step_of: None,
+            step: in_step.then_some((
+                ConnId {
+                    key: 0,
+                    generation: 0,
+                },
+                since,
+            )),
             hurried: false,
         }];
         queue.last_start = Some(since);
@@ -394,7 +396,7 @@ struct Gone<'a>(&'a Shared, usize, &'a ServerHandle);
 impl Drop for Gone<'_> {
     fn drop(&mut self) {
         let mut queue = self.0.lock();
-        let lost = queue.workers[self.1].step_of;
+        let lost = queue.workers[self.1].step.map(|(id, _)| id);
         queue.workers[self.1] = Worker::default();
         queue.lost.extend(lost);
         drop(queue);
@@ -413,8 +415,7 @@ fn next_job(shared: &Shared, i: usize) -> Option<Job> {
         }
         if let Some(job) = queue.jobs.pop_front() {
             let now = Instant::now();
-            queue.workers[i].since = Some(now);
-            queue.workers[i].step_of = Some(job.id);
+            queue.workers[i].step = Some((job.id, now));
             queue.last_start = Some(now);
             return Some(job);
         }
