@@ -283,6 +283,17 @@ pub fn parse_numbers(json: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// The median of the finite values (the upper of the middle two where their count is even;
+/// NaN where there are none): how the runner and tls_bench sum up their runs.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|x| x.is_finite());
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 /// Percentile `p` (0 to 100) of sorted values.
 pub fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dualstack_bench::{cpu_ticks, cpu_time, parse_numbers, rss, RssSampler};
+use dualstack_bench::{cpu_ticks, cpu_time, median, parse_numbers, rss, RssSampler};
 
 const SERVERS: [&str; 3] = ["mio", "dualstack", "tokio"];
 
@@ -507,15 +507,6 @@ fn geomean(v: impl Iterator<Item = f64>) -> f64 {
     } else {
         (sum / n as f64).exp()
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Raises the descriptor limit toward 65536 (the `idle` scenario holds 10,000 connections

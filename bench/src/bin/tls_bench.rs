@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dualstack_bench::median;
 use dualstack_bench::tls::{client_config, connect, Tls};
 
 struct Server {
@@ -263,16 +264,6 @@ fn idle(port: u16, pid: u32, count: usize, tls: bool) -> f64 {
     (after.saturating_sub(before)) as f64 / count as f64
 }
 
-/// The median of `values` (NaN where there are none).
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
-
 /// One server's figures, in the table's column order.
 fn server_row(
     name: &str,
@@ -362,7 +353,7 @@ fn main() {
             runs[i].push(figures);
         }
     }
-    let column = |i: usize, c: usize| median(&mut runs[i].iter().map(|v| v[c]).collect::<Vec<_>>());
+    let column = |i: usize, c: usize| median(runs[i].iter().map(|v| v[c]).collect());
     let rows: Vec<(&str, Vec<f64>)> = servers
         .iter()
         .enumerate()
@@ -389,13 +380,15 @@ fn main() {
     // Ratios within each round (the same minutes of the machine), then their median and
     // range over rounds.
     let ratio = |other: usize, c: usize| {
-        let mut r: Vec<f64> = (0..rounds)
+        let r: Vec<f64> = (0..rounds)
             .map(|k| runs[0][k][c] / runs[other][k][c])
             .collect();
-        let m = median(&mut r);
+        let (low, high) = r
+            .iter()
+            .fold((f64::NAN, f64::NAN), |(l, h), &x| (l.min(x), h.max(x)));
         match rounds {
-            1 => format!("{m:.3}×"),
-            _ => format!("{m:.3}× ({:.2}–{:.2})", r[0], r[rounds - 1]),
+            1 => format!("{:.3}×", median(r)),
+            _ => format!("{:.3}× ({low:.2}–{high:.2})", median(r)),
         }
     };
     for (i, (name, _)) in rows.iter().enumerate().skip(1).take(2) {
