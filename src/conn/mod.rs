@@ -280,6 +280,16 @@ impl Conn {
         self.life.open() && self.send.open() && self.phase.handed()
     }
 
+    /// Puts the connection (`id`, its own) on `dirty`, the list written at the turn's end,
+    /// unless it is on it already.
+    #[inline(always)]
+    pub(crate) fn mark_dirty(&mut self, id: ConnId, dirty: &mut Vec<ConnId>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(id);
+        }
+    }
+
     /// Nothing waits to be written: neither queued plaintext nor (TLS) ciphertext.
     pub(crate) fn flushed(&self) -> bool {
         self.out.is_empty() && !self.tls.as_ref().is_some_and(|t| t.wants_write())

@@ -230,10 +230,7 @@ impl<H: Handler> Server<H> {
         // the turn: a client may be waiting for them (GnuTLS waits a round trip for a
         // ticket to resume with), so they never wait for a later turn.
         match conn_mut(&mut self.core.conns, id) {
-            Some(conn) if tickets_only && !conn.dirty => {
-                conn.dirty = true;
-                self.core.dirty.push(id);
-            }
+            Some(conn) if tickets_only && !conn.dirty => conn.mark_dirty(id, &mut self.core.dirty),
             Some(_) => self.core.flush(id),
             None => {}
         }

@@ -209,10 +209,7 @@ impl Core {
         {
             conn.out.push(data, &mut self.spares);
             self.total_queued += data.len();
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(id);
-            }
+            conn.mark_dirty(id, &mut self.dirty);
             if queued > self.limits.high_water && !conn.recv.held_by(Holder::Queue) {
                 log::debug!("{id}: {queued} bytes queued: reading paused");
                 conn.recv.hold(Holder::Queue);
@@ -308,9 +305,8 @@ impl Core {
         let rest = &data[sent..];
         conn.out.push(rest, &mut self.spares);
         self.total_queued += rest.len();
-        if !conn.dirty && !conn.flushed() {
-            conn.dirty = true;
-            self.dirty.push(id);
+        if !conn.flushed() {
+            conn.mark_dirty(id, &mut self.dirty);
         }
         if conn.tls.is_none() && sent > 0 && !conn.out.is_empty() {
             // The kernel took only part: the rest waits for WRITABLE.
