@@ -557,6 +557,7 @@ fn an_error_line_then_a_close_arrives_whole_though_input_was_unread() {
 struct PauseAfter {
     timer: bool,
     calls: usize,
+    resumes: usize,
 }
 
 impl Handler for PauseAfter {
@@ -576,20 +577,25 @@ impl Handler for PauseAfter {
     }
 
     fn on_conn_timer(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: TimerId, _: u64) {
+        self.resumes += 1;
         ctx.resume_reading(conn);
     }
 }
 
-/// Second review of #22: bytes the handler saw and left (a partial line) are not offered
-/// again when a pause ends, only bytes a hold kept from it. (A handler pausing and resuming
-/// at each call was offered its partial line for ever, the loop spinning; one resuming from
-/// a timer was offered it at each resume and the socket was never read again.)
+/// Second review of #22: a partial line the handler saw and left before pausing gets its
+/// rest. (A handler pausing and resuming at each call was offered its partial line for
+/// ever, the loop spinning; one resuming from a timer was offered it at each resume and the
+/// socket was never read again.) Since the fourth review the socket is read before a
+/// refused offer is made again, and the kept bytes are offered once per resume at most.
 #[test]
 fn a_partial_line_seen_before_a_pause_waits_for_its_rest() {
     for timer in [false, true] {
         let mut server = Server::builder()
             .listen("127.0.0.1:0")
-            .bind(PauseAfter { timer, calls: 0 })
+            .bind(PauseAfter {
+                timer,
+                ..PauseAfter::default()
+            })
             .unwrap();
         let addr = server.listeners()[0].local_addr.ip().unwrap();
         let mut client = util::connect(addr);
@@ -599,10 +605,12 @@ fn a_partial_line_seen_before_a_pause_waits_for_its_rest() {
         for _ in 0..20 {
             server.run_once(Some(Duration::from_millis(5))).unwrap();
         }
+        let h = server.handler();
         assert!(
-            server.handler().calls <= 2,
-            "timer {timer}: on_data called {} times for one read",
-            server.handler().calls
+            h.calls <= 2 + h.resumes,
+            "timer {timer}: on_data called {} times for one read and {} resumes",
+            h.calls,
+            h.resumes
         );
         client.write_all(b"lo\n").unwrap();
         let got = read_while_stepping(&mut server, &mut client, b"[hello]\n".len());
@@ -696,6 +704,113 @@ fn pipelined_requests_come_back_after_a_pause_the_handler_did_not_look_past() {
     let want = b"got a\ngot b\ngot c\n";
     let got = read_while_stepping(&mut server, &mut client, want.len());
     assert_eq!(got, want);
+}
+
+/// Answers one line per call and pauses, resuming from a timer 20 ms later; its second call
+/// finds a backend busy and pauses again without using anything.
+#[derive(Default)]
+struct Gate {
+    calls: usize,
+}
+
+impl Handler for Gate {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        self.calls += 1;
+        if self.calls != 2 {
+            if let Ok(Some(line)) = input.next_frame(&LINE) {
+                let _ = ctx.send(conn, &[line, b"!\n"].concat());
+            }
+        }
+        ctx.pause_reading(conn);
+        ctx.set_conn_timer(conn, Duration::from_millis(20), 0);
+    }
+
+    fn on_conn_timer(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: TimerId, _: u64) {
+        ctx.resume_reading(conn);
+    }
+}
+
+/// Fourth review of #22: kept input a handler refused after a pause (it used none of it,
+/// and paused again) is offered again at the next resume, though the client sends nothing
+/// more, and ahead of the client's end. (It waited for the client's next bytes: `b` was
+/// never answered, or, with the client's FIN behind it, dropped by the close.)
+#[test]
+fn kept_input_refused_after_a_pause_is_offered_at_the_next_resume() {
+    for half_close in [false, true] {
+        let mut server = Server::builder()
+            .listen("127.0.0.1:0")
+            .bind(Gate::default())
+            .unwrap();
+        let addr = server.listeners()[0].local_addr.ip().unwrap();
+        let mut client = util::connect(addr);
+        client.write_all(b"a\nb\n").unwrap();
+        if half_close {
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        let want = b"a!\nb!\n";
+        let got = read_while_stepping(&mut server, &mut client, want.len());
+        assert_eq!(got, want, "half-close {half_close}");
+        if half_close {
+            step_until(&mut server, "the close", |s| s.stats().total.open == 0);
+            client.set_nonblocking(false).unwrap();
+            assert_eq!(
+                client.read(&mut [0; 16]).unwrap(),
+                0,
+                "a FIN after the replies"
+            );
+        }
+    }
+}
+
+/// Pauses at every call without using anything, and resumes 1 ms later.
+struct Busy;
+
+impl Handler for Busy {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &mut Input<'_>) {
+        ctx.pause_reading(conn);
+        ctx.set_conn_timer(conn, Duration::from_millis(1), 0);
+    }
+
+    fn on_conn_timer(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: TimerId, _: u64) {
+        ctx.resume_reading(conn);
+    }
+}
+
+/// Fourth review of #22: a handler that pauses at every call without using its input keeps
+/// at most `max_input` and one read of it, however much the client sends. (Each resume read
+/// one more buffer, and the limit was not checked for a call that ended paused: 16 MiB kept
+/// under a 64 KiB limit.)
+#[test]
+fn a_handler_that_pauses_at_every_call_keeps_at_most_its_input_limit() {
+    let max_input = 64 * 1024;
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .max_input(max_input)
+        .bind(Busy)
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let mut client = util::connect(addr);
+    client.set_nonblocking(true).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let (mut sent, mut most_kept) = (0, 0);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) && sent < 64 << 20 {
+        if let Ok(n) = client.write(&chunk) {
+            sent += n;
+        }
+        server.run_once(Some(Duration::from_millis(1))).unwrap();
+        most_kept = most_kept.max(server.stats().kept);
+    }
+    assert!(sent > 4 * max_input, "the client sent only {sent} bytes");
+    assert!(
+        most_kept <= max_input + 64 * 1024,
+        "{most_kept} bytes kept under a limit of {max_input}"
+    );
+    assert_eq!(server.stats().total.open, 1, "held, not closed");
 }
 
 /// Each byte `m` is answered with [`mixed_pieces`], one send each.

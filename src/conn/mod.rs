@@ -224,6 +224,10 @@ pub(crate) struct Conn {
     /// `input` holds bytes the handler has not been shown since it was held (by
     /// backpressure, a pause, or a PROXY header's read): offer them before reading more.
     pub(crate) offer_kept: bool,
+    /// With `offer_kept`: the last offer of `input` was refused (a call that used none of
+    /// it ended held again), so the socket is read first, and `input` is offered with what
+    /// the read brought, or alone if it brought nothing.
+    pub(crate) read_first: bool,
     /// It is on the list of connections whose output is written at the turn's end.
     pub(crate) dirty: bool,
     pub(crate) recv: Recv,

@@ -217,6 +217,7 @@ impl<H: Handler> Server<H> {
             out: OutQueue::default(),
             input: Kept::default(),
             offer_kept: false,
+            read_first: false,
             dirty: false,
             recv: Recv::Reading,
             send: Send::Open,

@@ -345,8 +345,9 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
         self.core.set_paused(conn, true);
     }
 
-    /// Reads from `conn` again after [`pause_reading`](Context::pause_reading); input left
-    /// unused is offered first.
+    /// Reads from `conn` again after [`pause_reading`](Context::pause_reading): input left
+    /// unused is offered again, first, even if the peer sends nothing more (once per
+    /// resume, together with whatever the socket holds by then).
     pub fn resume_reading(&mut self, conn: ConnId) {
         self.core.set_paused(conn, false);
     }

@@ -251,14 +251,28 @@ impl<H: Handler> Server<H> {
                 self.core.ready.push(id);
                 return;
             }
-            if std::mem::take(&mut conn.offer_kept) && !conn.input.is_empty() {
+            if conn.input.is_empty() {
+                conn.offer_kept = false;
+            }
+            let read_first = conn.offer_kept
+                && conn.read_first
+                && !drained
+                && conn.input.len() < self.core.limits.max_input;
+            if conn.offer_kept && !read_first {
                 // Bytes the handler was not shown since its input was held: first. They count
                 // against the budget, so a handler that is refused again and again (a pause
                 // and a resume at each call) cannot keep the loop from other connections.
+                conn.offer_kept = false;
                 budget = budget.saturating_sub(conn.input.len().max(1));
                 self.deliver(id, Offer::Kept, true);
                 continue;
             }
+            // Else, with `read_first`, `offer_kept` stays set: the read below adds what came to
+            // the kept bytes and offers them, or finds nothing and offers them alone. (Offered
+            // again and again without a read, they waited for ever for the rest of a partial
+            // request; never offered again after a refusal, the requests in them waited for
+            // bytes a client waiting for its replies never sends.) Below `max_input` only, so
+            // a handler that never uses its input keeps at most that plus one read.
             // A TLS peer's close_notify came with bytes before it: its end is taken here,
             // like a plain stream's, once everything before it was offered (never ahead of
             // input kept or held), and the socket is not read past it.
@@ -275,6 +289,14 @@ impl<H: Handler> Server<H> {
                 true => Ok(0),
                 false => conn.stream.read(&mut self.buf),
             };
+            let nothing_new = matches!(&result, Ok(0))
+                || matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+            if nothing_new && std::mem::take(&mut conn.offer_kept) {
+                // Nothing new (or the end, taken after them): the kept bytes alone.
+                budget = budget.saturating_sub(conn.input.len().max(1));
+                self.deliver(id, Offer::Kept, true);
+                continue;
+            }
             match result {
                 Ok(0) if conn.tls.is_some() && !clean_end => {
                     log::debug!("{id}: the peer ended its TLS stream without close_notify");
@@ -325,6 +347,7 @@ impl<H: Handler> Server<H> {
                     }
                     self.core.listeners[conn.listener as usize].stats.bytes_in += len as u64;
                     if len > 0 {
+                        conn.offer_kept = false;
                         if !fresh {
                             conn.input.append(bytes);
                             self.core.total_kept += len;
@@ -398,12 +421,12 @@ impl<H: Handler> Server<H> {
             }
         }
         // What a call that ended held left is offered again once the hold ends: the handler
-        // may have stopped because of the hold. Not after a re-offer it used nothing of:
-        // those bytes (a partial request) wait for more input, or a handler that pauses
-        // after every call would be offered them for ever, and the socket never read.
+        // may have stopped because of the hold. After a re-offer it used nothing of (a
+        // partial request, or a handler still not ready), the socket is read first.
         let was_held = held.load(std::sync::atomic::Ordering::Relaxed);
-        if was_held && !conn.input.is_empty() && !(reoffer && used == 0) {
+        if was_held && !conn.input.is_empty() {
             conn.offer_kept = true;
+            conn.read_first = reoffer && used == 0;
         }
         let kept = conn.input.len();
         self.core.total_kept = self.core.total_kept - kept_before + kept;
