@@ -437,6 +437,11 @@ fn settings_that_cannot_work_are_refused_by_bind() {
             Server::builder().listen("127.0.0.1:0").max_connections(0),
             ConfigError::ZeroConnectionLimit,
         ),
+        // The fourth review of #22: a queue limit of 0 was taken, and every send refused.
+        (
+            Server::builder().listen("127.0.0.1:0").max_queued(0),
+            ConfigError::ZeroQueueLimit,
+        ),
         (
             Server::builder()
                 .listen("127.0.0.1:0")

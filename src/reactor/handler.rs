@@ -320,6 +320,11 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
     /// first (up to 256 KiB), so the peer sees a FIN; past that, or for bytes arriving after
     /// the close, its kernel may answer with a reset, and the peer may then lose replies it
     /// had not read yet.
+    ///
+    /// Sends earlier in the turn may have left in part: one of 16 KiB or more is written at
+    /// once, and its rest dropped here, so a plain TCP peer can see the start of a reply
+    /// and then an orderly end (a TLS peer sees no `close_notify`: a truncation). To end
+    /// after the replies, use [`close_after_flush`](Context::close_after_flush).
     pub fn close(&mut self, conn: ConnId) {
         self.core.close(conn);
     }

@@ -82,6 +82,9 @@ impl Limits {
                 high: self.high_water,
             });
         }
+        if self.max_queued == 0 {
+            return Err(ZeroQueueLimit);
+        }
         if self.high_water > self.max_queued {
             return Err(HighWaterAboveQueueLimit {
                 high: self.high_water,
@@ -141,6 +144,8 @@ pub enum ConfigError {
     ZeroPerPeerLimit,
     /// The connection limit is 0: the server would never accept.
     ZeroConnectionLimit,
+    /// The per-connection queue limit is 0: every send would be refused.
+    ZeroQueueLimit,
     /// The cap on total queued output is below the high-water mark (or 0), so one
     /// connection's queue in normal operation would pass it and every send be shed or
     /// refused.
@@ -202,6 +207,10 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::ZeroConnectionLimit => f.write_str(
                 "the connection limit must be at least 1: with 0 the server never accepts",
+            ),
+            ConfigError::ZeroQueueLimit => f.write_str(
+                "the per-connection queue limit (max_queued) must be at least 1 byte: with 0 \
+                 every send is refused",
             ),
             ConfigError::HandshakeThreads(n) => write!(
                 f,
@@ -290,6 +299,15 @@ mod tests {
                     ..d
                 },
                 ConfigError::ZeroConnectionLimit,
+            ),
+            (
+                Limits {
+                    max_queued: 0,
+                    high_water: 0,
+                    low_water: 0,
+                    ..d
+                },
+                ConfigError::ZeroQueueLimit,
             ),
             // The review of issue #12: a cap of 0 passed, and then every send failed.
             (
