@@ -27,7 +27,7 @@ use dualstack::{ConnId, Context, Handler, Input, Sender, TimerId};
 /// The longest line (an inline request, a `*` or `$` header), and the most arguments of one
 /// request, as Redis.
 const MAX_LINE: usize = 64 * 1024;
-const MAX_ARGS: i64 = 1024 * 1024;
+const MAX_ARGS: i64 = i32::MAX as i64;
 
 struct Entry {
     value: Vec<u8>,
@@ -94,7 +94,7 @@ fn request(buf: &[u8], max_bulk: usize, p: &mut Progress) -> Result<Option<usize
             // Inline: words split by white space (Redis's quoting is not read).
             let mut start = 0;
             for (i, b) in buf[..end].iter().chain(b" ").enumerate() {
-                if b.is_ascii_whitespace() {
+                if b.is_ascii_whitespace() || *b == 0x0b {
                     if i > start {
                         p.args.push((start, i));
                     }
@@ -214,12 +214,12 @@ impl Kv {
                 let ttl = match &args[3..] {
                     [] => None,
                     [unit, amount] => {
-                        let amount = integer(amount).ok_or_else(not_integer)?;
-                        let ms = match &unit.to_ascii_lowercase()[..] {
-                            b"ex" => amount.checked_mul(1000),
-                            b"px" => Some(amount),
+                        let scale = match &unit.to_ascii_lowercase()[..] {
+                            b"ex" => 1000,
+                            b"px" => 1,
                             _ => return Err("-ERR syntax error\r\n".into()),
                         };
+                        let ms = integer(amount).ok_or_else(not_integer)?.checked_mul(scale);
                         // Redis's bounds: positive, and a Unix time in milliseconds then.
                         let unix_ms = std::time::UNIX_EPOCH.elapsed().unwrap_or_default();
                         let ms = ms
@@ -290,6 +290,10 @@ impl Kv {
                 let _ = write!(out, ":{}\r\n", self.map.len());
             }
             b"flushall" => {
+                let mode = args.get(1).map(|m| m.to_ascii_lowercase());
+                if n > 2 || mode.is_some_and(|m| m != b"sync" && m != b"async") {
+                    return Err("-ERR syntax error\r\n".into());
+                }
                 for (timer, _) in self.expiring.drain() {
                     ctx.cancel_timer(timer);
                 }
@@ -386,8 +390,8 @@ fn main() {
         .extra("--max-bulk")
         .map_or(512 << 20, |v| common::count("kv", "--max-bulk", v));
     common::init_logging();
-    // A request may hold one bulk string of max_bulk bytes, with its headers; a reply
-    // (GET) one such value.
+    // A reply (GET) may hold one bulk string of max_bulk bytes, with its headers; a request
+    // many, up to Redis's query buffer limit (1 GiB), or one at least.
     let largest = max_bulk.saturating_add(2 * MAX_LINE);
     let kv = Kv {
         map: HashMap::new(),
@@ -396,7 +400,8 @@ fn main() {
         max_reply: largest.max(4 << 20),
     };
     // The largest reply may come while up to the high-water mark (256 KiB) is queued.
-    let builder = (opts.builder().max_input(largest)).max_queued(kv.max_reply + (256 << 10));
+    let builder = (opts.builder().max_input(largest.max(1 << 30)))
+        .max_queued(kv.max_reply.saturating_add(256 << 10));
     let mut server = common::bind("kv", builder, kv);
     common::stop_on_signals("kv", &signals, &server);
     common::reload_tls_on_hangup("kv", &signals, &opts, &server);

@@ -176,6 +176,13 @@ fn script() -> Vec<Vec<u8>> {
         &["nosuch"],
         &["set", "lower", "case"],
         &["get", "lower"],
+        // The fourth review: an unknown option is a syntax error before its amount is read,
+        // and FLUSHALL takes only SYNC or ASYNC.
+        &["SET", "e", "v", "FOO", "abc"],
+        &["FLUSHALL", "x"],
+        &["DBSIZE"],
+        &["FLUSHALL", "async"],
+        &["SET", "k", "v"],
         &["FLUSHALL"],
         &["DBSIZE"],
     ]
@@ -184,6 +191,7 @@ fn script() -> Vec<Vec<u8>> {
     .collect();
     s.push(b"PING\r\n".to_vec()); // inline
     s.push(b"ECHO  spaced   \r\n".to_vec());
+    s.push(b"PING\t\x0bx\r\n".to_vec()); // a vertical tab is white space to Redis
     s.push(b"SET inline yes\nGET inline\n".to_vec()); // LF only, two requests
     s
 }
@@ -394,6 +402,42 @@ fn oversized_requests_get_an_error_and_a_close_without_an_allocation_of_their_si
     );
     let still = exchange(server.addr, &resp(&["PING"]), usize::MAX, 1);
     assert_eq!(still, [b"+PONG\r\n".to_vec()]);
+}
+
+/// Fourth review of #22: a small `--max-bulk` limits each bulk string, not the request: an
+/// MSET of 200 values of 1,000 bytes each is taken (the input limit was one bulk string's
+/// size, and the connection was reset without a reply). And `--max-bulk` at its largest
+/// works (the output limit overflowed: a panic in a debug build, a GET closed in release).
+#[test]
+fn max_bulk_limits_each_bulk_string_at_any_value() {
+    let server = kv(&["--max-bulk", "1000"]);
+    let value = "m".repeat(1000);
+    let keys: Vec<String> = (0..200).map(|i| format!("key{i}")).collect();
+    let mut args = vec!["MSET"];
+    for key in &keys {
+        args.extend([key.as_str(), value.as_str()]);
+    }
+    let mut requests = resp(&["PING"]).repeat(3);
+    requests.extend(resp(&args));
+    requests.extend(resp(&["GET", "key199"]));
+    let replies = exchange(server.addr, &requests, usize::MAX, 5);
+    assert_eq!(
+        replies[..4],
+        [&b"+PONG\r\n"[..], b"+PONG\r\n", b"+PONG\r\n", b"+OK\r\n"]
+    );
+    assert_eq!(replies[4], format!("$1000\r\n{value}\r\n").into_bytes());
+    drop(server);
+
+    let server = kv(&["--max-bulk", &usize::MAX.to_string()]);
+    let value = "w".repeat(300_000);
+    let mut requests = resp(&["SET", "w", &value]);
+    requests.extend(resp(&["GET", "w"]));
+    let replies = exchange(server.addr, &requests, usize::MAX, 2);
+    assert_eq!(replies[0], b"+OK\r\n");
+    assert!(
+        replies[1] == format!("$300000\r\n{value}\r\n").as_bytes(),
+        "GET of 300 KB"
+    );
 }
 
 /// Issue #22 (review): a value longer than the default limit on queued output (4 MiB) comes

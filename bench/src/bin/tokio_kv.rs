@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 /// The longest line (an inline request, a `*` or `$` header), the most arguments of one
 /// request and the longest bulk string, as Redis.
 const MAX_LINE: usize = 64 * 1024;
-const MAX_ARGS: i64 = 1024 * 1024;
+const MAX_ARGS: i64 = i32::MAX as i64;
 const MAX_BULK: usize = 512 << 20;
 /// The longest reply built (kv's output limit: one value of the longest bulk string).
 const MAX_REPLY: usize = MAX_BULK + 2 * MAX_LINE;
@@ -88,7 +88,7 @@ fn request(buf: &[u8], p: &mut Progress) -> Result<Option<usize>, String> {
             // Inline: words split by white space (Redis's quoting is not read).
             let mut start = 0;
             for (i, b) in buf[..end].iter().chain(b" ").enumerate() {
-                if b.is_ascii_whitespace() {
+                if b.is_ascii_whitespace() || *b == 0x0b {
                     if i > start {
                         p.args.push((start, i));
                     }
@@ -206,12 +206,12 @@ impl Db {
                 let ttl = match &args[3..] {
                     [] => None,
                     [unit, amount] => {
-                        let amount = integer(amount).ok_or_else(not_integer)?;
-                        let ms = match &unit.to_ascii_lowercase()[..] {
-                            b"ex" => amount.checked_mul(1000),
-                            b"px" => Some(amount),
+                        let scale = match &unit.to_ascii_lowercase()[..] {
+                            b"ex" => 1000,
+                            b"px" => 1,
                             _ => return Err("-ERR syntax error\r\n".into()),
                         };
+                        let ms = integer(amount).ok_or_else(not_integer)?.checked_mul(scale);
                         // Redis's bounds: positive, and a Unix time in milliseconds then.
                         let unix_ms = std::time::UNIX_EPOCH.elapsed().unwrap_or_default();
                         let ms = ms
@@ -282,6 +282,10 @@ impl Db {
                 let _ = write!(out, ":{}\r\n", self.map.len());
             }
             b"flushall" => {
+                let mode = args.get(1).map(|m| m.to_ascii_lowercase());
+                if n > 2 || mode.is_some_and(|m| m != b"sync" && m != b"async") {
+                    return Err("-ERR syntax error\r\n".into());
+                }
                 self.map.clear();
                 out.extend_from_slice(b"+OK\r\n");
             }
