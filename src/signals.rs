@@ -33,11 +33,12 @@ use std::sync::{Arc, Mutex};
 use crate::reactor::{Handler, Server, ServerHandle};
 
 /// Where SIGINT and SIGTERM go: nowhere yet (the process ends at once, with status 0:
-/// nothing was served), or, once [`stop`](Signals::stop) named a server, to that server's
-/// graceful stop. See the [module docs](self).
+/// nothing was served), or, once [`stop`](Signals::stop) named a server, to the graceful
+/// stop of every server it named. See the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct Signals {
-    handle: Arc<Mutex<Option<ServerHandle>>>,
+    /// The servers [`stop`](Signals::stop) named; the waiting thread exists once one is.
+    handles: Arc<Mutex<Vec<ServerHandle>>>,
     /// While set, a signal ends the process at once with status 0 (Unix; on Windows the
     /// Ctrl-C handler looks at `handle` instead).
     #[cfg_attr(not(unix), allow(dead_code))]
@@ -57,7 +58,7 @@ impl Signals {
     /// The OS error of installing the handlers.
     pub fn install() -> io::Result<Signals> {
         let signals = Signals {
-            handle: Arc::default(),
+            handles: Arc::default(),
             early: Arc::new(AtomicBool::new(true)),
         };
         #[cfg(unix)]
@@ -85,7 +86,9 @@ impl Signals {
 
     /// From now on the first signal stops `server` gracefully (its
     /// [`ServerHandle::stop`], and `STOPPING=1` to a service manager that waits for it),
-    /// and a second ends the process at once with status 128 + the signal. Graceful as
+    /// and a second ends the process at once with status 128 + the signal. A process with
+    /// several servers (each run on a thread of its own) names each: the first signal
+    /// stops them all. Graceful as
     /// [`Context::stop`](crate::Context::stop) says: no more accepting, `on_stop`, then
     /// each connection closed once its queued output is written (within the shutdown
     /// timeout); it does not wait for clients to finish. To let them finish while a new
@@ -95,15 +98,14 @@ impl Signals {
     ///
     /// The OS error of making the thread's signal pipe (Unix).
     pub fn stop<H: Handler>(&self, server: &Server<H>) -> io::Result<()> {
-        *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.handle());
+        let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
         #[cfg(unix)]
-        {
+        if handles.is_empty() {
+            // The waiting thread, for every server named from now on (it takes the lock
+            // only for a signal, after this returns).
             use signal_hook::consts::{SIGINT, SIGTERM};
             let target = self.clone();
             let mut caught = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-            // Only now that the waiting thread's handlers exist (a signal from here on
-            // reaches both: the early exit is still right, nothing was served).
-            self.early.store(false, std::sync::atomic::Ordering::SeqCst);
             std::thread::Builder::new()
                 .name("dualstack-signals".to_owned())
                 .spawn(move || {
@@ -117,7 +119,11 @@ impl Signals {
                         std::process::exit(128 + signal);
                     }
                 })?;
+            // Only now that the waiting thread's handlers exist (a signal from here on
+            // reaches both: the early exit is still right, nothing was served).
+            self.early.store(false, std::sync::atomic::Ordering::SeqCst);
         }
+        handles.push(server.handle());
         Ok(())
     }
 
@@ -236,18 +242,19 @@ impl Signals {
     }
 
     fn deliver(&self, signal: i32) {
-        match &*self.handle.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(handle) => {
-                // The manager hears it before the stop is asked for: a server with nothing
-                // to drain can end the process at once, and a datagram sent after that is
-                // never sent. Sent without waiting (a manager whose queue is full loses
-                // it), so that nothing keeps the stop from happening.
-                let _ = crate::inherit::notify_without_waiting("STOPPING=1");
-                handle.stop();
-                log::info!("signal {signal}: stopping (again to stop at once)");
-            }
+        let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        if handles.is_empty() {
             // Before there is a server (a slow lookup, say): nothing to flush or close.
-            None => std::process::exit(0),
+            std::process::exit(0);
         }
+        // The manager hears it before the stop is asked for: a server with nothing to drain
+        // can end the process at once, and a datagram sent after that is never sent. Sent
+        // without waiting (a manager whose queue is full loses it), so that nothing keeps
+        // the stop from happening.
+        let _ = crate::inherit::notify_without_waiting("STOPPING=1");
+        for handle in handles.iter() {
+            handle.stop();
+        }
+        log::info!("signal {signal}: stopping (again to stop at once)");
     }
 }
