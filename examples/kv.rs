@@ -91,13 +91,16 @@ fn request(buf: &[u8], max_bulk: usize, p: &mut Progress) -> Result<Option<usize
             return Ok(None);
         };
         if buf[0] != b'*' {
-            // Inline: words split by white space (Redis's quoting is not read).
+            // Inline: words as Redis splits them (its quoting is not read): ended by a
+            // space, tab, CR, LF or NUL; a vertical tab or form feed before one is skipped.
             let mut start = 0;
             for (i, b) in buf[..end].iter().chain(b" ").enumerate() {
-                if b.is_ascii_whitespace() || *b == 0x0b {
+                if matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0) {
                     if i > start {
                         p.args.push((start, i));
                     }
+                    start = i + 1;
+                } else if i == start && matches!(b, 0x0b | 0x0c) {
                     start = i + 1;
                 }
             }

@@ -191,7 +191,9 @@ fn script() -> Vec<Vec<u8>> {
     .collect();
     s.push(b"PING\r\n".to_vec()); // inline
     s.push(b"ECHO  spaced   \r\n".to_vec());
-    s.push(b"PING\t\x0bx\r\n".to_vec()); // a vertical tab is white space to Redis
+    // A vertical tab or form feed is skipped before a word, and kept within one.
+    s.push(b"PING\t\x0bx\r\n".to_vec());
+    s.push(b"ECHO \x0ca\x0bb\x0c\r\n".to_vec());
     s.push(b"SET inline yes\nGET inline\n".to_vec()); // LF only, two requests
     s
 }
