@@ -6,9 +6,10 @@
 //! Each line a client sends goes to every other client as `ADDR: TEXT`, where ADDR is the
 //! sender's normalized peer address (an IPv4 client of a dual-stack socket is `127.0.0.1:P`,
 //! never `[::ffff:127.0.0.1]:P`) or the name it chose with `/nick NAME`. `/who` lists who is
-//! here. Joins and leaves are announced as `* ADDR joined` and `* ADDR left`. A line longer
-//! than 4096 bytes is dropped with an error line back to its sender. A client that stops
-//! reading is disconnected once 256 KiB are waiting for it, without slowing anyone else.
+//! here; a name is one client's (another asking for it, in any case, is refused). Joins and
+//! leaves are announced as `* ADDR joined` and `* ADDR left`. A line longer than 4096 bytes
+//! is dropped with an error line back to its sender. A client that stops reading is
+//! disconnected once 256 KiB are waiting for it, without slowing anyone else.
 
 mod common;
 
@@ -90,6 +91,14 @@ fn line(ctx: &mut Ctx<'_>, from: ConnId, line: &[u8]) {
             );
             return;
         }
+        // One name, one client (in any case): none may speak as another.
+        let taken = ctx.connections().filter(|c| *c != from).any(|c| {
+            ctx.state(c)
+                .is_some_and(|s| s.name.eq_ignore_ascii_case(nick))
+        });
+        if taken {
+            return deliver(ctx, from, &format!("* error: {nick} is taken\n"));
+        }
         if let Some(client) = ctx.state_mut(from) {
             client.name = nick.to_owned();
         }
@@ -108,8 +117,8 @@ fn line(ctx: &mut Ctx<'_>, from: ConnId, line: &[u8]) {
 
 /// `text` with every character that could act on another user's terminal written out
 /// instead: C0 and C1 controls and DEL (ESC starts cursor and screen commands, CR
-/// overwrites a line) in caret or `\u{..}` form, and the bidirectional overrides that
-/// reorder what is shown. Tabs stay.
+/// overwrites a line) in caret or `\u{..}` form, and the bidirectional overrides, isolates
+/// and marks that reorder what is shown. Tabs stay.
 fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -120,7 +129,12 @@ fn printable(text: &str) -> String {
                 out.push(char::from(c as u8 + b'@'));
             }
             '\x7f' => out.push_str("^?"),
-            '\u{80}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+            '\u{80}'..='\u{9f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{61c}' => {
                 out.push_str(&format!("\\u{{{:x}}}", c as u32));
             }
             _ => out.push(c),

@@ -903,6 +903,33 @@ fn chat_escapes_control_characters_and_does_not_count_the_cr_of_crlf() {
     assert!(chat.wait().0.success());
 }
 
+/// Fourth review of #22: a nickname is one client's (in any case), so no client speaks as
+/// another; and the bidirectional marks (LRM, RLM, ALM) are written out like the overrides.
+#[test]
+fn chat_refuses_a_nickname_another_client_has() {
+    let chat = Example::start("chat", &["127.0.0.1:0"]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], chat.port()));
+    let mut alice = BufReader::new(util::connect(addr));
+    alice.get_mut().write_all(b"/nick alice\n").unwrap();
+    read_until(&mut alice, "is now alice");
+    let mut mallory = BufReader::new(util::connect(addr));
+    read_until(&mut alice, "joined");
+    mallory.get_mut().write_all(b"/nick Alice\n").unwrap();
+    read_until(&mut mallory, "* error: Alice is taken");
+    mallory
+        .get_mut()
+        .write_all("x\u{200f}y\u{200e}z\u{61c}\n".as_bytes())
+        .unwrap();
+    let heard = read_until(&mut alice, "x\\u{200f}y\\u{200e}z\\u{61c}");
+    assert!(!heard.last().unwrap().starts_with("alice"), "{heard:?}");
+    alice.get_mut().write_all(b"/nick bob\n").unwrap();
+    read_until(&mut mallory, "alice is now bob");
+    mallory.get_mut().write_all(b"/nick alice\n").unwrap();
+    read_until(&mut alice, "is now alice"); // free again
+    chat.signal("TERM");
+    assert!(chat.wait().0.success());
+}
+
 /// The review of issue #13: with stderr a closed pipe, the first log line panicked (inside
 /// simple_logger's eprintln!): at start-up that killed the example (exit 101), and in the
 /// signal thread it killed the thread before it stopped the server, so SIGTERM was ignored.
