@@ -196,14 +196,5 @@ fn main() {
         &[],
     );
     common::init_logging();
-    let mut server = common::bind("chat", opts.builder(), Chat);
-    common::stop_on_signals("chat", &signals, &server);
-    common::reload_tls_on_hangup("chat", &signals, &opts, &server);
-    common::hand_over_on_usr2("chat", &signals, &opts, &server);
-    common::announce("chat", &server);
-    common::store_listeners(&opts, &server);
-    if let Err(e) = server.run() {
-        log::error!("the server loop failed: {e}");
-        std::process::exit(1);
-    }
+    common::serve("chat", &signals, &opts, opts.builder(), Chat);
 }

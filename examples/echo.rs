@@ -38,14 +38,5 @@ fn main() {
         &[],
     );
     common::init_logging();
-    let mut server = common::bind("echo", opts.builder(), Echo);
-    common::stop_on_signals("echo", &signals, &server);
-    common::reload_tls_on_hangup("echo", &signals, &opts, &server);
-    common::hand_over_on_usr2("echo", &signals, &opts, &server);
-    common::announce("echo", &server);
-    common::store_listeners(&opts, &server);
-    if let Err(e) = server.run() {
-        log::error!("the server loop failed: {e}");
-        std::process::exit(1);
-    }
+    common::serve("echo", &signals, &opts, opts.builder(), Echo);
 }

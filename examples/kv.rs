@@ -35,8 +35,6 @@ struct Entry {
     expiry: Option<(Instant, TimerId)>,
 }
 
-type Ctx<'a> = Sender<'a>;
-
 struct Kv {
     map: HashMap<Vec<u8>, Entry>,
     /// The key each expiry timer removes.
@@ -152,7 +150,7 @@ impl Kv {
             .then_some(e.value.as_slice())
     }
 
-    fn set(&mut self, ctx: &mut Ctx<'_>, key: &[u8], value: Vec<u8>, ttl: Option<Duration>) {
+    fn set(&mut self, ctx: &mut Sender<'_>, key: &[u8], value: Vec<u8>, ttl: Option<Duration>) {
         let expiry = ttl.map(|ttl| {
             let timer = ctx.set_timer(ttl, 0);
             self.expiring.insert(timer, key.to_vec());
@@ -166,7 +164,7 @@ impl Kv {
     }
 
     /// Removes `key`; whether it was there (and live).
-    fn del(&mut self, ctx: &mut Ctx<'_>, key: &[u8]) -> bool {
+    fn del(&mut self, ctx: &mut Sender<'_>, key: &[u8]) -> bool {
         let Some(e) = self.map.remove(key) else {
             return false;
         };
@@ -181,7 +179,7 @@ impl Kv {
     /// connection is to close.
     fn command(
         &mut self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut Sender<'_>,
         args: &[&[u8]],
         out: &mut Vec<u8>,
     ) -> Result<bool, String> {
@@ -405,14 +403,5 @@ fn main() {
     // The largest reply may come while up to the high-water mark (256 KiB) is queued.
     let builder = (opts.builder().max_input(largest.max(1 << 30)))
         .max_queued(kv.max_reply.saturating_add(256 << 10));
-    let mut server = common::bind("kv", builder, kv);
-    common::stop_on_signals("kv", &signals, &server);
-    common::reload_tls_on_hangup("kv", &signals, &opts, &server);
-    common::hand_over_on_usr2("kv", &signals, &opts, &server);
-    common::announce("kv", &server);
-    common::store_listeners(&opts, &server);
-    if let Err(e) = server.run() {
-        log::error!("the server loop failed: {e}");
-        std::process::exit(1);
-    }
+    common::serve("kv", &signals, &opts, builder, kv);
 }

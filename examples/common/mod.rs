@@ -528,6 +528,29 @@ impl log::Log for Quiet {
     }
 }
 
+/// The examples' server, from bind to stop: binds (or exits with status 2), stops on
+/// SIGINT/SIGTERM, rereads the TLS certificates on SIGHUP, hands over on SIGUSR2, announces
+/// where it listens, gives the sockets to the service manager with `--fd-store`, and runs
+/// until stopped (exit 1 if the loop fails).
+pub fn serve<H: Handler>(
+    name: &str,
+    signals: &dualstack::signals::Signals,
+    opts: &Options,
+    builder: ServerBuilder,
+    handler: H,
+) {
+    let mut server = bind(name, builder, handler);
+    stop_on_signals(name, signals, &server);
+    reload_tls_on_hangup(name, signals, opts, &server);
+    hand_over_on_usr2(name, signals, opts, &server);
+    announce(name, &server);
+    store_listeners(opts, &server);
+    if let Err(e) = server.run() {
+        log::error!("the server loop failed: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Binds, or exits with status 2 and one line naming the spec and the reason.
 pub fn bind<H: Handler>(name: &str, builder: ServerBuilder, handler: H) -> Server<H> {
     builder
@@ -641,7 +664,7 @@ pub fn stop_on_signals<H: Handler>(
 
 /// With `--fd-store`, gives the service manager the listening sockets to keep across
 /// restarts (after READY=1, which `announce` sent).
-pub fn store_listeners<H: Handler>(opts: &Options, server: &Server<H>) {
+fn store_listeners<H: Handler>(opts: &Options, server: &Server<H>) {
     if !opts.fd_store {
         return;
     }
@@ -654,7 +677,7 @@ pub fn store_listeners<H: Handler>(opts: &Options, server: &Server<H>) {
 /// SIGUSR2 hands the listening sockets to this program started again (the binary on disk
 /// now, the same arguments), which says READY=1 through `announce`; this process then
 /// drains and `run` returns. Unix only.
-pub fn hand_over_on_usr2<H: Handler>(
+fn hand_over_on_usr2<H: Handler>(
     name: &str,
     signals: &dualstack::signals::Signals,
     opts: &Options,
@@ -671,7 +694,7 @@ pub fn hand_over_on_usr2<H: Handler>(
 
 /// With TLS options, SIGHUP reads the certificate files again and hands them to `server`
 /// (a file that does not work is logged, and the running certificates stay). Unix only.
-pub fn reload_tls_on_hangup<H: Handler>(
+fn reload_tls_on_hangup<H: Handler>(
     name: &str,
     signals: &dualstack::signals::Signals,
     opts: &Options,
