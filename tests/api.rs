@@ -764,8 +764,12 @@ fn kept_input_refused_after_a_pause_is_offered_at_the_next_resume() {
     }
 }
 
-/// Pauses at every call without using anything, and resumes 1 ms later.
-struct Busy;
+/// Pauses at every call without using anything, and resumes 1 ms later; records how the
+/// connection closed.
+#[derive(Default)]
+struct Busy {
+    closed: Option<String>,
+}
 
 impl Handler for Busy {
     type State = ();
@@ -778,19 +782,24 @@ impl Handler for Busy {
     fn on_conn_timer(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: TimerId, _: u64) {
         ctx.resume_reading(conn);
     }
+
+    fn on_close(&mut self, _: &mut Context<'_, Self>, _: ConnId, reason: &CloseReason) {
+        self.closed = Some(format!("{reason:?}"));
+    }
 }
 
 /// Fourth review of #22: a handler that pauses at every call without using its input keeps
-/// at most `max_input` and one read of it, however much the client sends. (Each resume read
-/// one more buffer, and the limit was not checked for a call that ended paused: 16 MiB kept
-/// under a 64 KiB limit.)
+/// at most `max_input` and one read of it, however much the client sends, and is closed
+/// with `InputLimit` once it refuses more than the limit offered to it again. (Each resume
+/// read one more buffer, and the limit was not checked for a call that ended paused: 16 MiB
+/// kept under a 64 KiB limit.)
 #[test]
 fn a_handler_that_pauses_at_every_call_keeps_at_most_its_input_limit() {
     let max_input = 64 * 1024;
     let mut server = Server::builder()
         .listen("127.0.0.1:0")
         .max_input(max_input)
-        .bind(Busy)
+        .bind(Busy::default())
         .unwrap();
     let addr = server.listeners()[0].local_addr.ip().unwrap();
     let mut client = util::connect(addr);
@@ -798,19 +807,86 @@ fn a_handler_that_pauses_at_every_call_keeps_at_most_its_input_limit() {
     let chunk = vec![b'x'; 64 * 1024];
     let (mut sent, mut most_kept) = (0, 0);
     let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(500) && sent < 64 << 20 {
+    while start.elapsed() < Duration::from_millis(500) && server.handler().closed.is_none() {
         if let Ok(n) = client.write(&chunk) {
             sent += n;
         }
         server.run_once(Some(Duration::from_millis(1))).unwrap();
         most_kept = most_kept.max(server.stats().kept);
     }
-    assert!(sent > 4 * max_input, "the client sent only {sent} bytes");
+    assert!(sent > 2 * max_input, "the client sent only {sent} bytes");
     assert!(
         most_kept <= max_input + 64 * 1024,
         "{most_kept} bytes kept under a limit of {max_input}"
     );
-    assert_eq!(server.stats().total.open, 1, "held, not closed");
+    let closed = server.handler().closed.as_deref().unwrap_or("open");
+    assert!(closed.starts_with("InputLimit"), "closed: {closed}");
+}
+
+/// Fifth review of #22: a partial request of exactly `max_input` bytes, refused after a
+/// pause, gets its rest (the socket was read first only below the limit: the handler was
+/// offered the same 8 bytes at every resume, and the newline never read).
+#[test]
+fn a_refused_partial_request_at_the_input_limit_gets_its_rest() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .max_input(8)
+        .bind(Gate::default())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let mut client = util::connect(addr);
+    client.write_all(b"abcdefgh").unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(60) {
+        server.run_once(Some(Duration::from_millis(5))).unwrap();
+    }
+    client.write_all(b"\n").unwrap();
+    let got = read_while_stepping(&mut server, &mut client, b"abcdefgh!\n".len());
+    assert_eq!(got, b"abcdefgh!\n");
+}
+
+/// Uses nothing, pauses its own connection and resumes every other one.
+#[derive(Default)]
+struct Relay {
+    calls: usize,
+}
+
+impl Handler for Relay {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &mut Input<'_>) {
+        self.calls += 1;
+        ctx.pause_reading(conn);
+        let others: Vec<ConnId> = ctx.connections().filter(|c| *c != conn).collect();
+        for other in others {
+            ctx.resume_reading(other);
+        }
+    }
+}
+
+/// Fifth review of #22: two connections whose handler refuses its input and resumes the
+/// other do not spin the loop: refused input comes again alone only once something else
+/// happened (an event, a timer). (112,000 calls in 300 ms, one core busy, no byte moved.)
+#[test]
+fn handlers_that_refuse_and_resume_each_other_do_not_spin() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(Relay::default())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let mut a = util::connect(addr);
+    let mut b = util::connect(addr);
+    a.write_all(b"partial").unwrap();
+    b.write_all(b"partial").unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(300) {
+        server.run_once(Some(Duration::from_millis(5))).unwrap();
+    }
+    assert!(
+        server.handler().calls < 50,
+        "on_data called {} times with nothing new",
+        server.handler().calls
+    );
 }
 
 /// Each byte `m` is answered with [`mixed_pieces`], one send each.

@@ -226,8 +226,10 @@ pub(crate) struct Conn {
     pub(crate) offer_kept: bool,
     /// With `offer_kept`: the last offer of `input` was refused (a call that used none of
     /// it ended held again), so the socket is read first, and `input` is offered with what
-    /// the read brought, or alone if it brought nothing.
+    /// the read brought, or alone if nothing came but something else happened in the server
+    /// since the refusal (the reactor's `epoch` is no longer `refused_at`).
     pub(crate) read_first: bool,
+    pub(crate) refused_at: u64,
     /// It is on the list of connections whose output is written at the turn's end.
     pub(crate) dirty: bool,
     pub(crate) recv: Recv,

@@ -218,6 +218,7 @@ impl<H: Handler> Server<H> {
             input: Kept::default(),
             offer_kept: false,
             read_first: false,
+            refused_at: 0,
             dirty: false,
             recv: Recv::Reading,
             send: Send::Open,

@@ -83,6 +83,10 @@ pub(crate) struct Core {
     /// Connections with output sent but not written yet: written once each, when the
     /// reactor is done reading them this turn, or at the turn's end (see `output.rs`).
     pub(super) dirty: Vec<ConnId>,
+    /// How many things happened from outside so far (events dispatched, timers fired): kept
+    /// input a handler refused is offered again alone only once this moved on since (see
+    /// `Conn::refused_at`), so handlers that resume each other cannot spin the loop.
+    pub(super) epoch: u64,
     pub(super) timers: Timers,
     pub(super) deadlines: Deadlines,
     pub(super) backoff: AcceptBackoff,
@@ -135,6 +139,7 @@ impl Core {
             to_close: VecDeque::new(),
             drained: VecDeque::new(),
             dirty: Vec::new(),
+            epoch: 0,
             timers: Timers::default(),
             deadlines: Deadlines::new(limits.idle_timeout, limits.first_byte_timeout),
             backoff: AcceptBackoff::default(),

@@ -351,8 +351,12 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
     }
 
     /// Reads from `conn` again after [`pause_reading`](Context::pause_reading): input left
-    /// unused is offered again, first, even if the peer sends nothing more (once per
-    /// resume, together with whatever the socket holds by then).
+    /// unused is offered again, first, even if the peer sends nothing more. Input offered
+    /// again and left whole (the call used none of it and paused again) comes next with
+    /// whatever the socket holds by then, or alone once anything else happened in the
+    /// server (an event, a timer), not at a resume from the very turn that refused it; and
+    /// if it is more than [`max_input`](crate::ServerBuilder::max_input), that refusal
+    /// closes the connection ([`CloseReason::InputLimit`](crate::CloseReason::InputLimit)).
     pub fn resume_reading(&mut self, conn: ConnId) {
         self.core.set_paused(conn, false);
     }

@@ -140,6 +140,7 @@ impl<H: Handler> Server<H> {
     }
 
     fn dispatch(&mut self, event: &mio::event::Event) {
+        self.core.epoch += 1;
         match token::slot(event.token()) {
             Slot::Conn(key) => {
                 let Some(id) = self.core.conns.get(key).map(|c| c.id(key)) else {
@@ -254,25 +255,23 @@ impl<H: Handler> Server<H> {
             if conn.input.is_empty() {
                 conn.offer_kept = false;
             }
-            let read_first = conn.offer_kept
-                && conn.read_first
-                && !drained
-                && conn.input.len() < self.core.limits.max_input;
-            if conn.offer_kept && !read_first {
-                // Bytes the handler was not shown since its input was held: first. They count
-                // against the budget, so a handler that is refused again and again (a pause
-                // and a resume at each call) cannot keep the loop from other connections.
+            // Bytes the handler was not shown since its input was held: first. They count
+            // against the budget, so a handler that is refused again and again (a pause and
+            // a resume at each call) cannot keep the loop from other connections. Bytes it
+            // refused (a re-offer it used none of) come again with what the socket brings
+            // (read below), or alone once something else happened in the server: the
+            // requests in them must not wait for bytes a client waiting for its replies
+            // never sends, nor handlers that resume each other spin the loop.
+            let again = self.core.epoch != conn.refused_at;
+            if conn.offer_kept && (!conn.read_first || drained && again) {
                 conn.offer_kept = false;
                 budget = budget.saturating_sub(conn.input.len().max(1));
                 self.deliver(id, Offer::Kept, true);
                 continue;
             }
-            // Else, with `read_first`, `offer_kept` stays set: the read below adds what came to
-            // the kept bytes and offers them, or finds nothing and offers them alone. (Offered
-            // again and again without a read, they waited for ever for the rest of a partial
-            // request; never offered again after a refusal, the requests in them waited for
-            // bytes a client waiting for its replies never sends.) Below `max_input` only, so
-            // a handler that never uses its input keeps at most that plus one read.
+            if conn.offer_kept && drained {
+                return; // refused, nothing new: they wait for bytes, or a later resume
+            }
             // A TLS peer's close_notify came with bytes before it: its end is taken here,
             // like a plain stream's, once everything before it was offered (never ahead of
             // input kept or held), and the socket is not read past it.
@@ -291,8 +290,14 @@ impl<H: Handler> Server<H> {
             };
             let nothing_new = matches!(&result, Ok(0))
                 || matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-            if nothing_new && std::mem::take(&mut conn.offer_kept) {
+            if nothing_new && conn.offer_kept {
+                if !again {
+                    // Refused in this very epoch: they wait for bytes or a later resume (and
+                    // the end of stream, read again then, for them).
+                    return;
+                }
                 // Nothing new (or the end, taken after them): the kept bytes alone.
+                conn.offer_kept = false;
                 budget = budget.saturating_sub(conn.input.len().max(1));
                 self.deliver(id, Offer::Kept, true);
                 continue;
@@ -424,16 +429,19 @@ impl<H: Handler> Server<H> {
         // may have stopped because of the hold. After a re-offer it used nothing of (a
         // partial request, or a handler still not ready), the socket is read first.
         let was_held = held.load(std::sync::atomic::Ordering::Relaxed);
+        let refused = was_held && reoffer && used == 0;
         if was_held && !conn.input.is_empty() {
             conn.offer_kept = true;
-            conn.read_first = reoffer && used == 0;
+            conn.read_first = refused;
+            conn.refused_at = self.core.epoch;
         }
         let kept = conn.input.len();
         self.core.total_kept = self.core.total_kept - kept_before + kept;
         // Input the handler was not shown (held: its replies wait for the peer to read
         // them) is not input it declined: an amplifying client is held, not cut off. Memory
-        // stays bounded, as a held connection is not read.
-        if kept > max_input && conn.life.open() && !was_held {
+        // stays bounded, as a held connection is not read. Input offered again and refused
+        // whole is declined, held or not (and no read adds to it past the limit).
+        if kept > max_input && conn.life.open() && (!was_held || refused) {
             log::debug!("{id}: {kept} bytes of input unused, more than the {max_input} kept");
             self.core.request_close(
                 id,
@@ -618,6 +626,7 @@ impl<H: Handler> Server<H> {
     fn fire_timers(&mut self) {
         let mark = self.core.timers.mark();
         while let Some((timer, due)) = self.core.timers.pop_due(self.core.now, mark) {
+            self.core.epoch += 1;
             let mut ctx = Context::new(&mut self.core, &mut self.states);
             match due {
                 Due::Server(value) => self.handler.on_timer(&mut ctx, timer, value),
