@@ -30,19 +30,32 @@ use std::io;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use crate::reactor::{Handler, Server, ServerHandle};
+use crate::reactor::{Handler, Server, WeakHandle};
 
 /// Where SIGINT and SIGTERM go: nowhere yet (the process ends at once, with status 0:
 /// nothing was served), or, once [`stop`](Signals::stop) named a server, to the graceful
 /// stop of every server it named. See the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct Signals {
-    /// The servers [`stop`](Signals::stop) named; the waiting thread exists once one is.
-    handles: Arc<Mutex<Vec<ServerHandle>>>,
+    /// The servers [`stop`](Signals::stop) named, and whether a signal came.
+    named: Arc<Mutex<Named>>,
     /// While set, a signal ends the process at once with status 0 (Unix; on Windows the
     /// Ctrl-C handler looks at `handle` instead).
     #[cfg_attr(not(unix), allow(dead_code))]
     early: Arc<AtomicBool>,
+}
+
+/// The servers a signal stops: held weakly (a server dropped is forgotten, its descriptors
+/// closed); the waiting thread exists once one was named.
+#[derive(Debug, Default)]
+struct Named {
+    servers: Vec<WeakHandle>,
+    /// The thread that waits for signals was started (Unix; on Windows the Ctrl-C handler
+    /// is installed with the rest).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    waiting: bool,
+    /// The first signal came: a server named from now on is stopped at once.
+    signalled: bool,
 }
 
 impl Signals {
@@ -58,7 +71,7 @@ impl Signals {
     /// The OS error of installing the handlers.
     pub fn install() -> io::Result<Signals> {
         let signals = Signals {
-            handles: Arc::default(),
+            named: Arc::default(),
             early: Arc::new(AtomicBool::new(true)),
         };
         #[cfg(unix)]
@@ -85,10 +98,12 @@ impl Signals {
     }
 
     /// From now on the first signal stops `server` gracefully (its
-    /// [`ServerHandle::stop`], and `STOPPING=1` to a service manager that waits for it),
-    /// and a second ends the process at once with status 128 + the signal. A process with
-    /// several servers (each run on a thread of its own) names each: the first signal
-    /// stops them all. Graceful as
+    /// [`ServerHandle::stop`](crate::ServerHandle::stop), and `STOPPING=1` to a service
+    /// manager that waits for it), and a second ends the process at once with status 128 +
+    /// the signal. A process with several servers (each run on a thread of its own) names
+    /// each: the first signal stops them all, and one named after it at once. A server
+    /// dropped is forgotten (with none left, a signal ends the process with status 0, as
+    /// before the first). Graceful as
     /// [`Context::stop`](crate::Context::stop) says: no more accepting, `on_stop`, then
     /// each connection closed once its queued output is written (within the shutdown
     /// timeout); it does not wait for clients to finish. To let them finish while a new
@@ -98,9 +113,15 @@ impl Signals {
     ///
     /// The OS error of making the thread's signal pipe (Unix).
     pub fn stop<H: Handler>(&self, server: &Server<H>) -> io::Result<()> {
-        let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
+        named.servers.retain(|s| s.upgrade().is_some());
+        if named.signalled {
+            // The signal came before this server was named (a start-up of several).
+            server.handle().stop();
+            return Ok(());
+        }
         #[cfg(unix)]
-        if handles.is_empty() {
+        if !named.waiting {
             // The waiting thread, for every server named from now on (it takes the lock
             // only for a signal, after this returns).
             use signal_hook::consts::{SIGINT, SIGTERM};
@@ -122,14 +143,16 @@ impl Signals {
             // Only now that the waiting thread's handlers exist (a signal from here on
             // reaches both: the early exit is still right, nothing was served).
             self.early.store(false, std::sync::atomic::Ordering::SeqCst);
+            named.waiting = true;
         }
-        handles.push(server.handle());
+        named.servers.push(server.handle().downgrade());
         Ok(())
     }
 
     /// Calls `reload` on a thread of its own at each SIGHUP, the customary "read your
     /// configuration again" (with the `tls` feature, typically: read the certificate files
-    /// into a `TlsConfig` and hand it to [`ServerHandle::reload_tls`]). Until it is called,
+    /// into a `TlsConfig` and hand it to
+    /// [`ServerHandle::reload_tls`](crate::ServerHandle::reload_tls)). Until it is called,
     /// SIGHUP ends the process; it needs no server, so it may follow
     /// [`install`](Signals::install) at once. Windows has no SIGHUP: there this does nothing.
     ///
@@ -190,10 +213,11 @@ impl Signals {
     }
 
     /// At each SIGUSR2 (nginx's signal for it), hands `server`'s listening sockets to a
-    /// successor as `how` says ([`ServerHandle::hand_over`]): a restart or an upgrade
-    /// that refuses and resets no connection; the outcome is logged (at info; failures at
-    /// warn). The successor must call [`notify`](crate::notify)`("READY=1")` after its
-    /// binds, service manager or not. Without this, SIGUSR2 ends the process.
+    /// successor as `how` says ([`ServerHandle::hand_over`](crate::ServerHandle::hand_over)):
+    /// a restart or an upgrade that refuses and resets no connection; the outcome is logged
+    /// (at info; failures at warn). The successor must call
+    /// [`notify`](crate::notify)`("READY=1")` after its binds, service manager or not.
+    /// Without this, SIGUSR2 ends the process.
     /// Windows has no SIGUSR2 (and no hand-over): there this does nothing.
     ///
     /// ```no_run
@@ -242,18 +266,25 @@ impl Signals {
     }
 
     fn deliver(&self, signal: i32) {
-        let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
-        if handles.is_empty() {
-            // Before there is a server (a slow lookup, say): nothing to flush or close.
+        let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
+        let servers: Vec<_> = named
+            .servers
+            .iter()
+            .filter_map(WeakHandle::upgrade)
+            .collect();
+        if servers.is_empty() {
+            // Before there is a server (a slow lookup, say), or after the last is gone:
+            // nothing to flush or close.
             std::process::exit(0);
         }
+        named.signalled = true;
         // The manager hears it before the stop is asked for: a server with nothing to drain
         // can end the process at once, and a datagram sent after that is never sent. Sent
         // without waiting (a manager whose queue is full loses it), so that nothing keeps
         // the stop from happening.
         let _ = crate::inherit::notify_without_waiting("STOPPING=1");
-        for handle in handles.iter() {
-            handle.stop();
+        for server in servers {
+            server.stop();
         }
         log::info!("signal {signal}: stopping (again to stop at once)");
     }

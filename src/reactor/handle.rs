@@ -78,7 +78,27 @@ impl fmt::Debug for ServerHandle {
     }
 }
 
+/// A [`ServerHandle`] that does not keep the server's waker (a descriptor) alive: for a
+/// list of servers that may each be dropped (the signals module's).
+#[cfg(feature = "signals")]
+#[derive(Debug, Clone)]
+pub(crate) struct WeakHandle(std::sync::Weak<Inner>);
+
+#[cfg(feature = "signals")]
+impl WeakHandle {
+    /// The handle, while the server (or another handle of it) is there.
+    pub(crate) fn upgrade(&self) -> Option<ServerHandle> {
+        self.0.upgrade().map(|inner| ServerHandle { inner })
+    }
+}
+
 impl ServerHandle {
+    /// A handle that does not keep the server's resources alive.
+    #[cfg(feature = "signals")]
+    pub(crate) fn downgrade(&self) -> WeakHandle {
+        WeakHandle(Arc::downgrade(&self.inner))
+    }
+
     pub(crate) fn new(registry: &Registry) -> io::Result<ServerHandle> {
         Ok(ServerHandle {
             inner: Arc::new(Inner {

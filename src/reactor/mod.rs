@@ -64,6 +64,8 @@ use mio::{Events, Interest, Poll, Token};
 
 pub use builder::ServerBuilder;
 pub use handle::ServerHandle;
+#[cfg(feature = "signals")]
+pub(crate) use handle::WeakHandle;
 pub use handler::{Context, Handler, Sender};
 pub use limits::ConfigError;
 pub(crate) use limits::Limits;
