@@ -230,6 +230,12 @@ pub(crate) struct Conn {
     /// since the refusal (the reactor's `epoch` is no longer `refused_at`).
     pub(crate) read_first: bool,
     pub(crate) refused_at: u64,
+    /// `input` was offered to the handler (a call saw it): offered again, it is a re-offer,
+    /// which the handler may refuse. Bytes kept before the first call (after a PROXY header,
+    /// in a TLS handshake's last flight) were not.
+    pub(crate) shown: bool,
+    /// Refused input waits on the reactor's `owed` list for something to happen.
+    pub(crate) owed: bool,
     /// It is on the list of connections whose output is written at the turn's end.
     pub(crate) dirty: bool,
     pub(crate) recv: Recv,

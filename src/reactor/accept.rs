@@ -219,6 +219,8 @@ impl<H: Handler> Server<H> {
             offer_kept: false,
             read_first: false,
             refused_at: 0,
+            shown: false,
+            owed: false,
             dirty: false,
             recv: Recv::Reading,
             send: Send::Open,

@@ -83,10 +83,13 @@ pub(crate) struct Core {
     /// Connections with output sent but not written yet: written once each, when the
     /// reactor is done reading them this turn, or at the turn's end (see `output.rs`).
     pub(super) dirty: Vec<ConnId>,
-    /// How many things happened from outside so far (events dispatched, timers fired): kept
-    /// input a handler refused is offered again alone only once this moved on since (see
-    /// `Conn::refused_at`), so handlers that resume each other cannot spin the loop.
+    /// How many things happened from outside so far (events dispatched, timers fired,
+    /// deadlines met): kept input a handler refused is offered again alone only once this
+    /// moved on since (see `Conn::refused_at`), so handlers that resume each other cannot
+    /// spin the loop.
     pub(super) epoch: u64,
+    /// Connections whose refused input waits for `epoch` to move (see `read_handed`).
+    pub(super) owed: Vec<ConnId>,
     pub(super) timers: Timers,
     pub(super) deadlines: Deadlines,
     pub(super) backoff: AcceptBackoff,
@@ -140,6 +143,7 @@ impl Core {
             drained: VecDeque::new(),
             dirty: Vec::new(),
             epoch: 0,
+            owed: Vec::new(),
             timers: Timers::default(),
             deadlines: Deadlines::new(limits.idle_timeout, limits.first_byte_timeout),
             backoff: AcceptBackoff::default(),

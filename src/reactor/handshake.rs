@@ -257,6 +257,7 @@ impl<H: Handler> Server<H> {
             let plain = self.plain.bytes();
             conn.input.keep(plain);
             conn.offer_kept = true;
+            conn.shown = false;
             core.total_kept += plain.len();
             core.listeners[conn.listener as usize].stats.bytes_in += plain.len() as u64;
         }

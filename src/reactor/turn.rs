@@ -108,7 +108,30 @@ impl<H: Handler> Server<H> {
                 break;
             }
         }
+        self.offer_owed();
         Ok(())
+    }
+
+    /// Refused input owed to its handler (see `read_handed`) is offered next turn once
+    /// something happened since its refusal; until then it waits, and the loop sleeps.
+    fn offer_owed(&mut self) {
+        let epoch = self.core.epoch;
+        let mut owed = std::mem::take(&mut self.core.owed);
+        owed.retain(|&id| {
+            let Some(conn) = core::conn_mut(&mut self.core.conns, id) else {
+                return false;
+            };
+            if !conn.offer_kept || conn.input.is_empty() || conn.refused_at != epoch {
+                conn.owed = false;
+                if conn.offer_kept && !conn.input.is_empty() {
+                    self.core.ready.push(id);
+                }
+                return false;
+            }
+            true
+        });
+        owed.append(&mut self.core.owed);
+        self.core.owed = owed;
     }
 
     fn poll_timeout(&mut self, timeout: Option<Duration>) -> Option<Duration> {
@@ -259,18 +282,27 @@ impl<H: Handler> Server<H> {
             // against the budget, so a handler that is refused again and again (a pause and
             // a resume at each call) cannot keep the loop from other connections. Bytes it
             // refused (a re-offer it used none of) come again with what the socket brings
-            // (read below), or alone once something else happened in the server: the
-            // requests in them must not wait for bytes a client waiting for its replies
-            // never sends, nor handlers that resume each other spin the loop.
+            // (read below, up to `max_input` kept), or alone once something else happened
+            // in the server (`epoch`): the requests in them must not wait for bytes a client
+            // waiting for its replies never sends, nor handlers that resume each other spin
+            // the loop. Until then they are owed (see `offer_owed`).
             let again = self.core.epoch != conn.refused_at;
-            if conn.offer_kept && (!conn.read_first || drained && again) {
-                conn.offer_kept = false;
-                budget = budget.saturating_sub(conn.input.len().max(1));
-                self.deliver(id, Offer::Kept, true);
-                continue;
-            }
-            if conn.offer_kept && drained {
-                return; // refused, nothing new: they wait for bytes, or a later resume
+            if conn.offer_kept {
+                let read_first =
+                    conn.read_first && !drained && conn.input.len() <= self.core.limits.max_input;
+                if !read_first {
+                    if conn.read_first && !again {
+                        if !std::mem::replace(&mut conn.owed, true) {
+                            self.core.owed.push(id);
+                        }
+                        return;
+                    }
+                    conn.offer_kept = false;
+                    let reoffer = conn.shown;
+                    budget = budget.saturating_sub(conn.input.len().max(1));
+                    self.deliver(id, Offer::Kept, reoffer);
+                    continue;
+                }
             }
             // A TLS peer's close_notify came with bytes before it: its end is taken here,
             // like a plain stream's, once everything before it was offered (never ahead of
@@ -292,8 +324,11 @@ impl<H: Handler> Server<H> {
                 || matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
             if nothing_new && conn.offer_kept {
                 if !again {
-                    // Refused in this very epoch: they wait for bytes or a later resume (and
-                    // the end of stream, read again then, for them).
+                    // Refused in this very epoch: owed (and the end of stream, read again
+                    // then, after them).
+                    if !std::mem::replace(&mut conn.owed, true) {
+                        self.core.owed.push(id);
+                    }
                     return;
                 }
                 // Nothing new (or the end, taken after them): the kept bytes alone.
@@ -430,6 +465,10 @@ impl<H: Handler> Server<H> {
         // partial request, or a handler still not ready), the socket is read first.
         let was_held = held.load(std::sync::atomic::Ordering::Relaxed);
         let refused = was_held && reoffer && used == 0;
+        if used > 0 {
+            self.core.epoch += 1; // progress: a refusal elsewhere may be offered again
+        }
+        conn.shown = !conn.input.is_empty();
         if was_held && !conn.input.is_empty() {
             conn.offer_kept = true;
             conn.read_first = refused;
@@ -439,9 +478,9 @@ impl<H: Handler> Server<H> {
         self.core.total_kept = self.core.total_kept - kept_before + kept;
         // Input the handler was not shown (held: its replies wait for the peer to read
         // them) is not input it declined: an amplifying client is held, not cut off. Memory
-        // stays bounded, as a held connection is not read. Input offered again and refused
-        // whole is declined, held or not (and no read adds to it past the limit).
-        if kept > max_input && conn.life.open() && (!was_held || refused) {
+        // stays bounded, as a held connection is not read (and after a refusal, no read
+        // adds to it past the limit).
+        if kept > max_input && conn.life.open() && !was_held {
             log::debug!("{id}: {kept} bytes of input unused, more than the {max_input} kept");
             self.core.request_close(
                 id,
@@ -533,6 +572,7 @@ impl<H: Handler> Server<H> {
             conn.timing.first_byte = true;
             conn.input.keep(&rest);
             conn.offer_kept = true;
+            conn.shown = false;
             core.total_kept += rest.len();
         }
         let info = ConnInfo {
@@ -585,6 +625,7 @@ impl<H: Handler> Server<H> {
                         self.refuse(listener, &peer, reason, in_handshake);
                     }
                     Some(_) => {
+                        self.core.epoch += 1; // news (its on_close may resume another)
                         let mut ctx = Context::new(&mut self.core, &mut self.states);
                         self.handler.on_close(&mut ctx, id, &reason);
                         self.core.remove(id, &reason);
@@ -644,6 +685,7 @@ impl<H: Handler> Server<H> {
     fn check_deadlines(&mut self) {
         let now = self.core.now;
         while let Some(id) = self.core.deadlines.pop_due(now) {
+            self.core.epoch += 1; // a deadline is news too (an on_close may resume another)
             let core = &mut self.core;
             let Some(conn) = super::core::conn_mut(&mut core.conns, id) else {
                 debug_assert!(false, "{id} closed with its deadline still armed");
