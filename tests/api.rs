@@ -1053,6 +1053,129 @@ fn a_refusal_resumed_from_another_connections_close_is_served() {
     assert_eq!(got, want);
 }
 
+/// The first connection waits until three are open; each later one resumes it from
+/// `on_open`.
+#[derive(Default)]
+struct OpenGate {
+    conns: Vec<ConnId>,
+}
+
+impl Handler for OpenGate {
+    type State = ();
+
+    fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
+        self.conns.push(conn);
+        if self.conns.len() > 1 {
+            ctx.resume_reading(self.conns[0]);
+        }
+    }
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        if self.conns.len() < 3 {
+            return ctx.pause_reading(conn);
+        }
+        if let Ok(Some(line)) = input.next_frame(&LINE) {
+            let _ = ctx.send(conn, &[line, b"!\n"].concat());
+        }
+    }
+}
+
+/// Seventh review of #22: a request refused in a turn is offered again after an `on_open`
+/// later in that turn resumed it (an open is news: the request stranded until an unrelated
+/// client came).
+#[test]
+fn a_refusal_resumed_from_on_open_in_the_same_turn_is_served() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(OpenGate::default())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let mut a = util::connect(addr);
+    a.write_all(b"req\n").unwrap();
+    step_until(&mut server, "A", |s| s.stats().kept == 4);
+    let _b = util::connect(addr);
+    step_until(&mut server, "B", |s| s.stats().total.open == 2);
+    // C's accept comes in the turn whose carried read has A refuse again.
+    let _c = util::connect(addr);
+    std::thread::sleep(Duration::from_millis(20));
+    server.run_once(Some(Duration::from_millis(5))).unwrap();
+    let got = read_while_stepping(&mut server, &mut a, b"req!\n".len());
+    assert_eq!(got, b"req!\n");
+}
+
+/// The first connection waits until the second's peer has closed; the second uses its
+/// input and pauses; the third's line resumes both.
+#[derive(Default)]
+struct PeerGate {
+    conns: Vec<ConnId>,
+    released: bool,
+    calls: [usize; 3],
+}
+
+impl Handler for PeerGate {
+    type State = ();
+
+    fn on_open(&mut self, _: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
+        self.conns.push(conn);
+    }
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        let who = self.conns.iter().position(|c| *c == conn).unwrap();
+        self.calls[who] += 1;
+        match who {
+            0 if self.released => {
+                if let Ok(Some(line)) = input.next_frame(&LINE) {
+                    let _ = ctx.send(conn, &[line, b"!\n"].concat());
+                }
+            }
+            0 => ctx.pause_reading(conn),
+            1 => {
+                input.take_all();
+                ctx.pause_reading(conn);
+            }
+            _ => {
+                input.take_all();
+                ctx.resume_reading(self.conns[0]);
+                ctx.resume_reading(self.conns[1]);
+            }
+        }
+    }
+
+    fn on_peer_closed(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId) {
+        if conn == self.conns[1] {
+            self.released = true;
+            ctx.resume_reading(self.conns[0]);
+        }
+        // The connection stays, half closed (a close would be news of its own).
+    }
+}
+
+/// Seventh review of #22: a request refused in a turn is offered again after an
+/// `on_peer_closed` later in that turn resumed it (a peer's end is news).
+#[test]
+fn a_refusal_resumed_from_on_peer_closed_in_the_same_turn_is_served() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(PeerGate::default())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let mut a = util::connect(addr);
+    a.write_all(b"req\n").unwrap();
+    step_until(&mut server, "A held", |s| s.stats().kept == 4);
+    let mut x = util::connect(addr);
+    x.write_all(b"x").unwrap();
+    step_until(&mut server, "X's call", |s| s.handler().calls[1] == 1);
+    x.shutdown(std::net::Shutdown::Write).unwrap();
+    for _ in 0..5 {
+        server.run_once(Some(Duration::from_millis(5))).unwrap();
+    }
+    let mut t = util::connect(addr);
+    t.write_all(b"go\n").unwrap();
+    step_until(&mut server, "T's call", |s| s.handler().calls[2] == 1);
+    let got = read_while_stepping(&mut server, &mut a, b"req!\n".len());
+    assert_eq!(got, b"req!\n");
+}
+
 /// Uses nothing, pauses its own connection and resumes every other one.
 #[derive(Default)]
 struct Relay {

@@ -256,6 +256,7 @@ impl<H: Handler> Server<H> {
                 listener: ListenerId(index),
                 peer,
             };
+            self.core.news();
             let mut ctx = Context::new(&mut self.core, &mut self.states);
             self.handler.on_open(&mut ctx, id, &info);
             self.settle();

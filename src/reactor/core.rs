@@ -83,10 +83,9 @@ pub(crate) struct Core {
     /// Connections with output sent but not written yet: written once each, when the
     /// reactor is done reading them this turn, or at the turn's end (see `output.rs`).
     pub(super) dirty: Vec<ConnId>,
-    /// How many things happened from outside so far (events dispatched, timers fired,
-    /// deadlines met): kept input a handler refused is offered again alone only once this
-    /// moved on since (see `Conn::refused_at`), so handlers that resume each other cannot
-    /// spin the loop.
+    /// How many things happened so far ([`news`](Core::news)): kept input a handler refused
+    /// is offered again alone only once this moved on since (see `Conn::refused_at`), so
+    /// handlers that only resume each other cannot spin the loop.
     pub(super) epoch: u64,
     /// Connections whose refused input waits for `epoch` to move (see `read_handed`).
     pub(super) owed: Vec<ConnId>,
@@ -378,6 +377,13 @@ impl Core {
                 self.request_close(id, CloseReason::from_io(e));
             }
         }
+    }
+
+    /// Something happened that input a handler refused may have waited for: an event, a
+    /// timer, a deadline, a callback other than `on_data`, input used (see `epoch`).
+    #[inline]
+    pub(super) fn news(&mut self) {
+        self.epoch += 1;
     }
 
     /// The handler pauses or resumes reading `id`.

@@ -105,6 +105,7 @@ impl<H: Handler> Server<H> {
     }
 
     fn report(&mut self, event: &HandOverEvent) {
+        self.core.news();
         let mut ctx = Context::new(&mut self.core, &mut self.states);
         self.handler.on_hand_over(&mut ctx, event);
         self.settle();

@@ -163,7 +163,7 @@ impl<H: Handler> Server<H> {
     }
 
     fn dispatch(&mut self, event: &mio::event::Event) {
-        self.core.epoch += 1;
+        self.core.news();
         match token::slot(event.token()) {
             Slot::Conn(key) => {
                 let Some(id) = self.core.conns.get(key).map(|c| c.id(key)) else {
@@ -350,6 +350,7 @@ impl<H: Handler> Server<H> {
                         "{id}: peer closed its side{}",
                         if clean_end { " (close_notify)" } else { "" }
                     );
+                    self.core.news();
                     let mut ctx = Context::new(&mut self.core, &mut self.states);
                     self.handler.on_peer_closed(&mut ctx, id);
                     self.settle();
@@ -466,7 +467,7 @@ impl<H: Handler> Server<H> {
         let was_held = held.load(std::sync::atomic::Ordering::Relaxed);
         let refused = was_held && reoffer && used == 0;
         if used > 0 {
-            self.core.epoch += 1; // progress: a refusal elsewhere may be offered again
+            self.core.epoch += 1; // news (as `Core::news`; `conn` is borrowed)
         }
         conn.shown = !conn.input.is_empty();
         if was_held && !conn.input.is_empty() {
@@ -579,6 +580,7 @@ impl<H: Handler> Server<H> {
             listener: ListenerId(conn.listener as usize),
             peer: client,
         };
+        self.core.news();
         let mut ctx = Context::new(&mut self.core, &mut self.states);
         self.handler.on_open(&mut ctx, id, &info);
         self.settle();
@@ -603,6 +605,7 @@ impl<H: Handler> Server<H> {
             // The header was bad or late, or the balancer left or failed before it was in.
             _ => stats.proxy_failed += 1,
         }
+        self.core.news();
         let mut ctx = Context::new(&mut self.core, &mut self.states);
         self.handler.on_refused(&mut ctx, listener, peer, &reason);
     }
@@ -625,7 +628,7 @@ impl<H: Handler> Server<H> {
                         self.refuse(listener, &peer, reason, in_handshake);
                     }
                     Some(_) => {
-                        self.core.epoch += 1; // news (its on_close may resume another)
+                        self.core.news();
                         let mut ctx = Context::new(&mut self.core, &mut self.states);
                         self.handler.on_close(&mut ctx, id, &reason);
                         self.core.remove(id, &reason);
@@ -635,6 +638,7 @@ impl<H: Handler> Server<H> {
                 }
             } else if let Some(id) = self.core.drained.pop_front() {
                 if self.core.is_open(id) {
+                    self.core.news();
                     let mut ctx = Context::new(&mut self.core, &mut self.states);
                     self.handler.on_drained(&mut ctx, id);
                 }
@@ -655,6 +659,7 @@ impl<H: Handler> Server<H> {
         log::debug!("stopping: {} connections to close", self.core.conns.len());
         self.end_hand_overs();
         self.core.stop_listening();
+        self.core.news();
         let mut ctx = Context::new(&mut self.core, &mut self.states);
         self.handler.on_stop(&mut ctx);
         self.settle();
@@ -667,7 +672,7 @@ impl<H: Handler> Server<H> {
     fn fire_timers(&mut self) {
         let mark = self.core.timers.mark();
         while let Some((timer, due)) = self.core.timers.pop_due(self.core.now, mark) {
-            self.core.epoch += 1;
+            self.core.news();
             let mut ctx = Context::new(&mut self.core, &mut self.states);
             match due {
                 Due::Server(value) => self.handler.on_timer(&mut ctx, timer, value),
@@ -685,7 +690,7 @@ impl<H: Handler> Server<H> {
     fn check_deadlines(&mut self) {
         let now = self.core.now;
         while let Some(id) = self.core.deadlines.pop_due(now) {
-            self.core.epoch += 1; // a deadline is news too (an on_close may resume another)
+            self.core.news();
             let core = &mut self.core;
             let Some(conn) = super::core::conn_mut(&mut core.conns, id) else {
                 debug_assert!(false, "{id} closed with its deadline still armed");
