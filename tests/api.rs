@@ -929,12 +929,13 @@ fn input_after_a_proxy_header_is_a_first_offer_not_a_refused_one() {
 }
 
 /// A waits for a backend that B's line makes ready; B waits for a server timer, which
-/// resumes A and then B.
+/// resumes A and then B. With `partial`, B's line is not whole: its call uses nothing.
 #[derive(Default)]
 struct Backend {
     conns: Vec<ConnId>,
     armed: bool,
     ready: bool,
+    partial: bool,
 }
 
 impl Handler for Backend {
@@ -959,7 +960,7 @@ impl Handler for Backend {
             }
         } else if !self.armed {
             ctx.pause_reading(conn);
-        } else if let Ok(Some(_)) = input.next_frame(&LINE) {
+        } else if self.partial || matches!(input.next_frame(&LINE), Ok(Some(_))) {
             self.ready = true;
             ctx.resume_reading(self.conns[0]);
         }
@@ -975,21 +976,28 @@ impl Handler for Backend {
 
 /// Sixth review of #22: a request refused while a backend was busy is offered again when
 /// another connection's request, in the same turn, makes the backend ready and resumes it
-/// (handled input is news: it was offered only after a later event, and stranded).
+/// (handled input is news: it was offered only after a later event, and stranded). Eighth
+/// review: also when that call used nothing (a partial line): any call but a refusal is
+/// news.
 #[test]
 fn a_refusal_resumed_by_another_connections_request_in_the_same_turn_is_served() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .bind(Backend::default())
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
-    let mut a = util::connect(addr);
-    a.write_all(b"req\n").unwrap();
-    step_until(&mut server, "A", |s| s.stats().kept == 4);
-    let mut b = util::connect(addr);
-    b.write_all(b"go\n").unwrap();
-    let got = read_while_stepping(&mut server, &mut a, b"req!\n".len());
-    assert_eq!(got, b"req!\n");
+    for (partial, sent) in [(false, &b"go\n"[..]), (true, b"g")] {
+        let mut server = Server::builder()
+            .listen("127.0.0.1:0")
+            .bind(Backend {
+                partial,
+                ..Backend::default()
+            })
+            .unwrap();
+        let addr = server.listeners()[0].local_addr.ip().unwrap();
+        let mut a = util::connect(addr);
+        a.write_all(b"req\n").unwrap();
+        step_until(&mut server, "A", |s| s.stats().kept == 4);
+        let mut b = util::connect(addr);
+        b.write_all(sent).unwrap();
+        let got = read_while_stepping(&mut server, &mut a, b"req!\n".len());
+        assert_eq!(got, b"req!\n", "partial {partial}");
+    }
 }
 
 /// A (the first connection) waits for a backend, B (the second), which never says a word:

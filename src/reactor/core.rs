@@ -380,7 +380,8 @@ impl Core {
     }
 
     /// Something happened that input a handler refused may have waited for: an event, a
-    /// timer, a deadline, a callback other than `on_data`, input used (see `epoch`).
+    /// timer, a deadline, a callback other than `on_data`, an `on_data` that was not a
+    /// refusal (see `epoch`).
     #[inline]
     pub(super) fn news(&mut self) {
         self.epoch += 1;

@@ -354,9 +354,11 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
     /// unused is offered again, first, even if the peer sends nothing more. Input offered
     /// again and left whole (the call used none of it and paused again) comes next with
     /// whatever the socket holds by then, or alone once anything else happened in the
-    /// server since that call (an event, a timer, a deadline, any callback but `on_data`,
-    /// input used on any connection): two handlers that only resume each other wait for
-    /// that, they do not spin.
+    /// server since that call (an event, a timer, a deadline, any other callback, any
+    /// `on_data` but such a refusal): two handlers that only refuse and resume each other
+    /// wait for that, they do not spin. A resume within the very call that paused shows the
+    /// input again at once; what that call then leaves waits for more bytes, as any input a
+    /// call leaves unheld does.
     pub fn resume_reading(&mut self, conn: ConnId) {
         self.core.set_paused(conn, false);
     }

@@ -466,8 +466,10 @@ impl<H: Handler> Server<H> {
         // partial request, or a handler still not ready), the socket is read first.
         let was_held = held.load(std::sync::atomic::Ordering::Relaxed);
         let refused = was_held && reoffer && used == 0;
-        if used > 0 {
-            self.core.epoch += 1; // news (as `Core::news`; `conn` is borrowed)
+        if used > 0 || !refused {
+            // News (as `Core::news`; `conn` is borrowed): every call but a refusal, which
+            // handlers that only resume each other make, so they cannot spin.
+            self.core.epoch += 1;
         }
         conn.shown = !conn.input.is_empty();
         if was_held && !conn.input.is_empty() {
