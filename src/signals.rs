@@ -40,7 +40,7 @@ pub struct Signals {
     /// The servers [`stop`](Signals::stop) named, and whether a signal came.
     named: Arc<Mutex<Named>>,
     /// While set, a signal ends the process at once with status 0 (Unix; on Windows the
-    /// Ctrl-C handler looks at `handle` instead).
+    /// Ctrl-C handler looks at `named` instead).
     #[cfg_attr(not(unix), allow(dead_code))]
     early: Arc<AtomicBool>,
 }

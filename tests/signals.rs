@@ -20,6 +20,14 @@ impl Handler for Nothing {
     fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, _: &mut Input<'_>) {}
 }
 
+/// A server on a loopback port that does nothing.
+fn nothing() -> Server<Nothing> {
+    Server::builder()
+        .listen("127.0.0.1:0")
+        .bind(Nothing)
+        .unwrap()
+}
+
 /// The child: two servers, each named to `Signals::stop`, the first run on a thread of its
 /// own, then a SIGTERM; says `stopped N` as each `run` returns.
 fn two_servers() {
@@ -28,10 +36,7 @@ fn two_servers() {
     let first = {
         let signals = signals.clone();
         std::thread::spawn(move || {
-            let mut server = Server::builder()
-                .listen("127.0.0.1:0")
-                .bind(Nothing)
-                .unwrap();
+            let mut server = nothing();
             signals.stop(&server).unwrap();
             bound.send(()).unwrap();
             server.run().unwrap();
@@ -39,10 +44,7 @@ fn two_servers() {
         })
     };
     ready.recv().unwrap();
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .bind(Nothing)
-        .unwrap();
+    let mut server = nothing();
     signals.stop(&server).unwrap();
     // SAFETY: kill(2) with this process's own PID and a valid signal number; no memory is
     // involved.
@@ -57,20 +59,14 @@ fn two_servers() {
 /// named after it; says `stopped N` as each `run` returns.
 fn late_server() {
     let signals = Signals::install().unwrap();
-    let mut first = Server::builder()
-        .listen("127.0.0.1:0")
-        .bind(Nothing)
-        .unwrap();
+    let mut first = nothing();
     signals.stop(&first).unwrap();
     // SAFETY: kill(2) with this process's own PID and a valid signal number; no memory is
     // involved.
     assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGTERM) }, 0);
     first.run().unwrap();
     println!("stopped 1");
-    let mut second = Server::builder()
-        .listen("127.0.0.1:0")
-        .bind(Nothing)
-        .unwrap();
+    let mut second = nothing();
     signals.stop(&second).unwrap();
     second.run().unwrap();
     println!("stopped 2");
@@ -131,19 +127,12 @@ fn open_descriptors() -> usize {
 #[cfg(target_os = "linux")]
 fn servers_named_and_dropped_leave_no_descriptor_behind() {
     let signals = Signals::install().unwrap();
-    let warm = Server::builder()
-        .listen("127.0.0.1:0")
-        .bind(Nothing)
-        .unwrap();
+    let warm = nothing();
     signals.stop(&warm).unwrap(); // the waiting thread and its pipe, once
     drop(warm);
     let before = open_descriptors();
     for _ in 0..50 {
-        let server = Server::builder()
-            .listen("127.0.0.1:0")
-            .bind(Nothing)
-            .unwrap();
-        signals.stop(&server).unwrap();
+        signals.stop(&nothing()).unwrap();
     }
     let after = open_descriptors();
     assert!(

@@ -224,12 +224,10 @@ pub(crate) struct Conn {
     /// `input` holds bytes the handler has not been shown since it was held (by
     /// backpressure, a pause, or a PROXY header's read): offer them before reading more.
     pub(crate) offer_kept: bool,
-    /// With `offer_kept`: the last offer of `input` was refused (a call that used none of
-    /// it ended held again), so the socket is read first, and `input` is offered with what
-    /// the read brought, or alone if nothing came but something else happened in the server
-    /// since the refusal (the reactor's `epoch` is no longer `refused_at`).
-    pub(crate) read_first: bool,
-    pub(crate) refused_at: u64,
+    /// With `offer_kept`: the reactor's `epoch` when the last offer of `input` was refused
+    /// (a call that used none of it ended held again). The socket is read first then, and
+    /// `input` offered with what the read brought, or alone once the epoch moved on.
+    pub(crate) refused: Option<u64>,
     /// `input` was offered to the handler (a call saw it): offered again, it is a re-offer,
     /// which the handler may refuse. Bytes kept before the first call (after a PROXY header,
     /// in a TLS handshake's last flight) were not.

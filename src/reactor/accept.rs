@@ -217,8 +217,7 @@ impl<H: Handler> Server<H> {
             out: OutQueue::default(),
             input: Kept::default(),
             offer_kept: false,
-            read_first: false,
-            refused_at: 0,
+            refused: None,
             shown: false,
             owed: false,
             dirty: false,
@@ -256,7 +255,6 @@ impl<H: Handler> Server<H> {
                 listener: ListenerId(index),
                 peer,
             };
-            self.core.news();
             let mut ctx = Context::new(&mut self.core, &mut self.states);
             self.handler.on_open(&mut ctx, id, &info);
             self.settle();

@@ -252,7 +252,16 @@ impl<H: Handler + ?Sized> fmt::Debug for Context<'_, H> {
 }
 
 impl<'a, H: Handler + ?Sized> Context<'a, H> {
+    /// The context of a callback other than `on_data`: each is news for input a handler
+    /// refused (see `Core::news`), as any resume it makes may be what that input waits for.
     pub(crate) fn new(core: &'a mut Core, states: &'a mut Slab<H::State>) -> Context<'a, H> {
+        core.news();
+        Context { core, states }
+    }
+
+    /// The context of an `on_data` call: news only if the call is not a refusal, which is
+    /// known after it (see `Server::deliver`).
+    pub(crate) fn for_data(core: &'a mut Core, states: &'a mut Slab<H::State>) -> Context<'a, H> {
         Context { core, states }
     }
 

@@ -105,7 +105,6 @@ impl<H: Handler> Server<H> {
     }
 
     fn report(&mut self, event: &HandOverEvent) {
-        self.core.news();
         let mut ctx = Context::new(&mut self.core, &mut self.states);
         self.handler.on_hand_over(&mut ctx, event);
         self.settle();

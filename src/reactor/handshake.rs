@@ -268,7 +268,6 @@ impl<H: Handler> Server<H> {
             listener: ListenerId(conn.listener as usize),
             peer: conn.peer,
         };
-        self.core.news();
         let mut ctx = Context::new(&mut self.core, &mut self.states);
         self.handler.on_open(&mut ctx, id, &info);
         self.settle();

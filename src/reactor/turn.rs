@@ -115,22 +115,25 @@ impl<H: Handler> Server<H> {
     /// Refused input owed to its handler (see `read_handed`) is offered next turn once
     /// something happened since its refusal; until then it waits, and the loop sleeps.
     fn offer_owed(&mut self) {
+        if self.core.owed.is_empty() {
+            return;
+        }
         let epoch = self.core.epoch;
         let mut owed = std::mem::take(&mut self.core.owed);
         owed.retain(|&id| {
             let Some(conn) = core::conn_mut(&mut self.core.conns, id) else {
-                return false;
+                return false; // closed
             };
-            if !conn.offer_kept || conn.input.is_empty() || conn.refused_at != epoch {
-                conn.owed = false;
-                if conn.offer_kept && !conn.input.is_empty() {
-                    self.core.ready.push(id);
-                }
-                return false;
+            let waiting = conn.offer_kept && !conn.input.is_empty();
+            if waiting && conn.refused == Some(epoch) {
+                return true; // nothing happened yet
             }
-            true
+            conn.owed = false;
+            if waiting {
+                self.core.ready.push(id);
+            }
+            false
         });
-        owed.append(&mut self.core.owed);
         self.core.owed = owed;
     }
 
@@ -163,7 +166,6 @@ impl<H: Handler> Server<H> {
     }
 
     fn dispatch(&mut self, event: &mio::event::Event) {
-        self.core.news();
         match token::slot(event.token()) {
             Slot::Conn(key) => {
                 let Some(id) = self.core.conns.get(key).map(|c| c.id(key)) else {
@@ -286,21 +288,15 @@ impl<H: Handler> Server<H> {
             // in the server (`epoch`): the requests in them must not wait for bytes a client
             // waiting for its replies never sends, nor handlers that resume each other spin
             // the loop. Until then they are owed (see `offer_owed`).
-            let again = self.core.epoch != conn.refused_at;
             if conn.offer_kept {
-                let read_first =
-                    conn.read_first && !drained && conn.input.len() <= self.core.limits.max_input;
+                let read_first = conn.refused.is_some()
+                    && !drained
+                    && conn.input.len() <= self.core.limits.max_input;
                 if !read_first {
-                    if conn.read_first && !again {
-                        if !std::mem::replace(&mut conn.owed, true) {
-                            self.core.owed.push(id);
-                        }
+                    let reoffer = conn.shown;
+                    if !self.offer_kept(id, &mut budget, reoffer) {
                         return;
                     }
-                    conn.offer_kept = false;
-                    let reoffer = conn.shown;
-                    budget = budget.saturating_sub(conn.input.len().max(1));
-                    self.deliver(id, Offer::Kept, reoffer);
                     continue;
                 }
             }
@@ -323,18 +319,10 @@ impl<H: Handler> Server<H> {
             let nothing_new = matches!(&result, Ok(0))
                 || matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
             if nothing_new && conn.offer_kept {
-                if !again {
-                    // Refused in this very epoch: owed (and the end of stream, read again
-                    // then, after them).
-                    if !std::mem::replace(&mut conn.owed, true) {
-                        self.core.owed.push(id);
-                    }
+                // Nothing new (or the end, read again after them): the refused bytes alone.
+                if !self.offer_kept(id, &mut budget, true) {
                     return;
                 }
-                // Nothing new (or the end, taken after them): the kept bytes alone.
-                conn.offer_kept = false;
-                budget = budget.saturating_sub(conn.input.len().max(1));
-                self.deliver(id, Offer::Kept, true);
                 continue;
             }
             match result {
@@ -350,7 +338,6 @@ impl<H: Handler> Server<H> {
                         "{id}: peer closed its side{}",
                         if clean_end { " (close_notify)" } else { "" }
                     );
-                    self.core.news();
                     let mut ctx = Context::new(&mut self.core, &mut self.states);
                     self.handler.on_peer_closed(&mut ctx, id);
                     self.settle();
@@ -419,6 +406,25 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// Offers `id` its kept input (a `reoffer` if it was offered before), charged to
+    /// `budget`; or, if the handler refused it and nothing happened since (`epoch`), puts
+    /// `id` on the owed list instead (see `offer_owed`) and returns `false`.
+    fn offer_kept(&mut self, id: ConnId, budget: &mut usize, reoffer: bool) -> bool {
+        let Some(conn) = core::conn_mut(&mut self.core.conns, id) else {
+            return false;
+        };
+        if conn.refused == Some(self.core.epoch) {
+            if !std::mem::replace(&mut conn.owed, true) {
+                self.core.owed.push(id);
+            }
+            return false;
+        }
+        conn.offer_kept = false;
+        *budget = budget.saturating_sub(conn.input.len().max(1));
+        self.deliver(id, Offer::Kept, reoffer);
+        true
+    }
+
     /// Calls `on_data` for `id` with its input: the first `fresh` bytes of the loop's
     /// buffer (nothing was kept), or else the bytes kept for it. Then keeps what the handler
     /// did not use (copying it out of the loop's buffer, the one copy input ever gets), or
@@ -442,10 +448,17 @@ impl<H: Handler> Server<H> {
         };
         self.core.serving = Some(id);
         let mut input = Input::new(bytes, held);
-        let mut ctx = Context::new(&mut self.core, &mut self.states);
+        let mut ctx = Context::for_data(&mut self.core, &mut self.states);
         self.handler.on_data(&mut ctx, id, &mut input);
         let used = input.used();
         self.core.serving = None;
+        // A refusal: a re-offer the call used none of, ending held again. Any other call is
+        // news (handlers that only refuse and resume each other make none: they cannot spin).
+        let was_held = held.load(std::sync::atomic::Ordering::Relaxed);
+        let refused = was_held && reoffer && used == 0;
+        if !refused {
+            self.core.news();
+        }
         let max_input = self.core.limits.max_input;
         let Some(conn) = core::conn_mut(&mut self.core.conns, id) else {
             return;
@@ -462,20 +475,12 @@ impl<H: Handler> Server<H> {
             }
         }
         // What a call that ended held left is offered again once the hold ends: the handler
-        // may have stopped because of the hold. After a re-offer it used nothing of (a
-        // partial request, or a handler still not ready), the socket is read first.
-        let was_held = held.load(std::sync::atomic::Ordering::Relaxed);
-        let refused = was_held && reoffer && used == 0;
-        if used > 0 || !refused {
-            // News (as `Core::news`; `conn` is borrowed): every call but a refusal, which
-            // handlers that only resume each other make, so they cannot spin.
-            self.core.epoch += 1;
-        }
+        // may have stopped because of the hold. After a refusal (a partial request, or a
+        // handler still not ready), the socket is read first (see `read_handed`).
         conn.shown = !conn.input.is_empty();
         if was_held && !conn.input.is_empty() {
             conn.offer_kept = true;
-            conn.read_first = refused;
-            conn.refused_at = self.core.epoch;
+            conn.refused = refused.then_some(self.core.epoch);
         }
         let kept = conn.input.len();
         self.core.total_kept = self.core.total_kept - kept_before + kept;
@@ -582,7 +587,6 @@ impl<H: Handler> Server<H> {
             listener: ListenerId(conn.listener as usize),
             peer: client,
         };
-        self.core.news();
         let mut ctx = Context::new(&mut self.core, &mut self.states);
         self.handler.on_open(&mut ctx, id, &info);
         self.settle();
@@ -607,7 +611,6 @@ impl<H: Handler> Server<H> {
             // The header was bad or late, or the balancer left or failed before it was in.
             _ => stats.proxy_failed += 1,
         }
-        self.core.news();
         let mut ctx = Context::new(&mut self.core, &mut self.states);
         self.handler.on_refused(&mut ctx, listener, peer, &reason);
     }
@@ -630,7 +633,6 @@ impl<H: Handler> Server<H> {
                         self.refuse(listener, &peer, reason, in_handshake);
                     }
                     Some(_) => {
-                        self.core.news();
                         let mut ctx = Context::new(&mut self.core, &mut self.states);
                         self.handler.on_close(&mut ctx, id, &reason);
                         self.core.remove(id, &reason);
@@ -640,7 +642,6 @@ impl<H: Handler> Server<H> {
                 }
             } else if let Some(id) = self.core.drained.pop_front() {
                 if self.core.is_open(id) {
-                    self.core.news();
                     let mut ctx = Context::new(&mut self.core, &mut self.states);
                     self.handler.on_drained(&mut ctx, id);
                 }
@@ -661,7 +662,6 @@ impl<H: Handler> Server<H> {
         log::debug!("stopping: {} connections to close", self.core.conns.len());
         self.end_hand_overs();
         self.core.stop_listening();
-        self.core.news();
         let mut ctx = Context::new(&mut self.core, &mut self.states);
         self.handler.on_stop(&mut ctx);
         self.settle();
@@ -674,7 +674,6 @@ impl<H: Handler> Server<H> {
     fn fire_timers(&mut self) {
         let mark = self.core.timers.mark();
         while let Some((timer, due)) = self.core.timers.pop_due(self.core.now, mark) {
-            self.core.news();
             let mut ctx = Context::new(&mut self.core, &mut self.states);
             match due {
                 Due::Server(value) => self.handler.on_timer(&mut ctx, timer, value),
@@ -692,7 +691,6 @@ impl<H: Handler> Server<H> {
     fn check_deadlines(&mut self) {
         let now = self.core.now;
         while let Some(id) = self.core.deadlines.pop_due(now) {
-            self.core.news();
             let core = &mut self.core;
             let Some(conn) = super::core::conn_mut(&mut core.conns, id) else {
                 debug_assert!(false, "{id} closed with its deadline still armed");
