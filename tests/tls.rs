@@ -794,6 +794,89 @@ fn a_request_and_close_notify_in_the_handshakes_last_flight_arrive_in_order() {
     slow.wait_for(&["hello", "again", "end"]);
 }
 
+/// Finds its backend busy at its first call (uses nothing, pauses, a connection timer
+/// resumes it), then answers every whole line with the line and `!`.
+#[derive(Default)]
+struct BusyFirst {
+    calls: usize,
+}
+
+impl Handler for BusyFirst {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        self.calls += 1;
+        if self.calls == 1 {
+            ctx.pause_reading(conn);
+            ctx.set_conn_timer(conn, Duration::from_millis(1), 0);
+            return;
+        }
+        while let Some(i) = input.bytes().iter().position(|&b| b == b'\n') {
+            let line = input.take(i + 1);
+            let _ = ctx.send(conn, &[&line[..i], b"!\n"].concat());
+        }
+    }
+
+    fn on_conn_timer(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: TimerId, _: u64) {
+        ctx.resume_reading(conn);
+    }
+}
+
+/// Sixth review of #22: the plaintext that came in the handshake's last flight is the
+/// handler's first offer, as bytes after a PROXY header are, not input it was shown
+/// before: a handler whose first call finds its backend busy, over more than `max_input`
+/// of pipelined requests, is served. (Counted as shown, that first call was a refusal
+/// past the limit, and the connection was closed with `InputLimit`; the test fails if a
+/// first offer counts as shown and a refusal past the limit closes again.)
+#[test]
+fn the_handshakes_last_flight_is_a_first_offer_not_a_refused_one() {
+    let (ca, leaf) = localhost();
+    let server = Running::start(
+        Server::builder()
+            .listen_tls("127.0.0.1:0", leaf.config())
+            .max_input(16 * 1024),
+        BusyFirst::default(),
+    );
+    let mut conn =
+        rustls::ClientConnection::new(pki::client(&ca), "localhost".try_into().unwrap()).unwrap();
+    let mut sock = util::connect(server.addr(0));
+    while conn.is_handshaking() {
+        while conn.wants_write() {
+            conn.write_tls(&mut sock).unwrap();
+        }
+        conn.read_tls(&mut sock).unwrap();
+        conn.process_new_packets().unwrap();
+    }
+    // 330 lines of 60 bytes (19,800 bytes, past the 16 KiB limit) behind the Finished.
+    let lines: Vec<String> = (0..330)
+        .map(|i| format!("{i:04}{}", "-".repeat(55)))
+        .collect();
+    conn.writer()
+        .write_all(
+            lines
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+                .as_bytes(),
+        )
+        .unwrap();
+    let mut flight = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut flight).unwrap();
+    }
+    sock.write_all(&flight).unwrap();
+    let want: String = lines.iter().map(|l| format!("{l}!\n")).collect();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let mut got = vec![0; want.len()];
+    let read = tls.read_exact(&mut got);
+    assert!(
+        read.is_ok() && got == want.as_bytes(),
+        "{read:?}: {} bytes answered of {}",
+        got.iter().position(|&b| b == 0).unwrap_or(got.len()),
+        want.len()
+    );
+}
+
 /// Review of #23: ciphertext that never completes a record counted as activity, so a peer
 /// trickling one record held its slot past the first-byte and idle deadlines while the
 /// handler got nothing. Activity is plaintext.
