@@ -232,10 +232,13 @@ impl Kept {
     }
 
     /// Adds bytes that came after the kept ones (first moving the kept bytes to the front
-    /// when the used prefix is at least half the buffer). The buffer grows only by what is
-    /// added, doubling at most, so a few kept bytes pin a few bytes.
+    /// when the used prefix is at least half the buffer, or the buffer must grow). The
+    /// buffer grows only by what is added, doubling at most, so a few kept bytes pin a few
+    /// bytes, and no buffer is more than twice the most ever kept in it (with a used
+    /// prefix carried along, growth made it four times).
     pub(crate) fn append(&mut self, more: &[u8]) {
-        if self.start > 0 && self.start >= self.buf.len() / 2 {
+        let grows = self.buf.len() + more.len() > self.buf.capacity();
+        if self.start > 0 && (grows || self.start >= self.buf.len() / 2) {
             self.buf.drain(..self.start);
             self.start = 0;
         }
@@ -343,6 +346,35 @@ mod tests {
         kept.consume(100);
         assert!(kept.is_empty());
         assert_eq!(kept.capacity(), 0, "an idle connection must own no buffer");
+    }
+
+    /// A review found `max_input`'s "about twice it" bound broken: a used prefix just under
+    /// half the buffer was carried into the buffer's growth, so 502 kept bytes held 2,000.
+    #[test]
+    fn a_growing_buffer_holds_at_most_twice_what_is_kept() {
+        let mut kept = Kept::default();
+        kept.keep(&[b'x'; 1000]);
+        kept.consume(499);
+        kept.append(b"y");
+        assert_eq!(kept.len(), 502);
+        assert!(
+            kept.capacity() <= 2 * kept.len(),
+            "{} kept bytes hold {}",
+            kept.len(),
+            kept.capacity()
+        );
+        // Reads that keep coming behind a front that is used as they come.
+        let mut most = kept.len();
+        for _ in 0..300 {
+            kept.consume(kept.len() / 2 - 1);
+            kept.append(&[b'z'; 3000]);
+            most = most.max(kept.len());
+            assert!(
+                kept.capacity() <= 2 * most,
+                "{} for {most}",
+                kept.capacity()
+            );
+        }
     }
 
     #[test]
