@@ -6,11 +6,13 @@
 mod util;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use dualstack::frame::Lines;
-use dualstack::{CloseReason, ConnId, ConnInfo, Context, Handler, Input, Server, TimerId};
+use dualstack::{
+    CloseReason, ConnId, ConnInfo, Context, Handler, Input, Server, ServerBuilder, TimerId,
+};
 
 /// Steps `server` until `done` holds, failing after [`util::TIMEOUT`].
 #[track_caller]
@@ -24,6 +26,14 @@ fn step_until<H: Handler>(
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         server.run_once(Some(Duration::from_millis(5))).unwrap();
     }
+}
+
+/// A server of `handler` built by `builder`, listening on 127.0.0.1 (a port the system
+/// chooses), and that address.
+fn local<H: Handler>(builder: ServerBuilder, handler: H) -> (Server<H>, SocketAddr) {
+    let server = builder.listen("127.0.0.1:0").bind(handler).unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    (server, addr)
 }
 
 /// Answers each line with `[line]\n`; records the lines and how each connection closed.
@@ -58,11 +68,7 @@ impl Handler for Bracket {
 /// next is written).
 #[test]
 fn lines_split_at_every_byte_arrive_whole_in_order() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .bind(Bracket::default())
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(Server::builder(), Bracket::default());
     let mut client = util::connect(addr);
     let stream = b"one\r\ntwo\n\nthree and more\r\n";
     for (i, byte) in stream.iter().enumerate() {
@@ -92,12 +98,7 @@ fn lines_split_at_every_byte_arrive_whole_in_order() {
 /// closes with its own reason (and the limit counts kept bytes, not bytes read).
 #[test]
 fn unused_input_past_the_limit_closes_the_connection_with_its_own_reason() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .max_input(100)
-        .bind(Bracket::default())
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(Server::builder().max_input(100), Bracket::default());
     // Whole lines are used, however much comes: no close.
     let mut fine = util::connect(addr);
     let lines = b"0123456789\n".repeat(200);
@@ -159,12 +160,7 @@ impl Handler for Amplifier {
 fn an_amplifying_client_that_does_not_read_is_held_and_then_served_in_order() {
     const REQUESTS: u32 = 16_384;
     const MAX_INPUT: usize = 256 * 1024;
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .max_input(MAX_INPUT)
-        .bind(Amplifier::default())
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(Server::builder().max_input(MAX_INPUT), Amplifier::default());
     let mut client = util::connect(addr);
     let requests: Vec<u8> = (0..REQUESTS)
         .flat_map(|n| format!("GET {n}\n").into_bytes())
@@ -259,11 +255,7 @@ impl Handler for Deadlines {
 /// clean-up by hand. A connection's timer comes with its `ConnId`, and closing it cancels it.
 #[test]
 fn connection_timers_come_with_their_connection_and_die_with_it() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .bind(Deadlines::default())
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(Server::builder(), Deadlines::default());
     let _first = util::connect(addr);
     step_until(&mut server, "the first open", |s| s.handler().opened == 1);
     let _second = util::connect(addr);
@@ -355,11 +347,7 @@ impl Handler for Pauser {
 /// Issue #22: a pause holds the input too (what was read but not used waits, in order).
 #[test]
 fn a_pause_holds_the_unused_input_until_reading_resumes() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .bind(Pauser::default())
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(Server::builder(), Pauser::default());
     let mut client = util::connect(addr);
     client.write_all(b"a\nb\nc\nd\n").unwrap();
     step_until(&mut server, "four lines", |s| s.handler().lines.len() == 4);
@@ -468,11 +456,7 @@ fn read_while_stepping<H: Handler>(
 /// waited for the peer's next bytes, which a client waiting for its replies never sends.)
 #[test]
 fn a_pause_and_resume_in_one_call_leaves_nothing_stranded() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .bind(PauseResume)
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(Server::builder(), PauseResume);
     let mut client = util::connect(addr);
     client.write_all(b"p\nx\ny\n").unwrap();
     let want = b"[p]\n[x]\n[y]\n";
@@ -498,12 +482,7 @@ impl Handler for Kilo {
 /// held and served, not closed with `InputLimit`.
 #[test]
 fn held_input_does_not_count_against_the_input_limit() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .max_input(4096)
-        .bind(Kilo)
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(Server::builder().max_input(4096), Kilo);
     // A small window: the kernel takes little, so the queue backs up and holds the input.
     let mut client = util::connect_small_window(addr);
     let requests = 20_000;
@@ -531,11 +510,7 @@ impl Handler for TooLong {
 /// closed with unread input resets, and the peer may lose what it had not read yet).
 #[test]
 fn an_error_line_then_a_close_arrives_whole_though_input_was_unread() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .bind(TooLong)
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(Server::builder(), TooLong);
     let mut client = util::connect(addr);
     // Whole in the server's kernel before it reads (loopback takes 100 KB at once); the
     // server reads 64 KiB of it, refuses the line, and closes with the rest unread.
@@ -590,14 +565,13 @@ impl Handler for PauseAfter {
 #[test]
 fn a_partial_line_seen_before_a_pause_waits_for_its_rest() {
     for timer in [false, true] {
-        let mut server = Server::builder()
-            .listen("127.0.0.1:0")
-            .bind(PauseAfter {
+        let (mut server, addr) = local(
+            Server::builder(),
+            PauseAfter {
                 timer,
                 ..PauseAfter::default()
-            })
-            .unwrap();
-        let addr = server.listeners()[0].local_addr.ip().unwrap();
+            },
+        );
         let mut client = util::connect(addr);
         client.write_all(b"one\nhel").unwrap();
         let got = read_while_stepping(&mut server, &mut client, b"[one]\n".len());
@@ -647,12 +621,10 @@ impl Handler for CountingEcho {
 /// the hold never began and 4 of 8 MiB were refused.)
 #[test]
 fn an_echo_under_a_small_queue_limit_is_held_not_refused() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .max_queued(64 * 1024)
-        .bind(CountingEcho::default())
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(
+        Server::builder().max_queued(64 * 1024),
+        CountingEcho::default(),
+    );
     let client = util::connect_small_window(addr); // the kernels hold little of the echo
     let total = 2 << 20;
     let mut writer = client.try_clone().unwrap();
@@ -694,11 +666,7 @@ impl Handler for OneThenPause {
 /// only to a handler that asked stranded `b` and `c` here: the client waits for them).
 #[test]
 fn pipelined_requests_come_back_after_a_pause_the_handler_did_not_look_past() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .bind(OneThenPause)
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(Server::builder(), OneThenPause);
     let mut client = util::connect(addr);
     client.write_all(b"a\nb\nc\n").unwrap();
     let want = b"got a\ngot b\ngot c\n";
@@ -751,11 +719,7 @@ impl Handler for Gate {
 #[test]
 fn kept_input_refused_after_a_pause_is_offered_at_the_next_resume() {
     for half_close in [false, true] {
-        let mut server = Server::builder()
-            .listen("127.0.0.1:0")
-            .bind(Gate::default())
-            .unwrap();
-        let addr = server.listeners()[0].local_addr.ip().unwrap();
+        let (mut server, addr) = local(Server::builder(), Gate::default());
         let mut client = util::connect(addr);
         client.write_all(b"a\nb\n").unwrap();
         if half_close {
@@ -807,12 +771,7 @@ impl Handler for Busy {
 #[test]
 fn a_handler_that_pauses_at_every_call_keeps_at_most_its_input_limit() {
     let max_input = 64 * 1024;
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .max_input(max_input)
-        .bind(Busy::default())
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(Server::builder().max_input(max_input), Busy::default());
     let mut client = util::connect(addr);
     client.set_nonblocking(true).unwrap();
     let chunk = vec![b'x'; 64 * 1024];
@@ -839,12 +798,7 @@ fn a_handler_that_pauses_at_every_call_keeps_at_most_its_input_limit() {
 /// offered the same 8 bytes at every resume, and the newline never read).
 #[test]
 fn a_refused_partial_request_at_the_input_limit_gets_its_rest() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .max_input(8)
-        .bind(Gate::default())
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(Server::builder().max_input(8), Gate::default());
     let mut client = util::connect(addr);
     client.write_all(b"abcdefgh").unwrap();
     let start = Instant::now();
@@ -877,15 +831,13 @@ fn answers(count: usize) -> Vec<u8> {
 #[test]
 fn a_busy_call_with_much_pipelined_input_kept_is_not_an_input_limit() {
     let count = 330; // 19,800 bytes, one read
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .max_input(16 * 1024)
-        .bind(Gate {
+    let (mut server, addr) = local(
+        Server::builder().max_input(16 * 1024),
+        Gate {
             delay: Duration::from_millis(1),
             ..Gate::default()
-        })
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+        },
+    );
     let mut client = util::connect(addr);
     client.write_all(&lines(count)).unwrap();
     let want = answers(count);
@@ -982,14 +934,13 @@ impl Handler for Backend {
 #[test]
 fn a_refusal_resumed_by_another_connections_request_in_the_same_turn_is_served() {
     for (partial, sent) in [(false, &b"go\n"[..]), (true, b"g")] {
-        let mut server = Server::builder()
-            .listen("127.0.0.1:0")
-            .bind(Backend {
+        let (mut server, addr) = local(
+            Server::builder(),
+            Backend {
                 partial,
                 ..Backend::default()
-            })
-            .unwrap();
-        let addr = server.listeners()[0].local_addr.ip().unwrap();
+            },
+        );
         let mut a = util::connect(addr);
         a.write_all(b"req\n").unwrap();
         step_until(&mut server, "A", |s| s.stats().kept == 4);
@@ -1046,12 +997,10 @@ impl Handler for Orphan {
 /// deadline and a close are news: the request stranded).
 #[test]
 fn a_refusal_resumed_from_another_connections_close_is_served() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .first_byte_timeout(Duration::from_millis(300))
-        .bind(Orphan::default())
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(
+        Server::builder().first_byte_timeout(Duration::from_millis(300)),
+        Orphan::default(),
+    );
     let mut a = util::connect(addr);
     a.write_all(b"req\n").unwrap();
     step_until(&mut server, "A", |s| s.stats().kept == 4);
@@ -1093,11 +1042,7 @@ impl Handler for OpenGate {
 /// client came).
 #[test]
 fn a_refusal_resumed_from_on_open_in_the_same_turn_is_served() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .bind(OpenGate::default())
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(Server::builder(), OpenGate::default());
     let mut a = util::connect(addr);
     a.write_all(b"req\n").unwrap();
     step_until(&mut server, "A", |s| s.stats().kept == 4);
@@ -1162,11 +1107,7 @@ impl Handler for PeerGate {
 /// `on_peer_closed` later in that turn resumed it (a peer's end is news).
 #[test]
 fn a_refusal_resumed_from_on_peer_closed_in_the_same_turn_is_served() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .bind(PeerGate::default())
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(Server::builder(), PeerGate::default());
     let mut a = util::connect(addr);
     a.write_all(b"req\n").unwrap();
     step_until(&mut server, "A held", |s| s.stats().kept == 4);
@@ -1208,11 +1149,7 @@ impl Handler for Relay {
 /// happened (an event, a timer). (112,000 calls in 300 ms, one core busy, no byte moved.)
 #[test]
 fn handlers_that_refuse_and_resume_each_other_do_not_spin() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .bind(Relay::default())
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(Server::builder(), Relay::default());
     let mut a = util::connect(addr);
     let mut b = util::connect(addr);
     a.write_all(b"partial").unwrap();
@@ -1266,12 +1203,7 @@ impl Handler for Mixer {
 
 #[test]
 fn large_and_small_sends_arrive_whole_and_in_order_whether_written_at_once_or_queued() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .max_queued(32 << 20)
-        .bind(Mixer)
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(Server::builder().max_queued(32 << 20), Mixer);
     let want = mixed_pieces().concat();
     for (round, small_window) in [(0, false), (1, true), (2, true)] {
         let mut client = if small_window {
@@ -1411,13 +1343,10 @@ impl Handler for Filler {
 /// nothing is queued past `max_queued` (both below the 64 KiB at which a queue is written).
 #[test]
 fn small_sends_keep_to_the_high_water_mark_and_the_queue_limit() {
-    let mut server = Server::builder()
-        .listen("127.0.0.1:0")
-        .water_marks(1024, 4096)
-        .max_queued(8192)
-        .bind(Filler::default())
-        .unwrap();
-    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let (mut server, addr) = local(
+        Server::builder().water_marks(1024, 4096).max_queued(8192),
+        Filler::default(),
+    );
     let mut client = util::connect_small_window(addr);
     client.write_all(b"go").unwrap();
     step_until(&mut server, "a refused send", |s| {
