@@ -1363,3 +1363,80 @@ fn small_sends_keep_to_the_high_water_mark_and_the_queue_limit() {
         "{refused_at} bytes queued, over the limit"
     );
 }
+
+/// Sends more than a small-window peer takes, then closes after the flush, with a
+/// connection timer to bound that flush (set in `on_data`, or in `on_stop` for the stop's
+/// drain); the timer closes the connection.
+#[derive(Default)]
+struct BoundedFlush {
+    in_stop: bool,
+    fired: usize,
+    closes: Vec<String>,
+}
+
+impl Handler for BoundedFlush {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        input.take_all();
+        // More than the kernel's buffers take from a peer with a small window.
+        assert!(ctx.send(conn, &vec![b'x'; 16 << 20]).is_ok());
+        if self.in_stop {
+            ctx.stop();
+        } else {
+            assert!(ctx
+                .set_conn_timer(conn, Duration::from_millis(50), 0)
+                .is_some());
+            ctx.close_after_flush(conn);
+            // Flushing, not closed: a timer may still be set, to bound the flush.
+            assert!(ctx
+                .set_conn_timer(conn, Duration::from_secs(60), 1)
+                .is_some());
+        }
+    }
+
+    fn on_stop(&mut self, ctx: &mut Context<'_, Self>) {
+        let conns: Vec<ConnId> = ctx.connections().collect();
+        for conn in conns {
+            assert!(ctx
+                .set_conn_timer(conn, Duration::from_millis(50), 0)
+                .is_some());
+        }
+    }
+
+    fn on_conn_timer(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: TimerId, _: u64) {
+        self.fired += 1;
+        ctx.close(conn);
+    }
+
+    fn on_close(&mut self, _: &mut Context<'_, Self>, _: ConnId, reason: &CloseReason) {
+        self.closes.push(reason.to_string());
+    }
+}
+
+/// Review of #22: a connection's timer was dropped once the connection stopped being
+/// fully open, though it had not closed: after `close_after_flush`, and in a stop's drain
+/// (timers set in `on_stop`, which "fire while connections drain"). A peer that did not
+/// read then held its slot and its queue with nothing to bound the flush. Its timers now
+/// live until it closes, and may be set while it flushes.
+#[test]
+fn connection_timers_fire_while_a_connection_flushes_before_its_close() {
+    for in_stop in [false, true] {
+        let (mut server, addr) = local(
+            Server::builder()
+                .max_queued(32 << 20)
+                .shutdown_timeout(Duration::from_secs(60)),
+            BoundedFlush {
+                in_stop,
+                ..BoundedFlush::default()
+            },
+        );
+        let mut client = util::connect_small_window(addr);
+        client.write_all(b"go\n").unwrap();
+        step_until(&mut server, "the timer's close", |s| {
+            !s.handler().closes.is_empty()
+        });
+        assert_eq!(server.handler().fired, 1, "in_stop {in_stop}");
+        drop(client);
+    }
+}

@@ -32,7 +32,7 @@ use super::ready::ReadyQueue;
 use super::stats::{ListenerInfo, ListenerStats, Stats};
 use super::timers::{self, Due, TimerId, Timers};
 use super::token;
-use crate::conn::{CloseReason, Conn, ConnId, Holder, ListenerId};
+use crate::conn::{CloseReason, Conn, ConnId, Holder, Life, ListenerId};
 use crate::socket::{ListenAddr, ListenSocket, Peer};
 
 /// One listening socket of the server.
@@ -183,6 +183,12 @@ impl Core {
         self.get(id).is_some_and(|c| c.life.open())
     }
 
+    /// `id` has not closed: open, or flushing its queue before it closes (after
+    /// `close_after_flush`, or in a stop's drain). Its timers live as long.
+    pub(crate) fn is_unclosed(&self, id: ConnId) -> bool {
+        self.get(id).is_some_and(|c| c.life != Life::Closing)
+    }
+
     /// Every connection a send may be taken for.
     pub(crate) fn sendable(&self) -> impl Iterator<Item = ConnId> + '_ {
         self.conns
@@ -248,7 +254,7 @@ impl Core {
         delay: std::time::Duration,
         value: u64,
     ) -> Option<TimerId> {
-        if !self.is_open(id) {
+        if !self.is_unclosed(id) {
             return None;
         }
         Some(

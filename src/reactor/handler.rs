@@ -210,7 +210,8 @@ pub trait Handler {
     }
 
     /// A timer set for `conn` with [`Context::set_conn_timer`] is due; `value` is what was
-    /// given then. Never called once `conn` has closed (its timers are cancelled with it).
+    /// given then. Never called once `conn` has closed (its timers are cancelled with it);
+    /// called while it flushes before its close (`close_after_flush`, a stop's drain).
     /// "Finish your request within 5 s" is a timer set in `on_open`, cancelled when the
     /// request is complete, and a close here. While the input is held
     /// ([`Input::is_held`](crate::Input::is_held)) the server, not the peer, is the one not
@@ -341,7 +342,10 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
     /// Closes `conn` once its queued output is written: the way to end with an error reply.
     /// Nothing more is read from it (its input is held), and [`send`](Context::send) to it
     /// fails from now on. The close then ends as [`close`](Context::close) describes: a FIN
-    /// after the replies, unless the peer sent more than 256 KiB that was never read.
+    /// after the replies, unless the peer sent more than 256 KiB that was never read. A peer
+    /// that does not read holds the connection until the idle timeout, or a connection
+    /// timer that closes it ([`set_conn_timer`](Context::set_conn_timer) works while it
+    /// flushes).
     pub fn close_after_flush(&mut self, conn: ConnId) {
         self.core.close_after_flush(conn);
     }
@@ -493,7 +497,10 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
 
     /// Calls [`Handler::on_conn_timer`] for `conn` with `value` after `delay` (as
     /// [`set_timer`](Context::set_timer) counts it), unless `conn` closes first: its timers
-    /// are cancelled with it. `None` if `conn` is not open.
+    /// are cancelled with it. A connection flushing its queue before it closes (after
+    /// [`close_after_flush`](Context::close_after_flush), or in a stop's drain) has not
+    /// closed: its timers fire, and one set then can bound the flush (close it in
+    /// [`Handler::on_conn_timer`]). `None` if `conn` has closed or is closing.
     pub fn set_conn_timer(&mut self, conn: ConnId, delay: Duration, value: u64) -> Option<TimerId> {
         self.core.set_conn_timer(conn, delay, value)
     }

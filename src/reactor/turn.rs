@@ -674,14 +674,17 @@ impl<H: Handler> Server<H> {
     fn fire_timers(&mut self) {
         let mark = self.core.timers.mark();
         while let Some((timer, due)) = self.core.timers.pop_due(self.core.now, mark) {
+            // Cancelled when it closed, so its connection is open or flushing before its
+            // close (or closing in this very turn: then it does not fire).
+            if let Due::Conn(conn, _) = due {
+                if !self.core.is_unclosed(conn) {
+                    continue;
+                }
+            }
             let mut ctx = Context::new(&mut self.core, &mut self.states);
             match due {
                 Due::Server(value) => self.handler.on_timer(&mut ctx, timer, value),
-                // Cancelled when it closed, so it is open (or closing in this very turn).
-                Due::Conn(conn, value) if ctx.is_open(conn) => {
-                    self.handler.on_conn_timer(&mut ctx, conn, timer, value)
-                }
-                Due::Conn(..) => {}
+                Due::Conn(conn, value) => self.handler.on_conn_timer(&mut ctx, conn, timer, value),
             }
             self.settle();
         }
