@@ -369,13 +369,16 @@ fn timers_wake_ups_and_application_sources_reach_the_handler() {
     server
         .register(&mut udp, Token(42), Interest::READABLE)
         .unwrap();
-    assert!(server
+    let err = server
         .register(
             &mut mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
             Token(usize::MAX),
-            Interest::READABLE
+            Interest::READABLE,
         )
-        .is_err());
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    // The error names the token given.
+    assert!(err.to_string().contains(&usize::MAX.to_string()), "{err}");
     server.handler_mut().udp = Some(udp);
 
     let handle = server.handle();

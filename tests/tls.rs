@@ -694,6 +694,24 @@ fn bad_configurations_are_refused_naming_what_is_wrong() {
         .unwrap();
     let err = server.handle().reload_tls(&leaf.config()).unwrap_err();
     assert_eq!(err.kind(), &dualstack::TlsErrorKind::NoTlsListener);
+    // Ninth review of #22: a zero handshake deadline closed every connection before its
+    // ClientHello was read; refused at bind and at a reload.
+    let zero = leaf.config().handshake_timeout(Duration::ZERO);
+    let err = Server::builder()
+        .listen_tls("127.0.0.1:0", zero.clone())
+        .bind(Log::default())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("TLS handshake timeout must be above 0"),
+        "{err}"
+    );
+    let server = Server::builder()
+        .listen_tls("127.0.0.1:0", leaf.config())
+        .bind(Log::default())
+        .unwrap();
+    let err = server.handle().reload_tls(&zero).unwrap_err();
+    assert_eq!(err.kind(), &dualstack::TlsErrorKind::ZeroHandshakeTimeout);
 }
 
 /// Takes one line per call, then pauses for 50 ms (a connection timer resumes it).

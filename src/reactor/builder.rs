@@ -229,9 +229,9 @@ impl ServerBuilder {
     /// How many leading bits of an IPv6 peer address name one peer for
     /// [`max_connections_per_peer`](ServerBuilder::max_connections_per_peer) (default 64:
     /// a host or a site usually gets a whole /64, so counting single addresses would let it
-    /// take 2^64 shares).
+    /// take 2^64 shares); 0 to 128, [`bind`](ServerBuilder::bind) refuses more.
     pub fn ipv6_peer_prefix(mut self, bits: u8) -> ServerBuilder {
-        self.limits.ipv6_peer_prefix = bits.min(128);
+        self.limits.ipv6_peer_prefix = bits;
         self
     }
 
@@ -241,6 +241,7 @@ impl ServerBuilder {
     /// Threat: peers that connect and stay silent, holding a slot each (slowloris). For
     /// peers that trickle a byte now and then, use [`idle_timeout`](ServerBuilder::idle_timeout)
     /// too. Off by default; protocols where the server speaks first should leave it off.
+    /// [`bind`](ServerBuilder::bind) refuses zero.
     pub fn first_byte_timeout(mut self, timeout: Duration) -> ServerBuilder {
         self.limits.first_byte_timeout = Some(timeout);
         self
@@ -262,7 +263,11 @@ impl ServerBuilder {
         self
     }
 
-    /// Closes a connection when nothing was read from or written to it for `timeout`.
+    /// Closes a connection when nothing was read from or written to it for `timeout`
+    /// ([`CloseReason::IdleTimeout`](crate::CloseReason::IdleTimeout)). A connection whose
+    /// input is held (its output above the high-water mark, or paused) and whose peer takes
+    /// nothing counts as idle: this bounds a peer that stopped reading, as it does one that
+    /// stopped sending. Off by default; [`bind`](ServerBuilder::bind) refuses zero.
     pub fn idle_timeout(mut self, timeout: Duration) -> ServerBuilder {
         self.limits.idle_timeout = Some(timeout);
         self

@@ -561,7 +561,11 @@ pub(crate) fn app_token(token: Token) -> io::Result<Token> {
     token::app(token).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("application tokens must be at most {}", token::MAX_VALUE),
+            format!(
+                "application token {} is too large: tokens must be at most {}",
+                token.0,
+                token::MAX_VALUE
+            ),
         )
     })
 }

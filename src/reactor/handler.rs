@@ -286,7 +286,9 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
     /// - [`SendError::QueueFull`]: the bytes would pass the connection's hard limit on queued
     ///   output ([`max_queued`](crate::ServerBuilder::max_queued)); a handler that keeps
     ///   sending to a peer that does not read meets it. Close the connection, or wait for
-    ///   [`Handler::on_drained`] before sending more.
+    ///   [`Handler::on_drained`] before sending more. With `queued: 0` the bytes alone are
+    ///   longer than the limit and no `on_drained` will come: send them in pieces no longer
+    ///   than the limit (each after `on_drained`), or raise it.
     /// - [`SendError::TooLarge`]: the bytes alone are more than the server-wide cap. Send
     ///   them in smaller pieces (as `on_drained` signals room).
     ///

@@ -59,8 +59,9 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Checks that the limits make sense together. Durations need no check: every deadline
-    /// saturates, so `Duration::MAX` means "never".
+    /// Checks that the limits make sense together. Long durations need no check: every
+    /// deadline saturates, so `Duration::MAX` means "never"; a zero deadline for peers is
+    /// refused (a zero shutdown timeout is a stop without a drain).
     ///
     /// # Errors
     ///
@@ -99,6 +100,15 @@ impl Limits {
         }
         if self.max_connections == Some(0) {
             return Err(ZeroConnectionLimit);
+        }
+        if self.ipv6_peer_prefix > 128 {
+            return Err(Ipv6PeerPrefix(self.ipv6_peer_prefix));
+        }
+        if self.first_byte_timeout == Some(Duration::ZERO) {
+            return Err(ZeroFirstByteTimeout);
+        }
+        if self.idle_timeout == Some(Duration::ZERO) {
+            return Err(ZeroIdleTimeout);
         }
         if let Some(cap) = self.max_total_queued {
             if cap < self.high_water.max(1) {
@@ -146,6 +156,12 @@ pub enum ConfigError {
     ZeroConnectionLimit,
     /// The per-connection queue limit is 0: every send would be refused.
     ZeroQueueLimit,
+    /// The IPv6 peer prefix is longer than an address: more than 128 bits.
+    Ipv6PeerPrefix(u8),
+    /// The first-byte timeout is 0: every connection would be closed before its first read.
+    ZeroFirstByteTimeout,
+    /// The idle timeout is 0: every connection would be closed before its first read.
+    ZeroIdleTimeout,
     /// The cap on total queued output is below the high-water mark (or 0), so one
     /// connection's queue in normal operation would pass it and every send be shed or
     /// refused.
@@ -211,6 +227,18 @@ impl fmt::Display for ConfigError {
             ConfigError::ZeroQueueLimit => f.write_str(
                 "the per-connection queue limit (max_queued) must be at least 1 byte: with 0 \
                  every send is refused",
+            ),
+            ConfigError::Ipv6PeerPrefix(bits) => write!(
+                f,
+                "the IPv6 peer prefix is {bits} bits; an IPv6 address has 128"
+            ),
+            ConfigError::ZeroFirstByteTimeout => f.write_str(
+                "the first-byte timeout must be above 0: with 0 every connection is closed \
+                 before its first read",
+            ),
+            ConfigError::ZeroIdleTimeout => f.write_str(
+                "the idle timeout must be above 0: with 0 every connection is closed before its \
+                 first read",
             ),
             ConfigError::HandshakeThreads(n) => write!(
                 f,
@@ -309,6 +337,30 @@ mod tests {
                 },
                 ConfigError::ZeroQueueLimit,
             ),
+            // The ninth review of #22: a prefix past 128 bits was cut to 128 in silence.
+            (
+                Limits {
+                    ipv6_peer_prefix: 129,
+                    ..d
+                },
+                ConfigError::Ipv6PeerPrefix(129),
+            ),
+            // The ninth review of #22: a zero deadline closed every connection, bytes waiting
+            // or not, as a peer that "sent nothing" (while 1 ns read them first).
+            (
+                Limits {
+                    first_byte_timeout: Some(Duration::ZERO),
+                    ..d
+                },
+                ConfigError::ZeroFirstByteTimeout,
+            ),
+            (
+                Limits {
+                    idle_timeout: Some(Duration::ZERO),
+                    ..d
+                },
+                ConfigError::ZeroIdleTimeout,
+            ),
             // The review of issue #12: a cap of 0 passed, and then every send failed.
             (
                 Limits {
@@ -348,8 +400,13 @@ mod tests {
             },
             Limits {
                 idle_timeout: Some(Duration::MAX),
-                first_byte_timeout: Some(Duration::ZERO),
+                first_byte_timeout: Some(Duration::from_nanos(1)),
                 shutdown_timeout: Duration::MAX,
+                ..d
+            },
+            Limits {
+                idle_timeout: Some(Duration::from_nanos(1)),
+                shutdown_timeout: Duration::ZERO,
                 ..d
             },
             Limits {

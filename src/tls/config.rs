@@ -215,7 +215,8 @@ impl TlsConfig {
     /// How long a client has from its connection (or its PROXY header) to the end of the
     /// handshake; past it the connection is closed (`CloseReason::HandshakeTimeout`), so a
     /// client that says nothing, or dribbles its ClientHello, never holds a slot longer.
-    /// Default 10 s. A duration too long for the clock means no deadline.
+    /// Default 10 s. A duration too long for the clock means no deadline; zero is refused
+    /// where the configuration is used ([`TlsErrorKind::ZeroHandshakeTimeout`]).
     pub fn handshake_timeout(mut self, timeout: Duration) -> TlsConfig {
         self.timeout = timeout;
         self
@@ -251,6 +252,12 @@ impl TlsConfig {
     /// The rustls configuration, with `resumption` (the server's ticket keys and session
     /// cache, kept across reloads) unless the caller gave a whole one.
     pub(crate) fn build(&self, resumption: &Resumption) -> Result<Acceptor, TlsError> {
+        if self.timeout.is_zero() {
+            return Err(TlsError {
+                origin: String::new(),
+                kind: TlsErrorKind::ZeroHandshakeTimeout,
+            });
+        }
         if let Some(config) = &self.rustls {
             return Ok(Acceptor {
                 config: Arc::clone(config),
@@ -370,6 +377,8 @@ pub enum TlsErrorKind {
     /// The server's TLS listeners have different configurations: reload each group with
     /// `ServerHandle::reload_tls_of`.
     ListenersDiffer,
+    /// The handshake timeout is 0: every connection would be closed before its ClientHello.
+    ZeroHandshakeTimeout,
 }
 
 impl TlsError {
@@ -440,6 +449,10 @@ impl fmt::Display for TlsError {
             }
             TlsErrorKind::ListenersDiffer => f.write_str(
                 "the TLS listeners have different configurations; reload each with reload_tls_of",
+            ),
+            TlsErrorKind::ZeroHandshakeTimeout => f.write_str(
+                "the TLS handshake timeout must be above 0: with 0 every connection is closed \
+                 before its ClientHello",
             ),
         }
     }
