@@ -1440,3 +1440,93 @@ fn connection_timers_fire_while_a_connection_flushes_before_its_close() {
         drop(client);
     }
 }
+
+/// Records, at each connection timer, whether the connection's input is held: paused in
+/// `on_open` (first timer), resumed (second), then closing after a flush its peer does not
+/// take (third).
+#[derive(Default)]
+struct HeldProbe {
+    seen: Vec<bool>,
+}
+
+impl Handler for HeldProbe {
+    type State = ();
+
+    fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
+        ctx.pause_reading(conn);
+        ctx.set_conn_timer(conn, Duration::from_millis(1), 0);
+    }
+
+    fn on_data(&mut self, _: &mut Context<'_, Self>, _: ConnId, input: &mut Input<'_>) {
+        input.take_all();
+    }
+
+    fn on_conn_timer(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: TimerId, _: u64) {
+        self.seen.push(ctx.is_held(conn));
+        match self.seen.len() {
+            1 => ctx.resume_reading(conn),
+            2 => {
+                let _ = ctx.send(conn, &vec![b'x'; 16 << 20]);
+                ctx.close_after_flush(conn);
+            }
+            _ => return ctx.close(conn),
+        }
+        ctx.set_conn_timer(conn, Duration::from_millis(1), 0);
+    }
+}
+
+/// The new-user trial of #22: a "finish your request" timer must not blame the peer while
+/// the server is the one not reading, and the handler could learn that only inside
+/// `on_data`. `Context::is_held` says it anywhere.
+#[test]
+fn a_handler_can_ask_whether_a_connection_is_held() {
+    let (mut server, addr) = local(Server::builder().max_queued(32 << 20), HeldProbe::default());
+    let _client = util::connect_small_window(addr);
+    step_until(&mut server, "three timers", |s| s.handler().seen.len() == 3);
+    assert_eq!(server.handler().seen, [true, false, true]);
+}
+
+/// Answers each line with `[line]`; at the peer's end, a last line without its newline
+/// too, taken from the connection with `take_unused_input`.
+#[derive(Default)]
+struct LastLine {
+    kept_at_end: Vec<usize>,
+}
+
+impl Handler for LastLine {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        while let Ok(Some(line)) = input.next_frame(&LINE) {
+            let _ = ctx.send(conn, &[b"[", line, b"]\n"].concat());
+        }
+        // During its own on_data a connection's input is in `input`, not kept.
+        assert!(ctx.take_unused_input(conn).is_empty());
+    }
+
+    fn on_peer_closed(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId) {
+        self.kept_at_end.push(ctx.unused_input(conn));
+        let last = ctx.take_unused_input(conn);
+        self.kept_at_end.push(ctx.stats().kept);
+        if !last.is_empty() {
+            let _ = ctx.send(conn, &[b"[", &last[..], b"]\n"].concat());
+        }
+        ctx.close_after_flush(conn);
+    }
+}
+
+/// The new-user trial of #22: a last line without its newline, before the peer's end,
+/// could never be answered (tokio's `decode_eof` and Node's `readline` give it). The
+/// handler takes it at `on_peer_closed`, and the server stops counting it.
+#[test]
+fn a_last_line_without_its_newline_can_be_taken_at_the_peers_end() {
+    let (mut server, addr) = local(Server::builder(), LastLine::default());
+    let mut client = util::connect(addr);
+    client.write_all(b"one\ntw").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let want = b"[one]\n[tw]\n";
+    let got = read_while_stepping(&mut server, &mut client, want.len());
+    assert_eq!(got, want);
+    assert_eq!(server.handler().kept_at_end, [2, 0]);
+    step_until(&mut server, "the close", |s| s.stats().total.open == 0);
+}

@@ -245,6 +245,13 @@ impl Kept {
         self.buf.extend_from_slice(more);
     }
 
+    /// Gives the kept bytes away, leaving nothing kept.
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.drain(..std::mem::take(&mut self.start));
+        buf
+    }
+
     /// Drops everything kept; returns how many bytes that was.
     pub(crate) fn clear(&mut self) -> usize {
         let n = self.len();

@@ -32,7 +32,7 @@ use super::ready::ReadyQueue;
 use super::stats::{ListenerInfo, ListenerStats, Stats};
 use super::timers::{self, Due, TimerId, Timers};
 use super::token;
-use crate::conn::{CloseReason, Conn, ConnId, Holder, Life, ListenerId};
+use crate::conn::{CloseReason, Conn, ConnId, Holder, Life, ListenerId, Recv};
 use crate::socket::{ListenAddr, ListenSocket, Peer};
 
 /// One listening socket of the server.
@@ -183,6 +183,13 @@ impl Core {
         self.get(id).is_some_and(|c| c.life.open())
     }
 
+    /// `id`'s input is held: reading paused, its output over the high-water mark, or the
+    /// connection closing.
+    pub(crate) fn is_held(&self, id: ConnId) -> bool {
+        self.get(id)
+            .is_some_and(|c| matches!(c.recv, Recv::Held { .. }) || !c.life.open())
+    }
+
     /// `id` has not closed: open, or flushing its queue before it closes (after
     /// `close_after_flush`, or in a stop's drain). Its timers live as long.
     pub(crate) fn is_unclosed(&self, id: ConnId) -> bool {
@@ -223,6 +230,17 @@ impl Core {
     /// How many bytes of `id`'s input the handler has not used, as kept between calls.
     pub(crate) fn unused_input(&self, id: ConnId) -> usize {
         self.get(id).map_or(0, |c| c.input.len())
+    }
+
+    /// Gives the handler `id`'s unused input, which the connection no longer keeps.
+    pub(crate) fn take_unused_input(&mut self, id: ConnId) -> Vec<u8> {
+        let Some(conn) = conn_mut(&mut self.conns, id) else {
+            return Vec::new();
+        };
+        let bytes = conn.input.take();
+        (conn.offer_kept, conn.shown, conn.refused) = (false, false, None);
+        self.total_kept -= bytes.len();
+        bytes
     }
 
     /// The socket of `id`, for options and queries.

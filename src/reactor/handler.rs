@@ -128,7 +128,9 @@ pub trait Handler {
     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>);
 
     /// The peer closed its sending side (end of stream). Output can still be sent to it;
-    /// input it left unused ([`Context::unused_input`]) will never be completed.
+    /// input it left unused ([`Context::unused_input`]) will never be completed: take it
+    /// with [`Context::take_unused_input`] to treat a last frame without its end (a final
+    /// line with no newline) as whole.
     ///
     /// The default closes the connection once everything queued for it is written, with
     /// [`CloseReason::PeerClosed`]. Override it to keep answering a half-closed peer, and
@@ -214,9 +216,9 @@ pub trait Handler {
     /// called while it flushes before its close (`close_after_flush`, a stop's drain).
     /// "Finish your request within 5 s" is a timer set in `on_open`, cancelled when the
     /// request is complete, and a close here. While the input is held
-    /// ([`Input::is_held`](crate::Input::is_held)) the server, not the peer, is the one not
-    /// reading: cancel such a timer then, and arm it again when a partial request is left
-    /// unheld (`!input.is_held() && !input.is_empty()` at the end of `on_data`).
+    /// ([`Context::is_held`]: paused, or its replies waiting for the peer to read them) the
+    /// server, not the peer, is the one not reading: arm such a timer again then instead of
+    /// closing.
     fn on_conn_timer(
         &mut self,
         ctx: &mut Context<'_, Self>,
@@ -480,6 +482,26 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
     /// waiting for the socket) is no longer counted.
     pub fn queued(&self, conn: ConnId) -> usize {
         self.core.queued(conn)
+    }
+
+    /// Takes the bytes `conn` sent that the handler has not used: they are the caller's now,
+    /// and the connection keeps nothing. For [`Handler::on_peer_closed`], where a last frame
+    /// without its end (a final line with no newline) is never completed otherwise: tokio's
+    /// `decode_eof`. Empty if nothing is kept, if `conn` is closed, and during `conn`'s own
+    /// `on_data` (its input is in the [`Input`](crate::Input) then).
+    pub fn take_unused_input(&mut self, conn: ConnId) -> Vec<u8> {
+        self.core.take_unused_input(conn)
+    }
+
+    /// Whether `conn`'s input is held: reading paused
+    /// ([`pause_reading`](Context::pause_reading)), its output above the high-water mark
+    /// (until it drains to the low one), or the connection closing; `false` once it has
+    /// closed. The server, not the peer, is then the one not reading: a "finish your
+    /// request" timer that comes now should be armed again, not close the connection.
+    /// During `on_data`, [`Input::is_held`](crate::Input::is_held) says the same of its
+    /// input.
+    pub fn is_held(&self, conn: ConnId) -> bool {
+        self.core.is_held(conn)
     }
 
     /// How many bytes `conn` sent that the handler has not used (0 if it is closed), as
