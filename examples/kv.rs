@@ -156,23 +156,25 @@ impl Kv {
             self.expiring.insert(timer, key.to_vec());
             (ctx.now() + ttl, timer)
         });
-        let old = self.map.insert(key.to_vec(), Entry { value, expiry });
-        if let Some((_, timer)) = old.and_then(|e| e.expiry) {
-            ctx.cancel_timer(timer); // the old value's expiry, not the new one's
-            self.expiring.remove(&timer);
+        // The old value's expiry goes with it, not the new one's.
+        if let Some(old) = self.map.insert(key.to_vec(), Entry { value, expiry }) {
+            self.forget(ctx, old);
         }
     }
 
     /// Removes `key`; whether it was there (and live).
     fn del(&mut self, ctx: &mut Sender<'_>, key: &[u8]) -> bool {
-        let Some(e) = self.map.remove(key) else {
-            return false;
+        self.map.remove(key).is_some_and(|e| self.forget(ctx, e))
+    }
+
+    /// Cancels the expiry of an entry taken out of the map; whether it was live.
+    fn forget(&mut self, ctx: &mut Sender<'_>, e: Entry) -> bool {
+        let Some((at, timer)) = e.expiry else {
+            return true;
         };
-        if let Some((_, timer)) = e.expiry {
-            ctx.cancel_timer(timer);
-            self.expiring.remove(&timer);
-        }
-        e.expiry.map_or(true, |(at, _)| at > ctx.now())
+        ctx.cancel_timer(timer);
+        self.expiring.remove(&timer);
+        at > ctx.now()
     }
 
     /// Runs one request, its reply (or Redis's error for it) appended to `out`; whether the

@@ -495,12 +495,17 @@ fn keys_expire_through_the_servers_timers() {
     assert_eq!(one(&["SET", "long", "v", "EX", "100"]), b"+OK\r\n");
     assert_eq!(one(&["SET", "reset", "v", "PX", "100"]), b"+OK\r\n");
     assert_eq!(one(&["SET", "reset", "w"]), b"+OK\r\n"); // no expiry any more
+    // A key deleted takes its expiry along: set again, it stays.
+    assert_eq!(one(&["SET", "again", "v", "PX", "100"]), b"+OK\r\n");
+    assert_eq!(one(&["DEL", "again"]), b":1\r\n");
+    assert_eq!(one(&["SET", "again", "w"]), b"+OK\r\n");
     assert_eq!(one(&["GET", "short"]), b"$1\r\nv\r\n");
-    assert_eq!(one(&["DBSIZE"]), b":3\r\n");
+    assert_eq!(one(&["DBSIZE"]), b":4\r\n");
     std::thread::sleep(Duration::from_millis(250));
     assert_eq!(one(&["GET", "short"]), b"$-1\r\n");
-    assert_eq!(one(&["DBSIZE"]), b":2\r\n");
+    assert_eq!(one(&["DBSIZE"]), b":3\r\n");
     assert_eq!(one(&["GET", "reset"]), b"$1\r\nw\r\n");
+    assert_eq!(one(&["GET", "again"]), b"$1\r\nw\r\n");
 }
 
 /// Issue #22: QUIT answers and closes; an unknown command answers and the connection goes
