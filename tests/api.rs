@@ -1442,8 +1442,8 @@ fn connection_timers_fire_while_a_connection_flushes_before_its_close() {
 }
 
 /// Records, at each connection timer, whether the connection's input is held: paused in
-/// `on_open` (first timer), resumed (second), then closing after a flush its peer does not
-/// take (third).
+/// `on_open` (first timer), resumed (second), its output over the high-water mark for a
+/// peer that does not read (third), then closing after that flush (fourth).
 #[derive(Default)]
 struct HeldProbe {
     seen: Vec<bool>,
@@ -1467,8 +1467,8 @@ impl Handler for HeldProbe {
             1 => ctx.resume_reading(conn),
             2 => {
                 let _ = ctx.send(conn, &vec![b'x'; 16 << 20]);
-                ctx.close_after_flush(conn);
             }
+            3 => ctx.close_after_flush(conn),
             _ => return ctx.close(conn),
         }
         ctx.set_conn_timer(conn, Duration::from_millis(1), 0);
@@ -1482,8 +1482,8 @@ impl Handler for HeldProbe {
 fn a_handler_can_ask_whether_a_connection_is_held() {
     let (mut server, addr) = local(Server::builder().max_queued(32 << 20), HeldProbe::default());
     let _client = util::connect_small_window(addr);
-    step_until(&mut server, "three timers", |s| s.handler().seen.len() == 3);
-    assert_eq!(server.handler().seen, [true, false, true]);
+    step_until(&mut server, "four timers", |s| s.handler().seen.len() == 4);
+    assert_eq!(server.handler().seen, [true, false, true, false]);
 }
 
 /// Answers each line with `[line]`; at the peer's end, a last line without its newline

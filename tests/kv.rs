@@ -495,7 +495,7 @@ fn keys_expire_through_the_servers_timers() {
     assert_eq!(one(&["SET", "long", "v", "EX", "100"]), b"+OK\r\n");
     assert_eq!(one(&["SET", "reset", "v", "PX", "100"]), b"+OK\r\n");
     assert_eq!(one(&["SET", "reset", "w"]), b"+OK\r\n"); // no expiry any more
-    // A key deleted takes its expiry along: set again, it stays.
+                                                         // A key deleted takes its expiry along: set again, it stays.
     assert_eq!(one(&["SET", "again", "v", "PX", "100"]), b"+OK\r\n");
     assert_eq!(one(&["DEL", "again"]), b":1\r\n");
     assert_eq!(one(&["SET", "again", "w"]), b"+OK\r\n");

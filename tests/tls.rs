@@ -1129,6 +1129,43 @@ fn a_handshake_in_progress_counts_against_max_connections() {
 /// flight on resumption (where nothing stops a replay of it) is not allowed to: the tickets
 /// the server gives allow no early data, the resumed handshake accepts none, and the
 /// request goes after the handshake, as on any connection.
+/// A whole rustls configuration is served as it is, but one that allows early data is
+/// refused at bind and at a reload (tenth review of #23: rustls accepted the client's
+/// 0-RTT bytes, told it so, and the reactor never read them).
+#[test]
+fn a_rustls_configuration_is_served_unless_it_allows_early_data() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (ca, leaf) = localhost();
+    let config = |early: u32| {
+        let certs = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(pki::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.max_early_data_size = early;
+        TlsConfig::from_rustls(Arc::new(config))
+    };
+    let err = Server::builder()
+        .listen_tls("127.0.0.1:0", config(16384))
+        .bind(Log::default())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("16384 bytes of early data"),
+        "{err}"
+    );
+    let (server, _, addr) = start(Server::builder().listen_tls("127.0.0.1:0", config(0)));
+    let mut tls = pki::connect(pki::client(&ca), "localhost", util::connect(addr)).unwrap();
+    echo(&mut tls, b"served as it is\n");
+    let err = server.handle.reload_tls(&config(1)).unwrap_err();
+    assert_eq!(err.kind(), &dualstack::TlsErrorKind::EarlyData(1));
+}
+
 #[test]
 fn early_data_is_never_allowed_and_the_request_goes_after_the_handshake() {
     let (ca, leaf) = localhost();

@@ -88,8 +88,10 @@ impl<'a> Input<'a> {
         self.bytes().is_empty()
     }
 
-    /// Whether the input is held: the connection's output is above its high-water mark, or
-    /// the handler paused reading or closed the connection. It shows no bytes then.
+    /// Whether the input is held: the connection's output passed its high-water mark, or
+    /// the handler paused reading or closed the connection, during this call (it stays so
+    /// for the call, though the output may drain within it). It shows no bytes then, and
+    /// what is left is offered again once the hold ends.
     #[inline]
     pub fn is_held(&self) -> bool {
         self.held.load(Ordering::Relaxed)

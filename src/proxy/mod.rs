@@ -257,8 +257,10 @@ impl<'a> Iterator for Tlvs<'a> {
 }
 
 impl ProxyHeader {
-    /// A version 1 header for a TCP connection from `source` to `destination` (both of one
-    /// family).
+    /// A version 1 header for a TCP connection from `source` to `destination`. Addresses
+    /// of two families are written as IPv6 (`TCP6`, the IPv4 one as `::ffff:a.b.c.d`, which
+    /// [`source`](ProxyHeader::source) and [`destination`](ProxyHeader::destination) give
+    /// back as IPv4).
     pub fn v1(source: SocketAddr, destination: SocketAddr) -> ProxyHeader {
         ProxyHeader {
             version: ProxyVersion::V1,
@@ -487,24 +489,29 @@ impl ProxyHeader {
         }
     }
 
-    /// The header as bytes on the wire: what [`parse`](ProxyHeader::parse) reads back as the
-    /// same header. A version 1 header of a Unix connection, which version 1 cannot
-    /// express, is written as `PROXY UNKNOWN`.
+    /// The header as bytes on the wire, which [`parse`](ProxyHeader::parse) reads back as
+    /// the same connection: the same addresses from [`source`](ProxyHeader::source) and
+    /// [`destination`](ProxyHeader::destination), the same TLVs. Not always an equal value:
+    /// addresses of two families are written as IPv6 (the IPv4 one mapped), and a CRC32C
+    /// TLV is written with the header's checksum in it, whatever value it held. A version 1
+    /// header of a Unix connection, which version 1 cannot express, is written as
+    /// `PROXY UNKNOWN`.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self.version {
             ProxyVersion::V1 => match &self.addresses {
                 ProxyAddresses::Ip {
                     source,
                     destination,
-                } if source.is_ipv4() == destination.is_ipv4() => format!(
-                    "PROXY {} {} {} {} {}\r\n",
-                    if source.is_ipv4() { "TCP4" } else { "TCP6" },
-                    source.ip(),
-                    destination.ip(),
-                    source.port(),
-                    destination.port()
-                )
-                .into_bytes(),
+                } => {
+                    let (s, d) = match source.is_ipv4() == destination.is_ipv4() {
+                        true => (source.ip(), destination.ip()),
+                        // One family for both (a relay's IPv4 client on an IPv6 socket).
+                        false => (v6(source.ip()).into(), v6(destination.ip()).into()),
+                    };
+                    let family = if s.is_ipv4() { "TCP4" } else { "TCP6" };
+                    let (sp, dp) = (source.port(), destination.port());
+                    format!("PROXY {family} {s} {d} {sp} {dp}\r\n").into_bytes()
+                }
                 _ => b"PROXY UNKNOWN\r\n".to_vec(),
             },
             ProxyVersion::V2 => self.v2_bytes(),

@@ -554,3 +554,21 @@ fn built_headers_round_trip() {
         assert_eq!(header(&bytes), (h, bytes.len()));
     }
 }
+
+/// Tenth review of #23: a version 1 header of an IPv4 client on an IPv6 destination (a
+/// relay's dual-stack socket, whose peers this crate normalizes to IPv4) was written as
+/// `PROXY UNKNOWN`, and the client's address was lost in silence. Both are written as IPv6,
+/// and read back as the addresses given.
+#[test]
+fn a_version_1_header_of_two_families_keeps_both_addresses() {
+    let four: SocketAddr = "203.0.113.5:51000".parse().unwrap();
+    let six: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+    for (source, destination) in [(four, six), (six, four)] {
+        let bytes = ProxyHeader::v1(source, destination).to_bytes();
+        assert!(bytes.starts_with(b"PROXY TCP6 "), "{}", shown(&bytes));
+        let (back, n) = header(&bytes);
+        assert_eq!(n, bytes.len());
+        assert_eq!(back.source(), Some(source));
+        assert_eq!(back.destination(), Some(destination));
+    }
+}

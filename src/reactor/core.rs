@@ -183,11 +183,11 @@ impl Core {
         self.get(id).is_some_and(|c| c.life.open())
     }
 
-    /// `id`'s input is held: reading paused, its output over the high-water mark, or the
-    /// connection closing.
+    /// `id` is open and its input is held: reading paused, or its output over the
+    /// high-water mark (after the peer's end nothing is left to read, so nothing is held).
     pub(crate) fn is_held(&self, id: ConnId) -> bool {
         self.get(id)
-            .is_some_and(|c| matches!(c.recv, Recv::Held { .. }) || !c.life.open())
+            .is_some_and(|c| matches!(c.recv, Recv::Held { .. }) && c.life.open())
     }
 
     /// `id` has not closed: open, or flushing its queue before it closes (after

@@ -218,7 +218,7 @@ pub trait Handler {
     /// request is complete, and a close here. While the input is held
     /// ([`Context::is_held`]: paused, or its replies waiting for the peer to read them) the
     /// server, not the peer, is the one not reading: arm such a timer again then instead of
-    /// closing.
+    /// closing. A closing connection is not held: its timer can bound the flush.
     fn on_conn_timer(
         &mut self,
         ctx: &mut Context<'_, Self>,
@@ -494,12 +494,14 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
     }
 
     /// Whether `conn`'s input is held: reading paused
-    /// ([`pause_reading`](Context::pause_reading)), its output above the high-water mark
-    /// (until it drains to the low one), or the connection closing; `false` once it has
-    /// closed. The server, not the peer, is then the one not reading: a "finish your
-    /// request" timer that comes now should be armed again, not close the connection.
-    /// During `on_data`, [`Input::is_held`](crate::Input::is_held) says the same of its
-    /// input.
+    /// ([`pause_reading`](Context::pause_reading)), or its output above the high-water mark
+    /// (until it drains to the low one). The server, not the peer, is then the one not
+    /// reading: a "finish your request" timer that comes now should be armed again, not
+    /// close the connection. `false` for a connection that is closing (after
+    /// [`close_after_flush`](Context::close_after_flush), or in a stop's drain: a timer for
+    /// it bounds that flush), or closed, and after the peer's end (nothing is left to
+    /// read). Within `on_data`, [`Input::is_held`](crate::Input::is_held) says whether the
+    /// call's input was held at any point in it, and stays so for the call.
     pub fn is_held(&self, conn: ConnId) -> bool {
         self.core.is_held(conn)
     }

@@ -96,7 +96,9 @@ impl TlsConfig {
 
     /// Serves a complete rustls configuration as it is: certificates, verifiers, ALPN,
     /// versions, resumption are all its own (only the handshake deadline is this type's).
-    /// The escape hatch for what the other methods do not offer.
+    /// The escape hatch for what the other methods do not offer. Early data (0-RTT) is
+    /// not served: a configuration with a `max_early_data_size` above 0 is refused where it
+    /// is used ([`TlsErrorKind::EarlyData`]).
     pub fn from_rustls(config: Arc<rustls::ServerConfig>) -> TlsConfig {
         TlsConfig {
             rustls: Some(config),
@@ -259,6 +261,14 @@ impl TlsConfig {
             });
         }
         if let Some(config) = &self.rustls {
+            // Early data would be accepted by rustls and never read: bytes the client was
+            // told were taken, lost. 0-RTT requests are replayable anyway (SECURITY.md).
+            if config.max_early_data_size > 0 {
+                return Err(TlsError {
+                    origin: String::new(),
+                    kind: TlsErrorKind::EarlyData(config.max_early_data_size),
+                });
+            }
             return Ok(Acceptor {
                 config: Arc::clone(config),
                 timeout: self.timeout,
@@ -379,6 +389,9 @@ pub enum TlsErrorKind {
     ListenersDiffer,
     /// The handshake timeout is 0: every connection would be closed before its ClientHello.
     ZeroHandshakeTimeout,
+    /// A rustls configuration ([`TlsConfig::from_rustls`]) allows early data (0-RTT), which
+    /// is not served: set its `max_early_data_size` to 0. The size it allows.
+    EarlyData(u32),
 }
 
 impl TlsError {
@@ -449,6 +462,11 @@ impl fmt::Display for TlsError {
             }
             TlsErrorKind::ListenersDiffer => f.write_str(
                 "the TLS listeners have different configurations; reload each with reload_tls_of",
+            ),
+            TlsErrorKind::EarlyData(size) => write!(
+                f,
+                "the rustls configuration allows {size} bytes of early data (0-RTT), which is \
+                 not served: set max_early_data_size to 0"
             ),
             TlsErrorKind::ZeroHandshakeTimeout => f.write_str(
                 "the TLS handshake timeout must be above 0: with 0 every connection is closed \
