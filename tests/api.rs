@@ -1530,3 +1530,79 @@ fn a_last_line_without_its_newline_can_be_taken_at_the_peers_end() {
     assert_eq!(server.handler().kept_at_end, [2, 0]);
     step_until(&mut server, "the close", |s| s.stats().total.open == 0);
 }
+
+/// Streams `total` bytes in 8 KiB pieces, at the peer's pace: sends while `needs_drain` is
+/// false, and goes on in `on_drained`; counts the times it had to wait.
+struct Stream {
+    total: usize,
+    sent: usize,
+    waits: usize,
+    drains: usize,
+}
+
+impl Stream {
+    fn pump(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId) {
+        while self.sent < self.total {
+            if ctx.needs_drain(conn) {
+                self.waits += 1;
+                return; // on_drained will come
+            }
+            let piece = (self.total - self.sent).min(8 * 1024);
+            ctx.send(conn, &vec![b's'; piece]).unwrap();
+            self.sent += piece;
+        }
+        ctx.close_after_flush(conn);
+    }
+}
+
+impl Handler for Stream {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        input.take_all();
+        self.pump(ctx, conn);
+    }
+
+    fn on_drained(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId) {
+        self.drains += 1;
+        self.pump(ctx, conn);
+    }
+}
+
+/// The second new-user trial of #22: a stream that waited for `on_drained` whenever
+/// `queued` was above 0 hung after its first small piece (queued, then written at the
+/// call's end: no `on_drained`). `needs_drain` says when `on_drained` will come; a stream
+/// of small pieces to a slow reader arrives whole, and waits as often as it is drained.
+#[test]
+fn a_stream_of_small_pieces_goes_on_when_needs_drain_says_so() {
+    let total = 4 << 20;
+    let (mut server, addr) = local(
+        Server::builder(),
+        Stream {
+            total,
+            sent: 0,
+            waits: 0,
+            drains: 0,
+        },
+    );
+    let mut client = util::connect_small_window(addr);
+    client.write_all(b"go\n").unwrap();
+    client.set_nonblocking(true).unwrap();
+    let (mut got, mut buf) = (0, vec![0; 64 * 1024]);
+    let mut ended = false;
+    step_until(&mut server, "the whole stream and its end", |_| {
+        // A reader with a small window: what it holds at each step.
+        while let Ok(n) = client.read(&mut buf) {
+            got += n;
+            ended = n == 0;
+            if ended {
+                break;
+            }
+        }
+        ended
+    });
+    assert_eq!(got, total);
+    let s = server.handler();
+    assert!(s.waits > 0, "the peer never held the stream back");
+    assert_eq!(s.waits, s.drains, "every wait was ended by on_drained");
+}

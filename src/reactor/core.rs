@@ -183,6 +183,12 @@ impl Core {
         self.get(id).is_some_and(|c| c.life.open())
     }
 
+    /// `id` is open and output for it waits for the kernel (which refused some): an
+    /// `on_drained` will come once it is all written.
+    pub(crate) fn needs_drain(&self, id: ConnId) -> bool {
+        self.get(id).is_some_and(|c| c.writable && c.life.open())
+    }
+
     /// `id` is open and its input is held: reading paused, or its output over the
     /// high-water mark (after the peer's end nothing is left to read, so nothing is held).
     pub(crate) fn is_held(&self, id: ConnId) -> bool {

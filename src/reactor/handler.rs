@@ -141,7 +141,10 @@ pub trait Handler {
 
     /// Output for `conn` that the kernel could not take at once has now all been written:
     /// a good moment to send more, for a handler that produces output at its own pace
-    /// (a large file, a stream). Not called for output that left at once.
+    /// (a large file, a stream). Not called for output that left at once, which includes
+    /// small sends queued and written at the end of the callback or turn: it comes when
+    /// [`Context::needs_drain`] said it would. A stream sends while `needs_drain` is false
+    /// and goes on here.
     fn on_drained(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId) {
         let _ = (ctx, conn);
     }
@@ -493,6 +496,18 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
         self.core.take_unused_input(conn)
     }
 
+    /// Whether output for `conn` waits for the kernel, which refused some of it: then, and
+    /// only then, [`Handler::on_drained`] will come, once it is all written (Node's
+    /// `writableNeedDrain`). A handler producing output at its own pace (a large file, a
+    /// stream) sends pieces while this is `false` and goes on in `on_drained`; waiting for
+    /// `on_drained` because [`queued`](Context::queued) is above 0 waits for ever when the
+    /// kernel takes the queue at the end of the turn. A queue that reaches 64 KiB is offered
+    /// to the kernel at once, so a loop of sends ends when the peer is slower than the
+    /// producer. `false` once `conn` is closing or closed.
+    pub fn needs_drain(&self, conn: ConnId) -> bool {
+        self.core.needs_drain(conn)
+    }
+
     /// Whether `conn`'s input is held: reading paused
     /// ([`pause_reading`](Context::pause_reading)), or its output above the high-water mark
     /// (until it drains to the low one). The server, not the peer, is then the one not
@@ -622,6 +637,11 @@ impl Sender<'_> {
     /// As [`Context::queued`].
     pub fn queued(&self, conn: ConnId) -> usize {
         self.core.queued(conn)
+    }
+
+    /// As [`Context::needs_drain`].
+    pub fn needs_drain(&self, conn: ConnId) -> bool {
+        self.core.needs_drain(conn)
     }
 
     /// As [`Context::is_open`].
