@@ -429,6 +429,25 @@ impl Handler for PauseResume {
     }
 }
 
+/// Reads what `client` gets while stepping `server`, as the client's window lets it, to
+/// the end of the stream; how many bytes that was.
+#[track_caller]
+fn count_to_the_end<H: Handler>(server: &mut Server<H>, client: &mut TcpStream) -> usize {
+    client.set_nonblocking(true).unwrap();
+    let (mut got, mut buf, mut ended) = (0, vec![0; 64 * 1024], false);
+    step_until(server, "the whole stream and its end", |_| {
+        while let Ok(n) = client.read(&mut buf) {
+            got += n;
+            ended = n == 0;
+            if ended {
+                break;
+            }
+        }
+        ended
+    });
+    got
+}
+
 /// Reads from a non-blocking `client` while stepping `server`, until `want` bytes came.
 #[track_caller]
 fn read_while_stepping<H: Handler>(
@@ -1587,22 +1606,90 @@ fn a_stream_of_small_pieces_goes_on_when_needs_drain_says_so() {
     );
     let mut client = util::connect_small_window(addr);
     client.write_all(b"go\n").unwrap();
-    client.set_nonblocking(true).unwrap();
-    let (mut got, mut buf) = (0, vec![0; 64 * 1024]);
-    let mut ended = false;
-    step_until(&mut server, "the whole stream and its end", |_| {
-        // A reader with a small window: what it holds at each step.
-        while let Ok(n) = client.read(&mut buf) {
-            got += n;
-            ended = n == 0;
-            if ended {
-                break;
-            }
-        }
-        ended
-    });
-    assert_eq!(got, total);
+    assert_eq!(count_to_the_end(&mut server, &mut client), total);
     let s = server.handler();
     assert!(s.waits > 0, "the peer never held the stream back");
     assert_eq!(s.waits, s.drains, "every wait was ended by on_drained");
+}
+
+/// A connection that asks for `stream` gets `total` bytes at its pace, kept open through a
+/// stop it starts itself; any other connection is idle. Records closes in order.
+struct InFlight {
+    total: usize,
+    sent: usize,
+    opened: Vec<ConnId>,
+    closes: Vec<(ConnId, String)>,
+}
+
+impl InFlight {
+    fn pump(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId) {
+        while self.sent < self.total && !ctx.needs_drain(conn) {
+            let piece = (self.total - self.sent).min(64 * 1024);
+            ctx.send(conn, &vec![b's'; piece]).unwrap();
+            self.sent += piece;
+        }
+        if self.sent == self.total {
+            ctx.keep_open_on_stop(conn, false); // done: it closes like the others
+        }
+    }
+}
+
+impl Handler for InFlight {
+    type State = ();
+
+    fn on_open(&mut self, _: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
+        self.opened.push(conn);
+    }
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        if input.take_all() == b"stream\n" {
+            ctx.keep_open_on_stop(conn, true);
+            ctx.stop();
+            self.pump(ctx, conn);
+        }
+    }
+
+    fn on_drained(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId) {
+        self.pump(ctx, conn);
+    }
+
+    fn on_close(&mut self, _: &mut Context<'_, Self>, conn: ConnId, reason: &CloseReason) {
+        self.closes.push((conn, reason.to_string()));
+    }
+}
+
+/// The second new-user trial of #22: a graceful stop cut a response still streaming short
+/// (sends fail once `on_stop` returns), where hyper, Go and Node let work in flight
+/// finish. A connection kept open on stop is served to its end, while an idle one closes
+/// at once.
+#[test]
+fn a_stop_lets_work_in_flight_finish_and_closes_idle_connections_at_once() {
+    let total = 4 << 20;
+    let (mut server, addr) = local(
+        Server::builder().shutdown_timeout(Duration::from_secs(60)),
+        InFlight {
+            total,
+            sent: 0,
+            opened: Vec::new(),
+            closes: Vec::new(),
+        },
+    );
+    let mut idle = util::connect(addr);
+    step_until(&mut server, "the idle open", |s| s.stats().total.open == 1);
+    let mut streaming = util::connect_small_window(addr);
+    streaming.write_all(b"stream\n").unwrap();
+    let got = count_to_the_end(&mut server, &mut streaming);
+    assert_eq!(got, total, "the stream was cut short");
+    assert_eq!(
+        idle.read(&mut [0; 16]).unwrap(),
+        0,
+        "the idle connection closed"
+    );
+    let reasons: Vec<&str> = (server.handler().closes.iter())
+        .map(|(_, r)| r.as_str())
+        .collect();
+    assert_eq!(reasons, ["server shutdown", "server shutdown"]);
+    // The idle one first, at the stop; the stream when it was done.
+    let h = server.handler();
+    assert_eq!(h.closes[0].0, h.opened[0]);
 }

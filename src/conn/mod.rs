@@ -236,6 +236,9 @@ pub(crate) struct Conn {
     pub(crate) owed: bool,
     /// It is on the list of connections whose output is written at the turn's end.
     pub(crate) dirty: bool,
+    /// A graceful stop leaves it open until the handler closes it (or clears this), within
+    /// the shutdown timeout: work in flight.
+    pub(crate) keep_on_stop: bool,
     pub(crate) recv: Recv,
     pub(crate) send: Send,
     pub(crate) life: Life,

@@ -221,6 +221,7 @@ impl<H: Handler> Server<H> {
             shown: false,
             owed: false,
             dirty: false,
+            keep_on_stop: false,
             recv: Recv::Reading,
             send: Send::Open,
             life: Life::Open,

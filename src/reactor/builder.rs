@@ -338,7 +338,9 @@ impl ServerBuilder {
         self
     }
 
-    /// How long a graceful stop may spend flushing queued output (default 5 s).
+    /// How long a graceful stop may spend flushing queued output, and serving connections
+    /// kept open for work in flight ([`Context::keep_open_on_stop`](crate::Context::keep_open_on_stop)),
+    /// before what is left is closed (default 5 s).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> ServerBuilder {
         self.limits.shutdown_timeout = timeout;
         self

@@ -238,6 +238,16 @@ impl Core {
         self.get(id).map_or(0, |c| c.input.len())
     }
 
+    /// Whether a graceful stop leaves `id` open; cleared during a stop, it closes once its
+    /// queue is written, as the others did.
+    pub(crate) fn keep_open_on_stop(&mut self, id: ConnId, keep: bool) {
+        let Some(conn) = self.get_mut(id) else { return };
+        conn.keep_on_stop = keep;
+        if !keep && self.stopping.is_some() {
+            self.close_after_flush(id);
+        }
+    }
+
     /// Gives the handler `id`'s unused input, which the connection no longer keeps.
     pub(crate) fn take_unused_input(&mut self, id: ConnId) -> Vec<u8> {
         let Some(conn) = conn_mut(&mut self.conns, id) else {
@@ -564,8 +574,13 @@ impl Core {
     }
 
     /// The second half of a stop: every connection closes once its output is written.
+    /// A graceful stop's close of every connection once its queue is written, but those
+    /// kept open for work in flight.
     pub(super) fn close_all_after_flush(&mut self) {
-        let ids: Vec<ConnId> = self.conns.iter().map(|(k, c)| c.id(k)).collect();
+        let ids: Vec<ConnId> = (self.conns.iter())
+            .filter(|(_, c)| !c.keep_on_stop)
+            .map(|(k, c)| c.id(k))
+            .collect();
         for id in ids {
             self.close_after_flush(id);
         }

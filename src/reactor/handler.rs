@@ -190,8 +190,10 @@ pub trait Handler {
     /// fire), but every connection is still open: this is the moment to send a goodbye, or
     /// to close connections at once. When it returns, each connection closes as soon as its
     /// queued output is written, with [`CloseReason::Shutdown`], and sends fail from then
-    /// on. Timers set here fire while connections drain. The shutdown timeout bounds the
-    /// whole drain.
+    /// on; but a connection kept open for work in flight
+    /// ([`Context::keep_open_on_stop`], set here or before) stays open, and served, until
+    /// the handler closes it or lets it go. Timers set here fire while connections drain.
+    /// The shutdown timeout bounds the whole drain: what is open then is closed.
     ///
     /// Dropping a [`Server`](crate::Server) is not a stop: its sockets close at once, with
     /// no `on_stop` and no `on_close`.
@@ -487,6 +489,18 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
         self.core.queued(conn)
     }
 
+    /// Whether a graceful stop leaves `conn` open, served as before, until the handler closes
+    /// it or calls this again with `false` (then it closes once its queue is written, as
+    /// the others did at the stop): for work in flight, such as a response still being
+    /// streamed, which a stop would otherwise cut short. The shutdown timeout
+    /// ([`ServerBuilder::shutdown_timeout`](crate::ServerBuilder::shutdown_timeout)) still
+    /// bounds the stop. Off for every connection at first; set it when the work begins and
+    /// clear it when it ends (hyper's and Go's graceful shutdown wait for active requests
+    /// the same way, and close idle connections at once).
+    pub fn keep_open_on_stop(&mut self, conn: ConnId, keep: bool) {
+        self.core.keep_open_on_stop(conn, keep);
+    }
+
     /// Takes the bytes `conn` sent that the handler has not used: they are the caller's now,
     /// and the connection keeps nothing. For [`Handler::on_peer_closed`], where a last frame
     /// without its end (a final line with no newline) is never completed otherwise: tokio's
@@ -642,6 +656,11 @@ impl Sender<'_> {
     /// As [`Context::needs_drain`].
     pub fn needs_drain(&self, conn: ConnId) -> bool {
         self.core.needs_drain(conn)
+    }
+
+    /// As [`Context::keep_open_on_stop`].
+    pub fn keep_open_on_stop(&mut self, conn: ConnId, keep: bool) {
+        self.core.keep_open_on_stop(conn, keep);
     }
 
     /// As [`Context::is_open`].
