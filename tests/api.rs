@@ -1693,3 +1693,46 @@ fn a_stop_lets_work_in_flight_finish_and_closes_idle_connections_at_once() {
     let h = server.handler();
     assert_eq!(h.closes[0].0, h.opened[0]);
 }
+
+/// Work in flight paced by a connection timer: `go` starts it (kept open through a stop
+/// it starts), each tick sends a line, the third lets the connection go.
+#[derive(Default)]
+struct Ticks {
+    ticks: usize,
+}
+
+impl Handler for Ticks {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        input.take_all();
+        ctx.keep_open_on_stop(conn, true);
+        ctx.set_conn_timer(conn, Duration::from_millis(20), 0);
+        ctx.stop();
+    }
+
+    fn on_conn_timer(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: TimerId, _: u64) {
+        self.ticks += 1;
+        let _ = ctx.send(conn, b"tick\n");
+        match self.ticks {
+            3 => ctx.keep_open_on_stop(conn, false),
+            _ => drop(ctx.set_conn_timer(conn, Duration::from_millis(20), 0)),
+        }
+    }
+}
+
+/// Review of the kept-open stop: a stop cancelled every timer set before it, those of
+/// connections kept open through it too, so work paced by a timer stalled until the
+/// shutdown timeout cut it short. Their timers go on.
+#[test]
+fn a_connection_kept_open_through_a_stop_keeps_its_timers() {
+    let (mut server, addr) = local(
+        Server::builder().shutdown_timeout(Duration::from_secs(60)),
+        Ticks::default(),
+    );
+    let mut client = util::connect(addr);
+    client.write_all(b"go\n").unwrap();
+    let want = b"tick\ntick\ntick\n".len();
+    assert_eq!(count_to_the_end(&mut server, &mut client), want);
+    assert_eq!(server.handler().ticks, 3);
+}

@@ -895,6 +895,110 @@ fn the_handshakes_last_flight_is_a_first_offer_not_a_refused_one() {
     );
 }
 
+/// `go` starts work kept open through a stop it starts: one line, then nothing more.
+struct Unfinished;
+
+impl Handler for Unfinished {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        input.take_all();
+        ctx.keep_open_on_stop(conn, true);
+        let _ = ctx.send(conn, b"part 1 of 2\n");
+        ctx.stop();
+    }
+}
+
+/// Review of the kept-open stop: work kept open that the shutdown timeout cut short ended
+/// with close_notify when nothing was queued, so a TLS client took half a response for a
+/// whole one. It ends as a truncation.
+#[test]
+fn work_kept_open_that_the_shutdown_timeout_cuts_short_is_a_truncation() {
+    let (ca, leaf) = localhost();
+    let server = Running::start(
+        Server::builder()
+            .listen_tls("127.0.0.1:0", leaf.config())
+            .shutdown_timeout(Duration::from_millis(300)),
+        Unfinished,
+    );
+    let mut tls =
+        pki::connect(pki::client(&ca), "localhost", util::connect(server.addr(0))).unwrap();
+    tls.write_all(b"go\n").unwrap();
+    let mut got = Vec::new();
+    let end = tls.read_to_end(&mut got);
+    assert_eq!(got, b"part 1 of 2\n");
+    let err = end.expect_err("a clean end (close_notify) after half the work");
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+}
+
+/// Sends 1,000-byte pieces while `needs_drain` is false, then shuts its writing side.
+#[derive(Default)]
+struct ShutAfterPieces {
+    needs_drain_at_shut: Option<bool>,
+    drains: usize,
+}
+
+impl Handler for ShutAfterPieces {
+    type State = ();
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        input.take_all();
+        if self.needs_drain_at_shut.is_some() {
+            return;
+        }
+        for _ in 0..100_000 {
+            if ctx.needs_drain(conn) {
+                break;
+            }
+            ctx.send(conn, &[b'x'; 1000]).unwrap();
+        }
+        ctx.shutdown_write(conn);
+        self.needs_drain_at_shut = Some(ctx.needs_drain(conn));
+    }
+
+    fn on_drained(&mut self, _: &mut Context<'_, Self>, _: ConnId) {
+        self.drains += 1;
+    }
+}
+
+/// Review of `needs_drain`: on TLS, a queue whose last write took close_notify along after
+/// `shutdown_write` never had its promised `on_drained` (WRITABLE was dropped before that
+/// write, which then took the queue for one that had never backed up).
+#[test]
+fn on_drained_comes_as_needs_drain_promised_when_close_notify_goes_with_the_queue() {
+    let (ca, leaf) = localhost();
+    let mut server = Server::builder()
+        .listen_tls("127.0.0.1:0", leaf.config())
+        .bind(ShutAfterPieces::default())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let client = std::thread::spawn(move || {
+        let tcp = util::connect_small_window(addr);
+        let mut tls = pki::connect(pki::client(&ca), "localhost", tcp).unwrap();
+        tls.write_all(b"go\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300)); // let the queue back up
+        let mut got = Vec::new();
+        tls.read_to_end(&mut got).map(|_| got.len())
+    });
+    let deadline = Instant::now() + util::TIMEOUT;
+    while !client.is_finished() {
+        assert!(Instant::now() < deadline, "the client did not finish");
+        server.run_once(Some(Duration::from_millis(5))).unwrap();
+    }
+    for _ in 0..10 {
+        server.run_once(Some(Duration::from_millis(5))).unwrap();
+    }
+    let got = client.join().unwrap().expect("a clean end");
+    let h = server.handler();
+    assert!(got > 0);
+    assert_eq!(
+        h.needs_drain_at_shut,
+        Some(true),
+        "the queue never backed up"
+    );
+    assert_eq!(h.drains, 1, "needs_drain promised an on_drained");
+}
+
 /// Review of #23: ciphertext that never completes a record counted as activity, so a peer
 /// trickling one record held its slot past the first-byte and idle deadlines while the
 /// handler got nothing. Activity is plaintext.

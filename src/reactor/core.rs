@@ -557,7 +557,12 @@ impl Core {
                 let _ = self.registry.deregister(&mut socket);
             }
         }
-        self.timers.clear();
+        // Work kept open through the stop keeps its timers (it is served as before).
+        let kept: Vec<ConnId> = (self.conns.iter())
+            .filter(|(_, c)| c.keep_on_stop)
+            .map(|(k, c)| c.id(k))
+            .collect();
+        self.timers.clear_but(|conn| kept.contains(&conn));
     }
 
     /// A successor took the listening sockets over: they are no longer accepted from, but
@@ -573,9 +578,8 @@ impl Core {
         self.ready_listeners.clear();
     }
 
-    /// The second half of a stop: every connection closes once its output is written.
-    /// A graceful stop's close of every connection once its queue is written, but those
-    /// kept open for work in flight.
+    /// The second half of a stop: every connection closes once its output is written, but
+    /// those kept open for work in flight.
     pub(super) fn close_all_after_flush(&mut self) {
         let ids: Vec<ConnId> = (self.conns.iter())
             .filter(|(_, c)| !c.keep_on_stop)

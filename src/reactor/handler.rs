@@ -187,7 +187,8 @@ pub trait Handler {
     /// [`ServerHandle::stop`](crate::ServerHandle::stop)); called once, as the stop begins.
     ///
     /// The listeners are already closed and timers set before are cancelled (they never
-    /// fire), but every connection is still open: this is the moment to send a goodbye, or
+    /// fire), but those of connections kept open through the stop
+    /// ([`Context::keep_open_on_stop`]); every connection is still open: this is the moment to send a goodbye, or
     /// to close connections at once. When it returns, each connection closes as soon as its
     /// queued output is written, with [`CloseReason::Shutdown`], and sends fail from then
     /// on; but a connection kept open for work in flight
@@ -492,9 +493,12 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
     /// Whether a graceful stop leaves `conn` open, served as before, until the handler closes
     /// it or calls this again with `false` (then it closes once its queue is written, as
     /// the others did at the stop): for work in flight, such as a response still being
-    /// streamed, which a stop would otherwise cut short. The shutdown timeout
+    /// streamed, which a stop would otherwise cut short; its timers go on through the stop.
+    /// The shutdown timeout
     /// ([`ServerBuilder::shutdown_timeout`](crate::ServerBuilder::shutdown_timeout)) still
-    /// bounds the stop. Off for every connection at first; set it when the work begins and
+    /// bounds the stop: what is kept open then is cut short (a TLS peer sees no
+    /// `close_notify`, a truncation). After a hand-over's drain timeout, connections still
+    /// kept open get the shutdown timeout on top. Off for every connection at first; set it when the work begins and
     /// clear it when it ends (hyper's and Go's graceful shutdown wait for active requests
     /// the same way, and close idle connections at once).
     pub fn keep_open_on_stop(&mut self, conn: ConnId, keep: bool) {
@@ -517,7 +521,11 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
     /// `on_drained` because [`queued`](Context::queued) is above 0 waits for ever when the
     /// kernel takes the queue at the end of the turn. A queue that reaches 64 KiB is offered
     /// to the kernel at once, so a loop of sends ends when the peer is slower than the
-    /// producer. `false` once `conn` is closing or closed.
+    /// producer; under a [`max_queued`](crate::ServerBuilder::max_queued) below that, a
+    /// send can be refused with [`SendError::QueueFull`] first: that piece was not taken,
+    /// and, unless it alone is over the limit (`queued: 0`), `needs_drain` is then true
+    /// (the queue was offered to the kernel before the refusal), so keep the piece for
+    /// `on_drained`. `false` once `conn` is closing or closed.
     pub fn needs_drain(&self, conn: ConnId) -> bool {
         self.core.needs_drain(conn)
     }

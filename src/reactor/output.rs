@@ -378,13 +378,19 @@ impl Core {
     }
 
     fn write_out(&mut self, id: ConnId) {
+        self.write_out_after(id, false);
+    }
+
+    /// [`write_out`](Core::write_out), for a queue that backed up before (`blocked`) even if
+    /// WRITABLE is no longer registered: its `on_drained` is still owed.
+    fn write_out_after(&mut self, id: ConnId, blocked: bool) {
         let Some(conn) = conn_mut(&mut self.conns, id) else {
             return;
         };
         if conn.flushed() {
             return;
         }
-        let was_blocked = conn.writable;
+        let was_blocked = conn.writable || blocked;
         let listener = conn.listener as usize;
         let (left, failed) = match &mut conn.tls {
             Some(tls) => write_queue_tls(&mut conn.out, tls, &mut conn.stream, &mut self.spares),
@@ -440,8 +446,9 @@ impl Core {
         let ending = conn.send == Send::ShutAfterFlush || conn.life.drained();
         if ending && conn.tls.as_mut().is_some_and(|t| t.close_notify()) {
             // A TLS stream ends with close_notify, after everything sent: written like
-            // the rest, and this runs again once it is.
-            return self.write_out(id);
+            // the rest, and this runs again once it is (an on_drained still owed, though
+            // WRITABLE was dropped above).
+            return self.write_out_after(id, was_blocked);
         }
         if !conn.flushed() {
             return; // ciphertext waits for WRITABLE

@@ -123,9 +123,11 @@ impl Timers {
         Some((TimerId { deadline, seq }, due))
     }
 
-    pub(crate) fn clear(&mut self) {
-        self.pending.clear();
-        self.by_conn.clear();
+    /// Cancels every timer but those of the connections `keep` names.
+    pub(crate) fn clear_but(&mut self, keep: impl Fn(ConnId) -> bool) {
+        self.pending
+            .retain(|_, due| matches!(due, Due::Conn(conn, _) if keep(*conn)));
+        self.by_conn.retain(|(conn, _), _| keep(*conn));
     }
 
     #[cfg(test)]

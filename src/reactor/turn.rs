@@ -742,6 +742,16 @@ impl<H: Handler> Server<H> {
             if queued > 0 {
                 log::warn!("{id}: shutdown timeout: {queued} queued bytes not delivered");
             }
+            // Work kept open through the stop and not done is cut short: a TLS peer must
+            // see a truncation, not close_notify, though nothing was queued.
+            if let Some(conn) = core::conn_mut(&mut self.core.conns, id) {
+                if conn.keep_on_stop {
+                    log::warn!("{id}: shutdown timeout: work kept open through the stop cut short");
+                    if let Some(tls) = &mut conn.tls {
+                        tls.output_dropped();
+                    }
+                }
+            }
             self.core.request_close(id, CloseReason::Shutdown);
         }
         self.settle();
