@@ -8,7 +8,7 @@ mod pki;
 mod util;
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -782,6 +782,31 @@ fn lines_before_close_notify_reach_a_handler_that_pauses() {
     slow.wait_for(&["one", "two", "three", "end"]);
 }
 
+/// A client's handshake driven by hand up to its Finished, left unsent: what the client
+/// writes next goes in one flight with it ([`send_flight`]).
+fn handshake_but_finished(ca: &Ca, addr: SocketAddr) -> (rustls::ClientConnection, TcpStream) {
+    let mut conn =
+        rustls::ClientConnection::new(pki::client(ca), "localhost".try_into().unwrap()).unwrap();
+    let mut sock = util::connect(addr);
+    while conn.is_handshaking() {
+        while conn.wants_write() {
+            conn.write_tls(&mut sock).unwrap();
+        }
+        conn.read_tls(&mut sock).unwrap();
+        conn.process_new_packets().unwrap();
+    }
+    (conn, sock)
+}
+
+/// Writes all that `conn` has to send in one write.
+fn send_flight(conn: &mut rustls::ClientConnection, sock: &mut TcpStream) {
+    let mut flight = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut flight).unwrap();
+    }
+    sock.write_all(&flight).unwrap();
+}
+
 /// Review of #23: the client's Finished, a request and close_notify in one write: the
 /// request was never offered (the end was taken first, during the handshake's hand-over).
 #[test]
@@ -792,23 +817,10 @@ fn a_request_and_close_notify_in_the_handshakes_last_flight_arrive_in_order() {
         Server::builder().listen_tls("127.0.0.1:0", leaf.config()),
         slow.clone(),
     );
-    let mut conn =
-        rustls::ClientConnection::new(pki::client(&ca), "localhost".try_into().unwrap()).unwrap();
-    let mut sock = util::connect(server.addr(0));
-    while conn.is_handshaking() {
-        while conn.wants_write() {
-            conn.write_tls(&mut sock).unwrap();
-        }
-        conn.read_tls(&mut sock).unwrap();
-        conn.process_new_packets().unwrap();
-    }
+    let (mut conn, mut sock) = handshake_but_finished(&ca, server.addr(0));
     conn.writer().write_all(b"hello\nagain\n").unwrap();
     conn.send_close_notify();
-    let mut flight = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut flight).unwrap();
-    }
-    sock.write_all(&flight).unwrap();
+    send_flight(&mut conn, &mut sock);
     slow.wait_for(&["hello", "again", "end"]);
 }
 
@@ -855,16 +867,7 @@ fn the_handshakes_last_flight_is_a_first_offer_not_a_refused_one() {
             .max_input(16 * 1024),
         BusyFirst::default(),
     );
-    let mut conn =
-        rustls::ClientConnection::new(pki::client(&ca), "localhost".try_into().unwrap()).unwrap();
-    let mut sock = util::connect(server.addr(0));
-    while conn.is_handshaking() {
-        while conn.wants_write() {
-            conn.write_tls(&mut sock).unwrap();
-        }
-        conn.read_tls(&mut sock).unwrap();
-        conn.process_new_packets().unwrap();
-    }
+    let (mut conn, mut sock) = handshake_but_finished(&ca, server.addr(0));
     // 330 lines of 60 bytes (19,800 bytes, past the 16 KiB limit) behind the Finished.
     let lines: Vec<String> = (0..330)
         .map(|i| format!("{i:04}{}", "-".repeat(55)))
@@ -878,11 +881,7 @@ fn the_handshakes_last_flight_is_a_first_offer_not_a_refused_one() {
                 .as_bytes(),
         )
         .unwrap();
-    let mut flight = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut flight).unwrap();
-    }
-    sock.write_all(&flight).unwrap();
+    send_flight(&mut conn, &mut sock);
     let want: String = lines.iter().map(|l| format!("{l}!\n")).collect();
     let mut tls = rustls::StreamOwned::new(conn, sock);
     let mut got = vec![0; want.len()];

@@ -84,7 +84,7 @@ pub(crate) struct Core {
     /// reactor is done reading them this turn, or at the turn's end (see `output.rs`).
     pub(super) dirty: Vec<ConnId>,
     /// How many things happened so far ([`news`](Core::news)): kept input a handler refused
-    /// is offered again alone only once this moved on since (see `Conn::refused_at`), so
+    /// is offered again alone only once this moved on since (see `Conn::refused`), so
     /// handlers that only resume each other cannot spin the loop.
     pub(super) epoch: u64,
     /// Connections whose refused input waits for `epoch` to move (see `read_handed`).
@@ -419,9 +419,10 @@ impl Core {
         }
     }
 
-    /// Something happened that input a handler refused may have waited for: an event, a
-    /// timer, a deadline, a callback other than `on_data`, an `on_data` that was not a
-    /// refusal (see `epoch`).
+    /// Something happened that input a handler refused may have waited for: a callback
+    /// other than `on_data` (a timer's, a close's after a deadline, …: `Context::new`), or
+    /// an `on_data` that was not a refusal (see `epoch`). An event that calls the handler
+    /// for nothing (a write that drained no queue) is no news.
     #[inline]
     pub(super) fn news(&mut self) {
         self.epoch += 1;
@@ -558,11 +559,12 @@ impl Core {
             }
         }
         // Work kept open through the stop keeps its timers (it is served as before).
-        let kept: Vec<ConnId> = (self.conns.iter())
-            .filter(|(_, c)| c.keep_on_stop)
-            .map(|(k, c)| c.id(k))
-            .collect();
-        self.timers.clear_but(|conn| kept.contains(&conn));
+        let conns = &self.conns;
+        self.timers.clear_but(|id| {
+            conns
+                .get(id.key)
+                .is_some_and(|c| c.generation == id.generation && c.keep_on_stop)
+        });
     }
 
     /// A successor took the listening sockets over: they are no longer accepted from, but

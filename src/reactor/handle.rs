@@ -383,17 +383,17 @@ impl ServerHandle {
         listeners: Option<&[usize]>,
         config: &crate::tls::TlsConfig,
     ) -> Result<(), crate::tls::TlsError> {
-        use crate::tls::TlsError;
+        use crate::tls::{TlsError, TlsErrorKind};
         let mut tls = self.inner.tls.lock().unwrap_or_else(|e| e.into_inner());
         let Some(resumption) = &tls.resumption else {
-            return Err(TlsError::no_tls_listener());
+            return Err(TlsError::whole(TlsErrorKind::NoTlsListener));
         };
         let targets: Vec<usize> = match listeners {
             None => {
                 let mut groups = tls.groups.iter().flatten();
                 let first = groups.next();
                 if groups.any(|g| Some(g) != first) {
-                    return Err(TlsError::listeners_differ());
+                    return Err(TlsError::whole(TlsErrorKind::ListenersDiffer));
                 }
                 (0..tls.groups.len())
                     .filter(|&i| tls.groups[i].is_some())
@@ -404,10 +404,10 @@ impl ServerHandle {
                     .iter()
                     .find(|&&i| tls.groups.get(i).copied().flatten().is_none());
                 if let Some(&i) = bad {
-                    return Err(TlsError::not_tls_listener(Some(i)));
+                    return Err(TlsError::whole(TlsErrorKind::NotTlsListener(Some(i))));
                 }
                 if ids.is_empty() {
-                    return Err(TlsError::not_tls_listener(None));
+                    return Err(TlsError::whole(TlsErrorKind::NotTlsListener(None)));
                 }
                 ids.to_vec()
             }

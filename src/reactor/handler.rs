@@ -188,8 +188,8 @@ pub trait Handler {
     ///
     /// The listeners are already closed and timers set before are cancelled (they never
     /// fire), but those of connections kept open through the stop
-    /// ([`Context::keep_open_on_stop`]); every connection is still open: this is the moment to send a goodbye, or
-    /// to close connections at once. When it returns, each connection closes as soon as its
+    /// ([`Context::keep_open_on_stop`]); every connection is still open: this is the moment
+    /// to send a goodbye, or to close connections at once. When it returns, each connection closes as soon as its
     /// queued output is written, with [`CloseReason::Shutdown`], and sends fail from then
     /// on; but a connection kept open for work in flight
     /// ([`Context::keep_open_on_stop`], set here or before) stays open, and served, until
@@ -377,7 +377,7 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
     /// unused is offered again, first, even if the peer sends nothing more. Input offered
     /// again and left whole (the call used none of it and paused again) comes next with
     /// whatever the socket holds by then, or alone once anything else happened in the
-    /// server since that call (an event, a timer, a deadline, any other callback, any
+    /// server since that call (any other callback, such as a timer's or a close's, or any
     /// `on_data` but such a refusal): two handlers that only refuse and resume each other
     /// wait for that, they do not spin. A resume within the very call that paused shows the
     /// input again at once; what that call then leaves waits for more bytes, as any input a
@@ -498,9 +498,9 @@ impl<'a, H: Handler + ?Sized> Context<'a, H> {
     /// ([`ServerBuilder::shutdown_timeout`](crate::ServerBuilder::shutdown_timeout)) still
     /// bounds the stop: what is kept open then is cut short (a TLS peer sees no
     /// `close_notify`, a truncation). After a hand-over's drain timeout, connections still
-    /// kept open get the shutdown timeout on top. Off for every connection at first; set it when the work begins and
-    /// clear it when it ends (hyper's and Go's graceful shutdown wait for active requests
-    /// the same way, and close idle connections at once).
+    /// kept open get the shutdown timeout on top. Off for every connection at first; set it
+    /// when the work begins and clear it when it ends (hyper's and Go's graceful shutdown
+    /// wait for active requests the same way, and close idle connections at once).
     pub fn keep_open_on_stop(&mut self, conn: ConnId, keep: bool) {
         self.core.keep_open_on_stop(conn, keep);
     }

@@ -255,19 +255,15 @@ impl TlsConfig {
     /// cache, kept across reloads) unless the caller gave a whole one.
     pub(crate) fn build(&self, resumption: &Resumption) -> Result<Acceptor, TlsError> {
         if self.timeout.is_zero() {
-            return Err(TlsError {
-                origin: String::new(),
-                kind: TlsErrorKind::ZeroHandshakeTimeout,
-            });
+            return Err(TlsError::whole(TlsErrorKind::ZeroHandshakeTimeout));
         }
         if let Some(config) = &self.rustls {
             // Early data would be accepted by rustls and never read: bytes the client was
             // told were taken, lost. 0-RTT requests are replayable anyway (SECURITY.md).
             if config.max_early_data_size > 0 {
-                return Err(TlsError {
-                    origin: String::new(),
-                    kind: TlsErrorKind::EarlyData(config.max_early_data_size),
-                });
+                return Err(TlsError::whole(TlsErrorKind::EarlyData(
+                    config.max_early_data_size,
+                )));
             }
             return Ok(Acceptor {
                 config: Arc::clone(config),
@@ -277,18 +273,12 @@ impl TlsConfig {
             });
         }
         if self.certs.is_empty() {
-            return Err(TlsError {
-                origin: String::new(),
-                kind: TlsErrorKind::NoCertificate,
-            });
+            return Err(TlsError::whole(TlsErrorKind::NoCertificate));
         }
         let provider = Arc::new(provider());
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError {
-                origin: String::new(),
-                kind: TlsErrorKind::Key(e.to_string()),
-            })?;
+            .map_err(|e| TlsError::whole(TlsErrorKind::Key(e.to_string())))?;
         let builder = match &self.client_ca {
             Some((roots, origin)) => {
                 let verifier =
@@ -402,24 +392,11 @@ impl TlsError {
         }
     }
 
-    pub(crate) fn not_tls_listener(id: Option<usize>) -> TlsError {
+    /// An error about the configuration (or the server's listeners) as a whole: no origin.
+    pub(crate) fn whole(kind: TlsErrorKind) -> TlsError {
         TlsError {
             origin: String::new(),
-            kind: TlsErrorKind::NotTlsListener(id),
-        }
-    }
-
-    pub(crate) fn listeners_differ() -> TlsError {
-        TlsError {
-            origin: String::new(),
-            kind: TlsErrorKind::ListenersDiffer,
-        }
-    }
-
-    pub(crate) fn no_tls_listener() -> TlsError {
-        TlsError {
-            origin: String::new(),
-            kind: TlsErrorKind::NoTlsListener,
+            kind,
         }
     }
 
