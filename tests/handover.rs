@@ -1399,17 +1399,9 @@ impl Echo {
     }
 }
 
-/// A fresh directory under the system's temporary one.
-fn tempdir(what: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "dualstack-handover-{what}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory under the system's temporary one, removed when the test drops it.
+fn tempdir(what: &str) -> util::TempDir {
+    util::TempDir::new(&format!("handover-{what}"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1481,6 +1473,14 @@ fn said_file(parent: u32, name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("dualstack-successor-{parent}-{name}"))
 }
 
+/// What this process's successor `name` wrote, read once: the file is removed.
+fn take_said(name: &str) -> String {
+    let file = said_file(std::process::id(), name);
+    let said = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let _ = std::fs::remove_file(&file);
+    said
+}
+
 /// In a successor (this binary run again by a hand-over): `Some(parent pid)`.
 fn as_successor() -> Option<u32> {
     std::env::var_os("DUALSTACK_HANDOVER").and(dualstack::predecessor())
@@ -1527,12 +1527,22 @@ fn successor_exits_at_once() {
 #[test]
 #[ignore = "a successor the hand-over tests run"]
 fn successor_never_ready() {
+    never_ready("successor_never_ready");
+}
+
+/// The same successor, for the test that runs it under a wrapper (its own file: the two
+/// tests run at once in one parent, and each reads the pid of its own successor).
+#[test]
+#[ignore = "a successor the hand-over tests run"]
+fn successor_never_ready_wrapped() {
+    never_ready("successor_never_ready_wrapped");
+}
+
+/// In a successor: writes its pid to `said_file(parent, name)`, takes the sockets and
+/// never says READY=1.
+fn never_ready(name: &str) {
     if let Some(parent) = as_successor() {
-        std::fs::write(
-            said_file(parent, "successor_never_ready"),
-            std::process::id().to_string(),
-        )
-        .unwrap();
+        std::fs::write(said_file(parent, name), std::process::id().to_string()).unwrap();
         let _server = Server::builder()
             .listen("127.0.0.1:0")
             .bind(recording())
@@ -1696,6 +1706,7 @@ fn failed_successors_leave_the_server_serving_and_a_later_hand_over_works() {
     let events = &server.handler().events;
     assert!(events[3].starts_with("failed: NotReady"), "{events:?}");
     let never_ready = server.handler().pids[1];
+    let _ = std::fs::remove_file(said_file(std::process::id(), "successor_never_ready"));
     assert!(
         gone(never_ready),
         "the successor that was not ready still runs"
@@ -1771,11 +1782,7 @@ fn a_ready_before_any_bind_is_refused_and_the_port_stays() {
         .unwrap();
     run_until(&mut server, 2);
     assert_eq!(server.handler().events[1], "ready");
-    let said = std::fs::read_to_string(said_file(
-        std::process::id(),
-        "successor_ready_before_binding",
-    ))
-    .unwrap();
+    let said = take_said("successor_ready_before_binding");
     assert_eq!(said, "Err(InvalidInput)");
     let serving = server.handler().pids[0];
     server.run().unwrap();
@@ -1814,7 +1821,7 @@ fn a_wrapper_that_does_not_exec_works_and_its_server_goes_with_it_on_failure() {
     };
     server
         .handle()
-        .hand_over(wrapped("successor_never_ready"))
+        .hand_over(wrapped("successor_never_ready_wrapped"))
         .unwrap();
     run_until(&mut server, 2);
     assert!(
@@ -1822,11 +1829,7 @@ fn a_wrapper_that_does_not_exec_works_and_its_server_goes_with_it_on_failure() {
         "{:?}",
         server.handler().events
     );
-    let inner: u32 =
-        std::fs::read_to_string(said_file(std::process::id(), "successor_never_ready"))
-            .unwrap()
-            .parse()
-            .unwrap();
+    let inner: u32 = take_said("successor_never_ready_wrapped").parse().unwrap();
     let deadline = Instant::now() + util::TIMEOUT;
     while !gone(inner) {
         assert!(
@@ -1936,7 +1939,8 @@ fn a_failed_exec_is_reported_as_such_with_free_numbers_below_the_passed_ones() {
         server.run_once(Some(Duration::from_millis(10))).unwrap();
     }
     std::thread::sleep(Duration::from_millis(50));
-    let said = std::fs::read_to_string(&file).unwrap();
+    let said = take_said("successor_takes_two_of_six_and_hands_over_to_nothing");
+    let _ = std::fs::remove_file(said_file(std::process::id(), "not-a-program"));
     assert!(said.starts_with("failed: Spawn"), "{said}");
     assert!(said.contains("Permission denied"), "{said}");
     kill(serving);
@@ -1996,11 +2000,7 @@ fn an_address_the_successor_would_move_is_an_error_naming_both() {
         .unwrap();
     run_until(&mut server, 2);
     assert!(server.handler().events[1].starts_with("failed: Exited"));
-    let said = std::fs::read_to_string(said_file(
-        std::process::id(),
-        "successor_resolves_elsewhere",
-    ))
-    .unwrap();
+    let said = take_said("successor_resolves_elsewhere");
     let port = addr.port();
     assert!(said.contains(&format!("127.0.0.1:{port} (ipv4)")), "{said}");
     assert!(said.contains(&format!("127.0.0.2:{port} (ipv4)")), "{said}");
@@ -2051,11 +2051,7 @@ fn a_mode_the_successor_would_change_is_an_error_naming_both() {
         .unwrap();
     run_until(&mut server, 2);
     assert!(server.handler().events[1].starts_with("failed: Exited"));
-    let said = std::fs::read_to_string(said_file(
-        std::process::id(),
-        "successor_plans_separate_stacks",
-    ))
-    .unwrap();
+    let said = take_said("successor_plans_separate_stacks");
     assert!(
         said.contains(&format!("[::]:{port} (dual-stack)")),
         "{said}"
