@@ -560,30 +560,7 @@ mod tests {
     #[test]
     #[cfg(feature = "tls")]
     fn waiting_tls_records_and_the_queue_leave_in_one_write() {
-        let (mut session, ca_pem) = crate::tls::testing::session();
-        let client_config = crate::tls::testing::client(&ca_pem, &[&rustls::version::TLS13]);
-        let mut client =
-            rustls::ClientConnection::new(client_config, "localhost".try_into().unwrap()).unwrap();
-        let mut plain = crate::tls::Plain::default();
-        // The handshake, in memory, up to the server's reading of the client's Finished.
-        let mut done = false;
-        for _ in 0..10 {
-            let mut wire = Vec::new();
-            while client.wants_write() {
-                client.write_tls(&mut wire).unwrap();
-            }
-            done = session.feed(&wire, &mut plain).unwrap().handshake_done;
-            if done {
-                break;
-            }
-            let mut wire = Vec::new();
-            while session.wants_write() {
-                session.write_tls(&mut wire).unwrap();
-            }
-            client.read_tls(&mut &wire[..]).unwrap();
-            client.process_new_packets().unwrap();
-        }
-        assert!(done, "the handshake did not end");
+        let (mut session, mut client) = crate::tls::testing::established();
         assert!(session.wants_write(), "no tickets wait");
         let mut out = OutQueue::default();
         let mut spares = Spares::default();

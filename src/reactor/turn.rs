@@ -310,11 +310,23 @@ impl<H: Handler> Server<H> {
             // Into the loop's buffer; while input is kept, what came is added to it (a
             // read straight into the kept buffer made room for a whole read, and two kept
             // bytes pinned 64 KiB per connection).
+            // A TLS connection's records are read by its session itself, and decrypted
+            // into the loop's second buffer (all of them: the session keeps no plaintext).
             let room = self.buf.len();
             let fresh = conn.input.is_empty();
-            let result = match clean_end {
-                true => Ok(0),
-                false => conn.stream.read(&mut self.buf),
+            let mut direct = None;
+            let result = match (clean_end, &mut conn.tls) {
+                (true, _) => Ok(0),
+                (false, None) => conn.stream.read(&mut self.buf),
+                (false, Some(tls)) => {
+                    self.plain.clear();
+                    tls.read_direct(&mut conn.stream, &mut self.plain, room)
+                        .map(|d| {
+                            let n = d.read;
+                            direct = Some(d);
+                            n
+                        })
+                }
             };
             let nothing_new = matches!(&result, Ok(0))
                 || matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
@@ -344,23 +356,21 @@ impl<H: Handler> Server<H> {
                     return;
                 }
                 Ok(n) => {
-                    let drained = short_read_drains && n < room;
-                    // A TLS connection's records are decrypted into the loop's second
-                    // buffer (all of them: the session keeps no plaintext back).
-                    let (offer, peer_closed) = match &mut conn.tls {
-                        None => (Offer::Read(n), false),
-                        Some(tls) => {
-                            self.plain.clear();
-                            match tls.feed(&self.buf[..n], &mut self.plain) {
-                                Ok(fed) => (Offer::Plain, fed.peer_closed),
-                                Err(e) => {
-                                    log::debug!("{id}: {e}");
-                                    self.core.request_close(id, CloseReason::Tls(e));
-                                    self.settle();
-                                    return;
-                                }
+                    let (drained, offer, peer_closed) = match direct {
+                        None => (short_read_drains && n < room, Offer::Read(n), false),
+                        Some(direct) => match direct.fed {
+                            Ok(fed) => (
+                                direct.would_block || (short_read_drains && direct.short),
+                                Offer::Plain,
+                                fed.peer_closed,
+                            ),
+                            Err(e) => {
+                                log::debug!("{id}: {e}");
+                                self.core.request_close(id, CloseReason::Tls(e));
+                                self.settle();
+                                return;
                             }
-                        }
+                        },
                     };
                     let bytes = match offer {
                         Offer::Plain => self.plain.bytes(),

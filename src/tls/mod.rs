@@ -122,6 +122,21 @@ pub(crate) struct Fed {
     pub(crate) peer_closed: bool,
 }
 
+/// What one [`Session::read_direct`] did: the ciphertext it read from the socket, whether
+/// the socket is known to hold nothing more, and the outcome of processing it.
+#[derive(Debug)]
+pub(crate) struct Direct {
+    /// Ciphertext bytes read (0: the end of the stream, read first).
+    pub(crate) read: usize,
+    /// The socket said `WouldBlock` after bytes came: drained.
+    pub(crate) would_block: bool,
+    /// The last read was shorter than the room offered: drained, unless the event that
+    /// woke the loop reported the end of the stream (then the end is read next).
+    pub(crate) short: bool,
+    /// The records' outcome: as [`Session::feed`]'s.
+    pub(crate) fed: Result<Fed, TlsFailure>,
+}
+
 /// The most handshake steps (ciphertext fed to a connection still handshaking) one turn
 /// takes: a full handshake is private-key work inside the one thread, so a burst of new
 /// clients waits for later turns instead of delaying every established connection. The
@@ -187,5 +202,32 @@ pub(crate) mod testing {
         let (config, ca_pem) = localhost();
         let resumption = super::Resumption::new().unwrap();
         (config.build(&resumption).unwrap().start().unwrap(), ca_pem)
+    }
+
+    /// A server session and a TLS 1.3 client, their handshake done in memory up to the
+    /// server's reading of the client's Finished (what the server sends then, its tickets,
+    /// waits in the session).
+    pub(crate) fn established() -> (Box<super::Session>, rustls::ClientConnection) {
+        let (mut session, ca_pem) = session();
+        let config = client(&ca_pem, &[&rustls::version::TLS13]);
+        let mut client =
+            rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+        let mut plain = super::Plain::default();
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            if session.feed(&wire, &mut plain).unwrap().handshake_done {
+                return (session, client);
+            }
+            let mut wire = Vec::new();
+            while session.wants_write() {
+                session.write_tls(&mut wire).unwrap();
+            }
+            client.read_tls(&mut &wire[..]).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        panic!("the handshake did not end");
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rustls::server::{ProducesTickets, ServerConnection, StoresServerSessions};
 use rustls::{ProtocolVersion, ServerConfig};
 
-use super::{Fed, TlsFailure};
+use super::{Direct, Fed, TlsFailure};
 use crate::conn::{OutQueue, Spares};
 
 /// The most ciphertext a connection holds that the socket has not taken (rustls's own
@@ -67,6 +67,7 @@ impl Acceptor {
             peer_closed: false,
             light_finish: self.light_finish,
             answered: false,
+            pending: None,
         }))
     }
 
@@ -86,6 +87,8 @@ pub(crate) struct Session {
     light_finish: bool,
     /// The session has answered a ClientHello (a flight, or a HelloRetryRequest).
     answered: bool,
+    /// A socket error a direct read met after bytes it returned: the next read's result.
+    pending: Option<io::Error>,
 }
 
 impl std::fmt::Debug for Session {
@@ -117,20 +120,8 @@ impl Session {
                 Ok(_) => {}
                 Err(e) => return Err(TlsFailure::new(e.to_string())),
             }
-            let state = self
-                .conn
-                .process_new_packets()
-                .map_err(|e| TlsFailure::new(e.to_string()))?;
-            let n = state.plaintext_bytes_to_read();
-            if n > 0 {
-                self.conn
-                    .reader()
-                    .read_exact(plain.extend(n))
-                    .map_err(|e| TlsFailure::new(e.to_string()))?;
-            }
-            if state.peer_has_closed() {
-                fed.peer_closed = true;
-                self.peer_closed = true;
+            self.process(plain, &mut fed)?;
+            if fed.peer_closed {
                 break;
             }
         }
@@ -142,6 +133,87 @@ impl Session {
             self.info = Some(TlsInfo::of(&self.conn));
         }
         Ok(fed)
+    }
+
+    /// Reads ciphertext from `stream` into the session itself, as tokio-rustls does (an
+    /// established connection's records need no copy through the loop's buffer), and
+    /// processes it as [`feed`](Session::feed) does, its plaintext appended to `plain`.
+    /// Reads go on until about `limit` bytes came, a read is short or would block, the
+    /// stream ends (read again by the next call), or the peer's `close_notify`. An error
+    /// before any byte is the result; one after bytes is the next call's (the bytes first).
+    pub(crate) fn read_direct(
+        &mut self,
+        stream: &mut dyn Read,
+        plain: &mut super::Plain,
+        limit: usize,
+    ) -> io::Result<Direct> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
+        let mut direct = Direct {
+            read: 0,
+            would_block: false,
+            short: false,
+            fed: Ok(Fed::default()),
+        };
+        while direct.read < limit {
+            let mut counted = Counted {
+                inner: stream,
+                asked: 0,
+            };
+            let n = match self.conn.read_tls(&mut counted) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if direct.read == 0 => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    direct.would_block = true;
+                    break;
+                }
+                Err(e) => {
+                    self.pending = Some(e);
+                    break;
+                }
+            };
+            direct.read += n;
+            direct.short = n < counted.asked;
+            if let Err(e) = self.process(plain, &mut Fed::default()) {
+                direct.fed = Err(e);
+                return Ok(direct);
+            }
+            if self.peer_closed {
+                direct.fed = Ok(Fed {
+                    handshake_done: false,
+                    peer_closed: true,
+                });
+                break;
+            }
+            if direct.short {
+                break;
+            }
+        }
+        Ok(direct)
+    }
+
+    /// Processes the records rustls holds, appending their plaintext to `plain`, and
+    /// notes the peer's `close_notify` in `fed`.
+    fn process(&mut self, plain: &mut super::Plain, fed: &mut Fed) -> Result<(), TlsFailure> {
+        let state = self
+            .conn
+            .process_new_packets()
+            .map_err(|e| TlsFailure::new(e.to_string()))?;
+        let n = state.plaintext_bytes_to_read();
+        if n > 0 {
+            self.conn
+                .reader()
+                .read_exact(plain.extend(n))
+                .map_err(|e| TlsFailure::new(e.to_string()))?;
+        }
+        if state.peer_has_closed() {
+            fed.peer_closed = true;
+            self.peer_closed = true;
+        }
+        Ok(())
     }
 
     /// Whether the next handshake step may be key work, worth a handshake thread: the
@@ -232,6 +304,20 @@ impl Session {
     }
 }
 
+/// A reader that notes how much room each read was offered: a read that fills less is
+/// short (rustls offers its own buffer's room, not the caller's).
+struct Counted<'a> {
+    inner: &'a mut dyn Read,
+    asked: usize,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.asked = buf.len();
+        self.inner.read(buf)
+    }
+}
+
 /// What a TLS connection's handshake settled, for [`Context::tls`](crate::Context::tls):
 /// known when `on_open` is called, fixed for the connection's life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,5 +385,185 @@ impl TlsInfo {
     /// The session was resumed (a ticket or a cached session), not a full handshake.
     pub fn resumed(&self) -> bool {
         self.resumed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{self, Write};
+
+    use super::super::{testing, Plain};
+
+    /// A socket as the session's direct reads see it: every read is filled from `data`
+    /// (a short read only if asked to), and once `error_after` bytes were handed out the
+    /// next read fails with `error` (once: then the stream ends, as a reset socket's
+    /// does).
+    struct Socket {
+        data: Vec<u8>,
+        at: usize,
+        error_after: usize,
+        error: Option<io::ErrorKind>,
+        short_first: bool,
+        reads: usize,
+    }
+
+    impl Socket {
+        fn new(data: Vec<u8>) -> Socket {
+            Socket {
+                error_after: data.len(),
+                data,
+                at: 0,
+                error: None,
+                short_first: false,
+                reads: 0,
+            }
+        }
+    }
+
+    impl io::Read for Socket {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            if self.at >= self.error_after {
+                return match self.error.take() {
+                    Some(kind) => Err(kind.into()),
+                    None => Ok(0),
+                };
+            }
+            let mut n = buf.len().min(self.data.len() - self.at);
+            if std::mem::take(&mut self.short_first) {
+                n = n.min(buf.len() / 2);
+            }
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    /// The client's records for `plain`, and an established server session to read them.
+    fn records(plain: &[u8]) -> (Box<super::Session>, Vec<u8>) {
+        let (session, mut client) = testing::established();
+        let mut wire = Vec::new();
+        for piece in plain.chunks(16 * 1024) {
+            client.writer().write_all(piece).unwrap();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+        }
+        (session, wire)
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// A reset met after bytes came in the same call: the bytes are given first, and the
+    /// reset is the next call's result. A socket reports an error once (then its stream
+    /// ends), so a reset dropped there would read as an end without close_notify.
+    #[test]
+    fn an_error_after_bytes_is_the_next_reads_result() {
+        let sent = pattern(200_000);
+        let (mut session, wire) = records(&sent);
+        let mut socket = Socket::new(wire);
+        socket.error_after = 20_000;
+        socket.error = Some(io::ErrorKind::ConnectionReset);
+        let mut plain = Plain::default();
+        let direct = session
+            .read_direct(&mut socket, &mut plain, 64 * 1024)
+            .unwrap();
+        assert!(direct.read >= 20_000, "{direct:?}");
+        assert!(!direct.would_block && !direct.short, "{direct:?}");
+        assert!(direct.fed.is_ok(), "{direct:?}");
+        assert!(plain.bytes().len() >= 16_000, "{}", plain.bytes().len());
+        assert_eq!(plain.bytes(), &sent[..plain.bytes().len()]);
+        let next = session.read_direct(&mut socket, &mut Plain::default(), 64 * 1024);
+        assert_eq!(
+            next.unwrap_err().kind(),
+            io::ErrorKind::ConnectionReset,
+            "the reset was lost"
+        );
+    }
+
+    /// Reads go on until about the limit, while every read is full; a short read or a
+    /// `WouldBlock` ends them (the socket is drained); the end of the stream after bytes
+    /// is read again by the next call.
+    #[test]
+    fn direct_reads_stop_at_the_limit_a_short_read_or_would_block() {
+        let sent = pattern(300_000);
+        let (mut session, wire) = records(&sent);
+        let total = wire.len();
+        let mut socket = Socket::new(wire);
+        let mut got = Vec::new();
+        let mut plain = Plain::default();
+        let direct = session
+            .read_direct(&mut socket, &mut plain, 64 * 1024)
+            .unwrap();
+        assert!(
+            (64 * 1024..64 * 1024 + 17 * 1024).contains(&direct.read),
+            "{direct:?}"
+        );
+        assert!(!direct.short && !direct.would_block, "{direct:?}");
+        got.extend_from_slice(plain.bytes());
+
+        socket.short_first = true;
+        let reads = socket.reads;
+        plain.clear();
+        let direct = session
+            .read_direct(&mut socket, &mut plain, 64 * 1024)
+            .unwrap();
+        assert!(direct.short, "{direct:?}");
+        assert_eq!(socket.reads, reads + 1, "read on after a short read");
+        got.extend_from_slice(plain.bytes());
+
+        // The rest, then WouldBlock.
+        socket.error_after = socket.at + 30_000;
+        socket.error = Some(io::ErrorKind::WouldBlock);
+        plain.clear();
+        let direct = session
+            .read_direct(&mut socket, &mut plain, 64 * 1024)
+            .unwrap();
+        assert!(direct.would_block, "{direct:?}");
+        got.extend_from_slice(plain.bytes());
+        socket.error = Some(io::ErrorKind::WouldBlock);
+        let e = session.read_direct(&mut socket, &mut plain, 64 * 1024);
+        assert_eq!(e.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+
+        // Then everything to the end: the last call's bytes, and then the end alone.
+        socket.error_after = total;
+        loop {
+            plain.clear();
+            let direct = session
+                .read_direct(&mut socket, &mut plain, 64 * 1024)
+                .unwrap();
+            got.extend_from_slice(plain.bytes());
+            if direct.read == 0 {
+                break;
+            }
+        }
+        assert_eq!(got, sent);
+        assert_eq!(socket.at, total);
+    }
+
+    /// Nothing after the peer's close_notify is read or processed: the bytes there (here
+    /// garbage that would fail as a record) stay unread, and the plaintext before it came.
+    #[test]
+    fn a_direct_read_stops_at_close_notify() {
+        let (mut session, mut client) = testing::established();
+        client.writer().write_all(b"last words").unwrap();
+        client.send_close_notify();
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        let records = wire.len();
+        wire.extend_from_slice(&[0xff; 100]);
+        let mut socket = Socket::new(wire);
+        let mut plain = Plain::default();
+        let direct = session
+            .read_direct(&mut socket, &mut plain, 64 * 1024)
+            .unwrap();
+        assert!(direct.fed.unwrap().peer_closed);
+        assert!(session.peer_closed());
+        assert_eq!(plain.bytes(), b"last words");
+        assert!(direct.read >= records, "{}", direct.read);
     }
 }
