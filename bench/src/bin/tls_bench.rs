@@ -324,18 +324,30 @@ fn main() {
     let mut servers = vec!["echo", "tokio_tls_echo", "mio_tls_echo", "echo-threads"];
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().expect("a value");
+        let Some(value) = args.next().filter(|_| flag != "--help" && flag != "-h") else {
+            usage(&flag);
+        };
+        let bad = |what: &str| -> ! { usage(&format!("{flag} {value}: {what}")) };
         match flag.as_str() {
-            "--seconds" => seconds = value.parse().expect("seconds"),
-            "--idle" => idle_count = value.parse().expect("a count"),
-            "--rounds" => rounds = value.parse::<usize>().expect("a count").max(1),
+            "--seconds" => seconds = value.parse().unwrap_or_else(|_| bad("not seconds")),
+            "--idle" => idle_count = value.parse().unwrap_or_else(|_| bad("not a count")),
+            "--rounds" => {
+                rounds = value
+                    .parse::<usize>()
+                    .unwrap_or_else(|_| bad("not a count"))
+                    .max(1)
+            }
             "--only" => only = Some(value),
             "--server" => servers.retain(|s| *s == value),
-            other => panic!("unknown option {other}"),
+            _ => usage(&flag),
         }
     }
-    let dir = std::env::temp_dir().join(format!("dualstack-tls-bench-{}", std::process::id()));
-    let (cert, key) = dualstack_bench::tls::write_localhost_cert(&dir);
+    if servers.is_empty() {
+        usage("--server: no such server");
+    }
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("dualstack-tls-bench-{}", std::process::id())));
+    let (cert, key) = dualstack_bench::tls::write_localhost_cert(&dir.0);
     // Each round measures every server, in an order rotated by one from the last round's,
     // so that no server is always first (or last) on a machine that drifts.
     let mut runs: Vec<Vec<Vec<f64>>> = vec![Vec::new(); servers.len()];
@@ -407,5 +419,25 @@ fn main() {
         "\nTLS over plain per idle connection: {:.0} B",
         ours[6] - plain
     );
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The certificate's directory, removed however `main` ends.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Says what was wrong (`--help` asks for the usage alone) and how to call this; exits 2.
+fn usage(what: &str) -> ! {
+    if what != "--help" && what != "-h" {
+        eprintln!("tls_bench: {what}");
+    }
+    eprintln!(
+        "usage: taskset -c 1 tls_bench [--seconds S] [--idle N] [--rounds R] \
+         [--only bulk|full|resumed|idle|mixed] [--server echo|tokio_tls_echo|mio_tls_echo|echo-threads]"
+    );
+    std::process::exit(2)
 }
