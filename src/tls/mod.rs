@@ -6,7 +6,8 @@
 //!
 //! rustls (0.23, ring provider) stays behind this module: `config.rs` turns a [`TlsConfig`]
 //! into a rustls `ServerConfig` (certificates chosen by SNI in `resolve.rs`), `session.rs`
-//! is the one place that drives a rustls connection (`feed` ciphertext in, plaintext out;
+//! is the one place that drives a rustls connection (`feed` a handshake's ciphertext in,
+//! plaintext out; `read_direct` an established connection's records from the socket;
 //! `encrypt` a queue; `write_tls`). Without the `tls` feature, `off.rs` puts uninhabited
 //! types in their place, so the reactor's code is the same either way and compiles to
 //! nothing for TLS.

@@ -1,6 +1,7 @@
-//! The one place a rustls connection is driven: ciphertext in ([`Session::feed`]),
-//! plaintext out of the output queue ([`Session::encrypt`]), records to the socket
-//! ([`Session::write_tls`]), `close_notify`.
+//! The one place a rustls connection is driven: ciphertext in ([`Session::feed`] during the
+//! handshake, [`Session::read_direct`] from the socket after it), plaintext out of the
+//! output queue ([`Session::encrypt`]), records to the socket ([`Session::write_tls`]),
+//! `close_notify`.
 
 use std::io::{self, Read};
 use std::sync::Arc;
