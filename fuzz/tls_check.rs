@@ -86,3 +86,186 @@ pub fn tls_phase(data: &[u8]) {
         }
     }
 }
+
+/// A client verifier that takes the check's self-signed certificate (any certificate: the
+/// property is about the server's reading of records, not the client's checks).
+#[derive(Debug)]
+struct AnyCert;
+
+impl dualstack::rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &dualstack::rustls::pki_types::CertificateDer<'_>,
+        _: &[dualstack::rustls::pki_types::CertificateDer<'_>],
+        _: &dualstack::rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: dualstack::rustls::pki_types::UnixTime,
+    ) -> Result<dualstack::rustls::client::danger::ServerCertVerified, dualstack::rustls::Error>
+    {
+        Ok(dualstack::rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &dualstack::rustls::pki_types::CertificateDer<'_>,
+        _: &dualstack::rustls::DigitallySignedStruct,
+    ) -> Result<dualstack::rustls::client::danger::HandshakeSignatureValid, dualstack::rustls::Error>
+    {
+        Ok(dualstack::rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &dualstack::rustls::pki_types::CertificateDer<'_>,
+        _: &dualstack::rustls::DigitallySignedStruct,
+    ) -> Result<dualstack::rustls::client::danger::HandshakeSignatureValid, dualstack::rustls::Error>
+    {
+        Ok(dualstack::rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<dualstack::rustls::SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[allow(deprecated)] // ring's default_provider, as the library uses it
+fn provider() -> dualstack::rustls::crypto::CryptoProvider {
+    dualstack::rustls::crypto::ring::default_provider()
+}
+
+/// The fuzzer's TLS client: TLS 1.2 or 1.3 as `tls12` says, no resumption.
+fn client(tls12: bool) -> dualstack::rustls::ClientConnection {
+    use dualstack::rustls;
+    static CONFIGS: OnceLock<[std::sync::Arc<rustls::ClientConfig>; 2]> = OnceLock::new();
+    let configs = CONFIGS.get_or_init(|| {
+        [&rustls::version::TLS13, &rustls::version::TLS12].map(|version| {
+            let mut config = rustls::ClientConfig::builder_with_provider(provider().into())
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert))
+                .with_no_client_auth();
+            config.resumption = rustls::client::Resumption::disabled();
+            std::sync::Arc::new(config)
+        })
+    });
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    rustls::ClientConnection::new(configs[tls12 as usize].clone(), name).unwrap()
+}
+
+/// The `tls_records` target's property: after a real handshake (TLS 1.3, or 1.2 if bit 1 of
+/// `data[0]` is set), what an established connection's reading makes of the client's bytes.
+/// With bit 0 clear, the rest of `data`, repeated `data[0] >> 2` + 1 times, is the client's
+/// plaintext: written through the session in pieces and to the socket in segments whose
+/// sizes come from the data, then a close_notify. The echo must come back whole and in
+/// order, and the server must end the connection. With bit 0 set, the rest of `data` is
+/// written raw after the handshake (records of any shape, garbage): no panic, no hang, an
+/// answer of at most 64 KiB, and the connection ended within 5 s of the client's end.
+pub fn tls_records(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let addr = server();
+    let mut tcp = TcpStream::connect(addr).expect("the TLS listener is gone (a panic?)");
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let mut tls = client(mode & 2 != 0);
+    while tls.is_handshaking() {
+        tls.complete_io(&mut tcp)
+            .expect("the handshake with the check's server");
+    }
+    // What the server sends is collected on a thread, so that it is never blocked on a
+    // client that is still writing (the echo of a large input backs up otherwise).
+    let mut reader = tcp.try_clone().unwrap();
+    let collected = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return Ok(got),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Err(got.len())
+                }
+                // A reset: the server closed with the client's bytes unread.
+                Err(_) => return Ok(got),
+            }
+        }
+    });
+    if mode & 1 == 1 {
+        // Raw: the server may refuse the bytes before they are all written.
+        let _ = tcp.write_all(rest);
+        let _ = tcp.shutdown(Shutdown::Write);
+        match collected.join().unwrap() {
+            Ok(got) => assert!(got.len() <= 64 * 1024, "the server answered {}", got.len()),
+            Err(n) => {
+                panic!("the server kept the connection 5 s after the client's end ({n} bytes came)")
+            }
+        }
+        return;
+    }
+    let times = usize::from(mode >> 2) + 1;
+    let plain: Vec<u8> = rest
+        .iter()
+        .copied()
+        .cycle()
+        .take(rest.len() * times)
+        .collect();
+    // Sizes from the data: each plaintext piece 1..=20,000 bytes, each segment 1..=40,000.
+    let mut sizes = rest
+        .iter()
+        .cycle()
+        .map(|&b| usize::from(b) * 157 % 20_000 + 1);
+    let mut wire = Vec::new();
+    let mut at = 0;
+    while at < plain.len() {
+        let n = sizes.next().unwrap_or(1000).min(plain.len() - at);
+        tls.writer().write_all(&plain[at..at + n]).unwrap();
+        at += n;
+        while tls.wants_write() {
+            tls.write_tls(&mut wire).unwrap();
+        }
+    }
+    tls.send_close_notify();
+    while tls.wants_write() {
+        tls.write_tls(&mut wire).unwrap();
+    }
+    let mut at = 0;
+    while at < wire.len() {
+        let n = (sizes.next().unwrap_or(1000) * 2).min(wire.len() - at);
+        tcp.write_all(&wire[at..at + n])
+            .expect("the server refused a well-formed stream");
+        at += n;
+    }
+    let _ = tcp.shutdown(Shutdown::Write);
+    let got = match collected.join().unwrap() {
+        Ok(got) => got,
+        Err(n) => panic!("the server kept the connection 5 s after close_notify ({n} bytes came)"),
+    };
+    // rustls takes at most a record's worth a call: the whole answer, piece by piece.
+    let mut echo = Vec::new();
+    let mut answer = &got[..];
+    let mut end = Ok(0);
+    while !answer.is_empty() {
+        if tls.read_tls(&mut answer).unwrap() == 0 {
+            break;
+        }
+        tls.process_new_packets().expect("the server's records");
+        // The server's close_notify ends the read with Ok; without it, UnexpectedEof.
+        end = tls.reader().read_to_end(&mut echo);
+    }
+    assert!(
+        echo == plain,
+        "the echo differs: {} bytes sent, {} back",
+        plain.len(),
+        echo.len()
+    );
+    assert!(
+        end.is_ok(),
+        "the server's end was not a close_notify: {end:?}"
+    );
+}

@@ -55,3 +55,8 @@ fn proxy_corpus() {
 fn tls_phase_corpus() {
     run_corpus("tls_phase", tls_check::tls_phase);
 }
+
+#[test]
+fn tls_records_corpus() {
+    run_corpus("tls_records", tls_check::tls_records);
+}
