@@ -117,12 +117,12 @@ impl dualstack::rustls::client::danger::ServerCertVerifier for AnyCert {
 
     fn verify_tls13_signature(
         &self,
-        _: &[u8],
-        _: &dualstack::rustls::pki_types::CertificateDer<'_>,
-        _: &dualstack::rustls::DigitallySignedStruct,
+        message: &[u8],
+        cert: &dualstack::rustls::pki_types::CertificateDer<'_>,
+        dss: &dualstack::rustls::DigitallySignedStruct,
     ) -> Result<dualstack::rustls::client::danger::HandshakeSignatureValid, dualstack::rustls::Error>
     {
-        Ok(dualstack::rustls::client::danger::HandshakeSignatureValid::assertion())
+        self.verify_tls12_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<dualstack::rustls::SignatureScheme> {
