@@ -291,6 +291,54 @@ fn four_megabytes_each_way_under_backpressure_arrive_intact() {
     assert!(got == data, "the bytes changed on the way");
 }
 
+/// Counts what each connection sent, and answers `N\n` once the N bytes it waits for came.
+struct Tally(usize);
+
+impl Handler for Tally {
+    type State = usize;
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
+        let n = input.take_all().len();
+        let Some(count) = ctx.state_mut(conn) else {
+            return;
+        };
+        *count += n;
+        if *count == self.0 {
+            let _ = ctx.send(conn, format!("{}\n", self.0).as_bytes());
+        }
+    }
+}
+
+/// An upload far larger than one read, sent in one burst and answered only at its end: the
+/// server reads it all though the client sends nothing more (a read that stopped at the
+/// read size, with more in the socket, is not the socket drained: no readiness event would
+/// come for the rest).
+#[test]
+fn a_burst_larger_than_a_read_is_read_to_its_end_with_no_more_from_the_peer() {
+    const SIZE: usize = 8 << 20;
+    let (ca, leaf) = localhost();
+    let builder = Server::builder()
+        .listen_tls("127.0.0.1:0", leaf.config())
+        .tls_handshake_threads(THREADS.get());
+    let server = Running::start(builder, Tally(SIZE));
+    let mut tls =
+        pki::connect(pki::client(&ca), "localhost", util::connect(server.addr(0))).unwrap();
+    for piece in util::pattern(3, 0, SIZE).chunks(256 * 1024) {
+        tls.write_all(piece)
+            .unwrap_or_else(|e| panic!("the server stopped reading the upload: {e}"));
+    }
+    tls.flush().unwrap();
+    let mut line = String::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with('\n') {
+        match tls.read(&mut byte) {
+            Ok(1) => line.push(byte[0] as char),
+            other => panic!("no answer after the upload ({other:?}): the server stopped reading"),
+        }
+    }
+    assert_eq!(line, format!("{SIZE}\n"));
+}
+
 #[test]
 fn sni_picks_the_certificate_that_names_the_host_and_the_first_is_the_default() {
     let ca = Ca::new("sni CA");

@@ -302,7 +302,7 @@ impl<H: Handler> Server<H> {
             }
             // A TLS peer's close_notify came with bytes before it: its end is taken here,
             // like a plain stream's, once everything before it was offered (never ahead of
-            // input kept or held), and the socket is not read past it.
+            // input kept or held), and nothing after it is processed or delivered.
             let clean_end = conn.tls.as_ref().is_some_and(|t| t.peer_closed());
             if drained && !clean_end {
                 return;
