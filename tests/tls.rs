@@ -1008,6 +1008,35 @@ impl Handler for ShutAfterPieces {
     }
 }
 
+/// A TLS client speaks first: its ClientHello, there when the connection is accepted, is
+/// read and answered in the turn that accepts it (it waited for the next turn's readiness
+/// event: a system call and a turn more per handshake).
+#[test]
+fn a_client_hello_there_at_accept_is_answered_in_the_accepting_turn() {
+    let (ca, leaf) = localhost();
+    let mut server = Server::builder()
+        .listen_tls("127.0.0.1:0", leaf.config())
+        .bind(Log::default())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let mut tcp = util::connect(addr);
+    let name = "localhost".try_into().unwrap();
+    let mut client = rustls::ClientConnection::new(pki::client(&ca), name).unwrap();
+    client.write_tls(&mut tcp).unwrap();
+    let deadline = Instant::now() + util::TIMEOUT;
+    while server.stats().total.accepted == 0 {
+        assert!(Instant::now() < deadline, "not accepted");
+        server.run_once(Some(util::TIMEOUT)).unwrap();
+    }
+    tcp.set_nonblocking(true).unwrap();
+    let mut flight = [0u8; 4096];
+    let got = tcp.read(&mut flight);
+    assert!(
+        got.as_ref().is_ok_and(|&n| n > 0),
+        "no ServerHello after the accepting turn: {got:?}"
+    );
+}
+
 /// Review of `needs_drain`: on TLS, a queue whose last write took close_notify along after
 /// `shutdown_write` never had its promised `on_drained` (WRITABLE was dropped before that
 /// write, which then took the queue for one that had never backed up).

@@ -107,7 +107,8 @@ impl<H: Handler> Server<H> {
 
     /// Admits one accepted connection: the per-peer limit, a slot and a token, its first
     /// deadline, then `on_open`. On a PROXY listener: the trust check, then the slot and a
-    /// header deadline; the limit and `on_open` wait for the header (`turn.rs`).
+    /// header deadline; the limit and `on_open` wait for the header (`turn.rs`). On a PROXY
+    /// or TLS listener the connection is read at once.
     fn open(&mut self, index: usize, mut stream: Stream, peer: Peer) {
         let core = &mut self.core;
         // On a PROXY listener: (versions, when the header is due), or the peer is not a
@@ -259,6 +260,12 @@ impl<H: Handler> Server<H> {
             let mut ctx = Context::new(&mut self.core, &mut self.states);
             self.handler.on_open(&mut ctx, id, &info);
             self.settle();
+        } else {
+            // A PROXY header or a ClientHello: the client speaks first, and on a busy
+            // server its bytes are there already. Read them now, not at the next turn's
+            // event (a turn and a system call more per connection); nothing there costs
+            // one read, and the event comes when they do.
+            self.read(id, true);
         }
     }
 

@@ -351,6 +351,17 @@ mod tests {
         server
     }
 
+    /// A client of `config` on `tcp`, its ClientHello sent.
+    fn hello(
+        config: &std::sync::Arc<rustls::ClientConfig>,
+        mut tcp: std::net::TcpStream,
+    ) -> (rustls::ClientConnection, std::net::TcpStream) {
+        let name = "localhost".try_into().unwrap();
+        let mut conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+        conn.write_tls(&mut tcp).unwrap();
+        (conn, tcp)
+    }
+
     /// A server with `threads` handshake threads (as [`server`]), `burst` clients that sent
     /// their ClientHello, every one of them accepted and its hello in, no step taken yet.
     fn hellos_in(
@@ -364,26 +375,18 @@ mod tests {
         let mut server = server(tls, threads);
         let addr = server.listeners()[0].local_addr.ip().unwrap();
         let client = client(&ca_pem, rustls::DEFAULT_VERSIONS);
-        let clients: Vec<_> = (0..burst)
-            .map(|_| {
-                let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-                let mut conn =
-                    rustls::ClientConnection::new(client.clone(), "localhost".try_into().unwrap())
-                        .unwrap();
-                conn.write_tls(&mut tcp).unwrap();
-                (conn, tcp)
-            })
+        // Accepted first, with nothing to read (a connection is read as it is accepted),
+        // then the hellos: the steps come from their readiness events.
+        let tcps: Vec<_> = (0..burst)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
             .collect();
-        // Accepted (at the turn's accepting point, after its reads), then read.
         let deadline = Instant::now() + Duration::from_secs(10);
         while server.core.conns.len() < burst {
             assert!(Instant::now() < deadline, "the burst was not accepted");
             server.run_once(Some(Duration::from_millis(10))).unwrap();
-            assert_eq!(
-                server.core.handshakes, 0,
-                "a step before the accepting point"
-            );
+            assert_eq!(server.core.handshakes, 0, "a step before any hello");
         }
+        let clients = tcps.into_iter().map(|tcp| hello(&client, tcp)).collect();
         // Every hello is in by now.
         std::thread::sleep(Duration::from_millis(50));
         (server, clients)
@@ -418,6 +421,33 @@ mod tests {
                 HANDSHAKES_PER_TURN / 2
             ],
             "{steps:?}"
+        );
+    }
+
+    /// Connections are read as they are accepted: a burst whose hellos are there at accept
+    /// takes one budget of steps in the accepting turn too, and the rest wait.
+    #[test]
+    fn a_burst_there_at_accept_takes_one_budget_in_the_accepting_turn() {
+        let burst = 2 * HANDSHAKES_PER_TURN;
+        let (tls, ca_pem) = localhost();
+        let mut server = server(tls, Some(0));
+        let addr = server.listeners()[0].local_addr.ip().unwrap();
+        let client = client(&ca_pem, rustls::DEFAULT_VERSIONS);
+        let _clients: Vec<_> = (0..burst)
+            .map(|_| hello(&client, std::net::TcpStream::connect(addr).unwrap()))
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut steps = Vec::new();
+        while steps.iter().sum::<usize>() < burst {
+            assert!(Instant::now() < deadline, "steps per turn: {steps:?}");
+            server.run_once(Some(Duration::from_millis(10))).unwrap();
+            assert!(server.core.handshakes <= HANDSHAKES_PER_TURN, "{steps:?}");
+            steps.push(server.core.handshakes);
+        }
+        assert_eq!(
+            steps[0], HANDSHAKES_PER_TURN,
+            "the accepting turn: {steps:?}"
         );
     }
 

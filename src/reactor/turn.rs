@@ -247,7 +247,7 @@ impl<H: Handler> Server<H> {
     /// one write. With `short_read_drains`, a read shorter than the buffer also ends it:
     /// only when the event did not report end-of-stream, which a short read says nothing
     /// about.
-    fn read(&mut self, id: ConnId, short_read_drains: bool) {
+    pub(super) fn read(&mut self, id: ConnId, short_read_drains: bool) {
         match core::conn_mut(&mut self.core.conns, id).map(|c| &c.phase) {
             Some(Phase::Preamble(_)) => return self.read_preamble(id, short_read_drains),
             Some(Phase::Handshake(_)) => return self.read_handshake(id, short_read_drains),
