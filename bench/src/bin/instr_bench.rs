@@ -6,7 +6,7 @@
 //! the runner's `perf stat` rows).
 //!
 //! ```text
-//! taskset -c 1 target/release/instr_bench [--units N] [--only tls-bulk|handshakes|bulk|many|pipelined|kv-P1|kv-P16]
+//! taskset -c 1 target/release/instr_bench [--units N] [--only tls-bulk|handshakes|resumed|bulk|many|pipelined|kv-P1|kv-P16]
 //!         [--server NAME]
 //! ```
 //!
@@ -18,6 +18,7 @@
 //! - `handshakes`: the same three servers and the echo with `--tls-handshake-threads 1`
 //!   (`echo-threads`); 4 clients, each a full TLS 1.3 handshake (no resumption), one 64-byte
 //!   round trip and a close_notify, N times; per handshake.
+//! - `resumed`: the same with ticket resumption (each client's handshakes after its first).
 //! - `bulk`: the same over plain TCP against `echo`, `mio_echo`, `tokio_echo`; per MiB.
 //! - `many`: 50 connections, each one 64-byte message in flight, N round trips each; per
 //!   round trip.
@@ -58,7 +59,7 @@ struct Row {
     rounds: usize,
 }
 
-const ROWS: [Row; 7] = [
+const ROWS: [Row; 8] = [
     Row {
         name: "tls-bulk",
         servers: &["echo", "mio_tls_echo", "tokio_tls_echo"],
@@ -69,6 +70,14 @@ const ROWS: [Row; 7] = [
     },
     Row {
         name: "handshakes",
+        servers: &["echo", "echo-threads", "mio_tls_echo", "tokio_tls_echo"],
+        tls: true,
+        unit: "handshake",
+        units_per_round: 4.0,
+        rounds: 10,
+    },
+    Row {
+        name: "resumed",
         servers: &["echo", "echo-threads", "mio_tls_echo", "tokio_tls_echo"],
         tls: true,
         unit: "handshake",
@@ -234,7 +243,7 @@ fn clients(row: &Row, port: u16, rounds: usize) {
         return;
     }
     let conns = match row.name {
-        "tls-bulk" | "bulk" | "handshakes" => 4,
+        "tls-bulk" | "bulk" | "handshakes" | "resumed" => 4,
         _ => 50,
     };
     let tls = row.tls;
@@ -244,13 +253,15 @@ fn clients(row: &Row, port: u16, rounds: usize) {
             std::thread::spawn(move || {
                 let (size, pieces) = match name {
                     "tls-bulk" | "bulk" => (BULK, 1),
-                    "many" | "handshakes" => (64, 1),
+                    "many" | "handshakes" | "resumed" => (64, 1),
                     _ => (64, 16),
                 };
                 let data: Vec<u8> = (0..size * pieces).map(|j| (j * 7 + i * 13) as u8).collect();
                 let mut back = vec![0; data.len()];
-                if name == "handshakes" {
-                    let config = client_config(false);
+                if name == "handshakes" || name == "resumed" {
+                    // Resumed: each client's handshakes after its first (the difference
+                    // of the two runs leaves only those).
+                    let config = client_config(name == "resumed");
                     for _ in 0..rounds {
                         let mut t = connect(port, &config);
                         t.write_all(&data).expect("write");
