@@ -574,3 +574,39 @@ fn a_trickled_header_meets_the_deadline_from_accept_and_half_a_header_is_refused
     let stats = server.stop().stats();
     assert_eq!((stats.total.accepted, stats.total.proxy_failed), (2, 2));
 }
+
+/// A balancer speaks first: a header (and the client's first bytes) there when the
+/// connection is accepted is read in the turn that accepts it, `on_open` and `on_data`
+/// included (it waited for the next turn's readiness event); an end of stream that came
+/// with them is still seen, at the next turn.
+#[test]
+fn a_header_there_at_accept_is_read_in_the_accepting_turn() {
+    let log = Log::default();
+    let mut server = Server::builder()
+        .listen_proxied("127.0.0.1:0", ProxyProtocol::new())
+        .bind(log.clone())
+        .unwrap();
+    let addr = server.listeners()[0].local_addr.ip().unwrap();
+    let mut balancer = util::connect(addr);
+    let mut wire = ProxyHeader::v1(client(), addr).to_bytes();
+    wire.extend_from_slice(b"hello");
+    balancer.write_all(&wire).unwrap();
+    balancer.shutdown(std::net::Shutdown::Write).unwrap();
+    let deadline = Instant::now() + util::TIMEOUT;
+    while server.stats().total.accepted == 0 {
+        assert!(Instant::now() < deadline, "not accepted");
+        server.run_once(Some(util::TIMEOUT)).unwrap();
+    }
+    let events = log.events();
+    assert!(
+        matches!(&events[..], [Event::Open(..), Event::Data(d)] if d == b"hello"),
+        "after the accepting turn: {events:?}"
+    );
+    while server.stats().total.open > 0 {
+        assert!(Instant::now() < deadline, "the end was not seen");
+        server.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    let mut echo = Vec::new();
+    balancer.read_to_end(&mut echo).unwrap();
+    assert_eq!(echo, b"hello");
+}

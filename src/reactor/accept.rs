@@ -263,9 +263,10 @@ impl<H: Handler> Server<H> {
         } else {
             // A PROXY header or a ClientHello: the client speaks first, and on a busy
             // server its bytes are there already. Read them now, not at the next turn's
-            // event (a turn and a system call more per connection); nothing there costs
-            // one read, and the event comes when they do.
-            self.read(id, true);
+            // event (a turn and a system call more per connection). Nothing there costs
+            // one read, and the event comes when they do: the socket is registered (edge-
+            // triggered) before this read, so an arrival after it is a new edge.
+            self.read(id, super::turn::SHORT_READ_DRAINS);
         }
     }
 

@@ -43,6 +43,17 @@ impl<H: Handler> Server<H> {
                 // Its session is with a handshake thread: read when it is back.
                 return;
             }
+            if !conn.input.is_empty() {
+                // Bytes that came with a PROXY header when the budget was spent: first.
+                let waiting = conn.input.take();
+                core.total_kept -= waiting.len();
+                let n = waiting.len().min(self.buf.len());
+                self.buf[..n].copy_from_slice(&waiting[..n]);
+                match self.handshake_step(id, n, short_read_drains, false) {
+                    Step::Done => return,
+                    Step::More => continue,
+                }
+            }
             let n = match conn.stream.read(&mut self.buf) {
                 Ok(0) => {
                     log::debug!("{id}: the client left during its TLS handshake");
@@ -304,6 +315,16 @@ impl<H: Handler> Server<H> {
         conn.timing = Timing::new(now);
         core.deadlines
             .open_header(id, &mut conn.timing, after(now, timeout));
+        if !rest.is_empty() && self.core.handshakes >= HANDSHAKES_PER_TURN {
+            // The turn's handshake budget is spent: what came after the header waits with
+            // the connection, and is the first step when the ready queue reads it.
+            if let Some(conn) = conn_mut(&mut self.core.conns, id) {
+                conn.input.keep(&rest);
+                self.core.total_kept += rest.len();
+                self.core.ready.push(id);
+            }
+            return;
+        }
         if !rest.is_empty() {
             // It came in the header's last read, so it fits the loop's buffer.
             debug_assert!(rest.len() <= self.buf.len());
@@ -392,6 +413,21 @@ mod tests {
         (server, clients)
     }
 
+    /// Runs turns until `burst` handshake steps were taken; the steps of each turn, every
+    /// one within the budget.
+    fn steps_per_turn(server: &mut crate::Server<Discard>, burst: usize) -> Vec<usize> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut steps = Vec::new();
+        while steps.iter().sum::<usize>() < burst {
+            assert!(Instant::now() < deadline, "steps per turn: {steps:?}");
+            server.run_once(Some(Duration::from_millis(10))).unwrap();
+            let taken = server.core.handshakes;
+            assert!(taken <= HANDSHAKES_PER_TURN, "{taken} steps in one turn");
+            steps.push(taken);
+        }
+        steps
+    }
+
     /// Issue #23: handshakes are CPU work inside the loop, so one turn takes at most
     /// `HANDSHAKES_PER_TURN` handshake steps; a burst waits on the ready queue for the
     /// next turns, and the turn ends (timers, writes, other connections) in between.
@@ -400,19 +436,8 @@ mod tests {
         let burst = 2 * HANDSHAKES_PER_TURN + HANDSHAKES_PER_TURN / 2;
         // Every step in the loop.
         let (mut server, _clients) = hellos_in(Some(0), burst);
-        let deadline = Instant::now() + Duration::from_secs(10);
         // Each turn takes one budget, the rest wait.
-        let mut steps = Vec::new();
-        while steps.iter().sum::<usize>() < burst {
-            assert!(Instant::now() < deadline, "steps per turn: {steps:?}");
-            server.run_once(Some(Duration::from_millis(10))).unwrap();
-            assert!(
-                server.core.handshakes <= HANDSHAKES_PER_TURN,
-                "{} steps in one turn",
-                server.core.handshakes
-            );
-            steps.push(server.core.handshakes);
-        }
+        let steps = steps_per_turn(&mut server, burst);
         assert_eq!(
             steps[..3],
             [
@@ -437,18 +462,52 @@ mod tests {
             .map(|_| hello(&client, std::net::TcpStream::connect(addr).unwrap()))
             .collect();
         std::thread::sleep(Duration::from_millis(50));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut steps = Vec::new();
-        while steps.iter().sum::<usize>() < burst {
-            assert!(Instant::now() < deadline, "steps per turn: {steps:?}");
-            server.run_once(Some(Duration::from_millis(10))).unwrap();
-            assert!(server.core.handshakes <= HANDSHAKES_PER_TURN, "{steps:?}");
-            steps.push(server.core.handshakes);
-        }
+        let steps = steps_per_turn(&mut server, burst);
         assert_eq!(
             steps[0], HANDSHAKES_PER_TURN,
             "the accepting turn: {steps:?}"
         );
+    }
+
+    /// The budget holds behind a PROXY header too: a burst whose header and ClientHello
+    /// came in one write (HAProxy's `send-proxy-v2`) took a step per connection at the
+    /// header's end, whatever the turn had taken (32 in the accepting turn); the bytes
+    /// after a header the budget stops wait with the connection for a later turn.
+    #[test]
+    fn a_burst_behind_proxy_headers_takes_one_budget_per_turn() {
+        let burst = 2 * HANDSHAKES_PER_TURN;
+        let (tls, ca_pem) = localhost();
+        let mut server = ServerBuilder::new()
+            .listen_proxied_tls("127.0.0.1:0", crate::ProxyProtocol::new(), tls)
+            .tls_handshake_threads(0)
+            .bind(Discard)
+            .unwrap();
+        let addr = server.listeners()[0].local_addr.ip().unwrap();
+        let config = client(&ca_pem, rustls::DEFAULT_VERSIONS);
+        let mut clients: Vec<_> = (0..burst)
+            .map(|i| {
+                let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+                let source = std::net::SocketAddr::from(([192, 0, 2, 1], 1000 + i as u16));
+                let mut wire = crate::ProxyHeader::v1(source, addr).to_bytes();
+                let name = "localhost".try_into().unwrap();
+                let mut conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+                conn.write_tls(&mut wire).unwrap();
+                std::io::Write::write_all(&mut tcp, &wire).unwrap();
+                (conn, tcp)
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let steps = steps_per_turn(&mut server, burst);
+        assert_eq!(steps[..2], [HANDSHAKES_PER_TURN; 2], "{steps:?}");
+        assert_eq!(server.core.total_kept, 0, "bytes left waiting");
+        // Every client got its server's flight: none of the waiting hellos was lost.
+        for (conn, tcp) in &mut clients {
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            while conn.is_handshaking() {
+                assert!(conn.read_tls(tcp).unwrap() > 0, "the server left");
+                conn.process_new_packets().unwrap();
+            }
+        }
     }
 
     /// Issue #23 (review): steps the threads did not take in time are taken back first in

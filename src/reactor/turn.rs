@@ -51,7 +51,7 @@ enum Offer {
 
 /// Whether a short read proves the socket drained (see the module docs of `reactor`):
 /// Linux stream sockets only (TCP, and Unix-domain, whose every arrival wakes epoll too).
-const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
+pub(super) const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 impl<H: Handler> Server<H> {
     /// One turn: poll, dispatch this turn's events, serve what was carried over from the
