@@ -578,7 +578,7 @@ fn a_trickled_header_meets_the_deadline_from_accept_and_half_a_header_is_refused
 /// A balancer speaks first: a header (and the client's first bytes) there when the
 /// connection is accepted is read in the turn that accepts it, `on_open` and `on_data`
 /// included (it waited for the next turn's readiness event); an end of stream that came
-/// with them is still seen, at the next turn.
+/// with them is still seen (at the next turn on Linux, where the short read ended this one).
 #[test]
 fn a_header_there_at_accept_is_read_in_the_accepting_turn() {
     let log = Log::default();
@@ -597,9 +597,11 @@ fn a_header_there_at_accept_is_read_in_the_accepting_turn() {
         assert!(Instant::now() < deadline, "not accepted");
         server.run_once(Some(util::TIMEOUT)).unwrap();
     }
+    // (Where a short read proves nothing, as on Windows, the same turn reads on to the
+    // end of stream too.)
     let events = log.events();
     assert!(
-        matches!(&events[..], [Event::Open(..), Event::Data(d)] if d == b"hello"),
+        matches!(&events[..], [Event::Open(..), Event::Data(d), ..] if d == b"hello"),
         "after the accepting turn: {events:?}"
     );
     while server.stats().total.open > 0 {
