@@ -5,7 +5,7 @@
 //! core 1 (start it with `taskset -c 1`, as the runner does its load generator).
 //!
 //! ```text
-//! taskset -c 1 target/release/tls_bench [--seconds S] [--idle N] [--rounds R] [--only bulk|full|resumed|idle|mixed]
+//! taskset -c 1 target/release/tls_bench [--seconds S] [--idle N] [--rounds R] [--clients N] [--only bulk|full|resumed|idle|mixed]
 //!         [--server echo|tokio_tls_echo|mio_tls_echo]
 //! ```
 //!
@@ -15,7 +15,8 @@
 //!   (checked byte for byte), for S seconds after a second of warm-up: MiB/s.
 //! - `full handshakes`: 4 clients, each connecting, completing a TLS 1.3 handshake (X25519,
 //!   ECDSA P-256, no resumption), one 64-byte round trip and a close_notify, again: per
-//!   second. The clients skip certificate verification (their cost is not the server's).
+//!   second (`--clients N`: N clients instead). The clients skip certificate verification
+//!   (their cost is not the server's).
 //! - `resumed handshakes`: the same with tickets (every handshake after the first resumed).
 //! - `idle memory`: N connections, each after a handshake and one round trip, held: the
 //!   server's RSS growth per connection; and the same for plain TCP (the echo example
@@ -138,11 +139,15 @@ fn bulk(port: u16, pid: u32, seconds: f64) -> (f64, f64) {
     (mib / wall, cpu.as_secs_f64() * 1e3 / mib)
 }
 
+/// The handshake rows' clients (`--clients`, 4 unless told).
+static CLIENTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(4);
+
 fn handshakes(port: u16, pid: u32, seconds: f64, resume: bool) -> (f64, f64) {
     let config = client_config(resume);
     let resumed = Arc::new(AtomicU64::new(0));
     let counted = resumed.clone();
-    let (n, cpu, wall) = measure(pid, 4, seconds, move |_, stop, done| {
+    let clients = CLIENTS.load(Ordering::Relaxed);
+    let (n, cpu, wall) = measure(pid, clients, seconds, move |_, stop, done| {
         let mut back = [0u8; 64];
         while !stop.load(Ordering::Relaxed) {
             let mut tls = connect(port, &config);
@@ -338,6 +343,14 @@ fn main() {
                     .max(1)
             }
             "--only" => only = Some(value),
+            "--clients" => CLIENTS.store(
+                value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .unwrap_or_else(|| bad("not a count above 0")),
+                Ordering::Relaxed,
+            ),
             "--server" => servers.retain(|s| *s == value),
             _ => usage(&flag),
         }
@@ -437,7 +450,7 @@ fn usage(what: &str) -> ! {
     }
     eprintln!(
         "usage: taskset -c 1 tls_bench [--seconds S] [--idle N] [--rounds R] \
-         [--only bulk|full|resumed|idle|mixed] [--server echo|tokio_tls_echo|mio_tls_echo|echo-threads]"
+         [--only bulk|full|resumed|idle|mixed] [--clients N] [--server echo|tokio_tls_echo|mio_tls_echo|echo-threads]"
     );
     std::process::exit(2)
 }
