@@ -47,9 +47,7 @@ impl<H: Handler> Server<H> {
                 // Bytes that came with a PROXY header when the budget was spent: first.
                 let waiting = conn.input.take();
                 core.total_kept -= waiting.len();
-                let n = waiting.len().min(self.buf.len());
-                self.buf[..n].copy_from_slice(&waiting[..n]);
-                match self.handshake_step(id, n, short_read_drains, false) {
+                match self.step_with(id, &waiting, short_read_drains, false) {
                     Step::Done => return,
                     Step::More => continue,
                 }
@@ -326,17 +324,28 @@ impl<H: Handler> Server<H> {
             return;
         }
         if !rest.is_empty() {
-            // It came in the header's last read, so it fits the loop's buffer.
-            debug_assert!(rest.len() <= self.buf.len());
-            let n = rest.len().min(self.buf.len());
-            self.buf[..n].copy_from_slice(&rest[..n]);
-            if let Step::Done = self.handshake_step(id, n, short_read_drains, drained) {
+            if let Step::Done = self.step_with(id, &rest, short_read_drains, drained) {
                 return;
             }
         }
         if !drained {
             self.read_handshake(id, short_read_drains);
         }
+    }
+
+    /// A handshake step on `bytes` not read into the loop's buffer by this call (those
+    /// that came after a PROXY header, in its last read: they fit the buffer).
+    fn step_with(
+        &mut self,
+        id: ConnId,
+        bytes: &[u8],
+        short_read_drains: bool,
+        drained: bool,
+    ) -> Step {
+        debug_assert!(bytes.len() <= self.buf.len());
+        let n = bytes.len().min(self.buf.len());
+        self.buf[..n].copy_from_slice(&bytes[..n]);
+        self.handshake_step(id, n, short_read_drains, drained)
     }
 }
 

@@ -307,11 +307,11 @@ impl<H: Handler> Server<H> {
             if drained && !clean_end {
                 return;
             }
-            // Into the loop's buffer; while input is kept, what came is added to it (a
-            // read straight into the kept buffer made room for a whole read, and two kept
-            // bytes pinned 64 KiB per connection).
-            // A TLS connection's records are read by its session itself, and decrypted
-            // into the loop's second buffer (all of them: the session keeps no plaintext).
+            // Into the loop's buffer, or for TLS, records read by the session itself and
+            // decrypted into the loop's second buffer (all of them: the session keeps no
+            // plaintext). While input is kept, what came is added to it (a read straight
+            // into the kept buffer made room for a whole read, and two kept bytes pinned
+            // 64 KiB per connection).
             let room = self.buf.len();
             let fresh = conn.input.is_empty();
             let mut direct = None;

@@ -157,6 +157,7 @@ impl Session {
             short: false,
             fed: Ok(Fed::default()),
         };
+        let mut fed = Fed::default();
         while direct.read < limit {
             let mut counted = Counted {
                 inner: stream,
@@ -184,21 +185,15 @@ impl Session {
             };
             direct.read += n;
             direct.short = n < counted.asked;
-            if let Err(e) = self.process(plain, &mut Fed::default()) {
+            if let Err(e) = self.process(plain, &mut fed) {
                 direct.fed = Err(e);
                 return Ok(direct);
             }
-            if self.peer_closed {
-                direct.fed = Ok(Fed {
-                    handshake_done: false,
-                    peer_closed: true,
-                });
-                break;
-            }
-            if direct.short {
+            if fed.peer_closed || direct.short {
                 break;
             }
         }
+        direct.fed = Ok(fed);
         Ok(direct)
     }
 
