@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dualstack::frame::Lines;
 use dualstack::{
-    CloseReason, ConnId, ConnInfo, Context, Handler, Input, Server, ServerBuilder, TimerId,
+    CloseReason, ConnId, ConnInfo, Context, Handler, Input, Sender, Server, ServerBuilder, TimerId,
 };
 
 /// Steps `server` until `done` holds, failing after [`util::TIMEOUT`].
@@ -1613,24 +1613,70 @@ fn a_stream_of_small_pieces_goes_on_when_needs_drain_says_so() {
 }
 
 /// A connection that asks for `stream` gets `total` bytes at its pace, kept open through a
-/// stop it starts itself; any other connection is idle. Records closes in order.
+/// stop it starts itself; any other connection is idle. Records closes in order. With
+/// `split`, it paces, sends and keeps open through the [`Sender`] that `split` lends.
 struct InFlight {
     total: usize,
     sent: usize,
+    split: bool,
     opened: Vec<ConnId>,
     closes: Vec<(ConnId, String)>,
 }
 
+/// The output calls `InFlight` makes: the context's own, or those of a [`Sender`].
+trait Output {
+    fn send(&mut self, conn: ConnId, data: &[u8]);
+    fn needs_drain(&self, conn: ConnId) -> bool;
+    fn keep_open_on_stop(&mut self, conn: ConnId, keep: bool);
+}
+
+impl<H: Handler> Output for Context<'_, H> {
+    fn send(&mut self, conn: ConnId, data: &[u8]) {
+        Context::send(self, conn, data).unwrap();
+    }
+    fn needs_drain(&self, conn: ConnId) -> bool {
+        Context::needs_drain(self, conn)
+    }
+    fn keep_open_on_stop(&mut self, conn: ConnId, keep: bool) {
+        Context::keep_open_on_stop(self, conn, keep);
+    }
+}
+
+impl Output for Sender<'_> {
+    fn send(&mut self, conn: ConnId, data: &[u8]) {
+        Sender::send(self, conn, data).unwrap();
+    }
+    fn needs_drain(&self, conn: ConnId) -> bool {
+        Sender::needs_drain(self, conn)
+    }
+    fn keep_open_on_stop(&mut self, conn: ConnId, keep: bool) {
+        Sender::keep_open_on_stop(self, conn, keep);
+    }
+}
+
 impl InFlight {
+    /// Runs `act` on the output this handler was told to use.
+    fn output(&self, ctx: &mut Context<'_, Self>, conn: ConnId, act: impl FnOnce(&mut dyn Output)) {
+        if self.split {
+            act(&mut ctx.split(conn).expect("open").1);
+        } else {
+            act(ctx);
+        }
+    }
+
     fn pump(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId) {
-        while self.sent < self.total && !ctx.needs_drain(conn) {
-            let piece = (self.total - self.sent).min(64 * 1024);
-            ctx.send(conn, &vec![b's'; piece]).unwrap();
-            self.sent += piece;
-        }
-        if self.sent == self.total {
-            ctx.keep_open_on_stop(conn, false); // done: it closes like the others
-        }
+        let (total, mut sent) = (self.total, self.sent);
+        self.output(ctx, conn, |out| {
+            while sent < total && !out.needs_drain(conn) {
+                let piece = (total - sent).min(64 * 1024);
+                out.send(conn, &vec![b's'; piece]);
+                sent += piece;
+            }
+            if sent == total {
+                out.keep_open_on_stop(conn, false); // done: it closes like the others
+            }
+        });
+        self.sent = sent;
     }
 }
 
@@ -1643,7 +1689,7 @@ impl Handler for InFlight {
 
     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
         if input.take_all() == b"stream\n" {
-            ctx.keep_open_on_stop(conn, true);
+            self.output(ctx, conn, |out| out.keep_open_on_stop(conn, true));
             ctx.stop();
             self.pump(ctx, conn);
         }
@@ -1664,12 +1710,27 @@ impl Handler for InFlight {
 /// at once.
 #[test]
 fn a_stop_lets_work_in_flight_finish_and_closes_idle_connections_at_once() {
+    work_in_flight_finishes_and_idle_connections_close_at_once(false);
+}
+
+/// The same through the [`Sender`] that `split` lends: its `keep_open_on_stop` keeps the
+/// stream open through the stop, and its `needs_drain` paces it (a `needs_drain` that is
+/// never true floods the queue past its limit, and a send fails).
+#[test]
+fn a_sender_keeps_work_in_flight_open_and_paces_it_as_the_context_does() {
+    work_in_flight_finishes_and_idle_connections_close_at_once(true);
+}
+
+fn work_in_flight_finishes_and_idle_connections_close_at_once(split: bool) {
     let total = 4 << 20;
     let (mut server, addr) = local(
-        Server::builder().shutdown_timeout(Duration::from_secs(60)),
+        Server::builder()
+            .shutdown_timeout(Duration::from_secs(60))
+            .max_queued(1 << 20), // a quarter of the stream: unpaced, a send fails
         InFlight {
             total,
             sent: 0,
+            split,
             opened: Vec::new(),
             closes: Vec::new(),
         },
