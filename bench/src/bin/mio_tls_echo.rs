@@ -1,7 +1,8 @@
 //! The hand-written TLS reference: rustls over one mio loop, as rustls's own
 //! `tlsserver-mio` does it but without its per-event re-registration: edge-triggered, read
 //! until WouldBlock, feed every read to the session, echo the plaintext through its writer,
-//! write records until WouldBlock, WRITABLE only while ciphertext waits. The same rustls
+//! write records until WouldBlock, WRITABLE only while ciphertext waits; the client's
+//! close_notify is answered with ours, then the connection closed. The same rustls
 //! configuration as the other TLS rows (`dualstack_bench::tls::server_config`).
 //!
 //! `TLS_CERT=… TLS_KEY=… mio_tls_echo SPEC...` (TCP specs).
@@ -19,6 +20,8 @@ struct Conn {
     stream: TcpStream,
     tls: ServerConnection,
     writable: bool,
+    /// The client's close_notify came, and ours is queued: closed once it is written.
+    closing: bool,
 }
 
 fn main() -> io::Result<()> {
@@ -59,6 +62,7 @@ fn main() -> io::Result<()> {
                         stream,
                         tls,
                         writable: false,
+                        closing: false,
                     });
                 }
                 continue;
@@ -86,7 +90,15 @@ fn main() -> io::Result<()> {
                                 // Echo what came, through the session's writer.
                                 loop {
                                     match conn.tls.reader().read(&mut plain) {
-                                        Ok(0) => break,
+                                        Ok(0) => {
+                                            // The client's close_notify: answer with ours,
+                                            // as RFC 8446 (6.1) asks and as the others do.
+                                            if !conn.closing {
+                                                conn.tls.send_close_notify();
+                                                conn.closing = true;
+                                            }
+                                            break;
+                                        }
                                         Ok(m) => {
                                             let _ = conn.tls.writer().write_all(&plain[..m]);
                                         }
@@ -108,14 +120,18 @@ fn main() -> io::Result<()> {
                 }
             }
             // Records out until the socket is full; WRITABLE only while some wait.
-            while !closed && conn.tls.wants_write() {
+            // (A close_notify queued goes out even if the client's FIN came with its own.)
+            while (!closed || conn.closing) && conn.tls.wants_write() {
                 match conn.tls.write_tls(&mut conn.stream) {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => closed = true,
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
                 }
             }
-            if closed {
+            if closed || (conn.closing && !conn.tls.wants_write()) {
                 let conn = conns.remove(token);
                 drop(conn);
                 continue;

@@ -1,6 +1,7 @@
 //! The tokio-rustls reference for the TLS rows: a current-thread runtime, a task per
 //! connection, `TlsAcceptor` with the same rustls configuration as the others
-//! (`dualstack_bench::tls::server_config`), a 64 KiB read buffer.
+//! (`dualstack_bench::tls::server_config`), a 64 KiB read buffer; the client's close_notify
+//! is answered with `shutdown` (ours, then the TCP FIN), as tokio-rustls's users close.
 //!
 //! `TLS_CERT=… TLS_KEY=… tokio_tls_echo SPEC...`
 
@@ -32,7 +33,13 @@ fn main() -> io::Result<()> {
                         let mut buf = vec![0u8; 64 * 1024];
                         loop {
                             let n = match stream.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
+                                // The client's close_notify: answer with ours, as RFC 8446
+                                // (6.1) asks and as the others do.
+                                Ok(0) => {
+                                    let _ = stream.shutdown().await;
+                                    return;
+                                }
+                                Err(_) => return,
                                 Ok(n) => n,
                             };
                             if stream.write_all(&buf[..n]).await.is_err() {
