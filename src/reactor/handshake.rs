@@ -484,16 +484,31 @@ mod tests {
     /// after a header the budget stops wait with the connection for a later turn.
     #[test]
     fn a_burst_behind_proxy_headers_takes_one_budget_per_turn() {
+        burst_behind_proxy_headers(0);
+    }
+
+    /// The same with a handshake thread: the bytes that waited are stepped on the thread
+    /// or in the loop, and no ClientHello is lost either way.
+    #[test]
+    fn a_burst_behind_proxy_headers_loses_no_hello_with_a_handshake_thread() {
+        burst_behind_proxy_headers(1);
+    }
+
+    /// A burst of PROXY headers, each with a ClientHello in the same write, against a
+    /// server with `threads` handshake threads: one budget per turn, no byte left waiting,
+    /// and every client gets its server's flight. With no thread, the first two turns take
+    /// a whole budget each; with one, steps taken back from the thread share the budget.
+    fn burst_behind_proxy_headers(threads: usize) {
         let burst = 2 * HANDSHAKES_PER_TURN;
         let (tls, ca_pem) = localhost();
         let mut server = ServerBuilder::new()
             .listen_proxied_tls("127.0.0.1:0", crate::ProxyProtocol::new(), tls)
-            .tls_handshake_threads(0)
+            .tls_handshake_threads(threads)
             .bind(Discard)
             .unwrap();
         let addr = server.listeners()[0].local_addr.ip().unwrap();
         let config = client(&ca_pem, rustls::DEFAULT_VERSIONS);
-        let mut clients: Vec<_> = (0..burst)
+        let clients: Vec<_> = (0..burst)
             .map(|i| {
                 let mut tcp = std::net::TcpStream::connect(addr).unwrap();
                 let source = std::net::SocketAddr::from(([192, 0, 2, 1], 1000 + i as u16));
@@ -507,15 +522,36 @@ mod tests {
             .collect();
         std::thread::sleep(Duration::from_millis(50));
         let steps = steps_per_turn(&mut server, burst);
-        assert_eq!(steps[..2], [HANDSHAKES_PER_TURN; 2], "{steps:?}");
+        if threads == 0 {
+            assert_eq!(steps[..2], [HANDSHAKES_PER_TURN; 2], "{steps:?}");
+        }
         assert_eq!(server.core.total_kept, 0, "bytes left waiting");
-        // Every client got its server's flight: none of the waiting hellos was lost.
-        for (conn, tcp) in &mut clients {
-            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            while conn.is_handshaking() {
-                assert!(conn.read_tls(tcp).unwrap() > 0, "the server left");
-                conn.process_new_packets().unwrap();
-            }
+        // Every client gets its server's flight (written when a thread's step comes back,
+        // so the loop turns meanwhile): none of the waiting hellos was lost.
+        let readers: Vec<_> = clients
+            .into_iter()
+            .map(|(mut conn, mut tcp)| {
+                std::thread::spawn(move || -> Result<(), String> {
+                    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    while conn.is_handshaking() {
+                        match conn.read_tls(&mut tcp) {
+                            Ok(0) => return Err("the server left".into()),
+                            Ok(_) => {}
+                            Err(e) => return Err(e.to_string()),
+                        }
+                        conn.process_new_packets().map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !readers.iter().all(|r| r.is_finished()) {
+            assert!(Instant::now() < deadline, "a client got no flight");
+            server.run_once(Some(Duration::from_millis(5))).unwrap();
+        }
+        for reader in readers {
+            reader.join().unwrap().unwrap();
         }
     }
 
