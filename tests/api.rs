@@ -1683,8 +1683,12 @@ impl InFlight {
 impl Handler for InFlight {
     type State = ();
 
-    fn on_open(&mut self, _: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
+    fn on_open(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, _: &ConnInfo) {
         self.opened.push(conn);
+        // A small kernel buffer, so that the stream is paced, and cut short if the stop
+        // closes it, on a host whose buffers could hold all of it too.
+        let socket = ctx.socket(conn).expect("open");
+        socket.set_send_buffer_size(64 * 1024).unwrap();
     }
 
     fn on_data(&mut self, ctx: &mut Context<'_, Self>, conn: ConnId, input: &mut Input<'_>) {
