@@ -30,7 +30,7 @@
 //! Prints a Markdown table of figures and ratios (dualstack / other) on stdout. With
 //! `--rounds R`, every server is measured R times, in orders that balance which server goes
 //! first and which follows which (a Williams design: give R a multiple of the number of
-//! servers): the table gives medians, and each ratio is taken within a round, then given as
+//! servers, of twice it when that is odd): the table gives medians, and each ratio is taken within a round, then given as
 //! the median and range over rounds.
 //!
 //! `--interleave MS` measures the handshake rows another way, for figures this VM's drift
@@ -189,8 +189,9 @@ struct Slices {
 
 /// `--interleave MS`: the handshake row (`resume` or not) of every server at once. All are
 /// started; the clients connect to one at a time, switching every `slice`, each cycle in
-/// the order `order` gives (so each server follows every other equally often, across
-/// cycles too), for `seconds` of each server's time. A server's slices and
+/// the order `order` gives (each server follows every other equally often within a
+/// period of cycles; where a cycle's first server was the last one's last, the clients
+/// spend 20 ms on another first), for `seconds` of each server's time. A server's slices and
 /// the next's are milliseconds apart, so a machine that drifts over seconds (this VM's
 /// rates move by 30 % from one three-second run to the next) moves both alike. Each switch
 /// waits 20 ms before its slice begins, for the handshakes in flight to finish where they
@@ -240,9 +241,16 @@ fn interleaved(
     }
     let cycles = (seconds / slice.as_secs_f64()).ceil().max(1.0) as usize;
     let mut slices = vec![Slices::default(); n];
-    let mut total = 0.0;
+    let mut last = None;
     for cycle in 0..cycles {
         for i in order(n, cycle) {
+            if last == Some(i) && n > 1 {
+                // Where one cycle's last server is the next one's first (n = 2 or 3), the
+                // clients go to another for 20 ms: no server runs two slices in a row.
+                target.store((i + 1) % n, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            last = Some(i);
             target.store(i, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(20));
             let pid = started[i].child.id();
@@ -252,7 +260,12 @@ fn interleaved(
             slices[i].handshakes.push((n1 - n0) as f64);
             slices[i].cpu.push(c1 - c0);
             slices[i].wall.push((t1 - t0).as_secs_f64());
-            total += (n1 - n0) as f64;
+            // A slice with no handshake has no rate to compare: the slices are too short.
+            assert!(
+                n1 > n0,
+                "{}: no handshake in a slice of {slice:?}; give --interleave more",
+                servers[i]
+            );
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -268,7 +281,6 @@ fn interleaved(
             .sum();
         assert!(r >= all * 0.9, "only {r} of {all} handshakes were resumed");
     }
-    assert!(total > 0.0, "no handshake completed");
     slices
 }
 
@@ -297,7 +309,11 @@ fn print_interleaved(servers: &[&str], row: &str, slices: &[Slices]) {
             let (low, high) = r
                 .iter()
                 .fold((f64::NAN, f64::NAN), |(l, h), &x| (l.min(x), h.max(x)));
-            format!("{:.3}× ({low:.2}–{high:.2})", median(r))
+            let (from, to) = median_interval(&r);
+            format!(
+                "{:.3}× (95 % interval {from:.3}–{to:.3}; cycles {low:.2}–{high:.2})",
+                median(r)
+            )
         };
         let whole =
             (sum(&ours.handshakes) / sum(&ours.wall)) / (sum(&other.handshakes) / sum(&other.wall));
@@ -309,6 +325,27 @@ fn print_interleaved(servers: &[&str], row: &str, slices: &[Slices]) {
             ratios(&per_handshake),
         );
     }
+}
+
+/// The 95 % interval of the median of `values`: the medians of 2,000 resamplings of them
+/// (a bootstrap, with a fixed seed), their 2.5th and 97.5th percentiles.
+fn median_interval(values: &[f64]) -> (f64, f64) {
+    if values.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut pick = || {
+        // xorshift64
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        values[(state % values.len() as u64) as usize]
+    };
+    let mut medians: Vec<f64> = (0..2000)
+        .map(|_| median((0..values.len()).map(|_| pick()).collect()))
+        .collect();
+    medians.sort_by(f64::total_cmp);
+    (medians[50], medians[1949])
 }
 
 /// The p50 and p99 round-trip latency (µs) of 50 established TLS clients, each sending 64
@@ -475,7 +512,13 @@ fn main() {
         };
         let bad = |what: &str| -> ! { usage(&format!("{flag} {value}: {what}")) };
         match flag.as_str() {
-            "--seconds" => seconds = value.parse().unwrap_or_else(|_| bad("not seconds")),
+            "--seconds" => {
+                seconds = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+                    .unwrap_or_else(|| bad("not seconds above 0 and up to a day"))
+            }
             "--idle" => idle_count = value.parse().unwrap_or_else(|_| bad("not a count")),
             "--rounds" => {
                 rounds = value
@@ -492,14 +535,20 @@ fn main() {
                     .unwrap_or_else(|| bad("not a count above 0")),
                 Ordering::Relaxed,
             ),
-            "--server" => servers.retain(|s| value.split(',').any(|v| v == *s)),
+            "--server" => {
+                let asked: Vec<&str> = value.split(',').collect();
+                if let Some(unknown) = asked.iter().find(|a| !servers.contains(a)) {
+                    bad(&format!("no server named {unknown:?}"));
+                }
+                servers.retain(|s| asked.contains(s));
+            }
             "--interleave" => {
                 interleave = Some(Duration::from_millis(
                     value
                         .parse::<u64>()
                         .ok()
-                        .filter(|&ms| ms > 0)
-                        .unwrap_or_else(|| bad("not milliseconds above 0")),
+                        .filter(|&ms| ms > 0 && ms <= 60_000)
+                        .unwrap_or_else(|| bad("not milliseconds from 1 to 60000")),
                 ))
             }
             _ => usage(&flag),
