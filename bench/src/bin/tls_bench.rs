@@ -30,7 +30,7 @@
 //! Prints a Markdown table of figures and ratios (dualstack / other) on stdout. With
 //! `--rounds R`, every server is measured R times, in orders that balance which server goes
 //! first and which follows which (a Williams design: give R a multiple of the number of
-//! servers, of twice it when that is odd): the table gives medians, and each ratio is taken within a round, then given as
+//! servers, of twice it when that is odd; a warning says when R is not): the table gives medians, and each ratio is taken within a round, then given as
 //! the median and range over rounds.
 //!
 //! `--interleave MS` measures the handshake rows another way, for figures this VM's drift
@@ -188,10 +188,9 @@ struct Slices {
 }
 
 /// `--interleave MS`: the handshake row (`resume` or not) of every server at once. All are
-/// started; the clients connect to one at a time, switching every `slice`, each cycle in
-/// the order `order` gives (each server follows every other equally often within a
-/// period of cycles; where a cycle's first server was the last one's last, the clients
-/// spend 20 ms on another first), for `seconds` of each server's time. A server's slices and
+/// started; the clients connect to one at a time, switching every `slice` along the
+/// servers' `circuit` (each server follows every other exactly once a period, never
+/// itself), for `seconds` of each server's time, rounded up to whole periods. A server's slices and
 /// the next's are milliseconds apart, so a machine that drifts over seconds (this VM's
 /// rates move by 30 % from one three-second run to the next) moves both alike. Each switch
 /// waits 20 ms before its slice begins, for the handshakes in flight to finish where they
@@ -239,34 +238,21 @@ fn interleaved(
         target.store(i, Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(500));
     }
-    let cycles = (seconds / slice.as_secs_f64()).ceil().max(1.0) as usize;
+    // Each server's slices, rounded up to whole periods of the circuit (n - 1 each).
+    let circuit = circuit(n);
+    let each = (seconds / slice.as_secs_f64()).ceil().max(1.0) as usize;
+    let periods = each.div_ceil((n - 1).max(1));
     let mut slices = vec![Slices::default(); n];
-    let mut last = None;
-    for cycle in 0..cycles {
-        for i in order(n, cycle) {
-            if last == Some(i) && n > 1 {
-                // Where one cycle's last server is the next one's first (n = 2 or 3), the
-                // clients go to another for 20 ms: no server runs two slices in a row.
-                target.store((i + 1) % n, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            last = Some(i);
-            target.store(i, Ordering::Relaxed);
-            std::thread::sleep(Duration::from_millis(20));
-            let pid = started[i].child.id();
-            let (n0, c0, t0) = (done[i].load(Ordering::Relaxed), cpu(pid), Instant::now());
-            std::thread::sleep(slice);
-            let (n1, c1, t1) = (done[i].load(Ordering::Relaxed), cpu(pid), Instant::now());
-            slices[i].handshakes.push((n1 - n0) as f64);
-            slices[i].cpu.push(c1 - c0);
-            slices[i].wall.push((t1 - t0).as_secs_f64());
-            // A slice with no handshake has no rate to compare: the slices are too short.
-            assert!(
-                n1 > n0,
-                "{}: no handshake in a slice of {slice:?}; give --interleave more",
-                servers[i]
-            );
-        }
+    for &i in circuit.iter().cycle().take(periods * circuit.len()) {
+        target.store(i, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(20));
+        let pid = started[i].child.id();
+        let (n0, c0, t0) = (done[i].load(Ordering::Relaxed), cpu(pid), Instant::now());
+        std::thread::sleep(slice);
+        let (n1, c1, t1) = (done[i].load(Ordering::Relaxed), cpu(pid), Instant::now());
+        slices[i].handshakes.push((n1 - n0) as f64);
+        slices[i].cpu.push(c1 - c0);
+        slices[i].wall.push((t1 - t0).as_secs_f64());
     }
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -298,6 +284,16 @@ fn print_interleaved(servers: &[&str], row: &str, slices: &[Slices]) {
             sum(&s.handshakes) / sum(&s.wall),
             cpu * 1e6 / sum(&s.handshakes)
         );
+    }
+    // A slice with no handshake has no rate to compare, and leaving it out would drop
+    // one side's bad slices only: no ratios then.
+    let empty: usize = slices
+        .iter()
+        .map(|s| s.handshakes.iter().filter(|&&h| h == 0.0).count())
+        .sum();
+    if empty > 0 {
+        println!("\n{empty} slices had no handshake: no ratios; give --interleave more");
+        return;
     }
     let rate = |s: &Slices, c: usize| s.handshakes[c] / s.wall[c];
     let per_handshake = |s: &Slices, c: usize| s.cpu[c].as_secs_f64() / s.handshakes[c];
@@ -570,6 +566,13 @@ fn main() {
         return;
     }
     // Each round measures every server, in the order `order` gives.
+    if !rounds.is_multiple_of(period(servers.len())) {
+        eprintln!(
+            "tls_bench: {rounds} rounds are not whole periods of {} (the orders balance \
+             only over whole periods)",
+            period(servers.len())
+        );
+    }
     let mut runs: Vec<Vec<Vec<f64>>> = vec![Vec::new(); servers.len()];
     for round in 0..rounds {
         for i in order(servers.len(), round) {
@@ -640,12 +643,21 @@ fn main() {
     );
 }
 
-/// The order of round `round`'s `n` servers: a Williams design. Over `n` rounds (`2n` when
-/// `n` is odd) every server comes first once and follows every other server once. A run
-/// leaves the machine changed for the next (in one run of fifteen rounds in the order
-/// rotated by one, the echo's four rounds after the hand-written loop were its four worst
-/// against tokio-rustls, 0.84–0.90×, and its others 0.99–1.36×): each server always had the
-/// same predecessor there.
+/// The order of round `round`'s `n` servers: a Williams design. Within each of its rounds,
+/// over `n` rounds (`2n` when `n` is odd: then twice each) every server comes first once
+/// and follows every other server once. A run leaves the machine changed for the next, and
+/// rotated by one, each server always had the same predecessor (in one run of fifteen
+/// rounds so, four of the echo's five worst against tokio-rustls, 0.84–0.91×, were the
+/// rounds it was first or came after the hand-written loop).
+fn period(n: usize) -> usize {
+    if n.is_multiple_of(2) {
+        n
+    } else {
+        2 * n
+    }
+}
+
+/// The order of round `round` (see [`period`]).
 fn order(n: usize, round: usize) -> Vec<usize> {
     // The first row: 0, 1, n-1, 2, n-2, ...; the others add the row's number.
     let first = |j: usize| match j {
@@ -653,7 +665,7 @@ fn order(n: usize, round: usize) -> Vec<usize> {
         j if j % 2 == 1 => j.div_ceil(2),
         j => n - j / 2,
     };
-    let row = round % if n.is_multiple_of(2) { n } else { 2 * n };
+    let row = round % period(n);
     let mut order: Vec<usize> = (0..n).map(|j| (first(j) + row) % n).collect();
     if row >= n {
         order.reverse();
@@ -683,13 +695,35 @@ fn usage(what: &str) -> ! {
     std::process::exit(2)
 }
 
+/// The servers `0..n` in an order that, repeated, has every server follow every other
+/// exactly once a period and never itself: an Eulerian circuit of the complete directed
+/// graph (Hierholzer's), `n (n - 1)` long (`[0]` for one server).
+fn circuit(n: usize) -> Vec<usize> {
+    if n < 2 {
+        return vec![0; n];
+    }
+    let mut out: Vec<Vec<usize>> = (0..n)
+        .map(|a| (0..n).filter(|&b| b != a).rev().collect())
+        .collect();
+    let (mut stack, mut path) = (vec![0], Vec::new());
+    while let Some(&v) = stack.last() {
+        match out[v].pop() {
+            Some(w) => stack.push(w),
+            None => path.extend(stack.pop()),
+        }
+    }
+    path.reverse();
+    path.pop(); // the start again: the circuit closes on its own first server
+    path
+}
+
 #[cfg(test)]
 mod tests {
     /// Every server first once, and every ordered pair of servers adjacent once.
     #[test]
     fn the_order_balances_first_places_and_predecessors() {
         for n in 1..=7usize {
-            let rows = if n.is_multiple_of(2) { n } else { 2 * n };
+            let rows = super::period(n);
             let mut firsts = vec![0; n];
             let mut pairs = vec![vec![0; n]; n];
             for round in 0..rows {
@@ -707,6 +741,26 @@ mod tests {
             for (a, row) in pairs.iter().enumerate() {
                 for (b, &count) in row.iter().enumerate() {
                     assert_eq!(count, if a == b { 0 } else { each }, "{n}: {a} then {b}");
+                }
+            }
+        }
+    }
+
+    /// Repeated, the circuit has every server after every other once a period, across
+    /// the joins too, and never after itself.
+    #[test]
+    fn the_circuit_has_every_server_follow_every_other_once() {
+        assert_eq!(super::circuit(1), [0]);
+        for n in 2..=7usize {
+            let c = super::circuit(n);
+            assert_eq!(c.len(), n * (n - 1), "{n}: {c:?}");
+            let mut pairs = vec![vec![0; n]; n];
+            for k in 0..c.len() {
+                pairs[c[k]][c[(k + 1) % c.len()]] += 1;
+            }
+            for (a, row) in pairs.iter().enumerate() {
+                for (b, &count) in row.iter().enumerate() {
+                    assert_eq!(count, usize::from(a != b), "{n}: {a} then {b}: {c:?}");
                 }
             }
         }
