@@ -156,30 +156,40 @@ fn handshakes(port: u16, pid: u32, seconds: f64, resume: bool) -> (f64, f64) {
     let counted = resumed.clone();
     let clients = CLIENTS.load(Ordering::Relaxed);
     let (n, cpu, wall) = measure(pid, clients, seconds, move |_, stop, done| {
-        let mut back = [0u8; 64];
         while !stop.load(Ordering::Relaxed) {
-            let mut tls = connect(port, &config);
-            if resume && tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            if one_handshake(port, &config) {
                 resumed.fetch_add(1, Ordering::Relaxed);
             }
-            round_trip(&mut tls, &[7u8; 64], &mut back);
-            tls.conn.send_close_notify();
-            let _ = tls.flush();
             done.fetch_add(1, Ordering::Relaxed);
         }
     });
     if resume {
-        // Every handshake but each client's first is a resumption, or the row is wrong.
-        let r = counted.load(Ordering::Relaxed) as f64;
-        assert!(
-            r >= n * 0.9,
-            "only {r} of about {n} handshakes were resumed"
-        );
+        check_resumed(counted.load(Ordering::Relaxed) as f64, n);
     }
     (n / wall, cpu.as_secs_f64() * 1e6 / n)
 }
 
-/// One server's share of an interleaved row: handshakes, CPU time and wall time, per cycle.
+/// One client's unit of the handshake rows: a connection, its handshake, one 64-byte round
+/// trip and a close_notify. Whether the handshake was a resumption.
+fn one_handshake(port: u16, config: &Arc<rustls::ClientConfig>) -> bool {
+    let mut tls = connect(port, config);
+    let resumed = tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    round_trip(&mut tls, &[7u8; 64], &mut [0u8; 64]);
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+    resumed
+}
+
+/// Every handshake but each client's first (on each server) is a resumption, or the
+/// resumed row is wrong.
+fn check_resumed(resumed: f64, all: f64) {
+    assert!(
+        resumed >= all * 0.9,
+        "only {resumed} of about {all} handshakes were resumed"
+    );
+}
+
+/// One server's share of an interleaved row: handshakes, CPU time and wall time, per slice.
 #[derive(Clone, Default)]
 struct Slices {
     handshakes: Vec<f64>,
@@ -190,9 +200,9 @@ struct Slices {
 /// `--interleave MS`: the handshake row (`resume` or not) of every server at once. All are
 /// started; the clients connect to one at a time, switching every `slice` along the
 /// servers' `circuit` (each server follows every other exactly once a period, never
-/// itself), for `seconds` of each server's time, rounded up to whole periods. A server's slices and
-/// the next's are milliseconds apart, so a machine that drifts over seconds (this VM's
-/// rates move by 30 % from one three-second run to the next) moves both alike. Each switch
+/// itself), for `seconds` of each server's time, rounded up to whole periods. A server's
+/// slices and the next's are milliseconds apart, so a machine that drifts over seconds
+/// (this VM's rates move by 30 % from one three-second run to the next) moves both alike. Each switch
 /// waits 20 ms before its slice begins, for the handshakes in flight to finish where they
 /// began. Each server has its own client configuration, so tickets are presented only to
 /// the server that issued them.
@@ -218,16 +228,11 @@ fn interleaved(
                 (target.clone(), stop.clone(), done.clone(), resumed.clone());
             let (ports, configs) = (ports.clone(), configs.clone());
             std::thread::spawn(move || {
-                let mut back = [0u8; 64];
                 while !stop.load(Ordering::Relaxed) {
                     let i = target.load(Ordering::Relaxed);
-                    let mut tls = connect(ports[i], &configs[i]);
-                    if tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                    if one_handshake(ports[i], &configs[i]) {
                         resumed[i].fetch_add(1, Ordering::Relaxed);
                     }
-                    round_trip(&mut tls, &[7u8; 64], &mut back);
-                    tls.conn.send_close_notify();
-                    let _ = tls.flush();
                     done[i].fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -259,22 +264,22 @@ fn interleaved(
         c.join().expect("a client thread failed");
     }
     if resume {
-        // Every handshake but each client's first on each server is a resumption.
-        let all: f64 = done.iter().map(|d| d.load(Ordering::Relaxed) as f64).sum();
-        let r: f64 = resumed
-            .iter()
-            .map(|d| d.load(Ordering::Relaxed) as f64)
-            .sum();
-        assert!(r >= all * 0.9, "only {r} of {all} handshakes were resumed");
+        let sum = |v: &[AtomicU64]| v.iter().map(|d| d.load(Ordering::Relaxed) as f64).sum();
+        check_resumed(sum(&resumed), sum(&done));
     }
     slices
 }
 
 /// Prints an interleaved row: each server's rate and CPU per handshake over all its slices,
-/// and the first server's against each other's, cycle by cycle (median and range).
+/// and the first server's against each other's, slice by slice (the k-th slices of two
+/// servers fall in the same period): the median of those ratios, its bootstrap interval
+/// and their range.
 fn print_interleaved(servers: &[&str], row: &str, slices: &[Slices]) {
     let sum = |v: &[f64]| v.iter().sum::<f64>();
-    println!("\n{row}, interleaved ({} cycles):\n", slices[0].wall.len());
+    println!(
+        "\n{row}, interleaved ({} slices each):\n",
+        slices[0].wall.len()
+    );
     println!("| server | {row}/s | CPU µs/handshake |");
     println!("|---|---|---|");
     for (name, s) in servers.iter().zip(slices) {
@@ -299,28 +304,34 @@ fn print_interleaved(servers: &[&str], row: &str, slices: &[Slices]) {
     let per_handshake = |s: &Slices, c: usize| s.cpu[c].as_secs_f64() / s.handshakes[c];
     for (name, other) in servers.iter().zip(slices).skip(1) {
         let ours = &slices[0];
-        let cycles = 0..ours.wall.len();
         let ratios = |f: &dyn Fn(&Slices, usize) -> f64| -> String {
-            let r: Vec<f64> = cycles.clone().map(|c| f(ours, c) / f(other, c)).collect();
-            let (low, high) = r
-                .iter()
-                .fold((f64::NAN, f64::NAN), |(l, h), &x| (l.min(x), h.max(x)));
+            let r: Vec<f64> = (0..ours.wall.len())
+                .map(|k| f(ours, k) / f(other, k))
+                .collect();
+            let (low, high) = range(&r);
             let (from, to) = median_interval(&r);
             format!(
-                "{:.3}× (95 % interval {from:.3}–{to:.3}; cycles {low:.2}–{high:.2})",
+                "{:.3}× (95 % interval {from:.3}–{to:.3}; single slices {low:.2}–{high:.2})",
                 median(r)
             )
         };
         let whole =
             (sum(&ours.handshakes) / sum(&ours.wall)) / (sum(&other.handshakes) / sum(&other.wall));
         println!(
-            "\n{}/{name}: {row} {:.3}× over all slices; per cycle {}, CPU per handshake {}",
+            "\n{}/{name}: {row} {:.3}× over all slices; slice by slice {}, CPU per handshake {}",
             servers[0],
             whole,
             ratios(&rate),
             ratios(&per_handshake),
         );
     }
+}
+
+/// The lowest and highest of `values` (NaN for none).
+fn range(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::NAN, f64::NAN), |(l, h), &x| (l.min(x), h.max(x)))
 }
 
 /// The 95 % interval of the median of `values`: the medians of 2,000 resamplings of them
@@ -617,9 +628,7 @@ fn main() {
         let r: Vec<f64> = (0..rounds)
             .map(|k| runs[0][k][c] / runs[other][k][c])
             .collect();
-        let (low, high) = r
-            .iter()
-            .fold((f64::NAN, f64::NAN), |(l, h), &x| (l.min(x), h.max(x)));
+        let (low, high) = range(&r);
         match rounds {
             1 => format!("{:.3}×", median(r)),
             _ => format!("{:.3}× ({low:.2}–{high:.2})", median(r)),
