@@ -523,9 +523,13 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         let steps = steps_per_turn(&mut server, burst);
         if threads == 0 {
+            // Each hello is one step in the loop, so `burst` steps took every byte.
             assert_eq!(steps[..2], [HANDSHAKES_PER_TURN; 2], "{steps:?}");
+            assert_eq!(server.core.total_kept, 0, "bytes left waiting");
         }
-        assert_eq!(server.core.total_kept, 0, "bytes left waiting");
+        // With a thread, a step taken back from it is counted again, so `burst` steps may
+        // come before the last hellos were read (a slow host: Wine in CI). Those must still
+        // be stepped, which is checked once every client has its flight.
         // Every client gets its server's flight (written when a thread's step comes back,
         // so the loop turns meanwhile): none of the waiting hellos was lost.
         let readers: Vec<_> = clients
@@ -553,6 +557,7 @@ mod tests {
         for reader in readers {
             reader.join().unwrap().unwrap();
         }
+        assert_eq!(server.core.total_kept, 0, "bytes left waiting");
     }
 
     /// Issue #23 (review): steps the threads did not take in time are taken back first in
