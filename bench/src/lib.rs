@@ -4,6 +4,7 @@
 
 pub mod kv;
 pub mod mixed;
+pub mod order;
 pub mod perf;
 pub mod tls;
 

@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Builds the servers and the load generator (release), then for each run, scenario and
-//! family starts each server pinned to CPU 0 (which server goes first rotates from run to
-//! run) and the load generator pinned to CPU 1, samples the server's CPU time (scheduler
+//! family starts each server pinned to CPU 0 (the servers' order balanced over runs: see
+//! `dualstack_bench::order`; six runs are a whole period) and the load generator pinned to CPU 1, samples the server's CPU time (scheduler
 //! nanoseconds from /proc) at every 250 ms tick the load generator announces and its RSS, and
 //! kills the server by the PID it started. A run's figures are medians over those intervals;
 //! ratios to the hand-written mio server are taken within each run, then the median over runs
@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use dualstack_bench::order::{order, period};
 use dualstack_bench::{cpu_ticks, cpu_time, median, parse_numbers, rss, RssSampler};
 
 const SERVERS: [&str; 3] = ["mio", "dualstack", "tokio"];
@@ -110,7 +111,7 @@ struct Opts {
 
 fn opts() -> Opts {
     let mut o = Opts {
-        runs: 5,
+        runs: 6,
         seconds: 3.0,
         out: "BENCHMARKS.md".into(),
         svg: "bench/ratios.svg".into(),
@@ -126,7 +127,13 @@ fn opts() -> Opts {
                 .unwrap_or_else(|| fail(&format!("{flag} needs a value")))
         };
         match flag.as_str() {
-            "--runs" => o.runs = value().parse().unwrap_or_else(|_| fail("--runs: a number")),
+            "--runs" => {
+                o.runs = value()
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .unwrap_or_else(|| fail("--runs: a whole number above 0"))
+            }
             "--seconds" => {
                 o.seconds = value()
                     .parse()
@@ -257,8 +264,7 @@ fn kv_pass(
     BTreeMap<&'static str, dualstack_bench::kv::KvSample>,
 )> {
     use dualstack_bench::kv::{benchmark, KvServer, SERVERS};
-    (0..SERVERS.len())
-        .map(|i| SERVERS[(i + run) % SERVERS.len()])
+    in_order(&SERVERS, run)
         .map(|name| {
             let server = KvServer::start(&bins.release, name)
                 .unwrap_or_else(|e| fail(&format!("start {name}: {e}")));
@@ -493,10 +499,19 @@ fn interval_medians(ticks: &[(f64, f64, Duration)]) -> Option<(f64, f64)> {
     })
 }
 
-/// The servers in the order run `run` measures them: which goes first rotates, so a drift
-/// in the machine's speed during a run does not always favour the same one.
+/// The servers in the order run `run` (from 1) measures them: a Williams design, so over
+/// a period each goes first equally often and follows each other equally often, and
+/// neither a drift in the machine's speed nor what one server leaves behind for the next
+/// always favours the same one (rotated by one, each always had the same predecessor).
 fn servers_in_order(run: usize) -> impl Iterator<Item = &'static str> {
-    (0..SERVERS.len()).map(move |i| SERVERS[(i + run) % SERVERS.len()])
+    in_order(&SERVERS, run)
+}
+
+/// `servers` in the order run `run` (from 1) measures them (see [`servers_in_order`]).
+fn in_order(servers: &'static [&'static str], run: usize) -> impl Iterator<Item = &'static str> {
+    order(servers.len(), run.saturating_sub(1))
+        .into_iter()
+        .map(move |i| servers[i])
 }
 
 /// Geometric mean (NaN for none): the average of ratios that treats 0.5 and 2 alike.
@@ -584,6 +599,14 @@ fn main() {
             fail("redis-server or redis-benchmark not found (apt-get install redis-server redis-tools)");
         }
         return;
+    }
+    if !o.runs.is_multiple_of(period(SERVERS.len())) {
+        eprintln!(
+            "runner: {} runs are not whole periods of the servers' order ({} runs each): \
+             some servers go first or follow another more often than the rest",
+            o.runs,
+            period(SERVERS.len())
+        );
     }
     let started = Instant::now();
     // results[(scenario, family, server)] = one Sample per run
@@ -837,7 +860,7 @@ impl Report<'_> {
              `bench/src/bin/tokio_kv.rs`: a current-thread runtime, a task per connection, a \
              `BufWriter` flushed when no whole request is left), each pinned to CPU 0; \
              `redis-benchmark -n {KV_REQUESTS} -c {KV_CLIENTS} -P P -t TEST --csv` pinned to CPU \
-             1, the servers in rotating order. Requests per second as redis-benchmark reports \
+             1, the servers in a balanced order (`dualstack_bench::order`). Requests per second as redis-benchmark reports \
              them; ratios are taken within each run (median, and range over runs); CPU is the \
              server's own time per request over the test.\n\n\
              | test | P | kv | redis | tokio | kv / redis | kv / tokio | CPU ns/req kv | redis | tokio |\n\
@@ -1408,6 +1431,33 @@ fn machine() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Over a period of runs (from 1, as `main` counts them), each server goes first as
+    /// often as the others and follows each other as often: rotated by one, each always
+    /// followed the same one.
+    #[test]
+    fn runs_give_each_server_every_predecessor_alike() {
+        for servers in [&SERVERS[..], &dualstack_bench::kv::SERVERS[..]] {
+            let runs = period(servers.len());
+            let mut firsts = BTreeMap::new();
+            let mut pairs = BTreeMap::new();
+            for run in 1..=runs {
+                let order: Vec<_> = in_order(servers, run).collect();
+                assert_eq!(order.len(), servers.len(), "{order:?}");
+                *firsts.entry(order[0]).or_insert(0) += 1;
+                for w in order.windows(2) {
+                    *pairs.entry((w[0], w[1])).or_insert(0) += 1;
+                }
+            }
+            assert!(
+                firsts.values().all(|&n| n == runs / servers.len()),
+                "{firsts:?}"
+            );
+            let n = servers.len();
+            assert_eq!(pairs.len(), n * (n - 1), "{pairs:?}");
+            assert!(pairs.values().all(|&c| c == runs / n), "{pairs:?}");
+        }
+    }
 
     #[test]
     fn a_stalled_interval_does_not_move_the_medians() {
