@@ -402,9 +402,22 @@ mod tests {
         Vec<(rustls::ClientConnection, std::net::TcpStream)>,
     ) {
         let (tls, ca_pem) = localhost();
+        hellos_with(tls, &ca_pem, threads, burst)
+    }
+
+    /// As [`hellos_in`], with the server's configuration `tls` (its CA: `ca_pem`).
+    fn hellos_with(
+        tls: crate::TlsConfig,
+        ca_pem: &str,
+        threads: Option<usize>,
+        burst: usize,
+    ) -> (
+        crate::Server<Discard>,
+        Vec<(rustls::ClientConnection, std::net::TcpStream)>,
+    ) {
         let mut server = server(tls, threads);
         let addr = server.listeners()[0].local_addr.ip().unwrap();
-        let client = client(&ca_pem, rustls::DEFAULT_VERSIONS);
+        let client = client(ca_pem, rustls::DEFAULT_VERSIONS);
         // Accepted first, with nothing to read (a connection is read as it is accepted),
         // then the hellos: the steps come from their readiness events.
         let tcps: Vec<_> = (0..burst)
@@ -526,10 +539,20 @@ mod tests {
             // Each hello is one step in the loop, so `burst` steps took every byte.
             assert_eq!(steps[..2], [HANDSHAKES_PER_TURN; 2], "{steps:?}");
             assert_eq!(server.core.total_kept, 0, "bytes left waiting");
+        } else {
+            // A step taken back from the thread is counted twice (handed over, then taken
+            // back), so after `burst` steps as many hellos as were taken back may still
+            // wait (a slow thread: Wine in CI), and no more: a step counted when it was not
+            // taken leaves more waiting. Those that wait are checked below: each client
+            // gets its flight, and nothing is kept at the end.
+            let waiting = server.core.conns.iter();
+            let waiting = waiting.filter(|(_, c)| !c.input.is_empty()).count() as u64;
+            let counts = server.core.tls_pool.as_ref().unwrap().counts();
+            assert!(
+                waiting <= counts.1,
+                "{waiting} hellos left waiting, {steps:?}, {counts:?} handed over, taken back"
+            );
         }
-        // With a thread, a step taken back from it is counted again, so `burst` steps may
-        // come before the last hellos were read (a slow host: Wine in CI). Those must still
-        // be stepped, which is checked once every client has its flight.
         // Every client gets its server's flight (written when a thread's step comes back,
         // so the loop turns meanwhile): none of the waiting hellos was lost.
         let readers: Vec<_> = clients
@@ -755,7 +778,6 @@ mod tests {
         pool.be_patient();
         pool.stall(true);
         let mut hurried = false;
-        let mut entered = None;
         handshake(
             &mut server,
             &ca_pem,
@@ -766,9 +788,14 @@ mod tests {
                 let Some(tid) = pool.in_step() else {
                     return;
                 };
-                let since = *entered.get_or_insert_with(Instant::now);
                 if crate::sys::class_of(tid) == libc::SCHED_OTHER {
-                    assert!(since.elapsed() + Duration::from_millis(10) >= crate::tls::STEAL_AFTER);
+                    // When the thread began the step, not when this saw it (on a busy host
+                    // the test itself may look tens of milliseconds late).
+                    let began = pool.step_since().expect("in its step");
+                    assert!(
+                        began.elapsed() >= crate::tls::STEAL_AFTER,
+                        "hurried too soon"
+                    );
                     hurried = true;
                     pool.stall(false);
                 } else {
@@ -795,7 +822,11 @@ mod tests {
     #[test]
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn a_thread_that_panics_in_a_step_is_forgotten() {
-        let (mut server, _clients) = hellos_in(Some(1), 1);
+        // A handshake deadline far off, so that a close within seconds of the death is not
+        // the deadline's, however late the death comes.
+        let (tls, ca_pem) = localhost();
+        let tls = tls.handshake_timeout(Duration::from_secs(600));
+        let (mut server, _clients) = hellos_with(tls, &ca_pem, Some(1), 1);
         let pool = server.core.tls_pool.as_ref().unwrap();
         // Generous: at the lowest class on a busy host, the thread may get little CPU for
         // its start and its panic (a backtrace too, with RUST_BACKTRACE).
@@ -813,14 +844,12 @@ mod tests {
             std::thread::sleep(Duration::from_millis(2));
         }
         assert_eq!(pool.in_step(), None);
-        // Closed in the loop's next turns, timed from the death: not at the deadline (10 s
-        // after the accept, not the death, so only a death within 5 s of it tells the two
-        // apart; on an idle host it comes within milliseconds).
+        // Closed in the loop's next turns (within milliseconds on an idle host), not at
+        // its deadline, ten minutes off.
         let died = Instant::now();
-        let timeout = crate::tls::DEFAULT_HANDSHAKE_TIMEOUT;
         while !server.core.conns.is_empty() {
             assert!(
-                died.elapsed() < timeout / 2,
+                died.elapsed() < Duration::from_secs(30),
                 "the connection waits for its deadline"
             );
             server.run_once(Some(Duration::from_millis(10))).unwrap();

@@ -23,8 +23,6 @@ mod resolve;
 #[cfg(feature = "tls")]
 mod session;
 
-#[cfg(all(test, feature = "tls", any(target_os = "linux", target_os = "android")))]
-pub(crate) use config::DEFAULT_HANDSHAKE_TIMEOUT;
 #[cfg(feature = "tls")]
 pub use config::{TlsConfig, TlsError, TlsErrorKind};
 #[cfg(feature = "tls")]

@@ -317,7 +317,12 @@ impl Pool {
             .iter()
             .filter(|w| !w.hurried)
             .filter_map(|w| w.step.map(|(_, since)| since));
-        let queued = queue.jobs.front().map(|job| job.queued);
+        // Patient (tests), queued steps are never taken back: no wake for them.
+        #[cfg(test)]
+        let queued = queue.jobs.front().filter(|_| !self.patient.get());
+        #[cfg(not(test))]
+        let queued = queue.jobs.front();
+        let queued = queued.map(|job| job.queued);
         started.chain(queued).min().map(|since| since + STEAL_AFTER)
     }
 
@@ -348,6 +353,16 @@ impl Pool {
         self.shared
             .panic
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// When the thread in a step began it, if one is.
+    #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn step_since(&self) -> Option<Instant> {
+        let queue = self.shared.lock();
+        queue
+            .workers
+            .iter()
+            .find_map(|w| w.step.map(|(_, since)| since))
     }
 
     /// The id of a thread in a step, if one is.
