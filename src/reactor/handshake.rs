@@ -814,6 +814,43 @@ mod tests {
         );
     }
 
+    /// Issue #23 (review): threads that start steps are busy, not starved, and keep the
+    /// steps: one queued before they started theirs and taken back leaves the next ones to
+    /// them. Real threads here, each noting when it started a step (a thread that noted
+    /// nothing would look starved, and the loop would keep every step for `LOOP_FOR`).
+    #[test]
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn threads_that_started_steps_are_busy_not_starved() {
+        let (tls, _) = localhost();
+        let server = server(tls, Some(2));
+        let pool = server.core.tls_pool.as_ref().unwrap();
+        // Generous: the threads run at the lowest class, and a busy host may starve them.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pool.tids().contains(&0) {
+            assert!(Instant::now() < deadline, "the threads never started");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        pool.stall(true);
+        let t0 = Instant::now();
+        for key in 1..=3 {
+            let id = ConnId { key, generation: 1 };
+            let session = crate::tls::testing::session().0;
+            assert!(pool.send(id, session, b"", t0).is_ok(), "handed over");
+        }
+        // Both threads take a step (after `t0`) and are held in it; the third waits.
+        while pool.in_steps() < 2 {
+            assert!(Instant::now() < deadline, "the threads took no steps");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Due at `t0 + STEAL_AFTER`; the threads' own steps are not (they began later),
+        // so no hurry is tried, which may not be permitted here.
+        let t1 = t0 + crate::tls::STEAL_AFTER;
+        let (back, _, _) = pool.steal(t1).expect("the waiting step is due");
+        assert_eq!(back.key, 3, "the step no thread took");
+        assert!(pool.takes_steps(t1), "busy threads lost their steps");
+        pool.stall(false);
+    }
+
     /// Issue #23 (review): a thread that panics in a step is forgotten by the loop, so its
     /// id (which the kernel may give to another thread by then) is never hurried; and the
     /// connection whose session it took with it is closed at once, not at its handshake

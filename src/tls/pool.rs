@@ -355,6 +355,13 @@ impl Pool {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// How many threads are in a step.
+    #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn in_steps(&self) -> usize {
+        let queue = self.shared.lock();
+        queue.workers.iter().filter(|w| w.step.is_some()).count()
+    }
+
     /// When the thread in a step began it, if one is.
     #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
     pub(crate) fn step_since(&self) -> Option<Instant> {
