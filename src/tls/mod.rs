@@ -207,8 +207,17 @@ pub(crate) mod testing {
     /// server's reading of the client's Finished (what the server sends then, its tickets,
     /// waits in the session).
     pub(crate) fn established() -> (Box<super::Session>, rustls::ClientConnection) {
+        established_with(|_| {})
+    }
+
+    /// As [`established`], the client's configuration changed by `adjust` first.
+    pub(crate) fn established_with(
+        adjust: impl FnOnce(&mut rustls::ClientConfig),
+    ) -> (Box<super::Session>, rustls::ClientConnection) {
         let (mut session, ca_pem) = session();
-        let config = client(&ca_pem, &[&rustls::version::TLS13]);
+        let mut config = (*client(&ca_pem, &[&rustls::version::TLS13])).clone();
+        adjust(&mut config);
+        let config = Arc::new(config);
         let mut client =
             rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
         let mut plain = super::Plain::default();

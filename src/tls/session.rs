@@ -546,6 +546,60 @@ mod tests {
         assert_eq!(socket.at, total);
     }
 
+    /// A handshake message after the handshake that rustls will not hold (it buffers at
+    /// most 64 KiB of records toward an unfinished one; this one comes 100 bytes a record,
+    /// whole only after 80 KB of them):
+    /// rustls refuses to read on before it asks the socket for a byte. The peer's doing,
+    /// as a bad record is: a TLS failure of this call, not a socket error kept for the next
+    /// one (which a socket that merely has more bytes would never raise).
+    #[test]
+    fn a_handshake_message_rustls_will_not_hold_is_a_tls_failure() {
+        use rustls::crypto::cipher::{OutboundChunks, OutboundPlainMessage};
+        use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion};
+        let (mut session, client) = testing::established_with(|c| {
+            c.enable_secret_extraction = true;
+        });
+        let Some(rustls::SupportedCipherSuite::Tls13(suite)) = client.negotiated_cipher_suite()
+        else {
+            panic!("not TLS 1.3");
+        };
+        // The client's keys, to write records its rustls would not.
+        let (seq, secrets) = client.dangerous_extract_secrets().unwrap().tx;
+        let (key, iv) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+            | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+            | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key, iv),
+            _ => panic!("a suite this test cannot write records for"),
+        };
+        let mut encrypter = suite.aead_alg.encrypter(key, iv);
+        // A key_update that claims 65,000 bytes, and has them.
+        let mut message = vec![24, 0, 0xfd, 0xe8];
+        message.resize(4 + 65_000, 0);
+        let mut wire = Vec::new();
+        for (i, piece) in message.chunks(100).enumerate() {
+            let record = OutboundPlainMessage {
+                typ: ContentType::Handshake,
+                version: ProtocolVersion::TLSv1_2,
+                payload: OutboundChunks::Single(piece),
+            };
+            let record = encrypter.encrypt(record, seq + i as u64).unwrap();
+            wire.extend(record.encode());
+        }
+        let mut socket = Socket::new(wire);
+        let mut plain = Plain::default();
+        let failure = loop {
+            let direct = session.read_direct(&mut socket, &mut plain, 1 << 20);
+            let direct = direct.expect("a socket error, where the peer failed");
+            match direct.fed {
+                Err(failure) => break failure,
+                Ok(_) => assert!(direct.read > 0, "the stream ended first: {direct:?}"),
+            }
+        };
+        assert!(failure.message().contains("buffer full"), "{failure:?}");
+        assert!(socket.at < socket.data.len(), "read to the end");
+        assert!(plain.bytes().is_empty());
+    }
+
     /// Nothing after the peer's close_notify is processed or delivered: a record after it
     /// (here a well-formed one, then garbage that would fail as a record) may be read off
     /// the socket in the same read, but its plaintext never reaches `plain`, now or in a
