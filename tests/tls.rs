@@ -855,6 +855,75 @@ fn send_flight(conn: &mut rustls::ClientConnection, sock: &mut TcpStream) {
     sock.write_all(&flight).unwrap();
 }
 
+/// Review of #23: a handshake message after the handshake that rustls will not hold (it
+/// buffers at most 64 KiB of records toward an unfinished one; this one claims 65,000 bytes
+/// and comes 100 bytes a record) is the peer's TLS failure, also when rustls refuses at the
+/// first read of a call, before it asks the socket for a byte. Here the record before it
+/// comes in two writes, so that one read ends just as rustls's buffer fills, and the next
+/// read gets nothing: that was taken for the end of the stream, a truncation.
+#[test]
+fn a_handshake_message_too_large_to_hold_is_a_tls_failure_not_a_truncation() {
+    use rustls::crypto::cipher::{OutboundChunks, OutboundPlainMessage};
+    use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion};
+    let (ca, leaf) = localhost();
+    let (_server, log, addr) = start(Server::builder().listen_tls("127.0.0.1:0", leaf.config()));
+    let mut config = (*pki::client(&ca)).clone();
+    config.enable_secret_extraction = true;
+    let name = "localhost".try_into().unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut sock = util::connect(addr);
+    while conn.is_handshaking() {
+        while conn.wants_write() {
+            conn.write_tls(&mut sock).unwrap();
+        }
+        conn.read_tls(&mut sock).unwrap();
+        conn.process_new_packets().unwrap();
+    }
+    send_flight(&mut conn, &mut sock);
+    log.wait("the open", |e| matches!(e.last(), Some(Event::Open(..))));
+    // The client's keys, to write records its rustls would not.
+    let Some(rustls::SupportedCipherSuite::Tls13(suite)) = conn.negotiated_cipher_suite() else {
+        panic!("not TLS 1.3");
+    };
+    let (seq, secrets) = conn.dangerous_extract_secrets().unwrap().tx;
+    let (key, iv) = match secrets {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+        | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+        | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key, iv),
+        _ => panic!("a suite this test cannot write records for"),
+    };
+    let mut encrypter = suite.aead_alg.encrypter(key, iv);
+    let mut seq = seq..;
+    let mut record = |typ, payload: &[u8]| {
+        let plain = OutboundPlainMessage {
+            typ,
+            version: ProtocolVersion::TLSv1_2,
+            payload: OutboundChunks::Single(payload),
+        };
+        let seq = seq.next().unwrap();
+        encrypter.encrypt(plain, seq).unwrap().encode()
+    };
+    // 2,049 bytes on the wire, 2,048 of them first.
+    let first = record(ContentType::ApplicationData, &[b'x'; 2027]);
+    assert_eq!(first.len(), 2049);
+    let mut message = vec![24, 0, 0xfd, 0xe8];
+    message.resize(4 + 65_000, 0);
+    let mut rest = first[2048..].to_vec();
+    for piece in message.chunks(100) {
+        rest.extend(record(ContentType::Handshake, piece));
+    }
+    sock.write_all(&first[..2048]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // The server may close before it took everything: a reset here is fine.
+    let _ = sock.write_all(&rest);
+    let events = log.wait("the close", |e| matches!(e.last(), Some(Event::Close(_))));
+    assert_eq!(
+        events.last(),
+        Some(&Event::Close("TLS: message buffer full".into())),
+        "{events:?}"
+    );
+}
+
 /// Review of #23: the client's Finished, a request and close_notify in one write: the
 /// request was never offered (the end was taken first, during the handshake's hand-over).
 #[test]

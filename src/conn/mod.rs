@@ -123,8 +123,9 @@ pub enum CloseReason {
     /// A TLS listener's client did not finish its handshake within the deadline
     /// (`TlsConfig::handshake_timeout`, feature `tls`).
     HandshakeTimeout,
-    /// TLS failed: a handshake or a record was refused, by us (the alert is sent) or by
-    /// the peer's alert.
+    /// TLS failed: a handshake or a record was refused, by us (with an alert where rustls
+    /// has one for the failure; a handshake message too large to hold has none) or by the
+    /// peer's alert.
     Tls(crate::tls::TlsFailure),
     /// A TLS peer ended its stream without `close_notify`: what came may be cut short (an
     /// attacker can end a stream; only `close_notify` proves the end was the peer's). A

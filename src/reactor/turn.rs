@@ -328,6 +328,24 @@ impl<H: Handler> Server<H> {
                         })
                 }
             };
+            // A TLS failure, whatever was read with it: rustls may refuse records before it
+            // reads a byte (a handshake message too large to hold, its last record read by
+            // the call before), and that is the peer's failure, not the end of its stream.
+            let direct = match direct {
+                Some(crate::tls::Direct { fed: Err(e), .. }) => {
+                    log::debug!("{id}: {e}");
+                    self.core.request_close(id, CloseReason::Tls(e));
+                    self.settle();
+                    return;
+                }
+                Some(crate::tls::Direct {
+                    fed: Ok(fed),
+                    would_block,
+                    short,
+                    ..
+                }) => Some((fed, would_block, short)),
+                None => None,
+            };
             let nothing_new = matches!(&result, Ok(0))
                 || matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
             if nothing_new && conn.offer_kept {
@@ -358,19 +376,11 @@ impl<H: Handler> Server<H> {
                 Ok(n) => {
                     let (drained, offer, peer_closed) = match direct {
                         None => (short_read_drains && n < room, Offer::Read(n), false),
-                        Some(direct) => match direct.fed {
-                            Ok(fed) => (
-                                direct.would_block || (short_read_drains && direct.short),
-                                Offer::Plain,
-                                fed.peer_closed,
-                            ),
-                            Err(e) => {
-                                log::debug!("{id}: {e}");
-                                self.core.request_close(id, CloseReason::Tls(e));
-                                self.settle();
-                                return;
-                            }
-                        },
+                        Some((fed, would_block, short)) => (
+                            would_block || (short_read_drains && short),
+                            Offer::Plain,
+                            fed.peer_closed,
+                        ),
                     };
                     let bytes = match offer {
                         Offer::Plain => self.plain.bytes(),

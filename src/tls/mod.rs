@@ -125,7 +125,8 @@ pub(crate) struct Fed {
 /// the socket is known to hold nothing more, and the outcome of processing it.
 #[derive(Debug)]
 pub(crate) struct Direct {
-    /// Ciphertext bytes read (0: the end of the stream, read first).
+    /// Ciphertext bytes read (0 with `fed` ok: the end of the stream, read first; with a
+    /// failure, rustls refused records before it read any).
     pub(crate) read: usize,
     /// The socket said `WouldBlock` after bytes came: drained.
     pub(crate) would_block: bool,

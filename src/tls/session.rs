@@ -548,12 +548,30 @@ mod tests {
 
     /// A handshake message after the handshake that rustls will not hold (it buffers at
     /// most 64 KiB of records toward an unfinished one; this one comes 100 bytes a record,
-    /// whole only after 80 KB of them):
-    /// rustls refuses to read on before it asks the socket for a byte. The peer's doing,
-    /// as a bad record is: a TLS failure of this call, not a socket error kept for the next
-    /// one (which a socket that merely has more bytes would never raise).
+    /// whole only after 80 KB of them): rustls refuses to read on before it asks the socket
+    /// for a byte. The peer's doing, as a bad record is: a TLS failure of this call, not a
+    /// socket error kept for the next one (which a socket that merely has more bytes would
+    /// never raise).
     #[test]
     fn a_handshake_message_rustls_will_not_hold_is_a_tls_failure() {
+        let (failure, calls) = too_large_to_hold(1 << 20);
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert!(failure.message().contains("buffer full"), "{failure:?}");
+    }
+
+    /// The same when the call before read exactly up to the refusal: the refusing call
+    /// reads nothing, and says so with the failure (not the stream's end).
+    #[test]
+    fn a_refusal_before_any_byte_is_a_failure_that_read_nothing() {
+        let (failure, calls) = too_large_to_hold(65_535);
+        assert_eq!(calls, [65_535, 0]);
+        assert!(failure.message().contains("buffer full"), "{failure:?}");
+    }
+
+    /// Feeds an established session a key_update that claims (and has) 65,000 bytes, in
+    /// 100-byte records written with the client's keys, reading at most `limit` a call
+    /// until the session fails: the failure, and what each call read.
+    fn too_large_to_hold(limit: usize) -> (super::super::TlsFailure, Vec<usize>) {
         use rustls::crypto::cipher::{OutboundChunks, OutboundPlainMessage};
         use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion};
         let (mut session, client) = testing::established_with(|c| {
@@ -572,7 +590,6 @@ mod tests {
             _ => panic!("a suite this test cannot write records for"),
         };
         let mut encrypter = suite.aead_alg.encrypter(key, iv);
-        // A key_update that claims 65,000 bytes, and has them.
         let mut message = vec![24, 0, 0xfd, 0xe8];
         message.resize(4 + 65_000, 0);
         let mut wire = Vec::new();
@@ -587,17 +604,20 @@ mod tests {
         }
         let mut socket = Socket::new(wire);
         let mut plain = Plain::default();
-        let failure = loop {
-            let direct = session.read_direct(&mut socket, &mut plain, 1 << 20);
+        let mut calls = Vec::new();
+        loop {
+            let direct = session.read_direct(&mut socket, &mut plain, limit);
             let direct = direct.expect("a socket error, where the peer failed");
+            calls.push(direct.read);
             match direct.fed {
-                Err(failure) => break failure,
-                Ok(_) => assert!(direct.read > 0, "the stream ended first: {direct:?}"),
+                Err(failure) => {
+                    assert!(socket.at < socket.data.len(), "read to the end");
+                    assert!(plain.bytes().is_empty());
+                    return (failure, calls);
+                }
+                Ok(_) => assert!(direct.read > 0, "the stream ended first: {calls:?}"),
             }
-        };
-        assert!(failure.message().contains("buffer full"), "{failure:?}");
-        assert!(socket.at < socket.data.len(), "read to the end");
-        assert!(plain.bytes().is_empty());
+        }
     }
 
     /// Nothing after the peer's close_notify is processed or delivered: a record after it
