@@ -189,8 +189,8 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// A handshake step's outcome for `id`: a failure closes it (its alert is written as it
-    /// is removed); otherwise the session's answer is written, and at the handshake's end
+    /// A handshake step's outcome for `id`: a failure closes it (its alert, if rustls has
+    /// one, is written as it is removed); otherwise the session's answer is written, and at the handshake's end
     /// the connection is the handler's.
     fn after_feed(
         &mut self,
@@ -207,7 +207,7 @@ impl<H: Handler> Server<H> {
             Ok(fed) => fed,
             Err(e) => {
                 log::debug!("{id} from {}: {e}", conn.peer);
-                // Its alert is written as it is removed.
+                // Its alert (if rustls has one) is written as it is removed.
                 core.request_close(id, CloseReason::Tls(e));
                 self.settle();
                 return Step::Done;

@@ -106,7 +106,8 @@ impl Session {
     /// the plaintext they carry is appended to `plain` (all of it: rustls keeps none, so
     /// the reactor's input rules alone say what the handler sees and when). What the
     /// session must answer (handshake messages, alerts, tickets) waits in
-    /// [`wants_write`](Session::wants_write). An error leaves an alert to write.
+    /// [`wants_write`](Session::wants_write). An error leaves an alert to write, if rustls
+    /// has one for it (it has none for a handshake message too large to hold).
     pub(crate) fn feed(
         &mut self,
         mut bytes: &[u8],
