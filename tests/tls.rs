@@ -832,9 +832,11 @@ fn lines_before_close_notify_reach_a_handler_that_pauses() {
 
 /// A client's handshake driven by hand up to its Finished, left unsent: what the client
 /// writes next goes in one flight with it ([`send_flight`]).
-fn handshake_but_finished(ca: &Ca, addr: SocketAddr) -> (rustls::ClientConnection, TcpStream) {
-    let mut conn =
-        rustls::ClientConnection::new(pki::client(ca), "localhost".try_into().unwrap()).unwrap();
+fn handshake_but_finished(
+    config: Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+) -> (rustls::ClientConnection, TcpStream) {
+    let mut conn = rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
     let mut sock = util::connect(addr);
     while conn.is_handshaking() {
         while conn.wants_write() {
@@ -870,16 +872,7 @@ fn a_handshake_message_too_large_to_hold_is_a_tls_failure_not_a_truncation() {
     let (_server, log, addr) = start(builder.listen_tls("127.0.0.1:0", leaf.config()));
     let mut config = (*pki::client(&ca)).clone();
     config.enable_secret_extraction = true;
-    let name = "localhost".try_into().unwrap();
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let mut sock = util::connect(addr);
-    while conn.is_handshaking() {
-        while conn.wants_write() {
-            conn.write_tls(&mut sock).unwrap();
-        }
-        conn.read_tls(&mut sock).unwrap();
-        conn.process_new_packets().unwrap();
-    }
+    let (mut conn, mut sock) = handshake_but_finished(Arc::new(config), addr);
     send_flight(&mut conn, &mut sock);
     log.wait("the open", |e| matches!(e.last(), Some(Event::Open(..))));
     // The client's keys, to write records its rustls would not.
@@ -930,7 +923,7 @@ fn a_request_and_close_notify_in_the_handshakes_last_flight_arrive_in_order() {
         Server::builder().listen_tls("127.0.0.1:0", leaf.config()),
         slow.clone(),
     );
-    let (mut conn, mut sock) = handshake_but_finished(&ca, server.addr(0));
+    let (mut conn, mut sock) = handshake_but_finished(pki::client(&ca), server.addr(0));
     conn.writer().write_all(b"hello\nagain\n").unwrap();
     conn.send_close_notify();
     send_flight(&mut conn, &mut sock);
@@ -980,7 +973,7 @@ fn the_handshakes_last_flight_is_a_first_offer_not_a_refused_one() {
             .max_input(16 * 1024),
         BusyFirst::default(),
     );
-    let (mut conn, mut sock) = handshake_but_finished(&ca, server.addr(0));
+    let (mut conn, mut sock) = handshake_but_finished(pki::client(&ca), server.addr(0));
     // 330 lines of 60 bytes (19,800 bytes, past the 16 KiB limit) behind the Finished.
     let lines: Vec<String> = (0..330)
         .map(|i| format!("{i:04}{}", "-".repeat(55)))

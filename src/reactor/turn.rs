@@ -343,7 +343,7 @@ impl<H: Handler> Server<H> {
                     would_block,
                     short,
                     ..
-                }) => Some((fed, would_block, short)),
+                }) => Some((fed.peer_closed, would_block, short)),
                 None => None,
             };
             let nothing_new = matches!(&result, Ok(0))
@@ -376,10 +376,10 @@ impl<H: Handler> Server<H> {
                 Ok(n) => {
                     let (drained, offer, peer_closed) = match direct {
                         None => (short_read_drains && n < room, Offer::Read(n), false),
-                        Some((fed, would_block, short)) => (
+                        Some((peer_closed, would_block, short)) => (
                             would_block || (short_read_drains && short),
                             Offer::Plain,
-                            fed.peer_closed,
+                            peer_closed,
                         ),
                     };
                     let bytes = match offer {

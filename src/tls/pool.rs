@@ -263,10 +263,7 @@ impl Pool {
         if self.away.get() == 0 {
             return None;
         }
-        #[cfg(test)]
-        let patient = self.patient.get();
-        #[cfg(not(test))]
-        let patient = false;
+        let patient = self.patient();
         let mut queue = self.shared.try_lock()?;
         for worker in &mut queue.workers {
             if let Some((_, since)) = worker.step.filter(|_| !worker.hurried) {
@@ -318,12 +315,17 @@ impl Pool {
             .filter(|w| !w.hurried)
             .filter_map(|w| w.step.map(|(_, since)| since));
         // Patient (tests), queued steps are never taken back: no wake for them.
-        #[cfg(test)]
-        let queued = queue.jobs.front().filter(|_| !self.patient.get());
-        #[cfg(not(test))]
-        let queued = queue.jobs.front();
+        let queued = queue.jobs.front().filter(|_| !self.patient());
         let queued = queued.map(|job| job.queued);
         started.chain(queued).min().map(|since| since + STEAL_AFTER)
+    }
+
+    /// Whether queued steps are never taken back (tests only: see `patient`).
+    fn patient(&self) -> bool {
+        #[cfg(test)]
+        return self.patient.get();
+        #[cfg(not(test))]
+        false
     }
 
     /// Never takes a step back from the threads (see `patient`); threads that started a
